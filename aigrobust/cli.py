@@ -1,0 +1,232 @@
+"""The ``aigrobust`` command line: a thin click command per library function.
+
+Only this module prints, parses arguments and owns progress bars; user errors become one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aigrobust.checkpoints import CheckpointError, load_checkpoint
+from aigrobust.data import DATASETS, DataError, load_dataset
+from aigrobust.registry import UnknownModelError, create_model, get_model_info, list_models
+
+log = logging.getLogger("aigrobust")
+
+
+def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
+    """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
+    try:
+        if checkpoint is not None:
+            model, meta = load_checkpoint(checkpoint, expect_model=name)
+            return model, meta
+        if name is None:
+            raise click.UsageError("give --model or --checkpoint")
+        model = create_model(name, pretrained=pretrained)
+        meta = getattr(model, "pretrained_metadata", {}) or {}
+        if not pretrained:
+            click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
+        return model.eval(), dict(meta)
+    except (UnknownModelError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _device(name: str) -> Any:
+    from aigrobust.training import TrainingError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except TrainingError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aigrobust")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """aigrobust: adversarial robustness of gated ResNets (ConvNet-AIG) and plain ResNets."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command("models")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_command(pattern: str, as_json: bool) -> None:
+    """List registered models with parameters and full FLOPs (per image, at the model's input size)."""
+    rows = []
+    for name in list_models(pattern):
+        info = get_model_info(name)
+        model = create_model(name).eval()
+        params = sum(p.numel() for p in model.parameters())
+        flops = model.flop_profile(info.input_shape).full
+        rows.append({"model": name, "family": info.family, "params": params, "gflops": flops / 1e9,
+                     "gated_blocks": sum(b.gate is not None for b in model.residual_blocks()),
+                     "input": "x".join(map(str, info.input_shape)), "description": info.description})
+    if not rows:
+        raise click.ClickException(f"no model matches {pattern!r}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'model':<12} {'family':<9} {'params':>11} {'GFLOPs':>8} {'gates':>5}  input      description")
+    for r in rows:
+        click.echo(f"{r['model']:<12} {r['family']:<9} {r['params']:>11,} {r['gflops']:>8.3f} {r['gated_blocks']:>5}  "
+                   f"{r['input']:<10} {r['description']}")
+
+
+@cli.command("train")
+@click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of .npz files (train and test); otherwise torchvision's CIFAR-10 cache.")
+@click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
+              help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
+@click.option("--target-rate", type=click.FloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
+@click.option("--gate-lambda", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Weight of the target-rate loss.")
+@click.option("--gate-lr-factor", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
+@click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
+@click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+def train_command(model_name: str, data_dir: Path | None, download: bool, out_dir: Path, epochs: int,
+                  batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
+                  target_rate: float | None, gate_lambda: float, gate_lr_factor: float, shortcut: str | None,
+                  max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
+                  threads: int | None, resume: bool) -> None:
+    """Train a model on CIFAR-10, checkpointing every epoch (resumable with --resume)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from aigrobust.training import TrainConfig, TrainingError, train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        info = get_model_info(model_name)
+    except UnknownModelError as err:
+        raise click.ClickException(str(err)) from None
+    if info.default_dataset != "cifar10":
+        raise click.ClickException(f"{model_name} trains on {info.default_dataset}; 'aigrobust train' covers CIFAR-10 "
+                                   "models (fine-tune ImageNet models from torchvision weights in your own loop)")
+    kwargs: dict[str, Any] = {}
+    if target_rate is not None:
+        kwargs["target_rate"] = target_rate
+    if shortcut is not None:
+        kwargs["shortcut"] = shortcut
+    _device(device)
+    try:
+        train_data = load_dataset("cifar10", "train", data_dir, download)
+        try:
+            heldout = load_dataset("cifar10", "test", data_dir, download)
+        except DataError:
+            heldout = None
+            click.echo("warning: no test split found; no held-out accuracy per epoch", err=True)
+        if max_train_samples is not None and max_train_samples < len(train_data):
+            pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
+            train_data = train_data.subset(np.sort(pick))  # type: ignore[attr-defined]
+        config = TrainConfig(model=model_name, model_kwargs=kwargs, epochs=epochs, batch_size=batch_size, lr=lr,
+                             momentum=momentum, weight_decay=weight_decay, schedule=schedule,  # type: ignore[arg-type]
+                             gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor, augment=not no_augment,
+                             seed=seed, device=device, bf16=not no_bf16)
+    except (DataError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+    bar = tqdm(total=0, unit="batch", leave=False, disable=None)
+
+    def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
+        if bar.total != steps:
+            bar.reset(total=steps)
+        bar.set_description(f"epoch {epoch}/{epochs}")
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    def on_epoch(r: Any) -> None:
+        held = f"{r.heldout_accuracy:.4f}" if r.heldout_accuracy is not None else "-"
+        rates = " ".join(f"{v:.2f}" for v in r.heldout_execution_rates or r.train_execution_rates)
+        flops = f" flops {r.heldout_flops_ratio:.3f}" if r.heldout_flops_ratio is not None else ""
+        tqdm.write(f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  train acc {r.train_accuracy:.4f}  "
+                   f"held-out acc {held}{flops}  rates [{rates}]  {r.seconds:.0f}s")
+
+    try:
+        result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
+                       on_batch=on_batch, on_epoch=on_epoch)
+    except (TrainingError, CheckpointError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        bar.close()
+    click.echo(f"saved {result.checkpoint}")
+
+
+@cli.command("eval")
+@click.option("--model", "model_name", default=None, help="Registered model name.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Our .safetensors checkpoint or a convertible file (akamaster, ConvNet-AIG, torchvision).")
+@click.option("--pretrained", is_flag=True, help="Use the model's shipped (or torchvision) pretrained weights.")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the model's own dataset.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--download", is_flag=True)
+@click.option("--n-samples", type=click.IntRange(min=1), default=None, help="First N samples only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--gate-mode", type=click.Choice(["hard", "stochastic", "soft", "open"]), default="hard",
+              show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bool, dataset: str | None,
+                 data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, gate_mode: str,
+                 device: str, as_json: bool) -> None:
+    """Clean accuracy, per-layer execution rates and mean executed FLOPs."""
+    from tqdm import tqdm
+
+    from aigrobust.evaluation import evaluate_clean
+
+    dev = _device(device)
+    model, meta = _load_model(model_name, checkpoint, pretrained)
+    name = getattr(model, "registry_name", model_name)
+    dataset = dataset or get_model_info(name).default_dataset
+    try:
+        data = load_dataset(dataset, "test", data_dir, download)
+    except DataError as err:
+        raise click.ClickException(str(err)) from None
+    if n_samples is not None and n_samples < len(data):  # type: ignore[arg-type]
+        data = data.subset(range(n_samples)) if hasattr(data, "subset") else data  # type: ignore[attr-defined]
+    if getattr(data, "note", ""):
+        click.echo(f"note: {data.note}", err=True)  # type: ignore[attr-defined]
+    model.to(dev)
+    with tqdm(total=len(data), unit="img", leave=False, disable=None) as bar:  # type: ignore[arg-type]
+        result = evaluate_clean(model, data, batch_size=batch_size, device=dev, gate_mode=gate_mode,
+                                on_batch=bar.update)
+    summary = {"model": name, "dataset": dataset, "n_samples": result.n_samples, "accuracy": result.accuracy,
+               "gate_mode": result.gate_mode, "mean_flops": result.mean_flops, "full_flops": result.full_flops,
+               "flops_ratio": result.flops_ratio, "execution_rates": list(result.execution_rates)}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{name} on {dataset} ({result.n_samples} images, gates {result.gate_mode}): "
+               f"accuracy {100 * result.accuracy:.2f}%")
+    click.echo(f"executed FLOPs {result.mean_flops / 1e6:.2f} M of {result.full_flops / 1e6:.2f} M "
+               f"({100 * result.flops_ratio:.1f}%)")
+    if model.is_gated:
+        click.echo("execution rate per block: " + " ".join(f"{v:.2f}" for v in result.execution_rates))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="aigrobust")

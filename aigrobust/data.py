@@ -1,0 +1,211 @@
+"""Datasets as [0, 1] image tensors: CIFAR-10 (local .npz or torchvision download), ImageNet folders, foolbox demos.
+
+Images leave this module unnormalised: normalisation belongs to the model, so attacks work in pixel space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")
+DEFAULT_CACHE = Path(os.environ.get("AIGROBUST_CACHE", Path.home() / ".cache" / "aigrobust"))
+
+
+class DataError(ValueError):
+    """Data that is missing or malformed; the message says what to do."""
+
+
+@dataclass
+class ArrayDataset(Dataset):
+    """Images held in memory as uint8 NHWC; items come out as float (C, H, W) in [0, 1] with an int label."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: Sequence[str]
+    name: str
+    source: str
+    note: str = ""
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise DataError(f"{self.source}: images must be uint8 of shape (N, H, W, 3), got "
+                            f"{self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(f"{self.source}: {self.labels.shape[0]} labels for {self.images.shape[0]} images")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise DataError(f"{self.source}: labels must lie in 0..{len(self.classes) - 1}, found "
+                            f"{int(self.labels.min())}..{int(self.labels.max())}")
+        if self.indices.size == 0:
+            self.indices = np.arange(len(self.labels), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return to_tensor_images(self.images[i : i + 1])[0], int(self.labels[i])
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """All images as float (N, 3, H, W) in [0, 1] and labels as int64 (N,)."""
+        return to_tensor_images(self.images), torch.from_numpy(self.labels.astype(np.int64))
+
+    def subset(self, positions: Sequence[int] | np.ndarray) -> "ArrayDataset":
+        """A dataset of the given positions; ``indices`` keeps the original sample indices."""
+        pos = np.asarray(positions, dtype=np.int64)
+        return ArrayDataset(self.images[pos], self.labels[pos], self.classes, self.name, self.source, self.note,
+                            self.indices[pos])
+
+    def fingerprint(self) -> str:
+        """sha256 of images and labels: names the exact data a model saw."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        digest.update(np.ascontiguousarray(self.labels.astype(np.int64)).tobytes())
+        return digest.hexdigest()
+
+
+def to_tensor_images(images: np.ndarray) -> Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def load_npz(path: Path, classes: Sequence[str] = CIFAR10_CLASSES, name: str = "cifar10") -> ArrayDataset:
+    """A .npz file with ``images`` (uint8 N,H,W,3) and ``labels`` (int N)."""
+    path = Path(path)
+    try:
+        with np.load(path) as archive:
+            if "images" not in archive or "labels" not in archive:
+                raise DataError(f"{path}: an .npz needs arrays 'images' and 'labels', found {sorted(archive.files)}")
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, ValueError, EOFError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got {labels.dtype}")
+    return ArrayDataset(images, labels.astype(np.int64), tuple(classes), name, str(path))
+
+
+def find_npz(folder: Path, split: str) -> Path:
+    """The .npz in ``folder`` whose name mentions ``split`` ('train' or 'test')."""
+    folder = Path(folder)
+    if folder.is_file():
+        return folder
+    if not folder.is_dir():
+        raise DataError(f"data path {folder} does not exist")
+    matches = sorted(p for p in folder.glob("*.npz") if split in p.name.lower())
+    if not matches:
+        raise DataError(f"no .npz file with '{split}' in its name in {folder} (expected e.g. cifar10_{split}.npz with "
+                        "arrays images uint8 NHWC and labels int64)")
+    return matches[0]
+
+
+def load_cifar10(split: str = "test", data_dir: Path | None = None, download: bool = False,
+                 cache_dir: Path = DEFAULT_CACHE) -> ArrayDataset:
+    """CIFAR-10 from a local folder of .npz files, or torchvision's copy in ``cache_dir`` (downloaded if asked)."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    if data_dir is not None:
+        dataset = load_npz(find_npz(Path(data_dir), split))
+        if dataset.images.shape[1:3] != (32, 32):
+            raise DataError(f"{dataset.source}: CIFAR-10 images are 32x32, got {dataset.images.shape[1:3]}")
+        return dataset
+    import torchvision
+
+    root = Path(cache_dir) / "cifar10"
+    try:
+        tv = torchvision.datasets.CIFAR10(str(root), train=(split == "train"), download=download)
+    except RuntimeError:
+        raise DataError(f"CIFAR-10 is not in {root}; pass --data-dir FOLDER with cifar10_{split}*.npz files "
+                        "(images uint8 NHWC, labels int64), or --download where there is a network") from None
+    except OSError as err:
+        raise DataError(f"CIFAR-10 download failed ({type(err).__name__}: offline?); pass --data-dir FOLDER with "
+                        f"cifar10_{split}*.npz files (images uint8 NHWC, labels int64)") from None
+    return ArrayDataset(np.asarray(tv.data), np.asarray(tv.targets, dtype=np.int64), CIFAR10_CLASSES, "cifar10",
+                        f"torchvision CIFAR10 ({root})")
+
+
+_FOOLBOX_NAME = re.compile(r"^(?P<set>cifar10|imagenet)_(?P<idx>\d+)_(?P<label>\d+)\.(png|jpg)$")
+
+
+def load_foolbox_samples(dataset: str = "cifar10") -> ArrayDataset:
+    """The 20 real sample images shipped inside foolbox: an always-offline **20-image demo**, not a benchmark."""
+    import foolbox
+    from PIL import Image
+
+    if dataset not in ("cifar10", "imagenet"):
+        raise DataError(f"foolbox ships demo images for cifar10 and imagenet, not {dataset!r}")
+    folder = Path(foolbox.__file__).resolve().parent / "data"
+    files = []
+    for p in folder.iterdir():
+        m = _FOOLBOX_NAME.match(p.name)
+        if m and m.group("set") == dataset:
+            files.append((int(m.group("idx")), int(m.group("label")), p))
+    if not files:
+        raise DataError(f"no {dataset} sample images found in {folder}")
+    files.sort()
+    images = []
+    for _, _, p in files:
+        with Image.open(p) as im:
+            rgb = im.convert("RGB")
+            if dataset == "imagenet" and rgb.size != (224, 224):
+                rgb = rgb.resize((224, 224), Image.BILINEAR)
+            images.append(np.asarray(rgb, dtype=np.uint8))
+    labels = np.array([label for _, label, _ in files], dtype=np.int64)
+    classes = CIFAR10_CLASSES if dataset == "cifar10" else tuple(str(i) for i in range(1000))
+    return ArrayDataset(np.stack(images), labels, classes, f"foolbox-{dataset}", f"foolbox {folder}",
+                        note="20-image demo set shipped with foolbox; too small for robustness claims")
+
+
+class ImageFolderDataset(Dataset):
+    """An ImageNet-style folder (class sub-folders), resized to 256 and centre-cropped to 224, in [0, 1]."""
+
+    def __init__(self, root: Path, split: str = "val") -> None:
+        import torchvision
+        from torchvision import transforms
+
+        folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+        if not folder.is_dir():
+            raise DataError(f"ImageNet folder {folder} does not exist (expected ROOT/{split}/<class>/<image>)")
+        try:
+            self.inner = torchvision.datasets.ImageFolder(
+                str(folder), transform=transforms.Compose(
+                    [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise DataError(f"{folder}: not an image folder tree ({err})") from None
+        self.classes = tuple(self.inner.classes)
+        self.name = "imagenet"
+        self.source = str(folder)
+        self.note = ""
+        self.indices = np.arange(len(self.inner), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image, label = self.inner[i]
+        return image, int(label)
+
+
+def load_dataset(name: str, split: str = "test", data_dir: Path | None = None, download: bool = False,
+                 cache_dir: Path = DEFAULT_CACHE) -> Dataset:
+    """Any supported dataset by name: cifar10, imagenet, foolbox-cifar10, foolbox-imagenet."""
+    if name == "cifar10":
+        return load_cifar10(split, data_dir, download, cache_dir)
+    if name == "imagenet":
+        if data_dir is None:
+            raise DataError("imagenet needs --data-dir pointing at an ImageFolder tree (ROOT/val/<class>/<image>)")
+        return ImageFolderDataset(Path(data_dir), "val" if split == "test" else split)
+    if name in ("foolbox-cifar10", "foolbox-imagenet"):
+        return load_foolbox_samples(name.removeprefix("foolbox-"))
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

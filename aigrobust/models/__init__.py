@@ -1,0 +1,18 @@
+"""Model families; importing this package registers every model."""
+
+from aigrobust.models import cifar_resnet, imagenet_resnet  # noqa: F401  (registration side effect)
+from aigrobust.models.base import FlopProfile, InputNormalization, ResidualBlock, ResNetBase
+from aigrobust.models.gates import Gate, GateExecution, GateGrad, GateMode, GateTrace, target_rate_loss
+
+__all__ = [
+    "FlopProfile",
+    "Gate",
+    "GateExecution",
+    "GateGrad",
+    "GateMode",
+    "GateTrace",
+    "InputNormalization",
+    "ResNetBase",
+    "ResidualBlock",
+    "target_rate_loss",
+]

@@ -1,0 +1,338 @@
+"""The shared machinery of plain and gated ResNets: normalisation, gate modes, gated forward, traces and FLOPs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from aigrobust.models.gates import (
+    Gate,
+    GateExecution,
+    GateGrad,
+    GateMode,
+    GateTrace,
+    gumbel_straight_through,
+)
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputNormalization(nn.Module):
+    """(x - mean) / std on [0, 1] images; part of the model so that attacks only ever see pixel space.
+
+    The statistics are non-persistent buffers: they live in checkpoint metadata, not in the weights.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def set_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Replace mean and std (e.g. a converted checkpoint trained with other statistics)."""
+        self.mean.copy_(torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.std.copy_(torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """Mean and std as plain lists, for metadata."""
+        return {
+            "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
+            "std": [round(v, 6) for v in self.std.flatten().tolist()],
+        }
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class ResidualBlock(nn.Module):
+    """A residual block: out = relu(shortcut(x) + g * F(x)); ``gate`` is None for plain ResNets."""
+
+    gate: Gate | None
+
+    def residual(self, x: Tensor) -> Tensor:
+        """The residual branch F (the part a closed gate skips)."""
+        raise NotImplementedError
+
+    def shortcut_path(self, x: Tensor) -> Tensor:
+        """The shortcut (identity, zero-padded subsampling, or projection)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Plain forward for use outside a network (the network runs blocks through its gate logic).
+        return F.relu(self.shortcut_path(x) + self.residual(x))
+
+
+@dataclass(frozen=True)
+class FlopProfile:
+    """FLOPs of one sample of a given input size, counted by torch.utils.flop_counter (2 per multiply-add).
+
+    fixed: what always runs (stem, head, shortcuts, gates); residual: each block's residual branch;
+    measured_total: an independent count of the whole network with every branch running.
+    """
+
+    image_shape: tuple[int, ...]
+    stem: float
+    head: float
+    gates: tuple[float, ...]
+    shortcuts: tuple[float, ...]
+    residual: tuple[float, ...]
+    measured_total: float
+
+    @property
+    def fixed(self) -> float:
+        """FLOPs that run whatever the gates decide."""
+        return self.stem + self.head + sum(self.gates) + sum(self.shortcuts)
+
+    @property
+    def full(self) -> float:
+        """FLOPs with every residual branch running, from the parts."""
+        return self.fixed + sum(self.residual)
+
+    def executed(self, decisions: Tensor) -> Tensor:
+        """Per-sample executed FLOPs for (N, L) bool decisions."""
+        costs = torch.tensor(self.residual, dtype=torch.float64, device=decisions.device)
+        return self.fixed + decisions.to(torch.float64) @ costs
+
+
+def _count_flops(fn: object, *args: Tensor) -> tuple[float, Tensor]:
+    with FlopCounterMode(display=False) as counter:
+        out = fn(*args)  # type: ignore[operator]
+    return float(counter.get_total_flops()), out
+
+
+class ResNetBase(nn.Module):
+    """Base class of every network in aigrobust: plain and gated ResNets share one forward.
+
+    ``model(x)`` takes [0, 1] images and returns logits only; ``model.forward_with_gates(x)`` also returns a
+    :class:`GateTrace`. Plain ResNets report every gate open.
+    """
+
+    num_classes: int
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = InputNormalization(mean, std)
+        self.gate_mode: GateMode = GateMode.HARD
+        self.gate_grad: GateGrad = GateGrad.EXACT
+        self.gate_execution: GateExecution = GateExecution.SKIP
+        self.gate_seed = 0
+        self._gate_generator = torch.Generator().manual_seed(self.gate_seed)
+        self._flop_profiles: dict[tuple[int, ...], FlopProfile] = {}
+        self.target_rates: tuple[float, ...] = ()
+
+    # --- structure, provided by each family -------------------------------------------------------------------
+    def stem(self, x: Tensor) -> Tensor:
+        """Everything before the first residual block (on normalised input)."""
+        raise NotImplementedError
+
+    def head(self, x: Tensor) -> Tensor:
+        """Everything after the last residual block: pooling and classifier."""
+        raise NotImplementedError
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        """The residual blocks in forward order."""
+        return [m for m in self.modules() if isinstance(m, ResidualBlock)]
+
+    @property
+    def is_gated(self) -> bool:
+        """True when at least one block has a gate."""
+        return any(b.gate is not None for b in self.residual_blocks())
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of residual blocks (the L of a trace)."""
+        return len(self.residual_blocks())
+
+    def gate_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the gates (the reference code trains them with their own learning-rate factor)."""
+        for block in self.residual_blocks():
+            if block.gate is not None:
+                yield from block.gate.parameters()
+
+    # --- gate settings ----------------------------------------------------------------------------------------
+    def set_gate_mode(self, mode: GateMode | str, seed: int | None = None) -> None:
+        """Choose the eval-time gate mode; ``seed`` re-seeds the generator of stochastic draws."""
+        self.gate_mode = GateMode(mode)
+        if self.gate_mode is GateMode.TRAIN:
+            raise ValueError("'train' is the mode of model.train(); pick hard, stochastic, soft or open for eval")
+        if seed is not None:
+            self.reset_gate_generator(seed)
+
+    def set_gate_grad(self, grad: GateGrad | str) -> None:
+        """Choose how an attacker's gradient passes a hard gate decision."""
+        self.gate_grad = GateGrad(grad)
+
+    def reset_gate_generator(self, seed: int) -> None:
+        """Re-seed the generator behind Gumbel draws (training and stochastic eval)."""
+        self.gate_seed = int(seed)
+        self._gate_generator.manual_seed(self.gate_seed)
+
+    def gate_generator_state(self) -> Tensor:
+        """State of the Gumbel generator, for resumable training."""
+        return self._gate_generator.get_state()
+
+    def set_gate_generator_state(self, state: Tensor) -> None:
+        """Restore the Gumbel generator's state."""
+        self._gate_generator.set_state(state)
+
+    @contextlib.contextmanager
+    def gate_settings(
+        self,
+        mode: GateMode | str | None = None,
+        grad: GateGrad | str | None = None,
+        execution: GateExecution | str | None = None,
+    ) -> Iterator["ResNetBase"]:
+        """Temporarily change gate mode, gradient mode and/or execution; restored on exit."""
+        saved = (self.gate_mode, self.gate_grad, self.gate_execution)
+        try:
+            if mode is not None:
+                self.set_gate_mode(mode)
+            if grad is not None:
+                self.gate_grad = GateGrad(grad)
+            if execution is not None:
+                self.gate_execution = GateExecution(execution)
+            yield self
+        finally:
+            self.gate_mode, self.gate_grad, self.gate_execution = saved
+
+    # --- forward ----------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        logits, _, _, _ = self._run(x)
+        return logits
+
+    def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
+        """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
+        profile = self.flop_profile(tuple(x.shape[1:]))
+        logits, decisions, p_on, values = self._run(x)
+        trace = GateTrace(
+            decisions=torch.stack(decisions, dim=1),
+            p_on=torch.stack(p_on, dim=1),
+            gate_values=torch.stack(values, dim=1),
+            flops=profile.executed(torch.stack(decisions, dim=1)),
+        )
+        return logits, trace
+
+    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        h = self.stem(self.normalize(x))
+        decisions: list[Tensor] = []
+        p_on: list[Tensor] = []
+        values: list[Tensor] = []
+        for block in self.residual_blocks():
+            h, d, p, v = self._run_block(block, h)
+            decisions.append(d)
+            p_on.append(p)
+            values.append(v)
+        return self.head(h), decisions, p_on, values
+
+    def _effective_mode(self) -> GateMode:
+        if self.training:
+            return GateMode.TRAIN
+        if self.gate_mode in (GateMode.HARD, GateMode.STOCHASTIC) and self.gate_grad is GateGrad.SOFT:
+            # The soft gradient mode is a surrogate network: its forward is the soft-gated one.
+            return GateMode.SOFT
+        return self.gate_mode
+
+    def _gumbel(self, logits: Tensor) -> Tensor:
+        # Noise is drawn on the CPU from one seeded generator, so draws repeat across devices and on resume.
+        uniform = torch.rand(tuple(logits.shape), generator=self._gate_generator)
+        return gumbel_straight_through(logits, uniform.to(logits.device))
+
+    def _run_block(self, block: ResidualBlock, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        n = x.shape[0]
+        shortcut = block.shortcut_path(x)
+        mode = self._effective_mode()
+        gate = block.gate
+        if gate is None or mode is GateMode.OPEN:
+            if gate is None:
+                p_on = torch.ones(n, device=x.device)
+            else:
+                p_on = F.softmax(gate(x).float(), dim=1)[:, 1]
+            ones = torch.ones(n, device=x.device)
+            out = shortcut + block.residual(x)
+            return F.relu(out), ones.bool(), p_on, ones
+
+        logits = gate(x).float()
+        p_on = F.softmax(logits, dim=1)[:, 1]
+        if mode is GateMode.TRAIN:
+            # Every branch runs (BatchNorm needs the whole batch); the sample multiplies it, straight-through.
+            g = self._gumbel(logits)
+            out = shortcut + g.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
+            return F.relu(out), g.detach() > 0.5, p_on, g
+        if mode is GateMode.SOFT:
+            out = shortcut + p_on.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
+            return F.relu(out), torch.ones(n, dtype=torch.bool, device=x.device), p_on, p_on
+
+        if mode is GateMode.STOCHASTIC:
+            straight_through = self._gumbel(logits)
+            is_open = straight_through.detach() > 0.5
+        else:  # HARD: deterministic
+            is_open = logits[:, 1] > logits[:, 0]
+            hard = is_open.to(p_on.dtype)
+            straight_through = hard + p_on - p_on.detach()
+
+        if self.gate_grad is GateGrad.STRAIGHT_THROUGH:
+            # The softmax gradient needs F(x) for closed samples too, so every branch is computed.
+            out = shortcut + straight_through.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
+            return F.relu(out), is_open, p_on, straight_through
+        hard_values = is_open.to(p_on.dtype)
+        if self.gate_execution is GateExecution.MASK:
+            out = shortcut + hard_values.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
+            return F.relu(out), is_open, p_on, hard_values
+        return F.relu(self._skip_closed(block, x, shortcut, is_open)), is_open, p_on, hard_values
+
+    @staticmethod
+    def _skip_closed(block: ResidualBlock, x: Tensor, shortcut: Tensor, is_open: Tensor) -> Tensor:
+        """shortcut + F(x) on the open samples only; F never runs for a closed sample (autograd still works)."""
+        n_open = int(is_open.sum())
+        if n_open == x.shape[0]:
+            return shortcut + block.residual(x)
+        if n_open == 0:
+            return shortcut
+        index = is_open.nonzero().squeeze(1)
+        branch = block.residual(x.index_select(0, index))
+        return shortcut.index_add(0, index, branch.to(shortcut.dtype))
+
+    # --- FLOPs ------------------------------------------------------------------------------------------------
+    def flop_profile(self, image_shape: tuple[int, ...]) -> FlopProfile:
+        """Per-sample FLOPs of each part for images of ``image_shape`` (C, H, W), measured once and cached."""
+        key = tuple(int(s) for s in image_shape)
+        if key in self._flop_profiles:
+            return self._flop_profiles[key]
+        was_training = self.training
+        param = next(self.parameters())
+        x = torch.zeros((1, *key), device=param.device, dtype=param.dtype)
+        self.eval()
+        try:
+            with torch.no_grad(), self.gate_settings(mode=GateMode.OPEN):
+                h = self.normalize(x)
+                stem, h = _count_flops(self.stem, h)
+                gates, shortcuts, residual = [], [], []
+                for block in self.residual_blocks():
+                    gate_flops = _count_flops(block.gate, h)[0] if block.gate is not None else 0.0
+                    shortcut_flops, _ = _count_flops(block.shortcut_path, h)
+                    residual_flops, _ = _count_flops(block.residual, h)
+                    gates.append(gate_flops)
+                    shortcuts.append(shortcut_flops)
+                    residual.append(residual_flops)
+                    h = self._run_block(block, h)[0]
+                head, _ = _count_flops(self.head, h)
+                measured_total, _ = _count_flops(self, x)
+        finally:
+            self.train(was_training)
+        profile = FlopProfile(key, stem, head, tuple(gates), tuple(shortcuts), tuple(residual), measured_total)
+        self._flop_profiles[key] = profile
+        return profile
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # Moving or casting the model invalidates nothing in FLOP counts, but keep caches simple and exact.
+        self._flop_profiles = {}
+        return super()._apply(fn, recurse)

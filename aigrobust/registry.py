@@ -1,0 +1,100 @@
+"""Registry of named model constructors: ``create_model("aig110")``, ``list_models("aig*")``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aigrobust.models.base import ResNetBase
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message suggests the closest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model name."""
+
+    name: str
+    family: str
+    description: str
+    input_shape: tuple[int, int, int]
+    default_dataset: str
+    builder: Callable[..., "ResNetBase"]
+    torchvision_weights: str | None = None
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    description: str,
+    input_shape: tuple[int, int, int],
+    default_dataset: str,
+    torchvision_weights: str | None = None,
+) -> Callable[[Callable[..., "ResNetBase"]], Callable[..., "ResNetBase"]]:
+    """Decorator that registers a model constructor under ``name``."""
+
+    def decorate(builder: Callable[..., "ResNetBase"]) -> Callable[..., "ResNetBase"]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelInfo(name, family, description, input_shape, default_dataset, builder,
+                                    torchvision_weights)
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the model families registers them.
+    import aigrobust.models  # noqa: F401
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (and ``family`` if given), sorted naturally."""
+    _ensure_loaded()
+    names = [n for n, info in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (family in (None, info.family))]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple[str, int]:
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem):]
+    return stem, int(digits) if digits else -1
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """Registry entry for ``name``; raises :class:`UnknownModelError` with suggestions."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> "ResNetBase":
+    """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights.
+
+    Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
+    """
+    info = get_model_info(name)
+    model = info.builder(**kwargs)
+    model.registry_name = name  # type: ignore[assignment]
+    model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
+    if pretrained:
+        from aigrobust.checkpoints import load_pretrained_into
+
+        load_pretrained_into(model, info)
+    return model

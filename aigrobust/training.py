@@ -1,0 +1,339 @@
+"""Training plain and gated ResNets: SGD, step/cosine/one-cycle schedules, target-rate loss, resumable.
+
+Every epoch writes ``last.safetensors`` (the model, our checkpoint format) and ``train_state.pt`` (optimizer,
+generators, history) atomically, and appends a line to ``log.jsonl``; ``resume=True`` continues from them and ends
+with the same weights as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from aigrobust.checkpoints import CheckpointError, atomic_write_bytes, load_state_checked, read_checkpoint, save_checkpoint
+from aigrobust.data import ArrayDataset
+from aigrobust.evaluation import CleanEvaluation, evaluate_clean
+from aigrobust.models.base import ResNetBase
+from aigrobust.models.gates import target_rate_loss
+from aigrobust.registry import create_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "last.safetensors"
+FINAL_FILE = "model.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+class Schedule(str, enum.Enum):
+    """Learning-rate schedules: the paper's ``step`` (x0.1 at milestones), ``cosine``, and ``onecycle``."""
+
+    STEP = "step"
+    COSINE = "cosine"
+    ONECYCLE = "onecycle"
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or resume (e.g. a resume with another configuration)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (a resume must use the same one)."""
+
+    model: str
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Schedule = Schedule.STEP
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run, for the step schedule
+    gate_lambda: float = 2.0
+    gate_lr_factor: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be positive")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in checkpoints and compared on resume)."""
+        d = asdict(self)
+        d["schedule"] = self.schedule.value
+        d["milestones"] = list(self.milestones)
+        d["model_kwargs"] = dict(self.model_kwargs)
+        return d
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch's figures, as written to ``log.jsonl``."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    rate_loss: float
+    train_execution_rates: tuple[float, ...]
+    heldout_accuracy: float | None
+    heldout_execution_rates: tuple[float, ...]
+    heldout_flops_ratio: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The trained model, its final checkpoint path and the per-epoch history."""
+
+    model: ResNetBase
+    checkpoint: Path
+    history: tuple[EpochRecord, ...]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' where there is none is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise TrainingError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at optimiser step ``step`` of ``total_steps`` (a pure function: nothing to save on resume)."""
+    progress = step / max(1, total_steps)
+    if config.schedule is Schedule.STEP:
+        drops = sum(progress >= m for m in config.milestones)
+        return config.lr * (0.1**drops)
+    if config.schedule is Schedule.COSINE:
+        return 0.5 * config.lr * (1 + math.cos(math.pi * progress))
+    # one-cycle: linear warm-up over the first 15% to lr, then cosine down to lr/1000
+    warm = 0.15
+    if progress < warm:
+        return config.lr * (0.04 + 0.96 * progress / warm)
+    rest = (progress - warm) / (1 - warm)
+    return config.lr * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * rest)))
+
+
+def augment_batch(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop with zero padding ``pad`` and random horizontal flip, per sample, from ``generator``."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h)).to(images.device)
+    cols = (dx[:, None] + torch.arange(w))
+    cols = torch.where(flip[:, None], cols.flip(1), cols).to(images.device)
+    batch_idx = torch.arange(n, device=images.device)[:, None, None, None]
+    chan_idx = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise TrainingError(f"{path}: training state unreadable ({type(err).__name__}); delete it to start over") from None
+
+
+def _make_optimizer(model: ResNetBase, config: TrainConfig) -> torch.optim.SGD:
+    gate_ids = {id(p) for p in model.gate_parameters()}
+    base = [p for p in model.parameters() if id(p) not in gate_ids]
+    gates = [p for p in model.parameters() if id(p) in gate_ids]
+    groups = [{"params": base, "lr_factor": 1.0}]
+    if gates:
+        groups.append({"params": gates, "lr_factor": config.gate_lr_factor})
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=False)
+
+
+def train(
+    config: TrainConfig,
+    train_data: ArrayDataset,
+    out_dir: Path,
+    heldout: ArrayDataset | None = None,
+    resume: bool = False,
+    on_batch: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``train_data``; checkpoint into ``out_dir`` every epoch.
+
+    ``on_batch(epoch, step, steps, loss)`` and ``on_epoch(record)`` let a caller show progress.
+    """
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    state_path, model_path = out_dir / STATE_FILE, out_dir / MODEL_FILE
+    if state_path.exists() and not resume:
+        raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
+
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.model_kwargs)
+    model.reset_gate_generator(config.seed)
+    data_generator = torch.Generator().manual_seed(config.seed)
+    optimizer = _make_optimizer(model, config)
+    history: list[EpochRecord] = []
+    start_epoch = 0
+
+    if resume and state_path.exists():
+        state = _load_state(state_path)
+        if state.get("config") != json.loads(json.dumps(config.as_dict())):
+            raise TrainingError(f"{out_dir} was started with another configuration; resume needs the same one")
+        try:
+            weights, _ = read_checkpoint(model_path)
+        except CheckpointError as err:
+            raise TrainingError(f"cannot resume: {err}") from None
+        load_state_checked(model, weights, str(model_path))
+        optimizer.load_state_dict(state["optimizer"])
+        data_generator.set_state(state["data_generator"])
+        model.set_gate_generator_state(state["gate_generator"])
+        history = [EpochRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
+                   for r in json.loads(state["history"])]
+        start_epoch = int(state["epoch"])
+        log.info("resuming %s at epoch %d", out_dir, start_epoch + 1)
+
+    model.to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)  # uint8 NCHW view
+    labels = torch.from_numpy(train_data.labels.astype(np.int64))
+    n = images.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    targets = torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated else None
+    gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
+    final_path = out_dir / FINAL_FILE
+    data_meta = _data_metadata(train_data, heldout)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=data_generator)
+        loss_sum = rate_sum = 0.0
+        correct = seen = 0
+        exec_sum = torch.zeros(model.num_blocks, dtype=torch.float64)
+        lr = config.lr
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = images[idx].float().div_(255.0)
+            y = labels[idx]
+            if config.augment:
+                x = augment_batch(x, data_generator)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if use_cuda and config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = learning_rate(config, epoch * steps_per_epoch + step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_factor"]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda and config.bf16):
+                logits, trace = model.forward_with_gates(x)
+                loss = F.cross_entropy(logits.float(), y)
+                rate_loss = torch.zeros((), device=device)
+                if targets is not None:
+                    rate_loss = target_rate_loss(trace.gate_values[:, gated_cols], targets[: len(gated_cols)])
+                    loss = loss + config.gate_lambda * rate_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            rate_sum += float(rate_loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(y)
+            exec_sum += trace.decisions.double().sum(0).cpu()
+            if on_batch is not None:
+                on_batch(epoch + 1, step + 1, steps_per_epoch, float(loss.detach()))
+
+        evaluation: CleanEvaluation | None = None
+        if heldout is not None:
+            evaluation = evaluate_clean(model, heldout, batch_size=256, device=device)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=loss_sum / seen,
+            train_accuracy=correct / seen,
+            rate_loss=rate_sum / seen,
+            train_execution_rates=tuple(round(float(v), 4) for v in exec_sum / seen),
+            heldout_accuracy=evaluation.accuracy if evaluation else None,
+            heldout_execution_rates=tuple(round(v, 4) for v in evaluation.execution_rates) if evaluation else (),
+            heldout_flops_ratio=evaluation.flops_ratio if evaluation else None,
+            seconds=time.perf_counter() - started,
+        )
+        history.append(record)
+        metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
+        # Model first, state second: a state file always points at weights at least as new as itself.
+        save_checkpoint(model, model_path, **metadata)
+        _save_state(state_path, {
+            "config": config.as_dict(),
+            "epoch": epoch + 1,
+            "optimizer": optimizer.state_dict(),
+            "data_generator": data_generator.get_state(),
+            "gate_generator": model.gate_generator_state(),
+            "history": json.dumps([asdict(r) for r in history]),
+        })
+        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(record)) + "\n")
+        log.info("epoch %d: %s", epoch + 1, asdict(record))
+        if on_epoch is not None:
+            on_epoch(record)
+
+    if history:
+        last = history[-1]
+        save_checkpoint(model, final_path, **_checkpoint_metadata(config, data_meta, last, last.epoch))
+    model.eval()
+    return TrainResult(model=model, checkpoint=final_path, history=tuple(history))
+
+
+def _data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> dict[str, Any]:
+    return {
+        "dataset": train_data.name,
+        "classes": list(train_data.classes),
+        "train_data": {"source": train_data.source, "n": len(train_data), "sha256": train_data.fingerprint()},
+        "heldout_data": ({"source": heldout.source, "n": len(heldout), "sha256": heldout.fingerprint()}
+                         if heldout is not None else None),
+    }
+
+
+def _checkpoint_metadata(config: TrainConfig, data_meta: Mapping[str, Any], record: EpochRecord,
+                         epoch: int) -> dict[str, Any]:
+    return {
+        **data_meta,
+        "accuracy": record.heldout_accuracy,
+        "execution_rates": list(record.heldout_execution_rates),
+        "flops_ratio": record.heldout_flops_ratio,
+        "epoch": epoch,
+        "recipe": config.as_dict(),
+        "torch": torch.__version__,
+    }
