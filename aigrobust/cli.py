@@ -30,10 +30,15 @@ def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> 
             raise click.UsageError("give --model or --checkpoint")
         model = create_model(name, pretrained=pretrained)
         meta = getattr(model, "pretrained_metadata", {}) or {}
-        if not pretrained:
-            click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
         return model.eval(), dict(meta)
     except (UnknownModelError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _dataset(name: str, data_dir: Path | None, download: bool) -> Any:
+    try:
+        return load_dataset(name, "test", data_dir, download)
+    except DataError as err:
         raise click.ClickException(str(err)) from None
 
 
@@ -198,13 +203,21 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     from aigrobust.evaluation import evaluate_clean
 
     dev = _device(device)
-    model, meta = _load_model(model_name, checkpoint, pretrained)
-    name = getattr(model, "registry_name", model_name)
-    dataset = dataset or get_model_info(name).default_dataset
-    try:
-        data = load_dataset(dataset, "test", data_dir, download)
-    except DataError as err:
-        raise click.ClickException(str(err)) from None
+    if checkpoint is None and model_name is not None:
+        try:
+            get_model_info(model_name)  # a bad name fails before any data is read
+        except UnknownModelError as err:
+            raise click.ClickException(str(err)) from None
+        dataset = dataset or get_model_info(model_name).default_dataset
+        data = _dataset(dataset, data_dir, download)
+        model, meta = _load_model(model_name, checkpoint, pretrained)
+    else:
+        model, meta = _load_model(model_name, checkpoint, pretrained)
+        dataset = dataset or get_model_info(model.registry_name).default_dataset
+        data = _dataset(dataset, data_dir, download)
+    name = model.registry_name
+    if checkpoint is None and not pretrained:
+        click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
     if n_samples is not None and n_samples < len(data):  # type: ignore[arg-type]
         data = data.subset(range(n_samples)) if hasattr(data, "subset") else data  # type: ignore[attr-defined]
     if getattr(data, "note", ""):

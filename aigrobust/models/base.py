@@ -277,7 +277,7 @@ class ResNetBase(nn.Module):
         else:  # HARD: deterministic
             is_open = logits[:, 1] > logits[:, 0]
             hard = is_open.to(p_on.dtype)
-            straight_through = hard + p_on - p_on.detach()
+            straight_through = hard + (p_on - p_on.detach())
 
         if self.gate_grad is GateGrad.STRAIGHT_THROUGH:
             # The softmax gradient needs F(x) for closed samples too, so every branch is computed.

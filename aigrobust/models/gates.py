@@ -101,7 +101,7 @@ def gumbel_straight_through(logits: Tensor, uniform: Tensor, temperature: float 
     gumbel = -torch.log(neg_log_u)
     soft = F.softmax((logits.float() + gumbel) / temperature, dim=1)[:, 1]
     hard = (soft > 0.5).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly hard forward, softmax gradient
 
 
 @dataclass(frozen=True)

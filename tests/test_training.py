@@ -1,0 +1,123 @@
+"""Training: a short real run learns, gates move toward their target, resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aigrobust.checkpoints import load_checkpoint, read_checkpoint
+from aigrobust.data import load_cifar10
+from aigrobust.training import (
+    LOG_FILE,
+    TrainConfig,
+    TrainingError,
+    augment_batch,
+    learning_rate,
+    resolve_device,
+    train,
+)
+
+
+def test_short_real_training_run_learns_and_moves_gates_toward_target(cifar_train, cifar_test, tmp_path: Path) -> None:
+    picks = np.random.default_rng(0).permutation(len(cifar_train))[:5000]
+    config = TrainConfig(model="tiny_aig", model_kwargs={"target_rate": 0.5}, epochs=1, batch_size=64, lr=0.2,
+                         schedule="cosine", weight_decay=5e-4, seed=0)
+    result = train(config, cifar_train.subset(picks), tmp_path, heldout=cifar_test)
+    record = result.history[-1]
+    assert record.heldout_accuracy is not None and record.heldout_accuracy >= 0.17  # chance is 0.10 (+-0.01)
+    # Gates start ~87% open (every hard decision 'on'); after one epoch they sit near the 0.5 target.
+    rate = float(np.mean(record.heldout_execution_rates))
+    assert abs(rate - 0.5) < 0.2
+    assert record.heldout_flops_ratio is not None and record.heldout_flops_ratio < 0.85
+    model, meta = load_checkpoint(result.checkpoint)
+    assert meta["accuracy"] == record.heldout_accuracy
+    assert meta["train_data"]["n"] == 5000 and len(meta["train_data"]["sha256"]) == 64
+    assert meta["recipe"]["schedule"] == "cosine"
+    lines = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert json.loads(lines[0])["epoch"] == 1
+
+
+def _small_config(**overrides: object) -> TrainConfig:
+    base = dict(model="tiny_aig", model_kwargs={"target_rate": 0.6}, epochs=3, batch_size=32, lr=0.05,
+                schedule="onecycle", seed=3)
+    base.update(overrides)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_epoch_k_ends_with_the_same_weights(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    data = load_cifar10("train", synthetic_npz_dir)
+    heldout = load_cifar10("test", synthetic_npz_dir)
+    config = _small_config()
+    straight = train(config, data, tmp_path / "straight", heldout=heldout)
+
+    def kill_after_first(record) -> None:  # type: ignore[no-untyped-def]
+        if record.epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config, data, tmp_path / "resumed", heldout=heldout, on_epoch=kill_after_first)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config, data, tmp_path / "resumed", heldout=heldout)
+    resumed = train(config, data, tmp_path / "resumed", heldout=heldout, resume=True)
+    a, _ = read_checkpoint(straight.checkpoint)
+    b, _ = read_checkpoint(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r.train_loss for r in straight.history] == [r.train_loss for r in resumed.history]
+    with pytest.raises(TrainingError, match="another configuration"):
+        train(_small_config(lr=0.1), data, tmp_path / "resumed", resume=True)
+
+
+def test_same_seed_same_weights_and_other_seed_differs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    data = load_cifar10("train", synthetic_npz_dir)
+    runs = [train(_small_config(epochs=1, seed=s), data, tmp_path / f"r{i}") for i, s in enumerate((1, 1, 2))]
+    weights = [read_checkpoint(r.checkpoint)[0]["conv1.weight"] for r in runs]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_schedules() -> None:
+    step = _small_config(schedule="step", lr=0.1, milestones=(0.5, 0.75))
+    assert learning_rate(step, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(step, 60, 100) == pytest.approx(0.01)
+    assert learning_rate(step, 80, 100) == pytest.approx(0.001)
+    cosine = _small_config(schedule="cosine", lr=0.1)
+    assert learning_rate(cosine, 50, 100) == pytest.approx(0.05)
+    one = _small_config(schedule="onecycle", lr=0.1)
+    values = [learning_rate(one, s, 100) for s in range(100)]
+    assert max(values) == pytest.approx(0.1, rel=0.05) and values[0] < 0.01 and values[-1] < 0.001
+
+
+def _is_crop_of(image: torch.Tensor, crop: torch.Tensor, pad: int = 4) -> bool:
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    for candidate in (padded, padded.flip(2)):
+        for dy in range(2 * pad + 1):
+            for dx in range(2 * pad + 1):
+                if torch.equal(candidate[:, dy : dy + 32, dx : dx + 32], crop):
+                    return True
+    return False
+
+
+def test_augmentation_crops_and_flips_within_the_padded_image() -> None:
+    images = torch.rand(16, 3, 32, 32)
+    out = augment_batch(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    assert all(_is_crop_of(images[i], out[i]) for i in range(16))
+    assert sum(torch.equal(images[i], out[i]) for i in range(16)) < 8  # most samples actually moved
+
+
+def test_cuda_asked_where_there_is_none() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainingError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
