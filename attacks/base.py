@@ -1,0 +1,194 @@
+"""Attack API in the spirit of foolbox: ``attack(model, inputs, labels, epsilons=[...]) -> AttackResult``.
+
+Inputs and outputs are [0, 1] images; normalisation lives in the model. ``model`` is any callable returning logits.
+A separate ``gradient_model`` (same inputs, same logits up to the gradient path) lets a caller choose how gradients
+pass non-differentiable parts (for gated networks: exact, straight-through or soft gates) while success is always
+judged on ``model`` itself. This package depends on torch only (foolbox for the bridge).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Model = Callable[[Tensor], Tensor]
+EPS_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """raw and clipped adversarials (K, N, ...) and success (K, N): clipped is misclassified (or goal reached)."""
+
+    epsilons: tuple[float, ...]
+    raw: Tensor
+    clipped: Tensor
+    success: Tensor
+    queries: int = 0  # model evaluations used (forward passes per sample), where the attack counts them
+
+
+def validate_epsilons(epsilons: Sequence[float]) -> tuple[float, ...]:
+    """Epsilons as floats in [0, 1]; anything else is a ValueError with the offending value."""
+    if len(epsilons) == 0:
+        raise ValueError("give at least one epsilon")
+    out = []
+    for eps in epsilons:
+        value = float(eps)
+        if not (0.0 <= value <= 1.0):  # also rejects NaN
+            raise ValueError(f"epsilon {eps!r} is outside [0, 1] (pixel units)")
+        out.append(value)
+    return tuple(out)
+
+
+@torch.no_grad()
+def is_misclassified(model: Model, x: Tensor, labels: Tensor, batch_size: int = 1024) -> Tensor:
+    """Boolean (N,) mask: the model's prediction on x differs from the label."""
+    preds = [model(chunk).argmax(1) for chunk in x.split(batch_size)]
+    return torch.cat(preds) != labels
+
+
+def loss_gradient(model: Model, x: Tensor, labels: Tensor, loss: str = "ce") -> tuple[Tensor, Tensor]:
+    """Gradient of the per-sample loss (summed, so each sample's gradient is its own) w.r.t. x, and the logits."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if loss == "ce":
+            value = F.cross_entropy(logits.float(), labels, reduction="sum")
+        elif loss == "margin":
+            value = -margin(logits.float(), labels).sum()
+        else:
+            raise ValueError(f"unknown loss {loss!r}")
+        (grad,) = torch.autograd.grad(value, x)
+    return grad.detach(), logits.detach()
+
+
+def margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """logit of the true class minus the largest other logit (negative: misclassified)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, labels[:, None], float("-inf"))
+    return true - other.max(1).values
+
+
+class Distance(abc.ABC):
+    """A threat model: projection onto the epsilon ball, steepest-ascent direction, random start."""
+
+    name: str
+
+    @abc.abstractmethod
+    def project(self, x0: Tensor, x: Tensor, eps: float) -> Tensor:
+        """Nearest point of the eps-ball around x0 (before clipping to [0, 1])."""
+
+    @abc.abstractmethod
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        """The unit-norm step that increases the loss most to first order."""
+
+    @abc.abstractmethod
+    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        """A random point of the eps-ball."""
+
+    @abc.abstractmethod
+    def norm(self, delta: Tensor) -> Tensor:
+        """Per-sample norm (N,)."""
+
+
+def _view(t: Tensor, like: Tensor) -> Tensor:
+    return t.view(-1, *([1] * (like.dim() - 1)))
+
+
+class LinfDistance(Distance):
+    """L-infinity ball."""
+
+    name = "linf"
+
+    def project(self, x0: Tensor, x: Tensor, eps: float) -> Tensor:
+        return x0 + (x - x0).clamp(-eps, eps)
+
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        noise = torch.rand(x0.shape, generator=generator, device="cpu").to(x0) * 2 - 1
+        return x0 + eps * noise
+
+    def norm(self, delta: Tensor) -> Tensor:
+        return delta.flatten(1).abs().amax(1)
+
+
+class L2Distance(Distance):
+    """L2 ball."""
+
+    name = "l2"
+
+    def project(self, x0: Tensor, x: Tensor, eps: float) -> Tensor:
+        delta = x - x0
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        factor = torch.clamp(eps / norms, max=1.0)
+        return x0 + delta * _view(factor, delta)
+
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return grad / _view(norms, grad)
+
+    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        # uniform in the ball: direction from a Gaussian, radius eps * u^(1/d)
+        g = torch.randn(x0.shape, generator=generator, device="cpu").to(x0)
+        d = g[0].numel()
+        radius = eps * torch.rand(x0.shape[0], generator=generator, device="cpu").to(x0) ** (1.0 / d)
+        return x0 + self.ascent_direction(g) * _view(radius, x0)
+
+    def norm(self, delta: Tensor) -> Tensor:
+        return delta.flatten(1).norm(dim=1)
+
+
+DISTANCES: dict[str, Distance] = {"linf": LinfDistance(), "l2": L2Distance()}
+
+
+class Attack(abc.ABC):
+    """An attack over a sweep of epsilons. Subclasses implement :meth:`run_one` (one epsilon) or override __call__."""
+
+    name: str = "attack"
+    distance: Distance = DISTANCES["linf"]
+    goal: str = "misclassify"  # or "gates" for attacks aimed at the gates
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def __call__(self, model: Model, inputs: Tensor, labels: Tensor, epsilons: Sequence[float],
+                 gradient_model: Model | None = None) -> AttackResult:
+        """Attack ``inputs`` at every epsilon; ``gradient_model`` (default ``model``) supplies gradients."""
+        eps_values = validate_epsilons(epsilons)
+        grad_model = gradient_model or model
+        generator = torch.Generator().manual_seed(self.seed)
+        raws, clippeds, successes = [], [], []
+        for eps in eps_values:
+            if eps == 0.0:
+                raw = inputs.clone()
+            else:
+                raw = self.run_one(model, grad_model, inputs, labels, eps, generator)
+            clipped = self.clip(inputs, raw, eps)
+            raws.append(raw)
+            clippeds.append(clipped)
+            successes.append(self.succeeded(model, inputs, clipped, labels))
+        return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), torch.stack(successes))
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                generator: torch.Generator) -> Tensor:
+        """The raw adversarial for one epsilon."""
+        raise NotImplementedError
+
+    def clip(self, inputs: Tensor, raw: Tensor, eps: float) -> Tensor:
+        """Project into the epsilon ball and the [0, 1] box."""
+        return self.distance.project(inputs, raw, eps).clamp(0.0, 1.0)
+
+    def succeeded(self, model: Model, inputs: Tensor, clipped: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample success on the clipped adversarial."""
+        return is_misclassified(model, clipped, labels)
+
+    def describe(self) -> dict[str, object]:
+        """Name and settings, for the records."""
+        return {"attack": self.name, "distance": self.distance.name}

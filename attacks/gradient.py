@@ -1,0 +1,242 @@
+"""White-box gradient attacks: FGSM, BIM, PGD (Madry et al. 2018), MI-FGSM (Dong et al. 2018), APGD-CE
+(Croce & Hein 2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from attacks.base import (
+    DISTANCES,
+    Attack,
+    AttackResult,
+    Model,
+    is_misclassified,
+    loss_gradient,
+    validate_epsilons,
+)
+
+
+class FGSM(Attack):
+    """Fast gradient (sign) method: one gradient at the clean input, shared by every epsilon of the sweep."""
+
+    name = "fgsm"
+
+    def __init__(self, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(seed)
+        self.distance = DISTANCES[distance]
+        if distance == "l2":
+            self.name = "fgm-l2"
+
+    def __call__(self, model: Model, inputs: Tensor, labels: Tensor, epsilons: Sequence[float],
+                 gradient_model: Model | None = None) -> AttackResult:
+        eps_values = validate_epsilons(epsilons)
+        direction = torch.zeros_like(inputs)
+        if any(eps > 0 for eps in eps_values):
+            grad, _ = loss_gradient(gradient_model or model, inputs, labels)
+            direction = self.distance.ascent_direction(grad)
+        raws, clippeds, successes = [], [], []
+        for eps in eps_values:
+            raw = inputs + eps * direction
+            clipped = self.clip(inputs, raw, eps)
+            raws.append(raw)
+            clippeds.append(clipped)
+            successes.append(self.succeeded(model, inputs, clipped, labels))
+        return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), torch.stack(successes))
+
+
+class IterativeAttack(Attack):
+    """Projected steepest ascent on the cross-entropy; BIM and PGD are its settings."""
+
+    def __init__(self, steps: int = 20, rel_stepsize: float | None = None, abs_stepsize: float | None = None,
+                 random_start: bool = True, restarts: int = 1, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(seed)
+        if steps < 1 or restarts < 1:
+            raise ValueError("steps and restarts must be at least 1")
+        self.steps = steps
+        self.rel_stepsize = rel_stepsize if rel_stepsize is not None else 2.5 / steps
+        self.abs_stepsize = abs_stepsize
+        self.random_start = random_start
+        self.restarts = restarts
+        self.distance = DISTANCES[distance]
+
+    def stepsize(self, eps: float) -> float:
+        """Absolute step size for ``eps``."""
+        return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                generator: torch.Generator) -> Tensor:
+        best = inputs.clone()
+        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        for restart in range(self.restarts):
+            todo = (~found).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break  # every sample already fooled: restarts cannot change the outcome
+            x0, y = inputs[todo], labels[todo]
+            x = self.distance.random_start(x0, eps, generator) if self.random_start else x0.clone()
+            x = self.clip(x0, x, eps)
+            step = self.stepsize(eps)
+            for _ in range(self.steps):
+                grad, _ = loss_gradient(gradient_model, x, y)
+                x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
+            success = is_misclassified(model, x, y)
+            keep = success if restart > 0 else torch.ones_like(success)
+            best[todo[keep]] = x[keep]
+            found[todo[success]] = True
+        return best
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "steps": self.steps, "rel_stepsize": self.rel_stepsize,
+                "random_start": self.random_start, "restarts": self.restarts}
+
+
+class BIM(IterativeAttack):
+    """Basic iterative method / I-FGSM (Kurakin et al. 2017): no random start, step eps/steps."""
+
+    name = "bim"
+
+    def __init__(self, steps: int = 10, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(steps=steps, rel_stepsize=1.0 / steps, random_start=False, distance=distance, seed=seed)
+
+
+class PGD(IterativeAttack):
+    """Projected gradient descent with random start and restarts (Madry et al. 2018); step 2.5 eps / steps."""
+
+    name = "pgd"
+
+    def __init__(self, steps: int = 20, rel_stepsize: float | None = None, abs_stepsize: float | None = None,
+                 restarts: int = 1, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize, random_start=True,
+                         restarts=restarts, distance=distance, seed=seed)
+        if distance == "l2":
+            self.name = "pgd-l2"
+
+
+class MIFGSM(Attack):
+    """Momentum iterative FGSM (Dong et al. 2018): accumulated L1-normalised gradients, decay ``mu``."""
+
+    name = "mifgsm"
+
+    def __init__(self, steps: int = 10, decay: float = 1.0, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(seed)
+        self.steps = steps
+        self.decay = decay
+        self.distance = DISTANCES[distance]
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                generator: torch.Generator) -> Tensor:
+        x = inputs.clone()
+        momentum = torch.zeros_like(inputs)
+        step = eps / self.steps
+        for _ in range(self.steps):
+            grad, _ = loss_gradient(gradient_model, x, labels)
+            l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+            momentum = self.decay * momentum + grad / l1
+            x = self.clip(inputs, x + step * self.distance.ascent_direction(momentum), eps)
+        return x
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "steps": self.steps, "decay": self.decay}
+
+
+def apgd_checkpoints(n_iter: int) -> list[int]:
+    """Iterations where APGD may halve its step: p0=0, p1=0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({int(round(q * n_iter)) for q in p if q <= 1})
+
+
+class APGD(Attack):
+    """Auto-PGD with cross-entropy (Croce & Hein 2020): momentum 0.75, step 2 eps halved at checkpoints when
+    progress stalls (fewer than rho = 0.75 of the steps since the last checkpoint raised the loss, or neither the
+    step nor the best loss changed), restarting from the best point. Returns a misclassified point where one was
+    found at any iteration, else the point of highest loss."""
+
+    name = "apgd-ce"
+
+    def __init__(self, steps: int = 100, rho: float = 0.75, alpha: float = 0.75, restarts: int = 1,
+                 distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(seed)
+        self.steps = steps
+        self.rho = rho
+        self.alpha = alpha
+        self.restarts = restarts
+        self.distance = DISTANCES[distance]
+        if distance == "l2":
+            self.name = "apgd-ce-l2"
+
+    def _loss_and_grad(self, gradient_model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = gradient_model(x)
+            per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            (grad,) = torch.autograd.grad(per_sample.sum(), x)
+        return per_sample.detach(), grad.detach(), logits.detach()
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                generator: torch.Generator) -> Tensor:
+        best_adv = inputs.clone()
+        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        for restart in range(self.restarts):
+            todo = (~found).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            adv, success = self._run(model, gradient_model, inputs[todo], labels[todo], eps, generator)
+            keep = success if restart > 0 else torch.ones_like(success)
+            best_adv[todo[keep]] = adv[keep]
+            found[todo[success]] = True
+        return best_adv
+
+    def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, eps: float,
+             generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = len(x0)
+        view = (-1,) + (1,) * (x0.dim() - 1)
+        checkpoints = set(apgd_checkpoints(self.steps))
+        x = self.clip(x0, self.distance.random_start(x0, eps, generator), eps)
+        loss, grad, _ = self._loss_and_grad(gradient_model, x, y)
+        fooled = is_misclassified(model, x, y)
+        adv = x.clone()
+        eta = torch.full((n,), 2.0 * eps, device=x0.device)
+        best_loss, x_best, grad_best = loss.clone(), x.clone(), grad.clone()
+        x_prev = x.clone()
+        increases = torch.zeros(n, device=x0.device)
+        last_checkpoint, eta_at_checkpoint, best_at_checkpoint = 0, eta.clone(), best_loss.clone()
+        for k in range(self.steps):
+            step = self.distance.ascent_direction(grad)
+            z = self.clip(x0, x + eta.view(view) * step, eps)
+            momentum = self.alpha if k > 0 else 1.0
+            x_new = self.clip(x0, x + momentum * (z - x) + (1 - momentum) * (x - x_prev), eps)
+            x_prev = x
+            x = x_new
+            new_loss, grad, _ = self._loss_and_grad(gradient_model, x, y)
+            now_fooled = is_misclassified(model, x, y)
+            newly = now_fooled & ~fooled
+            adv[newly] = x[newly]
+            fooled |= now_fooled
+            increases += (new_loss > loss).float()
+            loss = new_loss
+            improved = new_loss > best_loss
+            best_loss = torch.where(improved, new_loss, best_loss)
+            x_best[improved] = x[improved]
+            grad_best[improved] = grad[improved]
+            if k + 1 in checkpoints and k + 1 < self.steps:
+                span = k + 1 - last_checkpoint
+                stalled = increases < self.rho * span
+                unchanged = (eta == eta_at_checkpoint) & (best_loss == best_at_checkpoint)
+                halve = stalled | unchanged
+                eta_at_checkpoint, best_at_checkpoint = eta.clone(), best_loss.clone()
+                eta = torch.where(halve, eta / 2, eta)
+                # restart the halved samples from their best point
+                x[halve] = x_best[halve]
+                x_prev[halve] = x_best[halve]
+                grad[halve] = grad_best[halve]
+                increases.zero_()
+                last_checkpoint = k + 1
+        adv[~fooled] = x_best[~fooled]
+        return adv, fooled
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "steps": self.steps, "restarts": self.restarts, "rho": self.rho}

@@ -1,0 +1,74 @@
+"""Square attack (Andriushchenko et al., ECCV 2020): score-based black-box L-infinity attack.
+
+It needs only the model's logits, so it is the gradient-free check: if it beats white-box attacks, the white-box
+gradients were masked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attacks.base import DISTANCES, Attack, Model, margin
+
+
+def square_fraction(p_init: float, iteration: int, n_queries: int) -> float:
+    """The share of pixels a square covers at ``iteration``: p_init halved at the paper's schedule points."""
+    it = int(iteration / n_queries * 10000)
+    for bound, divisor in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
+                           (8000, 256)):
+        if it <= bound:
+            return p_init / divisor
+    return p_init / 512
+
+
+class SquareAttack(Attack):
+    """Random square updates of +-eps per channel, accepted when the margin loss drops; stops per sample on success."""
+
+    name = "square"
+
+    def __init__(self, n_queries: int = 1000, p_init: float = 0.8, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.n_queries = n_queries
+        self.p_init = p_init
+        self.distance = DISTANCES["linf"]
+
+    @torch.no_grad()
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                generator: torch.Generator) -> Tensor:
+        n, c, h, w = inputs.shape
+        signs = torch.randint(0, 2, (n, c, 1, w), generator=generator).to(inputs) * 2 - 1
+        x = (inputs + eps * signs).clamp(0, 1)
+        best_margin = margin(model(x).float(), labels)
+        for i in range(1, self.n_queries):
+            todo = (best_margin > 0).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            x0, x_best = inputs[todo], x[todo]
+            side = max(int(round(math.sqrt(self.square_share(i) * h * w))), 1)
+            side = min(side, h - 1, w - 1)
+            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+            window = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
+            new = (torch.randint(0, 2, (len(todo), c, 1, 1), generator=generator).to(inputs) * 2 - 1) * eps
+            delta = x_best - x0
+            candidate_window = (x0[window] + new).clamp(0, 1)
+            # a proposal identical to the current window wastes a query: flip its signs instead
+            same = (candidate_window - x_best[window]).abs().flatten(1).amax(1) < 1e-7
+            new[same] = -new[same]
+            delta[window] = new.expand(-1, -1, side, side)
+            x_new = (x0 + delta).clamp(0, 1)
+            new_margin = margin(model(x_new).float(), labels[todo])
+            better = new_margin < best_margin[todo]
+            x[todo[better]] = x_new[better]
+            best_margin[todo[better]] = new_margin[better]
+        return x
+
+    def square_share(self, iteration: int) -> float:
+        """Share of the image the square covers at ``iteration``."""
+        return square_fraction(self.p_init, iteration, self.n_queries)
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "n_queries": self.n_queries, "p_init": self.p_init}

@@ -1,0 +1,71 @@
+"""Wall-clock of a hard-mode gated ResNet with about half its gates closed versus every gate open.
+
+Prints throughput for: every gate open (the plain network's work), hard mode with real skipping, and hard mode
+with masking (multiply by zero: the reference code's behaviour), next to the FLOPs ratio the gates promise.
+Usage: python benchmarks/gate_skipping.py [--model aig56] [--batch 1 --batch 256] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import click
+import torch
+
+from aigrobust import create_model
+from aigrobust.models.gates import Gate
+
+
+def close_about_half(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random last-layer gate weights (zero bias): roughly half the decisions per block are 'off'."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Gate):
+                m.fc1.weight.copy_(torch.randn(m.fc1.weight.shape, generator=g) * 3.0)
+                m.fc2.weight.copy_(torch.randn(m.fc2.weight.shape, generator=g) * 2.0)
+                m.fc2.bias.zero_()
+
+
+def images_per_second(model: torch.nn.Module, x: torch.Tensor, min_seconds: float) -> float:
+    with torch.inference_mode():
+        model(x)  # warm-up
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            model(x)
+            runs += 1
+    return runs * x.shape[0] / (time.perf_counter() - start)
+
+
+@click.command()
+@click.option("--model", "model_name", default="aig56", show_default=True)
+@click.option("--batch", "batches", type=int, multiple=True, default=(1, 256), show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--seconds", type=float, default=5.0, show_default=True, help="Minimum timing per setting.")
+def main(model_name: str, batches: tuple[int, ...], threads: int, seconds: float) -> None:
+    """Print throughput of open, skipping and masking execution and the FLOPs-promised speedup."""
+    torch.set_num_threads(threads)
+    model = create_model(model_name).eval()
+    close_about_half(model)
+    g = torch.Generator().manual_seed(1)
+    click.echo(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {threads} threads")
+    for batch in batches:
+        x = torch.rand(batch, 3, 32, 32, generator=g) * torch.rand(batch, 3, 1, 1, generator=g)
+        with torch.inference_mode():
+            _, trace = model.forward_with_gates(x)
+        profile = model.flop_profile((3, 32, 32))
+        flops_ratio = profile.full / float(trace.flops.mean())
+        rates = {}
+        for label, mode, execution in (("open", "open", "skip"), ("skip", "hard", "skip"), ("mask", "hard", "mask")):
+            with model.gate_settings(mode=mode, execution=execution):
+                rates[label] = images_per_second(model, x, seconds)
+        speedup = rates["skip"] / rates["open"]
+        click.echo(f"{model_name} batch {batch}: execution rate {trace.decisions.float().mean():.2f}, "
+                   f"FLOPs promise {flops_ratio:.2f}x | img/s open {rates['open']:.0f}, skip {rates['skip']:.0f}, "
+                   f"mask {rates['mask']:.0f} | skip/open {speedup:.2f}x = {speedup / flops_ratio:.2f} of the promise; "
+                   f"mask/open {rates['mask'] / rates['open']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
