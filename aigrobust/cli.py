@@ -200,7 +200,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     """Clean accuracy, per-layer execution rates and mean executed FLOPs."""
     from tqdm import tqdm
 
-    from aigrobust.evaluation import evaluate_clean
+    from aigrobust.clean import evaluate_clean
 
     dev = _device(device)
     if checkpoint is None and model_name is not None:
@@ -238,6 +238,149 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
                f"({100 * result.flops_ratio:.1f}%)")
     if model.is_gated:
         click.echo("execution rate per block: " + " ".join(f"{v:.2f}" for v in result.execution_rates))
+
+
+def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
+    from aigrobust.evaluate import parse_epsilon
+
+    if not values:
+        raise click.UsageError("give at least one --eps (e.g. --eps 8/255)")
+    try:
+        return tuple(parse_epsilon(v) for v in values)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--eps") from None
+
+
+def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> list[Any]:
+    """--model NAME uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint."""
+    from aigrobust.evaluate import ModelEntry
+
+    entries = []
+    for spec in checkpoints:
+        label, sep, path = spec.partition("=")
+        if not sep:
+            label, path = "", spec
+        model, meta = _load_model(None, Path(path), False)
+        entries.append(ModelEntry(label or model.registry_name, model, source=str(path)))
+    for name in models:
+        try:
+            get_model_info(name)
+        except UnknownModelError as err:
+            raise click.ClickException(str(err)) from None
+        try:
+            model = create_model(name, pretrained=True).eval()
+        except CheckpointError as err:
+            raise click.ClickException(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
+        entries.append(ModelEntry(name, model, source="pretrained"))
+    if not entries:
+        raise click.UsageError("give --model or --checkpoint")
+    labels = [e.name for e in entries]
+    if len(set(labels)) != len(labels):
+        raise click.UsageError("two models share a name; label checkpoints as --checkpoint LABEL=PATH")
+    return entries
+
+
+def _print_summary(summary: Any) -> None:
+    header = (f"{'model':<18} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
+              f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}")
+    click.echo(header)
+    for row in summary.itertuples():
+        if row.defense != "none":
+            continue
+        eps = f"{row.epsilon * 255:.1f}/255" if row.epsilon else "0"
+        click.echo(f"{row.model:<18} {row.attack:<22} {row.gate_grad:<16} {eps:>7} {100 * row.clean_acc:>5.1f}% "
+                   f"{100 * row.robust_acc:>5.1f}% {100 * row.unchanged_gates:>9.1f}% {row.hamming_mean:>8.3f} "
+                   f"{row.flops_ratio:>15.3f}")
+
+
+@cli.command("attack")
+@click.option("--model", "models", multiple=True, help="Registered model with shipped or torchvision weights.")
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help="[LABEL=]PATH of a checkpoint (ours or convertible); repeatable.")
+@click.option("--eps", "eps_values", multiple=True, help="Epsilon in [0, 1] pixel units, e.g. 0.03 or 8/255; "
+              "repeatable. 0 is always added.")
+@click.option("--attack", "attack_specs", multiple=True, default=("fgsm",), show_default=True,
+              help="Attack name or spec (pgd, pgd:steps=40, apgd, square, gate-flip, foolbox:LinfDeepFoolAttack).")
+@click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
+              type=click.Choice(["exact", "straight-through", "soft", "all"]),
+              help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
+@click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the first model's dataset.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--download", is_flag=True)
+@click.option("--n-samples", type=int, default=None, help="First N samples of the test split.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
+              "per-attack figures then cover only the samples each attack saw).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_values: tuple[str, ...],
+                   attack_specs: tuple[str, ...], gate_grads: tuple[str, ...], gate_mode: str, dataset: str | None,
+                   data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
+                   early_exit: bool, device: str, out_dir: Path, resume: bool) -> None:
+    """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from aigrobust.evaluate import EvalSpec, run_evaluation, spec_json, stochastic_noise_floor
+    from aigrobust.metrics import summarize
+    from aigrobust.runs import RunFolder, RunFolderError
+    from attacks import UnknownAttackError, attack_from_spec
+
+    epsilons = _epsilons(eps_values)
+    if n_samples is not None and n_samples < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--n-samples")
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    for spec_text in attack_specs:
+        try:
+            attack_from_spec(spec_text)
+        except (UnknownAttackError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
+    grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
+    dev = _device(device)
+    if dataset is None:
+        first = models[0] if models else None
+        dataset = get_model_info(first).default_dataset if first and first in list_models() else None
+    if dataset is None and checkpoints:
+        dataset = "cifar10"
+    data = _dataset(dataset or "cifar10", data_dir, download)
+    entries = _model_entries(models, checkpoints)
+    if not hasattr(data, "tensors"):
+        raise click.ClickException(f"{dataset}: attack runs need an in-memory dataset (cifar10 or foolbox demos)")
+    if n_samples is not None and n_samples < len(data):
+        data = data.subset(range(n_samples))
+    if getattr(data, "note", ""):
+        click.echo(f"note: {data.note}", err=True)
+    spec = EvalSpec(attacks=tuple(attack_specs), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode, seed=seed,
+                    early_exit=early_exit)
+    images, labels = data.tensors()
+    sample_ids = np.asarray(data.indices)
+    run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
+                "dataset": {"name": data.name, "source": data.source, "n": len(data),
+                            "sha256": data.fingerprint()},
+                "batch_size": batch_size}
+    try:
+        folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
+    except RunFolderError as err:
+        raise click.ClickException(str(err)) from None
+    with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None) as bar:
+        run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
+                             on_batch=lambda _m, n: bar.update(n), done_batches=folder.done_batch,
+                             save_batch=folder.save_batch)
+    summary = summarize(run.records)
+    noise = {}
+    if gate_mode == "stochastic":
+        for e in entries:
+            noise[e.name] = stochastic_noise_floor(e.model, images[: min(len(images), 512)].to(dev))
+    folder.finalize(run.records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
+    _print_summary(summary)
+    for name, value in noise.items():
+        click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")
+    click.echo(f"records: {out_dir / 'records.csv.gz'} ({len(run.records)} rows); summary: {out_dir / 'summary.json'}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from aigrobust.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from aigrobust.evaluation import evaluate_clean
+from aigrobust.clean import evaluate_clean
 from tests.conftest import PRETRAINED, half_closed, require, varied_images
 
 

@@ -1,0 +1,253 @@
+"""Robustness evaluation: attack models at a sweep of epsilons and record one row per sample.
+
+One long table, one row per (model, defense, defense_grad, attack, gate_grad, epsilon, sample): label, clean and
+adversarial prediction, perturbation norms, clean and adversarial gate patterns, executed FLOPs. Every reported
+figure is an aggregate of these rows (see :mod:`aigrobust.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from aigrobust.models.base import ResNetBase
+from aigrobust.models.gates import GateGrad, GateMode
+from attacks import Attack, attack_from_spec
+
+log = logging.getLogger(__name__)
+
+RECORD_COLUMNS = (
+    "model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample", "label", "clean_pred",
+    "adv_pred", "clean_correct", "adv_correct", "success", "linf", "l2", "clean_gates", "adv_gates", "hamming",
+    "clean_flops", "adv_flops", "goal",
+)
+NO_GATES = "none"
+
+
+def parse_epsilon(text: str | float) -> float:
+    """'0.03', '8/255' or a number -> float in [0, 1]; anything else is a ValueError naming the value."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        try:
+            value = float(Fraction(raw)) if "/" in raw else float(raw)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"epsilon {text!r} is not a number or a fraction like 8/255") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"epsilon {text!r} is outside [0, 1] (pixel units; 8/255 is accepted)")
+    return value
+
+
+def with_zero(epsilons: Sequence[float]) -> tuple[float, ...]:
+    """The sweep, sorted, with epsilon 0 always present (the clean reference)."""
+    return tuple(sorted({0.0, *map(float, epsilons)}))
+
+
+class GateGradientView(nn.Module):
+    """The attacker's view of a gated model: same weights, gradients through gates as ``grad`` says."""
+
+    def __init__(self, model: ResNetBase, grad: GateGrad | str) -> None:
+        super().__init__()
+        self.model = model
+        self.grad = GateGrad(grad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self.model.gate_settings(grad=self.grad):
+            return self.model(x)
+
+    def forward_with_gates(self, x: Tensor) -> Any:
+        """Logits and trace under this view's gradient mode."""
+        with self.model.gate_settings(grad=self.grad):
+            return self.model.forward_with_gates(x)
+
+    def flop_profile(self, shape: tuple[int, ...]) -> Any:
+        """The wrapped model's FLOP profile."""
+        return self.model.flop_profile(shape)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model to evaluate, under the name its records carry."""
+
+    name: str
+    model: ResNetBase
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed."""
+
+    attacks: tuple[str, ...]
+    epsilons: tuple[float, ...]
+    gate_grads: tuple[str, ...] = ("exact",)
+    gate_mode: str = "hard"
+    seed: int = 0
+    early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilons", with_zero(self.epsilons))
+        object.__setattr__(self, "gate_grads", tuple(str(GateGrad(g)) for g in self.gate_grads))
+        mode = GateMode(self.gate_mode)
+        if mode not in (GateMode.HARD, GateMode.STOCHASTIC):
+            raise ValueError("the deployed network runs hard or stochastic gates")
+        object.__setattr__(self, "gate_mode", str(mode))
+        if not self.attacks:
+            raise ValueError("give at least one attack")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored beside the records, compared on resume)."""
+        return asdict(self)
+
+
+def _pattern(decisions: Tensor) -> list[str]:
+    rows = decisions.to(torch.uint8).cpu().numpy()
+    return ["".join("1" if v else "0" for v in row) for row in rows]
+
+
+def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
+                   sample_ids: Sequence[int], batch_seed: int) -> pd.DataFrame:
+    """Every attack, gate-gradient mode and epsilon on one batch: the records of that batch."""
+    model = entry.model
+    model.eval()
+    gated = model.is_gated
+    model.set_gate_mode(spec.gate_mode, seed=batch_seed)
+    with torch.no_grad():
+        clean_logits, clean_trace = model.forward_with_gates(images)
+    clean_pred = clean_logits.argmax(1)
+    clean_gates = _pattern(clean_trace.decisions)
+    clean_flops = clean_trace.flops.cpu().numpy()
+    n_blocks = clean_trace.decisions.shape[1]
+    frames = []
+    gate_grads = spec.gate_grads if gated else (NO_GATES,)
+    for gate_grad in gate_grads:
+        view: nn.Module = GateGradientView(model, gate_grad) if gated else model
+        robust = torch.ones(len(labels), dtype=torch.bool)
+        for attack in attacks:
+            if attack.goal == "gates" and not gated:
+                continue
+            todo = (robust & (clean_pred == labels).cpu()) if (spec.early_exit and attack.goal == "misclassify") \
+                else torch.ones(len(labels), dtype=torch.bool)
+            idx = todo.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            attack.seed = batch_seed
+            result = attack(model, images[idx], labels[idx], spec.epsilons, gradient_model=view)
+            for k, eps in enumerate(result.epsilons):
+                adv = result.clipped[k]
+                with torch.no_grad():
+                    model.set_gate_mode(spec.gate_mode, seed=batch_seed)
+                    adv_logits, adv_trace = model.forward_with_gates(adv)
+                adv_pred = adv_logits.argmax(1)
+                delta = (adv - images[idx]).flatten(1)
+                decisions_clean = clean_trace.decisions[idx]
+                hamming = (adv_trace.decisions != decisions_clean).float().mean(1) if n_blocks else torch.zeros(len(idx))
+                ids = idx.tolist()
+                frames.append(pd.DataFrame({
+                    "model": entry.name,
+                    "defense": "none",
+                    "defense_grad": "none",
+                    "attack": attack.name,
+                    "gate_grad": gate_grad,
+                    "epsilon": eps,
+                    "sample": [int(sample_ids[i]) for i in ids],
+                    "label": labels[idx].cpu().numpy(),
+                    "clean_pred": clean_pred[idx].cpu().numpy(),
+                    "adv_pred": adv_pred.cpu().numpy(),
+                    "clean_correct": (clean_pred[idx] == labels[idx]).cpu().numpy(),
+                    "adv_correct": (adv_pred == labels[idx]).cpu().numpy(),
+                    "success": result.success[k].cpu().numpy(),
+                    "linf": delta.abs().amax(1).cpu().numpy() if delta.numel() else 0.0,
+                    "l2": delta.norm(dim=1).cpu().numpy(),
+                    "clean_gates": [clean_gates[i] for i in ids],
+                    "adv_gates": _pattern(adv_trace.decisions),
+                    "hamming": hamming.cpu().numpy(),
+                    "clean_flops": clean_flops[ids],
+                    "adv_flops": adv_trace.flops.cpu().numpy(),
+                    "goal": attack.goal,
+                }))
+                if attack.goal == "misclassify":
+                    robust[idx] &= (adv_pred == labels[idx]).cpu()
+    model.set_gate_mode(spec.gate_mode, seed=spec.seed)
+    if not frames:
+        return pd.DataFrame(columns=list(RECORD_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(RECORD_COLUMNS)]
+
+
+def iterate_batches(images: Tensor, labels: Tensor, sample_ids: np.ndarray, batch_size: int
+                    ) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
+    """(batch number, images, labels, sample ids) in order."""
+    for b, start in enumerate(range(0, len(labels), batch_size)):
+        stop = start + batch_size
+        yield b, images[start:stop], labels[start:stop], sample_ids[start:stop]
+
+
+@dataclass
+class EvalRun:
+    """The records of a run and the spec that made them."""
+
+    records: pd.DataFrame
+    spec: EvalSpec
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_evaluation(
+    entries: Sequence[ModelEntry],
+    spec: EvalSpec,
+    images: Tensor,
+    labels: Tensor,
+    sample_ids: np.ndarray,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[str, int], None] | None = None,
+    done_batches: Callable[[str, int], pd.DataFrame | None] | None = None,
+    save_batch: Callable[[str, int, pd.DataFrame], None] | None = None,
+) -> EvalRun:
+    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist."""
+    attacks = [attack_from_spec(s) for s in spec.attacks]
+    frames = []
+    for entry in entries:
+        entry.model.to(device)
+        for b, x, y, ids in iterate_batches(images, labels, sample_ids, batch_size):
+            cached = done_batches(entry.name, b) if done_batches is not None else None
+            if cached is not None:
+                frames.append(cached)
+            else:
+                frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
+                                       batch_seed=spec.seed * 100_003 + b)
+                if save_batch is not None:
+                    save_batch(entry.name, b, frame)
+                frames.append(frame)
+            if on_batch is not None:
+                on_batch(entry.name, len(y))
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
+    return EvalRun(records=records, spec=spec)
+
+
+def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:
+    """Mean normalised Hamming distance between two seeded stochastic draws on the same clean images."""
+    if not model.is_gated:
+        return 0.0
+    patterns = []
+    with torch.no_grad(), model.gate_settings(mode="stochastic"):
+        for seed in seeds:
+            model.reset_gate_generator(seed)
+            patterns.append(model.forward_with_gates(images)[1].decisions)
+    return float((patterns[0] != patterns[1]).float().mean())
+
+
+def spec_json(spec: EvalSpec, extra: dict[str, Any]) -> str:
+    """Canonical JSON of a run's spec (for resume checks)."""
+    return json.dumps({"spec": spec.as_dict(), **extra}, sort_keys=True)

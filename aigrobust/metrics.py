@@ -1,0 +1,135 @@
+"""Aggregates of the per-sample records: accuracy, success, norms, gate stability, FLOPs, worst case over attacks.
+
+Robust accuracy is pointwise: a sample counts only if it is right on the clean input and on every attack tried.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+GROUP = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
+WORST = "worst-case"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (well-behaved at 0 and 1)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def gate_matrix(patterns: pd.Series) -> np.ndarray:
+    """'0110...' strings -> (N, L) uint8 array (L = 0 for models without gates)."""
+    values = patterns.astype(str).tolist()
+    if not values or not values[0]:
+        return np.zeros((len(values), 0), dtype=np.uint8)
+    return np.frombuffer("".join(values).encode(), dtype=np.uint8).reshape(len(values), -1) - ord("0")
+
+
+def worst_case_records(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a synthetic attack 'worst-case': per (model, defense, defense_grad, gate_grad, epsilon, sample),
+    adversarially correct only if correct under every misclassification attack (AutoAttack's AND)."""
+    cls = records[records["goal"] == "misclassify"]
+    if cls.empty:
+        return cls
+    keys = ["model", "defense", "defense_grad", "gate_grad", "epsilon", "sample"]
+    # The worst case keeps, per sample, the row of the first attack that fooled it (else the first row).
+    ordered = cls.assign(_fooled=~cls["adv_correct"].astype(bool)).sort_values("_fooled", ascending=False,
+                                                                                  kind="stable")
+    first = ordered.drop_duplicates(keys, keep="first").drop(columns="_fooled")
+    return first.assign(attack=WORST)
+
+
+def worst_over_gate_grads(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, defense, defense_grad, attack, epsilon, sample): correct only if correct under every gate-gradient
+    mode; rows get gate_grad 'worst'."""
+    keys = ["model", "defense", "defense_grad", "attack", "epsilon", "sample"]
+    ordered = records.assign(_fooled=~records["adv_correct"].astype(bool)).sort_values("_fooled", ascending=False,
+                                                                                       kind="stable")
+    return ordered.drop_duplicates(keys, keep="first").drop(columns="_fooled").assign(gate_grad="worst")
+
+
+def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame:
+    """One row per (model, defense, defense_grad, attack, gate_grad, epsilon) with every headline metric."""
+    frames = [records]
+    if include_worst and not records.empty:
+        if records["gate_grad"].nunique() > 1:
+            gated = records[(records["gate_grad"] != "none") & (records["goal"] == "misclassify")]
+            if gated["gate_grad"].nunique() > 1:
+                frames.append(worst_over_gate_grads(gated))
+        if records.loc[records["goal"] == "misclassify", "attack"].nunique() > 1:
+            frames.append(worst_case_records(pd.concat(frames, ignore_index=True)))
+    data = pd.concat(frames, ignore_index=True)
+    rows = []
+    for key, group in data.groupby(GROUP, sort=False):
+        rows.append({**dict(zip(GROUP, key)), **_metrics(group)})
+    return pd.DataFrame(rows)
+
+
+def _metrics(group: pd.DataFrame) -> dict[str, float]:
+    n = len(group)
+    clean = group["clean_correct"].astype(bool).to_numpy()
+    adv = group["adv_correct"].astype(bool).to_numpy()
+    robust = clean & adv
+    success = group["success"].astype(bool).to_numpy()
+    lo, hi = wilson_interval(int(robust.sum()), n)
+    hamming = group["hamming"].to_numpy(dtype=float)
+    unchanged = (group["clean_gates"].astype(str).to_numpy() == group["adv_gates"].astype(str).to_numpy())
+    fooled = clean & ~adv
+    clean_flops = float(group["clean_flops"].mean())
+    adv_flops = float(group["adv_flops"].mean())
+    return {
+        "n": n,
+        "clean_acc": float(clean.mean()),
+        "robust_acc": float(robust.mean()),
+        "robust_acc_lo": lo,
+        "robust_acc_hi": hi,
+        "success_rate": float(fooled[clean].mean()) if clean.any() else float("nan"),
+        "goal_success_rate": float(success.mean()),
+        "linf_max": float(group["linf"].max()),
+        "l2_mean": float(group["l2"].mean()),
+        "hamming_mean": float(hamming.mean()),
+        "unchanged_gates": float(unchanged.mean()),
+        "hamming_mean_fooled": float(hamming[fooled].mean()) if fooled.any() else float("nan"),
+        "hamming_mean_robust": float(hamming[robust].mean()) if robust.any() else float("nan"),
+        "clean_flops": clean_flops,
+        "adv_flops": adv_flops,
+        "flops_ratio": adv_flops / clean_flops if clean_flops else float("nan"),
+        "adv_flops_fooled": float(group["adv_flops"].to_numpy()[fooled].mean()) if fooled.any() else float("nan"),
+    }
+
+
+def layer_rates(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (group, layer): execution rate clean and adversarial, and flip rate."""
+    rows = []
+    for key, group in records.groupby(GROUP, sort=False):
+        clean = gate_matrix(group["clean_gates"])
+        adv = gate_matrix(group["adv_gates"])
+        for layer in range(clean.shape[1]):
+            rows.append({**dict(zip(GROUP, key)), "layer": layer,
+                         "clean_rate": float(clean[:, layer].mean()), "adv_rate": float(adv[:, layer].mean()),
+                         "flip_rate": float((clean[:, layer] != adv[:, layer]).mean())})
+    return pd.DataFrame(rows)
+
+
+def class_rates(records: pd.DataFrame, classes: list[str] | None = None) -> pd.DataFrame:
+    """Per (model, class, layer): clean execution rate (one sample counted once per model)."""
+    rows = []
+    for model, group in records.groupby("model", sort=False):
+        unique = group.drop_duplicates("sample")
+        matrix = gate_matrix(unique["clean_gates"])
+        if matrix.shape[1] == 0:
+            continue
+        labels = unique["label"].to_numpy()
+        for label in np.unique(labels):
+            rates = matrix[labels == label].mean(0)
+            name = classes[int(label)] if classes and int(label) < len(classes) else str(int(label))
+            for layer, rate in enumerate(rates):
+                rows.append({"model": model, "class": name, "layer": layer, "clean_rate": float(rate)})
+    return pd.DataFrame(rows)
