@@ -209,7 +209,7 @@ def torch_load_safely(path: Path) -> Any:
         raise CheckpointError(f"{path} could not be loaded safely (weights only): {reason}") from None
 
 
-def _extract_state(obj: Any, path: Path) -> "OrderedDict[str, Tensor]":
+def _extract_state(obj: Any, path: Path) -> OrderedDict[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -314,7 +314,7 @@ def convert_checkpoint(path: Path, expect_model: str | None = None) -> tuple[Res
 
 
 # --- pretrained entries -------------------------------------------------------------------------------------------
-def load_pretrained_into(model: ResNetBase, info: "ModelInfo") -> None:
+def load_pretrained_into(model: ResNetBase, info: ModelInfo) -> None:
     """Fill ``model`` with its pretrained weights: shipped CIFAR files, or torchvision's ImageNet download."""
     shipped = PRETRAINED_DIR / f"{info.name}.safetensors"
     if shipped.is_file():

@@ -43,8 +43,7 @@ def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Tensor,
                    torch.from_numpy(dataset.labels[start:stop]))  # type: ignore[attr-defined]
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for images, labels in loader:
-        yield images, labels
+    yield from loader
 
 
 def evaluate_clean(

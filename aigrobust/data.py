@@ -60,7 +60,7 @@ class ArrayDataset(Dataset):
         """All images as float (N, 3, H, W) in [0, 1] and labels as int64 (N,)."""
         return to_tensor_images(self.images), torch.from_numpy(self.labels.astype(np.int64))
 
-    def subset(self, positions: Sequence[int] | np.ndarray) -> "ArrayDataset":
+    def subset(self, positions: Sequence[int] | np.ndarray) -> ArrayDataset:
         """A dataset of the given positions; ``indices`` keeps the original sample indices."""
         pos = np.asarray(positions, dtype=np.int64)
         return ArrayDataset(self.images[pos], self.labels[pos], self.classes, self.name, self.source, self.note,

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,8 +181,21 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                     robust[idx] &= (adv_pred == labels[idx]).cpu()
     model.set_gate_mode(spec.gate_mode, seed=spec.seed)
     if not frames:
-        return pd.DataFrame(columns=list(RECORD_COLUMNS))
-    return pd.concat(frames, ignore_index=True)[list(RECORD_COLUMNS)]
+        return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
+    return normalize_records(pd.concat(frames, ignore_index=True))
+
+
+_DTYPES = {"epsilon": "float64", "sample": "int64", "label": "int64", "clean_pred": "int64", "adv_pred": "int64",
+           "clean_correct": "bool", "adv_correct": "bool", "success": "bool", "linf": "float64", "l2": "float64",
+           "hamming": "float64", "clean_flops": "float64", "adv_flops": "float64"}
+
+
+def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records in canonical column order and dtypes (so fresh and re-read batches serialise identically)."""
+    frame = frame[list(RECORD_COLUMNS)].astype(_DTYPES)
+    for column in ("clean_gates", "adv_gates"):
+        frame[column] = frame[column].astype(str)
+    return frame
 
 
 def iterate_batches(images: Tensor, labels: Tensor, sample_ids: np.ndarray, batch_size: int
@@ -233,7 +245,7 @@ def run_evaluation(
             if on_batch is not None:
                 on_batch(entry.name, len(y))
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
-    return EvalRun(records=records, spec=spec)
+    return EvalRun(records=normalize_records(records), spec=spec)
 
 
 def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:

@@ -28,7 +28,7 @@ class ModelInfo:
     description: str
     input_shape: tuple[int, int, int]
     default_dataset: str
-    builder: Callable[..., "ResNetBase"]
+    builder: Callable[..., ResNetBase]
     torchvision_weights: str | None = None
 
 
@@ -43,10 +43,10 @@ def register_model(
     input_shape: tuple[int, int, int],
     default_dataset: str,
     torchvision_weights: str | None = None,
-) -> Callable[[Callable[..., "ResNetBase"]], Callable[..., "ResNetBase"]]:
+) -> Callable[[Callable[..., ResNetBase]], Callable[..., ResNetBase]]:
     """Decorator that registers a model constructor under ``name``."""
 
-    def decorate(builder: Callable[..., "ResNetBase"]) -> Callable[..., "ResNetBase"]:
+    def decorate(builder: Callable[..., ResNetBase]) -> Callable[..., ResNetBase]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelInfo(name, family, description, input_shape, default_dataset, builder,
@@ -84,7 +84,7 @@ def get_model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> "ResNetBase":
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBase:
     """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights.
 
     Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).

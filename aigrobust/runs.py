@@ -37,8 +37,7 @@ def read_records(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise RunFolderError(f"no records at {path}")
     try:
-        return pd.read_csv(path, dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False,
-                           na_values={"adv_flops": [""]})
+        return pd.read_csv(path, dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False)
     except (OSError, ValueError, EOFError) as err:
         raise RunFolderError(f"{path}: unreadable records ({err})") from None
 

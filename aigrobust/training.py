@@ -23,9 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aigrobust.checkpoints import CheckpointError, atomic_write_bytes, load_state_checked, read_checkpoint, save_checkpoint
-from aigrobust.data import ArrayDataset
+from aigrobust.checkpoints import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_state_checked,
+    read_checkpoint,
+    save_checkpoint,
+)
 from aigrobust.clean import CleanEvaluation, evaluate_clean
+from aigrobust.data import ArrayDataset
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import target_rate_loss
 from aigrobust.registry import create_model

@@ -98,3 +98,97 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert done.returncode == 0
     for command in ("models", "train", "eval"):
         assert command in done.stdout
+
+
+def _tiny_checkpoint(tmp_path: Path) -> Path:
+    from aigrobust import create_model
+    from aigrobust.checkpoints import save_checkpoint
+    from tests.conftest import half_closed
+
+    path = tmp_path / "tiny_aig.safetensors"
+    save_checkpoint(half_closed(create_model("tiny_aig")), path)
+    return path
+
+
+def _attack_args(checkpoint: Path, data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["attack", "--checkpoint", str(checkpoint), "--eps", "2/255", "--eps", "8/255", "--attack", "fgsm",
+            "--attack", "pgd:steps=2", "--gate-grad", "straight-through", "--data-dir", str(data_dir),
+            "--n-samples", "24", "--batch-size", "10", "--out", str(out), *extra]
+
+
+def test_attack_writes_records_summary_and_prints_the_table(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from aigrobust.runs import read_records
+
+    checkpoint = _tiny_checkpoint(tmp_path)
+    code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "run"))
+    assert code == 0, out
+    header = out.splitlines()[0]
+    for column in ("clean", "robust", "same gates", "hamming", "FLOPs adv/clean"):
+        assert column in header
+    assert "tiny_aig" in out and "8.0/255" in out and "worst-case" in out
+    records = read_records(tmp_path / "run")
+    # 24 samples x 2 attacks x 3 epsilons (0 added) x 1 gate-grad mode
+    assert len(records) == 24 * 2 * 3
+    assert set(records["epsilon"].round(6)) == {0.0, round(2 / 255, 6), round(8 / 255, 6)}
+    assert (records["linf"] <= records["epsilon"] + 1e-6).all()
+    assert (records["adv_correct"] <= records["clean_correct"] | (records["epsilon"] > 0)).all()
+    assert records["clean_gates"].str.len().eq(6).all()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["spec"]["spec"]["gate_grads"] == ["straight-through"]
+    rows = pd.DataFrame(summary["summary"])
+    assert (rows["robust_acc"] <= rows["clean_acc"] + 1e-12).all()
+    assert not (tmp_path / "run" / ".parts").exists()
+
+
+def test_two_runs_with_the_same_seed_give_byte_identical_records(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    for name in ("a", "b"):
+        code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / name))
+        assert code == 0, out
+    assert (tmp_path / "a" / "records.csv.gz").read_bytes() == (tmp_path / "b" / "records.csv.gz").read_bytes()
+
+
+def test_resume_reuses_finished_batches(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    code, _ = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "full"))
+    assert code == 0
+    # simulate an interrupted run: spec written, first batch done, nothing final
+    from aigrobust.runs import RunFolder
+
+    partial = tmp_path / "partial"
+    code, _ = run(*_attack_args(checkpoint, synthetic_npz_dir, partial))
+    assert code == 0
+    spec = json.loads((partial / "run.json").read_text())
+    (partial / "records.csv.gz").unlink()
+    folder = RunFolder(partial, spec, resume=True)
+    from aigrobust.runs import read_records
+
+    first = read_records(tmp_path / "full")
+    folder.save_batch("tiny_aig", 0, first[first["sample"] < 10].reset_index(drop=True))
+    assert_one_line_error(*run(*_attack_args(checkpoint, synthetic_npz_dir, partial)), "--resume")
+    code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, partial, "--resume"))
+    assert code == 0, out
+    assert (partial / "records.csv.gz").read_bytes() == (tmp_path / "full" / "records.csv.gz").read_bytes()
+
+
+def test_attack_bad_inputs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    base = ["attack", "--checkpoint", str(checkpoint), "--data-dir", str(synthetic_npz_dir), "--out",
+            str(tmp_path / "x")]
+    for eps in ("-0.1", "nan", "1.5", "abc", "8/0"):
+        code, out = run(*base, "--eps", eps)
+        assert code == 2 and "Traceback" not in out and "--eps" in out, out
+    code, out = run(*base)
+    assert code == 2 and "at least one --eps" in out
+    assert_one_line_error(*run(*base, "--eps", "0.1", "--attack", "pgdd"), "did you mean pgd")
+    code, out = run(*base, "--eps", "0.1", "--n-samples", "0")
+    assert code == 2 and "--n-samples" in out
+    code, out = run(*base, "--eps", "0.1", "--batch-size", "0")
+    assert code == 2 and "--batch-size" in out
+    assert_one_line_error(*run("attack", "--model", "aig50", "--eps", "0.03", "--out", str(tmp_path / "y")),
+                          "imagenet needs --data-dir")
+    assert_one_line_error(*run("attack", "--model", "aig110", "--eps", "0.03", "--data-dir", str(synthetic_npz_dir),
+                               "--out", str(tmp_path / "z")), "no weights for aig110")
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()

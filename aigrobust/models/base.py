@@ -190,7 +190,7 @@ class ResNetBase(nn.Module):
         mode: GateMode | str | None = None,
         grad: GateGrad | str | None = None,
         execution: GateExecution | str | None = None,
-    ) -> Iterator["ResNetBase"]:
+    ) -> Iterator[ResNetBase]:
         """Temporarily change gate mode, gradient mode and/or execution; restored on exit."""
         saved = (self.gate_mode, self.gate_grad, self.gate_execution)
         try:

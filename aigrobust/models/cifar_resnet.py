@@ -117,7 +117,7 @@ class CifarResNet(ResNetBase):
 
 
 def _init_weights(model: nn.Module) -> None:
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):

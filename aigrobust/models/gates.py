@@ -23,7 +23,7 @@ class _StrEnum(str, enum.Enum):
     """An enum that also accepts its value as a string (``GateMode("hard")``) and any spelling with - or _."""
 
     @classmethod
-    def _missing_(cls, value: object) -> "_StrEnum | None":
+    def _missing_(cls, value: object) -> _StrEnum | None:
         if isinstance(value, str):
             wanted = value.strip().lower().replace("_", "-")
             for member in cls:
@@ -120,7 +120,7 @@ class GateTrace:
     gate_values: Tensor
     flops: Tensor
 
-    def detach(self) -> "GateTrace":
+    def detach(self) -> GateTrace:
         """The same trace without autograd history."""
         return GateTrace(self.decisions, self.p_on.detach(), self.gate_values.detach(), self.flops.detach())
 

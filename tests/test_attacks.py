@@ -1,0 +1,182 @@
+"""Attacks: eps-balls and box, monotone strength, agreement with foolbox on real data, gate attacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aigrobust import create_model
+from aigrobust.checkpoints import load_checkpoint
+from aigrobust.evaluate import GateGradientView, parse_epsilon, with_zero
+from attacks import (
+    FGSM,
+    PGD,
+    UnknownAttackError,
+    apgd_checkpoints,
+    attack_from_spec,
+    get_attack,
+    list_attacks,
+)
+from attacks.square import square_fraction
+from tests.conftest import PRETRAINED, half_closed, require, varied_images
+
+ALL_NATIVE = ["fgsm", "fgm-l2", "bim", "pgd", "pgd-l2", "mifgsm", "apgd", "apgd-l2", "square"]
+FAST_SETTINGS = {"bim": {"steps": 3}, "pgd": {"steps": 3, "restarts": 2}, "pgd-l2": {"steps": 3},
+                 "mifgsm": {"steps": 3}, "apgd": {"steps": 6}, "apgd-l2": {"steps": 6}, "square": {"n_queries": 30}}
+
+
+@pytest.fixture(scope="module")
+def tiny_gated() -> torch.nn.Module:
+    return half_closed(create_model("tiny_aig")).eval()
+
+
+@pytest.mark.parametrize("name", ALL_NATIVE + ["foolbox:LinfPGD", "foolbox:L2FastGradientAttack"])
+def test_every_attack_stays_in_the_ball_and_the_box(name: str, tiny_gated) -> None:
+    x = varied_images(12)
+    y = torch.arange(12) % 10
+    epsilons = [0.0, 2 / 255, 0.05, 0.5] if "l2" not in name.lower() else [0.0, 0.1, 0.5, 1.0]
+    kwargs = FAST_SETTINGS.get(name, {"steps": 3} if name == "foolbox:LinfPGD" else {})
+    result = get_attack(name, **kwargs)(tiny_gated, x, y, epsilons)
+    assert result.clipped.shape == (4, 12, 3, 32, 32) and result.success.shape == (4, 12)
+    assert float(result.clipped.min()) >= 0.0 and float(result.clipped.max()) <= 1.0
+    delta = (result.clipped - x).flatten(2)
+    norms = delta.norm(dim=2) if ("l2" in name.lower() or "L2" in name) else delta.abs().amax(2)
+    for k, eps in enumerate(epsilons):
+        assert float(norms[k].max()) <= eps + 1e-6
+    assert torch.equal(result.clipped[0], x)
+    clean_wrong = tiny_gated(x).argmax(1) != y
+    # an attack never makes a wrong sample right: success includes every clean mistake
+    assert bool(result.success[:, clean_wrong].all())
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd", "square", "gate-flip", "compute-inflation"])
+def test_same_seed_same_adversarials(name: str, tiny_gated) -> None:
+    x = varied_images(8)
+    y = torch.arange(8) % 10
+    kwargs = {"n_queries": 20} if name == "square" else {"steps": 3}
+    a = get_attack(name, seed=5, **kwargs)(tiny_gated, x, y, [8 / 255])
+    b = get_attack(name, seed=5, **kwargs)(tiny_gated, x, y, [8 / 255])
+    assert torch.equal(a.clipped, b.clipped)
+
+
+def test_fgsm_shares_one_gradient_across_the_sweep(tiny_gated) -> None:
+    x, y = varied_images(8), torch.arange(8) % 10
+    eps = [1 / 255, 4 / 255, 8 / 255]
+    swept = FGSM()(tiny_gated, x, y, eps)
+    for k, e in enumerate(eps):
+        single = FGSM()(tiny_gated, x, y, [e])
+        assert torch.equal(swept.clipped[k], single.clipped[0])
+
+
+def test_bad_epsilons_and_unknown_attacks() -> None:
+    assert parse_epsilon("8/255") == pytest.approx(8 / 255)
+    assert parse_epsilon("0.03") == pytest.approx(0.03)
+    for bad in ("-0.1", "nan", "1.5", "abc", "8/0"):
+        with pytest.raises(ValueError):
+            parse_epsilon(bad)
+    assert with_zero([0.1, 0.03]) == (0.0, 0.03, 0.1)
+    with pytest.raises(ValueError, match="outside"):
+        FGSM()(torch.nn.Identity(), torch.zeros(1, 3, 4, 4), torch.zeros(1, dtype=torch.long), [2.0])
+    with pytest.raises(UnknownAttackError, match="did you mean pgd"):
+        get_attack("pgdd")
+    with pytest.raises(UnknownAttackError, match="foolbox has no attack"):
+        get_attack("foolbox:NoSuchAttack")
+    assert isinstance(attack_from_spec("pgd:steps=7,restarts=2"), PGD)
+    assert attack_from_spec("pgd:steps=7").steps == 7  # type: ignore[attr-defined]
+    assert "square" in list_attacks() and "gate-flip" in list_attacks()
+
+
+def test_apgd_checkpoints_and_square_schedule() -> None:
+    assert apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    assert square_fraction(0.8, 0, 1000) == pytest.approx(0.8)
+    assert square_fraction(0.8, 999, 1000) == pytest.approx(0.8 / 512)
+
+
+def test_gate_gradient_view_changes_only_gradients(tiny_gated) -> None:
+    x = varied_images(6)
+    hard = tiny_gated(x)
+    st = GateGradientView(tiny_gated, "straight-through")
+    assert torch.allclose(st(x), hard, atol=1e-5)
+    assert tiny_gated.gate_grad.value == "exact"  # restored after the view's forward
+
+
+def _trained_tiny(cifar_train, cifar_test, tmp_path_factory) -> torch.nn.Module:
+    from aigrobust.training import TrainConfig, train
+
+    picks = np.random.default_rng(1).permutation(len(cifar_train))[:5000]
+    config = TrainConfig(model="tiny_aig", model_kwargs={"target_rate": 0.5}, epochs=1, batch_size=64, lr=0.2,
+                         schedule="cosine", weight_decay=5e-4, seed=1)
+    result = train(config, cifar_train.subset(picks), tmp_path_factory.mktemp("tiny"), heldout=None)
+    return result.model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(cifar_train, cifar_test, tmp_path_factory) -> torch.nn.Module:
+    return _trained_tiny(cifar_train, cifar_test, tmp_path_factory)
+
+
+def test_compute_inflation_raises_executed_flops_on_a_trained_gated_model(trained_tiny, cifar_test) -> None:
+    x, y = cifar_test.subset(range(128)).tensors()
+    with torch.no_grad():
+        _, clean = trained_tiny.forward_with_gates(x)
+    for grad in ("exact", "straight-through"):
+        result = get_attack("compute-inflation", steps=10)(trained_tiny, x, y, [8 / 255],
+                                                            gradient_model=GateGradientView(trained_tiny, grad))
+        with torch.no_grad():
+            _, adv = trained_tiny.forward_with_gates(result.clipped[0])
+        assert float(adv.flops.mean()) > 1.05 * float(clean.flops.mean()), grad
+        assert float(result.success[0].float().mean()) > 0.5
+    flip = get_attack("gate-flip", steps=10)(trained_tiny, x, y, [8 / 255])
+    with torch.no_grad():
+        _, flipped = trained_tiny.forward_with_gates(flip.clipped[0])
+    assert float((flipped.decisions != clean.decisions).float().mean()) > 0.2
+
+
+def _real_subset(cifar_test, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return cifar_test.subset(range(n)).tensors()
+
+
+def _robust(result, clean_ok: torch.Tensor) -> list[float]:
+    return [float((clean_ok & ~s).float().mean()) for s in result.success]
+
+
+def _check_real_pretrained(cifar_test, n: int) -> None:
+    model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
+    x, y = _real_subset(cifar_test, n)
+    eps = [0.0, 1 / 255, 2 / 255, 8 / 255]
+    with torch.no_grad():
+        clean_ok = model(x).argmax(1) == y
+    fgsm = _robust(get_attack("fgsm")(model, x, y, eps), clean_ok)
+    fb_fgsm = _robust(get_attack("foolbox:FGSM")(model, x, y, eps), clean_ok)
+    pgd = _robust(get_attack("pgd", steps=10, rel_stepsize=0.25)(model, x, y, eps), clean_ok)
+    fb_pgd = _robust(get_attack("foolbox:LinfPGD", steps=10, rel_stepsize=0.25)(model, x, y, eps), clean_ok)
+    apgd = _robust(get_attack("apgd", steps=20)(model, x, y, eps[2:]), clean_ok)
+    assert fgsm[0] >= 0.9
+    assert fgsm[3] < 0.3 and pgd[3] < 0.05  # 8/255 drives accuracy far down
+    for k in range(len(eps)):
+        assert pgd[k] <= fgsm[k] + 1e-9
+        assert abs(fgsm[k] - fb_fgsm[k]) <= 0.01
+        assert abs(pgd[k] - fb_pgd[k]) <= 0.02
+    for k, value in enumerate(apgd):
+        assert value <= pgd[k + 2] + 0.01
+
+
+def test_real_pretrained_resnet20_attack_strength_and_foolbox_agreement_200(cifar_test) -> None:
+    _check_real_pretrained(cifar_test, 200)
+
+
+@pytest.mark.slow
+def test_real_pretrained_resnet20_attack_strength_and_foolbox_agreement_1000(cifar_test) -> None:
+    _check_real_pretrained(cifar_test, 1000)
+
+
+def test_square_attack_fools_the_real_model_without_gradients(cifar_test) -> None:
+    model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
+    x, y = _real_subset(cifar_test, 64)
+    with torch.no_grad():
+        clean_ok = model(x).argmax(1) == y
+    result = get_attack("square", n_queries=200)(model, x, y, [8 / 255])
+    assert _robust(result, clean_ok)[0] < 0.5 * float(clean_ok.float().mean())
+
+
