@@ -281,14 +281,13 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
 
 
 def _print_summary(summary: Any) -> None:
-    header = (f"{'model':<18} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
+    header = (f"{'model':<18} {'defense':<20} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
               f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}")
     click.echo(header)
     for row in summary.itertuples():
-        if row.defense != "none":
-            continue
         eps = f"{row.epsilon * 255:.1f}/255" if row.epsilon else "0"
-        click.echo(f"{row.model:<18} {row.attack:<22} {row.gate_grad:<16} {eps:>7} {100 * row.clean_acc:>5.1f}% "
+        defense = row.defense if row.defense == "none" else f"{row.defense} {row.defense_grad}"
+        click.echo(f"{row.model:<18} {defense:<20} {row.attack:<22} {row.gate_grad:<16} {eps:>7} {100 * row.clean_acc:>5.1f}% "
                    f"{100 * row.robust_acc:>5.1f}% {100 * row.unchanged_gates:>9.1f}% {row.hamming_mean:>8.3f} "
                    f"{row.flops_ratio:>15.3f}")
 
@@ -305,6 +304,12 @@ def _print_summary(summary: Any) -> None:
               type=click.Choice(["exact", "straight-through", "soft", "all"]),
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
 @click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True)
+@click.option("--defense", "defense_specs", multiple=True, default=("none",), show_default=True,
+              help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
+              "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
+@click.option("--defense-grad", "defense_grads", multiple=True, default=("oblivious", "bpda", "diff"),
+              show_default=True, type=click.Choice(["oblivious", "bpda", "diff", "eot"]),
+              help="How attackers treat a defense (eot only for randomised ones).")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the first model's dataset.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--download", is_flag=True)
@@ -317,7 +322,8 @@ def _print_summary(summary: Any) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_values: tuple[str, ...],
-                   attack_specs: tuple[str, ...], gate_grads: tuple[str, ...], gate_mode: str, dataset: str | None,
+                   attack_specs: tuple[str, ...], gate_grads: tuple[str, ...], gate_mode: str,
+                   defense_specs: tuple[str, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
                    early_exit: bool, device: str, out_dir: Path, resume: bool) -> None:
     """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table."""
@@ -341,6 +347,13 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         except (UnknownAttackError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
+    from defenses import DefenseSpecError, parse_defense
+
+    for defense_spec in defense_specs:
+        try:
+            parse_defense(defense_spec)
+        except DefenseSpecError as err:
+            raise click.ClickException(str(err)) from None
     dev = _device(device)
     if dataset is None:
         first = models[0] if models else None
@@ -356,7 +369,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
     spec = EvalSpec(attacks=tuple(attack_specs), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode, seed=seed,
-                    early_exit=early_exit)
+                    defenses=tuple(defense_specs), defense_grads=tuple(defense_grads), early_exit=early_exit)
     images, labels = data.tensors()
     sample_ids = np.asarray(data.indices)
     run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},

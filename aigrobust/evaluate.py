@@ -94,6 +94,8 @@ class EvalSpec:
     gate_grads: tuple[str, ...] = ("exact",)
     gate_mode: str = "hard"
     seed: int = 0
+    defenses: tuple[str, ...] = ("none",)
+    defense_grads: tuple[str, ...] = ("oblivious", "bpda", "diff")
     early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,13 @@ class EvalSpec:
         object.__setattr__(self, "gate_mode", str(mode))
         if not self.attacks:
             raise ValueError("give at least one attack")
+        from defenses import DefenseGrad, parse_defense
+
+        names = [parse_defense(d).name for d in self.defenses]  # raises on bad specs
+        if "none" not in names:
+            names.insert(0, "none")  # the reference row is always present
+        object.__setattr__(self, "defenses", tuple(dict.fromkeys(names)))
+        object.__setattr__(self, "defense_grads", tuple(str(DefenseGrad(g)) for g in self.defense_grads))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored beside the records, compared on resume)."""
@@ -116,23 +125,57 @@ def _pattern(decisions: Tensor) -> list[str]:
     return ["".join("1" if v else "0" for v in row) for row in rows]
 
 
+def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
+    """(defense, defense_grad, gate_grad) combinations to run for one model."""
+    from defenses import parse_defense
+
+    combos = []
+    gate_grads = spec.gate_grads if gated else (NO_GATES,)
+    for defense_spec in spec.defenses:
+        defense = parse_defense(defense_spec)
+        if defense.name == "none":
+            grads: tuple[str, ...] = ("none",)
+        else:
+            grads = tuple(g for g in spec.defense_grads if g != "eot" or defense.randomized)
+        for defense_grad in grads:
+            for gate_grad in gate_grads:
+                combos.append((defense_spec, defense_grad, gate_grad))
+    return combos
+
+
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
                    sample_ids: Sequence[int], batch_seed: int) -> pd.DataFrame:
-    """Every attack, gate-gradient mode and epsilon on one batch: the records of that batch."""
+    """Every defense setting, attack, gate-gradient mode and epsilon on one batch: the records of that batch."""
+    from defenses import AttackerView, DefendedModel, parse_defense
+
     model = entry.model
     model.eval()
     gated = model.is_gated
-    model.set_gate_mode(spec.gate_mode, seed=batch_seed)
-    with torch.no_grad():
-        clean_logits, clean_trace = model.forward_with_gates(images)
-    clean_pred = clean_logits.argmax(1)
-    clean_gates = _pattern(clean_trace.decisions)
-    clean_flops = clean_trace.flops.cpu().numpy()
-    n_blocks = clean_trace.decisions.shape[1]
     frames = []
-    gate_grads = spec.gate_grads if gated else (NO_GATES,)
-    for gate_grad in gate_grads:
-        view: nn.Module = GateGradientView(model, gate_grad) if gated else model
+    clean_cache: dict[str, tuple[Tensor, Any]] = {}
+    for defense_spec, defense_grad, gate_grad in _settings(spec, gated):
+        defense = parse_defense(defense_spec)
+        defense.to(images.device)
+
+        def reseed(defense: Any = defense) -> None:
+            # the same draws of gates and randomised defenses for clean and adversarial passes of a batch
+            model.set_gate_mode(spec.gate_mode, seed=batch_seed)
+            for part in defense.modules():
+                if hasattr(part, "reseed"):
+                    part.reseed(batch_seed)
+
+        deployed = DefendedModel(model, defense)
+        if defense_spec not in clean_cache:
+            reseed()
+            with torch.no_grad():
+                clean_cache[defense_spec] = deployed.forward_with_gates(images)
+        clean_logits, clean_trace = clean_cache[defense_spec]
+        clean_pred = clean_logits.argmax(1)
+        clean_gates = _pattern(clean_trace.decisions)
+        clean_flops = clean_trace.flops.cpu().numpy()
+        n_blocks = clean_trace.decisions.shape[1]
+        base: nn.Module = GateGradientView(model, gate_grad) if gated else model
+        view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
         robust = torch.ones(len(labels), dtype=torch.bool)
         for attack in attacks:
             if attack.goal == "gates" and not gated:
@@ -143,21 +186,23 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
             if idx.numel() == 0:
                 continue
             attack.seed = batch_seed
-            result = attack(model, images[idx], labels[idx], spec.epsilons, gradient_model=view)
+            reseed()
+            result = attack(deployed, images[idx], labels[idx], spec.epsilons, gradient_model=view)
             for k, eps in enumerate(result.epsilons):
                 adv = result.clipped[k]
+                reseed()
                 with torch.no_grad():
-                    model.set_gate_mode(spec.gate_mode, seed=batch_seed)
-                    adv_logits, adv_trace = model.forward_with_gates(adv)
+                    adv_logits, adv_trace = deployed.forward_with_gates(adv)
                 adv_pred = adv_logits.argmax(1)
                 delta = (adv - images[idx]).flatten(1)
                 decisions_clean = clean_trace.decisions[idx]
-                hamming = (adv_trace.decisions != decisions_clean).float().mean(1) if n_blocks else torch.zeros(len(idx))
+                hamming = ((adv_trace.decisions != decisions_clean).float().mean(1) if n_blocks
+                           else torch.zeros(len(idx)))
                 ids = idx.tolist()
                 frames.append(pd.DataFrame({
                     "model": entry.name,
-                    "defense": "none",
-                    "defense_grad": "none",
+                    "defense": defense.name,
+                    "defense_grad": defense_grad,
                     "attack": attack.name,
                     "gate_grad": gate_grad,
                     "epsilon": eps,
@@ -168,7 +213,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                     "clean_correct": (clean_pred[idx] == labels[idx]).cpu().numpy(),
                     "adv_correct": (adv_pred == labels[idx]).cpu().numpy(),
                     "success": result.success[k].cpu().numpy(),
-                    "linf": delta.abs().amax(1).cpu().numpy() if delta.numel() else 0.0,
+                    "linf": delta.abs().amax(1).cpu().numpy(),
                     "l2": delta.norm(dim=1).cpu().numpy(),
                     "clean_gates": [clean_gates[i] for i in ids],
                     "adv_gates": _pattern(adv_trace.decisions),

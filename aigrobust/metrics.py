@@ -46,24 +46,28 @@ def worst_case_records(records: pd.DataFrame) -> pd.DataFrame:
     return first.assign(attack=WORST)
 
 
-def worst_over_gate_grads(records: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, defense, defense_grad, attack, epsilon, sample): correct only if correct under every gate-gradient
-    mode; rows get gate_grad 'worst'."""
-    keys = ["model", "defense", "defense_grad", "attack", "epsilon", "sample"]
+def worst_over(records: pd.DataFrame, dimension: str, label: str = "worst") -> pd.DataFrame:
+    """Collapse ``dimension`` (gate_grad or defense_grad): per remaining key and sample, correct only if correct
+    under every value of it; rows get ``label`` in that column."""
+    keys = [c for c in GROUP if c != dimension] + ["sample"]
     ordered = records.assign(_fooled=~records["adv_correct"].astype(bool)).sort_values("_fooled", ascending=False,
                                                                                        kind="stable")
-    return ordered.drop_duplicates(keys, keep="first").drop(columns="_fooled").assign(gate_grad="worst")
+    return ordered.drop_duplicates(keys, keep="first").drop(columns="_fooled").assign(**{dimension: label})
 
 
 def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame:
     """One row per (model, defense, defense_grad, attack, gate_grad, epsilon) with every headline metric."""
     frames = [records]
     if include_worst and not records.empty:
-        if records["gate_grad"].nunique() > 1:
-            gated = records[(records["gate_grad"] != "none") & (records["goal"] == "misclassify")]
-            if gated["gate_grad"].nunique() > 1:
-                frames.append(worst_over_gate_grads(gated))
-        if records.loc[records["goal"] == "misclassify", "attack"].nunique() > 1:
+        cls = records[records["goal"] == "misclassify"]
+        gated = cls[cls["gate_grad"] != "none"]
+        if gated["gate_grad"].nunique() > 1:
+            frames.append(worst_over(gated, "gate_grad"))
+        defended = pd.concat(frames, ignore_index=True)
+        defended = defended[(defended["defense"] != "none") & (defended["goal"] == "misclassify")]
+        if defended["defense_grad"].nunique() > 1:
+            frames.append(worst_over(defended, "defense_grad"))
+        if cls["attack"].nunique() > 1:
             frames.append(worst_case_records(pd.concat(frames, ignore_index=True)))
     data = pd.concat(frames, ignore_index=True)
     rows = []

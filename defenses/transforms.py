@@ -1,0 +1,114 @@
+"""The defenses: JPEG (real codec, batched), bit-depth reduction, median smoothing, random resize-and-pad."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from defenses.base import Defense
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[0, 1] float -> uint8 with rounding (not truncation), as an image file would store it."""
+    return (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+class JPEG(Defense):
+    """JPEG compression and decompression at ``quality`` (1..100) with the real codec (libjpeg via torchvision).
+
+    Settings follow Pillow's defaults (4:2:0 chroma subsampling, standard IJG tables, islow DCT), so the output
+    equals a Pillow round trip of the same uint8 image. Any image size; the batch runs through the codec as a list.
+    ``approximation`` is kornia's differentiable JPEG (Reich et al., WACV 2024) at the same quality.
+    """
+
+    def __init__(self, quality: int = 75) -> None:
+        super().__init__()
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+        self.quality = quality
+        self.name = f"jpeg:{quality}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        images = list(to_uint8(x).cpu())
+        encoded = encode_jpeg(images, quality=self.quality)
+        decoded = decode_jpeg(encoded)
+        return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
+
+    def approximation(self, x: Tensor) -> Tensor:
+        from kornia.enhance import jpeg_codec_differentiable
+
+        quality = torch.tensor([float(self.quality)], device=x.device, dtype=x.dtype)
+        return jpeg_codec_differentiable(x.clamp(0, 1), quality).clamp(0, 1)
+
+
+class BitDepth(Defense):
+    """Reduce each channel to ``bits`` bits (feature squeezing, Xu et al. 2018); approximation: identity."""
+
+    def __init__(self, bits: int = 4) -> None:
+        super().__init__()
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise ValueError(f"bit depth must be an integer in 1..8, got {bits!r}")
+        self.bits = bits
+        self.name = f"bits:{bits}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        levels = 2**self.bits - 1
+        return (x.clamp(0, 1) * levels).round() / levels
+
+
+class MedianSmoothing(Defense):
+    """Median filter over a ``size`` x ``size`` window per channel (feature squeezing, Xu et al. 2018).
+
+    Even sizes take the window to the lower right, as Xu et al.'s 2x2 filter does (reflect padding). The median is
+    piecewise differentiable, so it is its own approximation.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 7:
+            raise ValueError(f"median window must be an integer in 2..7, got {size!r}")
+        self.size = size
+        self.name = f"median:{size}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.size
+        before, after = (k - 1) // 2, k // 2
+        padded = F.pad(x, (before, after, before, after), mode="reflect")
+        patches = padded.unfold(2, k, 1).unfold(3, k, 1)  # N, C, H, W, k, k
+        return patches.reshape(*patches.shape[:4], k * k).median(dim=-1).values
+
+    def approximation(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+class RandomResizePad(Defense):
+    """Randomised: resize to a random side in [min_size, H] and zero-pad at a random place back to H x W
+    (Xie et al., ICLR 2018, scaled so the model keeps its input size). Draws come from a seeded generator."""
+
+    randomized = True
+
+    def __init__(self, min_fraction: float = 0.875, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.5 <= min_fraction < 1.0:
+            raise ValueError(f"random resize fraction must lie in [0.5, 1), got {min_fraction!r}")
+        self.min_fraction = min_fraction
+        self.generator = torch.Generator().manual_seed(seed)
+        self.name = f"randpad:{min_fraction:g}"
+
+    def reseed(self, seed: int) -> None:
+        """Restart the draws (for repeatable evaluations)."""
+        self.generator.manual_seed(seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        side = int(torch.randint(int(h * self.min_fraction), h + 1, (1,), generator=self.generator))
+        resized = F.interpolate(x, size=(side, side * w // h), mode="bilinear", align_corners=False)
+        top = int(torch.randint(0, h - side + 1, (1,), generator=self.generator))
+        left = int(torch.randint(0, w - resized.shape[3] + 1, (1,), generator=self.generator))
+        return F.pad(resized, (left, w - resized.shape[3] - left, top, h - side - top))
+
+    def approximation(self, x: Tensor) -> Tensor:
+        return self.forward(x)  # interpolation and padding are differentiable
