@@ -30,11 +30,29 @@ class JPEG(Defense):
         self.name = f"jpeg:{quality}"
 
     def forward(self, x: Tensor) -> Tensor:
+        import warnings
+
         from torchvision.io import decode_jpeg, encode_jpeg
 
         images = list(to_uint8(x).cpu())
-        encoded = encode_jpeg(images, quality=self.quality)
-        decoded = decode_jpeg(encoded)
+
+        def round_trip(chunk: list[Tensor]) -> list[Tensor]:
+            with warnings.catch_warnings():
+                # torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(encode_jpeg(chunk, quality=self.quality))
+
+        workers = min(torch.get_num_threads(), max(1, len(images) // 64))
+        if workers > 1:
+            # libjpeg runs without the GIL: split the batch over the cores torch may use
+            from concurrent.futures import ThreadPoolExecutor
+
+            size = -(-len(images) // workers)
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(round_trip, [images[i : i + size] for i in range(0, len(images), size)]))
+            decoded = [image for part in parts for image in part]
+        else:
+            decoded = round_trip(images)
         return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
 
     def approximation(self, x: Tensor) -> Tensor:
