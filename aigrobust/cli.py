@@ -261,7 +261,7 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
         if not sep:
             label, path = "", spec
         model, meta = _load_model(None, Path(path), False)
-        entries.append(ModelEntry(label or model.registry_name, model, source=str(path)))
+        entries.append(ModelEntry(label or model.registry_name, model, source=str(Path(path).resolve())))
     for name in models:
         try:
             get_model_info(name)
@@ -375,7 +375,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
                 "dataset": {"name": data.name, "source": data.source, "n": len(data),
                             "sha256": data.fingerprint()},
-                "batch_size": batch_size}
+                "batch_size": batch_size,
+                "data": {"dataset": dataset or "cifar10",
+                         "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None}}
     try:
         folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
     except RunFolderError as err:
@@ -394,6 +396,149 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     for name, value in noise.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")
     click.echo(f"records: {out_dir / 'records.csv.gz'} ({len(run.records)} rows); summary: {out_dir / 'summary.json'}")
+
+
+def _load_run_models(run_dir: Path) -> tuple[dict[str, Any], Any]:
+    """Models and data of a finished run, from its run.json (for model probes)."""
+    from aigrobust.runs import SPEC_FILE
+
+    try:
+        run = json.loads((run_dir / SPEC_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise click.ClickException(f"{run_dir} is not a run folder (no readable {SPEC_FILE})") from None
+    models = {}
+    for label, info in run["models"].items():
+        source = info.get("source", "pretrained")
+        model, _ = _load_model(info["model"] if source == "pretrained" else None,
+                               None if source == "pretrained" else Path(source), source == "pretrained")
+        models[label] = model
+    data_info = run.get("data", {})
+    data = _dataset(data_info.get("dataset", "cifar10"),
+                    Path(data_info["data_dir"]) if data_info.get("data_dir") else None, False)
+    return models, data
+
+
+def _probe_flags(run_dirs: tuple[Path, ...], n_probe: int) -> list[Any]:
+    from aigrobust.checks import model_probes
+
+    flags = []
+    for run_dir in run_dirs:
+        models, data = _load_run_models(run_dir)
+        subset = data.subset(range(min(n_probe, len(data))))
+        images, labels = subset.tensors()
+        for label, model in models.items():
+            flags += model_probes(label, model, images, labels, model.num_classes)
+    return flags
+
+
+def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
+    import pandas as pd
+
+    from aigrobust.runs import RunFolderError, read_records
+
+    try:
+        return pd.concat([read_records(r) for r in run_dirs], ignore_index=True)
+    except RunFolderError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder.")
+@click.option("--title", default="aigrobust robustness report", show_default=True)
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
+@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
+def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int) -> None:
+    """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs."""
+    from aigrobust.data import CIFAR10_CLASSES
+    from aigrobust.reports import build_report, write_report
+
+    records = _read_runs(run_dirs)
+    flags = _probe_flags(run_dirs, n_probe) if probe else []
+    provenance = {"runs": [str(r) for r in run_dirs]}
+    for r in run_dirs:
+        try:
+            provenance[str(r)] = json.loads((r / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    try:
+        report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance)
+        written = write_report(report, out_dir)
+    except OSError as err:
+        raise click.ClickException(f"cannot write the report to {out_dir}: {err.strerror}") from None
+    warnings = [f for f in report.flags if f.status == "warn"]
+    click.echo(f"report: {out_dir / 'index.html'} and index.md ({len(written)} files, {len(report.figures)} figures)")
+    for flag in warnings:
+        click.echo(f"warning: {flag.model}: {flag.sentence}")
+
+
+@cli.command("check")
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
+              help="Baseline JSON: re-run its spec and compare each metric with its tolerance.")
+@click.option("--update", is_flag=True, help="Write the new figures into the baseline and show what moved.")
+@click.option("--init-from", "init_run", type=click.Path(path_type=Path), default=None,
+              help="Create --baseline from a finished attack run folder.")
+@click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
+              help="Run the gradient-masking sanity checks on a run folder (repeatable).")
+@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
+def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
+                  n_probe: int) -> None:
+    """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking."""
+    from aigrobust.baseline import (
+        BaselineError,
+        compare,
+        evaluate_spec,
+        load_baseline,
+        make_baseline,
+        metrics_rows,
+        run_baseline_spec,
+        spec_from_run,
+        write_baseline,
+    )
+    from aigrobust.checks import record_checks
+
+    if not baseline_path and not sanity_runs:
+        raise click.UsageError("give --baseline FILE and/or --sanity RUN")
+    failed = False
+    if sanity_runs:
+        flags = record_checks(_read_runs(sanity_runs)) + _probe_flags(sanity_runs, n_probe)
+        for flag in flags:
+            click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
+        failed |= any(f.status == "warn" for f in flags)
+    if baseline_path is not None:
+        try:
+            if init_run is not None:
+                records = _read_runs((init_run,))
+                document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
+                write_baseline(baseline_path, document)
+                click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
+                return
+            document = load_baseline(baseline_path)
+            records, notes = run_baseline_spec(baseline_path, document, evaluate_spec)
+        except (BaselineError, CheckpointError, DataError) as err:
+            raise click.UsageError(str(err)) from None
+        for note in notes:
+            click.echo(f"note: {note}")
+        now = metrics_rows(records)
+        results = compare(document["metrics"], now, document["tolerances"])
+        bad = [r for r in results if not r.holds]
+        if update:
+            write_baseline(baseline_path, {**document, "metrics": now})
+            moved = [r for r in results if abs(r.now - r.baseline) > 1e-9]
+            click.echo(f"baseline updated: {len(moved)} metrics moved")
+            for r in moved:
+                click.echo(f"  {r.key} {r.metric}: {r.baseline:.4g} -> {r.now:.4g}")
+            return
+        click.echo(f"{'setting':<70} {'metric':<16} {'baseline':>10} {'now':>10} {'tolerance':>9}  status")
+        for r in results:
+            if not r.holds or r.metric == "robust_acc":
+                click.echo(f"{r.key:<70} {r.metric:<16} {r.baseline:>10.4g} {r.now:>10.4g} {r.tolerance:>9.3g}  "
+                           f"{'ok' if r.holds else 'REGRESSION'}")
+        click.echo(f"{len(results) - len(bad)} of {len(results)} metrics hold")
+        failed |= bool(bad)
+    if failed:
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -1,0 +1,145 @@
+"""Sanity checks for signs of gradient masking (Athalye et al. 2018; Carlini et al. 2019; AutoAttack).
+
+Record-based checks read only the per-sample records; model probes run a few forward/backward passes on the model.
+Each check yields a :class:`SanityFlag` with a one-sentence explanation, so reports can show them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aigrobust.metrics import summarize
+
+ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "mifgsm")
+SINGLE_STEP = ("fgsm", "fgm-l2")
+WHITE_BOX = ITERATIVE + SINGLE_STEP
+STATUS_OK, STATUS_WARN, STATUS_NA = "ok", "warn", "n/a"
+
+
+@dataclass(frozen=True)
+class SanityFlag:
+    """One check's outcome for one model: ok, warn, or n/a (not testable from what was run)."""
+
+    check: str
+    model: str
+    status: str
+    sentence: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iterative_tolerance: float = 0.01,
+                  blackbox_tolerance: float = 0.03) -> list[SanityFlag]:
+    """Checks that need only the records: monotone in epsilon, iterative >= single-step, black-box <= white-box."""
+    flags: list[SanityFlag] = []
+    summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
+    for model, rows in summary.groupby("model", sort=False):
+        # 1. robust accuracy non-increasing in epsilon
+        worst_rise, where = 0.0, ""
+        for key, curve in rows.groupby(["defense", "defense_grad", "attack", "gate_grad"], sort=False):
+            acc = curve.sort_values("epsilon")["robust_acc"].to_numpy()
+            eps = curve.sort_values("epsilon")["epsilon"].to_numpy()
+            for i in range(1, len(acc)):
+                if acc[i] - acc[i - 1] > worst_rise:
+                    worst_rise, where = acc[i] - acc[i - 1], f"{key[2]} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
+        if worst_rise > monotone_tolerance:
+            flags.append(SanityFlag("monotone-in-epsilon", model, STATUS_WARN,
+                                    f"Robust accuracy rises by {_pct(worst_rise)} with a larger epsilon for {where}: "
+                                    "a stronger attack should never do worse, so the attack is failing (masking?)."))
+        else:
+            flags.append(SanityFlag("monotone-in-epsilon", model, STATUS_OK,
+                                    "Robust accuracy never rises with epsilon for any attack."))
+        # 2. iterative attacks at least as strong as single-step
+        attacks = set(rows["attack"])
+        iterative = [a for a in attacks if a in ITERATIVE]
+        single = [a for a in attacks if a in SINGLE_STEP]
+        if iterative and single:
+            gap, where = 0.0, ""
+            keys = ["defense", "defense_grad", "gate_grad", "epsilon"]
+            for key, group in rows[rows["epsilon"] > 0].groupby(keys, sort=False):
+                it = group[group["attack"].isin(iterative)]["robust_acc"]
+                ss = group[group["attack"].isin(single)]["robust_acc"]
+                if len(it) and len(ss) and it.min() - ss.min() > gap:
+                    gap, where = float(it.min() - ss.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
+            status = STATUS_WARN if gap > iterative_tolerance else STATUS_OK
+            sentence = (f"Iterative attacks leave {_pct(gap)} more accuracy than single-step ones ({where}): iterative "
+                        "attacks should be stronger, so their gradients are likely masked."
+                        if status == STATUS_WARN else "Iterative attacks are at least as strong as single-step ones.")
+            flags.append(SanityFlag("iterative-beats-single-step", model, status, sentence))
+        else:
+            flags.append(SanityFlag("iterative-beats-single-step", model, STATUS_NA,
+                                    "Not testable: the run needs both a single-step and an iterative attack."))
+        # 3. black-box Square not beating white-box
+        if "square" in attacks and attacks & set(WHITE_BOX):
+            gap, where = 0.0, ""
+            for key, group in rows[rows["epsilon"] > 0].groupby(["defense", "defense_grad", "gate_grad", "epsilon"],
+                                                                 sort=False):
+                sq = group[group["attack"] == "square"]["robust_acc"]
+                wb = group[group["attack"].isin(WHITE_BOX)]["robust_acc"]
+                if len(sq) and len(wb) and wb.min() - sq.min() > gap:
+                    gap, where = float(wb.min() - sq.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
+            status = STATUS_WARN if gap > blackbox_tolerance else STATUS_OK
+            sentence = (f"The black-box Square attack leaves {_pct(gap)} less accuracy than the best white-box attack "
+                        f"({where}): white-box gradients are masked." if status == STATUS_WARN else
+                        "The black-box Square attack does not beat the white-box attacks.")
+            flags.append(SanityFlag("blackbox-not-better", model, status, sentence))
+        else:
+            flags.append(SanityFlag("blackbox-not-better", model, STATUS_NA,
+                                    "Not testable: the run needs the Square attack and a white-box attack."))
+    return flags
+
+
+def zero_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """Share of samples whose input gradient of the cross-entropy is exactly zero."""
+    x = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x).float(), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None:
+        return 1.0
+    return float((grad.flatten(1).abs().amax(1) == 0).float().mean())
+
+
+def model_probes(name: str, model: nn.Module, images: Tensor, labels: Tensor, num_classes: int,
+                 large_eps: float = 0.5, pgd_steps: int = 20) -> list[SanityFlag]:
+    """Probes on the model: zero input gradients, eval-mode randomness, and accuracy at a very large epsilon."""
+    from attacks import get_attack
+
+    model.eval()
+    flags = []
+    share = zero_gradient_share(model, images, labels)
+    flags.append(SanityFlag("zero-gradients", name, STATUS_WARN if share > 0.05 else STATUS_OK,
+                            f"{_pct(share)} of samples have an all-zero input gradient"
+                            + (": gradient-based attacks cannot move them (masking)." if share > 0.05 else ".")))
+    with torch.no_grad():
+        first, second = model(images), model(images)
+    random = not torch.equal(first, second)
+    flags.append(SanityFlag("eval-randomness", name, STATUS_WARN if random else STATUS_OK,
+                            "Two eval-mode passes give different logits: attacks must use EOT to be meaningful."
+                            if random else "Eval-mode outputs repeat exactly."))
+    result = get_attack("pgd", steps=pgd_steps)(model, images, labels, [large_eps])
+    accuracy = float((~result.success[0]).float().mean())
+    chance = 1.0 / num_classes
+    status = STATUS_WARN if accuracy > chance + 0.02 else STATUS_OK
+    flags.append(SanityFlag("large-epsilon", name, status,
+                            f"PGD at eps {large_eps} leaves {_pct(accuracy)} accuracy (chance {_pct(chance)})"
+                            + (": an attack this large must win, so gradients are masked." if status == STATUS_WARN
+                               else ".")))
+    return flags
+
+
+def flags_table(flags: Sequence[SanityFlag]) -> pd.DataFrame:
+    """Flags as a table (model, check, status, sentence)."""
+    return pd.DataFrame([f.as_dict() for f in flags], columns=["check", "model", "status", "sentence"])

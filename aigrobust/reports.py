@@ -1,0 +1,316 @@
+"""Robustness reports from per-sample records: tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md/html.
+
+Every number comes from :mod:`aigrobust.metrics` over the records, so a table and a figure of the same quantity
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aigrobust.checkpoints import atomic_write_bytes
+from aigrobust.checks import SanityFlag, flags_table, record_checks
+from aigrobust.metrics import WORST, class_rates, layer_rates, summarize
+
+HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
+                    "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
+
+
+@dataclass
+class Report:
+    """What a report holds before it is written: tables, figures (name -> (png, svg) bytes), text."""
+
+    title: str
+    summary: pd.DataFrame
+    layers: pd.DataFrame
+    classes: pd.DataFrame
+    flags: list[SanityFlag]
+    figures: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def format_eps(eps: float) -> str:
+    """8/255-style label where epsilon is a multiple of 1/255, else the number."""
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    """The compact, human-readable table: percentages, CI as [lo, hi], epsilon as k/255."""
+    table = summary[[c for c in HEADLINE_COLUMNS if c in summary.columns]].copy()
+    table["epsilon"] = table["epsilon"].map(format_eps)
+    for col in ("clean_acc", "robust_acc", "unchanged_gates"):
+        table[col] = (100 * table[col]).map(lambda v: f"{v:.1f}")
+    table["robust 95% CI"] = [f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+                              for lo, hi in zip(summary["robust_acc_lo"], summary["robust_acc_hi"])]
+    table["hamming_mean"] = table["hamming_mean"].map(lambda v: f"{v:.3f}")
+    table["flops_ratio"] = table["flops_ratio"].map(lambda v: f"{v:.3f}")
+    table = table.drop(columns=["robust_acc_lo", "robust_acc_hi"])
+    return table.rename(columns={"clean_acc": "clean %", "robust_acc": "robust %", "unchanged_gates": "same gates %",
+                                 "hamming_mean": "hamming", "flops_ratio": "FLOPs adv/clean",
+                                 "defense_grad": "defense grad", "gate_grad": "gate grad"})
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub Markdown table."""
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    """A LaTeX tabular (booktabs) with escaped cells."""
+    def esc(value: object) -> str:
+        text = str(value)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                     ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
+            text = text.replace(a, b)
+        return text
+
+    cols = list(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}",
+             r"\toprule", " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- figures ------------------------------------------------------------------------------------------------------
+def _save(fig: Any) -> tuple[bytes, bytes]:
+    import matplotlib.pyplot as plt
+
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    return png.getvalue(), svg.getvalue()
+
+
+def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
+    """Robust accuracy versus epsilon: one panel per defense setting, one line per model and attack."""
+    import matplotlib.pyplot as plt
+
+    data = summary[summary["gate_grad"].isin(["none", "exact", "worst"])]
+    settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=True)
+    for ax, (defense, grad) in zip(axes[0], settings):
+        panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
+        for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
+            if curve["gate_grad"].nunique() > 1:
+                curve = curve[curve["gate_grad"] == "worst"]
+            curve = curve.sort_values("epsilon")
+            style = "-" if attack == WORST else "--"
+            ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], style, marker="o", ms=3,
+                    label=f"{model} {attack}")
+        ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
+        ax.set_xlabel("epsilon (/255, Linf)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("robust accuracy (%)")
+    axes[0][-1].legend(fontsize=6, loc="upper right")
+    return _save(fig)
+
+
+def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
+    """Per-layer execution rate, clean versus adversarial (the paper's layer-wise figure)."""
+    import matplotlib.pyplot as plt
+
+    data = layers[(layers["defense"] == "none") & np.isclose(layers["epsilon"], epsilon)]
+    groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), squeeze=False)
+    for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
+        x = rows["layer"].to_numpy()
+        ax.bar(x - 0.2, rows["clean_rate"], width=0.4, label="clean")
+        ax.bar(x + 0.2, rows["adv_rate"], width=0.4, label=f"adversarial ({format_eps(epsilon)})")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("execution rate")
+        ax.set_title(f"{model}: {attack}, gate grad {grad}", fontsize=9)
+    axes[-1, 0].set_xlabel("residual block")
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig)
+
+
+def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
+    """Gate flip rate over layer and epsilon, one panel per model and attack (no defense)."""
+    import matplotlib.pyplot as plt
+
+    data = layers[(layers["defense"] == "none")]
+    groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.8 * len(groups) + 0.5), squeeze=False)
+    image = None
+    for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
+        grid = rows.pivot_table(index="epsilon", columns="layer", values="flip_rate")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", vmin=0, vmax=1, cmap="magma")
+        ax.set_yticks(range(len(grid.index)), [format_eps(e) for e in grid.index], fontsize=7)
+        ax.set_title(f"{model}: {attack}, gate grad {grad}", fontsize=9)
+    axes[-1, 0].set_xlabel("residual block")
+    if image is not None:
+        fig.colorbar(image, ax=axes[:, 0].tolist(), label="flip rate")
+    return _save(fig)
+
+
+def figure_flops(summary: pd.DataFrame) -> tuple[bytes, bytes]:
+    """Executed FLOPs, clean versus adversarial, at the largest epsilon, per model and attack."""
+    import matplotlib.pyplot as plt
+
+    data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST)]
+    data = data[data["epsilon"] == data["epsilon"].max()]
+    labels = [f"{m}\n{a}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, data["clean_flops"] / 1e6, width=0.4, label="clean")
+    ax.bar(x + 0.2, data["adv_flops"] / 1e6, width=0.4, label=f"adversarial ({format_eps(data['epsilon'].max())})")
+    ax.set_xticks(x, labels, fontsize=6)
+    ax.set_ylabel("executed MFLOPs per image")
+    ax.legend(fontsize=7)
+    return _save(fig)
+
+
+def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
+    """Per-class execution rate of each gated block on clean images (one panel per model)."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(classes["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    image = None
+    for ax, model in zip(axes[0], models):
+        grid = classes[classes["model"] == model].pivot_table(index="class", columns="layer", values="clean_rate",
+                                                               sort=False)
+        image = ax.imshow(grid.to_numpy(), aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=7)
+        ax.set_xlabel("residual block")
+        ax.set_title(model, fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="execution rate")
+    return _save(fig)
+
+
+# --- assembly -----------------------------------------------------------------------------------------------------
+def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
+                 extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None) -> Report:
+    """Aggregate records into tables, figures and sanity flags."""
+    if records.empty:
+        raise ValueError("no records to report")
+    summary = summarize(records)
+    layers = layer_rates(records[records["gate_grad"] != "none"]) if (records["gate_grad"] != "none").any() \
+        else pd.DataFrame()
+    class_table = class_rates(records[records["defense"] == "none"], list(classes) if classes else None)
+    flags = record_checks(records) + list(extra_flags)
+    report = Report(title, summary, layers, class_table, flags, provenance=dict(provenance or {}))
+    n = int(records.groupby(["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]).size().min())
+    half = 100 * 1.96 * np.sqrt(0.25 / n)
+    report.notes.append(f"Each figure aggregates {n} samples; a 95% confidence interval on an accuracy is at most "
+                        f"+-{half:.1f} points (Wilson intervals in the tables).")
+    report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
+    if not report.layers.empty:
+        eps_max = float(records["epsilon"].max())
+        report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, eps_max)
+        report.figures["gate_flip_heatmap"] = figure_flip_heatmap(report.layers)
+        report.figures["flops_clean_vs_adversarial"] = figure_flops(summary)
+    else:
+        report.notes.append("No gated model in these records: gate figures are omitted.")
+    if not class_table.empty:
+        report.figures["class_execution_rates"] = figure_class_rates(class_table)
+    return report
+
+
+FIGURE_CAPTIONS = {
+    "accuracy_vs_epsilon": "Robust accuracy versus epsilon, per model and attack, with and without each defense "
+                           "setting (gated models: worst case over gate-gradient modes where several were run).",
+    "layer_execution_rates": "Per-block execution rate on clean versus adversarial inputs (largest epsilon).",
+    "gate_flip_heatmap": "Share of samples whose gate flips, per block (columns) and epsilon (rows).",
+    "flops_clean_vs_adversarial": "Executed FLOPs per image, clean versus adversarial (largest epsilon).",
+    "class_execution_rates": "Clean execution rate of each block per class.",
+}
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """Write tables, figures, index.md and a self-contained index.html into ``out_dir`` (each file atomically)."""
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+
+    def put(name: str, data: bytes) -> None:
+        atomic_write_bytes(out_dir / name, data)
+        written.append(out_dir / name)
+
+    table = headline(report.summary)
+    caption = (f"{report.title}: robust accuracy (pointwise, worst case where named) with 95% Wilson intervals. "
+               + " ".join(report.notes[:1]))
+    put("summary.csv", report.summary.to_csv(index=False).encode())
+    put("summary.md", to_markdown(table).encode())
+    put("summary.tex", to_latex(table, caption).encode())
+    if not report.layers.empty:
+        put("layer_rates.csv", report.layers.to_csv(index=False).encode())
+    if not report.classes.empty:
+        put("class_rates.csv", report.classes.to_csv(index=False).encode())
+    flags = flags_table(report.flags)
+    put("sanity_checks.csv", flags.to_csv(index=False).encode())
+    for name, (png, svg) in report.figures.items():
+        put(f"figures/{name}.png", png)
+        put(f"figures/{name}.svg", svg)
+    put("provenance.json", json.dumps(report.provenance, indent=2, sort_keys=True, default=str).encode())
+    put("index.md", _markdown_index(report, table, flags).encode())
+    put("index.html", _html_index(report, table, flags).encode())
+    return written
+
+
+def _flag_lines(flags: pd.DataFrame) -> list[str]:
+    icon = {"ok": "OK", "warn": "WARNING", "n/a": "n/a"}
+    return [f"- **{icon.get(r.status, r.status)}** `{r.check}` ({r.model}): {r.sentence}" for r in flags.itertuples()]
+
+
+def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
+    parts = [f"# {report.title}", ""]
+    parts += [f"{note}" for note in report.notes] + [""]
+    parts += ["## Sanity checks (signs of gradient masking)", ""] + _flag_lines(flags) + [""]
+    parts += ["## Results", "", "Columns: attack and its gate-gradient mode, defense and how the attacker treats it "
+              "(oblivious / bpda / diff / eot), n samples, clean and robust accuracy with its 95% CI, share of "
+              "samples whose gate pattern is unchanged, mean normalised Hamming distance of gate patterns, and "
+              "executed FLOPs adversarial over clean.", "", to_markdown(table)]
+    parts += ["## Figures", ""]
+    for name in report.figures:
+        parts += [f"![{name}](figures/{name}.png)", "", FIGURE_CAPTIONS.get(name, name), ""]
+    parts += ["Tables: [summary.csv](summary.csv), [summary.md](summary.md), [summary.tex](summary.tex)"
+              + (", [layer_rates.csv](layer_rates.csv)" if not report.layers.empty else "")
+              + (", [class_rates.csv](class_rates.csv)" if not report.classes.empty else "") + ".", ""]
+    return "\n".join(parts)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "th{background:#f0f0f0}.warn{color:#b00;font-weight:bold}.ok{color:#070}img{max-width:100%}")
+    flag_items = "".join(
+        f"<li><span class='{html.escape(r.status.replace('/', ''))}'>{html.escape(r.status.upper())}</span> "
+        f"<code>{html.escape(r.check)}</code> ({html.escape(r.model)}): {html.escape(r.sentence)}</li>"
+        for r in flags.itertuples())
+    figures = "".join(
+        f"<figure><img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        f"<figcaption>{html.escape(FIGURE_CAPTIONS.get(name, name))}</figcaption></figure>"
+        for name, (png, _) in report.figures.items())
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.notes)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(report.title)}</h1>{notes}"
+            f"<h2>Sanity checks</h2><ul>{flag_items}</ul><h2>Figures</h2>{figures}"
+            f"<h2>Results</h2>{_html_table(table)}</body></html>")
