@@ -95,8 +95,8 @@ def _save(fig: Any) -> tuple[bytes, bytes]:
     import matplotlib.pyplot as plt
 
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
-    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(svg, format="svg", metadata={"Date": None})
     plt.close(fig)
     return png.getvalue(), svg.getvalue()
 
@@ -107,7 +107,8 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
 
     data = summary[summary["gate_grad"].isin(["none", "exact", "worst"])]
     settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, (defense, grad) in zip(axes[0], settings):
         panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
         for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
@@ -131,7 +132,7 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
 
     data = layers[(layers["defense"] == "none") & np.isclose(layers["epsilon"], epsilon)]
     groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), squeeze=False, layout="constrained")
     for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
         x = rows["layer"].to_numpy()
         ax.bar(x - 0.2, rows["clean_rate"], width=0.4, label="clean")
@@ -150,7 +151,8 @@ def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
 
     data = layers[(layers["defense"] == "none")]
     groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.8 * len(groups) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.8 * len(groups) + 0.5), squeeze=False,
+                             layout="constrained")
     image = None
     for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
         grid = rows.pivot_table(index="epsilon", columns="layer", values="flip_rate")
@@ -170,7 +172,7 @@ def figure_flops(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST)]
     data = data[data["epsilon"] == data["epsilon"].max()]
     labels = [f"{m}\n{a}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6), layout="constrained")
     x = np.arange(len(labels))
     ax.bar(x - 0.2, data["clean_flops"] / 1e6, width=0.4, label="clean")
     ax.bar(x + 0.2, data["adv_flops"] / 1e6, width=0.4, label=f"adversarial ({format_eps(data['epsilon'].max())})")
@@ -185,7 +187,7 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(classes["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False, layout="constrained")
     image = None
     for ax, model in zip(axes[0], models):
         grid = classes[classes["model"] == model].pivot_table(index="class", columns="layer", values="clean_rate",
@@ -313,4 +315,10 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(report.title)}</h1>{notes}"
             f"<h2>Sanity checks</h2><ul>{flag_items}</ul><h2>Figures</h2>{figures}"
-            f"<h2>Results</h2>{_html_table(table)}</body></html>")
+            f"<h2>Results</h2>{_html_table(table)}{_RENDER_PROBE}</body></html>")
+
+
+# Marks the page once loaded with how many figures decoded, so a headless browser can verify the rendering.
+_RENDER_PROBE = ("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
+                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){n++;}}"
+                 "document.body.setAttribute('data-figures-rendered',n+'/'+i.length);});</script>")

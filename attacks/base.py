@@ -164,17 +164,26 @@ class Attack(abc.ABC):
         eps_values = validate_epsilons(epsilons)
         grad_model = gradient_model or model
         generator = torch.Generator().manual_seed(self.seed)
+        already = self.already_adversarial(model, inputs, labels)
         raws, clippeds, successes = [], [], []
         for eps in eps_values:
             if eps == 0.0:
                 raw = inputs.clone()
             else:
                 raw = self.run_one(model, grad_model, inputs, labels, eps, generator)
+                raw[already] = inputs[already]
             clipped = self.clip(inputs, raw, eps)
             raws.append(raw)
             clippeds.append(clipped)
             successes.append(self.succeeded(model, inputs, clipped, labels))
         return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), torch.stack(successes))
+
+    def already_adversarial(self, model: Model, inputs: Tensor, labels: Tensor) -> Tensor:
+        """Samples the clean input already fools: they stay at the clean input (AutoAttack's convention), so an
+        attack can never turn a mistake into a correct answer."""
+        if self.goal != "misclassify":
+            return torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        return is_misclassified(model, inputs, labels)
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 generator: torch.Generator) -> Tensor:

@@ -43,6 +43,9 @@ class FoolboxAttack(Attack):
         raw, clipped, _ = self.inner(fmodel, inputs, labels, epsilons=list(eps_values))
         raw_t = torch.stack([r.detach() for r in raw])
         clipped_t = torch.stack([c.detach() for c in clipped])
+        already = self.already_adversarial(model, inputs, labels)
+        raw_t[:, already] = inputs[already]
+        clipped_t[:, already] = inputs[already]
         success = torch.stack([is_misclassified(model, c, labels) for c in clipped_t])
         return AttackResult(eps_values, raw_t, clipped_t, success)
 

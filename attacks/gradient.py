@@ -37,6 +37,7 @@ class FGSM(Attack):
         if any(eps > 0 for eps in eps_values):
             grad, _ = loss_gradient(gradient_model or model, inputs, labels)
             direction = self.distance.ascent_direction(grad)
+            direction[self.already_adversarial(model, inputs, labels)] = 0.0
         raws, clippeds, successes = [], [], []
         for eps in eps_values:
             raw = inputs + eps * direction

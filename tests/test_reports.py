@@ -1,0 +1,216 @@
+"""Reports, sanity checks and CI baselines: files, rendering, a planted regression, a planted masking model."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aigrobust.checkpoints import load_checkpoint, save_checkpoint
+from aigrobust.checks import model_probes, record_checks
+from aigrobust.cli import cli
+from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+from aigrobust.metrics import wilson_interval
+from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
+
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def our_resnet20(tmp_path_factory) -> Path:
+    """The external pretrained resnet20, converted into our checkpoint format in a temporary folder."""
+    model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
+    path = tmp_path_factory.mktemp("ckpt") / "resnet20.safetensors"
+    save_checkpoint(model, path, dataset="cifar10", source="akamaster resnet20-12fca82f.th")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gated_checkpoint(tmp_path_factory) -> Path:
+    from aigrobust import create_model
+    from tests.conftest import half_closed
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_aig.safetensors"
+    save_checkpoint(half_closed(create_model("tiny_aig")), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, our_resnet20: Path, gated_checkpoint: Path) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    code, output = invoke("attack", "--checkpoint", str(our_resnet20), "--checkpoint", f"tiny={gated_checkpoint}",
+                          "--eps", "2/255", "--eps", "8/255", "--attack", "fgsm", "--attack", "pgd:steps=3",
+                          "--gate-grad", "all", "--defense", "jpeg:75", "--defense-grad", "bpda",
+                          "--data-dir", str(SHARED_DATA), "--n-samples", "48", "--batch-size", "48",
+                          "--out", str(out))
+    assert code == 0, output
+    return out
+
+
+def test_report_writes_tables_figures_and_indexes(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    code, output = invoke("report", str(run_dir), "--out", str(out), "--n-probe", "16", "--title", "Test report")
+    assert code == 0, output
+    for name in ("index.md", "index.html", "summary.csv", "summary.md", "summary.tex", "layer_rates.csv",
+                 "class_rates.csv", "sanity_checks.csv", "provenance.json"):
+        assert (out / name).is_file(), name
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    for stem in ("accuracy_vs_epsilon", "layer_execution_rates", "gate_flip_heatmap", "flops_clean_vs_adversarial",
+                 "class_execution_rates"):
+        assert f"{stem}.png" in figures and f"{stem}.svg" in figures
+    md = (out / "index.md").read_text()
+    assert "95%" in md and "Sanity checks" in md and "![accuracy_vs_epsilon](figures/accuracy_vs_epsilon.png)" in md
+    assert "jpeg:75" in md and "bpda" in md and "worst-case" in md and "straight-through" in md
+    html_text = (out / "index.html").read_text()
+    assert html_text.count("data:image/png;base64,") == 5 and "src='figures/" not in html_text  # self-contained
+    tex = (out / "summary.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\%" in tex
+    # the table's numbers are the records' aggregates
+    summary = json.loads((run_dir / "summary.json").read_text())["summary"]
+    row = next(r for r in summary if r["model"] == "resnet20" and r["attack"] == "fgsm" and r["epsilon"] == 0)
+    assert f"{100 * row['clean_acc']:.1f}" in md
+
+
+def test_report_renders_every_figure_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    from render_report import find_chromium, render
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    out = tmp_path / "report"
+    assert invoke("report", str(run_dir), "--out", str(out), "--no-probe")[0] == 0
+    rendered, ink = render(out / "index.html", tmp_path / "shot.png")
+    assert rendered == "5/5"
+    assert ink > 0.02  # not blank
+
+
+def test_wilson_interval_matches_the_two_point_rule() -> None:
+    lo, hi = wilson_interval(500, 1000)
+    assert hi - lo == pytest.approx(2 * 0.031, abs=0.002)  # 1000 samples: about +-3 points at 50%, +-2 at 90%
+    lo, hi = wilson_interval(900, 1000)
+    assert (hi - lo) / 2 == pytest.approx(0.0186, abs=0.002)
+
+
+def test_baseline_check_passes_then_catches_a_planted_regression(run_dir: Path, our_resnet20: Path,
+                                                                 tmp_path: Path) -> None:
+    # a baseline from a run on a checkpoint we then degrade in place
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(our_resnet20.read_bytes())
+    run = tmp_path / "run"
+    code, output = invoke("attack", "--checkpoint", str(checkpoint), "--eps", "2/255", "--attack", "fgsm",
+                          "--data-dir", str(SHARED_DATA), "--n-samples", "64", "--out", str(run))
+    assert code == 0, output
+    baseline = tmp_path / "ci" / "baseline.json"
+    code, output = invoke("check", "--baseline", str(baseline), "--init-from", str(run))
+    assert code == 0, output
+    document = json.loads(baseline.read_text())
+    assert document["spec"]["models"]["resnet20"]["sha256"] and len(document["spec"]["sample_indices"]) == 64
+    assert not Path(document["spec"]["models"]["resnet20"]["checkpoint"]).is_absolute()
+    code, output = invoke("check", "--baseline", str(baseline))
+    assert code == 0, output
+    assert "REGRESSION" not in output
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("conv1.weight") and "layer" in name:
+                p.add_(torch.randn_like(p) * p.std() * 1.5, alpha=1.0)
+    save_checkpoint(model, checkpoint)
+    code, output = invoke("check", "--baseline", str(baseline))
+    assert code == 1, output
+    assert re.search(r"robust_acc .* REGRESSION", output)
+    assert "changed since the baseline" in output
+
+
+def test_malformed_baselines_are_usage_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "baseline.json"
+    bad.write_text("{not json")
+    code, output = invoke("check", "--baseline", str(bad))
+    assert code == 2 and "not valid JSON" in output and "Traceback" not in output
+    bad.write_text(json.dumps({"format": "something-else"}))
+    code, output = invoke("check", "--baseline", str(bad))
+    assert code == 2 and "not an aigrobust baseline" in output
+    code, output = invoke("check", "--baseline", str(tmp_path / "absent.json"))
+    assert code == 2 and "not found" in output
+
+
+class InputQuantizer(torch.nn.Module):
+    """A planted masking model: quantises its input (round has no usable gradient), then classifies."""
+
+    def __init__(self, model: torch.nn.Module, levels: int = 8) -> None:
+        super().__init__()
+        self.model = model
+        self.levels = levels
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * self.levels) / self.levels)
+
+
+def test_sanity_checks_flag_a_planted_masking_model_and_not_a_clean_one(cifar_test) -> None:
+    clean_model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
+    masked = InputQuantizer(clean_model).eval()
+    data = cifar_test.subset(range(64))
+    x, y = data.tensors()
+    spec = EvalSpec(attacks=("fgsm", "pgd:steps=5", "square:n_queries=150"), epsilons=(8 / 255,))
+
+    def flags_for(model: torch.nn.Module, name: str) -> dict[str, str]:
+        entry = ModelEntry(name, model)  # type: ignore[arg-type]
+        records = _records_for_plain(entry, spec, x, y, data.indices)
+        flags = record_checks(records) + model_probes(name, model, x[:32], y[:32], 10, pgd_steps=5)
+        return {f.check: f.status for f in flags}
+
+    clean_flags = flags_for(clean_model, "clean")
+    masked_flags = flags_for(masked, "masked")
+    assert all(status in ("ok", "n/a") for status in clean_flags.values()), clean_flags
+    assert masked_flags["zero-gradients"] == "warn"
+    assert masked_flags["large-epsilon"] == "warn"
+    assert masked_flags["blackbox-not-better"] == "warn"
+
+
+def _records_for_plain(entry: ModelEntry, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor, ids):  # type: ignore[no-untyped-def]
+    """Records for a plain callable model (the planted one has no gates): wrap it like a plain ResNet."""
+    from aigrobust.evaluate import evaluate_batch
+    from attacks import attack_from_spec
+
+    model = entry.model
+    if not hasattr(model, "forward_with_gates"):
+        model = _PlainAdapter(model)
+    attacks = [attack_from_spec(s) for s in spec.attacks]
+    return evaluate_batch(ModelEntry(entry.name, model), spec, attacks, x, y, list(ids), batch_seed=0)
+
+
+class _PlainAdapter(torch.nn.Module):
+    """Gives any classifier the duck-typed gate interface of a plain ResNet (no gates)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.is_gated = False
+        self.num_classes = 10
+        self.gate_mode = "hard"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def forward_with_gates(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
+        from aigrobust.models.gates import GateTrace
+
+        logits = self.model(x)
+        n = x.shape[0]
+        empty = torch.zeros(n, 0)
+        return logits, GateTrace(empty.bool(), empty, empty, torch.ones(n, dtype=torch.float64))
+
+    def set_gate_mode(self, mode, seed=None) -> None:  # type: ignore[no-untyped-def]
+        self.gate_mode = mode
+
+    def flop_profile(self, shape):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
