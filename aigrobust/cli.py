@@ -252,26 +252,32 @@ def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
 
 
 def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> list[Any]:
-    """--model NAME uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint."""
+    """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given both,
+    they pair in order: each checkpoint must hold the model named beside it."""
     from aigrobust.evaluate import ModelEntry
 
-    entries = []
-    for spec in checkpoints:
-        label, sep, path = spec.partition("=")
-        if not sep:
-            label, path = "", spec
-        model, meta = _load_model(None, Path(path), False)
-        entries.append(ModelEntry(label or model.registry_name, model, source=str(Path(path).resolve())))
+    if models and checkpoints and len(models) != len(checkpoints):
+        raise click.UsageError("give one --checkpoint per --model (they pair in order), or only one kind")
     for name in models:
         try:
             get_model_info(name)
         except UnknownModelError as err:
             raise click.ClickException(str(err)) from None
-        try:
-            model = create_model(name, pretrained=True).eval()
-        except CheckpointError as err:
-            raise click.ClickException(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
-        entries.append(ModelEntry(name, model, source="pretrained"))
+    entries = []
+    for i, spec in enumerate(checkpoints):
+        label, sep, path = spec.partition("=")
+        if not sep:
+            label, path = "", spec
+        expected = models[i] if models else None
+        model, _ = _load_model(expected, Path(path), False)
+        entries.append(ModelEntry(label or model.registry_name, model, source=str(Path(path).resolve())))
+    if not checkpoints:
+        for name in models:
+            try:
+                model = create_model(name, pretrained=True).eval()
+            except CheckpointError as err:
+                raise click.ClickException(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
+            entries.append(ModelEntry(name, model, source="pretrained"))
     if not entries:
         raise click.UsageError("give --model or --checkpoint")
     labels = [e.name for e in entries]
@@ -362,8 +368,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         dataset = "cifar10"
     data = _dataset(dataset or "cifar10", data_dir, download)
     entries = _model_entries(models, checkpoints)
-    if not hasattr(data, "tensors"):
-        raise click.ClickException(f"{dataset}: attack runs need an in-memory dataset (cifar10 or foolbox demos)")
+    if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
+        data = data.in_memory(n_samples)
     if n_samples is not None and n_samples < len(data):
         data = data.subset(range(n_samples))
     if getattr(data, "note", ""):

@@ -196,6 +196,17 @@ class ImageFolderDataset(Dataset):
         image, label = self.inner[i]
         return image, int(label)
 
+    def in_memory(self, n: int | None = None) -> ArrayDataset:
+        """The first ``n`` images (all by default), decoded, resized and cropped, as an in-memory uint8 dataset."""
+        count = len(self) if n is None else min(n, len(self))
+        images = np.empty((count, 224, 224, 3), dtype=np.uint8)
+        labels = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            image, label = self[i]
+            images[i] = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+            labels[i] = label
+        return ArrayDataset(images, labels, self.classes, self.name, self.source)
+
 
 def load_dataset(name: str, split: str = "test", data_dir: Path | None = None, download: bool = False,
                  cache_dir: Path = DEFAULT_CACHE) -> Dataset:

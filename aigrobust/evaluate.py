@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 RECORD_COLUMNS = (
     "model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample", "label", "clean_pred",
     "adv_pred", "clean_correct", "adv_correct", "success", "linf", "l2", "clean_gates", "adv_gates", "hamming",
-    "clean_flops", "adv_flops", "goal",
+    "clean_flops", "adv_flops", "goal", "evaluated",
 )
 NO_GATES = "none"
 
@@ -176,54 +176,91 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
         n_blocks = clean_trace.decisions.shape[1]
         base: nn.Module = GateGradientView(model, gate_grad) if gated else model
         view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
-        robust = torch.ones(len(labels), dtype=torch.bool)
+        n = len(labels)
+        everyone = torch.arange(n, device=labels.device)
+        # Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean
+        # mistake is its own adversarial), replaced by the first adversarial that fools it.
+        standing = {eps: {"adv_pred": clean_pred.clone(), "linf": torch.zeros(n), "l2": torch.zeros(n),
+                          "adv_gates": list(clean_gates), "hamming": torch.zeros(n),
+                          "adv_flops": clean_trace.flops.detach().cpu().clone()} for eps in spec.epsilons}
         for attack in attacks:
             if attack.goal == "gates" and not gated:
                 continue
-            todo = (robust & (clean_pred == labels).cpu()) if (spec.early_exit and attack.goal == "misclassify") \
-                else torch.ones(len(labels), dtype=torch.bool)
-            idx = todo.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
-            attack.seed = batch_seed
-            reseed()
-            result = attack(deployed, images[idx], labels[idx], spec.epsilons, gradient_model=view)
-            for k, eps in enumerate(result.epsilons):
-                adv = result.clipped[k]
-                reseed()
-                with torch.no_grad():
-                    adv_logits, adv_trace = deployed.forward_with_gates(adv)
-                adv_pred = adv_logits.argmax(1)
-                delta = (adv - images[idx]).flatten(1)
-                decisions_clean = clean_trace.decisions[idx]
-                hamming = ((adv_trace.decisions != decisions_clean).float().mean(1) if n_blocks
-                           else torch.zeros(len(idx)))
-                ids = idx.tolist()
-                frames.append(pd.DataFrame({
-                    "model": entry.name,
-                    "defense": defense.name,
-                    "defense_grad": defense_grad,
-                    "attack": attack.name,
-                    "gate_grad": gate_grad,
-                    "epsilon": eps,
-                    "sample": [int(sample_ids[i]) for i in ids],
-                    "label": labels[idx].cpu().numpy(),
-                    "clean_pred": clean_pred[idx].cpu().numpy(),
-                    "adv_pred": adv_pred.cpu().numpy(),
-                    "clean_correct": (clean_pred[idx] == labels[idx]).cpu().numpy(),
-                    "adv_correct": (adv_pred == labels[idx]).cpu().numpy(),
-                    "success": result.success[k].cpu().numpy(),
-                    "linf": delta.abs().amax(1).cpu().numpy(),
-                    "l2": delta.norm(dim=1).cpu().numpy(),
-                    "clean_gates": [clean_gates[i] for i in ids],
-                    "adv_gates": _pattern(adv_trace.decisions),
-                    "hamming": hamming.cpu().numpy(),
-                    "clean_flops": clean_flops[ids],
-                    "adv_flops": adv_trace.flops.cpu().numpy(),
-                    "goal": attack.goal,
-                }))
-                if attack.goal == "misclassify":
-                    robust[idx] &= (adv_pred == labels[idx]).cpu()
+            early = spec.early_exit and attack.goal == "misclassify"
+            if early:  # per epsilon, only the samples that still stand
+                groups = [((eps,), (standing[eps]["adv_pred"] == labels).nonzero().squeeze(1)) for eps in spec.epsilons]
+            else:
+                groups = [(spec.epsilons, everyone)]
+            for eps_group, idx in groups:
+                outcome = {}
+                if idx.numel():
+                    attack.seed = batch_seed
+                    reseed()
+                    result = attack(deployed, images[idx], labels[idx], eps_group, gradient_model=view)
+                for k, eps in enumerate(eps_group):
+                    values = {key: (value.clone() if isinstance(value, Tensor) else list(value))
+                              for key, value in standing[eps].items()}
+                    evaluated = torch.zeros(n, dtype=torch.bool)
+                    success = torch.zeros(n, dtype=torch.bool)
+                    if idx.numel():
+                        adv = result.clipped[k]
+                        reseed()
+                        with torch.no_grad():
+                            adv_logits, adv_trace = deployed.forward_with_gates(adv)
+                        pred = adv_logits.argmax(1)
+                        delta = (adv - images[idx]).flatten(1)
+                        ham = ((adv_trace.decisions != clean_trace.decisions[idx]).float().mean(1) if n_blocks
+                               else torch.zeros(len(idx)))
+                        pos = idx.cpu()
+                        values["adv_pred"][idx] = pred
+                        values["linf"][pos] = delta.abs().amax(1).cpu()
+                        values["l2"][pos] = delta.norm(dim=1).cpu()
+                        values["hamming"][pos] = ham.cpu()
+                        values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
+                        gates_now = _pattern(adv_trace.decisions)
+                        for j, i in enumerate(pos.tolist()):
+                            values["adv_gates"][i] = gates_now[j]
+                        evaluated[pos] = True
+                        # misclassification is read off the prediction just made; gate goals need the attack's judge
+                        success[pos] = ((pred != labels[idx]) if attack.goal == "misclassify"
+                                        else result.success[k]).cpu()
+                    rows = everyone.cpu() if early else idx.cpu()
+                    if attack.goal == "misclassify":
+                        success[~evaluated] = (values["adv_pred"] != labels).cpu()[~evaluated]
+                        newly = (values["adv_pred"] != labels) & (standing[eps]["adv_pred"] == labels)
+                        if newly.any():
+                            keep = newly.cpu()
+                            for key in ("adv_pred", "linf", "l2", "hamming", "adv_flops"):
+                                standing[eps][key][newly if key == "adv_pred" else keep] = \
+                                    values[key][newly if key == "adv_pred" else keep]
+                            for i in keep.nonzero().squeeze(1).tolist():
+                                standing[eps]["adv_gates"][i] = values["adv_gates"][i]
+                    r = rows.tolist()
+                    outcome[eps] = pd.DataFrame({
+                        "model": entry.name,
+                        "defense": defense.name,
+                        "defense_grad": defense_grad,
+                        "attack": attack.name,
+                        "gate_grad": gate_grad,
+                        "epsilon": eps,
+                        "sample": [int(sample_ids[i]) for i in r],
+                        "label": labels.cpu().numpy()[r],
+                        "clean_pred": clean_pred.cpu().numpy()[r],
+                        "adv_pred": values["adv_pred"].cpu().numpy()[r],
+                        "clean_correct": (clean_pred == labels).cpu().numpy()[r],
+                        "adv_correct": (values["adv_pred"] == labels).cpu().numpy()[r],
+                        "success": success.numpy()[r],
+                        "linf": values["linf"].numpy()[r],
+                        "l2": values["l2"].numpy()[r],
+                        "clean_gates": [clean_gates[i] for i in r],
+                        "adv_gates": [values["adv_gates"][i] for i in r],
+                        "hamming": values["hamming"].numpy()[r],
+                        "clean_flops": clean_flops[r],
+                        "adv_flops": values["adv_flops"].numpy()[r],
+                        "goal": attack.goal,
+                        "evaluated": evaluated.numpy()[r],
+                    })
+                frames.extend(outcome[eps] for eps in eps_group)
     model.set_gate_mode(spec.gate_mode, seed=spec.seed)
     if not frames:
         return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
@@ -232,7 +269,8 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
 
 _DTYPES = {"epsilon": "float64", "sample": "int64", "label": "int64", "clean_pred": "int64", "adv_pred": "int64",
            "clean_correct": "bool", "adv_correct": "bool", "success": "bool", "linf": "float64", "l2": "float64",
-           "hamming": "float64", "clean_flops": "float64", "adv_flops": "float64"}
+           "hamming": "float64", "clean_flops": "float64", "adv_flops": "float64",
+           "evaluated": "bool"}
 
 
 def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:

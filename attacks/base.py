@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +22,34 @@ EPS_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class AttackResult:
-    """raw and clipped adversarials (K, N, ...) and success (K, N): clipped is misclassified (or goal reached)."""
+    """raw and clipped adversarials (K, N, ...) and success (K, N): clipped is misclassified (or goal reached).
+
+    ``success`` is judged on first access (one forward pass per epsilon) and cached, so a caller that classifies the
+    adversarials anyway (the evaluation pipeline) does not pay for it twice.
+    """
 
     epsilons: tuple[float, ...]
     raw: Tensor
     clipped: Tensor
-    success: Tensor
+    judge: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     queries: int = 0  # model evaluations used (forward passes per sample), where the attack counts them
+    _cache: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def judged(cls, epsilons: tuple[float, ...], raw: Tensor, clipped: Tensor, success: Tensor) -> AttackResult:
+        """A result whose success matrix is already known."""
+        result = cls(epsilons, raw, clipped)
+        result._cache["success"] = success
+        return result
+
+    @property
+    def success(self) -> Tensor:
+        """(K, N) bool."""
+        if "success" not in self._cache:
+            if self.judge is None:
+                raise ValueError("this result has no success judge")
+            self._cache["success"] = torch.stack([self.judge(c) for c in self.clipped])
+        return self._cache["success"]
 
 
 def validate_epsilons(epsilons: Sequence[float]) -> tuple[float, ...]:
@@ -165,18 +186,20 @@ class Attack(abc.ABC):
         grad_model = gradient_model or model
         generator = torch.Generator().manual_seed(self.seed)
         already = self.already_adversarial(model, inputs, labels)
-        raws, clippeds, successes = [], [], []
+        raws, clippeds = [], []
         for eps in eps_values:
             if eps == 0.0:
                 raw = inputs.clone()
             else:
                 raw = self.run_one(model, grad_model, inputs, labels, eps, generator)
                 raw[already] = inputs[already]
-            clipped = self.clip(inputs, raw, eps)
             raws.append(raw)
-            clippeds.append(clipped)
-            successes.append(self.succeeded(model, inputs, clipped, labels))
-        return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), torch.stack(successes))
+            clippeds.append(self.clip(inputs, raw, eps))
+        return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), judge=self.judge(model, inputs, labels))
+
+    def judge(self, model: Model, inputs: Tensor, labels: Tensor) -> Callable[[Tensor], Tensor]:
+        """The success test of a clipped adversarial batch (bound to this model, inputs and labels)."""
+        return lambda clipped: self.succeeded(model, inputs, clipped, labels)
 
     def already_adversarial(self, model: Model, inputs: Tensor, labels: Tensor) -> Tensor:
         """Samples the clean input already fools: they stay at the clean input (AutoAttack's convention), so an

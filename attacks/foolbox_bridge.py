@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, AttackResult, Model, is_misclassified, validate_epsilons
+from attacks.base import DISTANCES, Attack, AttackResult, Model, validate_epsilons
 
 
 class FoolboxAttack(Attack):
@@ -46,8 +46,7 @@ class FoolboxAttack(Attack):
         already = self.already_adversarial(model, inputs, labels)
         raw_t[:, already] = inputs[already]
         clipped_t[:, already] = inputs[already]
-        success = torch.stack([is_misclassified(model, c, labels) for c in clipped_t])
-        return AttackResult(eps_values, raw_t, clipped_t, success)
+        return AttackResult(eps_values, raw_t, clipped_t, judge=self.judge(model, inputs, labels))
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), **{k: str(v) for k, v in self.kwargs.items()}}

@@ -35,17 +35,17 @@ class FGSM(Attack):
         eps_values = validate_epsilons(epsilons)
         direction = torch.zeros_like(inputs)
         if any(eps > 0 for eps in eps_values):
-            grad, _ = loss_gradient(gradient_model or model, inputs, labels)
+            grad, logits = loss_gradient(gradient_model or model, inputs, labels)
             direction = self.distance.ascent_direction(grad)
-            direction[self.already_adversarial(model, inputs, labels)] = 0.0
-        raws, clippeds, successes = [], [], []
-        for eps in eps_values:
-            raw = inputs + eps * direction
-            clipped = self.clip(inputs, raw, eps)
-            raws.append(raw)
-            clippeds.append(clipped)
-            successes.append(self.succeeded(model, inputs, clipped, labels))
-        return AttackResult(eps_values, torch.stack(raws), torch.stack(clippeds), torch.stack(successes))
+            # the gradient pass already classified the clean input when it ran on the deployed model itself
+            already = (logits.argmax(1) != labels) if gradient_model in (None, model) else \
+                self.already_adversarial(model, inputs, labels)
+            direction[already] = 0.0
+        # one shared direction: every epsilon is a scaled copy, no further gradients
+        raw = inputs.unsqueeze(0) + torch.tensor(eps_values, dtype=inputs.dtype, device=inputs.device).view(
+            -1, *([1] * inputs.dim())) * direction.unsqueeze(0)
+        clipped = torch.stack([self.clip(inputs, raw[k], eps) for k, eps in enumerate(eps_values)])
+        return AttackResult(eps_values, raw, clipped, judge=self.judge(model, inputs, labels))
 
 
 class IterativeAttack(Attack):
@@ -82,6 +82,8 @@ class IterativeAttack(Attack):
             for _ in range(self.steps):
                 grad, _ = loss_gradient(gradient_model, x, y)
                 x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
+            if self.restarts == 1:
+                return x  # a single run needs no success test here (the result's judge does it once)
             success = is_misclassified(model, x, y)
             keep = success if restart > 0 else torch.ones_like(success)
             best[todo[keep]] = x[keep]

@@ -252,11 +252,8 @@ class ResNetBase(nn.Module):
         mode = self._effective_mode()
         gate = block.gate
         if gate is None or mode is GateMode.OPEN:
-            if gate is None:
-                p_on = torch.ones(n, device=x.device)
-            else:
-                p_on = F.softmax(gate(x).float(), dim=1)[:, 1]
             ones = torch.ones(n, device=x.device)
+            p_on = ones if gate is None else F.softmax(gate(x).float(), dim=1)[:, 1]
             out = shortcut + block.residual(x)
             return F.relu(out), ones.bool(), p_on, ones
 

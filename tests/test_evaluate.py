@@ -1,0 +1,50 @@
+"""Evaluation pipeline: early exit keeps the worst case, defenses and gate modes reach the records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aigrobust import create_model
+from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+from aigrobust.metrics import summarize
+from tests.conftest import half_closed, varied_images
+
+
+def _worst(records):  # type: ignore[no-untyped-def]
+    summary = summarize(records)
+    rows = summary[summary["attack"] == "worst-case"]
+    return rows.set_index(["defense", "defense_grad", "gate_grad", "epsilon"])["robust_acc"].sort_index()
+
+
+@pytest.mark.parametrize("model_name", ["tiny_aig", "tiny_resnet"])
+def test_early_exit_keeps_the_worst_case_and_skips_work(model_name: str) -> None:
+    model = half_closed(create_model(model_name)).eval()
+    x = varied_images(40)
+    with_logits = model(x)
+    y = with_logits.argmax(1)  # every sample right on the clean input, so there is something to attack
+    y[:5] = (y[:5] + 1) % 10  # and a few clean mistakes
+    spec_args = dict(attacks=("fgsm", "pgd:steps=3", "mifgsm:steps=3"), epsilons=(1 / 255, 4 / 255),
+                     gate_grads=("exact", "straight-through") if model.is_gated else ("exact",))
+    full = run_evaluation([ModelEntry("m", model)], EvalSpec(**spec_args), x, y, np.arange(40), batch_size=16)
+    early = run_evaluation([ModelEntry("m", model)], EvalSpec(**spec_args, early_exit=True), x, y, np.arange(40),
+                           batch_size=16)
+    assert _worst(full.records).equals(_worst(early.records))
+    assert len(early.records) == len(full.records)  # skipped samples still have their rows
+    assert early.records["evaluated"].sum() < full.records["evaluated"].sum()
+    assert full.records["evaluated"].all()
+
+
+def test_defense_rows_and_stochastic_gates_reach_the_records() -> None:
+    model = half_closed(create_model("tiny_aig")).eval()
+    x = varied_images(12)
+    y = model(x).argmax(1)
+    spec = EvalSpec(attacks=("fgsm",), epsilons=(4 / 255,), defenses=("jpeg:75",), defense_grads=("bpda", "diff"),
+                    gate_mode="stochastic")
+    run = run_evaluation([ModelEntry("m", model)], spec, x, y, np.arange(12), batch_size=12)
+    settings = set(zip(run.records["defense"], run.records["defense_grad"]))
+    assert settings == {("none", "none"), ("jpeg:75", "bpda"), ("jpeg:75", "diff")}
+    again = run_evaluation([ModelEntry("m", model)], spec, x, y, np.arange(12), batch_size=12)
+    assert run.records.equals(again.records)  # seeded stochastic gates and defenses repeat
+    with pytest.raises(ValueError, match="unknown defense"):
+        EvalSpec(attacks=("fgsm",), epsilons=(0.1,), defenses=("blur",))
