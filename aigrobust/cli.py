@@ -109,12 +109,14 @@ def models_command(pattern: str, as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).")
 def train_command(model_name: str, data_dir: Path | None, download: bool, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
-                  threads: int | None, resume: bool) -> None:
+                  threads: int | None, resume: bool, checkpoint_every: int) -> None:
     """Train a model on CIFAR-10, checkpointing every epoch (resumable with --resume)."""
     import numpy as np
     import torch
@@ -172,7 +174,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
 
     try:
         result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
-                       on_batch=on_batch, on_epoch=on_epoch)
+                       on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
     except (TrainingError, CheckpointError, OSError) as err:
         raise click.ClickException(str(err)) from None
     finally:

@@ -66,6 +66,8 @@ class RunFolder:
                                      "--out")
             if previous != json.loads(json.dumps(spec)):
                 raise RunFolderError(f"{self.root} holds a run with another spec; --resume needs the same command")
+            for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
+                debris.unlink(missing_ok=True)
         else:
             atomic_write_bytes(spec_path, json.dumps(spec, indent=2, sort_keys=True).encode())
 

@@ -194,8 +194,10 @@ def train(
     resume: bool = False,
     on_batch: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
-    """Train ``config.model`` on ``train_data``; checkpoint into ``out_dir`` every epoch.
+    """Train ``config.model`` on ``train_data``; checkpoint into ``out_dir`` every epoch (and every
+    ``checkpoint_every`` optimiser steps inside an epoch, so a killed run loses at most that many steps).
 
     ``on_batch(epoch, step, steps, loss)`` and ``on_epoch(record)`` let a caller show progress.
     """
@@ -212,23 +214,29 @@ def train(
     optimizer = _make_optimizer(model, config)
     history: list[EpochRecord] = []
     start_epoch = 0
+    mid_epoch: dict[str, Any] | None = None
 
     if resume and state_path.exists():
         state = _load_state(state_path)
         if state.get("config") != json.loads(json.dumps(config.as_dict())):
             raise TrainingError(f"{out_dir} was started with another configuration; resume needs the same one")
-        try:
-            weights, _ = read_checkpoint(model_path)
-        except CheckpointError as err:
-            raise TrainingError(f"cannot resume: {err}") from None
-        load_state_checked(model, weights, str(model_path))
+        if "model" in state:  # weights travel inside the state file: one atomic unit
+            weights = state["model"]
+        else:  # files written before the weights moved into the state (per-epoch only)
+            try:
+                weights, _ = read_checkpoint(model_path)
+            except CheckpointError as err:
+                raise TrainingError(f"cannot resume: {err}") from None
+        load_state_checked(model, weights, str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         data_generator.set_state(state["data_generator"])
         model.set_gate_generator_state(state["gate_generator"])
         history = [EpochRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
                    for r in json.loads(state["history"])]
         start_epoch = int(state["epoch"])
-        log.info("resuming %s at epoch %d", out_dir, start_epoch + 1)
+        if int(state.get("step", 0)) > 0:
+            mid_epoch = {"step": int(state["step"]), "order": state["order"], "sums": state["sums"]}
+        log.info("resuming %s at epoch %d step %d", out_dir, start_epoch + 1, int(state.get("step", 0)))
 
     model.to(device)
     use_cuda = device.type == "cuda"
@@ -247,12 +255,20 @@ def train(
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=data_generator)
-        loss_sum = rate_sum = 0.0
-        correct = seen = 0
-        exec_sum = torch.zeros(model.num_blocks, dtype=torch.float64)
+        first_step = 0
+        if mid_epoch is not None:
+            order, first_step = mid_epoch["order"], mid_epoch["step"]
+            loss_sum, rate_sum, correct, seen = (float(mid_epoch["sums"][0]), float(mid_epoch["sums"][1]),
+                                                 int(mid_epoch["sums"][2]), int(mid_epoch["sums"][3]))
+            exec_sum = mid_epoch["sums"][4].clone()
+            mid_epoch = None
+        else:
+            order = torch.randperm(n, generator=data_generator)
+            loss_sum = rate_sum = 0.0
+            correct = seen = 0
+            exec_sum = torch.zeros(model.num_blocks, dtype=torch.float64)
         lr = config.lr
-        for step in range(steps_per_epoch):
+        for step in range(first_step, steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             x = images[idx].float().div_(255.0)
             y = labels[idx]
@@ -281,6 +297,10 @@ def train(
             exec_sum += trace.decisions.double().sum(0).cpu()
             if on_batch is not None:
                 on_batch(epoch + 1, step + 1, steps_per_epoch, float(loss.detach()))
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                _save_state(state_path, _state(config, model, optimizer, data_generator, epoch, history,
+                                               step=step + 1, order=order,
+                                               sums=[loss_sum, rate_sum, correct, seen, exec_sum]))
 
         evaluation: CleanEvaluation | None = None
         if heldout is not None:
@@ -299,16 +319,9 @@ def train(
         )
         history.append(record)
         metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
-        # Model first, state second: a state file always points at weights at least as new as itself.
+        # The state file (weights included) is the resume point; last.safetensors is the usable model.
+        _save_state(state_path, _state(config, model, optimizer, data_generator, epoch + 1, history))
         save_checkpoint(model, model_path, **metadata)
-        _save_state(state_path, {
-            "config": config.as_dict(),
-            "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict(),
-            "data_generator": data_generator.get_state(),
-            "gate_generator": model.gate_generator_state(),
-            "history": json.dumps([asdict(r) for r in history]),
-        })
         with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
         log.info("epoch %d: %s", epoch + 1, asdict(record))
@@ -330,6 +343,26 @@ def _data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> di
         "heldout_data": ({"source": heldout.source, "n": len(heldout), "sha256": heldout.fingerprint()}
                          if heldout is not None else None),
     }
+
+
+def _state(config: TrainConfig, model: ResNetBase, optimizer: torch.optim.Optimizer, data_generator: torch.Generator,
+           epoch: int, history: list[EpochRecord], step: int = 0, order: Tensor | None = None,
+           sums: list[Any] | None = None) -> dict[str, Any]:
+    """Everything a resume needs, in one file written atomically (weights, optimiser, generators, position)."""
+    state: dict[str, Any] = {
+        "config": config.as_dict(),
+        "epoch": epoch,
+        "step": step,
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "data_generator": data_generator.get_state(),
+        "gate_generator": model.gate_generator_state(),
+        "history": json.dumps([asdict(r) for r in history]),
+    }
+    if step:
+        state["order"] = order
+        state["sums"] = sums
+    return state
 
 
 def _checkpoint_metadata(config: TrainConfig, data_meta: Mapping[str, Any], record: EpochRecord,

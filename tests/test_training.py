@@ -77,6 +77,27 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(synthetic_npz_dir: Path
         train(_small_config(lr=0.1), data, tmp_path / "resumed", resume=True)
 
 
+def test_resume_mid_epoch_ends_with_the_same_weights(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    data = load_cifar10("train", synthetic_npz_dir)
+    config = _small_config(epochs=2, batch_size=16)  # 6 steps per epoch
+    straight = train(config, data, tmp_path / "straight")
+
+    def kill_at_step_5_of_epoch_2(epoch: int, step: int, steps: int, loss: float) -> None:
+        if epoch == 2 and step == 5:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config, data, tmp_path / "resumed", on_batch=kill_at_step_5_of_epoch_2, checkpoint_every=2)
+    state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 4)  # the last checkpoint before the kill
+    resumed = train(config, data, tmp_path / "resumed", resume=True, checkpoint_every=2)
+    a, _ = read_checkpoint(straight.checkpoint)
+    b, _ = read_checkpoint(resumed.checkpoint)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r.train_loss for r in straight.history] == [r.train_loss for r in resumed.history]
+
+
 def test_same_seed_same_weights_and_other_seed_differs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     data = load_cifar10("train", synthetic_npz_dir)
     runs = [train(_small_config(epochs=1, seed=s), data, tmp_path / f"r{i}") for i, s in enumerate((1, 1, 2))]
