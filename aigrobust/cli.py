@@ -242,6 +242,34 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
         click.echo("execution rate per block: " + " ".join(f"{v:.2f}" for v in result.execution_rates))
 
 
+def _distributed(device: Any) -> tuple[int, int]:
+    """(rank, world size) under torchrun (gloo on the CPU, NCCL on GPUs); (0, 1) otherwise."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
     from aigrobust.evaluate import parse_epsilon
 
@@ -378,7 +406,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         click.echo(f"note: {data.note}", err=True)
     spec = EvalSpec(attacks=tuple(attack_specs), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode, seed=seed,
                     defenses=tuple(defense_specs), defense_grads=tuple(defense_grads), early_exit=early_exit)
-    images, labels = data.tensors()
+    images = data.images  # uint8, converted batch by batch: memory stays flat in the number of samples
+    labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)
     run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
                 "dataset": {"name": data.name, "source": data.source, "n": len(data),
@@ -386,19 +415,33 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
                 "batch_size": batch_size,
                 "data": {"dataset": dataset or "cifar10",
                          "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None}}
+    rank, world = _distributed(dev)
     try:
-        folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
+        if rank == 0:
+            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
+        _barrier(world)
+        if rank != 0:  # rank 0 made (or checked) the folder; the others join it
+            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume=True)
     except RunFolderError as err:
         raise click.ClickException(str(err)) from None
-    with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None) as bar:
+    with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None if rank == 0 else True) as bar:
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              on_batch=lambda _m, n: bar.update(n), done_batches=folder.done_batch,
-                             save_batch=folder.save_batch)
+                             save_batch=folder.save_batch, shard=(rank, world))
+    if world > 1:
+        _barrier(world)
+        if rank != 0:
+            _finish_distributed()
+            return
+        # every shard's batches are saved: rank 0 reads them back in order
+        run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
+                             done_batches=folder.done_batch)
+        _finish_distributed()
     summary = summarize(run.records)
     noise = {}
     if gate_mode == "stochastic":
         for e in entries:
-            noise[e.name] = stochastic_noise_floor(e.model, images[: min(len(images), 512)].to(dev))
+            noise[e.name] = stochastic_noise_floor(e.model, data.subset(range(min(len(data), 512))).tensors()[0].to(dev))
     folder.finalize(run.records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
     _print_summary(summary)
     for name, value in noise.items():

@@ -281,12 +281,18 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def iterate_batches(images: Tensor, labels: Tensor, sample_ids: np.ndarray, batch_size: int
+def iterate_batches(images: Tensor | np.ndarray, labels: Tensor, sample_ids: np.ndarray, batch_size: int
                     ) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    """(batch number, images, labels, sample ids) in order."""
+    """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1] or
+    uint8 (N, H, W, C) as stored; uint8 batches are converted one at a time, so memory stays flat in N."""
+    from aigrobust.data import to_tensor_images
+
     for b, start in enumerate(range(0, len(labels), batch_size)):
         stop = start + batch_size
-        yield b, images[start:stop], labels[start:stop], sample_ids[start:stop]
+        batch = images[start:stop]
+        if isinstance(batch, np.ndarray):
+            batch = to_tensor_images(batch)
+        yield b, batch, labels[start:stop], sample_ids[start:stop]
 
 
 @dataclass
@@ -301,7 +307,7 @@ class EvalRun:
 def run_evaluation(
     entries: Sequence[ModelEntry],
     spec: EvalSpec,
-    images: Tensor,
+    images: Tensor | np.ndarray,
     labels: Tensor,
     sample_ids: np.ndarray,
     batch_size: int = 256,
@@ -309,13 +315,20 @@ def run_evaluation(
     on_batch: Callable[[str, int], None] | None = None,
     done_batches: Callable[[str, int], pd.DataFrame | None] | None = None,
     save_batch: Callable[[str, int, pd.DataFrame], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvalRun:
-    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist."""
+    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist.
+
+    ``shard=(rank, world)`` evaluates only the batches with ``batch % world == rank`` (the records returned are
+    those of this shard; a merge reads every shard's saved batches)."""
+    rank, world = shard
     attacks = [attack_from_spec(s) for s in spec.attacks]
     frames = []
     for entry in entries:
         entry.model.to(device)
         for b, x, y, ids in iterate_batches(images, labels, sample_ids, batch_size):
+            if b % world != rank:
+                continue
             cached = done_batches(entry.name, b) if done_batches is not None else None
             if cached is not None:
                 frames.append(cached)

@@ -52,3 +52,24 @@ def test_sigkill_mid_run_then_resume_gives_identical_records(synthetic_npz_dir: 
     assert done.returncode == 0, done.stderr
     assert (killed / "records.csv.gz").read_bytes() == (reference / "records.csv.gz").read_bytes()
     assert not list(killed.rglob("*.tmp"))  # a write cut by the kill leaves no debris after the resume
+
+
+def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(synthetic_npz_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    import shutil
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    checkpoint = _checkpoint(tmp_path)
+    args = ["attack", "--checkpoint", str(checkpoint), "--eps", "4/255", "--attack", "fgsm", "--attack",
+            "pgd:steps=2", "--data-dir", str(synthetic_npz_dir), "--n-samples", "40", "--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "-m", "aigrobust", *args, "--out", str(single)], check=True, capture_output=True,
+                   env=env)
+    sharded = tmp_path / "sharded"
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m", "aigrobust", *args, "--out",
+                           str(sharded)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (sharded / "records.csv.gz").read_bytes() == (single / "records.csv.gz").read_bytes()
