@@ -20,6 +20,12 @@ from aigrobust.registry import UnknownModelError, create_model, get_model_info, 
 log = logging.getLogger("aigrobust")
 
 
+class BadInput(click.ClickException):
+    """A usage error shown as one line ('Error: ...'), exit code 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
 def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
     try:
@@ -27,7 +33,7 @@ def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> 
             model, meta = load_checkpoint(checkpoint, expect_model=name)
             return model, meta
         if name is None:
-            raise click.UsageError("give --model or --checkpoint")
+            raise BadInput("give --model or --checkpoint")
         model = create_model(name, pretrained=pretrained)
         meta = getattr(model, "pretrained_metadata", {}) or {}
         return model.eval(), dict(meta)
@@ -40,6 +46,13 @@ def _dataset(name: str, data_dir: Path | None, download: bool) -> Any:
         return load_dataset(name, "test", data_dir, download)
     except DataError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _check_classes(name: str, model: Any, data: Any) -> None:
+    classes = getattr(data, "classes", None)
+    if classes is not None and len(classes) != model.num_classes:
+        raise click.ClickException(f"{name} predicts {model.num_classes} classes but {getattr(data, 'name', 'the data')} "
+                                   f"has {len(classes)}")
 
 
 def _device(name: str) -> Any:
@@ -222,6 +235,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
         click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
     if n_samples is not None and n_samples < len(data):  # type: ignore[arg-type]
         data = data.subset(range(n_samples)) if hasattr(data, "subset") else data  # type: ignore[attr-defined]
+    _check_classes(name, model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)  # type: ignore[attr-defined]
     model.to(dev)
@@ -274,11 +288,11 @@ def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
     from aigrobust.evaluate import parse_epsilon
 
     if not values:
-        raise click.UsageError("give at least one --eps (e.g. --eps 8/255)")
+        raise BadInput("give at least one --eps (e.g. --eps 8/255)")
     try:
         return tuple(parse_epsilon(v) for v in values)
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--eps") from None
+        raise BadInput(f"--eps: {err}") from None
 
 
 def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> list[Any]:
@@ -287,7 +301,7 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
     from aigrobust.evaluate import ModelEntry
 
     if models and checkpoints and len(models) != len(checkpoints):
-        raise click.UsageError("give one --checkpoint per --model (they pair in order), or only one kind")
+        raise BadInput("give one --checkpoint per --model (they pair in order), or only one kind")
     for name in models:
         try:
             get_model_info(name)
@@ -309,10 +323,10 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
                 raise click.ClickException(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
             entries.append(ModelEntry(name, model, source="pretrained"))
     if not entries:
-        raise click.UsageError("give --model or --checkpoint")
+        raise BadInput("give --model or --checkpoint")
     labels = [e.name for e in entries]
     if len(set(labels)) != len(labels):
-        raise click.UsageError("two models share a name; label checkpoints as --checkpoint LABEL=PATH")
+        raise BadInput("two models share a name; label checkpoints as --checkpoint LABEL=PATH")
     return entries
 
 
@@ -374,15 +388,20 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
 
     epsilons = _epsilons(eps_values)
     if n_samples is not None and n_samples < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--n-samples")
+        raise BadInput(f"--n-samples must be at least 1, got {n_samples}")
     if batch_size < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+        raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
     for spec_text in attack_specs:
         try:
             attack_from_spec(spec_text)
         except (UnknownAttackError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
+    for name in models:  # a bad name fails before any data is read
+        try:
+            get_model_info(name)
+        except UnknownModelError as err:
+            raise click.ClickException(str(err)) from None
     from defenses import DefenseSpecError, parse_defense
 
     for defense_spec in defense_specs:
@@ -402,6 +421,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         data = data.in_memory(n_samples)
     if n_samples is not None and n_samples < len(data):
         data = data.subset(range(n_samples))
+    for entry in entries:
+        _check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
     spec = EvalSpec(attacks=tuple(attack_specs), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode, seed=seed,
@@ -550,7 +571,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
     from aigrobust.checks import record_checks
 
     if not baseline_path and not sanity_runs:
-        raise click.UsageError("give --baseline FILE and/or --sanity RUN")
+        raise BadInput("give --baseline FILE and/or --sanity RUN")
     failed = False
     if sanity_runs:
         flags = record_checks(_read_runs(sanity_runs)) + _probe_flags(sanity_runs, n_probe)
@@ -568,7 +589,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
             document = load_baseline(baseline_path)
             records, notes = run_baseline_spec(baseline_path, document, evaluate_spec)
         except (BaselineError, CheckpointError, DataError) as err:
-            raise click.UsageError(str(err)) from None
+            raise BadInput(str(err)) from None
         for note in notes:
             click.echo(f"note: {note}")
         now = metrics_rows(records)
