@@ -169,7 +169,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     except (DataError, ValueError) as err:
         raise click.ClickException(str(err)) from None
 
-    bar = tqdm(total=0, unit="batch", leave=False, disable=None)
+    rank, world = _distributed(_device(device))
+    bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
 
     def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
         if bar.total != steps:
@@ -179,6 +180,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
         bar.update(1)
 
     def on_epoch(r: Any) -> None:
+        if rank != 0:
+            return
         held = f"{r.heldout_accuracy:.4f}" if r.heldout_accuracy is not None else "-"
         rates = " ".join(f"{v:.2f}" for v in r.heldout_execution_rates or r.train_execution_rates)
         flops = f" flops {r.heldout_flops_ratio:.3f}" if r.heldout_flops_ratio is not None else ""
@@ -192,7 +195,11 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
         raise click.ClickException(str(err)) from None
     finally:
         bar.close()
-    click.echo(f"saved {result.checkpoint}")
+        if world > 1:
+            _finish_distributed()
+    if rank == 0:
+        click.echo(f"saved {result.checkpoint}" + (f" (DistributedDataParallel over {world} processes)"
+                                                   if world > 1 else ""))
 
 
 @cli.command("eval")

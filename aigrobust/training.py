@@ -247,6 +247,14 @@ def train(
     n = images.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    rank, world = _rank_world()
+    step_module: torch.nn.Module = _TrainStep(model)
+    augment_generator = data_generator
+    if world > 1:
+        # every rank shuffles alike (shared generator) but augments and draws gates with its own stream
+        augment_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + rank)
+        model.reset_gate_generator(config.seed * 1_000_003 + rank)
+        step_module = torch.nn.parallel.DistributedDataParallel(step_module)
     targets = torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated else None
     gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
     final_path = out_dir / FINAL_FILE
@@ -270,10 +278,12 @@ def train(
         lr = config.lr
         for step in range(first_step, steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if world > 1:
+                idx = idx[rank::world]  # each rank takes its share of the global batch
             x = images[idx].float().div_(255.0)
             y = labels[idx]
             if config.augment:
-                x = augment_batch(x, data_generator)
+                x = augment_batch(x, augment_generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if use_cuda and config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -281,11 +291,11 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_factor"]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda and config.bf16):
-                logits, trace = model.forward_with_gates(x)
+                logits, gate_values, decisions = step_module(x)
                 loss = F.cross_entropy(logits.float(), y)
                 rate_loss = torch.zeros((), device=device)
                 if targets is not None:
-                    rate_loss = target_rate_loss(trace.gate_values[:, gated_cols], targets[: len(gated_cols)])
+                    rate_loss = target_rate_loss(gate_values[:, gated_cols], targets[: len(gated_cols)])
                     loss = loss + config.gate_lambda * rate_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -294,10 +304,10 @@ def train(
             rate_sum += float(rate_loss.detach()) * len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(y)
-            exec_sum += trace.decisions.double().sum(0).cpu()
+            exec_sum += decisions.double().sum(0).cpu()
             if on_batch is not None:
                 on_batch(epoch + 1, step + 1, steps_per_epoch, float(loss.detach()))
-            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+            if rank == 0 and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 _save_state(state_path, _state(config, model, optimizer, data_generator, epoch, history,
                                                step=step + 1, order=order,
                                                sums=[loss_sum, rate_sum, correct, seen, exec_sum]))
@@ -319,16 +329,17 @@ def train(
         )
         history.append(record)
         metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
-        # The state file (weights included) is the resume point; last.safetensors is the usable model.
-        _save_state(state_path, _state(config, model, optimizer, data_generator, epoch + 1, history))
-        save_checkpoint(model, model_path, **metadata)
-        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(record)) + "\n")
+        if rank == 0:
+            # The state file (weights included) is the resume point; last.safetensors is the usable model.
+            _save_state(state_path, _state(config, model, optimizer, data_generator, epoch + 1, history))
+            save_checkpoint(model, model_path, **metadata)
+            with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(asdict(record)) + "\n")
         log.info("epoch %d: %s", epoch + 1, asdict(record))
         if on_epoch is not None:
             on_epoch(record)
 
-    if history:
+    if history and rank == 0:
         last = history[-1]
         save_checkpoint(model, final_path, **_checkpoint_metadata(config, data_meta, last, last.epoch))
     model.eval()
@@ -343,6 +354,26 @@ def _data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> di
         "heldout_data": ({"source": heldout.source, "n": len(heldout), "sha256": heldout.fingerprint()}
                          if heldout is not None else None),
     }
+
+
+class _TrainStep(torch.nn.Module):
+    """One forward for training: (logits, gate values, decisions); a module so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: ResNetBase) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, trace = self.model.forward_with_gates(x)
+        return logits, trace.gate_values, trace.decisions
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _state(config: TrainConfig, model: ResNetBase, optimizer: torch.optim.Optimizer, data_generator: torch.Generator,

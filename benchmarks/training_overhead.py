@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aigrobust.data import ArrayDataset, CIFAR10_CLASSES, load_npz
+from aigrobust.data import CIFAR10_CLASSES, ArrayDataset, load_npz
 from aigrobust.training import TrainConfig, train
 from benchmarks.common import SHARED, machine_line
 

@@ -73,3 +73,22 @@ def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(syntheti
                            str(sharded)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (sharded / "records.csv.gz").read_bytes() == (single / "records.csv.gz").read_bytes()
+
+
+def test_torchrun_training_with_distributed_data_parallel(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from aigrobust.checkpoints import load_checkpoint
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    out = tmp_path / "ddp"
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29519", "-m", "aigrobust", "train",
+                           "--model", "tiny_aig", "--data-dir", str(synthetic_npz_dir), "--out", str(out),
+                           "--epochs", "1", "--batch-size", "32", "--device", "cpu"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "DistributedDataParallel over 2 processes" in done.stdout
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert meta["epoch"] == 1 and model.registry_name == "tiny_aig"
