@@ -340,13 +340,14 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
 def _print_summary(summary: Any) -> None:
     header = (f"{'model':<18} {'defense':<20} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
               f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}")
-    click.echo(header)
+    noise = "noise_floor_hamming" in summary.columns
+    click.echo(header + (f" {'noise floor':>11}" if noise else ""))
     for row in summary.itertuples():
         eps = f"{row.epsilon * 255:.1f}/255" if row.epsilon else "0"
         defense = row.defense if row.defense == "none" else f"{row.defense} {row.defense_grad}"
         click.echo(f"{row.model:<18} {defense:<20} {row.attack:<22} {row.gate_grad:<16} {eps:>7} {100 * row.clean_acc:>5.1f}% "
                    f"{100 * row.robust_acc:>5.1f}% {100 * row.unchanged_gates:>9.1f}% {row.hamming_mean:>8.3f} "
-                   f"{row.flops_ratio:>15.3f}")
+                   f"{row.flops_ratio:>15.3f}" + (f" {row.noise_floor_hamming:>11.3f}" if noise else ""))
 
 
 @cli.command("attack")
@@ -470,6 +471,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     if gate_mode == "stochastic":
         for e in entries:
             noise[e.name] = stochastic_noise_floor(e.model, data.subset(range(min(len(data), 512))).tensors()[0].to(dev))
+    if noise:  # stochastic gates: the clean-vs-clean flip rate sits beside every stability figure
+        summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
     folder.finalize(run.records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
     _print_summary(summary)
     for name, value in noise.items():
@@ -543,6 +546,15 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
             pass
     try:
         report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance)
+        for r in run_dirs:  # stochastic-gate runs: their noise floor stands beside every stability figure
+            try:
+                floors = json.loads((r / "summary.json").read_text()).get("noise_floor_hamming") or {}
+            except (OSError, json.JSONDecodeError):
+                floors = {}
+            for model_name, value in floors.items():
+                report.notes.append(f"{model_name} ran stochastic gates: two seeded draws on the same clean images "
+                                    f"differ in {100 * value:.1f}% of decisions (the noise floor of its stability "
+                                    "figures).")
         written = write_report(report, out_dir)
     except OSError as err:
         raise click.ClickException(f"cannot write the report to {out_dir}: {err.strerror}") from None
