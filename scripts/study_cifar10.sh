@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The CIFAR-10 study (issue 6), end to end, with the project's own commands. Every step resumes where it stopped.
+#   1. train resnet20 and aig20 (target rate 0.7), same recipe and budget (about 2 min per epoch each on 2 cores)
+#   2. ship their weights as pretrained entries
+#   3. attack our models and the external akamaster resnet20/resnet56 on the 1000 real test images
+#   4. write reports/cifar10 and the CI baseline
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs/study}
+RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
+
+# 1. training (the same recipe and budget for both; --resume continues an interrupted run)
+resume_flag() { [ -f "$1/train_state.pt" ] && echo --resume || true; }
+aigrobust -v train --model resnet20 "${RECIPE[@]}" --out "$RUNS/resnet20" $(resume_flag "$RUNS/resnet20")
+aigrobust -v train --model aig20 --target-rate 0.7 "${RECIPE[@]}" --out "$RUNS/aig20" $(resume_flag "$RUNS/aig20")
+
+# 2. ship the weights (metadata already carries recipe, data sha256 and held-out accuracy)
+cp "$RUNS/resnet20/model.safetensors" aigrobust/pretrained/resnet20.safetensors
+cp "$RUNS/aig20/model.safetensors" aigrobust/pretrained/aig20.safetensors
+
+MODELS=(--checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors
+        --checkpoint aig20=aigrobust/pretrained/aig20.safetensors
+        --checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th"
+        --checkpoint akamaster-resnet56="$DATA/pretrained/resnet56-4bfd9763.th")
+COMMON=(--data-dir "$DATA" --n-samples 1000 --batch-size 250 --gate-grad all
+        --defense none --defense jpeg:75 --defense jpeg:50 --defense-grad oblivious --defense-grad bpda
+        --defense-grad diff)
+resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
+run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
+
+# 3. attacks: FGSM sweep (the paper's protocol), then the stronger ones
+run_attack "$RUNS/fgsm" "${MODELS[@]}" "${COMMON[@]}" --attack fgsm \
+  --eps 1/255 --eps 2/255 --eps 4/255 --eps 8/255 --eps 16/255
+run_attack "$RUNS/strong" "${MODELS[@]}" "${COMMON[@]}" --attack fgsm --attack pgd:steps=20 --attack apgd:steps=50 \
+  --eps 2/255 --eps 8/255 --early-exit
+run_attack "$RUNS/square" "${MODELS[@]}" --data-dir "$DATA" --n-samples 1000 --batch-size 250 \
+  --attack fgsm --attack pgd:steps=20 --attack square:n_queries=1000 --eps 8/255
+run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors --data-dir "$DATA" \
+  --n-samples 1000 --batch-size 250 --gate-grad all --attack gate-flip --attack compute-inflation \
+  --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
+
+# 4. the report and the CI baseline (200 images, under 3 minutes on 2 cores)
+aigrobust report "$RUNS/fgsm" "$RUNS/strong" "$RUNS/square" "$RUNS/gates" --out reports/cifar10 \
+  --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
+run_attack "$RUNS/ci" --checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors \
+  --checkpoint aig20=aigrobust/pretrained/aig20.safetensors \
+  --checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th" --data-dir "$DATA" --n-samples 200 \
+  --batch-size 200 --attack fgsm --attack pgd:steps=10 --eps 2/255 --eps 8/255 --gate-grad exact \
+  --gate-grad straight-through --defense jpeg:75 --defense-grad bpda
+aigrobust check --baseline reports/ci/baseline.json --init-from "$RUNS/ci"
