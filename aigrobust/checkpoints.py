@@ -202,10 +202,21 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
 # --- converters ---------------------------------------------------------------------------------------------------
 def torch_load_safely(path: Path) -> Any:
     """``torch.load`` that only unpickles tensors and plain containers (code-running pickles are refused)."""
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protocol notes from the restricted unpickler
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (pickle, zip and unpickler errors come in many types)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Weights only load failed" in text:
+            after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+            detail = after[0].strip() if after and "WeightsUnpickler" in text else "unsupported content"
+            reason = (f"refused ({detail}): it holds objects other than tensors and plain containers (a pickle "
+                      "that could run code) or is not a checkpoint")
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
         raise CheckpointError(f"{path} could not be loaded safely (weights only): {reason}") from None
 
 
