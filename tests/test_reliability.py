@@ -92,3 +92,49 @@ def test_torchrun_training_with_distributed_data_parallel(synthetic_npz_dir: Pat
     assert "DistributedDataParallel over 2 processes" in done.stdout
     model, meta = load_checkpoint(out / "model.safetensors")
     assert meta["epoch"] == 1 and model.registry_name == "tiny_aig"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from aigrobust.checkpoints import read_checkpoint
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 1200), ("test", 16)):
+        np.savez(data / f"cifar10_{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, n).astype(np.int64))
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "aigrobust", "train", "--model", "tiny_aig", "--data-dir", str(data), "--out",
+                str(out), "--epochs", "2", "--batch-size", "16", "--schedule", "cosine", "--device", "cpu",
+                "--threads", "1", "--checkpoint-every", "5", *extra]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = killed / "train_state.pt"
+    deadline = time.monotonic() + 120
+    position = (0, 0)
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.exists():
+            try:
+                state = torch.load(state_file, weights_only=True)
+                position = (int(state["epoch"]), int(state["step"]))
+            except Exception:  # noqa: BLE001  (the file is replaced atomically; a read may race the rename)
+                pass
+            if position >= (1, 10):  # inside the second epoch
+                break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert position >= (1, 10) and not (killed / "model.safetensors").exists(), "killed mid-run"
+    subprocess.run(command(killed, "--resume"), check=True, capture_output=True)
+    a, _ = read_checkpoint(reference / "model.safetensors")
+    b, _ = read_checkpoint(killed / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
