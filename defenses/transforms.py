@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from defenses.base import Defense
+
+_POOL: dict[int, Any] = {}
+
+
+def _codec_pool(workers: int) -> Any:
+    """A thread pool kept for the process (creating threads per batch costs more than coding small images)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers not in _POOL:
+        _POOL[workers] = ThreadPoolExecutor(workers, thread_name_prefix="aigrobust-jpeg")
+    return _POOL[workers]
+
+
+def _round_trip(images: Tensor, quality: int) -> Tensor:
+    """uint8 (N, 3, H, W) through libjpeg's encoder and decoder; returns uint8 (N, 3, H, W)."""
+    import warnings
+
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.stack(decode_jpeg(encode_jpeg(list(images), quality=quality)))
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -30,30 +55,18 @@ class JPEG(Defense):
         self.name = f"jpeg:{quality}"
 
     def forward(self, x: Tensor) -> Tensor:
-        import warnings
-
-        from torchvision.io import decode_jpeg, encode_jpeg
-
-        images = list(to_uint8(x).cpu())
-
-        def round_trip(chunk: list[Tensor]) -> list[Tensor]:
-            with warnings.catch_warnings():
-                # torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_jpeg(encode_jpeg(chunk, quality=self.quality))
-
+        images = to_uint8(x).cpu()
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"JPEG takes (N, 3, H, W) images, got {tuple(x.shape)}")
         workers = min(torch.get_num_threads(), max(1, len(images) // 64))
         if workers > 1:
-            # libjpeg runs without the GIL: split the batch over the cores torch may use
-            from concurrent.futures import ThreadPoolExecutor
-
+            # libjpeg runs without the GIL: each core codes a contiguous share and stacks it itself
             size = -(-len(images) // workers)
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(round_trip, [images[i : i + size] for i in range(0, len(images), size)]))
-            decoded = [image for part in parts for image in part]
+            chunks = [images[i : i + size] for i in range(0, len(images), size)]
+            decoded = torch.cat(list(_codec_pool(workers).map(lambda c: _round_trip(c, self.quality), chunks)))
         else:
-            decoded = round_trip(images)
-        return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
+            decoded = _round_trip(images, self.quality)
+        return decoded.to(device=x.device, dtype=x.dtype).div_(255.0)
 
     def approximation(self, x: Tensor) -> Tensor:
         from kornia.enhance import jpeg_codec_differentiable
