@@ -10,7 +10,13 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study}
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
-# 1. training (the same recipe and budget for both; --resume continues an interrupted run)
+# 1. training (the same recipe and budget for both; --resume continues an interrupted run). A session that had to
+#    stop mid-training commits its resume point under reports/cifar10/training/MODEL; start from there if present.
+for m in resnet20 aig20; do
+  if [ ! -f "$RUNS/$m/train_state.pt" ] && [ -f "reports/cifar10/training/$m/train_state.pt" ]; then
+    mkdir -p "$RUNS/$m" && cp reports/cifar10/training/$m/* "$RUNS/$m/"
+  fi
+done
 resume_flag() { [ -f "$1/train_state.pt" ] && echo --resume || true; }
 aigrobust -v train --model resnet20 "${RECIPE[@]}" --out "$RUNS/resnet20" $(resume_flag "$RUNS/resnet20")
 aigrobust -v train --model aig20 --target-rate 0.7 "${RECIPE[@]}" --out "$RUNS/aig20" $(resume_flag "$RUNS/aig20")
