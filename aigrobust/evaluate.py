@@ -325,7 +325,8 @@ def run_evaluation(
     attacks = [attack_from_spec(s) for s in spec.attacks]
     frames = []
     for entry in entries:
-        entry.model.to(device)
+        # NHWC convolutions: about 1.5x faster input gradients for resnet20 on this CPU, identical semantics
+        entry.model.to(device=device, memory_format=torch.channels_last)
         for b, x, y, ids in iterate_batches(images, labels, sample_ids, batch_size):
             if b % world != rank:
                 continue
