@@ -106,6 +106,9 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
         "adv_flops": adv_flops,
         "flops_ratio": adv_flops / clean_flops if clean_flops else float("nan"),
         "adv_flops_fooled": float(group["adv_flops"].to_numpy()[fooled].mean()) if fooled.any() else float("nan"),
+        "adv_flops_robust": float(group["adv_flops"].to_numpy()[robust].mean()) if robust.any() else float("nan"),
+        "unchanged_gates_fooled": float(unchanged[fooled].mean()) if fooled.any() else float("nan"),
+        "unchanged_gates_robust": float(unchanged[robust].mean()) if robust.any() else float("nan"),
     }
 
 
