@@ -210,7 +210,8 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     summary = summarize(records)
     layers = layer_rates(records[records["gate_grad"] != "none"]) if (records["gate_grad"] != "none").any() \
         else pd.DataFrame()
-    class_table = class_rates(records[records["defense"] == "none"], list(classes) if classes else None)
+    gated_rows = records[(records["defense"] == "none") & (records["gate_grad"] != "none")]  # plain models: all open
+    class_table = class_rates(gated_rows, list(classes) if classes else None) if not gated_rows.empty else pd.DataFrame()
     flags = record_checks(records) + list(extra_flags)
     report = Report(title, summary, layers, class_table, flags, provenance=dict(provenance or {}))
     n = int(records.groupby(["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]).size().min())
