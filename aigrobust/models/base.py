@@ -103,6 +103,19 @@ class FlopProfile:
         return self.fixed + decisions.to(torch.float64) @ costs
 
 
+def init_resnet_weights(model: nn.Module) -> None:
+    """He initialisation for convolutions, unit BatchNorm, and the gates' start at about 87% open."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if isinstance(m, Gate):
+            m.reset_gate_parameters()
+
+
 def _count_flops(fn: object, *args: Tensor) -> tuple[float, Tensor]:
     with FlopCounterMode(display=False) as counter:
         out = fn(*args)  # type: ignore[operator]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.models.base import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, ResNetBase
+from aigrobust.models.base import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, ResNetBase, init_resnet_weights
 from aigrobust.models.gates import Gate
 from aigrobust.registry import register_model
 
@@ -97,7 +97,7 @@ class CifarResNet(ResNetBase):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.linear = nn.Linear(widths[-1], num_classes)
-        _init_weights(self)
+        init_resnet_weights(self)
         n_blocks = 3 * blocks_per_stage
         if gated:
             rates = tuple(float(t) for t in target_rates) if target_rates is not None else (float(target_rate),) * n_blocks
@@ -114,18 +114,6 @@ class CifarResNet(ResNetBase):
 
     def head(self, x: Tensor) -> Tensor:
         return self.linear(x.mean(dim=(2, 3)))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    for m in model.modules():
-        if isinstance(m, Gate):
-            m.reset_gate_parameters()
 
 
 def _blocks_for_depth(depth: int) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, ResNetBase
+from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, ResNetBase, init_resnet_weights
 from aigrobust.models.gates import Gate
 from aigrobust.registry import register_model
 
@@ -89,15 +89,7 @@ class ImageNetResNet(ResNetBase):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, Gate):
-                m.reset_gate_parameters()
+        init_resnet_weights(self)
         self._blocks = [b for layer in stages for b in layer]  # type: ignore[misc]
         if gated:
             rates = (
