@@ -89,6 +89,7 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
     clean_flops = float(group["clean_flops"].mean())
     adv_flops = float(group["adv_flops"].mean())
     return {
+        "goal": str(group["goal"].iloc[0]),
         "n": n,
         "clean_acc": float(clean.mean()),
         "robust_acc": float(robust.mean()),

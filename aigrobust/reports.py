@@ -102,27 +102,36 @@ def _save(fig: Any) -> tuple[bytes, bytes]:
 
 
 def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Robust accuracy versus epsilon: one panel per defense setting, one line per model and attack."""
+    """Robust accuracy versus epsilon: one panel per defense setting; colour = model, line style = attack."""
     import matplotlib.pyplot as plt
 
-    data = summary[summary["gate_grad"].isin(["none", "exact", "worst"])]
+    data = summary[summary["gate_grad"].isin(["none", "exact", "worst"]) & (summary["goal"] == "misclassify")]
     settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False, sharey=True,
+    cols = min(3, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows + 0.8), squeeze=False, sharey=True,
                              layout="constrained")
-    for ax, (defense, grad) in zip(axes[0], settings):
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(data["model"]))}
+    attacks = list(dict.fromkeys(a for a in data["attack"] if a != WORST))
+    styles = {a: (["--", ":", "-."][i % 3], "os^vD"[i % 5]) for i, a in enumerate(attacks)}
+    styles[WORST] = ("-", "o")
+    for ax, (defense, grad) in zip(axes.flat, settings):
         panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
         for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
             if curve["gate_grad"].nunique() > 1:
                 curve = curve[curve["gate_grad"] == "worst"]
             curve = curve.sort_values("epsilon")
-            style = "-" if attack == WORST else "--"
-            ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], style, marker="o", ms=3,
-                    label=f"{model} {attack}")
+            line, marker = styles[attack]
+            ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], line, marker=marker, ms=3,
+                    color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {attack}")
         ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
         ax.set_xlabel("epsilon (/255, Linf)")
+        ax.set_ylabel("robust accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("robust accuracy (%)")
-    axes[0][-1].legend(fontsize=6, loc="upper right")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=7)
     return _save(fig)
 
 
@@ -169,7 +178,7 @@ def figure_flops(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     """Executed FLOPs, clean versus adversarial, at the largest epsilon, per model and attack."""
     import matplotlib.pyplot as plt
 
-    data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST)]
+    data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST) & (summary["gate_grad"] != "none")]
     data = data[data["epsilon"] == data["epsilon"].max()]
     labels = [f"{m}\n{a}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6), layout="constrained")
