@@ -19,14 +19,18 @@ from aigrobust.checkpoints import read_checkpoint
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("target", type=click.Path(path_type=Path))
-def main(run_dir: Path, target: Path) -> None:
+@click.argument("target", type=click.Path(path_type=Path), required=False)
+@click.option("--check-only", is_flag=True, help="Only check that RUN_DIR's weights and state agree (exit 0/1).")
+def main(run_dir: Path, target: Path | None, check_only: bool) -> None:
     """Snapshot RUN_DIR's resume point into TARGET."""
     state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=True)
     _, meta = read_checkpoint(run_dir / "last.safetensors")
     if int(meta["epoch"]) != int(state["epoch"]) or int(state.get("step", 0)) != 0:
         click.echo(f"inconsistent: weights at epoch {meta['epoch']}, state at {state['epoch']}/{state.get('step', 0)}")
         sys.exit(1)
+    if check_only or target is None:
+        click.echo(f"consistent at epoch {state['epoch']}")
+        return
     target.mkdir(parents=True, exist_ok=True)
     for name in ("train_state.pt", "last.safetensors", "log.jsonl"):
         shutil.copy2(run_dir / name, target / name)

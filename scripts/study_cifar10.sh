@@ -13,6 +13,11 @@ RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-dec
 # 1. training (the same recipe and budget for both; --resume continues an interrupted run). A session that had to
 #    stop mid-training commits its resume point under reports/cifar10/training/MODEL; start from there if present.
 for m in resnet20 aig20; do
+  # a local run whose weights and state disagree (killed between the two writes of an older version) is replaced
+  if [ -f "$RUNS/$m/train_state.pt" ] && [ -f "$RUNS/$m/last.safetensors" ] && [ ! -f "$RUNS/$m/model.safetensors" ] \
+     && ! python scripts/snapshot_training.py "$RUNS/$m" --check-only >/dev/null; then
+    rm -f "$RUNS/$m/train_state.pt"
+  fi
   if [ ! -f "$RUNS/$m/train_state.pt" ] && [ -f "reports/cifar10/training/$m/train_state.pt" ]; then
     mkdir -p "$RUNS/$m" && cp reports/cifar10/training/$m/* "$RUNS/$m/"
   fi
