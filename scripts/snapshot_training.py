@@ -25,7 +25,8 @@ def main(run_dir: Path, target: Path | None, check_only: bool) -> None:
     """Snapshot RUN_DIR's resume point into TARGET."""
     state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=True)
     _, meta = read_checkpoint(run_dir / "last.safetensors")
-    if int(meta["epoch"]) != int(state["epoch"]) or int(state.get("step", 0)) != 0:
+    self_contained = "model" in state  # newer state files carry their own weights: always a consistent resume point
+    if not self_contained and (int(meta["epoch"]) != int(state["epoch"]) or int(state.get("step", 0)) != 0):
         click.echo(f"inconsistent: weights at epoch {meta['epoch']}, state at {state['epoch']}/{state.get('step', 0)}")
         sys.exit(1)
     if check_only or target is None:
