@@ -95,6 +95,27 @@ def margin(logits: Tensor, labels: Tensor) -> Tensor:
     return true - other.max(1).values
 
 
+def keep_first_success(restarts: int, inputs: Tensor,
+                       attempt: Callable[[Tensor], tuple[Tensor, Tensor | None]]) -> Tensor:
+    """Restarts that attack only the samples not yet fooled: ``attempt(indices)`` returns the adversarials of those
+    samples and their success (None when there is a single attempt and success need not be judged here). The first
+    attempt's point is kept for every sample; a later attempt replaces it only where it succeeds."""
+    best = inputs.clone()
+    found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+    for restart in range(restarts):
+        todo = (~found).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break  # every sample already fooled: restarts cannot change the outcome
+        adv, success = attempt(todo)
+        if success is None:
+            best[todo] = adv
+            continue
+        keep = success if restart > 0 else torch.ones_like(success)
+        best[todo[keep]] = adv[keep]
+        found[todo[success]] = True
+    return best
+
+
 class Distance(abc.ABC):
     """A threat model: projection onto the epsilon ball, steepest-ascent direction, random start."""
 

@@ -14,6 +14,7 @@ from attacks.base import (
     AttackResult,
     Model,
     is_misclassified,
+    keep_first_success,
     loss_gradient,
     validate_epsilons,
 )
@@ -69,26 +70,19 @@ class IterativeAttack(Attack):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 generator: torch.Generator) -> Tensor:
-        best = inputs.clone()
-        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
-        for restart in range(self.restarts):
-            todo = (~found).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break  # every sample already fooled: restarts cannot change the outcome
+        step = self.stepsize(eps)
+
+        def attempt(todo: Tensor) -> tuple[Tensor, Tensor | None]:
             x0, y = inputs[todo], labels[todo]
             x = self.distance.random_start(x0, eps, generator) if self.random_start else x0.clone()
             x = self.clip(x0, x, eps)
-            step = self.stepsize(eps)
             for _ in range(self.steps):
                 grad, _ = loss_gradient(gradient_model, x, y)
                 x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
-            if self.restarts == 1:
-                return x  # a single run needs no success test here (the result's judge does it once)
-            success = is_misclassified(model, x, y)
-            keep = success if restart > 0 else torch.ones_like(success)
-            best[todo[keep]] = x[keep]
-            found[todo[success]] = True
-        return best
+            # a single run needs no success test here (the result's judge does it once)
+            return x, (None if self.restarts == 1 else is_misclassified(model, x, y))
+
+        return keep_first_success(self.restarts, inputs, attempt)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "steps": self.steps, "rel_stepsize": self.rel_stepsize,
@@ -181,17 +175,9 @@ class APGD(Attack):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 generator: torch.Generator) -> Tensor:
-        best_adv = inputs.clone()
-        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
-        for restart in range(self.restarts):
-            todo = (~found).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            adv, success = self._run(model, gradient_model, inputs[todo], labels[todo], eps, generator)
-            keep = success if restart > 0 else torch.ones_like(success)
-            best_adv[todo[keep]] = adv[keep]
-            found[todo[success]] = True
-        return best_adv
+        return keep_first_success(
+            self.restarts, inputs,
+            lambda todo: self._run(model, gradient_model, inputs[todo], labels[todo], eps, generator))
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, eps: float,
              generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -226,11 +226,12 @@ class ResNetBase(nn.Module):
         """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
         profile = self.flop_profile(tuple(x.shape[1:]))
         logits, decisions, p_on, values = self._run(x)
+        decided = torch.stack(decisions, dim=1)
         trace = GateTrace(
-            decisions=torch.stack(decisions, dim=1),
+            decisions=decided,
             p_on=torch.stack(p_on, dim=1),
             gate_values=torch.stack(values, dim=1),
-            flops=profile.executed(torch.stack(decisions, dim=1)),
+            flops=profile.executed(decided),
         )
         return logits, trace
 
