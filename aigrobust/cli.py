@@ -514,14 +514,16 @@ def _probe_flags(run_dirs: tuple[Path, ...], n_probe: int) -> list[Any]:
 
 
 def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
-    import pandas as pd
-
-    from aigrobust.runs import RunFolderError, read_records
+    from aigrobust.runs import RunFolderError, combine_records, read_records
 
     try:
-        return pd.concat([read_records(r) for r in run_dirs], ignore_index=True)
+        records, dropped = combine_records([read_records(r) for r in run_dirs])
     except RunFolderError as err:
         raise click.ClickException(str(err)) from None
+    if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
+        log.info("%d records repeat a sample already read from an earlier run; the earlier run's are kept",
+                    dropped)
+    return records
 
 
 @cli.command("report")
@@ -531,11 +533,22 @@ def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
 @click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
-def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int) -> None:
-    """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs."""
+@click.option("--preface", "preface_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Markdown file placed under the title (e.g. a study's findings in plain words).")
+def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int,
+                   preface_path: Path | None) -> None:
+    """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs.
+
+    Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
+    followed by a subset run that repeats its reference rows).
+    """
     from aigrobust.data import CIFAR10_CLASSES
     from aigrobust.reports import build_report, write_report
 
+    try:
+        preface = preface_path.read_text() if preface_path is not None else ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise click.ClickException(f"cannot read the preface {preface_path}: {err}") from None
     records = _read_runs(run_dirs)
     flags = _probe_flags(run_dirs, n_probe) if probe else []
     provenance = {"runs": [str(r) for r in run_dirs]}
@@ -546,6 +559,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
             pass
     try:
         report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance)
+        report.preface = preface
         for r in run_dirs:  # stochastic-gate runs: their noise floor stands beside every stability figure
             try:
                 floors = json.loads((r / "summary.json").read_text()).get("noise_floor_hamming") or {}

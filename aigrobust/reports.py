@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Report:
     figures: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    preface: str = ""  # Markdown placed under the title, e.g. a study's findings in plain words
 
 
 def format_eps(eps: float) -> str:
@@ -287,6 +289,8 @@ def _flag_lines(flags: pd.DataFrame) -> list[str]:
 
 def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
     parts = [f"# {report.title}", ""]
+    if report.preface:
+        parts += [report.preface.strip(), ""]
     parts += [f"{note}" for note in report.notes] + [""]
     parts += ["## Sanity checks (signs of gradient masking)", ""] + _flag_lines(flags) + [""]
     parts += ["## Results", "", "Columns: attack and its gate-gradient mode, defense and how the attacker treats it "
@@ -323,9 +327,41 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
         for name, (png, _) in report.figures.items())
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.notes)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(report.title)}</h1>{notes}"
+            f"<style>{style}</style></head><body><h1>{html.escape(report.title)}</h1>"
+            f"{markdown_to_html(report.preface)}{notes}"
             f"<h2>Sanity checks</h2><ul>{flag_items}</ul><h2>Figures</h2>{figures}"
             f"<h2>Results</h2>{_html_table(table)}{_RENDER_PROBE}</body></html>")
+
+
+def _inline_html(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    return re.sub(r"\[(.+?)\]\((.+?)\)", r"<a href='\2'>\1</a>", text)
+
+
+def markdown_to_html(markdown: str) -> str:
+    """The small Markdown subset a preface uses: headings, paragraphs, '-' lists, pipe tables, bold, code, links."""
+    out: list[str] = []
+    blocks = re.split(r"\n\s*\n", markdown.strip()) if markdown.strip() else []
+    for block in blocks:
+        lines = block.splitlines()
+        heading = re.match(r"^(#{1,6})\s+(.*)", lines[0])
+        if heading and len(lines) == 1:
+            level = min(len(heading.group(1)) + 1, 6)  # the page's own title is the only h1
+            out.append(f"<h{level}>{_inline_html(heading.group(2))}</h{level}>")
+        elif all(line.lstrip().startswith("|") for line in lines):
+            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines
+                    if not re.fullmatch(r"\|?[\s:|-]+\|?", line.strip())]
+            head = "".join(f"<th>{_inline_html(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif all(re.match(r"^\s*(- |\s)", line) for line in lines):
+            items = re.split(r"\n\s*- ", "\n" + block.strip())[1:]
+            out.append("<ul>" + "".join(f"<li>{_inline_html(' '.join(i.split()))}</li>" for i in items) + "</ul>")
+        else:
+            out.append(f"<p>{_inline_html(' '.join(block.split()))}</p>")
+    return "".join(out)
 
 
 # Marks the page once loaded with how many figures decoded, so a headless browser can verify the rendering.

@@ -42,6 +42,20 @@ def read_records(path: Path) -> pd.DataFrame:
         raise RunFolderError(f"{path}: unreadable records ({err})") from None
 
 
+RECORD_KEY = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample"]
+
+
+def combine_records(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
+    """Concatenate the records of several runs; where two runs hold the same sample under the same setting
+    (the key :data:`RECORD_KEY`), the run listed first wins, so no sample counts twice in one figure.
+
+    Returns the combined records and how many duplicate rows were dropped.
+    """
+    combined = pd.concat(frames, ignore_index=True)
+    duplicated = combined.duplicated(subset=RECORD_KEY, keep="first")
+    return combined[~duplicated].reset_index(drop=True), int(duplicated.sum())
+
+
 class RunFolder:
     """Holds a run's spec, its finished batches and, at the end, its records and summary."""
 

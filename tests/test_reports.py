@@ -214,3 +214,24 @@ class _PlainAdapter(torch.nn.Module):
 
     def flop_profile(self, shape):  # type: ignore[no-untyped-def]
         raise NotImplementedError
+
+
+def test_report_counts_a_sample_once_across_runs_and_carries_a_preface(run_dir: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    preface = tmp_path / "findings.md"
+    preface.write_text("## Findings\n\n- **Q1**: gates run at `0.70`.\n\n| model | acc |\n| --- | --- |\n| aig20 | 88.0 |\n")
+    out = tmp_path / "report"
+    # the same run twice: the second copy's rows are repeats and must not double any n
+    code, output = invoke("report", str(run_dir), str(run_dir), "--out", str(out), "--no-probe",
+                          "--preface", str(preface))
+    assert code == 0, output
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["n"]) == {48}
+    md = (out / "index.md").read_text()
+    assert md.index("## Findings") < md.index("## Results") and "| aig20 | 88.0 |" in md
+    page = (out / "index.html").read_text()
+    assert "<strong>Q1</strong>" in page and "<td>88.0</td>" in page
+    code, output = invoke("report", str(run_dir), "--out", str(tmp_path / "r2"), "--no-probe",
+                          "--preface", str(tmp_path / "missing.md"))
+    assert code != 0 and "missing.md" in output
