@@ -1,0 +1,282 @@
+"""The CIFAR-10 study's answers in plain words, every number computed from the runs' records.
+
+    python scripts/study_findings.py runs/study/fgsm runs/study/strong ... --out runs/study/findings.md
+
+The output is Markdown for ``aigrobust report --preface``. Runs listed first win where two runs hold the same
+sample under the same setting (as in ``aigrobust report``). Models are found by their labels: the gated model
+(``--gated``, default aig20) against the plain one trained with the same recipe (``--plain``, default resnet20);
+every other model in the records is an outside reference shown beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aigrobust import create_model
+from aigrobust.metrics import WORST, layer_rates, summarize
+from aigrobust.reports import format_eps
+from aigrobust.runs import combine_records, read_records
+
+NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows
+
+
+def pct(value: float) -> str:
+    """A share as a percentage with one decimal, or 'n/a'."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
+
+
+class Findings:
+    """Looks up figures in a study's summary and writes the five answers."""
+
+    def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str) -> None:
+        self.records = records
+        self.summary = summarize(records)
+        self.gated, self.plain = gated, plain
+        self.models = list(dict.fromkeys(records["model"]))
+        self.references = [m for m in self.models if m not in (gated, plain)]
+        profile_model = create_model(arch)
+        self.profile = profile_model.flop_profile((3, 32, 32))
+        self.downsampling = [i for i, block in enumerate(profile_model.residual_blocks())
+                             if block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv1.out_channels]
+
+    def value(self, column: str, model: str, attack: str, epsilon: float, defense: tuple[str, str] = NO_DEFENSE,
+              gate_grad: str | None = None) -> float:
+        """One figure of the summary; gate_grad defaults to the worst case for gated, 'none' for plain models."""
+        rows = self.summary[(self.summary["model"] == model) & (self.summary["attack"] == attack)
+                            & (self.summary["defense"] == defense[0]) & (self.summary["defense_grad"] == defense[1])
+                            & np.isclose(self.summary["epsilon"], epsilon)]
+        if gate_grad is None:
+            grads = set(rows["gate_grad"])
+            gate_grad = "worst" if "worst" in grads else ("exact" if "exact" in grads else "none")
+        rows = rows[rows["gate_grad"] == gate_grad]
+        return float(rows[column].iloc[0]) if len(rows) else float("nan")
+
+    def robust(self, model: str, attack: str, epsilon: float, defense: tuple[str, str] = NO_DEFENSE,
+               gate_grad: str | None = None) -> float:
+        """Robust accuracy (pointwise: right on the clean and the adversarial input)."""
+        return self.value("robust_acc", model, attack, epsilon, defense, gate_grad)
+
+    def epsilons(self, attack: str) -> list[float]:
+        """The epsilons an attack was run at (0 excluded)."""
+        eps = self.summary.loc[self.summary["attack"] == attack, "epsilon"]
+        return sorted(e for e in set(eps.round(10)) if e > 0)
+
+    def has(self, attack: str, model: str | None = None) -> bool:
+        """Whether the records hold an attack (for a model)."""
+        rows = self.summary[self.summary["attack"] == attack]
+        return bool(len(rows if model is None else rows[rows["model"] == model]))
+
+    # --- the five questions -------------------------------------------------------------------------------------
+    def q1_gates(self) -> list[str]:
+        clean = self.records[(self.records["model"] == self.gated) & (self.records["defense"] == "none")
+                             & (self.records["epsilon"] == 0)]
+        clean = clean.drop_duplicates("sample")
+        rates = layer_rates(clean.assign(attack="clean", gate_grad="exact")).sort_values("layer")["clean_rate"]
+        rates = rates.to_numpy()
+        residual = np.asarray(self.profile.residual)
+        block_share = float(rates @ residual / residual.sum())
+        gated_blocks = [i for i in range(len(rates)) if i not in self.downsampling]
+        acc = {m: float(self.records[(self.records["model"] == m) & (self.records["epsilon"] == 0)]
+                        .drop_duplicates("sample")["clean_correct"].astype(bool).mean()) for m in self.models}
+        n = len(clean)
+        down = ", ".join(f"block {i}: {pct(rates[i])}%" for i in self.downsampling)
+        gap = 100 * (acc[self.plain] - acc[self.gated])
+        rows = " | ".join(pct(r) for r in rates)
+        stay_open = all(rates[i] >= 0.95 for i in self.downsampling)
+        lines = [
+            "### 1. Do the gates execute about the target rate, and do the downsampling blocks stay open?", "",
+            f"On the {n} clean test images {self.gated} executes {pct(rates.mean())}% of its residual blocks on "
+            f"average (target 70%), which is {pct(block_share)}% of the residual-block FLOPs and "
+            f"{pct(float(clean['clean_flops'].mean()) / self.profile.full)}% of the whole network's FLOPs. "
+            f"Per block (input to output):", "",
+            "| block | " + " | ".join(str(i) for i in range(len(rates))) + " |",
+            "| --- |" + " --- |" * len(rates),
+            f"| executed % | {rows} |", "",
+            f"The downsampling blocks ({down}) "
+            + ("stay open, as the paper found." if stay_open else
+               "do **not** all stay open: unlike the paper's ImageNet finding, this model learnt to skip "
+               "one of them for part of the images.")
+            + f" The other blocks run for {pct(rates[gated_blocks].min())}% to {pct(rates[gated_blocks].max())}% of "
+            "the images.", "",
+            "Clean accuracy on the same images: " + ", ".join(f"{m} {pct(a)}%" for m, a in acc.items())
+            + f". {self.gated} is {abs(gap):.1f} points {'below' if gap > 0 else 'above'} {self.plain} "
+            f"(aim: within 1.5 points at no more than 80% of the residual-block FLOPs).", "",
+        ]
+        return lines
+
+    def q2_fgsm(self) -> list[str]:
+        eps = self.epsilons("fgsm")
+        defenses = [NO_DEFENSE] + sorted({(d, "oblivious") for d in self.summary["defense"] if d != "none"})
+        header = "| model | defense | " + " | ".join(format_eps(e) for e in [0.0] + eps) + " |"
+        lines = ["### 2. Under FGSM, does the gated network keep more accuracy than the plain one?", "",
+                 "Robust accuracy (%) under FGSM at each epsilon, undefended and with JPEG applied obliviously (the "
+                 "attacker sees the bare network, the defended network classifies: the paper's protocol). Gated "
+                 "rows: the worst over exact, straight-through and soft gate gradients.", "",
+                 header, "| --- | --- |" + " --- |" * (len(eps) + 1)]
+        for defense in defenses:
+            for model in self.models:
+                cells = [pct(self.robust(model, "fgsm", e, defense)) for e in [0.0] + eps]
+                lines.append(f"| {model} | {defense[0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for defense in defenses:
+            diffs = [self.robust(self.gated, "fgsm", e, defense) - self.robust(self.plain, "fgsm", e, defense)
+                     for e in eps]
+            wins = sum(d > 0 for d in diffs)
+            name = "without a defense" if defense == NO_DEFENSE else f"with {defense[0]} (oblivious)"
+            lines.append(f"- {name}: {self.gated} is ahead of {self.plain} at {wins} of {len(eps)} epsilons "
+                         f"(differences in points: " + ", ".join(f"{format_eps(e)}: {100 * d:+.1f}"
+                                                                  for e, d in zip(eps, diffs)) + ").")
+        exact_minus_worst = [self.robust(self.gated, "fgsm", e, gate_grad="exact")
+                             - self.robust(self.gated, "fgsm", e) for e in eps]
+        masked = max(exact_minus_worst) >= 0.01
+        lines += ["", f"With only the exact gate gradient (the deployed network's own), {self.gated}'s FGSM figures "
+                  "are higher than the worst case above by " + ", ".join(f"{100 * d:.1f}" for d in exact_minus_worst)
+                  + " points"
+                  + (": part of what the exact gradient leaves standing is the gates hiding gradient, not robustness."
+                     if masked else ": the exact gradient already finds what the surrogates find."), ""]
+        undefended = [self.robust(self.gated, "fgsm", e) - self.robust(self.plain, "fgsm", e) for e in eps]
+        holds = sum(d > 0 for d in undefended) > len(eps) / 2
+        lines += [f"**Answer:** the paper's claim {'holds' if holds else 'does not hold'} for this pair without a "
+                  f"defense ({self.gated} ahead at {sum(d > 0 for d in undefended)} of {len(eps)} epsilons, mean "
+                  f"difference {100 * float(np.mean(undefended)):+.1f} points). Clean accuracy differs between the "
+                  "two, so a robust-accuracy difference mixes both effects; the outside references show how much "
+                  "FGSM figures vary between plain ResNets alone.", ""]
+        return lines
+
+    def q3_strong(self) -> list[str]:
+        attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", WORST) if self.has(a)]
+        eps = [e for e in self.epsilons("pgd")]
+        lines = ["### 3. Does it survive PGD, APGD, straight-through gradients and adaptive JPEG attacks?", "",
+                 "Robust accuracy (%), undefended. Gated rows: worst over gate gradients; worst-case: a sample "
+                 "counts only if it survives every attack run on it.", "",
+                 "| model | epsilon | " + " | ".join(attacks) + " |", "| --- | --- |" + " --- |" * len(attacks)]
+        for model in self.models:
+            for e in eps:
+                lines.append(f"| {model} | {format_eps(e)} | "
+                             + " | ".join(pct(self.robust(model, a, e)) for a in attacks) + " |")
+        grads = ["exact", "straight-through", "soft", "worst"]
+        lines += ["", f"{self.gated} under PGD by gate gradient (%):", "",
+                  "| epsilon | " + " | ".join(grads) + " |", "| --- |" + " --- |" * len(grads)]
+        for e in eps:
+            lines.append(f"| {format_eps(e)} | "
+                         + " | ".join(pct(self.robust(self.gated, "pgd", e, gate_grad=g)) for g in grads) + " |")
+        jpegs = sorted(d for d in set(self.summary["defense"]) if d != "none")
+        settings = ["oblivious", "bpda", "diff", "worst"]
+        lines += ["", "PGD against JPEG-defended models (%): oblivious (the attack ignores JPEG), BPDA (real JPEG "
+                  "forward, identity backward), diff (kornia's differentiable JPEG), and the worst of them.", "",
+                  "| model | defense | epsilon | " + " | ".join(settings) + " |",
+                  "| --- | --- | --- |" + " --- |" * len(settings)]
+        for model in self.models:
+            for d in jpegs:
+                for e in eps:
+                    cells = [pct(self.robust(model, "pgd", e, (d, s))) for s in settings]
+                    if any(c != "n/a" for c in cells):
+                        lines.append(f"| {model} | {d} | {format_eps(e)} | " + " | ".join(cells) + " |")
+        small, large = eps[0], eps[-1]
+        gap_fgsm = self.robust(self.gated, "fgsm", small) - self.robust(self.plain, "fgsm", small)
+        gap_worst = self.robust(self.gated, WORST, small) - self.robust(self.plain, WORST, small)
+        lines += ["", f"In short: at {format_eps(small)} the FGSM difference ({self.gated} minus {self.plain}) is "
+                  f"{100 * gap_fgsm:+.1f} points and under the worst case of all attacks it is {100 * gap_worst:+.1f}; "
+                  f"at {format_eps(large)} both networks are at {pct(self.robust(self.gated, WORST, large))}% and "
+                  f"{pct(self.robust(self.plain, WORST, large))}%."]
+        for d in jpegs:
+            obl = self.robust(self.gated, "pgd", large, (d, "oblivious"))
+            worst = self.robust(self.gated, "pgd", large, (d, "worst"))
+            lines.append(f"With {d} at {format_eps(large)}, PGD leaves {self.gated} {pct(obl)}% when it ignores "
+                         f"the defense and {pct(worst)}% when it adapts to it"
+                         + (" (the defense's apparent protection was gradient masking)." if worst < 0.5 * obl
+                            else "."))
+        lines.append("")
+        return lines
+
+    def q4_stability(self) -> list[str]:
+        attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", "gate-flip") if self.has(a, self.gated)]
+        eps = self.epsilons("pgd") or self.epsilons("fgsm")
+        lines = ["### 4. How stable are the gate patterns under attack, and how far can the gate-flip attack push "
+                 "them?", "",
+                 f"{self.gated}, undefended, exact gate gradients: share of images whose whole gate pattern is "
+                 "unchanged (%) / mean share of gates that flip (%).", "",
+                 "| attack | " + " | ".join(format_eps(e) for e in eps) + " |", "| --- |" + " --- |" * len(eps)]
+        for a in attacks:
+            cells = [f"{pct(self.value('unchanged_gates', self.gated, a, e, gate_grad='exact'))} / "
+                     f"{pct(self.value('hamming_mean', self.gated, a, e, gate_grad='exact'))}" for e in eps]
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        if self.has("gate-flip", self.gated):
+            flips = layer_rates(self.records[(self.records["model"] == self.gated)
+                                             & (self.records["attack"] == "gate-flip")
+                                             & (self.records["defense"] == "none")])
+            best = {e: max(self.value("hamming_mean", self.gated, "gate-flip", e, gate_grad=g)
+                           for g in ("exact", "straight-through", "soft")) for e in eps}
+            top = flips[np.isclose(flips["epsilon"], eps[-1])].groupby("layer")["flip_rate"].max()
+            lines += ["", "The gate-flip attack (maximises the distance to the clean gate pattern) flips on average "
+                      + ", ".join(f"{pct(v)}% of the gates at {format_eps(e)}" for e, v in best.items())
+                      + f" (best gate gradient); per block at {format_eps(eps[-1])}: "
+                      + ", ".join(f"{int(i)}: {pct(v)}%" for i, v in top.items()) + "."]
+        pgd_fooled = self.value("unchanged_gates_fooled", self.gated, "pgd", eps[0], gate_grad="exact")
+        lines += ["", f"Of the images PGD fools at {format_eps(eps[0])}, {pct(pgd_fooled)}% keep their whole clean "
+                  "gate pattern" + (": a misclassification attack rarely needs to change the gates, so stable gates "
+                                    "say nothing about a correct label." if pgd_fooled >= 0.5 else
+                                    ": fooling the network mostly goes with changing its gates."), ""]
+        return lines
+
+    def q5_inflation(self) -> list[str]:
+        attacks = [a for a in ("compute-inflation", "compute-inflation-keep-label") if self.has(a, self.gated)]
+        if not attacks:
+            return []
+        eps = self.epsilons(attacks[0])
+        full = self.profile.full
+        clean_flops = self.value("clean_flops", self.gated, attacks[0], eps[0], gate_grad="exact")
+        lines = ["### 5. How much extra computation can the compute-inflation attack force?", "",
+                 f"{self.gated} executes {clean_flops / 1e6:.1f} MFLOPs per clean image on average; every block "
+                 f"open costs {full / 1e6:.1f} MFLOPs ({100 * (full / clean_flops - 1):.0f}% more, the ceiling). "
+                 "Executed FLOPs under attack, adversarial over clean (best gate gradient), and the share of "
+                 "images still classified correctly:", "",
+                 "| attack | epsilon | FLOPs adv/clean | of the ceiling | robust % |",
+                 "| --- | --- | --- | --- | --- |"]
+        for a in attacks:
+            for e in eps:
+                best = max(("exact", "straight-through", "soft"),
+                           key=lambda g: self.value("flops_ratio", self.gated, a, e, gate_grad=g))
+                ratio = self.value("flops_ratio", self.gated, a, e, gate_grad=best)
+                reach = (ratio * clean_flops - clean_flops) / (full - clean_flops)
+                lines.append(f"| {a} | {format_eps(e)} | {ratio:.3f} ({best}) | {pct(reach)}% | "
+                             f"{pct(self.robust(self.gated, a, e, gate_grad=best))} |")
+        lines.append("")
+        return lines
+
+    def markdown(self) -> str:
+        """The whole findings section."""
+        parts = ["## Findings in plain words", "",
+                 f"Models: {self.gated} (gated, target rate 0.7) and {self.plain}, trained here with the same "
+                 "recipe and budget on the JPEG-75 copy of the CIFAR-10 training images (see the caveat below); "
+                 + (", ".join(self.references) + (" are" if len(self.references) > 1 else " is")
+                    + (" outside references" if len(self.references) > 1 else " an outside reference")
+                    + " (akamaster's weights, trained on the original PNG images)." if self.references else ""), ""]
+        for section in (self.q1_gates, self.q2_fgsm, self.q3_strong, self.q4_stability, self.q5_inflation):
+            parts += section()
+        return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--gated", default="aig20")
+    parser.add_argument("--plain", default="resnet20")
+    parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
+    parser.add_argument("--caveat", type=Path, default=None, help="Markdown appended after the answers.")
+    args = parser.parse_args()
+    records, _ = combine_records([read_records(r) for r in args.runs])
+    text = Findings(records, args.gated, args.plain, args.arch).markdown()
+    if args.caveat is not None:
+        text += "\n" + args.caveat.read_text().strip() + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
