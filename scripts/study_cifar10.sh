@@ -3,7 +3,7 @@
 #   1. train resnet20 and aig20 (target rate 0.7), same recipe and budget (about 2 min per epoch each on 2 cores)
 #   2. ship their weights as pretrained entries
 #   3. attack our models and the external akamaster resnet20/resnet56 on the 1000 real test images
-#   4. write reports/cifar10 and the CI baseline
+#   4. answer the study's questions from the records, write reports/cifar10 and the CI baseline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -30,29 +30,42 @@ aigrobust -v train --model aig20 --target-rate 0.7 "${RECIPE[@]}" --out "$RUNS/a
 cp "$RUNS/resnet20/model.safetensors" aigrobust/pretrained/resnet20.safetensors
 cp "$RUNS/aig20/model.safetensors" aigrobust/pretrained/aig20.safetensors
 
-MODELS=(--checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors
-        --checkpoint aig20=aigrobust/pretrained/aig20.safetensors
-        --checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th"
-        --checkpoint akamaster-resnet56="$DATA/pretrained/resnet56-4bfd9763.th")
-COMMON=(--data-dir "$DATA" --n-samples 1000 --batch-size 250 --gate-grad all
-        --defense none --defense jpeg:75 --defense jpeg:50 --defense-grad oblivious --defense-grad bpda
-        --defense-grad diff)
+OURS=(--checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors
+      --checkpoint aig20=aigrobust/pretrained/aig20.safetensors)
+EXTERNAL=(--checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th"
+          --checkpoint akamaster-resnet56="$DATA/pretrained/resnet56-4bfd9763.th")
+DATA_ARGS=(--data-dir "$DATA" --n-samples 1000 --batch-size 250)
+JPEG=(--defense jpeg:75 --defense jpeg:50 --defense-grad oblivious --defense-grad bpda --defense-grad diff)
 resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
 run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
 
-# 3. attacks: FGSM sweep (the paper's protocol), then the stronger ones
-run_attack "$RUNS/fgsm" "${MODELS[@]}" "${COMMON[@]}" --attack fgsm \
-  --eps 1/255 --eps 2/255 --eps 4/255 --eps 8/255 --eps 16/255
-run_attack "$RUNS/strong" "${MODELS[@]}" "${COMMON[@]}" --attack fgsm --attack pgd:steps=20 --attack apgd:steps=50 \
-  --eps 2/255 --eps 8/255 --early-exit
-run_attack "$RUNS/square" "${MODELS[@]}" --data-dir "$DATA" --n-samples 1000 --batch-size 250 \
-  --attack fgsm --attack pgd:steps=20 --attack square:n_queries=1000 --eps 8/255
-run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors --data-dir "$DATA" \
-  --n-samples 1000 --batch-size 250 --gate-grad all --attack gate-flip --attack compute-inflation \
-  --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
+# 3. attacks, each for our pair (gate gradients: exact, straight-through, soft and their worst) and the outside pair.
+#    Runs are split by setting so each can run alone and resume; `aigrobust report` joins them (a run listed
+#    earlier wins where two hold the same sample, e.g. the undefended reference rows every defense run repeats).
+for who in ours external; do
+  if [ $who = ours ]; then M=("${OURS[@]}" --gate-grad all); else M=("${EXTERNAL[@]}"); fi
+  # FGSM sweep, the paper's protocol, with and without JPEG
+  run_attack "$RUNS/fgsm-$who" "${M[@]}" "${DATA_ARGS[@]}" --defense none "${JPEG[@]}" --attack fgsm \
+    --eps 1/255 --eps 2/255 --eps 4/255 --eps 8/255 --eps 16/255
+  # the stronger attacks, undefended (--early-exit: each attack works on what the previous ones left standing)
+  run_attack "$RUNS/strong-$who" "${M[@]}" "${DATA_ARGS[@]}" --attack fgsm --attack pgd:steps=20 \
+    --attack apgd:steps=50 --eps 2/255 --eps 8/255 --early-exit
+  # PGD against JPEG: oblivious, BPDA and differentiable JPEG
+  run_attack "$RUNS/strong-jpeg-$who" "${M[@]}" "${DATA_ARGS[@]}" "${JPEG[@]}" --attack fgsm --attack pgd:steps=20 \
+    --eps 2/255 --eps 8/255 --early-exit
+  # black box: Square does not use gradients, so it checks the gradient attacks for masking
+  run_attack "$RUNS/square-$who" "${M[@]/all/exact}" "${DATA_ARGS[@]}" --attack square:n_queries=1000 --eps 8/255
+done
+# attacks on the gates themselves
+run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
+  --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
 
-# 4. the report and the CI baseline (200 images, under 3 minutes on 2 cores)
-aigrobust report "$RUNS/fgsm" "$RUNS/strong" "$RUNS/square" "$RUNS/gates" --out reports/cifar10 \
+# 4. the findings, the report and the CI baseline (200 images, under 3 minutes on 2 cores)
+STUDY_RUNS=()
+for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
+STUDY_RUNS+=("$RUNS/gates")
+python scripts/study_findings.py "${STUDY_RUNS[@]}" --out "$RUNS/findings.md"
+aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
 run_attack "$RUNS/ci" --checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors \
   --checkpoint aig20=aigrobust/pretrained/aig20.safetensors \

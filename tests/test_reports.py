@@ -235,3 +235,20 @@ def test_report_counts_a_sample_once_across_runs_and_carries_a_preface(run_dir: 
     code, output = invoke("report", str(run_dir), "--out", str(tmp_path / "r2"), "--no-probe",
                           "--preface", str(tmp_path / "missing.md"))
     assert code != 0 and "missing.md" in output
+
+
+def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
+    import pandas as pd
+    from study_findings import Findings
+
+    from aigrobust.runs import read_records
+
+    records = read_records(run_dir)
+    text = Findings(records, gated="tiny", plain="resnet20", arch="tiny_aig").markdown()
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### Caveats"):
+        assert heading in text
+    summary = pd.read_csv(run_dir / "summary.csv")
+    clean = summary[(summary["model"] == "resnet20") & (summary["attack"] == "fgsm") & (summary["epsilon"] == 0)
+                    & (summary["defense"] == "none")]["clean_acc"].iloc[0]
+    assert f"resnet20 {100 * clean:.1f}%" in text  # the answer's number is the records' number
+    assert "n/a" not in text.split("### 3.")[0]  # every FGSM cell was found
