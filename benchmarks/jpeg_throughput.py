@@ -5,7 +5,6 @@ Usage: python benchmarks/jpeg_throughput.py [--data ../shared/data/cifar10_test_
 
 from __future__ import annotations
 
-import io
 import platform
 import time
 from pathlib import Path
@@ -13,22 +12,11 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from PIL import Image
 
-from defenses import JPEG
+from defenses import JPEG, pillow_jpeg_round_trip
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_test_sample.npz"
 
-
-def pillow_loop(images: np.ndarray, quality: int) -> np.ndarray:
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            out.append(np.asarray(decoded.convert("RGB")))
-    return np.stack(out)
 
 
 def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -52,10 +40,10 @@ def main(data: Path, quality: int, repeats: int) -> None:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     jpeg = JPEG(quality)
     ours = jpeg(x)  # warm-up
-    reference = pillow_loop(images, quality)
+    reference = pillow_jpeg_round_trip(images, quality)
     identical = np.array_equal((ours * 255).round().byte().permute(0, 2, 3, 1).numpy(), reference)
     t_ours = best_of(lambda: jpeg(x), repeats)
-    t_pillow = best_of(lambda: pillow_loop(images, quality), repeats)
+    t_pillow = best_of(lambda: pillow_jpeg_round_trip(images, quality), repeats)
     click.echo(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
                f"{len(images)} images {images.shape[1]}x{images.shape[2]}, quality {quality}")
     click.echo(f"pillow loop {len(images) / t_pillow:,.0f} img/s | aigrobust JPEG {len(images) / t_ours:,.0f} img/s | "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from defenses.base import AttackerView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
-from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, to_uint8
+from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
 _KINDS = {"jpeg": (JPEG, int), "bits": (BitDepth, int), "median": (MedianSmoothing, int),
           "randpad": (RandomResizePad, float)}
@@ -35,4 +35,4 @@ def parse_defense(spec: str) -> Defense:
 
 __all__ = ["JPEG", "AttackerView", "BitDepth", "Compose", "DefendedModel", "Defense", "DefenseGrad",
            "DefenseSpecError", "MedianSmoothing", "NoDefense", "RandomResizePad", "bpda", "parse_defense",
-           "to_uint8"]
+           "pillow_jpeg_round_trip", "to_uint8"]

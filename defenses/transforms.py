@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -11,6 +13,21 @@ from torch import Tensor
 from defenses.base import Defense
 
 _POOL: dict[int, Any] = {}
+
+
+def pillow_jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
+    """The reference :class:`JPEG` must equal: each uint8 (N, H, W, 3) image saved by Pillow at ``quality``
+    (its defaults: 4:2:0, standard tables) and decoded again, one image at a time."""
+    from PIL import Image
+
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            out.append(np.asarray(decoded.convert("RGB")))
+    return np.stack(out)
 
 
 def _codec_pool(workers: int) -> Any:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from aigrobust.checkpoints import load_checkpoint
 from aigrobust.cli import cli
@@ -23,19 +20,9 @@ from defenses import (
     RandomResizePad,
     bpda,
     parse_defense,
+    pillow_jpeg_round_trip,
 )
 from tests.conftest import PRETRAINED, require
-
-
-def pillow_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            out.append(np.asarray(decoded.convert("RGB")))
-    return np.stack(out)
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:
@@ -47,7 +34,7 @@ def test_jpeg_equals_a_pillow_round_trip_on_real_images(quality: int, cifar_test
     images = cifar_test.images[:200]
     ours = JPEG(quality)(to_float(images))
     ours_u8 = (ours * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(ours_u8, pillow_round_trip(images, quality))
+    assert np.array_equal(ours_u8, pillow_jpeg_round_trip(images, quality))
 
 
 def test_jpeg_handles_any_size_and_rounds() -> None:
@@ -56,7 +43,7 @@ def test_jpeg_handles_any_size_and_rounds() -> None:
     ours = JPEG(60)(to_float(images))
     assert ours.shape == (3, 3, 37, 29)
     ours_u8 = (ours * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(ours_u8, pillow_round_trip(images, 60))
+    assert np.array_equal(ours_u8, pillow_jpeg_round_trip(images, 60))
     # 0.499/255 rounds down, 0.5/255 up: rounding, not truncation
     x = torch.full((1, 3, 16, 16), 100.6 / 255)
     assert JPEG(100)(x).mul(255).round().unique().tolist() == [101.0]

@@ -13,7 +13,7 @@ from aigrobust.clean import evaluate_clean
 SHIPPED = sorted(Path(PRETRAINED_DIR).glob("*.safetensors"))
 
 
-@pytest.mark.slow
+# About two seconds per model on 2 cores, so it runs in the default suite and in CI (no slow marker).
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_weights_reproduce_their_recorded_accuracy(path: Path, cifar_test) -> None:
     _, meta = read_checkpoint(path)
