@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study}
+PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. while the other runs elsewhere)
+REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
 # 1. training (the same recipe and budget for both; --resume continues an interrupted run). A session that had to
@@ -42,7 +44,7 @@ run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust at
 # 3. attacks, each for our pair (gate gradients: exact, straight-through, soft and their worst) and the outside pair.
 #    Runs are split by setting so each can run alone and resume; `aigrobust report` joins them (a run listed
 #    earlier wins where two hold the same sample, e.g. the undefended reference rows every defense run repeats).
-for who in ours external; do
+for who in $PAIRS; do
   if [ $who = ours ]; then M=("${OURS[@]}" --gate-grad all); else M=("${EXTERNAL[@]}"); fi
   # FGSM sweep, the paper's protocol, with and without JPEG
   run_attack "$RUNS/fgsm-$who" "${M[@]}" "${DATA_ARGS[@]}" --defense none "${JPEG[@]}" --attack fgsm \
@@ -57,9 +59,10 @@ for who in ours external; do
   run_attack "$RUNS/square-$who" "${M[@]/all/exact}" "${DATA_ARGS[@]}" --attack square:n_queries=1000 --eps 8/255
 done
 # attacks on the gates themselves
-run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
+[[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
 
+[ "$REPORT" = 1 ] || exit 0
 # 4. the findings, the report and the CI baseline (200 images, under 3 minutes on 2 cores)
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
