@@ -70,6 +70,27 @@ class Findings:
         rows = self.summary[self.summary["attack"] == attack]
         return bool(len(rows if model is None else rows[rows["model"] == model]))
 
+    def headline(self) -> list[str]:
+        """One row per model: clean accuracy, FGSM (the paper's attack), the worst case of the strong attacks,
+        JPEG 75 as the paper used it (oblivious) and against an adaptive attacker, executed FLOPs."""
+        small, large = 2 / 255, 8 / 255
+        jpeg = ("jpeg:75", "oblivious")
+        cols = ["model", "clean %", "FGSM 2/255", "FGSM 8/255", "worst case 2/255", "worst case 8/255",
+                "JPEG-75 + FGSM 2/255 (oblivious)", "JPEG-75 + PGD 8/255 (adaptive, worst)", "GFLOPs / image"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        for model in self.models:
+            flops = self.value("clean_flops", model, "fgsm", 0.0)
+            cells = [model, pct(self.value("clean_acc", model, "fgsm", 0.0)),
+                     pct(self.robust(model, "fgsm", small)), pct(self.robust(model, "fgsm", large)),
+                     pct(self.robust(model, WORST, small)), pct(self.robust(model, WORST, large)),
+                     pct(self.robust(model, "fgsm", small, jpeg)),
+                     pct(self.robust(model, "pgd", large, ("jpeg:75", "worst"))), f"{flops / 1e9:.4f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        n = int(self.value("n", self.plain, "fgsm", 0.0))
+        return ["### Headline", "", f"Robust accuracy (%) on the {n} real test images (gated model: worst over gate "
+                "gradients; worst case: every attack run, per sample). Executed GFLOPs per clean image.", "",
+                *lines, ""]
+
     # --- the five questions -------------------------------------------------------------------------------------
     def q1_gates(self) -> list[str]:
         clean = self.records[(self.records["model"] == self.gated) & (self.records["defense"] == "none")
@@ -294,7 +315,7 @@ class Findings:
                  + (", ".join(self.references) + (" are" if len(self.references) > 1 else " is")
                     + (" outside references" if len(self.references) > 1 else " an outside reference")
                     + " (akamaster's weights, trained on the original PNG images)." if self.references else ""), ""]
-        for section in (self.q1_gates, self.q2_fgsm, self.q3_strong, self.q4_stability, self.q5_inflation,
+        for section in (self.headline, self.q1_gates, self.q2_fgsm, self.q3_strong, self.q4_stability, self.q5_inflation,
                         self.caveats):
             parts += section()
         return "\n".join(parts) + "\n"
@@ -306,10 +327,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--gated", default="aig20")
     parser.add_argument("--plain", default="resnet20")
+    parser.add_argument("--headline-out", type=Path, default=None,
+                        help="Also write the headline table alone (for the README).")
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
     args = parser.parse_args()
     records, _ = combine_records([read_records(r) for r in args.runs])
-    text = Findings(records, args.gated, args.plain, args.arch).markdown()
+    findings = Findings(records, args.gated, args.plain, args.arch)
+    text = findings.markdown()
+    if args.headline_out is not None:
+        args.headline_out.write_text("\n".join(findings.headline()[4:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
 
