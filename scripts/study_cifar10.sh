@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CIFAR-10 study (issue 6), end to end, with the project's own commands. Every step resumes where it stopped.
 #   1. train resnet20 and aig20 (target rate 0.7), same recipe and budget (about 2 min per epoch each on 2 cores)
-#   2. ship their weights as pretrained entries
+#   2. ship their weights as pretrained entries (skipped where shipped already, unless RETRAIN=1)
 #   3. attack our models and the external akamaster resnet20/resnet56 on the 1000 real test images
 #   4. answer the study's questions from the records, write reports/cifar10 and the CI baseline
 set -euo pipefail
@@ -12,25 +12,22 @@ PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. wh
 REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
-# 1. training (the same recipe and budget for both; --resume continues an interrupted run). A session that had to
-#    stop mid-training commits its resume point under reports/cifar10/training/MODEL; start from there if present.
+# 1. training (the same recipe and budget for both; --resume continues an interrupted run) and 2. shipping the
+#    weights (their metadata carries recipe, data sha256 and held-out accuracy). Weights already shipped are kept
+#    unless RETRAIN=1; reports/cifar10/training/MODEL holds the shipped runs' per-epoch history.
+RETRAIN=${RETRAIN:-0}
+resume_flag() { [ -f "$1/train_state.pt" ] && echo --resume || true; }
 for m in resnet20 aig20; do
+  if [ "$RETRAIN" != 1 ] && [ -f "aigrobust/pretrained/$m.safetensors" ]; then continue; fi
   # a local run whose weights and state disagree (killed between the two writes of an older version) is replaced
   if [ -f "$RUNS/$m/train_state.pt" ] && [ -f "$RUNS/$m/last.safetensors" ] && [ ! -f "$RUNS/$m/model.safetensors" ] \
      && ! python scripts/snapshot_training.py "$RUNS/$m" --check-only >/dev/null; then
     rm -f "$RUNS/$m/train_state.pt"
   fi
-  if [ ! -f "$RUNS/$m/train_state.pt" ] && [ -f "reports/cifar10/training/$m/train_state.pt" ]; then
-    mkdir -p "$RUNS/$m" && cp reports/cifar10/training/$m/* "$RUNS/$m/"
-  fi
+  extra=(); [ $m = aig20 ] && extra=(--target-rate 0.7)
+  aigrobust -v train --model $m "${extra[@]}" "${RECIPE[@]}" --out "$RUNS/$m" $(resume_flag "$RUNS/$m")
+  cp "$RUNS/$m/model.safetensors" "aigrobust/pretrained/$m.safetensors"
 done
-resume_flag() { [ -f "$1/train_state.pt" ] && echo --resume || true; }
-aigrobust -v train --model resnet20 "${RECIPE[@]}" --out "$RUNS/resnet20" $(resume_flag "$RUNS/resnet20")
-aigrobust -v train --model aig20 --target-rate 0.7 "${RECIPE[@]}" --out "$RUNS/aig20" $(resume_flag "$RUNS/aig20")
-
-# 2. ship the weights (metadata already carries recipe, data sha256 and held-out accuracy)
-cp "$RUNS/resnet20/model.safetensors" aigrobust/pretrained/resnet20.safetensors
-cp "$RUNS/aig20/model.safetensors" aigrobust/pretrained/aig20.safetensors
 
 OURS=(--checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors
       --checkpoint aig20=aigrobust/pretrained/aig20.safetensors)
@@ -67,7 +64,8 @@ done
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
 STUDY_RUNS+=("$RUNS/gates")
-python scripts/study_findings.py "${STUDY_RUNS[@]}" --out "$RUNS/findings.md"
+python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
+  --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
 run_attack "$RUNS/ci" --checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors \
