@@ -68,6 +68,11 @@ python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/
   --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
+# the per-sample records travel with the report, so every number in it can be recomputed from the repository
+for run in "${STUDY_RUNS[@]}"; do
+  mkdir -p "reports/cifar10/records/$(basename "$run")"
+  cp "$run/records.csv.gz" "$run/run.json" "reports/cifar10/records/$(basename "$run")/"
+done
 run_attack "$RUNS/ci" --checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors \
   --checkpoint aig20=aigrobust/pretrained/aig20.safetensors \
   --checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th" --data-dir "$DATA" --n-samples 200 \

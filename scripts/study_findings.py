@@ -39,8 +39,9 @@ class Findings:
         self.train_rates = train_rates
         self.summary = summarize(records)
         self.gated, self.plain = gated, plain
-        self.models = list(dict.fromkeys(records["model"]))
-        self.references = [m for m in self.models if m not in (gated, plain)]
+        present = set(records["model"])
+        self.references = sorted(present - {gated, plain})
+        self.models = [m for m in (plain, gated) if m in present] + self.references  # fixed order, any run order
         profile_model = create_model(arch)
         self.profile = profile_model.flop_profile((3, 32, 32))
         self.downsampling = [i for i, block in enumerate(profile_model.residual_blocks())
@@ -127,6 +128,10 @@ class Findings:
                "one of them for part of the images.")
             + f" The other blocks run for {pct(rates[gated_blocks].min())}% to {pct(rates[gated_blocks].max())}% of "
             "the images.", "",
+            f"**Answer:** the gates execute {pct(rates.mean())}% of the blocks for a 70% target "
+            + ("(about the target); " if abs(rates.mean() - 0.7) <= 0.05 else "(above the target; see why above); ")
+            + ("the downsampling blocks stay open." if stay_open else
+               "not every downsampling block stays open (" + down + ")."), "",
             "Clean accuracy on the same images: " + ", ".join(f"{m} {pct(a)}%" for m, a in acc.items())
             + f". {self.gated} is {abs(gap):.1f} points {'below' if gap > 0 else 'above'} {self.plain} "
             f"(aim: within 1.5 points at no more than 80% of the residual-block FLOPs).", "",
@@ -183,9 +188,13 @@ class Findings:
                   + " points below the exact figure, as a per-sample union of three attacks is expected to be.", ""]
         undefended = [self.robust(self.gated, "fgsm", e) - self.robust(self.plain, "fgsm", e) for e in eps]
         holds = sum(d > 0 for d in undefended) > len(eps) / 2
+        jpeg_diffs = [self.robust(self.gated, "fgsm", e, d) - self.robust(self.plain, "fgsm", e, d)
+                      for d in defenses[1:] for e in eps]
         lines += [f"**Answer:** the paper's claim {'holds' if holds else 'does not hold'} for this pair without a "
                   f"defense ({self.gated} ahead at {sum(d > 0 for d in undefended)} of {len(eps)} epsilons, mean "
-                  f"difference {100 * float(np.mean(undefended)):+.1f} points). Clean accuracy differs between the "
+                  f"difference {100 * float(np.mean(undefended)):+.1f} points)"
+                  + (f"; with JPEG it is ahead in {sum(d > 0 for d in jpeg_diffs)} of {len(jpeg_diffs)} settings "
+                     f"(mean {100 * float(np.mean(jpeg_diffs)):+.1f} points)" if jpeg_diffs else "") + ". Clean accuracy differs between the "
                   "two, so a robust-accuracy difference mixes both effects; the outside references show how much "
                   "FGSM figures vary between plain ResNets alone.", ""]
         return lines
@@ -237,7 +246,8 @@ class Findings:
         st_gap = [self.robust(self.gated, "pgd", e, gate_grad="exact")
                   - self.robust(self.gated, "pgd", e, gate_grad="straight-through") for e in eps]
         worst_gap = [self.robust(self.gated, WORST, e) - self.robust(self.plain, WORST, e) for e in eps]
-        lines += ["", f"**Answer:** under the strongest evaluation (worst case of FGSM, PGD-20 and APGD-50 over all "
+        ran = ", ".join(a for a in attacks if a != WORST)
+        lines += ["", f"**Answer:** under the strongest evaluation (per sample, the worst case of {ran} over all "
                   f"gate-gradient modes) {self.gated} minus {self.plain} is "
                   + ", ".join(f"{100 * g:+.1f} points at {format_eps(e)}" for e, g in zip(eps, worst_gap))
                   + (": no robustness advantage survives" if max(worst_gap) < 0.02 else
@@ -276,6 +286,16 @@ class Findings:
                   "gate pattern" + (": a misclassification attack rarely needs to change the gates, so stable gates "
                                     "say nothing about a correct label." if pgd_fooled >= 0.5 else
                                     ": fooling the network mostly goes with changing its gates."), ""]
+        if self.has("gate-flip", self.gated):
+            flip_changed = 1 - min(self.value("unchanged_gates", self.gated, "gate-flip", eps[-1], gate_grad=g)
+                                   for g in ("exact", "straight-through", "soft"))
+            lines += ["**Answer:** under misclassification attacks (PGD, exact gradient) the whole gate pattern "
+                      "stays the same for "
+                      + " and ".join(f"{pct(self.value('unchanged_gates', self.gated, 'pgd', e, gate_grad='exact'))}% "
+                                     f"of the images at {format_eps(e)}" for e in eps)
+                      + f"; the gate-flip attack changes the pattern of {pct(flip_changed)}% of the images at "
+                      f"{format_eps(eps[-1])} and flips {pct(best[eps[-1]])}% of all gate decisions. The gates look "
+                      "stable only under attacks that do not aim at them.", ""]
         return lines
 
     def q5_inflation(self) -> list[str]:
@@ -292,6 +312,7 @@ class Findings:
                  "images still classified correctly:", "",
                  "| attack | epsilon | FLOPs adv/clean | of the ceiling | robust % |",
                  "| --- | --- | --- | --- | --- |"]
+        top = (0.0, 0.0, attacks[0], eps[0])
         for a in attacks:
             for e in eps:
                 best = max(("exact", "straight-through", "soft"),
@@ -300,6 +321,18 @@ class Findings:
                 reach = (ratio * clean_flops - clean_flops) / (full - clean_flops)
                 lines.append(f"| {a} | {format_eps(e)} | {ratio:.3f} ({best}) | {pct(reach)}% | "
                              f"{pct(self.robust(self.gated, a, e, gate_grad=best))} |")
+                top = (ratio, reach, a, e) if ratio > top[0] else top
+        ratio, reach, attack, e = top
+        lines += ["", f"**Answer:** at most {100 * (ratio - 1):.1f}% extra computation ({attack} at "
+                  f"{format_eps(e)}), {pct(reach)}% of the way to every block open. The ceiling is low because "
+                  f"{self.gated} already runs {pct(clean_flops / full)}% of its FLOPs on clean images; a network "
+                  "that skips more has more to lose."]
+        if "compute-inflation-keep-label" in attacks:
+            kept = self.robust(self.gated, "compute-inflation-keep-label", eps[-1], gate_grad="exact")
+            clean_acc = self.value("clean_acc", self.gated, "compute-inflation-keep-label", eps[-1], gate_grad="exact")
+            lines[-1] += (f" The keep-label variant leaves {pct(kept)}% of the images correct (clean: "
+                          f"{pct(clean_acc)}%) while inflating about as much, so an accuracy check would not "
+                          "notice it.")
         lines.append("")
         return lines
 
@@ -331,6 +364,9 @@ class Findings:
                  "- **Early exit.** In the runs marked so, each attack only works on the samples the previous "
                  "attacks left standing; per-attack rows then show the cumulative robust accuracy, and the "
                  "worst-case row is the one to read.", "",
+                 "- **Records.** Every number here is recomputed from the per-sample records committed beside "
+                 "this report (`records/RUN/records.csv.gz`, each with the `run.json` of the command that made it): "
+                 "`python scripts/study_findings.py reports/cifar10/records/* --out findings.md`.", "",
                  "What ran (attack: samples per setting; epsilons; defenses):", ""]
         for attack, rows in cls.groupby("attack", sort=False):
             eps = ", ".join(format_eps(e) for e in sorted(set(rows["epsilon"].round(10))))
