@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from defenses.base import Defense
+
+# torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what the project pins (and
+# torchcodec needs FFmpeg). A process-wide filter, because warnings.catch_warnings is not thread-safe and the codec
+# runs in a thread pool.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
+                        category=DeprecationWarning)
 
 _POOL: dict[int, Any] = {}
 
@@ -41,14 +48,9 @@ def _codec_pool(workers: int) -> Any:
 
 def _round_trip(images: Tensor, quality: int) -> Tensor:
     """uint8 (N, 3, H, W) through libjpeg's encoder and decoder; returns uint8 (N, 3, H, W)."""
-    import warnings
-
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    with warnings.catch_warnings():
-        # torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.stack(decode_jpeg(encode_jpeg(list(images), quality=quality)))
+    return torch.stack(decode_jpeg(encode_jpeg(list(images), quality=quality)))
 
 
 def to_uint8(x: Tensor) -> Tensor:
