@@ -281,8 +281,8 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def iterate_batches(images: Tensor | np.ndarray, labels: Tensor, sample_ids: np.ndarray, batch_size: int
-                    ) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
+def iterate_numbered_batches(images: Tensor | np.ndarray, labels: Tensor, sample_ids: np.ndarray,
+                             batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
     """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1] or
     uint8 (N, H, W, C) as stored; uint8 batches are converted one at a time, so memory stays flat in N."""
     from aigrobust.data import to_tensor_images
@@ -327,7 +327,7 @@ def run_evaluation(
     for entry in entries:
         # NHWC convolutions: about 1.5x faster input gradients for resnet20 on this CPU, identical semantics
         entry.model.to(device=device, memory_format=torch.channels_last)
-        for b, x, y, ids in iterate_batches(images, labels, sample_ids, batch_size):
+        for b, x, y, ids in iterate_numbered_batches(images, labels, sample_ids, batch_size):
             if b % world != rank:
                 continue
             cached = done_batches(entry.name, b) if done_batches is not None else None
