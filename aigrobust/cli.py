@@ -522,7 +522,7 @@ def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
         raise click.ClickException(str(err)) from None
     if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
         log.info("%d records repeat a sample already read from an earlier run; the earlier run's are kept",
-                    dropped)
+                 dropped)
     return records
 
 

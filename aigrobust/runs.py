@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from aigrobust.checkpoints import atomic_write_bytes
+from aigrobust.metrics import GROUP
 
 RECORDS_FILE = "records.csv.gz"
 SUMMARY_FILE = "summary.json"
@@ -42,7 +43,7 @@ def read_records(path: Path) -> pd.DataFrame:
         raise RunFolderError(f"{path}: unreadable records ({err})") from None
 
 
-RECORD_KEY = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample"]
+RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting
 
 
 def combine_records(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:

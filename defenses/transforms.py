@@ -74,9 +74,9 @@ class JPEG(Defense):
         self.name = f"jpeg:{quality}"
 
     def forward(self, x: Tensor) -> Tensor:
-        images = to_uint8(x).cpu()
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"JPEG takes (N, 3, H, W) images, got {tuple(x.shape)}")
+        images = to_uint8(x).cpu()
         workers = min(torch.get_num_threads(), max(1, len(images) // 64))
         if workers > 1:
             # libjpeg runs without the GIL: each core codes a contiguous share and stacks it itself

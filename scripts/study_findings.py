@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from aigrobust import create_model
-from aigrobust.metrics import WORST, layer_rates, summarize
+from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
 from aigrobust.reports import format_eps
 from aigrobust.runs import combine_records, read_records
 
@@ -33,9 +33,10 @@ def pct(value: float) -> str:
 class Findings:
     """Looks up figures in a study's summary and writes the five answers."""
 
-    def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str,
+    def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str, target_rate: float = 0.7,
                  train_rates: tuple[float, ...] = ()) -> None:
         self.records = records
+        self.target_rate = target_rate
         self.train_rates = train_rates
         self.summary = summarize(records)
         self.gated, self.plain = gated, plain
@@ -100,13 +101,11 @@ class Findings:
         clean = self.records[(self.records["model"] == self.gated) & (self.records["defense"] == "none")
                              & (self.records["epsilon"] == 0)]
         clean = clean.drop_duplicates("sample")
-        rates = layer_rates(clean.assign(attack="clean", gate_grad="exact")).sort_values("layer")["clean_rate"]
-        rates = rates.to_numpy()
+        rates = gate_matrix(clean["clean_gates"]).mean(axis=0)
         residual = np.asarray(self.profile.residual)
         block_share = float(rates @ residual / residual.sum())
-        gated_blocks = [i for i in range(len(rates)) if i not in self.downsampling]
-        acc = {m: float(self.records[(self.records["model"] == m) & (self.records["epsilon"] == 0)]
-                        .drop_duplicates("sample")["clean_correct"].astype(bool).mean()) for m in self.models}
+        other_blocks = [i for i in range(len(rates)) if i not in self.downsampling]
+        acc = {m: self.value("clean_acc", m, "fgsm", 0.0) for m in self.models}
         n = len(clean)
         down = ", ".join(f"block {i}: {pct(rates[i])}%" for i in self.downsampling)
         gap = 100 * (acc[self.plain] - acc[self.gated])
@@ -115,7 +114,7 @@ class Findings:
         lines = [
             "### 1. Do the gates execute about the target rate, and do the downsampling blocks stay open?", "",
             f"On the {n} clean test images {self.gated} executes {pct(rates.mean())}% of its residual blocks on "
-            f"average (target 70%), which is {pct(block_share)}% of the residual-block FLOPs and "
+            f"average (target {100 * self.target_rate:g}%), which is {pct(block_share)}% of the residual-block FLOPs and "
             f"{pct(float(clean['clean_flops'].mean()) / self.profile.full)}% of the whole network's FLOPs. "
             f"Per block (input to output):", "",
             "| block | " + " | ".join(str(i) for i in range(len(rates))) + " |",
@@ -126,10 +125,11 @@ class Findings:
             + ("stay open, as the paper found." if stay_open else
                "do **not** all stay open: unlike the paper's finding, this model learnt to skip "
                "one of them for part of the images.")
-            + f" The other blocks run for {pct(rates[gated_blocks].min())}% to {pct(rates[gated_blocks].max())}% of "
+            + f" The other blocks run for {pct(rates[other_blocks].min())}% to {pct(rates[other_blocks].max())}% of "
             "the images.", "",
-            f"**Answer:** the gates execute {pct(rates.mean())}% of the blocks for a 70% target "
-            + ("(about the target); " if abs(rates.mean() - 0.7) <= 0.05 else "(above the target; see why above); ")
+            f"**Answer:** the gates execute {pct(rates.mean())}% of the blocks for a {100 * self.target_rate:g}% target "
+            + ("(about the target); " if abs(rates.mean() - self.target_rate) <= 0.05 else
+               f"({'above' if rates.mean() > self.target_rate else 'below'} the target; see why above); ")
             + ("the downsampling blocks stay open." if stay_open else
                "not every downsampling block stays open (" + down + ")."), "",
             "Clean accuracy on the same images: " + ", ".join(f"{m} {pct(a)}%" for m, a in acc.items())
@@ -379,7 +379,7 @@ class Findings:
     def markdown(self) -> str:
         """The whole findings section."""
         parts = ["## Findings in plain words", "",
-                 f"Models: {self.gated} (gated, target rate 0.7) and {self.plain}, trained here with the same "
+                 f"Models: {self.gated} (gated, target rate {self.target_rate:g}) and {self.plain}, trained here with the same "
                  "recipe and budget on the JPEG-75 copy of the CIFAR-10 training images (see the caveats at the end); "
                  + (", ".join(self.references) + (" are" if len(self.references) > 1 else " is")
                     + (" outside references" if len(self.references) > 1 else " an outside reference")
@@ -400,6 +400,7 @@ def main() -> None:
                         help="Also write the headline table alone (for the README).")
     parser.add_argument("--train-log", type=Path, default=None,
                         help="The gated model's training log.jsonl (quotes its last epoch's training-time rates).")
+    parser.add_argument("--target-rate", type=float, default=0.7, help="The gated model's trained target rate.")
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
     args = parser.parse_args()
     records, _ = combine_records([read_records(r) for r in args.runs])
@@ -407,7 +408,7 @@ def main() -> None:
     if args.train_log is not None:
         last = json.loads(args.train_log.read_text().strip().splitlines()[-1])
         train_rates = tuple(last["train_execution_rates"])
-    findings = Findings(records, args.gated, args.plain, args.arch, train_rates)
+    findings = Findings(records, args.gated, args.plain, args.arch, args.target_rate, train_rates)
     text = findings.markdown()
     if args.headline_out is not None:
         args.headline_out.write_text("\n".join(findings.headline()[4:]))
