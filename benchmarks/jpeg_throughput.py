@@ -18,7 +18,6 @@ from defenses import JPEG, pillow_jpeg_round_trip
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_test_sample.npz"
 
 
-
 def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(repeats):
