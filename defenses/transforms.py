@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,14 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from defenses.base import Defense
-
-# torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what the project pins (and
-# torchcodec needs FFmpeg). A process-wide filter, because warnings.catch_warnings is not thread-safe and the codec
-# runs in a thread pool.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
-                        category=DeprecationWarning)
-
-_POOL: dict[int, Any] = {}
+from defenses.codec import jpeg_round_trip
 
 
 def pillow_jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
@@ -37,22 +28,6 @@ def pillow_jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
     return np.stack(out)
 
 
-def _codec_pool(workers: int) -> Any:
-    """A thread pool kept for the process (creating threads per batch costs more than coding small images)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers not in _POOL:
-        _POOL[workers] = ThreadPoolExecutor(workers, thread_name_prefix="aigrobust-jpeg")
-    return _POOL[workers]
-
-
-def _round_trip(images: Tensor, quality: int) -> Tensor:
-    """uint8 (N, 3, H, W) through libjpeg's encoder and decoder; returns uint8 (N, 3, H, W)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    return torch.stack(decode_jpeg(encode_jpeg(list(images), quality=quality)))
-
-
 def to_uint8(x: Tensor) -> Tensor:
     """[0, 1] float -> uint8 with rounding (not truncation), as an image file would store it."""
     return (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8)
@@ -62,7 +37,8 @@ class JPEG(Defense):
     """JPEG compression and decompression at ``quality`` (1..100) with the real codec (libjpeg via torchvision).
 
     Settings follow Pillow's defaults (4:2:0 chroma subsampling, standard IJG tables, islow DCT), so the output
-    equals a Pillow round trip of the same uint8 image. Any image size; the batch runs through the codec as a list.
+    equals a Pillow round trip of the same uint8 image. Any image size; the batch is coded in parallel shares
+    (:func:`defenses.codec.jpeg_round_trip`).
     ``approximation`` is kornia's differentiable JPEG (Reich et al., WACV 2024) at the same quality.
     """
 
@@ -76,15 +52,7 @@ class JPEG(Defense):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"JPEG takes (N, 3, H, W) images, got {tuple(x.shape)}")
-        images = to_uint8(x).cpu()
-        workers = min(torch.get_num_threads(), max(1, len(images) // 64))
-        if workers > 1:
-            # libjpeg runs without the GIL: each core codes a contiguous share and stacks it itself
-            size = -(-len(images) // workers)
-            chunks = [images[i : i + size] for i in range(0, len(images), size)]
-            decoded = torch.cat(list(_codec_pool(workers).map(lambda c: _round_trip(c, self.quality), chunks)))
-        else:
-            decoded = _round_trip(images, self.quality)
+        decoded = jpeg_round_trip(to_uint8(x).cpu(), self.quality)
         return decoded.to(device=x.device, dtype=x.dtype).div_(255.0)
 
     def approximation(self, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from defenses import (
     MedianSmoothing,
     RandomResizePad,
     bpda,
+    codec,
     parse_defense,
     pillow_jpeg_round_trip,
 )
@@ -47,6 +48,15 @@ def test_jpeg_handles_any_size_and_rounds() -> None:
     # 0.499/255 rounds down, 0.5/255 up: rounding, not truncation
     x = torch.full((1, 3, 16, 16), 100.6 / 255)
     assert JPEG(100)(x).mul(255).round().unique().tolist() == [101.0]
+
+
+def test_jpeg_parallel_shares_equal_the_python_loop() -> None:
+    # the fast path must be compiled here, or this would compare the fallback with itself
+    assert codec._scripted() is not None
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (100, 3, 24, 40), dtype=np.uint8))
+    parallel = codec.jpeg_round_trip(images, 75)  # 3 uneven shares
+    assert torch.equal(parallel, codec.jpeg_round_trip(images, 75, scripted=False))
+    assert codec.jpeg_round_trip(images[:0], 75).shape == (0, 3, 24, 40)
 
 
 def test_kornia_differentiable_jpeg_is_close_to_the_real_codec(cifar_test) -> None:
