@@ -67,11 +67,11 @@ def jpeg_round_trip(images: Tensor, quality: int, *, scripted: bool = True) -> T
     """
     if len(images) == 0:
         return images.clone()
-    compiled = _scripted() if scripted else None
-    if compiled is None:
-        import torchvision.io  # noqa: F401
+    # more shares than threads lets a share that finishes early pick up work; 32 images keep a fork worth its cost
+    shares = min(4 * torch.get_num_interop_threads(), len(images) // 32)
+    compiled = _scripted() if scripted and shares > 1 else None
+    if compiled is None:  # small batches too: entering TorchScript costs about 0.1 ms
+        import torchvision.io  # noqa: F401  (registers torch.ops.image)
 
         return _code_share(images, quality)
-    # more shares than threads lets a share that finishes early pick up work; 32 images keep the fork cheap
-    shares = max(1, min(4 * torch.get_num_interop_threads(), len(images) // 32))
     return compiled(images, quality, shares)
