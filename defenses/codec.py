@@ -55,7 +55,7 @@ def _scripted() -> Callable[[Tensor, int, int], Tensor] | None:
         try:
             return torch.jit.script(_code_in_parallel)
         except Exception as error:  # noqa: BLE001  (any compile failure means: use the Python loop)
-            log.warning("TorchScript unavailable (%s); JPEG codes in a Python loop, several times slower", error)
+            log.warning("TorchScript unavailable (%s); JPEG codes in a Python loop on one core", error)
             return None
 
 

@@ -49,9 +49,9 @@ for who in $PAIRS; do
   # the stronger attacks, undefended (--early-exit: each attack works on what the previous ones left standing)
   run_attack "$RUNS/strong-$who" "${M[@]}" "${DATA_ARGS[@]}" --attack fgsm --attack pgd:steps=20 \
     --attack apgd:steps=50 --eps 2/255 --eps 8/255 --early-exit
-  # PGD against JPEG: oblivious, BPDA and differentiable JPEG
+  # the same chain against JPEG: oblivious, BPDA and differentiable JPEG
   run_attack "$RUNS/strong-jpeg-$who" "${M[@]}" "${DATA_ARGS[@]}" "${JPEG[@]}" --attack fgsm --attack pgd:steps=20 \
-    --eps 2/255 --eps 8/255 --early-exit
+    --attack apgd:steps=50 --eps 2/255 --eps 8/255 --early-exit
   # black box: Square does not use gradients, so it checks the gradient attacks for masking
   run_attack "$RUNS/square-$who" "${M[@]/all/exact}" "${DATA_ARGS[@]}" --attack square:n_queries=1000 --eps 8/255
 done
