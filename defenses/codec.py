@@ -48,8 +48,6 @@ def _code_in_parallel(images: Tensor, quality: int, shares: int) -> Tensor:
 @functools.cache
 def _scripted() -> Callable[[Tensor, int, int], Tensor] | None:
     """Compile the parallel round trip once per process; None where TorchScript is unavailable."""
-    import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
     with _COMPILE_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
         try:
@@ -65,13 +63,13 @@ def jpeg_round_trip(images: Tensor, quality: int, *, scripted: bool = True) -> T
     Pillow's settings (4:2:0 chroma, standard tables, islow DCT), so each image equals a Pillow round trip.
     ``scripted=False`` forces the Python loop (the fallback; tests compare the two).
     """
+    import torchvision.io  # noqa: F401  (registers torch.ops.image, which both paths call)
+
     if len(images) == 0:
         return images.clone()
     # more shares than threads lets a share that finishes early pick up work; 32 images keep a fork worth its cost
     shares = min(4 * torch.get_num_interop_threads(), len(images) // 32)
     compiled = _scripted() if scripted and shares > 1 else None
     if compiled is None:  # small batches too: entering TorchScript costs about 0.1 ms
-        import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
         return _code_share(images, quality)
     return compiled(images, quality, shares)

@@ -21,8 +21,8 @@ from aigrobust import create_model
 from aigrobust.data import DataError, load_dataset
 from aigrobust.evaluate import parse_epsilon
 from aigrobust.registry import UnknownModelError
-from attacks import attack_from_spec
-from defenses import AttackerView, DefendedModel, DefenseSpecError, parse_defense
+from attacks import Attack, attack_from_spec
+from defenses import AttackerView, DefendedModel, Defense, DefenseSpecError, parse_defense
 
 TRANSFER_WARNING = 0.01  # more than 1% of samples fooled only by the transferred inputs: worth a warning
 
@@ -38,14 +38,12 @@ class TransferResult:
     transfer_only: float  # robust to the direct attack, fooled by the transferred inputs
 
 
-def transfer_check(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, attack_spec: str, defense_spec: str,
+def transfer_check(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, attack: Attack, defense: Defense,
                    defense_grad: str) -> TransferResult:
-    """Attack ``model`` directly and through the defense at ``epsilon``; evaluate both sets on the bare model."""
-    defense = parse_defense(defense_spec)
+    """Attack ``model`` directly and through ``defense`` at ``epsilon``; evaluate both sets on the bare model."""
     defended = DefendedModel(model, defense)
-    direct = attack_from_spec(attack_spec)(model, x, y, [epsilon])
-    through = attack_from_spec(attack_spec)(defended, x, y, [epsilon],
-                                            gradient_model=AttackerView(model, defense, defense_grad))
+    direct = attack(model, x, y, [epsilon])
+    through = attack(defended, x, y, [epsilon], gradient_model=AttackerView(model, defense, defense_grad))
     with torch.no_grad():
         clean_ok = model(x).argmax(1) == y
         direct_ok = clean_ok & (model(direct.clipped[0]).argmax(1) == y)
@@ -69,8 +67,8 @@ def main(models: tuple[str, ...], data_dir: Path | None, n_samples: int, eps_tex
     """One line per model: clean, direct attack, through the defense, transferred, and a warning if needed."""
     try:
         epsilon = parse_epsilon(eps_text)
-        attack_from_spec(attack_spec)
-        parse_defense(defense_spec)
+        attack = attack_from_spec(attack_spec)
+        defense = parse_defense(defense_spec)
         loaded = {name: create_model(name, pretrained=True).eval() for name in models}
         data = load_dataset("cifar10", "test", data_dir)
     except (ValueError, DefenseSpecError, DataError, UnknownModelError) as err:
@@ -78,7 +76,7 @@ def main(models: tuple[str, ...], data_dir: Path | None, n_samples: int, eps_tex
     x, y = data.subset(range(min(n_samples, len(data)))).tensors()
     click.echo(f"{len(x)} images, {attack_spec} at {eps_text}, {defense_spec} ({defense_grad}); robust accuracy %")
     for name, model in loaded.items():
-        r = transfer_check(model, x, y, epsilon, attack_spec, defense_spec, defense_grad)
+        r = transfer_check(model, x, y, epsilon, attack, defense, defense_grad)
         verdict = (f"WARNING: {100 * r.transfer_only:.1f}% fooled only by the transferred inputs; the direct attack "
                    "understates the bare model's weakness" if r.transfer_only > TRANSFER_WARNING else "ok")
         click.echo(f"{name}: clean {100 * r.clean:.1f} | direct {100 * r.direct:.1f} | through the defense "

@@ -8,6 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from aigrobust import create_model
+from attacks import attack_from_spec
+from defenses import JPEG
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
@@ -18,7 +20,7 @@ def test_shipped_resnet20_is_not_flattered_by_its_direct_attack(cifar_test) -> N
 
     x, y = cifar_test.subset(range(64)).tensors()
     model = create_model("resnet20", pretrained=True).eval()
-    r = transfer_check(model, x, y, 2 / 255, "pgd:steps=5", "jpeg:75", "diff")
+    r = transfer_check(model, x, y, 2 / 255, attack_from_spec("pgd:steps=5"), JPEG(75), "diff")
     assert r.clean > 0.8
     assert r.direct < r.clean - 0.3 and r.defended < r.clean - 0.3  # both attacks work on their target
     assert r.transferred > r.direct  # JPEG-shaped inputs are weaker on the bare model than its own attack
