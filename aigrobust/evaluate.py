@@ -176,6 +176,9 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
         n_blocks = clean_trace.decisions.shape[1]
         base: nn.Module = GateGradientView(model, gate_grad) if gated else model
         view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
+        # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
+        # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
+        same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"
         n = len(labels)
         everyone = torch.arange(n, device=labels.device)
         # Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean
@@ -196,7 +199,8 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                 if idx.numel():
                     attack.seed = batch_seed
                     reseed()
-                    result = attack(deployed, images[idx], labels[idx], eps_group, gradient_model=view)
+                    target = view if same_network and attack.goal == "misclassify" else deployed
+                    result = attack(target, images[idx], labels[idx], eps_group, gradient_model=view)
                 for k, eps in enumerate(eps_group):
                     values = {key: (value.clone() if isinstance(value, Tensor) else list(value))
                               for key, value in standing[eps].items()}

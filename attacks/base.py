@@ -116,6 +116,66 @@ def keep_first_success(restarts: int, inputs: Tensor,
     return best
 
 
+def judges_with_gradient_logits(model: Model, gradient_model: Model | None) -> bool:
+    """True when the gradient pass runs the deployed model itself (no defense, exact gate gradients, no randomness:
+    the caller passes the same object), so the logits of that pass can judge success without another forward."""
+    return gradient_model is None or gradient_model is model
+
+
+class FirstSuccess:
+    """Per sample, the first iterate of an iterative attack that fools the deployed model.
+
+    ``update`` judges the working samples' current iterates; with ``leave=True`` a fooled sample leaves the working
+    batch (the attack compacts its own per-sample state with the returned mask), so later steps cost nothing for
+    it. ``finish`` fills in the samples never fooled with the point the attack ends on.
+    """
+
+    def __init__(self, model: Model, gradient_model: Model, inputs: Tensor, leave: bool = True) -> None:
+        self.model = model
+        self.from_gradient_pass = judges_with_gradient_logits(model, gradient_model)
+        self.leave = leave
+        self.adversarial = inputs.clone()
+        self.fooled = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        self.working = torch.arange(len(inputs), device=inputs.device)
+
+    def update(self, x: Tensor, labels: Tensor, gradient_logits: Tensor) -> Tensor:
+        """Judge the working samples at ``x`` (``gradient_logits``: the gradient pass's logits at ``x``); returns the
+        mask of the samples that stay in the working batch (all of them when ``leave`` is off)."""
+        if self.from_gradient_pass:
+            hit = gradient_logits.argmax(1) != labels
+        else:
+            hit = is_misclassified(self.model, x, labels)
+        new = hit & ~self.fooled[self.working]
+        self.adversarial[self.working[new]] = x[new]
+        self.fooled[self.working[new]] = True
+        if not self.leave:
+            return torch.ones_like(hit)
+        self.working = self.working[~hit]
+        return ~hit
+
+    @property
+    def done(self) -> bool:
+        """No sample left to attack."""
+        return self.working.numel() == 0
+
+    def finish(self, final: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The adversarials: the first fooling point where one was found, ``final`` (one row per working sample) for
+        the rest. With ``labels``, the final points are judged too, so :attr:`fooled` is complete."""
+        rest = self.working if self.leave else (~self.fooled).nonzero().squeeze(1)
+        last = final if self.leave else final[rest]
+        self.adversarial[rest] = last
+        if labels is not None and rest.numel():
+            self.fooled[rest] = is_misclassified(self.model, last, labels if self.leave else labels[rest])
+        return self.adversarial
+
+
+def select_rows(state: dict[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
+    """Every per-sample tensor of an attack's state, restricted to the rows in ``keep`` (a bool mask)."""
+    if bool(keep.all()):
+        return state
+    return {key: value[keep] for key, value in state.items()}
+
+
 class Distance(abc.ABC):
     """A threat model: projection onto the epsilon ball, steepest-ascent direction, random start."""
 

@@ -12,10 +12,12 @@ from attacks.base import (
     DISTANCES,
     Attack,
     AttackResult,
+    FirstSuccess,
     Model,
     is_misclassified,
     keep_first_success,
     loss_gradient,
+    select_rows,
     validate_epsilons,
 )
 
@@ -50,10 +52,17 @@ class FGSM(Attack):
 
 
 class IterativeAttack(Attack):
-    """Projected steepest ascent on the cross-entropy; BIM and PGD are its settings."""
+    """Projected steepest ascent on the cross-entropy; BIM and PGD are its settings.
+
+    With ``stop_at_success`` (the default) a sample keeps the first iterate that fools the deployed model and leaves
+    the working batch, so the attack is never weaker than running every step and much cheaper once most samples are
+    fooled; ``stop_at_success=False`` runs every sample through every step and returns the last iterate (the
+    textbook formulation, kept for comparisons).
+    """
 
     def __init__(self, steps: int = 20, rel_stepsize: float | None = None, abs_stepsize: float | None = None,
-                 random_start: bool = True, restarts: int = 1, distance: str = "linf", seed: int = 0) -> None:
+                 random_start: bool = True, restarts: int = 1, distance: str = "linf", seed: int = 0,
+                 stop_at_success: bool = True) -> None:
         super().__init__(seed)
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be at least 1")
@@ -63,6 +72,7 @@ class IterativeAttack(Attack):
         self.random_start = random_start
         self.restarts = restarts
         self.distance = DISTANCES[distance]
+        self.stop_at_success = stop_at_success
 
     def stepsize(self, eps: float) -> float:
         """Absolute step size for ``eps``."""
@@ -76,17 +86,29 @@ class IterativeAttack(Attack):
             x0, y = inputs[todo], labels[todo]
             x = self.distance.random_start(x0, eps, generator) if self.random_start else x0.clone()
             x = self.clip(x0, x, eps)
+            if not self.stop_at_success:
+                for _ in range(self.steps):
+                    grad, _ = loss_gradient(gradient_model, x, y)
+                    x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
+                return x, (None if self.restarts == 1 else is_misclassified(model, x, y))
+            first = FirstSuccess(model, gradient_model, x0)
             for _ in range(self.steps):
-                grad, _ = loss_gradient(gradient_model, x, y)
+                grad, logits = loss_gradient(gradient_model, x, y)
+                keep = first.update(x, y, logits)
+                x, x0, y, grad = (t if bool(keep.all()) else t[keep] for t in (x, x0, y, grad))
+                if first.done:
+                    break
                 x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
-            # a single run needs no success test here (the result's judge does it once)
-            return x, (None if self.restarts == 1 else is_misclassified(model, x, y))
+            # the last iterate is judged once, by the result's judge, unless restarts need the outcome now
+            adversarial = first.finish(x, y if self.restarts > 1 else None)
+            return adversarial, (None if self.restarts == 1 else first.fooled)
 
         return keep_first_success(self.restarts, inputs, attempt)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "steps": self.steps, "rel_stepsize": self.rel_stepsize,
-                "random_start": self.random_start, "restarts": self.restarts}
+                "random_start": self.random_start, "restarts": self.restarts,
+                "stop_at_success": self.stop_at_success}
 
 
 class BIM(IterativeAttack):
@@ -94,8 +116,9 @@ class BIM(IterativeAttack):
 
     name = "bim"
 
-    def __init__(self, steps: int = 10, distance: str = "linf", seed: int = 0) -> None:
-        super().__init__(steps=steps, rel_stepsize=1.0 / steps, random_start=False, distance=distance, seed=seed)
+    def __init__(self, steps: int = 10, distance: str = "linf", seed: int = 0, stop_at_success: bool = True) -> None:
+        super().__init__(steps=steps, rel_stepsize=1.0 / steps, random_start=False, distance=distance, seed=seed,
+                         stop_at_success=stop_at_success)
 
 
 class PGD(IterativeAttack):
@@ -104,38 +127,48 @@ class PGD(IterativeAttack):
     name = "pgd"
 
     def __init__(self, steps: int = 20, rel_stepsize: float | None = None, abs_stepsize: float | None = None,
-                 restarts: int = 1, distance: str = "linf", seed: int = 0) -> None:
+                 restarts: int = 1, distance: str = "linf", seed: int = 0, stop_at_success: bool = True) -> None:
         super().__init__(steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize, random_start=True,
-                         restarts=restarts, distance=distance, seed=seed)
+                         restarts=restarts, distance=distance, seed=seed, stop_at_success=stop_at_success)
         if distance == "l2":
             self.name = "pgd-l2"
 
 
 class MIFGSM(Attack):
-    """Momentum iterative FGSM (Dong et al. 2018): accumulated L1-normalised gradients, decay ``mu``."""
+    """Momentum iterative FGSM (Dong et al. 2018): accumulated L1-normalised gradients, decay ``mu``; a sample keeps
+    its first fooling iterate and leaves the batch unless ``stop_at_success=False`` (see :class:`IterativeAttack`)."""
 
     name = "mifgsm"
 
-    def __init__(self, steps: int = 10, decay: float = 1.0, distance: str = "linf", seed: int = 0) -> None:
+    def __init__(self, steps: int = 10, decay: float = 1.0, distance: str = "linf", seed: int = 0,
+                 stop_at_success: bool = True) -> None:
         super().__init__(seed)
         self.steps = steps
         self.decay = decay
         self.distance = DISTANCES[distance]
+        self.stop_at_success = stop_at_success
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 generator: torch.Generator) -> Tensor:
-        x = inputs.clone()
+        x, x0, y = inputs.clone(), inputs, labels
         momentum = torch.zeros_like(inputs)
         step = eps / self.steps
+        first = FirstSuccess(model, gradient_model, inputs, leave=self.stop_at_success)
         for _ in range(self.steps):
-            grad, _ = loss_gradient(gradient_model, x, labels)
+            grad, logits = loss_gradient(gradient_model, x, y)
+            if self.stop_at_success:
+                keep = first.update(x, y, logits)
+                x, x0, y, grad, momentum = (t if bool(keep.all()) else t[keep] for t in (x, x0, y, grad, momentum))
+                if first.done:
+                    break
             l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
             momentum = self.decay * momentum + grad / l1
-            x = self.clip(inputs, x + step * self.distance.ascent_direction(momentum), eps)
-        return x
+            x = self.clip(x0, x + step * self.distance.ascent_direction(momentum), eps)
+        return first.finish(x)
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "steps": self.steps, "decay": self.decay}
+        return {**super().describe(), "steps": self.steps, "decay": self.decay,
+                "stop_at_success": self.stop_at_success}
 
 
 def apgd_checkpoints(n_iter: int) -> list[int]:
@@ -155,8 +188,9 @@ class APGD(Attack):
     name = "apgd-ce"
 
     def __init__(self, steps: int = 100, rho: float = 0.75, alpha: float = 0.75, restarts: int = 1,
-                 distance: str = "linf", seed: int = 0) -> None:
+                 distance: str = "linf", seed: int = 0, stop_at_success: bool = True) -> None:
         super().__init__(seed)
+        self.stop_at_success = stop_at_success
         self.steps = steps
         self.rho = rho
         self.alpha = alpha
@@ -181,51 +215,57 @@ class APGD(Attack):
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, eps: float,
              generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n = len(x0)
-        view = (-1,) + (1,) * (x0.dim() - 1)
         checkpoints = set(apgd_checkpoints(self.steps))
         x = self.clip(x0, self.distance.random_start(x0, eps, generator), eps)
-        loss, grad, _ = self._loss_and_grad(gradient_model, x, y)
-        fooled = is_misclassified(model, x, y)
-        adv = x.clone()
-        eta = torch.full((n,), 2.0 * eps, device=x0.device)
-        best_loss, x_best, grad_best = loss.clone(), x.clone(), grad.clone()
-        x_prev = x.clone()
-        increases = torch.zeros(n, device=x0.device)
-        last_checkpoint, eta_at_checkpoint, best_at_checkpoint = 0, eta.clone(), best_loss.clone()
+        loss, grad, logits = self._loss_and_grad(gradient_model, x, y)
+        first = FirstSuccess(model, gradient_model, x0, leave=self.stop_at_success)
+        eta = torch.full((len(x0),), 2.0 * eps, device=x0.device)
+        # every per-sample quantity lives in one dict, so a fooled sample leaves all of them at once
+        s = select_rows({"x0": x0, "y": y, "x": x, "x_prev": x.clone(), "loss": loss, "grad": grad,
+                         "best_loss": loss.clone(), "x_best": x.clone(), "grad_best": grad.clone(), "eta": eta,
+                         "increases": torch.zeros_like(eta), "eta_at_checkpoint": eta.clone(),
+                         "best_at_checkpoint": loss.clone()}, first.update(x, y, logits))
+        last_checkpoint = 0
         for k in range(self.steps):
-            step = self.distance.ascent_direction(grad)
-            z = self.clip(x0, x + eta.view(view) * step, eps)
-            momentum = self.alpha if k > 0 else 1.0
-            x_new = self.clip(x0, x + momentum * (z - x) + (1 - momentum) * (x - x_prev), eps)
-            x_prev = x
-            x = x_new
-            new_loss, grad, _ = self._loss_and_grad(gradient_model, x, y)
-            now_fooled = is_misclassified(model, x, y)
-            newly = now_fooled & ~fooled
-            adv[newly] = x[newly]
-            fooled |= now_fooled
-            increases += (new_loss > loss).float()
-            loss = new_loss
-            improved = new_loss > best_loss
-            best_loss = torch.where(improved, new_loss, best_loss)
-            x_best[improved] = x[improved]
-            grad_best[improved] = grad[improved]
+            if first.done:
+                break
+            s = self._step(s, k, eps, gradient_model, first)
             if k + 1 in checkpoints and k + 1 < self.steps:
-                span = k + 1 - last_checkpoint
-                stalled = increases < self.rho * span
-                unchanged = (eta == eta_at_checkpoint) & (best_loss == best_at_checkpoint)
-                halve = stalled | unchanged
-                eta_at_checkpoint, best_at_checkpoint = eta.clone(), best_loss.clone()
-                eta = torch.where(halve, eta / 2, eta)
-                # restart the halved samples from their best point
-                x[halve] = x_best[halve]
-                x_prev[halve] = x_best[halve]
-                grad[halve] = grad_best[halve]
-                increases.zero_()
+                self._checkpoint(s, k + 1 - last_checkpoint)
                 last_checkpoint = k + 1
-        adv[~fooled] = x_best[~fooled]
-        return adv, fooled
+        adversarial = first.finish(s["x_best"])
+        return adversarial, first.fooled
+
+    def _step(self, s: dict[str, Tensor], k: int, eps: float, gradient_model: Model,
+              first: FirstSuccess) -> dict[str, Tensor]:
+        """One momentum step of every working sample; fooled samples leave ``s``."""
+        view = (-1,) + (1,) * (s["x"].dim() - 1)
+        z = self.clip(s["x0"], s["x"] + s["eta"].view(view) * self.distance.ascent_direction(s["grad"]), eps)
+        momentum = self.alpha if k > 0 else 1.0
+        x = self.clip(s["x0"], s["x"] + momentum * (z - s["x"]) + (1 - momentum) * (s["x"] - s["x_prev"]), eps)
+        s["x_prev"], s["x"] = s["x"], x
+        new_loss, s["grad"], logits = self._loss_and_grad(gradient_model, x, s["y"])
+        s["increases"] = s["increases"] + (new_loss > s["loss"]).float()
+        s["loss"] = new_loss
+        s = select_rows(s, first.update(x, s["y"], logits))
+        improved = s["loss"] > s["best_loss"]
+        s["best_loss"] = torch.where(improved, s["loss"], s["best_loss"])
+        s["x_best"][improved] = s["x"][improved]
+        s["grad_best"][improved] = s["grad"][improved]
+        return s
+
+    def _checkpoint(self, s: dict[str, Tensor], span: int) -> None:
+        """Halve the step of the samples whose progress stalled and restart them from their best point."""
+        stalled = s["increases"] < self.rho * span
+        unchanged = (s["eta"] == s["eta_at_checkpoint"]) & (s["best_loss"] == s["best_at_checkpoint"])
+        halve = stalled | unchanged
+        s["eta_at_checkpoint"], s["best_at_checkpoint"] = s["eta"].clone(), s["best_loss"].clone()
+        s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
+        s["x"][halve] = s["x_best"][halve]
+        s["x_prev"][halve] = s["x_best"][halve]
+        s["grad"][halve] = s["grad_best"][halve]
+        s["increases"].zero_()
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "steps": self.steps, "restarts": self.restarts, "rho": self.rho}
+        return {**super().describe(), "steps": self.steps, "restarts": self.restarts, "rho": self.rho,
+                "stop_at_success": self.stop_at_success}
