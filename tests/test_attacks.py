@@ -180,3 +180,62 @@ def test_square_attack_fools_the_real_model_without_gradients(cifar_test) -> Non
     assert _robust(result, clean_ok)[0] < 0.5 * float(clean_ok.float().mean())
 
 
+
+
+class CountingModel(torch.nn.Module):
+    """Counts forward passes (images seen), to tell whether an attack judged success with extra forwards."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += len(x)
+        return self.model(x)
+
+
+def test_iterative_attacks_judge_from_the_gradient_pass_when_the_networks_are_one(tiny_gated) -> None:
+    x = varied_images(24, seed=3)
+    with torch.no_grad():
+        y = tiny_gated(x).argmax(1)
+    for name in ("pgd", "bim", "mifgsm", "apgd"):
+        same = CountingModel(tiny_gated)
+        get_attack(name, steps=5)(same, x, y, [8 / 255])
+        deployed, attacker = CountingModel(tiny_gated), CountingModel(tiny_gated)
+        get_attack(name, steps=5)(deployed, x, y, [8 / 255], gradient_model=attacker)
+        # one object: one clean forward, then gradient passes only (their logits judge each iterate)
+        assert same.images == len(x) + attacker.images, name
+        # a separate gradient model: every iterate a gradient pass visits costs one forward of the deployed model
+        assert deployed.images == len(x) + attacker.images, name
+        assert attacker.images > len(x), name
+
+
+def test_fooled_samples_leave_the_working_batch(tiny_gated) -> None:
+    x = varied_images(32, seed=4)
+    with torch.no_grad():
+        y = tiny_gated(x).argmax(1)
+    counter = CountingModel(tiny_gated)
+    result = get_attack("pgd", steps=10)(counter, x, y, [16 / 255])
+    fooled = int(result.success[0].sum())
+    assert fooled > len(x) // 2
+    # every step of the textbook run carries all 32 samples; leaving the batch saves the fooled ones' steps
+    assert counter.images < len(x) * (1 + 10) - fooled
+
+
+ITERATIVE_FOR_REAL = {"pgd": {"steps": 10}, "bim": {"steps": 10}, "mifgsm": {"steps": 10}, "apgd": {"steps": 20}}
+
+
+@pytest.mark.parametrize("model_name", ["akamaster-resnet20", "aig20"])
+def test_first_success_is_never_weaker_per_sample_on_200_real_images(model_name: str, cifar_test) -> None:
+    if model_name == "aig20":
+        model = create_model("aig20", pretrained=True).eval()
+    else:
+        model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
+    x, y = _real_subset(cifar_test, 200)
+    for name, settings in ITERATIVE_FOR_REAL.items():
+        for eps in (2 / 255, 8 / 255):
+            textbook = get_attack(name, stop_at_success=False, **settings)(model, x, y, [eps]).success[0]
+            first = get_attack(name, **settings)(model, x, y, [eps]).success[0]
+            # per sample: whatever the textbook run fools, the early-stopping run fools too
+            assert not bool((textbook & ~first).any()), (name, eps, int((textbook & ~first).sum()))

@@ -245,3 +245,19 @@ def test_aig_imagenet_target_schedules() -> None:
     assert aig50.target_rates == (1, 1, 0.8, 1, 0.5, 0.5, 0.5, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 1, 0.7, 1)
     aig101 = create_model("aig101", target_rate=0.6)
     assert aig101.target_rates == (1.0,) * 8 + (0.6,) * 25
+
+
+def test_logits_only_forward_equals_the_traced_forward_at_batch_1_and_mixed() -> None:
+    model = half_closed(create_model("tiny_aig")).eval()
+    x = varied_images(16, seed=5)
+    with torch.no_grad():
+        traced, trace = model.forward_with_gates(x)
+        assert 0 < float(trace.decisions.float().mean()) < 1  # a mixed batch: some gates open, some closed
+        assert torch.equal(model(x), traced)
+        for i in range(4):  # batch 1: every gate agrees with itself, the block runs or is skipped whole
+            assert torch.allclose(model(x[i : i + 1]), traced[i : i + 1], atol=1e-5)
+    # gradients through the logits-only path are the traced path's gradients
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (ga,) = torch.autograd.grad(model(xa).logsumexp(1).sum(), xa)
+    (gb,) = torch.autograd.grad(model.forward_with_gates(xb)[0].logsumexp(1).sum(), xb)
+    assert torch.allclose(ga, gb, atol=1e-6)

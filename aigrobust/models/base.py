@@ -219,8 +219,27 @@ class ResNetBase(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        if self._decides_only():
+            return self._run_decisions_only(x)
         logits, _, _, _ = self._run(x)
         return logits
+
+    def _decides_only(self) -> bool:
+        # Logits alone under deterministic hard gates with exact gradients: no trace is wanted, so the per-block
+        # softmax and gate values can be skipped (they cost as much as a small block at batch 1).
+        return (not self.training and self.gate_mode is GateMode.HARD and self.gate_grad is GateGrad.EXACT
+                and self.gate_execution is GateExecution.SKIP)
+
+    def _run_decisions_only(self, x: Tensor) -> Tensor:
+        h = self.stem(self.normalize(x))
+        for block in self.residual_blocks():
+            shortcut = block.shortcut_path(h)
+            if block.gate is None:
+                h = F.relu(shortcut + block.residual(h))
+                continue
+            logits = block.gate(h)
+            h = F.relu(self._skip_closed(block, h, shortcut, logits[:, 1] > logits[:, 0]))
+        return self.head(h)
 
     def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
         """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
