@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "aigrobust-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_sha256 covers the metadata that changes outputs, not only the weights
+# Metadata that changes what the model computes: covered by model_sha256 together with the weights.
+OUTPUT_METADATA = ("model", "model_kwargs", "num_classes", "normalization", "gated")
 METADATA_KEY = "aigrobust"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -51,6 +53,12 @@ def weights_sha256(state: Mapping[str, Tensor]) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def model_sha256(weights_hash: str, meta: Mapping[str, Any]) -> str:
+    """sha256 over the weights' hash and every metadata field that changes the model's outputs."""
+    covered = json.dumps({key: meta.get(key) for key in OUTPUT_METADATA}, sort_keys=True)
+    return hashlib.sha256(f"{weights_hash}|{covered}".encode()).hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -105,6 +113,7 @@ def save_checkpoint(model: ResNetBase, path: Path, **metadata: Any) -> dict[str,
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = model_metadata(model, **metadata)
     meta["weights_sha256"] = weights_sha256(state)
+    meta["model_sha256"] = model_sha256(meta["weights_sha256"], meta)
     atomic_write_bytes(Path(path), save(state, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)}))
     return meta
 
@@ -132,25 +141,85 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         meta = json.loads(meta_json)
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: its aigrobust metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its aigrobust metadata is a JSON {type(meta).__name__}, not an object")
     expected = meta.get("weights_sha256")
     actual = weights_sha256(state)
     if expected != actual:
         raise CheckpointError(f"{path}: weights sha256 {actual[:12]} does not match the metadata's {str(expected)[:12]}")
+    if "model_sha256" not in meta:
+        raise CheckpointError(f"{path}: format {meta.get('format_version')} checkpoint without a hash over its "
+                              "metadata; re-save it with aigrobust.checkpoints.upgrade_checkpoint(path) if you trust it")
+    if meta["model_sha256"] != model_sha256(actual, meta):
+        raise CheckpointError(f"{path}: its metadata ({', '.join(OUTPUT_METADATA)}) was changed after saving: "
+                              "model sha256 does not match")
     return state, meta
+
+
+def upgrade_checkpoint(path: Path) -> dict[str, Any]:
+    """Re-save a format-1 checkpoint (weights hash only) as format 2, adding the hash over its metadata.
+
+    Run it only on files you trust: whatever the metadata says now becomes covered by the hash."""
+    from safetensors.torch import load, save
+
+    path = Path(path)
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    meta = json.loads(header["__metadata__"][METADATA_KEY])
+    state = load(raw)
+    if meta.get("weights_sha256") != weights_sha256(state):
+        raise CheckpointError(f"{path}: weights sha256 does not match; refusing to upgrade")
+    meta["format_version"] = FORMAT_VERSION
+    meta["model_sha256"] = model_sha256(meta["weights_sha256"], meta)
+    atomic_write_bytes(path, save(dict(state), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)}))
+    return meta
+
+
+def _statistics(norm: Any) -> tuple[list[float], list[float]]:
+    """Mean and std of a checkpoint's normalisation, each three finite numbers, std above zero."""
+    import math
+
+    if not isinstance(norm, Mapping):
+        raise CheckpointError(f"checkpoint normalization must be an object with mean and std, got {norm!r}")
+    values = []
+    for key in ("mean", "std"):
+        v = norm.get(key)
+        if (not isinstance(v, list) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise CheckpointError(f"checkpoint normalization {key} must be three finite numbers, got {v!r}")
+        values.append([float(x) for x in v])
+    if min(values[1]) <= 0:
+        raise CheckpointError(f"checkpoint normalization std must be above zero, got {values[1]}")
+    return values[0], values[1]
+
+
+def is_safetensors(path: Path) -> bool:
+    """True when the file starts like safetensors: an 8-byte header length, then a JSON object."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
 
 
 def build_from_metadata(meta: Mapping[str, Any]) -> ResNetBase:
     """Construct the architecture a checkpoint's metadata names."""
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"checkpoint metadata must be a JSON object, got {type(meta).__name__}")
     name = meta.get("model")
     if not isinstance(name, str):
         raise CheckpointError("checkpoint metadata names no model")
+    kwargs = meta.get("model_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"checkpoint model_kwargs must be an object, got {kwargs!r}")
+    norm = meta.get("normalization")
+    statistics = _statistics(norm) if norm is not None else None
     try:
-        model = create_model(name, **dict(meta.get("model_kwargs") or {}))
+        model = create_model(name, **dict(kwargs))
     except UnknownModelError as err:
         raise CheckpointError(f"checkpoint is for {err}") from None
-    norm = meta.get("normalization")
-    if norm:
-        model.normalize.set_statistics(norm["mean"], norm["std"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint model_kwargs {dict(kwargs)} do not fit {name}: {err}") from None
+    if statistics is not None:
+        model.normalize.set_statistics(*statistics)
     return model
 
 
@@ -186,7 +255,7 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):  # by content, not by suffix: a renamed file is still what it is
         state, meta = read_checkpoint(path)
         model = build_from_metadata(meta)
         if expect_model is not None and meta.get("model") != expect_model:

@@ -26,6 +26,24 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf (which compare False with every bound and would pass it)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            number = super().convert(value, param, ctx)
+        except click.BadParameter as err:  # one line, like every other bad input (no usage block)
+            raise BadInput(f"{flag}: {err.format_message()}") from None
+        if not math.isfinite(number):
+            raise BadInput(f"{flag}: {value!r} is not a finite number")
+        return number
+
+
 def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
     try:
@@ -38,20 +56,20 @@ def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> 
         meta = getattr(model, "pretrained_metadata", {}) or {}
         return model.eval(), dict(meta)
     except (UnknownModelError, CheckpointError) as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
 
 
 def _dataset(name: str, data_dir: Path | None, download: bool) -> Any:
     try:
         return load_dataset(name, "test", data_dir, download)
     except DataError as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
 
 
 def _check_classes(name: str, model: Any, data: Any) -> None:
     classes = getattr(data, "classes", None)
     if classes is not None and len(classes) != model.num_classes:
-        raise click.ClickException(f"{name} predicts {model.num_classes} classes but {getattr(data, 'name', 'the data')} "
+        raise BadInput(f"{name} predicts {model.num_classes} classes but {getattr(data, 'name', 'the data')} "
                                    f"has {len(classes)}")
 
 
@@ -61,7 +79,7 @@ def _device(name: str) -> Any:
     try:
         return resolve_device(name)
     except TrainingError as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +106,7 @@ def models_command(pattern: str, as_json: bool) -> None:
                      "gated_blocks": sum(b.gate is not None for b in model.residual_blocks()),
                      "input": "x".join(map(str, info.input_shape)), "description": info.description})
     if not rows:
-        raise click.ClickException(f"no model matches {pattern!r}")
+        raise BadInput(f"no model matches {pattern!r}")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -106,15 +124,15 @@ def models_command(pattern: str, as_json: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
-@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
               help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
-@click.option("--target-rate", type=click.FloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
-@click.option("--gate-lambda", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--target-rate", type=FiniteFloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
+@click.option("--gate-lambda", type=FiniteFloatRange(min=0), default=2.0, show_default=True,
               help="Weight of the target-rate loss.")
-@click.option("--gate-lr-factor", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--gate-lr-factor", type=FiniteFloatRange(min=0), default=1.0, show_default=True)
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
@@ -142,9 +160,9 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     try:
         info = get_model_info(model_name)
     except UnknownModelError as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
     if info.default_dataset != "cifar10":
-        raise click.ClickException(f"{model_name} trains on {info.default_dataset}; 'aigrobust train' covers CIFAR-10 "
+        raise BadInput(f"{model_name} trains on {info.default_dataset}; 'aigrobust train' covers CIFAR-10 "
                                    "models (fine-tune ImageNet models from torchvision weights in your own loop)")
     kwargs: dict[str, Any] = {}
     if target_rate is not None:
@@ -167,7 +185,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
                              gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor, augment=not no_augment,
                              seed=seed, device=device, bf16=not no_bf16)
     except (DataError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
 
     rank, world = _distributed(_device(device))
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
@@ -192,7 +210,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
         result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
                        on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
     except (TrainingError, CheckpointError, OSError) as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
     finally:
         bar.close()
         if world > 1:
@@ -229,7 +247,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
         try:
             get_model_info(model_name)  # a bad name fails before any data is read
         except UnknownModelError as err:
-            raise click.ClickException(str(err)) from None
+            raise BadInput(str(err)) from None
         dataset = dataset or get_model_info(model_name).default_dataset
         data = _dataset(dataset, data_dir, download)
         model, meta = _load_model(model_name, checkpoint, pretrained)
@@ -313,7 +331,7 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
         try:
             get_model_info(name)
         except UnknownModelError as err:
-            raise click.ClickException(str(err)) from None
+            raise BadInput(str(err)) from None
     entries = []
     for i, spec in enumerate(checkpoints):
         label, sep, path = spec.partition("=")
@@ -327,7 +345,7 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
             try:
                 model = create_model(name, pretrained=True).eval()
             except CheckpointError as err:
-                raise click.ClickException(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
+                raise BadInput(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
             entries.append(ModelEntry(name, model, source="pretrained"))
     if not entries:
         raise BadInput("give --model or --checkpoint")
@@ -403,20 +421,20 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         try:
             attack_from_spec(spec_text)
         except (UnknownAttackError, ValueError) as err:
-            raise click.ClickException(str(err)) from None
+            raise BadInput(str(err)) from None
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     for name in models:  # a bad name fails before any data is read
         try:
             get_model_info(name)
         except UnknownModelError as err:
-            raise click.ClickException(str(err)) from None
+            raise BadInput(str(err)) from None
     from defenses import DefenseSpecError, parse_defense
 
     for defense_spec in defense_specs:
         try:
             parse_defense(defense_spec)
         except DefenseSpecError as err:
-            raise click.ClickException(str(err)) from None
+            raise BadInput(str(err)) from None
     dev = _device(device)
     if dataset is None:
         first = models[0] if models else None
@@ -429,6 +447,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         data = data.in_memory(n_samples)
     if n_samples is not None and n_samples < len(data):
         data = data.subset(range(n_samples))
+    elif n_samples is not None and n_samples > len(data):
+        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all {len(data)} "
+                   "are used", err=True)
     for entry in entries:
         _check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):
@@ -450,9 +471,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
             folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
         _barrier(world)
         if rank != 0:  # rank 0 made (or checked) the folder; the others join it
-            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume=True)
+            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume=True, lock=False)
     except RunFolderError as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
     with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None if rank == 0 else True) as bar:
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              on_batch=lambda _m, n: bar.update(n), done_batches=folder.done_batch,
@@ -487,7 +508,7 @@ def _load_run_models(run_dir: Path) -> tuple[dict[str, Any], Any]:
     try:
         run = json.loads((run_dir / SPEC_FILE).read_text())
     except (OSError, json.JSONDecodeError):
-        raise click.ClickException(f"{run_dir} is not a run folder (no readable {SPEC_FILE})") from None
+        raise BadInput(f"{run_dir} is not a run folder (no readable {SPEC_FILE})") from None
     models = {}
     for label, info in run["models"].items():
         source = info.get("source", "pretrained")
@@ -519,7 +540,7 @@ def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
     try:
         records, dropped = combine_records([read_records(r) for r in run_dirs])
     except RunFolderError as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(str(err)) from None
     if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
         log.info("%d records repeat a sample already read from an earlier run; the earlier run's are kept",
                  dropped)
@@ -548,7 +569,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     try:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:
-        raise click.ClickException(f"cannot read the preface {preface_path}: {err}") from None
+        raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
     records = _read_runs(run_dirs)
     flags = _probe_flags(run_dirs, n_probe) if probe else []
     provenance = {"runs": [str(r) for r in run_dirs]}
@@ -571,7 +592,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
                                     "figures).")
         written = write_report(report, out_dir)
     except OSError as err:
-        raise click.ClickException(f"cannot write the report to {out_dir}: {err.strerror}") from None
+        raise BadInput(f"cannot write the report to {out_dir}: {err.strerror}") from None
     warnings = [f for f in report.flags if f.status == "warn"]
     click.echo(f"report: {out_dir / 'index.html'} and index.md ({len(written)} files, {len(report.figures)} figures)")
     for flag in warnings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +88,16 @@ def load_npz(path: Path, classes: Sequence[str] = CIFAR10_CLASSES, name: str = "
             if "images" not in archive or "labels" not in archive:
                 raise DataError(f"{path}: an .npz needs arrays 'images' and 'labels', found {sorted(archive.files)}")
             images, labels = archive["images"], archive["labels"]
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, DataError):
             raise
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        raise DataError(f"{path}: not a readable .npz file (truncated or corrupt: {err})") from None
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: labels must be integers, got {labels.dtype}")
+    if len(images) == 0:
+        raise DataError(f"{path}: holds no images")
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{path}: expected images (N, H, W, 3) and labels (N,), got {images.shape} and {labels.shape}")
     return ArrayDataset(images, labels.astype(np.int64), tuple(classes), name, str(path))
 
 

@@ -49,9 +49,16 @@ def parse_epsilon(text: str | float) -> float:
     return value
 
 
+EPSILON_RESOLUTION = 1e-7  # epsilons closer than this are one epsilon ('8/255' and '0.031372549')
+
+
 def with_zero(epsilons: Sequence[float]) -> tuple[float, ...]:
-    """The sweep, sorted, with epsilon 0 always present (the clean reference)."""
-    return tuple(sorted({0.0, *map(float, epsilons)}))
+    """The sweep, sorted, with epsilon 0 always present (the clean reference) and equal epsilons merged."""
+    merged: list[float] = []
+    for eps in sorted({0.0, *map(float, epsilons)}):
+        if not merged or eps - merged[-1] > EPSILON_RESOLUTION:
+            merged.append(eps)
+    return tuple(merged)
 
 
 class GateGradientView(nn.Module):

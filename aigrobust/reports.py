@@ -75,14 +75,19 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{",
+                   "}": r"\}", "$": r"\$", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}"}
+
+
+def latex_escape(value: object) -> str:
+    """Text safe inside a LaTeX cell: each special character replaced in one pass (so the braces a replacement
+    brings in are never escaped again)."""
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(value))
+
+
 def to_latex(table: pd.DataFrame, caption: str) -> str:
     """A LaTeX tabular (booktabs) with escaped cells."""
-    def esc(value: object) -> str:
-        text = str(value)
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                     ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
-            text = text.replace(a, b)
-        return text
+    esc = latex_escape
 
     cols = list(table.columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}",
@@ -340,11 +345,21 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
             f"<h2>Results</h2>{_html_table(table)}{_RENDER_PROBE}</body></html>")
 
 
+_SAFE_LINK = re.compile(r"^(https?://|mailto:|[^:]*$)", re.IGNORECASE)  # http(s), mailto or a relative path
+
+
+def _link(match: re.Match[str]) -> str:
+    label, target = match.group(1), match.group(2)
+    if not _SAFE_LINK.match(html.unescape(target).strip()):
+        return label  # javascript:, data: and other schemes stay plain text
+    return f"<a href='{target}'>{label}</a>"
+
+
 def _inline_html(text: str) -> str:
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-    return re.sub(r"\[(.+?)\]\((.+?)\)", r"<a href='\2'>\1</a>", text)
+    return re.sub(r"\[(.+?)\]\((.+?)\)", _link, text)
 
 
 def markdown_to_html(markdown: str) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import io
 import json
+import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,8 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_TABLE = "summary.csv"
 SPEC_FILE = "run.json"
 PARTS_DIR = ".parts"
+LOCK_FILE = ".lock"
+INTEGRITY_KEY = "records"  # run.json: row count and sha256 of the finished records file
 
 
 class RunFolderError(RuntimeError):
@@ -31,16 +37,43 @@ def _csv_bytes(frame: pd.DataFrame, compress: bool) -> bytes:
 
 
 def read_records(path: Path) -> pd.DataFrame:
-    """Records from a run folder or a records file, with gate patterns kept as strings."""
+    """Records from a run folder or a records file, with gate patterns kept as strings.
+
+    A run folder's records are checked against the row count and sha256 its run.json recorded when the run
+    finished, so a truncated or edited file is refused instead of giving figures over fewer samples."""
     path = Path(path)
+    expected: dict[str, Any] | None = None
     if path.is_dir():
+        expected = _recorded_integrity(path)
         path = path / RECORDS_FILE
     if not path.is_file():
         raise RunFolderError(f"no records at {path}")
+    if expected is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected.get("sha256"):
+            raise RunFolderError(f"{path} does not match its run.json (sha256 {digest[:12]}, recorded "
+                                 f"{str(expected.get('sha256'))[:12]}): truncated or edited since the run finished")
     try:
-        return pd.read_csv(path, dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise RunFolderError(f"{path}: unreadable records ({err})") from None
+        frame = pd.read_csv(path, dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False)
+    except (OSError, ValueError, EOFError, zlib.error) as err:
+        raise RunFolderError(f"{path}: unreadable records (truncated or corrupt: {err})") from None
+    missing = [c for c in RECORD_KEY if c not in frame.columns]
+    if missing:
+        raise RunFolderError(f"{path}: not aigrobust records (no column {', '.join(missing)})")
+    if frame.empty:
+        raise RunFolderError(f"{path}: holds no records")
+    if expected is not None and len(frame) != expected.get("rows"):
+        raise RunFolderError(f"{path}: {len(frame)} rows where run.json recorded {expected.get('rows')}")
+    return frame
+
+
+def _recorded_integrity(folder: Path) -> dict[str, Any] | None:
+    try:
+        spec = json.loads((folder / SPEC_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a folder without run.json (older or hand-made): nothing to compare with
+    value = spec.get(INTEGRITY_KEY) if isinstance(spec, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting
@@ -60,9 +93,10 @@ def combine_records(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
 class RunFolder:
     """Holds a run's spec, its finished batches and, at the end, its records and summary."""
 
-    def __init__(self, root: Path, spec: dict[str, Any], resume: bool) -> None:
+    def __init__(self, root: Path, spec: dict[str, Any], resume: bool, lock: bool = True) -> None:
+        """``lock``: take the folder's lock (the writer does; the other ranks of a torchrun join without it)."""
         self.root = Path(root)
-        self.spec = spec
+        self.spec = {k: v for k, v in spec.items() if k != INTEGRITY_KEY}  # the command, not a past outcome
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / ".write-test"
@@ -70,21 +104,60 @@ class RunFolder:
             probe.unlink()
         except OSError as err:
             raise RunFolderError(f"output folder {self.root} is not writable ({err.strerror})") from None
-        spec_path = self.root / SPEC_FILE
-        if spec_path.exists():
+        if lock:
+            self._take_lock()
+        try:
+            spec_path = self.root / SPEC_FILE
+            if spec_path.exists():
+                try:
+                    previous = json.loads(spec_path.read_text())
+                except json.JSONDecodeError:
+                    raise RunFolderError(f"{spec_path} is corrupt; pick another --out") from None
+                if not resume:
+                    raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or pick another "
+                                         "--out")
+                if isinstance(previous, dict):
+                    previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
+                if previous != json.loads(json.dumps(self.spec)):
+                    raise RunFolderError(f"{self.root} holds a run with another spec; --resume needs the same command")
+                for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
+                    debris.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(spec_path, json.dumps(self.spec, indent=2, sort_keys=True).encode())
+        except BaseException:
+            self.release()  # a refused folder keeps no lock of ours
+            raise
+
+    def _take_lock(self) -> None:
+        """One writer per folder: a second run on the same --out refuses with one line (a stale lock of a process
+        that died is taken over)."""
+        path = self.root / LOCK_FILE
+        for _ in range(2):
             try:
-                previous = json.loads(spec_path.read_text())
-            except json.JSONDecodeError:
-                raise RunFolderError(f"{spec_path} is corrupt; pick another --out") from None
-            if not resume:
-                raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or pick another "
-                                     "--out")
-            if previous != json.loads(json.dumps(spec)):
-                raise RunFolderError(f"{self.root} holds a run with another spec; --resume needs the same command")
-            for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
-                debris.unlink(missing_ok=True)
-        else:
-            atomic_write_bytes(spec_path, json.dumps(spec, indent=2, sort_keys=True).encode())
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = int(path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    holder = 0
+                if holder and holder != os.getpid() and _alive(holder):
+                    raise RunFolderError(f"another aigrobust process (pid {holder}) is writing to {self.root}; wait "
+                                         "for it to finish or pick another --out") from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            self._lock_path = path
+            atexit.register(self.release)
+            return
+        raise RunFolderError(f"cannot take the lock {path}")
+
+    def release(self) -> None:
+        """Drop the folder's lock (also at interpreter exit)."""
+        lock_path = getattr(self, "_lock_path", None)
+        if lock_path is not None:
+            lock_path.unlink(missing_ok=True)
+            self._lock_path = None
 
     def _part(self, model: str, batch: int) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
@@ -101,8 +174,22 @@ class RunFolder:
 
     def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> None:
         """Write the records, the summary table and summary.json (each atomically), then drop the parts."""
-        atomic_write_bytes(self.root / RECORDS_FILE, _csv_bytes(records, compress=True))
+        data = _csv_bytes(records, compress=True)
+        atomic_write_bytes(self.root / RECORDS_FILE, data)
+        sealed = {**self.spec, INTEGRITY_KEY: {"rows": len(records), "sha256": hashlib.sha256(data).hexdigest()}}
+        atomic_write_bytes(self.root / SPEC_FILE, json.dumps(sealed, indent=2, sort_keys=True).encode())
         atomic_write_bytes(self.root / SUMMARY_TABLE, _csv_bytes(summary, compress=False))
         payload = {**info, "spec": self.spec, "summary": json.loads(summary.to_json(orient="records"))}
         atomic_write_bytes(self.root / SUMMARY_FILE, json.dumps(payload, indent=2, sort_keys=True).encode())
         shutil.rmtree(self.root / PARTS_DIR, ignore_errors=True)
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

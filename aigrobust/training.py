@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from aigrobust.checkpoints import (
     CheckpointError,
@@ -83,6 +83,10 @@ class TrainConfig:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
+        for name in ("lr", "momentum", "weight_decay", "gate_lambda", "gate_lr_factor"):
+            value = getattr(self, name)
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
 
@@ -160,6 +164,15 @@ def augment_batch(images: Tensor, generator: torch.Generator, pad: int = 4) -> T
     batch_idx = torch.arange(n, device=images.device)[:, None, None, None]
     chan_idx = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def require_finite_weights(model: nn.Module, when: str) -> None:
+    """A TrainingError instead of a checkpoint when any parameter or buffer holds NaN or inf."""
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingError(f"{len(bad)} tensors hold NaN or inf {when} (first: {bad[0]}): training diverged "
+                            "(lower --lr); no checkpoint was written")
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -297,6 +310,11 @@ def train(
                 if targets is not None:
                     rate_loss = target_rate_loss(gate_values[:, gated_cols], targets[: len(gated_cols)])
                     loss = loss + config.gate_lambda * rate_loss
+            if not torch.isfinite(loss.detach()):
+                # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
+                # (finite, from an earlier epoch or step) stays the newest one on disk
+                raise TrainingError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: "
+                                    "training diverged (lower --lr); no checkpoint of this step was written")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -308,6 +326,7 @@ def train(
             if on_batch is not None:
                 on_batch(epoch + 1, step + 1, steps_per_epoch, float(loss.detach()))
             if rank == 0 and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                require_finite_weights(model, f"after step {step + 1} of epoch {epoch + 1}")
                 _save_state(state_path, _state(config, model, optimizer, data_generator, epoch, history,
                                                step=step + 1, order=order,
                                                sums=[loss_sum, rate_sum, correct, seen, exec_sum]))
@@ -331,6 +350,7 @@ def train(
         metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
         if rank == 0:
             # The state file (weights included) is the resume point; last.safetensors is the usable model.
+            require_finite_weights(model, f"after epoch {epoch + 1}")
             _save_state(state_path, _state(config, model, optimizer, data_generator, epoch + 1, history))
             save_checkpoint(model, model_path, **metadata)
             with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:

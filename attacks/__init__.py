@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -43,23 +45,96 @@ def list_attacks() -> list[str]:
     return sorted(_ATTACKS)
 
 
+class AttackSpecError(ValueError):
+    """A setting of an attack that is unknown, of the wrong type or out of range; the message is one line."""
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What each setting takes, wherever it appears (native attacks and foolbox's alike): a check and its wording.
+_SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "steps": (_positive_int, "a positive integer"),
+    "restarts": (_positive_int, "a positive integer"),
+    "n_queries": (_positive_int, "a positive integer"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "p_init": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "rho": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "label_weight": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "random_start": (lambda v: isinstance(v, bool), "true or false"),
+    "keep_label": (lambda v: isinstance(v, bool), "true or false"),
+    "stop_at_success": (lambda v: isinstance(v, bool), "true or false"),
+    "distance": (lambda v: v in DISTANCES, " or ".join(DISTANCES)),
+}
+
+
+def _rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None:
+    """A type check from a constructor default (foolbox settings without a rule of ours)."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool), "true or false")
+    if isinstance(default, int):
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    if isinstance(default, float):
+        return (_number, "a finite number")
+    return None
+
+
+def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Every setting known to ``constructor``, of the right type and in range; else one line naming it."""
+    params = inspect.signature(constructor).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD and k != "self"]
+    for key, value in kwargs.items():
+        if key not in params and not takes_any:
+            raise AttackSpecError(f"attack {name!r} has no setting {key!r}; it takes {', '.join(known) or 'none'}")
+        rule = _SETTING_RULES.get(key) or (_rule_from_default(params[key].default) if key in params else None)
+        if rule is not None and not rule[0](value):
+            raise AttackSpecError(f"attack {name!r}: {key} takes {rule[1]}, got {value!r}")
+
+
 def get_attack(name: str, **kwargs: Any) -> Attack:
-    """An attack by name with its settings."""
+    """An attack by name with its settings (each checked for type and range before the attack is built)."""
     if name.startswith("foolbox:"):
+        import foolbox
+
         from attacks.foolbox_bridge import FoolboxAttack
 
+        cls = getattr(foolbox.attacks, name.split(":", 1)[1], None)
+        if cls is None or not isinstance(cls, type):
+            raise UnknownAttackError(f"foolbox has no attack {name.split(':', 1)[1]!r}")
+        check_settings(name, cls.__init__, {k: v for k, v in kwargs.items() if k != "seed"})
         try:
             return FoolboxAttack(name.split(":", 1)[1], **kwargs)
-        except ValueError as err:
-            raise UnknownAttackError(str(err)) from None
+        except (TypeError, ValueError) as err:
+            raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
     if name not in _ATTACKS:
         close = difflib.get_close_matches(name, list(_ATTACKS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_attacks())}, foolbox:NAME"
         raise UnknownAttackError(f"unknown attack {name!r}{hint}")
+    check_settings(name, _constructor(name), kwargs)
     try:
         return _ATTACKS[name](**kwargs)
     except TypeError as err:
-        raise ValueError(f"bad settings for attack {name!r}: {err}") from None
+        raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
+
+
+def _constructor(name: str) -> Callable[..., Any]:
+    """The class behind a registered name (the variants registered as lambdas fix some of its settings)."""
+    entry = _ATTACKS[name]
+    if isinstance(entry, type):
+        return entry.__init__
+    return {"fgm-l2": FGSM, "pgd-l2": PGD, "apgd-l2": APGD,
+            "compute-inflation-keep-label": ComputeInflation}[name].__init__
 
 
 def _parse_value(text: str) -> Any:
@@ -85,13 +160,17 @@ def attack_from_spec(spec: str) -> Attack:
     for item in filter(None, settings.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"attack setting {item!r} in {spec!r} is not key=value")
-        kwargs[key.strip().replace("-", "_")] = _parse_value(value.strip())
+            raise AttackSpecError(f"attack setting {item!r} in {spec!r} is not key=value")
+        key = key.strip().replace("-", "_")
+        if key in kwargs:
+            raise AttackSpecError(f"attack setting {key!r} is given twice in {spec!r}")
+        kwargs[key] = _parse_value(value.strip())
     return get_attack(name, **kwargs)
 
 
 __all__ = [
-    "APGD", "BIM", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "ComputeInflation", "Distance",
+    "APGD", "BIM", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
+    "Distance", "check_settings",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -72,7 +72,9 @@ def main(models: tuple[str, ...], data_dir: Path | None, n_samples: int, eps_tex
         loaded = {name: create_model(name, pretrained=True).eval() for name in models}
         data = load_dataset("cifar10", "test", data_dir)
     except (ValueError, DefenseSpecError, DataError, UnknownModelError) as err:
-        raise click.ClickException(str(err)) from None
+        error = click.ClickException(str(err))
+        error.exit_code = 2  # bad input: the project's rule (README)
+        raise error from None
     x, y = data.subset(range(min(n_samples, len(data)))).tensors()
     click.echo(f"{len(x)} images, {attack_spec} at {eps_text}, {defense_spec} ({defense_grad}); robust accuracy %")
     for name, model in loaded.items():

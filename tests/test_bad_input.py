@@ -52,7 +52,93 @@ def files(tmp_path_factory) -> dict[str, Path]:
     baseline = root / "baseline.json"
     baseline.write_text('{"format": "aigrobust-baseline", "spec": ')
     paths["baseline"] = baseline
+    _bad_data(root, paths)
+    _bad_checkpoints(root, paths)
+    _bad_runs(root, paths)
     return paths
+
+
+def _bad_data(root: Path, paths: dict[str, Path]) -> None:
+    good = (paths["data"] / "cifar10_test.npz").read_bytes()
+    for name, write in (
+        ("truncated_npz", lambda f: f.write_bytes(good[: len(good) // 2])),
+        ("zero_images", lambda f: np.savez(f, images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros(0, np.int64))),
+        ("count_mismatch", lambda f: np.savez(f, images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.zeros(3, np.int64))),
+        ("float_labels", lambda f: np.savez(f, images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.zeros(4))),
+    ):
+        folder = root / name
+        folder.mkdir()
+        write(folder / "cifar10_test.npz")
+        paths[name] = folder
+
+
+def _with_metadata(source: Path, target: Path, edit, rehash: bool) -> Path:
+    """A copy of ``source`` whose aigrobust metadata ``edit`` changed; ``rehash`` recomputes the model hash, as
+    someone writing a bad file on purpose would (so the metadata check itself must catch it)."""
+    import json
+
+    from safetensors.torch import load, save
+
+    from aigrobust.checkpoints import METADATA_KEY, model_sha256
+
+    raw = source.read_bytes()
+    meta = json.loads(json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"][METADATA_KEY])
+    meta = edit(meta)
+    if rehash and isinstance(meta, dict):
+        meta["model_sha256"] = model_sha256(meta["weights_sha256"], meta)
+    target.write_bytes(save(dict(load(raw)), metadata={METADATA_KEY: json.dumps(meta)}))
+    return target
+
+
+def _bad_checkpoints(root: Path, paths: dict[str, Path]) -> None:
+    good = paths["good"]
+
+    def set_norm(mean, std):
+        return lambda m: {**m, "normalization": {"mean": mean, "std": std}}
+
+    paths["edited_norm"] = _with_metadata(good, root / "edited_norm.safetensors",
+                                          set_norm([0.1, 0.1, 0.1], [0.5, 0.5, 0.5]), rehash=False)
+    paths["zero_std"] = _with_metadata(good, root / "zero_std.safetensors", set_norm([0.5] * 3, [0, 0, 0]), True)
+    paths["nan_std"] = _with_metadata(good, root / "nan_std.safetensors", set_norm([0.5] * 3, [float("nan")] * 3), True)
+    paths["mean_abc"] = _with_metadata(good, root / "mean_abc.safetensors", set_norm("abc", [0.2] * 3), True)
+    paths["meta_list"] = _with_metadata(good, root / "meta_list.safetensors", lambda m: [m], False)
+    paths["bad_kwargs"] = _with_metadata(good, root / "bad_kwargs.safetensors",
+                                         lambda m: {**m, "model_kwargs": {"depthz": 3}}, True)
+    paths["kwargs_list"] = _with_metadata(good, root / "kwargs_list.safetensors",
+                                          lambda m: {**m, "model_kwargs": [1, 2]}, True)
+    paths["format1"] = _with_metadata(good, root / "format1.safetensors",
+                                      lambda m: {k: v for k, v in m.items() if k != "model_sha256"}, False)
+
+
+def _bad_runs(root: Path, paths: dict[str, Path]) -> None:
+    import gzip
+    import shutil
+
+    run = root / "run"
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", str(paths["good"]), "--data-dir", str(paths["data"]),
+                                      "--eps", "8/255", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    paths["run"] = run
+    text = gzip.decompress((run / "records.csv.gz").read_bytes()).decode()
+    lines = text.splitlines(keepends=True)
+    cut = root / "run_cut_rows"
+    shutil.copytree(run, cut)
+    (cut / "records.csv.gz").write_bytes(gzip.compress("".join(lines[:-3]).encode()))
+    paths["run_cut_rows"] = cut
+    header_only = root / "header_only"
+    header_only.mkdir()
+    (header_only / "records.csv.gz").write_bytes(gzip.compress(lines[0].encode()))
+    paths["header_only"] = header_only
+    mid_row = root / "mid_row"
+    mid_row.mkdir()
+    (mid_row / "records.csv.gz").write_bytes(gzip.compress(text.encode())[:-40])
+    paths["mid_row"] = mid_row
+    locked = root / "locked"
+    shutil.copytree(run, locked)
+    import os
+
+    (locked / ".lock").write_text(str(os.getppid()))  # a live process that is not this one holds the folder
+    paths["locked"] = locked
 
 
 def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
@@ -89,20 +175,138 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "not writable"),
         ("baseline JSON malformed", ["check", "--baseline", str(p["baseline"])], "not valid JSON"),
         ("CUDA where there is none", ["eval", "--model", "tiny_aig", "--device", "cuda"], "no CUDA device"),
+        # attack settings: typed and range-checked when parsed, before anything is written
+        *[(f"attack spec {spec}", [*attack, "--eps", "0.1", "--attack", spec], needle) for spec, needle in (
+            ("pgd:distance=foo", "distance takes linf or l2, got 'foo'"),
+            ("pgd:steps=1.5", "steps takes a positive integer, got 1.5"),
+            ("pgd:steps=abc", "steps takes a positive integer, got 'abc'"),
+            ("pgd:steps=0", "steps takes a positive integer"),
+            ("pgd:rel_stepsize=-0.5", "rel_stepsize takes a number > 0"),
+            ("pgd:rel_stepsize=nan", "rel_stepsize takes a number > 0"),
+            ("pgd:restarts=0", "restarts takes a positive integer"),
+            ("pgd:random_start=maybe", "has no setting 'random_start'"),
+            ("bim:stop_at_success=maybe", "stop_at_success takes true or false"),
+            ("pgd:stepz=3", "has no setting 'stepz'"),
+            ("pgd:steps=3,steps=4", "given twice"),
+            ("pgd:steps", "is not key=value"),
+            ("apgd:rho=1.5", "rho takes a number in (0, 1)"),
+            ("mifgsm:decay=-1", "decay takes a number >= 0"),
+            ("square:n_queries=0", "n_queries takes a positive integer"),
+            ("square:p_init=2", "p_init takes a number in (0, 1]"),
+            ("foolbox:LinfPGD:steps=abc", "steps takes a positive integer"),
+            ("foolbox:LinfPGD:abs_stepsize=-1", "abs_stepsize takes a number > 0"),
+            ("foolbox:Nope", "foolbox has no attack 'Nope'"),
+            ("gate-flip:steps=-2", "steps takes a positive integer"),
+        )],
+        ("epsilon 5.0", [*attack, "--eps", "5.0"], "outside [0, 1]"),
+        ("epsilon inf", [*attack, "--eps", "inf"], "outside [0, 1]"),
+        # training numbers: nan and inf refused at parse time
+        *[(f"train {flag} {value}", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]), "--out", str(out),
+                                     flag, value], "not a finite number")
+          for flag, value in (("--lr", "nan"), ("--lr", "inf"), ("--momentum", "nan"), ("--weight-decay", "inf"),
+                              ("--gate-lambda", "nan"), ("--gate-lr-factor", "inf"), ("--target-rate", "nan"))],
+        # data files
+        ("truncated .npz (eval)", ["eval", "--checkpoint", str(p["good"]), "--data-dir", str(p["truncated_npz"])],
+         "truncated or corrupt"),
+        ("truncated .npz (attack)", [*attack[:3], "--data-dir", str(p["truncated_npz"]), "--eps", "0.1", "--out",
+                                     str(out)], "truncated or corrupt"),
+        ("zero images (eval)", ["eval", "--checkpoint", str(p["good"]), "--data-dir", str(p["zero_images"])],
+         "holds no images"),
+        ("zero images (attack)", [*attack[:3], "--data-dir", str(p["zero_images"]), "--eps", "0.1", "--out", str(out)],
+         "holds no images"),
+        ("images and labels of different counts", ["eval", "--checkpoint", str(p["good"]), "--data-dir",
+                                                   str(p["count_mismatch"])], "expected images (N, H, W, 3)"),
+        ("float labels", ["eval", "--checkpoint", str(p["good"]), "--data-dir", str(p["float_labels"])],
+         "labels must be integers"),
+        # checkpoint metadata: covered by the model hash, and checked when read
+        ("normalization edited after saving", ["eval", "--checkpoint", str(p["edited_norm"])], "changed after saving"),
+        ("std zero", ["eval", "--checkpoint", str(p["zero_std"])], "std must be above zero"),
+        ("std nan", ["eval", "--checkpoint", str(p["nan_std"])], "three finite numbers"),
+        ("mean 'abc'", ["eval", "--checkpoint", str(p["mean_abc"])], "three finite numbers"),
+        ("metadata a JSON list", ["eval", "--checkpoint", str(p["meta_list"])], "not an object"),
+        ("model_kwargs that do not fit", ["eval", "--checkpoint", str(p["bad_kwargs"])], "do not fit tiny_aig"),
+        ("model_kwargs a list", ["eval", "--checkpoint", str(p["kwargs_list"])], "model_kwargs must be an object"),
+        ("format-1 checkpoint without a metadata hash", ["eval", "--checkpoint", str(p["format1"])],
+         "without a hash over its metadata"),
+        ("edited checkpoint in attack", [*attack[:1], "--checkpoint", str(p["edited_norm"]), *attack[3:], "--eps",
+                                         "0.1"], "changed after saving"),
+        # records
+        ("records cut at a line boundary (report)", ["report", str(p["run_cut_rows"]), "--no-probe", "--out",
+                                                     str(out)], "does not match its run.json"),
+        ("records cut at a line boundary (check)", ["check", "--sanity", str(p["run_cut_rows"])],
+         "does not match its run.json"),
+        ("header-only records", ["report", str(p["header_only"]), "--no-probe", "--out", str(out)], "holds no records"),
+        ("gzip cut mid-row", ["report", str(p["mid_row"]), "--no-probe", "--out", str(out)], "truncated or corrupt"),
+        ("no records at all", ["report", str(p["empty"]), "--no-probe", "--out", str(out)], "no records"),
+        # one writer per run folder
+        ("a run folder another process holds", [*attack[:5], "--eps", "8/255", "--out", str(p["locked"]), "--resume"],
+         "another aigrobust process"),
+        ("a finished run without --resume", [*attack[:5], "--eps", "8/255", "--out", str(p["run"])],
+         "already holds a run"),
     ]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
 
 
 def test_every_bad_input_gets_one_clear_line(files: dict[str, Path], tmp_path: Path) -> None:
     import torch
 
     out = tmp_path / "out"
-    for name, args, needle in cases(files, out):
+    table = cases(files, out)
+    assert len(table) >= 60
+    before = _snapshot(files["good"].parent)
+    for name, args, needle in table:
         if name.startswith("CUDA") and torch.cuda.is_available():
             continue
         result = CliRunner().invoke(cli, args)
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code != 0, name
+        assert result.exit_code == 2, f"{name}: exit {result.exit_code}: {result.output}"  # 2: bad input (README)
         assert "Traceback" not in result.output, name
         assert len(lines) == 1, f"{name}: {result.output}"
         assert needle in lines[0], f"{name}: {lines[0]}"
-    assert not out.exists()  # no case wrote anything
+        assert not out.exists(), name  # no case wrote anything
+    assert _snapshot(files["good"].parent) == before  # and no input file, run or lock was touched
+
+
+def test_a_safetensors_file_is_recognised_by_content_not_suffix(files: dict[str, Path], tmp_path: Path) -> None:
+    renamed = tmp_path / "model.th"
+    renamed.write_bytes(files["good"].read_bytes())
+    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(renamed), "--data-dir", str(files["data"])])
+    assert result.exit_code == 0, result.output
+    assert "tiny_aig" in result.output
+
+
+def test_equal_epsilons_merge_and_a_short_split_is_noted(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", str(files["good"]), "--data-dir", str(files["data"]),
+                                      "--eps", "8/255", "--eps", "0.031372549", "--n-samples", "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "--n-samples 64 asks for more images than the test split holds; all 8 are used" in result.output
+    import json
+
+    spec = json.loads((out / "run.json").read_text())
+    assert len(spec["spec"]["epsilons"]) == 2  # 0 and one 8/255
+    assert spec["records"]["rows"] == 2 * 8
+
+
+def test_training_stops_at_a_non_finite_loss_and_saves_nothing_non_finite(tmp_path: Path) -> None:
+    import torch
+
+    from aigrobust.data import ArrayDataset
+    from aigrobust.training import TrainConfig, TrainingError, train
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32),
+                        tuple(str(i) for i in range(10)), "cifar10", "synthetic")
+    config = TrainConfig(model="tiny_aig", epochs=1, batch_size=8, lr=1e30, seed=0)
+    with pytest.raises(TrainingError, match="NaN or inf|training diverged"):
+        train(config, data, tmp_path / "run", checkpoint_every=1)
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(model="tiny_aig", lr=float("nan"))
+    for f in (tmp_path / "run").rglob("*.safetensors"):
+        from aigrobust.checkpoints import read_checkpoint
+
+        state, _ = read_checkpoint(f)
+        assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())

@@ -87,7 +87,7 @@ def test_cli_rejects_bad_defenses_in_one_line(tmp_path) -> None:
         result = CliRunner().invoke(cli, ["attack", "--model", "resnet20", "--eps", "0.03", "--defense", spec,
                                           "--out", str(tmp_path / "x")])
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "x").exists()
 
 

@@ -35,4 +35,4 @@ def test_bad_input_gets_one_line(tmp_path: Path) -> None:
                          (["--model", "resnet20", "--data-dir", str(tmp_path)], "no .npz file")):
         result = CliRunner().invoke(main, args)
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code == 1 and len(lines) == 1 and needle in result.output, result.output
+        assert result.exit_code == 2 and len(lines) == 1 and needle in result.output, result.output
