@@ -211,16 +211,18 @@ def test_iterative_attacks_judge_from_the_gradient_pass_when_the_networks_are_on
         assert attacker.images > len(x), name
 
 
-def test_fooled_samples_leave_the_working_batch(tiny_gated) -> None:
+def test_fooled_samples_leave_the_working_batch() -> None:
+    model = create_model("aig20", pretrained=True).eval()  # shipped weights: the same model in every test order
     x = varied_images(32, seed=4)
     with torch.no_grad():
-        y = tiny_gated(x).argmax(1)
-    counter = CountingModel(tiny_gated)
-    result = get_attack("pgd", steps=10)(counter, x, y, [16 / 255])
+        y = model(x).argmax(1)
+    counter = CountingModel(model)
+    result = get_attack("pgd", steps=10)(counter, x, y, [8 / 255])
     fooled = int(result.success[0].sum())
-    assert fooled > len(x) // 2
-    # every step of the textbook run carries all 32 samples; leaving the batch saves the fooled ones' steps
-    assert counter.images < len(x) * (1 + 10) - fooled
+    assert fooled >= 24
+    # the textbook run carries all 32 samples through 10 gradient passes after one clean forward; leaving the
+    # batch saves at least the passes after each fooled sample's first success (it is fooled by step 10 at latest)
+    assert counter.images <= len(x) * (1 + 10) - fooled
 
 
 ITERATIVE_FOR_REAL = {"pgd": {"steps": 10}, "bim": {"steps": 10}, "mifgsm": {"steps": 10}, "apgd": {"steps": 20}}
