@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from aigrobust.metrics import summarize
 FORMAT = "aigrobust-baseline"
 KEYS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
 DEFAULT_TOLERANCES = {"robust_acc": 0.02, "adv_flops_rel": 0.02, "unchanged_gates": 0.03}
+MAX_TOLERANCE = 0.1  # a looser tolerance would let a real regression pass (1e9 passes anything)
+METRIC_FIELDS = ("robust_acc", "adv_flops", "unchanged_gates")
 
 
 class BaselineError(ValueError):
@@ -53,7 +56,7 @@ def file_sha256(path: Path) -> str:
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
-    """Read and validate a baseline file."""
+    """Read a baseline file and validate it as a typed document (every field checked before any work)."""
     path = Path(path)
     if not path.is_file():
         raise BaselineError(f"baseline not found: {path}")
@@ -67,11 +70,112 @@ def load_baseline(path: Path) -> dict[str, Any]:
     for key in ("spec", "metrics", "tolerances"):
         if key not in data:
             raise BaselineError(f"{path} lacks '{key}'")
-    spec = data["spec"]
+    try:
+        _check_spec(data["spec"])
+        _check_tolerances(data["tolerances"])
+        _check_metrics(data["metrics"])
+    except BaselineError as err:
+        raise BaselineError(f"{path}: {err}") from None
+    return data
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_tolerances(tolerances: Any) -> None:
+    if not isinstance(tolerances, dict):
+        raise BaselineError("tolerances must be an object")
+    for name, value in tolerances.items():
+        if name not in DEFAULT_TOLERANCES:
+            raise BaselineError(f"unknown tolerance {name!r}; known: {', '.join(DEFAULT_TOLERANCES)}")
+        if not _finite(value) or not 0 <= value <= MAX_TOLERANCE:
+            raise BaselineError(f"tolerance {name} must be a number in [0, {MAX_TOLERANCE}], got {value!r}")
+
+
+def _check_metrics(metrics: Any) -> None:
+    if not isinstance(metrics, list) or not metrics:
+        raise BaselineError("metrics must be a non-empty list (a baseline that checks nothing passes anything)")
+    for i, row in enumerate(metrics):
+        if not isinstance(row, dict):
+            raise BaselineError(f"metric {i} is not an object")
+        for key in KEYS[:-1]:
+            if not isinstance(row.get(key), str):
+                raise BaselineError(f"metric {i} lacks {key!r} (a string)")
+        if not _finite(row.get("epsilon")) or not 0 <= row["epsilon"] <= 1:
+            raise BaselineError(f"metric {i}: epsilon must be a number in [0, 1], got {row.get('epsilon')!r}")
+        for key in METRIC_FIELDS:
+            if not _finite(row.get(key)):
+                raise BaselineError(f"metric {i} ({row['model']} {row['attack']}) lacks {key!r} (a number)")
+
+
+def _check_spec(spec: Any) -> None:
+    from aigrobust.data import DATASETS
+    from aigrobust.evaluate import parse_epsilon
+    from attacks import attack_from_spec
+
+    if not isinstance(spec, dict):
+        raise BaselineError("spec must be an object")
     for key in ("models", "dataset", "sample_indices", "attacks", "epsilons"):
         if key not in spec:
-            raise BaselineError(f"{path}: spec lacks '{key}'")
-    return data
+            raise BaselineError(f"spec lacks '{key}'")
+    models = spec["models"]
+    if not isinstance(models, dict) or not models:
+        raise BaselineError("spec models must be an object of label -> {model, checkpoint, sha256}")
+    for label, entry in models.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise BaselineError(f"spec model {label!r} must be an object naming its model")
+        if not isinstance(entry.get("checkpoint"), (str, type(None))):
+            raise BaselineError(f"spec model {label!r}: checkpoint must be a relative path or null")
+    if spec["dataset"] not in DATASETS:
+        raise BaselineError(f"spec dataset must be one of {', '.join(DATASETS)}, got {spec['dataset']!r}")
+    indices = spec["sample_indices"]
+    if (not isinstance(indices, list) or not indices
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)):
+        raise BaselineError("spec sample_indices must be a non-empty list of sample numbers")
+    if not isinstance(spec["attacks"], list) or not spec["attacks"]:
+        raise BaselineError("spec attacks must be a non-empty list of attack specs")
+    if not isinstance(spec["epsilons"], list) or not spec["epsilons"]:
+        raise BaselineError("spec epsilons must be a non-empty list")
+    batch_size = spec.get("batch_size", 256)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise BaselineError(f"spec batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        for text in spec["attacks"]:
+            attack_from_spec(str(text))
+        for eps in spec["epsilons"]:
+            if isinstance(eps, bool):
+                raise ValueError(f"epsilon {eps!r} is not a number")
+            parse_epsilon(eps)
+        _build_eval_spec(spec)
+    except (ValueError, KeyError) as err:  # unknown attacks, bad epsilons, gate or defense settings
+        raise BaselineError(f"spec: {str(err).strip(chr(39))}") from None
+
+
+def _build_eval_spec(spec: dict[str, Any]) -> Any:
+    from aigrobust.evaluate import EvalSpec
+
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return EvalSpec(attacks=tuple(spec["attacks"]), epsilons=tuple(spec["epsilons"]),
+                    gate_grads=tuple(spec.get("gate_grads", ("exact",))), gate_mode=spec.get("gate_mode", "hard"),
+                    seed=seed, defenses=tuple(spec.get("defenses", ("none",))),
+                    defense_grads=tuple(spec.get("defense_grads", ("oblivious", "bpda", "diff"))),
+                    early_exit=bool(spec.get("early_exit", False)))
+
+
+def contained_path(base: Path, value: str, allowed_roots: tuple[Path, ...], what: str) -> Path:
+    """A path the baseline names, resolved against its folder, refused (before it is opened) unless it lies
+    inside the baseline's folder or one of ``allowed_roots`` (absolute paths are always refused)."""
+    if Path(value).is_absolute():
+        raise BaselineError(f"{what} {value!r} is an absolute path; a baseline names paths relative to its folder")
+    resolved = (base / value).resolve()
+    roots = (base.resolve(), *(Path(r).resolve() for r in allowed_roots))
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        raise BaselineError(f"{what} {value!r} resolves to {resolved}, outside the baseline's folder and every "
+                            "--allow-root; pass --allow-root DIR to allow it")
+    return resolved
 
 
 def resolve(base: Path, value: str | None) -> Path | None:
@@ -139,11 +243,20 @@ def write_baseline(path: Path, document: dict[str, Any]) -> None:
 
 
 def run_baseline_spec(path: Path, document: dict[str, Any],
-                      evaluate: Callable[[dict[str, Any], Path], pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
-    """Verify checkpoint hashes (warnings, not errors: a changed checkpoint is what CI checks) and evaluate."""
+                      evaluate: Callable[[dict[str, Any], Path], pd.DataFrame],
+                      allowed_roots: tuple[Path, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Verify checkpoint hashes (warnings, not errors: a changed checkpoint is what CI checks) and evaluate.
+
+    Every path the baseline names must lie inside its folder or ``allowed_roots``; that is checked first."""
     base = Path(path).resolve().parent
+    spec = document["spec"]
+    if spec.get("data_dir") is not None:
+        contained_path(base, spec["data_dir"], allowed_roots, "data_dir")
+    for label, model in spec["models"].items():
+        if model.get("checkpoint") is not None:
+            contained_path(base, model["checkpoint"], allowed_roots, f"checkpoint of {label}")
     warnings = []
-    for label, model in document["spec"]["models"].items():
+    for label, model in spec["models"].items():
         checkpoint = resolve(base, model.get("checkpoint"))
         if checkpoint is None:
             continue
@@ -168,7 +281,7 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     """Run a baseline's stored evaluation spec and return its records."""
     from aigrobust.checkpoints import load_checkpoint
     from aigrobust.data import load_dataset
-    from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+    from aigrobust.evaluate import ModelEntry, run_evaluation
     from aigrobust.registry import create_model
 
     entries = []
@@ -181,10 +294,11 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
         entries.append(ModelEntry(label, model, source=str(checkpoint or "pretrained")))
     data = load_dataset(spec["dataset"], "test", resolve(base, spec.get("data_dir")))
     data = data.subset(sample_positions(spec["sample_indices"], np.asarray(data.indices)))  # type: ignore[attr-defined]
-    eval_spec = EvalSpec(attacks=tuple(spec["attacks"]), epsilons=tuple(spec["epsilons"]),
-                         gate_grads=tuple(spec.get("gate_grads", ("exact",))), gate_mode=spec.get("gate_mode", "hard"),
-                         seed=int(spec.get("seed", 0)), defenses=tuple(spec.get("defenses", ("none",))),
-                         defense_grads=tuple(spec.get("defense_grads", ("oblivious", "bpda", "diff"))))
+    expected = spec.get("data_sha256")
+    if expected and data.fingerprint() != expected:  # type: ignore[attr-defined]
+        raise BaselineError(f"the baseline's images differ from the data found: sha256 {data.fingerprint()[:16]} "  # type: ignore[attr-defined]
+                            f"where the baseline recorded {str(expected)[:16]}")
+    eval_spec = _build_eval_spec(spec)
     images, labels = data.tensors()  # type: ignore[attr-defined]
     run = run_evaluation(entries, eval_spec, images, labels, np.asarray(data.indices),  # type: ignore[attr-defined]
                          batch_size=int(spec.get("batch_size", 256)))
@@ -218,5 +332,5 @@ def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> 
         "sample_indices": sorted({int(s) for s in records["sample"]}),
         "attacks": spec["attacks"], "epsilons": spec["epsilons"], "gate_grads": spec["gate_grads"],
         "gate_mode": spec["gate_mode"], "defenses": spec["defenses"], "defense_grads": spec["defense_grads"],
-        "seed": spec["seed"], "batch_size": run.get("batch_size", 256),
+        "seed": spec["seed"], "batch_size": run.get("batch_size", 256), "early_exit": spec.get("early_exit", False),
     }

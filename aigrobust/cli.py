@@ -477,7 +477,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None if rank == 0 else True) as bar:
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              on_batch=lambda _m, n: bar.update(n), done_batches=folder.done_batch,
-                             save_batch=folder.save_batch, shard=(rank, world))
+                             save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for)
     if world > 1:
         _barrier(world)
         if rank != 0:
@@ -608,8 +608,11 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
 @click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
               help="Run the gradient-masking sanity checks on a run folder (repeatable).")
 @click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="A folder outside the baseline's own from which its checkpoints and data may be read (repeatable); "
+              "any other path the baseline names is refused before it is opened.")
 def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
-                  n_probe: int) -> None:
+                  n_probe: int, allowed_roots: tuple[Path, ...]) -> None:
     """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking."""
     from aigrobust.baseline import (
         BaselineError,
@@ -641,7 +644,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
                 click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
                 return
             document = load_baseline(baseline_path)
-            records, notes = run_baseline_spec(baseline_path, document, evaluate_spec)
+            records, notes = run_baseline_spec(baseline_path, document, evaluate_spec, allowed_roots)
         except (BaselineError, CheckpointError, DataError) as err:
             raise BadInput(str(err)) from None
         for note in notes:

@@ -150,132 +150,243 @@ def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
     return combos
 
 
-def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
-                   sample_ids: Sequence[int], batch_seed: int) -> pd.DataFrame:
-    """Every defense setting, attack, gate-gradient mode and epsilon on one batch: the records of that batch."""
-    from defenses import AttackerView, DefendedModel, parse_defense
+STANDING_FIELDS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_gates")
 
+
+@dataclass
+class UnitStore:
+    """Where finished units of a batch (one defense setting x one attack) are kept, so a killed run loses at most
+    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame)`` keeps one."""
+
+    load: Callable[[str], pd.DataFrame | None]
+    save: Callable[[str, pd.DataFrame], None]
+
+
+@dataclass
+class _Setting:
+    """One (defense, defense grad, gate grad) combination of a batch: the deployed and attacker models and the
+    clean outcome every attack starts from."""
+
+    defense_name: str
+    defense_grad: str
+    gate_grad: str
+    deployed: nn.Module
+    view: nn.Module
+    same_network: bool
+    reseed: Callable[[], None]
+    clean_pred: Tensor
+    clean_gates: list[str]
+    clean_decisions: Tensor
+    clean_flops: np.ndarray
+    clean_trace_flops: Tensor
+
+
+def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
+                   sample_ids: Sequence[int], batch_seed: int, units: UnitStore | None = None) -> pd.DataFrame:
+    """Every defense setting, attack, gate-gradient mode and epsilon on one batch: the records of that batch.
+
+    Work is done in units (one setting x one attack); with ``units``, finished units are saved and, on a rerun,
+    read back instead of recomputed (their effect on the per-sample standing outcome replayed), so the records are
+    the same either way."""
     model = entry.model
     model.eval()
-    gated = model.is_gated
     frames = []
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
-    for defense_spec, defense_grad, gate_grad in _settings(spec, gated):
-        defense = parse_defense(defense_spec)
-        defense.to(images.device)
-
-        def reseed(defense: Any = defense) -> None:
-            # the same draws of gates and randomised defenses for clean and adversarial passes of a batch
-            model.set_gate_mode(spec.gate_mode, seed=batch_seed)
-            for part in defense.modules():
-                if hasattr(part, "reseed"):
-                    part.reseed(batch_seed)
-
-        deployed = DefendedModel(model, defense)
-        if defense_spec not in clean_cache:
-            reseed()
-            with torch.no_grad():
-                clean_cache[defense_spec] = deployed.forward_with_gates(images)
-        clean_logits, clean_trace = clean_cache[defense_spec]
-        clean_pred = clean_logits.argmax(1)
-        clean_gates = _pattern(clean_trace.decisions)
-        clean_flops = clean_trace.flops.cpu().numpy()
-        n_blocks = clean_trace.decisions.shape[1]
-        base: nn.Module = GateGradientView(model, gate_grad) if gated else model
-        view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
-        # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
-        # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
-        same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"
-        n = len(labels)
-        everyone = torch.arange(n, device=labels.device)
-        # Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean
-        # mistake is its own adversarial), replaced by the first adversarial that fools it.
-        standing = {eps: {"adv_pred": clean_pred.clone(), "linf": torch.zeros(n), "l2": torch.zeros(n),
-                          "adv_gates": list(clean_gates), "hamming": torch.zeros(n),
-                          "adv_flops": clean_trace.flops.detach().cpu().clone()} for eps in spec.epsilons}
-        for attack in attacks:
-            if attack.goal == "gates" and not gated:
+    for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model.is_gated)):
+        setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, batch_seed, clean_cache)
+        standing = _clean_standing(setting, spec.epsilons, len(labels))
+        for a, attack in enumerate(attacks):
+            if attack.goal == "gates" and not model.is_gated:
                 continue
-            early = spec.early_exit and attack.goal == "misclassify"
-            if early:  # per epsilon, only the samples that still stand
-                groups = [((eps,), (standing[eps]["adv_pred"] == labels).nonzero().squeeze(1)) for eps in spec.epsilons]
-            else:
-                groups = [(spec.epsilons, everyone)]
-            for eps_group, idx in groups:
-                outcome = {}
-                if idx.numel():
-                    attack.seed = batch_seed
-                    reseed()
-                    target = view if same_network and attack.goal == "misclassify" else deployed
-                    result = attack(target, images[idx], labels[idx], eps_group, gradient_model=view)
-                for k, eps in enumerate(eps_group):
-                    values = {key: (value.clone() if isinstance(value, Tensor) else list(value))
-                              for key, value in standing[eps].items()}
-                    evaluated = torch.zeros(n, dtype=torch.bool)
-                    success = torch.zeros(n, dtype=torch.bool)
-                    if idx.numel():
-                        adv = result.clipped[k]
-                        reseed()
-                        with torch.no_grad():
-                            adv_logits, adv_trace = deployed.forward_with_gates(adv)
-                        pred = adv_logits.argmax(1)
-                        delta = (adv - images[idx]).flatten(1)
-                        ham = ((adv_trace.decisions != clean_trace.decisions[idx]).float().mean(1) if n_blocks
-                               else torch.zeros(len(idx)))
-                        pos = idx.cpu()
-                        values["adv_pred"][idx] = pred
-                        values["linf"][pos] = delta.abs().amax(1).cpu()
-                        values["l2"][pos] = delta.norm(dim=1).cpu()
-                        values["hamming"][pos] = ham.cpu()
-                        values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
-                        gates_now = _pattern(adv_trace.decisions)
-                        for j, i in enumerate(pos.tolist()):
-                            values["adv_gates"][i] = gates_now[j]
-                        evaluated[pos] = True
-                        # misclassification is read off the prediction just made; gate goals need the attack's judge
-                        success[pos] = ((pred != labels[idx]) if attack.goal == "misclassify"
-                                        else result.success[k]).cpu()
-                    rows = everyone.cpu() if early else idx.cpu()
-                    if attack.goal == "misclassify":
-                        success[~evaluated] = (values["adv_pred"] != labels).cpu()[~evaluated]
-                        newly = (values["adv_pred"] != labels) & (standing[eps]["adv_pred"] == labels)
-                        if newly.any():
-                            keep = newly.cpu()
-                            for key in ("adv_pred", "linf", "l2", "hamming", "adv_flops"):
-                                standing[eps][key][newly if key == "adv_pred" else keep] = \
-                                    values[key][newly if key == "adv_pred" else keep]
-                            for i in keep.nonzero().squeeze(1).tolist():
-                                standing[eps]["adv_gates"][i] = values["adv_gates"][i]
-                    r = rows.tolist()
-                    outcome[eps] = pd.DataFrame({
-                        "model": entry.name,
-                        "defense": defense.name,
-                        "defense_grad": defense_grad,
-                        "attack": attack.name,
-                        "gate_grad": gate_grad,
-                        "epsilon": eps,
-                        "sample": [int(sample_ids[i]) for i in r],
-                        "label": labels.cpu().numpy()[r],
-                        "clean_pred": clean_pred.cpu().numpy()[r],
-                        "adv_pred": values["adv_pred"].cpu().numpy()[r],
-                        "clean_correct": (clean_pred == labels).cpu().numpy()[r],
-                        "adv_correct": (values["adv_pred"] == labels).cpu().numpy()[r],
-                        "success": success.numpy()[r],
-                        "linf": values["linf"].numpy()[r],
-                        "l2": values["l2"].numpy()[r],
-                        "clean_gates": [clean_gates[i] for i in r],
-                        "adv_gates": [values["adv_gates"][i] for i in r],
-                        "hamming": values["hamming"].numpy()[r],
-                        "clean_flops": clean_flops[r],
-                        "adv_flops": values["adv_flops"].numpy()[r],
-                        "goal": attack.goal,
-                        "evaluated": evaluated.numpy()[r],
-                    })
-                frames.extend(outcome[eps] for eps in eps_group)
+            unit = f"setting-{s:03d}-attack-{a:03d}"
+            saved = units.load(unit) if units is not None else None
+            if saved is not None:
+                _replay_unit(saved, standing, labels, attack.goal)
+                frames.append(saved)
+                continue
+            # canonical dtypes before saving, so a unit read back serialises exactly like a fresh one
+            unit_frame = normalize_records(_run_unit(entry.name, spec, attack, setting, standing, images, labels,
+                                                     sample_ids, batch_seed))
+            if units is not None and not unit_frame.empty:
+                units.save(unit, unit_frame)
+            frames.append(unit_frame)
     model.set_gate_mode(spec.gate_mode, seed=spec.seed)
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
     return normalize_records(pd.concat(frames, ignore_index=True))
+
+
+def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
+                     images: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]) -> _Setting:
+    """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
+    from defenses import AttackerView, DefendedModel, parse_defense
+
+    defense = parse_defense(defense_spec)
+    defense.to(images.device)
+
+    def reseed() -> None:
+        # the same draws of gates and randomised defenses for clean and adversarial passes of a batch
+        model.set_gate_mode(spec.gate_mode, seed=batch_seed)
+        for part in defense.modules():
+            if hasattr(part, "reseed"):
+                part.reseed(batch_seed)
+
+    deployed = DefendedModel(model, defense)
+    if defense_spec not in clean_cache:
+        reseed()
+        with torch.no_grad():
+            clean_cache[defense_spec] = deployed.forward_with_gates(images)
+    clean_logits, clean_trace = clean_cache[defense_spec]
+    base: nn.Module = GateGradientView(model, gate_grad) if model.is_gated else model
+    view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
+    # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
+    # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
+    same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"
+    return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, reseed,
+                    clean_logits.argmax(1), _pattern(clean_trace.decisions), clean_trace.decisions,
+                    clean_trace.flops.cpu().numpy(), clean_trace.flops.detach().cpu())
+
+
+def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
+    """Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean mistake
+    is its own adversarial), replaced by the first adversarial that fools it."""
+    return {eps: {"adv_pred": setting.clean_pred.clone(), "linf": torch.zeros(n), "l2": torch.zeros(n),
+                  "adv_gates": list(setting.clean_gates), "hamming": torch.zeros(n),
+                  "adv_flops": setting.clean_trace_flops.clone()} for eps in epsilons}
+
+
+def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
+              standing: dict[float, dict[str, Any]], images: Tensor, labels: Tensor, sample_ids: Sequence[int],
+              batch_seed: int) -> pd.DataFrame:
+    """One attack under one setting at every epsilon: its records; ``standing`` takes the samples it fooled."""
+    n = len(labels)
+    everyone = torch.arange(n, device=labels.device)
+    early = spec.early_exit and attack.goal == "misclassify"
+    if early:  # per epsilon, only the samples that still stand
+        groups = [((eps,), (standing[eps]["adv_pred"] == labels).nonzero().squeeze(1)) for eps in spec.epsilons]
+    else:
+        groups = [(spec.epsilons, everyone)]
+    frames = []
+    for eps_group, idx in groups:
+        result = None
+        if idx.numel():
+            attack.seed = batch_seed
+            setting.reseed()
+            target = setting.view if setting.same_network and attack.goal == "misclassify" else setting.deployed
+            result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.view)
+        for k, eps in enumerate(eps_group):
+            values, evaluated, success = _outcome(setting, standing[eps], result, k, attack.goal, images, labels, idx)
+            if attack.goal == "misclassify":
+                success[~evaluated] = (values["adv_pred"] != labels).cpu()[~evaluated]
+                _update_standing(standing[eps], values, labels)
+            rows = (everyone if early else idx).cpu().tolist()
+            frames.append(_unit_records(model_name, setting, attack, eps, rows, values, evaluated, success, labels,
+                                        sample_ids))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
+
+
+def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, goal: str, images: Tensor,
+             labels: Tensor, idx: Tensor) -> tuple[dict[str, Any], Tensor, Tensor]:
+    """Each sample's values at one epsilon: the attacked samples' adversarial outcome, the standing one for the
+    rest; which samples were attacked; and the success of each."""
+    n = len(labels)
+    values = {key: (value.clone() if isinstance(value, Tensor) else list(value)) for key, value in standing.items()}
+    evaluated = torch.zeros(n, dtype=torch.bool)
+    success = torch.zeros(n, dtype=torch.bool)
+    if result is None:
+        return values, evaluated, success
+    adv = result.clipped[k]
+    setting.reseed()
+    with torch.no_grad():
+        adv_logits, adv_trace = setting.deployed.forward_with_gates(adv)
+    pred = adv_logits.argmax(1)
+    delta = (adv - images[idx]).flatten(1)
+    n_blocks = setting.clean_decisions.shape[1]
+    ham = ((adv_trace.decisions != setting.clean_decisions[idx]).float().mean(1) if n_blocks
+           else torch.zeros(len(idx)))
+    pos = idx.cpu()
+    values["adv_pred"][idx] = pred
+    values["linf"][pos] = delta.abs().amax(1).cpu()
+    values["l2"][pos] = delta.norm(dim=1).cpu()
+    values["hamming"][pos] = ham.cpu()
+    values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
+    gates_now = _pattern(adv_trace.decisions)
+    for j, i in enumerate(pos.tolist()):
+        values["adv_gates"][i] = gates_now[j]
+    evaluated[pos] = True
+    # misclassification is read off the prediction just made; gate goals need the attack's judge
+    success[pos] = ((pred != labels[idx]) if goal == "misclassify" else result.success[k]).cpu()
+    return values, evaluated, success
+
+
+def _update_standing(standing: dict[str, Any], values: dict[str, Any], labels: Tensor) -> None:
+    """Samples fooled now that stood until now take this attack's outcome as their standing one."""
+    newly = (values["adv_pred"] != labels) & (standing["adv_pred"] == labels)
+    if not newly.any():
+        return
+    keep = newly.cpu()
+    for key in ("adv_pred", "linf", "l2", "hamming", "adv_flops"):
+        mask = newly if key == "adv_pred" else keep
+        standing[key][mask] = values[key][mask]
+    for i in keep.nonzero().squeeze(1).tolist():
+        standing["adv_gates"][i] = values["adv_gates"][i]
+
+
+def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], labels: Tensor, goal: str) -> None:
+    """Apply a saved unit's records to ``standing`` as computing it would have (its rows hold every sample of the
+    batch in order, per epsilon)."""
+    if goal != "misclassify":
+        return
+    for eps, rows in frame.groupby("epsilon", sort=False):
+        target = standing[_standing_key(standing, float(eps))]
+        if len(rows) != len(labels):
+            raise ValueError(f"a saved unit holds {len(rows)} rows at epsilon {eps}, not the batch's {len(labels)}")
+        values = {"adv_pred": torch.as_tensor(rows["adv_pred"].to_numpy(), device=labels.device),
+                  "linf": torch.as_tensor(rows["linf"].to_numpy(), dtype=target["linf"].dtype),
+                  "l2": torch.as_tensor(rows["l2"].to_numpy(), dtype=target["l2"].dtype),
+                  "hamming": torch.as_tensor(rows["hamming"].to_numpy(), dtype=target["hamming"].dtype),
+                  "adv_flops": torch.as_tensor(rows["adv_flops"].to_numpy(), dtype=target["adv_flops"].dtype),
+                  "adv_gates": rows["adv_gates"].astype(str).tolist()}
+        _update_standing(target, values, labels)
+
+
+def _standing_key(standing: dict[float, Any], eps: float) -> float:
+    # epsilons come back from CSV as the same float64; match exactly, else the nearest (never more than 1e-12 off)
+    return eps if eps in standing else min(standing, key=lambda e: abs(e - eps))
+
+
+def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float, rows: list[int],
+                  values: dict[str, Any], evaluated: Tensor, success: Tensor, labels: Tensor,
+                  sample_ids: Sequence[int]) -> pd.DataFrame:
+    """The records of ``rows`` at one epsilon of one unit."""
+    label_np = labels.cpu().numpy()
+    clean_np = setting.clean_pred.cpu().numpy()
+    adv_np = values["adv_pred"].cpu().numpy()
+    return pd.DataFrame({
+        "model": model_name,
+        "defense": setting.defense_name,
+        "defense_grad": setting.defense_grad,
+        "attack": attack.name,
+        "gate_grad": setting.gate_grad,
+        "epsilon": eps,
+        "sample": [int(sample_ids[i]) for i in rows],
+        "label": label_np[rows],
+        "clean_pred": clean_np[rows],
+        "adv_pred": adv_np[rows],
+        "clean_correct": (clean_np == label_np)[rows],
+        "adv_correct": (adv_np == label_np)[rows],
+        "success": success.numpy()[rows],
+        "linf": values["linf"].numpy()[rows],
+        "l2": values["l2"].numpy()[rows],
+        "clean_gates": [setting.clean_gates[i] for i in rows],
+        "adv_gates": [values["adv_gates"][i] for i in rows],
+        "hamming": values["hamming"].numpy()[rows],
+        "clean_flops": setting.clean_flops[rows],
+        "adv_flops": values["adv_flops"].numpy()[rows],
+        "goal": attack.goal,
+        "evaluated": evaluated.numpy()[rows],
+    })
 
 
 _DTYPES = {"epsilon": "float64", "sample": "int64", "label": "int64", "clean_pred": "int64", "adv_pred": "int64",
@@ -327,8 +438,10 @@ def run_evaluation(
     done_batches: Callable[[str, int], pd.DataFrame | None] | None = None,
     save_batch: Callable[[str, int, pd.DataFrame], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    units_for: Callable[[str, int], UnitStore] | None = None,
 ) -> EvalRun:
-    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist.
+    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist whole
+    batches, ``units_for(model, batch)`` the units inside a batch (so a kill loses at most one unit).
 
     ``shard=(rank, world)`` evaluates only the batches with ``batch % world == rank`` (the records returned are
     those of this shard; a merge reads every shard's saved batches)."""
@@ -346,7 +459,8 @@ def run_evaluation(
                 frames.append(cached)
             else:
                 frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
-                                       batch_seed=spec.seed * 100_003 + b)
+                                       batch_seed=spec.seed * 100_003 + b,
+                                       units=units_for(entry.name, b) if units_for is not None else None)
                 if save_batch is not None:
                     save_batch(entry.name, b, frame)
                 frames.append(frame)

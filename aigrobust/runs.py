@@ -169,8 +169,28 @@ class RunFolder:
         return read_records(path) if path.is_file() else None
 
     def save_batch(self, model: str, batch: int, frame: pd.DataFrame) -> None:
-        """Persist one batch's records atomically."""
+        """Persist one batch's records atomically (its units are then no longer needed)."""
         atomic_write_bytes(self._part(model, batch), _csv_bytes(frame, compress=True))
+        shutil.rmtree(self._units_dir(model, batch), ignore_errors=True)
+
+    def _units_dir(self, model: str, batch: int) -> Path:
+        part = self._part(model, batch)
+        return part.with_name(part.name.replace(".csv.gz", ".units"))
+
+    def units_for(self, model: str, batch: int) -> Any:
+        """The store of the finished units (one setting x one attack) of a batch still in progress."""
+        from aigrobust.evaluate import UnitStore
+
+        folder = self._units_dir(model, batch)
+
+        def load(unit: str) -> pd.DataFrame | None:
+            path = folder / f"{unit}.csv.gz"
+            return read_records(path) if path.is_file() else None
+
+        def save(unit: str, frame: pd.DataFrame) -> None:
+            atomic_write_bytes(folder / f"{unit}.csv.gz", _csv_bytes(frame, compress=True))
+
+        return UnitStore(load=load, save=save)
 
     def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> None:
         """Write the records, the summary table and summary.json (each atomically), then drop the parts."""

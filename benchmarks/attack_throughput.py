@@ -88,7 +88,7 @@ def main(batch: int, apgd_batch: int, runs: int, models: tuple[str, ...], attack
                f"(1 restart); time = attack + one judging forward")
     for name in models:
         model, desc = load_model(name)
-        model(x[:8])  # warm-up
+        model(x_all[:8])  # warm-up
         for attack in attack_names:
             n = batch if attack == "pgd" else apgd_batch
             x, y = x_all[:n], y_all[:n]

@@ -139,6 +139,50 @@ def _bad_runs(root: Path, paths: dict[str, Path]) -> None:
 
     (locked / ".lock").write_text(str(os.getppid()))  # a live process that is not this one holds the folder
     paths["locked"] = locked
+    _bad_baselines(root, paths)
+
+
+def _bad_baselines(root: Path, paths: dict[str, Path]) -> None:
+    """Variants of a valid baseline made from the fixture's run; each breaks one field."""
+    import json
+
+    folder = root / "ci"
+    good = folder / "baseline.json"
+    result = CliRunner().invoke(cli, ["check", "--baseline", str(good), "--init-from", str(paths["run"])])
+    assert result.exit_code == 0, result.output
+    document = json.loads(good.read_text())
+    paths["good_baseline"] = good
+    swapped = root / "swapped"
+    swapped.mkdir()
+    with np.load(paths["data"] / "cifar10_test.npz") as archive:
+        np.savez(swapped / "cifar10_test.npz", images=255 - archive["images"], labels=archive["labels"])
+
+    def variant(name: str, edit) -> None:
+        changed = json.loads(json.dumps(document))
+        edit(changed)
+        (folder / f"{name}.json").write_text(json.dumps(changed))
+        paths[f"baseline_{name}"] = folder / f"{name}.json"
+
+    def spec(key, value):
+        return lambda d: d["spec"].__setitem__(key, value)
+
+    def model_checkpoint(value):
+        return lambda d: next(iter(d["spec"]["models"].values())).__setitem__("checkpoint", value)
+
+    variant("no_metrics", lambda d: d.__setitem__("metrics", []))
+    variant("huge_tolerance", lambda d: d["tolerances"].__setitem__("robust_acc", 1e9))
+    variant("tolerance_abc", lambda d: d["tolerances"].__setitem__("robust_acc", "abc"))
+    variant("unknown_tolerance", lambda d: d["tolerances"].__setitem__("accuracy", 0.01))
+    variant("metric_without_robust_acc", lambda d: d["metrics"][0].pop("robust_acc"))
+    variant("eps_abc", spec("epsilons", ["abc"]))
+    variant("eps_5", spec("epsilons", [5.0]))
+    variant("batch_size_0", spec("batch_size", 0))
+    variant("models_list", spec("models", ["tiny_aig"]))
+    variant("unknown_attack", spec("attacks", ["fgsn"]))
+    variant("no_samples", spec("sample_indices", []))
+    variant("absolute_checkpoint", model_checkpoint("/etc/passwd"))
+    variant("escaping_checkpoint", model_checkpoint("../../../../../../etc/passwd"))
+    variant("swapped_images", spec("data_dir", "../swapped"))
 
 
 def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
@@ -243,6 +287,26 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "another aigrobust process"),
         ("a finished run without --resume", [*attack[:5], "--eps", "8/255", "--out", str(p["run"])],
          "already holds a run"),
+        # baselines: a typed document, paths inside its folder (or --allow-root), its images as recorded
+        *[(f"baseline {name}", ["check", "--baseline", str(p[f"baseline_{name}"]), "--allow-root", str(p["run"].parent)],
+           needle) for name, needle in (
+            ("no_metrics", "metrics must be a non-empty list"),
+            ("huge_tolerance", "tolerance robust_acc must be a number in [0, 0.1]"),
+            ("tolerance_abc", "tolerance robust_acc must be a number in [0, 0.1], got 'abc'"),
+            ("unknown_tolerance", "unknown tolerance 'accuracy'"),
+            ("metric_without_robust_acc", "lacks 'robust_acc'"),
+            ("eps_abc", "not a number"),
+            ("eps_5", "outside [0, 1]"),
+            ("batch_size_0", "batch_size must be a positive integer"),
+            ("models_list", "spec models must be an object"),
+            ("unknown_attack", "unknown attack 'fgsn'"),
+            ("no_samples", "sample_indices must be a non-empty list"),
+            ("absolute_checkpoint", "is an absolute path"),
+            ("escaping_checkpoint", "outside the baseline's folder"),
+            ("swapped_images", "the baseline's images differ from the data found"),
+        )],
+        ("baseline naming files outside its folder, no --allow-root", ["check", "--baseline", str(p["good_baseline"])],
+         "outside the baseline's folder"),
     ]
 
 

@@ -138,3 +138,33 @@ def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_
     b, _ = read_checkpoint(killed / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_sigkill_inside_the_first_batch_keeps_finished_units(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    # one batch of 48 and six units (3 gate-gradient settings x 2 attacks); with --early-exit each unit after the
+    # first depends on what the earlier ones fooled, so a resume must replay the saved units, not just skip them
+    checkpoint = _checkpoint(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "aigrobust", "attack", "--checkpoint", str(checkpoint), "--eps", "4/255",
+                "--attack", "fgsm", "--attack", "pgd:steps=60", "--gate-grad", "all", "--early-exit", "--data-dir",
+                str(synthetic_npz_dir), "--n-samples", "48", "--batch-size", "48", "--out", str(out), *extra]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True, env=env)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    units = killed / ".parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(units.glob("*/*.units/*.csv.gz"))) < 3:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = len(list(units.glob("*/*.units/*.csv.gz")))
+    assert 3 <= saved < 6, "the run should have been killed inside its only batch"
+    assert not list(units.glob("*/batch-*.csv.gz"))  # the batch itself never finished
+    done = subprocess.run(command(killed, "--resume"), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (killed / "records.csv.gz").read_bytes() == (reference / "records.csv.gz").read_bytes()

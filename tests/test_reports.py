@@ -115,7 +115,10 @@ def test_baseline_check_passes_then_catches_a_planted_regression(run_dir: Path, 
     document = json.loads(baseline.read_text())
     assert document["spec"]["models"]["resnet20"]["sha256"] and len(document["spec"]["sample_indices"]) == 64
     assert not Path(document["spec"]["models"]["resnet20"]["checkpoint"]).is_absolute()
+    roots = ("--allow-root", str(tmp_path), "--allow-root", str(SHARED_DATA))  # the model and data lie outside ci/
     code, output = invoke("check", "--baseline", str(baseline))
+    assert code == 2 and "outside the baseline's folder" in output, output  # refused before anything is opened
+    code, output = invoke("check", "--baseline", str(baseline), *roots)
     assert code == 0, output
     assert "REGRESSION" not in output
     model, _ = load_checkpoint(checkpoint)
@@ -124,7 +127,7 @@ def test_baseline_check_passes_then_catches_a_planted_regression(run_dir: Path, 
             if name.endswith("conv1.weight") and "layer" in name:
                 p.add_(torch.randn_like(p) * p.std() * 1.5, alpha=1.0)
     save_checkpoint(model, checkpoint)
-    code, output = invoke("check", "--baseline", str(baseline))
+    code, output = invoke("check", "--baseline", str(baseline), *roots)
     assert code == 1, output
     assert re.search(r"robust_acc .* REGRESSION", output)
     assert "changed since the baseline" in output

@@ -66,6 +66,11 @@ class ResidualBlock(nn.Module):
         """The shortcut (identity, zero-padded subsampling, or projection)."""
         raise NotImplementedError
 
+    @property
+    def has_identity_shortcut(self) -> bool:
+        """True when the shortcut returns its input unchanged (a closed gate then leaves the features as they are)."""
+        return False
+
     def forward(self, x: Tensor) -> Tensor:
         # Plain forward for use outside a network (the network runs blocks through its gate logic).
         return F.relu(self.shortcut_path(x) + self.residual(x))
@@ -233,12 +238,20 @@ class ResNetBase(nn.Module):
     def _run_decisions_only(self, x: Tensor) -> Tensor:
         h = self.stem(self.normalize(x))
         for block in self.residual_blocks():
-            shortcut = block.shortcut_path(h)
             if block.gate is None:
-                h = F.relu(shortcut + block.residual(h))
+                h = F.relu(block.shortcut_path(h) + block.residual(h))
                 continue
-            logits = block.gate(h)
-            h = F.relu(self._skip_closed(block, h, shortcut, logits[:, 1] > logits[:, 0]))
+            logits = block.gate.eval_logits(h)
+            is_open = logits[:, 1] > logits[:, 0]
+            if h.shape[0] == 1:
+                # batch 1 (or any batch that agrees): run or skip the whole block, no gather or scatter
+                if bool(is_open):
+                    h = F.relu(block.shortcut_path(h) + block.residual(h))
+                elif not block.has_identity_shortcut:
+                    h = F.relu(block.shortcut_path(h))
+                # a closed block with an identity shortcut returns relu(h) = h: features are already >= 0
+                continue
+            h = F.relu(self._skip_closed(block, h, block.shortcut_path(h), is_open))
         return self.head(h)
 
     def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:

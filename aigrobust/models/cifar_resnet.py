@@ -60,6 +60,10 @@ class CifarBasicBlock(ResidualBlock):
     def shortcut_path(self, x: Tensor) -> Tensor:
         return self.shortcut(x)
 
+    @property
+    def has_identity_shortcut(self) -> bool:
+        return isinstance(self.shortcut, nn.Identity)
+
 
 class CifarResNet(ResNetBase):
     """A CIFAR ResNet with three stages; ``gated=True`` puts a ConvNet-AIG gate on every block."""

@@ -57,6 +57,10 @@ class Bottleneck(ResidualBlock):
     def shortcut_path(self, x: Tensor) -> Tensor:
         return x if self.downsample is None else self.downsample(x)
 
+    @property
+    def has_identity_shortcut(self) -> bool:
+        return self.downsample is None
+
 
 class ImageNetResNet(ResNetBase):
     """Bottleneck ResNet for 224x224 inputs; ``gated=True`` gates every block (targets per the AIG schedule)."""
