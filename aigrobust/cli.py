@@ -82,7 +82,18 @@ def _device(name: str) -> Any:
         raise BadInput(str(err)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """click's usage errors (a missing argument, a bad choice) as one line, like every other bad input."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            raise BadInput(f"{err.format_message()} (see {where} --help)") from None
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aigrobust")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -260,6 +271,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
         click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
     if n_samples is not None and n_samples < len(data):  # type: ignore[arg-type]
         data = data.subset(range(n_samples)) if hasattr(data, "subset") else data  # type: ignore[attr-defined]
+    elif n_samples is not None and n_samples > len(data):  # type: ignore[arg-type]
+        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all "
+                   f"{len(data)} are used", err=True)  # type: ignore[arg-type]
     _check_classes(name, model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)  # type: ignore[attr-defined]

@@ -305,6 +305,10 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
             ("escaping_checkpoint", "outside the baseline's folder"),
             ("swapped_images", "the baseline's images differ from the data found"),
         )],
+        ("no model matches a pattern", ["models", "zzz*"], "no model matches 'zzz*'"),
+        ("eval with an unknown model", ["eval", "--model", "resnet2O"], "did you mean"),
+        ("train with an unknown model", ["train", "--model", "aig2O", "--out", str(out)], "did you mean"),
+        ("report with no run folder", ["report", "--out", str(out)], "Missing argument"),
         ("baseline naming files outside its folder, no --allow-root", ["check", "--baseline", str(p["good_baseline"])],
          "outside the baseline's folder"),
     ]
