@@ -251,8 +251,23 @@ class ResNetBase(nn.Module):
                     h = F.relu(block.shortcut_path(h))
                 # a closed block with an identity shortcut returns relu(h) = h: features are already >= 0
                 continue
-            h = F.relu(self._skip_closed(block, h, block.shortcut_path(h), is_open))
+            if torch.is_grad_enabled():
+                h = F.relu(self._skip_closed(block, h, block.shortcut_path(h), is_open))
+            else:
+                h = self._skip_closed_in_place(block, h, is_open)
         return self.head(h)
+
+    @staticmethod
+    def _skip_closed_in_place(block: ResidualBlock, x: Tensor, is_open: Tensor) -> Tensor:
+        """:meth:`_skip_closed` plus the ReLU without autograd: the branch is added into the shortcut in place, which
+        saves two passes over the batch's features (the forward owns ``x``: it is its own intermediate)."""
+        index = is_open.nonzero().squeeze(1)
+        if index.numel() == 0:
+            return x if block.has_identity_shortcut else F.relu(block.shortcut_path(x))
+        if index.numel() == x.shape[0]:
+            return block.residual(x).add_(block.shortcut_path(x)).relu_()
+        branch = block.residual(x.index_select(0, index))
+        return block.shortcut_path(x).index_add_(0, index, branch.to(x.dtype)).relu_()
 
     def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
         """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
