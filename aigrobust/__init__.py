@@ -1,18 +1,36 @@
-"""aigrobust: adversarial-robustness evaluation of gated ResNets (ConvNet-AIG) and plain ResNets."""
+"""aigrobust: adversarial-robustness evaluation of gated ResNets (ConvNet-AIG) and plain ResNets.
 
-from aigrobust.models import GateExecution, GateGrad, GateMode, GateTrace, ResNetBase
-from aigrobust.registry import create_model, get_model_info, list_models
+Names are imported on first use, so ``import aigrobust`` (and the command line's ``--help``) does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GateExecution",
-    "GateGrad",
-    "GateMode",
-    "GateTrace",
-    "ResNetBase",
-    "create_model",
-    "get_model_info",
-    "list_models",
-    "__version__",
-]
+_EXPORTS = {
+    "GateExecution": "aigrobust.models.gates",
+    "GateGrad": "aigrobust.models.gates",
+    "GateMode": "aigrobust.models.gates",
+    "GateTrace": "aigrobust.models.gates",
+    "ResNetBase": "aigrobust.models.base",
+    "create_model": "aigrobust.factory",
+    "get_model_info": "aigrobust.registry",
+    "list_models": "aigrobust.registry",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aigrobust' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -8,7 +8,6 @@ by more than their tolerances.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.checkpoints import atomic_write_bytes
+from aigrobust.files import atomic_write_bytes, file_sha256
 from aigrobust.metrics import summarize
 
 FORMAT = "aigrobust-baseline"
@@ -44,15 +43,6 @@ class Comparison:
     now: float
     tolerance: float
     holds: bool
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -279,10 +269,9 @@ def sample_positions(indices: list[int], available: np.ndarray) -> np.ndarray:
 
 def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     """Run a baseline's stored evaluation spec and return its records."""
-    from aigrobust.checkpoints import load_checkpoint
     from aigrobust.data import load_dataset
     from aigrobust.evaluate import ModelEntry, run_evaluation
-    from aigrobust.registry import create_model
+    from aigrobust.factory import create_model, load_checkpoint
 
     entries = []
     for label, entry in spec["models"].items():

@@ -13,10 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
-import tempfile
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResNetBase
-from aigrobust.registry import UnknownModelError, create_model
+from aigrobust.errors import CheckpointError
+from aigrobust.files import atomic_write_bytes
+from aigrobust.models.base import ResNetBase
+from aigrobust.registry import UnknownModelError, build_model
 
 if TYPE_CHECKING:
-    from aigrobust.registry import ModelInfo
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,6 @@ METADATA_KEY = "aigrobust"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, tampered with, or of another architecture."""
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
@@ -59,29 +55,6 @@ def model_sha256(weights_hash: str, meta: Mapping[str, Any]) -> str:
     """sha256 over the weights' hash and every metadata field that changes the model's outputs."""
     covered = json.dumps({key: meta.get(key) for key in OUTPUT_METADATA}, sort_keys=True)
     return hashlib.sha256(f"{weights_hash}|{covered}".encode()).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def model_metadata(model: ResNetBase, **extra: Any) -> dict[str, Any]:
@@ -213,7 +186,7 @@ def build_from_metadata(meta: Mapping[str, Any]) -> ResNetBase:
     norm = meta.get("normalization")
     statistics = _statistics(norm) if norm is not None else None
     try:
-        model = create_model(name, **dict(kwargs))
+        model = build_model(name, **dict(kwargs))
     except UnknownModelError as err:
         raise CheckpointError(f"checkpoint is for {err}") from None
     except (TypeError, ValueError) as err:
@@ -245,179 +218,3 @@ def load_state_checked(model: ResNetBase, state: Mapping[str, Tensor], source: s
 
 def _preview(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
-
-
-def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNetBase, dict[str, Any]]:
-    """Load any supported checkpoint into a model: ours (.safetensors) or a converted format.
-
-    ``expect_model`` (a registry name) makes a checkpoint of another architecture an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors" or is_safetensors(path):  # by content, not by suffix: a renamed file is still what it is
-        state, meta = read_checkpoint(path)
-        model = build_from_metadata(meta)
-        if expect_model is not None and meta.get("model") != expect_model:
-            raise CheckpointError(f"{path} holds a {meta.get('model')}, not a {expect_model}")
-        load_state_checked(model, state, str(path))
-        model.eval()
-        return model, meta
-    model, meta = convert_checkpoint(path, expect_model)
-    model.eval()
-    return model, meta
-
-
-# --- converters ---------------------------------------------------------------------------------------------------
-def torch_load_safely(path: Path) -> Any:
-    """``torch.load`` that only unpickles tensors and plain containers (code-running pickles are refused)."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # protocol notes from the restricted unpickler
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (pickle, zip and unpickler errors come in many types)
-        text = str(err).strip()
-        if "Weights only load failed" in text:
-            after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
-            detail = after[0].strip() if after and "WeightsUnpickler" in text else "unsupported content"
-            reason = (f"refused ({detail}): it holds objects other than tensors and plain containers (a pickle "
-                      "that could run code) or is not a checkpoint")
-        else:
-            reason = text.splitlines()[0] if text else type(err).__name__
-        raise CheckpointError(f"{path} could not be loaded safely (weights only): {reason}") from None
-
-
-def _extract_state(obj: Any, path: Path) -> OrderedDict[str, Tensor]:
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors")
-    return OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
-
-
-def detect_layout(state: Mapping[str, Tensor]) -> str:
-    """Name the layout of a foreign state dict: 'akamaster', 'aig-reference', or 'torchvision'."""
-    keys = set(state)
-    if "fc.weight" in keys and "conv1.weight" in keys:
-        return "torchvision"
-    if any(re.search(r"\.fc1bn\.", k) for k in keys):
-        return "aig-reference"
-    if "linear.weight" in keys and any(k.startswith("layer3.") for k in keys):
-        return "akamaster"
-    raise CheckpointError("unrecognised checkpoint layout (expected ours, akamaster, ConvNet-AIG reference or torchvision)")
-
-
-def _cifar_depth(state: Mapping[str, Tensor]) -> int:
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer1\.(\d+)\.", k))}
-    return 6 * len(blocks) + 2
-
-
-def convert_akamaster(state: Mapping[str, Tensor]) -> ResNetBase:
-    """akamaster/pytorch_resnet_cifar10 weights (option A, ImageNet normalisation) -> our plain CIFAR ResNet."""
-    depth = _cifar_depth(state)
-    num_classes = int(state["linear.weight"].shape[0])
-    model = create_model(f"resnet{depth}", num_classes=num_classes)
-    model.normalize.set_statistics(IMAGENET_MEAN, IMAGENET_STD)  # akamaster's trainer.py normalises this way
-    own = model.state_dict()
-    filled = dict(state)
-    for k, v in own.items():  # pre-0.4 files carry no BatchNorm counters
-        if k.endswith("num_batches_tracked") and k not in filled:
-            filled[k] = torch.zeros_like(v)
-    load_state_checked(model, filled, "akamaster checkpoint")
-    return model
-
-
-def convert_aig_reference(state: Mapping[str, Tensor]) -> ResNetBase:
-    """ConvNet-AIG reference code weights (1x1-conv gates, projection shortcuts) -> our aig model."""
-    renamed: dict[str, Tensor] = {}
-    for k, v in state.items():
-        k2 = re.sub(r"\.(fc1|fc1bn|fc2)\.", r".gate.\1.", k)
-        if re.search(r"\.gate\.fc[12]\.weight$", k2) and v.dim() == 4:
-            v = v.flatten(1)  # 1x1 conv on a pooled map == linear layer
-        renamed[k2] = v
-    if "linear.weight" in renamed and any(k.startswith("layer4.") for k in renamed):
-        blocks = [sum(1 for k in renamed if re.match(rf"layer{s}\.\d+\.conv1\.weight$", k)) for s in (1, 2, 3, 4)]
-        name = {(3, 4, 6, 3): "aig50", (3, 4, 23, 3): "aig101"}.get(tuple(blocks))
-        if name is None:
-            raise CheckpointError(f"ConvNet-AIG ImageNet checkpoint with blocks {blocks} has no registered twin")
-        renamed = {re.sub(r"\.shortcut\.", ".downsample.", k): v for k, v in renamed.items()}
-        renamed["fc.weight"], renamed["fc.bias"] = renamed.pop("linear.weight"), renamed.pop("linear.bias")
-        model = create_model(name, num_classes=int(renamed["fc.weight"].shape[0]))
-    else:
-        depth = _cifar_depth(renamed)
-        model = create_model(f"aig{depth}", shortcut="B", num_classes=int(renamed["linear.weight"].shape[0]))
-    own = model.state_dict()
-    for k, v in own.items():
-        if k.endswith("num_batches_tracked") and k not in renamed:
-            renamed[k] = torch.zeros_like(v)
-    load_state_checked(model, renamed, "ConvNet-AIG reference checkpoint")
-    return model
-
-
-def convert_torchvision(state: Mapping[str, Tensor], model_name: str | None = None) -> ResNetBase:
-    """torchvision ResNet-50/101 weights -> resnet50/101, or into the residual weights of aig50/101 (gates fresh)."""
-    n_blocks = sum(1 for k in state if re.match(r"layer\d\.\d+\.conv1\.weight$", k))
-    depth = {16: 50, 33: 101}.get(n_blocks)
-    if depth is None:
-        raise CheckpointError(f"torchvision checkpoint with {n_blocks} bottleneck blocks is not ResNet-50/101")
-    name = model_name or f"resnet{depth}"
-    if not re.fullmatch(rf"(resnet|aig){depth}", name):
-        raise CheckpointError(f"torchvision ResNet-{depth} weights do not fit {name}")
-    model = create_model(name, num_classes=int(state["fc.weight"].shape[0]))
-    filled = dict(state)
-    for k, v in model.state_dict().items():
-        if ".gate." in k:
-            filled[k] = v  # gates are not in torchvision's weights: they start from their initialisation
-    load_state_checked(model, filled, "torchvision checkpoint")
-    return model
-
-
-def convert_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNetBase, dict[str, Any]]:
-    """Load a foreign checkpoint through the converter its layout needs."""
-    state = _extract_state(torch_load_safely(path), path)
-    layout = detect_layout(state)
-    if layout == "akamaster":
-        model = convert_akamaster(state)
-    elif layout == "aig-reference":
-        model = convert_aig_reference(state)
-    else:
-        model = convert_torchvision(state, expect_model)
-    name = model.registry_name  # type: ignore[attr-defined]
-    if expect_model is not None and name != expect_model:
-        raise CheckpointError(f"{path} holds a {name} ({layout} layout), not a {expect_model}")
-    meta = model_metadata(model, source=str(path), source_layout=layout,
-                          source_sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
-    log.info("converted %s (%s layout) into %s", path, layout, name)
-    return model, meta
-
-
-# --- pretrained entries -------------------------------------------------------------------------------------------
-def load_pretrained_into(model: ResNetBase, info: ModelInfo) -> None:
-    """Fill ``model`` with its pretrained weights: shipped CIFAR files, or torchvision's ImageNet download."""
-    shipped = PRETRAINED_DIR / f"{info.name}.safetensors"
-    if shipped.is_file():
-        state, meta = read_checkpoint(shipped)
-        norm = meta.get("normalization")
-        if norm:
-            model.normalize.set_statistics(norm["mean"], norm["std"])
-        load_state_checked(model, state, str(shipped))
-        model.pretrained_metadata = meta  # type: ignore[assignment]
-        return
-    if info.torchvision_weights is None:
-        raise CheckpointError(f"no pretrained weights are shipped for {info.name}; train one with 'aigrobust train' "
-                              "or pass a checkpoint")
-    import torchvision.models as tvm
-
-    weights = tvm.get_weight(f"{info.torchvision_weights}.DEFAULT")
-    try:
-        state = weights.get_state_dict(progress=False)
-    except Exception as err:  # noqa: BLE001  (urllib raises many types when offline)
-        raise CheckpointError(f"could not download torchvision weights {weights} ({type(err).__name__}); "
-                              "without a network, pass a local checkpoint with --checkpoint") from None
-    converted = convert_torchvision(state, info.name)
-    model.load_state_dict(converted.state_dict())
-    model.pretrained_metadata = {"source": f"torchvision {weights}"}  # type: ignore[assignment]
-    if model.is_gated:
-        log.warning("%s: residual weights from torchvision, gates untrained; fine-tune before evaluating", info.name)

@@ -13,9 +13,10 @@ from typing import Any
 
 import click
 
-from aigrobust.checkpoints import CheckpointError, load_checkpoint
-from aigrobust.data import DATASETS, DataError, load_dataset
-from aigrobust.registry import UnknownModelError, create_model, get_model_info, list_models
+from aigrobust.errors import CheckpointError, DataError
+from aigrobust.registry import DATASETS, UnknownModelError, get_model_info, list_models
+
+# torch and the models load inside the commands that need them, so `aigrobust --help` stays fast
 
 log = logging.getLogger("aigrobust")
 
@@ -46,6 +47,8 @@ class FiniteFloatRange(click.FloatRange):
 
 def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
+    from aigrobust.factory import create_model, load_checkpoint
+
     try:
         if checkpoint is not None:
             model, meta = load_checkpoint(checkpoint, expect_model=name)
@@ -60,6 +63,8 @@ def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> 
 
 
 def _dataset(name: str, data_dir: Path | None, download: bool) -> Any:
+    from aigrobust.data import load_dataset
+
     try:
         return load_dataset(name, "test", data_dir, download)
     except DataError as err:
@@ -104,27 +109,34 @@ def cli(verbose: int) -> None:
 
 @cli.command("models")
 @click.argument("pattern", default="*")
+@click.option("--details", is_flag=True, help="Build each model and count parameters and FLOPs now (slow for the "
+              "ImageNet models) instead of reading the stored figures.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models_command(pattern: str, as_json: bool) -> None:
-    """List registered models with parameters and full FLOPs (per image, at the model's input size)."""
+def models_command(pattern: str, details: bool, as_json: bool) -> None:
+    """List registered models with parameters, full FLOPs (per image, at the model's input size), gated blocks and
+    the weights each has (shipped, torchvision, none)."""
+    from aigrobust.model_facts import measure_facts, stored_facts, weights_available
+
+    stored = {} if details else stored_facts()
     rows = []
     for name in list_models(pattern):
         info = get_model_info(name)
-        model = create_model(name).eval()
-        params = sum(p.numel() for p in model.parameters())
-        flops = model.flop_profile(info.input_shape).full
-        rows.append({"model": name, "family": info.family, "params": params, "gflops": flops / 1e9,
-                     "gated_blocks": sum(b.gate is not None for b in model.residual_blocks()),
+        facts = stored.get(name) or measure_facts(name)
+        rows.append({"model": name, "family": info.family, "params": facts.params, "gflops": facts.gflops,
+                     "gated_blocks": facts.gated_blocks, "weights": weights_available(name),
                      "input": "x".join(map(str, info.input_shape)), "description": info.description})
     if not rows:
         raise BadInput(f"no model matches {pattern!r}")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'model':<12} {'family':<9} {'params':>11} {'GFLOPs':>8} {'gates':>5}  input      description")
+    click.echo(f"{'model':<12} {'family':<9} {'params':>11} {'GFLOPs':>8} {'gates':>5}  {'weights':<12} input      "
+               "description")
     for r in rows:
         click.echo(f"{r['model']:<12} {r['family']:<9} {r['params']:>11,} {r['gflops']:>8.3f} {r['gated_blocks']:>5}  "
-                   f"{r['input']:<10} {r['description']}")
+                   f"{r['weights']:<12} {r['input']:<10} {r['description']}")
+    if any(r["weights"] == "torchvision*" for r in rows):
+        click.echo("* residual branches from torchvision's ResNet, gates untrained: fine-tune (aigrobust train) first")
 
 
 @cli.command("train")
@@ -181,6 +193,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     if shortcut is not None:
         kwargs["shortcut"] = shortcut
     _device(device)
+    from aigrobust.data import load_dataset
+
     try:
         train_data = load_dataset("cifar10", "train", data_dir, download)
         try:
@@ -355,6 +369,8 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
         model, _ = _load_model(expected, Path(path), False)
         entries.append(ModelEntry(label or model.registry_name, model, source=str(Path(path).resolve())))
     if not checkpoints:
+        from aigrobust.factory import create_model
+
         for name in models:
             try:
                 model = create_model(name, pretrained=True).eval()

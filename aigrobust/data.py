@@ -18,13 +18,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from aigrobust.errors import DataError
+from aigrobust.registry import DATASETS
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")
 DEFAULT_CACHE = Path(os.environ.get("AIGROBUST_CACHE", Path.home() / ".cache" / "aigrobust"))
 
 
-class DataError(ValueError):
-    """Data that is missing or malformed; the message says what to do."""
 
 
 @dataclass

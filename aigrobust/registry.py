@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
 
 
+DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
+
+
 class UnknownModelError(KeyError):
     """A model name that is not registered; the message suggests the closest names."""
 
@@ -84,8 +87,8 @@ def get_model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBase:
-    """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights.
+def build_model(name: str, **kwargs: Any) -> ResNetBase:
+    """Construct a registered model with fresh weights (the factory's ``create_model`` adds pretrained weights).
 
     Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
     """
@@ -93,8 +96,4 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBa
     model = info.builder(**kwargs)
     model.registry_name = name  # type: ignore[assignment]
     model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
-    if pretrained:
-        from aigrobust.checkpoints import load_pretrained_into
-
-        load_pretrained_into(model, info)
     return model

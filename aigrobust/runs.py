@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from aigrobust.checkpoints import atomic_write_bytes
+from aigrobust.files import atomic_write_bytes
 from aigrobust.metrics import GROUP
 
 RECORDS_FILE = "records.csv.gz"

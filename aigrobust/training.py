@@ -23,18 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.checkpoints import (
-    CheckpointError,
-    atomic_write_bytes,
-    load_state_checked,
-    read_checkpoint,
-    save_checkpoint,
-)
+from aigrobust.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
 from aigrobust.clean import CleanEvaluation, evaluate_clean
 from aigrobust.data import ArrayDataset
+from aigrobust.factory import create_model
+from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import target_rate_loss
-from aigrobust.registry import create_model
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from aigrobust import create_model
-from aigrobust.checkpoints import load_checkpoint
 from aigrobust.evaluate import GateGradientView, parse_epsilon, with_zero
+from aigrobust.factory import load_checkpoint
 from attacks import (
     FGSM,
     PGD,

@@ -11,14 +11,10 @@ import pytest
 import torch
 
 from aigrobust import create_model
-from aigrobust.checkpoints import (
-    CheckpointError,
-    convert_torchvision,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from aigrobust.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from aigrobust.clean import evaluate_clean
+from aigrobust.converters import convert_torchvision
+from aigrobust.factory import load_checkpoint
 from tests.conftest import PRETRAINED, half_closed, require, varied_images
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aigrobust.checkpoints import load_checkpoint
 from aigrobust.cli import cli
+from aigrobust.factory import load_checkpoint
 from defenses import (
     JPEG,
     AttackerView,

@@ -78,7 +78,7 @@ def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(syntheti
 def test_torchrun_training_with_distributed_data_parallel(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from aigrobust.checkpoints import load_checkpoint
+    from aigrobust.factory import load_checkpoint
 
     torchrun = shutil.which("torchrun")
     if torchrun is None:

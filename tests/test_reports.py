@@ -11,10 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aigrobust.checkpoints import load_checkpoint, save_checkpoint
+from aigrobust.checkpoints import save_checkpoint
 from aigrobust.checks import model_probes, record_checks
 from aigrobust.cli import cli
 from aigrobust.evaluate import EvalSpec, ModelEntry
+from aigrobust.factory import load_checkpoint
 from aigrobust.metrics import wilson_interval
 from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
 

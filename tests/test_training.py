@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from aigrobust.checkpoints import load_checkpoint, read_checkpoint
+from aigrobust.checkpoints import read_checkpoint
 from aigrobust.data import load_cifar10
+from aigrobust.factory import load_checkpoint
 from aigrobust.training import (
     LOG_FILE,
     TrainConfig,

@@ -1,0 +1,84 @@
+"""The factory: build a registered model and load weights into it (shipped files, our checkpoints, converted
+foreign ones, torchvision's download). It sits above the leaf registry, our checkpoint format and the converters.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aigrobust.checkpoints import (
+    PRETRAINED_DIR,
+    CheckpointError,
+    build_from_metadata,
+    is_safetensors,
+    load_state_checked,
+    read_checkpoint,
+)
+from aigrobust.converters import convert_checkpoint, convert_torchvision
+from aigrobust.models.base import ResNetBase
+from aigrobust.registry import ModelInfo, build_model, get_model_info
+
+log = logging.getLogger(__name__)
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBase:
+    """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights.
+
+    Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
+    """
+    model = build_model(name, **kwargs)
+    if pretrained:
+        load_pretrained_into(model, get_model_info(name))
+    return model
+
+
+def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNetBase, dict[str, Any]]:
+    """Load any supported checkpoint into a model: ours (.safetensors) or a converted format.
+
+    ``expect_model`` (a registry name) makes a checkpoint of another architecture an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors" or is_safetensors(path):  # by content, not by suffix: a renamed file is still what it is
+        state, meta = read_checkpoint(path)
+        model = build_from_metadata(meta)
+        if expect_model is not None and meta.get("model") != expect_model:
+            raise CheckpointError(f"{path} holds a {meta.get('model')}, not a {expect_model}")
+        load_state_checked(model, state, str(path))
+        model.eval()
+        return model, meta
+    model, meta = convert_checkpoint(path, expect_model)
+    model.eval()
+    return model, meta
+
+
+def load_pretrained_into(model: ResNetBase, info: ModelInfo) -> None:
+    """Fill ``model`` with its pretrained weights: shipped CIFAR files, or torchvision's ImageNet download."""
+    shipped = PRETRAINED_DIR / f"{info.name}.safetensors"
+    if shipped.is_file():
+        state, meta = read_checkpoint(shipped)
+        norm = meta.get("normalization")
+        if norm:
+            model.normalize.set_statistics(norm["mean"], norm["std"])
+        load_state_checked(model, state, str(shipped))
+        model.pretrained_metadata = meta  # type: ignore[assignment]
+        return
+    if info.torchvision_weights is None:
+        raise CheckpointError(f"no pretrained weights are shipped for {info.name}; train one with 'aigrobust train' "
+                              "or pass a checkpoint")
+    import torchvision.models as tvm
+
+    weights = tvm.get_weight(f"{info.torchvision_weights}.DEFAULT")
+    try:
+        state = weights.get_state_dict(progress=False)
+    except Exception as err:  # noqa: BLE001  (urllib raises many types when offline)
+        raise CheckpointError(f"could not download torchvision weights {weights} ({type(err).__name__}); "
+                              "without a network, pass a local checkpoint with --checkpoint") from None
+    converted = convert_torchvision(state, info.name)
+    model.load_state_dict(converted.state_dict())
+    model.pretrained_metadata = {"source": f"torchvision {weights}"}  # type: ignore[assignment]
+    if model.is_gated:
+        log.warning("%s: residual weights from torchvision, gates untrained; fine-tune before evaluating", info.name)

@@ -1,0 +1,70 @@
+"""Stored facts about each registered model (parameters, full FLOPs per image, gated blocks, weights available),
+so listing models does not build and count the 224-pixel networks every time.
+
+The figures live in ``models/facts.json``; ``python -m aigrobust.model_facts`` measures every model and rewrites
+the file (a test checks that the stored figures match a fresh count).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FACTS_FILE = Path(__file__).resolve().parent / "models" / "facts.json"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Parameters, FLOPs with every branch running (per image, at the model's input size) and gated blocks."""
+
+    params: int
+    gflops: float
+    gated_blocks: int
+
+
+def measure_facts(name: str) -> ModelFacts:
+    """Build ``name`` with fresh weights and count its facts."""
+    from aigrobust.registry import build_model, get_model_info
+
+    model = build_model(name).eval()
+    flops = model.flop_profile(get_model_info(name).input_shape).full
+    return ModelFacts(params=sum(p.numel() for p in model.parameters()), gflops=round(flops / 1e9, 6),
+                      gated_blocks=sum(b.gate is not None for b in model.residual_blocks()))
+
+
+def stored_facts() -> dict[str, ModelFacts]:
+    """The facts recorded in ``models/facts.json`` (empty where the file is absent)."""
+    if not FACTS_FILE.is_file():
+        return {}
+    return {name: ModelFacts(**values) for name, values in json.loads(FACTS_FILE.read_text()).items()}
+
+
+def weights_available(name: str) -> str:
+    """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
+    (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
+    from aigrobust.registry import get_model_info
+
+    if (PRETRAINED_DIR / f"{name}.safetensors").is_file():
+        return "shipped"
+    info = get_model_info(name)
+    if not info.torchvision_weights:
+        return "none"
+    return "torchvision*" if info.name.startswith("aig") else "torchvision"
+
+
+def write_facts() -> dict[str, ModelFacts]:
+    """Measure every registered model and rewrite ``models/facts.json``."""
+    from aigrobust.files import atomic_write_bytes
+    from aigrobust.registry import list_models
+
+    facts = {name: measure_facts(name) for name in list_models()}
+    text = json.dumps({name: asdict(f) for name, f in facts.items()}, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(FACTS_FILE, text.encode())
+    return facts
+
+
+if __name__ == "__main__":
+    for model_name, model_facts in write_facts().items():
+        print(model_name, model_facts)
