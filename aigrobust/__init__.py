@@ -16,7 +16,9 @@ _EXPORTS = {
     "GateMode": "aigrobust.models.gates",
     "GateTrace": "aigrobust.models.gates",
     "ResNetBase": "aigrobust.models.base",
+    "Summary": "aigrobust.api",
     "create_model": "aigrobust.factory",
+    "evaluate": "aigrobust.api",
     "get_model_info": "aigrobust.registry",
     "list_models": "aigrobust.registry",
 }

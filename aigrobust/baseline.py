@@ -101,7 +101,7 @@ def _check_metrics(metrics: Any) -> None:
 
 def _check_spec(spec: Any) -> None:
     from aigrobust.data import DATASETS
-    from aigrobust.evaluate import parse_epsilon
+    from aigrobust.evaluation import parse_epsilon
     from attacks import attack_from_spec
 
     if not isinstance(spec, dict):
@@ -143,7 +143,7 @@ def _check_spec(spec: Any) -> None:
 
 
 def _build_eval_spec(spec: dict[str, Any]) -> Any:
-    from aigrobust.evaluate import EvalSpec
+    from aigrobust.evaluation import EvalSpec
 
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -270,7 +270,7 @@ def sample_positions(indices: list[int], available: np.ndarray) -> np.ndarray:
 def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     """Run a baseline's stored evaluation spec and return its records."""
     from aigrobust.data import load_dataset
-    from aigrobust.evaluate import ModelEntry, run_evaluation
+    from aigrobust.evaluation import ModelEntry, run_evaluation
     from aigrobust.factory import create_model, load_checkpoint
 
     entries = []

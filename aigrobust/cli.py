@@ -338,7 +338,7 @@ def _finish_distributed() -> None:
 
 
 def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
-    from aigrobust.evaluate import parse_epsilon
+    from aigrobust.evaluation import parse_epsilon
 
     if not values:
         raise BadInput("give at least one --eps (e.g. --eps 8/255)")
@@ -351,7 +351,7 @@ def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
 def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> list[Any]:
     """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given both,
     they pair in order: each checkpoint must hold the model named beside it."""
-    from aigrobust.evaluate import ModelEntry
+    from aigrobust.evaluation import ModelEntry
 
     if models and checkpoints and len(models) != len(checkpoints):
         raise BadInput("give one --checkpoint per --model (they pair in order), or only one kind")
@@ -437,7 +437,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     import torch
     from tqdm import tqdm
 
-    from aigrobust.evaluate import EvalSpec, run_evaluation, spec_json, stochastic_noise_floor
+    from aigrobust.evaluation import EvalSpec, run_evaluation, spec_json, stochastic_noise_floor
     from aigrobust.metrics import summarize
     from aigrobust.runs import RunFolder, RunFolderError
     from attacks import UnknownAttackError, attack_from_spec

@@ -179,7 +179,7 @@ class RunFolder:
 
     def units_for(self, model: str, batch: int) -> Any:
         """The store of the finished units (one setting x one attack) of a batch still in progress."""
-        from aigrobust.evaluate import UnitStore
+        from aigrobust.evaluation import UnitStore
 
         folder = self._units_dir(model, batch)
 

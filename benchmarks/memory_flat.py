@@ -16,7 +16,7 @@ import click
 CHILD = r"""
 import json, resource, sys
 import numpy as np, torch
-from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+from aigrobust.evaluation import EvalSpec, ModelEntry, run_evaluation
 from benchmarks.common import SHARED, benchmark_model
 from aigrobust.data import load_npz
 repeat = int(sys.argv[1])

@@ -12,7 +12,7 @@ import time
 import click
 import numpy as np
 
-from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+from aigrobust.evaluation import EvalSpec, ModelEntry, run_evaluation
 from aigrobust.metrics import summarize
 from benchmarks.common import benchmark_batch, benchmark_model, machine_line
 

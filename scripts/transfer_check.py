@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from aigrobust import create_model
 from aigrobust.data import DataError, load_dataset
-from aigrobust.evaluate import parse_epsilon
+from aigrobust.evaluation import parse_epsilon
 from aigrobust.registry import UnknownModelError
 from attacks import Attack, attack_from_spec
 from defenses import AttackerView, DefendedModel, Defense, DefenseSpecError, parse_defense

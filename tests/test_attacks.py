@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aigrobust import create_model
-from aigrobust.evaluate import GateGradientView, parse_epsilon, with_zero
+from aigrobust.evaluation import GateGradientView, parse_epsilon, with_zero
 from aigrobust.factory import load_checkpoint
 from attacks import (
     FGSM,

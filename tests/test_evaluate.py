@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aigrobust import create_model
-from aigrobust.evaluate import EvalSpec, ModelEntry, run_evaluation
+from aigrobust.evaluation import EvalSpec, ModelEntry, run_evaluation
 from aigrobust.metrics import summarize
 from tests.conftest import half_closed, varied_images
 
@@ -48,3 +48,29 @@ def test_defense_rows_and_stochastic_gates_reach_the_records() -> None:
     assert run.records.equals(again.records)  # seeded stochastic gates and defenses repeat
     with pytest.raises(ValueError, match="unknown defense"):
         EvalSpec(attacks=("fgsm",), epsilons=(0.1,), defenses=("blur",))
+
+
+def test_one_call_api_matches_the_pipeline_and_checks_its_input() -> None:
+    import torch
+
+    import aigrobust
+
+    gated = half_closed(create_model("tiny_aig")).eval()
+    plain = create_model("tiny_resnet").eval()
+    x = varied_images(12, seed=7)
+    y = torch.arange(12) % 10
+    summary = aigrobust.evaluate({"gated": gated, "plain": plain}, x, y, attacks=["fgsm", "pgd:steps=3"],
+                                 epsilons=["2/255", 0.03], batch_size=5)
+    spec = EvalSpec(attacks=("fgsm", "pgd:steps=3"), epsilons=(2 / 255, 0.03))
+    direct = run_evaluation([ModelEntry("gated", gated), ModelEntry("plain", plain)], spec, x, y, np.arange(12),
+                            batch_size=5)
+    assert summary.records.equals(direct.records)
+    assert set(summary.table["model"]) == {"gated", "plain"} and "worst-case" in set(summary.table["attack"])
+    worst = summary.robust_accuracy("plain", 0.03)
+    assert 0.0 <= worst <= summary.robust_accuracy("plain", 0.03, attack="fgsm")
+    for bad, message in (({"images": x * 2}, "lie in \\[0, 1\\]"), ({"labels": y[:5]}, "as many labels"),
+                         ({"attacks": ["pgd:steps=0"]}, "steps takes a positive integer"),
+                         ({"epsilons": ["abc"]}, "not a number")):
+        kwargs = {"images": x, "labels": y, "attacks": ["fgsm"], **bad}
+        with pytest.raises(ValueError, match=message):
+            aigrobust.evaluate(plain, kwargs.pop("images"), kwargs.pop("labels"), **kwargs)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from aigrobust.checkpoints import save_checkpoint
 from aigrobust.checks import model_probes, record_checks
 from aigrobust.cli import cli
-from aigrobust.evaluate import EvalSpec, ModelEntry
+from aigrobust.evaluation import EvalSpec, ModelEntry
 from aigrobust.factory import load_checkpoint
 from aigrobust.metrics import wilson_interval
 from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
@@ -182,7 +182,7 @@ def test_sanity_checks_flag_a_planted_masking_model_and_not_a_clean_one(cifar_te
 
 def _records_for_plain(entry: ModelEntry, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor, ids):  # type: ignore[no-untyped-def]
     """Records for a plain callable model (the planted one has no gates): wrap it like a plain ResNet."""
-    from aigrobust.evaluate import evaluate_batch
+    from aigrobust.evaluation import evaluate_batch
     from attacks import attack_from_spec
 
     model = entry.model

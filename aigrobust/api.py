@@ -1,0 +1,91 @@
+"""The one-call Python API: ``aigrobust.evaluate(models, images, labels, attacks=..., epsilons=...)``.
+
+In the spirit of RobustBench's ``benchmark``: everything the command line's ``attack`` does for a run folder, for
+tensors already in memory, returning the summary table and the per-sample records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
+from aigrobust.metrics import summarize
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The outcome of :func:`evaluate`: ``table`` (one row per model, defense setting, attack, gate gradient and
+    epsilon, worst cases included), ``records`` (one row per sample of each) and the ``spec`` that made them."""
+
+    table: pd.DataFrame
+    records: pd.DataFrame
+    spec: EvalSpec
+
+    def robust_accuracy(self, model: str, epsilon: float, attack: str = "worst-case", defense: str = "none") -> float:
+        """Robust accuracy of one model at one epsilon (default: the worst case over every attack run)."""
+        rows = self.table[(self.table["model"] == model) & (self.table["attack"] == attack)
+                          & (self.table["defense"] == defense) & np.isclose(self.table["epsilon"], epsilon)]
+        if attack == "worst-case" and rows.empty:  # a single attack: its own rows are the worst case
+            rows = self.table[(self.table["model"] == model) & (self.table["defense"] == defense)
+                              & np.isclose(self.table["epsilon"], epsilon)]
+        if rows.empty:
+            raise KeyError(f"no result for {model!r}, {attack!r}, {defense!r} at epsilon {epsilon}")
+        return float(rows["robust_acc"].min())
+
+
+def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str],
+             images: Tensor, labels: Tensor, *, attacks: Sequence[str] = ("fgsm",),
+             epsilons: Sequence[float | str] = (8 / 255,), defenses: Sequence[str] = ("none",),
+             defense_grads: Sequence[str] = ("oblivious", "bpda", "diff"), gate_grads: Sequence[str] = ("exact",),
+             gate_mode: str = "hard", seed: int = 0, batch_size: int = 256, early_exit: bool = False,
+             device: torch.device | str = "cpu") -> Summary:
+    """Attack ``models`` on ``images`` (float (N, C, H, W) in [0, 1]) with ``labels`` at every epsilon.
+
+    ``models``: a model, a registered name (its shipped or torchvision weights), or several as a list or as a
+    mapping from the names the records should carry. Attack and defense specs are the command line's
+    (``"pgd:steps=20"``, ``"jpeg:75"``); epsilons may be numbers or fractions (``"8/255"``). Bad input raises
+    ``ValueError`` naming it, before any attack runs."""
+    entries = _entries(models)
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        raise ValueError("images must be a float tensor (N, C, H, W) with values in [0, 1]")
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"give as many labels as images (and at least one): {len(images)} images, "
+                         f"{len(labels)} labels")
+    if float(images.min()) < 0 or float(images.max()) > 1:
+        raise ValueError("images must lie in [0, 1] (normalisation happens inside the model)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    from attacks import attack_from_spec
+
+    for spec_text in attacks:
+        attack_from_spec(spec_text)  # every attack spec checked before the first batch
+    spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
+                    gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
+                    defense_grads=tuple(defense_grads), early_exit=early_exit)
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size, device=device)
+    return Summary(table=summarize(run.records), records=run.records, spec=spec)
+
+
+def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
+    from aigrobust.factory import create_model
+
+    if isinstance(models, (nn.Module, str)):
+        models = [models]
+    named = (list(models.items()) if isinstance(models, Mapping)
+             else [(m if isinstance(m, str) else getattr(m, "registry_name", type(m).__name__), m) for m in models])
+    if not named:
+        raise ValueError("give at least one model")
+    entries = []
+    for name, model in named:
+        built = create_model(model, pretrained=True) if isinstance(model, str) else model
+        entries.append(ModelEntry(str(name), built.eval(), source="pretrained" if isinstance(model, str) else "memory"))
+    if len({e.name for e in entries}) != len(entries):
+        raise ValueError("two models share a name; pass a mapping {name: model}")
+    return entries
