@@ -61,10 +61,7 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
         raise ValueError("images must lie in [0, 1] (normalisation happens inside the model)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    from attacks import attack_from_spec
-
-    for spec_text in attacks:
-        attack_from_spec(spec_text)  # every attack spec checked before the first batch
+    # the spec parses every attack and defense once, here, so a bad one fails before the first batch
     spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
                     defense_grads=tuple(defense_grads), early_exit=early_exit)

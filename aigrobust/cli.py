@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -85,6 +85,82 @@ def _device(name: str) -> Any:
         return resolve_device(name)
     except TrainingError as err:
         raise BadInput(str(err)) from None
+
+
+class Parsed(NamedTuple):
+    """A spec as typed (what run.json stores) and the object parsed from it once."""
+
+    text: str
+    value: Any
+
+
+class EpsilonType(click.ParamType):
+    """'0.03' or '8/255' -> a float in [0, 1]."""
+
+    name = "epsilon"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from aigrobust.evaluation import parse_epsilon
+
+        try:
+            return parse_epsilon(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+class AttackSpecType(click.ParamType):
+    """'pgd:steps=40' -> Parsed(text, Attack): every setting typed and range-checked here."""
+
+    name = "attack"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
+        if isinstance(value, Parsed):
+            return value
+        from attacks import attack_from_spec
+
+        try:
+            return Parsed(str(value), attack_from_spec(str(value)))
+        except (KeyError, ValueError) as err:
+            self.fail(str(err), param, ctx)
+
+
+class DefenseSpecType(click.ParamType):
+    """'jpeg:75' -> Parsed(text, Defense)."""
+
+    name = "defense"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
+        if isinstance(value, Parsed):
+            return value
+        from defenses import DefenseSpecError, parse_defense
+
+        try:
+            return Parsed(str(value), parse_defense(str(value)))
+        except DefenseSpecError as err:
+            self.fail(str(err), param, ctx)
+
+
+class CheckpointRef(NamedTuple):
+    """A checkpoint as given: the label its records carry ('' for the model's own name) and its path."""
+
+    label: str
+    path: Path
+
+
+class CheckpointType(click.ParamType):
+    """'[LABEL=]PATH' -> CheckpointRef; the file must exist (its content is checked when it is loaded)."""
+
+    name = "checkpoint"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> CheckpointRef:
+        if isinstance(value, CheckpointRef):
+            return value
+        label, sep, path = str(value).partition("=")
+        if not sep or not label or "/" in label or Path(str(value)).exists():
+            label, path = "", str(value)
+        if not Path(path).is_file():
+            self.fail(f"checkpoint not found: {path}", param, ctx)
+        return CheckpointRef(label, Path(path))
 
 
 class OneLineErrors(click.Group):
@@ -337,18 +413,7 @@ def _finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _epsilons(values: tuple[str, ...]) -> tuple[float, ...]:
-    from aigrobust.evaluation import parse_epsilon
-
-    if not values:
-        raise BadInput("give at least one --eps (e.g. --eps 8/255)")
-    try:
-        return tuple(parse_epsilon(v) for v in values)
-    except ValueError as err:
-        raise BadInput(f"--eps: {err}") from None
-
-
-def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> list[Any]:
+def _model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> list[Any]:
     """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given both,
     they pair in order: each checkpoint must hold the model named beside it."""
     from aigrobust.evaluation import ModelEntry
@@ -361,13 +426,10 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[str, ...]) -> lis
         except UnknownModelError as err:
             raise BadInput(str(err)) from None
     entries = []
-    for i, spec in enumerate(checkpoints):
-        label, sep, path = spec.partition("=")
-        if not sep:
-            label, path = "", spec
+    for i, ref in enumerate(checkpoints):
         expected = models[i] if models else None
-        model, _ = _load_model(expected, Path(path), False)
-        entries.append(ModelEntry(label or model.registry_name, model, source=str(Path(path).resolve())))
+        model, _ = _load_model(expected, ref.path, False)
+        entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
     if not checkpoints:
         from aigrobust.factory import create_model
 
@@ -400,17 +462,17 @@ def _print_summary(summary: Any) -> None:
 
 @cli.command("attack")
 @click.option("--model", "models", multiple=True, help="Registered model with shipped or torchvision weights.")
-@click.option("--checkpoint", "checkpoints", multiple=True,
+@click.option("--checkpoint", "checkpoints", multiple=True, type=CheckpointType(),
               help="[LABEL=]PATH of a checkpoint (ours or convertible); repeatable.")
-@click.option("--eps", "eps_values", multiple=True, help="Epsilon in [0, 1] pixel units, e.g. 0.03 or 8/255; "
-              "repeatable. 0 is always added.")
-@click.option("--attack", "attack_specs", multiple=True, default=("fgsm",), show_default=True,
+@click.option("--eps", "epsilons", multiple=True, type=EpsilonType(), help="Epsilon in [0, 1] pixel units, e.g. 0.03 "
+              "or 8/255; repeatable. 0 is always added.")
+@click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=AttackSpecType(),
               help="Attack name or spec (pgd, pgd:steps=40, apgd, square, gate-flip, foolbox:LinfDeepFoolAttack).")
 @click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
               type=click.Choice(["exact", "straight-through", "soft", "all"]),
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
 @click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True)
-@click.option("--defense", "defense_specs", multiple=True, default=("none",), show_default=True,
+@click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DefenseSpecType(),
               help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
               "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
 @click.option("--defense-grad", "defense_grads", multiple=True, default=("oblivious", "bpda", "diff"),
@@ -427,9 +489,9 @@ def _print_summary(summary: Any) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
-def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_values: tuple[str, ...],
-                   attack_specs: tuple[str, ...], gate_grads: tuple[str, ...], gate_mode: str,
-                   defense_specs: tuple[str, ...], defense_grads: tuple[str, ...], dataset: str | None,
+def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilons: tuple[float, ...],
+                   attacks: tuple[Parsed, ...], gate_grads: tuple[str, ...], gate_mode: str,
+                   defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
                    early_exit: bool, device: str, out_dir: Path, resume: bool) -> None:
     """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table."""
@@ -437,33 +499,21 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     import torch
     from tqdm import tqdm
 
-    from aigrobust.evaluation import EvalSpec, run_evaluation, spec_json, stochastic_noise_floor
+    from aigrobust.evaluation import EvalSpec, run_document, run_evaluation, stochastic_noise_floor
     from aigrobust.metrics import summarize
     from aigrobust.runs import RunFolder, RunFolderError
-    from attacks import UnknownAttackError, attack_from_spec
 
-    epsilons = _epsilons(eps_values)
+    if not epsilons:
+        raise BadInput("give at least one --eps (e.g. --eps 8/255)")
     if n_samples is not None and n_samples < 1:
         raise BadInput(f"--n-samples must be at least 1, got {n_samples}")
     if batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
-    for spec_text in attack_specs:
-        try:
-            attack_from_spec(spec_text)
-        except (UnknownAttackError, ValueError) as err:
-            raise BadInput(str(err)) from None
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     for name in models:  # a bad name fails before any data is read
         try:
             get_model_info(name)
         except UnknownModelError as err:
-            raise BadInput(str(err)) from None
-    from defenses import DefenseSpecError, parse_defense
-
-    for defense_spec in defense_specs:
-        try:
-            parse_defense(defense_spec)
-        except DefenseSpecError as err:
             raise BadInput(str(err)) from None
     dev = _device(device)
     if dataset is None:
@@ -484,8 +534,10 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
         _check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
-    spec = EvalSpec(attacks=tuple(attack_specs), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode, seed=seed,
-                    defenses=tuple(defense_specs), defense_grads=tuple(defense_grads), early_exit=early_exit)
+    spec = EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode,
+                    seed=seed, defenses=tuple(d.text for d in defenses), defense_grads=tuple(defense_grads),
+                    early_exit=early_exit, parsed_attacks=tuple(a.value for a in attacks),
+                    parsed_defenses=tuple(d.value for d in defenses))
     images = data.images  # uint8, converted batch by batch: memory stays flat in the number of samples
     labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)
@@ -498,10 +550,10 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[str, ...], eps_va
     rank, world = _distributed(dev)
     try:
         if rank == 0:
-            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume)
+            folder = RunFolder(out_dir, run_document(spec, run_info), resume)
         _barrier(world)
         if rank != 0:  # rank 0 made (or checked) the folder; the others join it
-            folder = RunFolder(out_dir, json.loads(spec_json(spec, run_info)), resume=True, lock=False)
+            folder = RunFolder(out_dir, run_document(spec, run_info), resume=True, lock=False)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
     with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None if rank == 0 else True) as bar:

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -92,9 +92,17 @@ class ModelEntry:
     source: str = ""
 
 
+SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit")
+
+
 @dataclass(frozen=True)
 class EvalSpec:
-    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed."""
+    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed.
+
+    Holds each attack and defense twice: as its spec text (what run.json stores and a resume compares) and as the
+    object parsed from it, once, here or by the command line (``parsed_attacks``/``parsed_defenses``), so evaluation
+    never parses a spec again. :meth:`to_dict` and :meth:`from_dict` are the only way to and from JSON.
+    """
 
     attacks: tuple[str, ...]
     epsilons: tuple[float, ...]
@@ -104,6 +112,8 @@ class EvalSpec:
     defenses: tuple[str, ...] = ("none",)
     defense_grads: tuple[str, ...] = ("oblivious", "bpda", "diff")
     early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
+    parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
+    parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilons", with_zero(self.epsilons))
@@ -114,17 +124,40 @@ class EvalSpec:
         object.__setattr__(self, "gate_mode", str(mode))
         if not self.attacks:
             raise ValueError("give at least one attack")
-        from defenses import DefenseGrad, parse_defense
+        if not self.parsed_attacks:
+            object.__setattr__(self, "parsed_attacks", tuple(attack_from_spec(a) for a in self.attacks))
+        elif len(self.parsed_attacks) != len(self.attacks):
+            raise ValueError("parsed_attacks must hold one attack per spec")
+        self._settle_defenses()
 
-        names = [parse_defense(d).name for d in self.defenses]  # raises on bad specs
-        if "none" not in names:
-            names.insert(0, "none")  # the reference row is always present
-        object.__setattr__(self, "defenses", tuple(dict.fromkeys(names)))
+    def _settle_defenses(self) -> None:
+        from defenses import DefenseGrad, NoDefense, parse_defense
+
+        parsed = self.parsed_defenses or tuple(parse_defense(d) for d in self.defenses)  # raises on bad specs
+        if len(parsed) != len(self.defenses):
+            raise ValueError("parsed_defenses must hold one defense per spec")
+        by_name = {}
+        for defense in parsed:
+            by_name.setdefault(defense.name, defense)
+        if "none" not in by_name:
+            by_name = {"none": NoDefense(), **by_name}  # the reference row is always present
+        object.__setattr__(self, "defenses", tuple(by_name))
+        object.__setattr__(self, "parsed_defenses", tuple(by_name.values()))
         object.__setattr__(self, "defense_grads", tuple(str(DefenseGrad(g)) for g in self.defense_grads))
 
-    def as_dict(self) -> dict[str, Any]:
+    def defense(self, name: str) -> Any:
+        """The parsed defense behind a name of :attr:`defenses`."""
+        return self.parsed_defenses[self.defenses.index(name)]
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored beside the records, compared on resume)."""
-        return asdict(self)
+        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in SPEC_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
+        """The spec a :meth:`to_dict` document describes (its attack and defense specs parsed once)."""
+        return cls(**{name: (tuple(data[name]) if isinstance(data[name], list) else data[name])
+                      for name in SPEC_FIELDS if name in data})
 
 
 def _pattern(decisions: Tensor) -> list[str]:
@@ -134,12 +167,10 @@ def _pattern(decisions: Tensor) -> list[str]:
 
 def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
     """(defense, defense_grad, gate_grad) combinations to run for one model."""
-    from defenses import parse_defense
-
     combos = []
     gate_grads = spec.gate_grads if gated else (NO_GATES,)
     for defense_spec in spec.defenses:
-        defense = parse_defense(defense_spec)
+        defense = spec.defense(defense_spec)
         if defense.name == "none":
             grads: tuple[str, ...] = ("none",)
         else:
@@ -220,9 +251,9 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
                      images: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]) -> _Setting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
-    from defenses import AttackerView, DefendedModel, parse_defense
+    from defenses import AttackerView, DefendedModel
 
-    defense = parse_defense(defense_spec)
+    defense = spec.defense(defense_spec)
     defense.to(images.device)
 
     def reseed() -> None:
@@ -446,7 +477,7 @@ def run_evaluation(
     ``shard=(rank, world)`` evaluates only the batches with ``batch % world == rank`` (the records returned are
     those of this shard; a merge reads every shard's saved batches)."""
     rank, world = shard
-    attacks = [attack_from_spec(s) for s in spec.attacks]
+    attacks = list(spec.parsed_attacks)
     frames = []
     for entry in entries:
         # NHWC convolutions: about 1.5x faster input gradients for resnet20 on this CPU, identical semantics
@@ -482,6 +513,6 @@ def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, 
     return float((patterns[0] != patterns[1]).float().mean())
 
 
-def spec_json(spec: EvalSpec, extra: dict[str, Any]) -> str:
-    """Canonical JSON of a run's spec (for resume checks)."""
-    return json.dumps({"spec": spec.as_dict(), **extra}, sort_keys=True)
+def run_document(spec: EvalSpec, extra: dict[str, Any]) -> dict[str, Any]:
+    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume)."""
+    return json.loads(json.dumps({"spec": spec.to_dict(), **extra}, sort_keys=True))
