@@ -108,36 +108,31 @@ class EpsilonType(click.ParamType):
             self.fail(str(err), param, ctx)
 
 
-class AttackSpecType(click.ParamType):
-    """'pgd:steps=40' -> Parsed(text, Attack): every setting typed and range-checked here."""
+class SpecType(click.ParamType):
+    """A spec string -> Parsed(text, object), through ``parse`` (imported on first use: the module path and the
+    function name), failing with one line on the errors it names."""
 
-    name = "attack"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
-        if isinstance(value, Parsed):
-            return value
-        from attacks import attack_from_spec
-
-        try:
-            return Parsed(str(value), attack_from_spec(str(value)))
-        except (KeyError, ValueError) as err:
-            self.fail(str(err), param, ctx)
-
-
-class DefenseSpecType(click.ParamType):
-    """'jpeg:75' -> Parsed(text, Defense)."""
-
-    name = "defense"
+    def __init__(self, name: str, module: str, parse: str, errors: tuple[str, ...]) -> None:
+        self.name = name
+        self._where = (module, parse, errors)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
         if isinstance(value, Parsed):
             return value
-        from defenses import DefenseSpecError, parse_defense
+        import importlib
 
+        module_name, parse_name, error_names = self._where
+        module = importlib.import_module(module_name)
+        errors = tuple(getattr(module, e) for e in error_names)
         try:
-            return Parsed(str(value), parse_defense(str(value)))
-        except DefenseSpecError as err:
+            return Parsed(str(value), getattr(module, parse_name)(str(value)))
+        except errors as err:
             self.fail(str(err), param, ctx)
+
+
+# 'pgd:steps=40' -> Parsed(text, Attack), every setting typed and range-checked; 'jpeg:75' -> Parsed(text, Defense)
+ATTACK_SPEC = SpecType("attack", "attacks", "attack_from_spec", ("UnknownAttackError", "AttackSpecError"))
+DEFENSE_SPEC = SpecType("defense", "defenses", "parse_defense", ("DefenseSpecError",))
 
 
 class CheckpointRef(NamedTuple):
@@ -466,13 +461,13 @@ def _print_summary(summary: Any) -> None:
               help="[LABEL=]PATH of a checkpoint (ours or convertible); repeatable.")
 @click.option("--eps", "epsilons", multiple=True, type=EpsilonType(), help="Epsilon in [0, 1] pixel units, e.g. 0.03 "
               "or 8/255; repeatable. 0 is always added.")
-@click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=AttackSpecType(),
+@click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=ATTACK_SPEC,
               help="Attack name or spec (pgd, pgd:steps=40, apgd, square, gate-flip, foolbox:LinfDeepFoolAttack).")
 @click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
               type=click.Choice(["exact", "straight-through", "soft", "all"]),
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
 @click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True)
-@click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DefenseSpecType(),
+@click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DEFENSE_SPEC,
               help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
               "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
 @click.option("--defense-grad", "defense_grads", multiple=True, default=("oblivious", "bpda", "diff"),
