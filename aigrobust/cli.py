@@ -210,6 +210,18 @@ def models_command(pattern: str, details: bool, as_json: bool) -> None:
         click.echo("* residual branches from torchvision's ResNet, gates untrained: fine-tune (aigrobust train) first")
 
 
+@cli.command("attacks")
+def attacks_command() -> None:
+    """List every attack with its settings and their defaults (give them as name:key=value,key=value)."""
+    from attacks import attack_settings, list_attacks
+
+    for name in list_attacks():
+        settings = ", ".join(f"{k}={'auto' if v is None else str(v).lower()}" for k, v in attack_settings(name).items())
+        click.echo(f"{name:<30} {settings or '(no settings)'}")
+    click.echo("auto: PGD and the gate attacks step 2.5 eps / steps")
+    click.echo("foolbox:NAME[:key=value,...]    any attack class of foolbox.attacks, with its own settings")
+
+
 @cli.command("train")
 @click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -442,17 +454,25 @@ def _model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     return entries
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, table: str) -> None:
+    """The compact table (worst case per model and defense setting, one column per epsilon) or every row."""
+    from aigrobust.metrics import compact_table, format_eps
+
+    if table == "compact":
+        compact = compact_table(summary)
+        left = {c: (lambda w: lambda v: f"{v:<{w}}")(compact[c].str.len().max()) for c in ("model", "defense")}
+        click.echo(compact.to_string(index=False, formatters=left, justify="left"))
+        return
     header = (f"{'model':<18} {'defense':<20} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
               f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}")
     noise = "noise_floor_hamming" in summary.columns
     click.echo(header + (f" {'noise floor':>11}" if noise else ""))
     for row in summary.itertuples():
-        eps = f"{row.epsilon * 255:.1f}/255" if row.epsilon else "0"
         defense = row.defense if row.defense == "none" else f"{row.defense} {row.defense_grad}"
-        click.echo(f"{row.model:<18} {defense:<20} {row.attack:<22} {row.gate_grad:<16} {eps:>7} {100 * row.clean_acc:>5.1f}% "
-                   f"{100 * row.robust_acc:>5.1f}% {100 * row.unchanged_gates:>9.1f}% {row.hamming_mean:>8.3f} "
-                   f"{row.flops_ratio:>15.3f}" + (f" {row.noise_floor_hamming:>11.3f}" if noise else ""))
+        click.echo(f"{row.model:<18} {defense:<20} {row.attack:<22} {row.gate_grad:<16} {format_eps(row.epsilon):>7} "
+                   f"{100 * row.clean_acc:>5.1f}% {100 * row.robust_acc:>5.1f}% {100 * row.unchanged_gates:>9.1f}% "
+                   f"{row.hamming_mean:>8.3f} {row.flops_ratio:>15.3f}" + (f" {row.noise_floor_hamming:>11.3f}" if noise
+                                                                          else ""))
 
 
 @cli.command("attack")
@@ -484,12 +504,22 @@ def _print_summary(summary: Any) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--table", type=click.Choice(["compact", "full"]), default="compact", show_default=True,
+              help="compact: the worst case per model and defense setting, one column per epsilon with its 95% "
+              "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
 def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilons: tuple[float, ...],
                    attacks: tuple[Parsed, ...], gate_grads: tuple[str, ...], gate_mode: str,
                    defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
-                   early_exit: bool, device: str, out_dir: Path, resume: bool) -> None:
-    """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table."""
+                   early_exit: bool, device: str, out_dir: Path, resume: bool, table: str) -> None:
+    """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table.
+
+    \b
+    Examples:
+      aigrobust attack --model resnet20 --model aig20 --eps 2/255 --eps 8/255 --attack fgsm --attack pgd
+      aigrobust attack --model aig20 --eps 8/255 --attack apgd --gate-grad all --defense jpeg:75 --defense-grad bpda
+      aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
+    """
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -554,7 +584,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     with tqdm(total=len(entries) * len(data), unit="img", leave=False, disable=None if rank == 0 else True) as bar:
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              on_batch=lambda _m, n: bar.update(n), done_batches=folder.done_batch,
-                             save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for)
+                             save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for,
+                             describe=bar.set_description_str)
     if world > 1:
         _barrier(world)
         if rank != 0:
@@ -572,10 +603,12 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     if noise:  # stochastic gates: the clean-vs-clean flip rate sits beside every stability figure
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
     folder.finalize(run.records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
-    _print_summary(summary)
+    _print_summary(summary, table)
     for name, value in noise.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")
-    click.echo(f"records: {out_dir / 'records.csv.gz'} ({len(run.records)} rows); summary: {out_dir / 'summary.json'}")
+    more = "every attack and gate gradient: --table full or " if table == "compact" else ""
+    click.echo(f"robust accuracy % [95% interval]; {more}{out_dir / 'summary.csv'}; per-sample records: "
+               f"{out_dir / 'records.csv.gz'} ({len(run.records)} rows)")
 
 
 def _load_run_models(run_dir: Path) -> tuple[dict[str, Any], Any]:
@@ -690,7 +723,14 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
               "any other path the baseline names is refused before it is opened.")
 def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
                   n_probe: int, allowed_roots: tuple[Path, ...]) -> None:
-    """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking."""
+    """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking.
+
+    \b
+    Examples:
+      aigrobust check --baseline reports/ci/baseline.json --allow-root . --allow-root ../shared/data
+      aigrobust check --baseline ci/baseline.json --init-from runs/ci
+      aigrobust check --sanity runs/quickstart
+    """
     from aigrobust.baseline import (
         BaselineError,
         compare,

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
 from attacks import Attack, attack_from_spec
@@ -213,7 +214,8 @@ class _Setting:
 
 
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
-                   sample_ids: Sequence[int], batch_seed: int, units: UnitStore | None = None) -> pd.DataFrame:
+                   sample_ids: Sequence[int], batch_seed: int, units: UnitStore | None = None,
+                   describe: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Every defense setting, attack, gate-gradient mode and epsilon on one batch: the records of that batch.
 
     Work is done in units (one setting x one attack); with ``units``, finished units are saved and, on a rerun,
@@ -236,6 +238,10 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                 frames.append(saved)
                 continue
             # canonical dtypes before saving, so a unit read back serialises exactly like a fresh one
+            if describe is not None:  # what runs now, for a progress display
+                eps_text = ", ".join(format_eps(e) for e in spec.epsilons if e > 0)
+                where = "" if setting.defense_name == "none" else f" | {setting.defense_name} {setting.defense_grad}"
+                describe(f"{entry.name}{where} | {attack.name} | {setting.gate_grad} | {eps_text}")
             unit_frame = normalize_records(_run_unit(entry.name, spec, attack, setting, standing, images, labels,
                                                      sample_ids, batch_seed))
             if units is not None and not unit_frame.empty:
@@ -470,6 +476,7 @@ def run_evaluation(
     save_batch: Callable[[str, int, pd.DataFrame], None] | None = None,
     shard: tuple[int, int] = (0, 1),
     units_for: Callable[[str, int], UnitStore] | None = None,
+    describe: Callable[[str], None] | None = None,
 ) -> EvalRun:
     """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist whole
     batches, ``units_for(model, batch)`` the units inside a batch (so a kill loses at most one unit).
@@ -491,7 +498,8 @@ def run_evaluation(
             else:
                 frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
                                        batch_seed=spec.seed * 100_003 + b,
-                                       units=units_for(entry.name, b) if units_for is not None else None)
+                                       units=units_for(entry.name, b) if units_for is not None else None,
+                                       describe=describe)
                 if save_batch is not None:
                     save_batch(entry.name, b, frame)
                 frames.append(frame)

@@ -14,6 +14,40 @@ GROUP = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
 WORST = "worst-case"
 
 
+def format_eps(eps: float) -> str:
+    """8/255-style label where epsilon is a multiple of 1/255, else the number: the one way epsilons print."""
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and defense setting, one column per epsilon: the worst case over every attack and gate
+    gradient that ran (robust accuracy % and its 95% interval), then, at the largest epsilon, executed FLOPs
+    adversarial / clean and the share of unchanged gate patterns."""
+    data = summary[summary["goal"] == "misclassify"]
+    rows = []
+    for (model, defense, defense_grad), group in data.groupby(["model", "defense", "defense_grad"], sort=False):
+        attack = WORST if WORST in set(group["attack"]) else group["attack"].iloc[0]
+        rows_of = group[group["attack"] == attack]
+        grads = set(rows_of["gate_grad"])
+        rows_of = rows_of[rows_of["gate_grad"] == ("worst" if "worst" in grads else rows_of["gate_grad"].iloc[0])]
+        rows_of = rows_of.sort_values("epsilon")
+        row: dict[str, object] = {"model": model,
+                                  "defense": "none" if defense == "none" else f"{defense} {defense_grad}"}
+        for r in rows_of.itertuples():
+            label = "clean %" if r.epsilon == 0 else format_eps(r.epsilon)
+            row[label] = (f"{100 * r.robust_acc:.1f}" if r.epsilon == 0 else
+                          f"{100 * r.robust_acc:.1f} [{100 * r.robust_acc_lo:.1f}, {100 * r.robust_acc_hi:.1f}]")
+        last = rows_of.iloc[-1]
+        row[f"FLOPs adv/clean ({format_eps(last['epsilon'])})"] = f"{last['flops_ratio']:.3f}"
+        row[f"same gates ({format_eps(last['epsilon'])})"] = f"{100 * last['unchanged_gates']:.1f}%"
+        rows.append(row)
+    order = {name: i for i, name in enumerate(dict.fromkeys(summary["model"]))}
+    return pd.DataFrame(rows).sort_values("model", key=lambda m: m.map(order), kind="stable").reset_index(drop=True)
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (well-behaved at 0 and 1)."""
     if n == 0:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from aigrobust.checks import SanityFlag, flags_table, record_checks
 from aigrobust.files import atomic_write_bytes
-from aigrobust.metrics import WORST, class_rates, layer_rates, summarize
+from aigrobust.metrics import WORST, class_rates, format_eps, layer_rates, summarize
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -40,14 +40,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     preface: str = ""  # Markdown placed under the title, e.g. a study's findings in plain words
-
-
-def format_eps(eps: float) -> str:
-    """8/255-style label where epsilon is a multiple of 1/255, else the number."""
-    if eps == 0:
-        return "0"
-    k = eps * 255
-    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
 def headline(summary: pd.DataFrame) -> pd.DataFrame:

@@ -128,6 +128,15 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
         raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
 
 
+def attack_settings(name: str) -> dict[str, Any]:
+    """The settings a registered attack takes and their defaults (those its registered name fixes left out)."""
+    fixed = {"fgm-l2": {"distance"}, "pgd-l2": {"distance"}, "apgd-l2": {"distance"},
+             "compute-inflation-keep-label": {"keep_label"}}.get(name, set())
+    params = inspect.signature(_constructor(name)).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "seed", *fixed) and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
 def _constructor(name: str) -> Callable[..., Any]:
     """The class behind a registered name (the variants registered as lambdas fix some of its settings)."""
     entry = _ATTACKS[name]
@@ -170,7 +179,7 @@ def attack_from_spec(spec: str) -> Attack:
 
 __all__ = [
     "APGD", "BIM", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "check_settings",
+    "Distance", "attack_settings", "check_settings",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,12 +123,12 @@ def test_attack_writes_records_summary_and_prints_the_table(synthetic_npz_dir: P
     from aigrobust.runs import read_records
 
     checkpoint = _tiny_checkpoint(tmp_path)
-    code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "run"))
+    code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "run", "--table", "full"))
     assert code == 0, out
     header = out.splitlines()[0]
     for column in ("clean", "robust", "same gates", "hamming", "FLOPs adv/clean"):
         assert column in header
-    assert "tiny_aig" in out and "8.0/255" in out and "worst-case" in out
+    assert "tiny_aig" in out and "8/255" in out and "worst-case" in out
     records = read_records(tmp_path / "run")
     # 24 samples x 2 attacks x 3 epsilons (0 added) x 1 gate-grad mode
     assert len(records) == 24 * 2 * 3
@@ -192,3 +193,29 @@ def test_attack_bad_inputs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     assert_one_line_error(*run("attack", "--model", "aig110", "--eps", "0.03", "--data-dir", str(synthetic_npz_dir),
                                "--out", str(tmp_path / "z")), "no weights for aig110")
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_compact_table_by_default_full_on_request(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    code, compact = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "compact"))
+    assert code == 0, compact
+    lines = compact.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["model", "defense", "clean"] and "2/255" in header and "8/255" in header
+    assert "2.0/255" not in compact  # epsilons print one way everywhere
+    rows = [line for line in lines[1:] if line.startswith("tiny_aig")]
+    assert len(rows) == 1 and re.search(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", rows[0])  # worst case with its interval
+    assert "summary.csv" in lines[-1] and "--table full" in lines[-1]
+    code, full = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "full", "--table", "full"))
+    assert code == 0, full
+    assert len(full.splitlines()) > len(lines) and "worst-case" in full and "2/255" in full
+
+
+def test_attacks_lists_every_attack_with_its_settings() -> None:
+    from attacks import list_attacks
+
+    code, output = run("attacks")
+    assert code == 0
+    for name in list_attacks():
+        assert any(line.startswith(name + " ") for line in output.splitlines()), name
+    assert "steps=20, rel_stepsize=auto" in output and "n_queries=1000" in output
