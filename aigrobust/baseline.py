@@ -292,12 +292,14 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
 
 def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> dict[str, Any]:
     """A baseline spec from a finished run folder (its run.json and records)."""
-    from aigrobust.runs import SPEC_FILE
+    from aigrobust.runs import FinishedRun, RunFolderError
 
     try:
-        run = json.loads((Path(run_dir) / SPEC_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        run = FinishedRun.open(Path(run_dir)).document
+    except RunFolderError as err:
         raise BaselineError(f"{run_dir} is not a finished run folder ({err})") from None
+    if "models" not in run:
+        raise BaselineError(f"{run_dir} is not a finished run folder (no run.json)")
     base = Path(baseline_path).resolve().parent
     models = {}
     for label, info in run["models"].items():

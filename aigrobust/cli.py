@@ -9,40 +9,29 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import click
 
+from aigrobust.cli_types import (
+    ATTACK_SPEC,
+    DEFENSE_SPEC,
+    BadInput,
+    CheckpointRef,
+    CheckpointType,
+    EpsilonType,
+    FiniteFloatRange,
+    OneLineErrors,
+    Parsed,
+)
+from aigrobust.distributed import barrier, rank_and_world
+from aigrobust.distributed import finish as finish_distributed
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.registry import DATASETS, UnknownModelError, get_model_info, list_models
 
 # torch and the models load inside the commands that need them, so `aigrobust --help` stays fast
 
 log = logging.getLogger("aigrobust")
-
-
-class BadInput(click.ClickException):
-    """A usage error shown as one line ('Error: ...'), exit code 2 like click's own usage errors."""
-
-    exit_code = 2
-
-
-class FiniteFloatRange(click.FloatRange):
-    """click's FloatRange, refusing nan and inf (which compare False with every bound and would pass it)."""
-
-    name = "finite float range"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import math
-
-        flag = param.opts[0] if param is not None and param.opts else "value"
-        try:
-            number = super().convert(value, param, ctx)
-        except click.BadParameter as err:  # one line, like every other bad input (no usage block)
-            raise BadInput(f"{flag}: {err.format_message()}") from None
-        if not math.isfinite(number):
-            raise BadInput(f"{flag}: {value!r} is not a finite number")
-        return number
 
 
 def _load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
@@ -85,88 +74,6 @@ def _device(name: str) -> Any:
         return resolve_device(name)
     except TrainingError as err:
         raise BadInput(str(err)) from None
-
-
-class Parsed(NamedTuple):
-    """A spec as typed (what run.json stores) and the object parsed from it once."""
-
-    text: str
-    value: Any
-
-
-class EpsilonType(click.ParamType):
-    """'0.03' or '8/255' -> a float in [0, 1]."""
-
-    name = "epsilon"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from aigrobust.evaluation import parse_epsilon
-
-        try:
-            return parse_epsilon(value)
-        except ValueError as err:
-            self.fail(str(err), param, ctx)
-
-
-class SpecType(click.ParamType):
-    """A spec string -> Parsed(text, object), through ``parse`` (imported on first use: the module path and the
-    function name), failing with one line on the errors it names."""
-
-    def __init__(self, name: str, module: str, parse: str, errors: tuple[str, ...]) -> None:
-        self.name = name
-        self._where = (module, parse, errors)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
-        if isinstance(value, Parsed):
-            return value
-        import importlib
-
-        module_name, parse_name, error_names = self._where
-        module = importlib.import_module(module_name)
-        errors = tuple(getattr(module, e) for e in error_names)
-        try:
-            return Parsed(str(value), getattr(module, parse_name)(str(value)))
-        except errors as err:
-            self.fail(str(err), param, ctx)
-
-
-# 'pgd:steps=40' -> Parsed(text, Attack), every setting typed and range-checked; 'jpeg:75' -> Parsed(text, Defense)
-ATTACK_SPEC = SpecType("attack", "attacks", "attack_from_spec", ("UnknownAttackError", "AttackSpecError"))
-DEFENSE_SPEC = SpecType("defense", "defenses", "parse_defense", ("DefenseSpecError",))
-
-
-class CheckpointRef(NamedTuple):
-    """A checkpoint as given: the label its records carry ('' for the model's own name) and its path."""
-
-    label: str
-    path: Path
-
-
-class CheckpointType(click.ParamType):
-    """'[LABEL=]PATH' -> CheckpointRef; the file must exist (its content is checked when it is loaded)."""
-
-    name = "checkpoint"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> CheckpointRef:
-        if isinstance(value, CheckpointRef):
-            return value
-        label, sep, path = str(value).partition("=")
-        if not sep or not label or "/" in label or Path(str(value)).exists():
-            label, path = "", str(value)
-        if not Path(path).is_file():
-            self.fail(f"checkpoint not found: {path}", param, ctx)
-        return CheckpointRef(label, Path(path))
-
-
-class OneLineErrors(click.Group):
-    """click's usage errors (a missing argument, a bad choice) as one line, like every other bad input."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as err:
-            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
-            raise BadInput(f"{err.format_message()} (see {where} --help)") from None
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -295,7 +202,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     except (DataError, ValueError) as err:
         raise BadInput(str(err)) from None
 
-    rank, world = _distributed(_device(device))
+    rank, world = rank_and_world(_device(device))
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
 
     def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
@@ -322,7 +229,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     finally:
         bar.close()
         if world > 1:
-            _finish_distributed()
+            finish_distributed()
     if rank == 0:
         click.echo(f"saved {result.checkpoint}" + (f" (DistributedDataParallel over {world} processes)"
                                                    if world > 1 else ""))
@@ -390,34 +297,6 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
                f"({100 * result.flops_ratio:.1f}%)")
     if model.is_gated:
         click.echo("execution rate per block: " + " ".join(f"{v:.2f}" for v in result.execution_rates))
-
-
-def _distributed(device: Any) -> tuple[int, int]:
-    """(rank, world size) under torchrun (gloo on the CPU, NCCL on GPUs); (0, 1) otherwise."""
-    import os
-
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _finish_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> list[Any]:
@@ -572,11 +451,11 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                 "batch_size": batch_size,
                 "data": {"dataset": dataset or "cifar10",
                          "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None}}
-    rank, world = _distributed(dev)
+    rank, world = rank_and_world(dev)
     try:
         if rank == 0:
             folder = RunFolder(out_dir, run_document(spec, run_info), resume)
-        _barrier(world)
+        barrier(world)
         if rank != 0:  # rank 0 made (or checked) the folder; the others join it
             folder = RunFolder(out_dir, run_document(spec, run_info), resume=True, lock=False)
     except RunFolderError as err:
@@ -587,14 +466,14 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                              save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for,
                              describe=bar.set_description_str)
     if world > 1:
-        _barrier(world)
+        barrier(world)
         if rank != 0:
-            _finish_distributed()
+            finish_distributed()
             return
         # every shard's batches are saved: rank 0 reads them back in order
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              done_batches=folder.done_batch)
-        _finish_distributed()
+        finish_distributed()
     summary = summarize(run.records)
     noise = {}
     if gate_mode == "stochastic":
@@ -611,44 +490,42 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                f"{out_dir / 'records.csv.gz'} ({len(run.records)} rows)")
 
 
-def _load_run_models(run_dir: Path) -> tuple[dict[str, Any], Any]:
-    """Models and data of a finished run, from its run.json (for model probes)."""
-    from aigrobust.runs import SPEC_FILE
+def _open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
+    from aigrobust.runs import FinishedRun, RunFolderError
 
     try:
-        run = json.loads((run_dir / SPEC_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        raise BadInput(f"{run_dir} is not a run folder (no readable {SPEC_FILE})") from None
-    models = {}
-    for label, info in run["models"].items():
-        source = info.get("source", "pretrained")
-        model, _ = _load_model(info["model"] if source == "pretrained" else None,
-                               None if source == "pretrained" else Path(source), source == "pretrained")
-        models[label] = model
-    data_info = run.get("data", {})
-    data = _dataset(data_info.get("dataset", "cifar10"),
-                    Path(data_info["data_dir"]) if data_info.get("data_dir") else None, False)
-    return models, data
+        return [FinishedRun.open(r) for r in run_dirs]
+    except RunFolderError as err:
+        raise BadInput(str(err)) from None
 
 
-def _probe_flags(run_dirs: tuple[Path, ...], n_probe: int) -> list[Any]:
+def _probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
+    """Masking probes on each model of the runs, once per model even where several runs share it."""
     from aigrobust.checks import model_probes
+    from aigrobust.runs import RunFolderError
 
-    flags = []
-    for run_dir in run_dirs:
-        models, data = _load_run_models(run_dir)
+    flags, probed = [], set()
+    for run in runs:
+        try:
+            models, data = run.models(), run.data()
+        except (RunFolderError, CheckpointError, DataError) as err:
+            raise BadInput(str(err)) from None
         subset = data.subset(range(min(n_probe, len(data))))
         images, labels = subset.tensors()
         for label, model in models.items():
+            source = run.document["models"][label].get("source")
+            if (label, source) in probed:
+                continue
+            probed.add((label, source))
             flags += model_probes(label, model, images, labels, model.num_classes)
     return flags
 
 
-def _read_runs(run_dirs: tuple[Path, ...]) -> Any:
-    from aigrobust.runs import RunFolderError, combine_records, read_records
+def _read_runs(runs: list[Any]) -> Any:
+    from aigrobust.runs import RunFolderError, combine_records
 
     try:
-        records, dropped = combine_records([read_records(r) for r in run_dirs])
+        records, dropped = combine_records([run.records() for run in runs])
     except RunFolderError as err:
         raise BadInput(str(err)) from None
     if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
@@ -680,23 +557,16 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:
         raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
-    records = _read_runs(run_dirs)
-    flags = _probe_flags(run_dirs, n_probe) if probe else []
-    provenance = {"runs": [str(r) for r in run_dirs]}
-    for r in run_dirs:
-        try:
-            provenance[str(r)] = json.loads((r / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
+    runs = _open_runs(run_dirs)
+    records = _read_runs(runs)
+    flags = _probe_flags(runs, n_probe) if probe else []
+    provenance: dict[str, Any] = {"runs": [str(r) for r in run_dirs]}
+    provenance.update({str(run.root): run.document for run in runs if run.document})
     try:
         report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance)
         report.preface = preface
-        for r in run_dirs:  # stochastic-gate runs: their noise floor stands beside every stability figure
-            try:
-                floors = json.loads((r / "summary.json").read_text()).get("noise_floor_hamming") or {}
-            except (OSError, json.JSONDecodeError):
-                floors = {}
-            for model_name, value in floors.items():
+        for run in runs:  # stochastic-gate runs: their noise floor stands beside every stability figure
+            for model_name, value in run.noise_floor.items():
                 report.notes.append(f"{model_name} ran stochastic gates: two seeded draws on the same clean images "
                                     f"differ in {100 * value:.1f}% of decisions (the noise floor of its stability "
                                     "figures).")
@@ -748,14 +618,15 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
         raise BadInput("give --baseline FILE and/or --sanity RUN")
     failed = False
     if sanity_runs:
-        flags = record_checks(_read_runs(sanity_runs)) + _probe_flags(sanity_runs, n_probe)
+        runs = _open_runs(sanity_runs)
+        flags = record_checks(_read_runs(runs)) + _probe_flags(runs, n_probe)
         for flag in flags:
             click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
         failed |= any(f.status == "warn" for f in flags)
     if baseline_path is not None:
         try:
             if init_run is not None:
-                records = _read_runs((init_run,))
+                records = _read_runs(_open_runs((init_run,)))
                 document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
                 write_baseline(baseline_path, document)
                 click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,69 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run folder as ``report``, ``check`` and baselines read it: run.json, the extras of summary.json (noise
+    floors), the records (checked against run.json), and on request the models and data the run used."""
+
+    root: Path
+    document: dict[str, Any]
+    extras: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> FinishedRun:
+        """Read a run folder; a folder holding only records (no run.json) opens too, with an empty document."""
+        root = Path(path)
+        document = _read_json(root / SPEC_FILE, required=False)
+        if document is not None and not isinstance(document, dict):
+            raise RunFolderError(f"{root / SPEC_FILE} is not a run document")
+        extras = _read_json(root / SUMMARY_FILE, required=False) or {}
+        return cls(root, document or {}, {k: v for k, v in extras.items() if k != "summary"})
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The evaluation spec (as EvalSpec.to_dict wrote it)."""
+        return dict(self.document.get("spec", {}))
+
+    @property
+    def noise_floor(self) -> dict[str, float]:
+        """Per model, the share of gate decisions two clean stochastic draws disagree on (stochastic-gate runs)."""
+        return dict(self.extras.get("noise_floor_hamming") or {})
+
+    def records(self) -> pd.DataFrame:
+        """The run's records, refused where they no longer match run.json."""
+        return read_records(self.root)
+
+    def models(self) -> dict[str, Any]:
+        """The run's models by label, loaded as the run loaded them (shipped weights or their checkpoint)."""
+        from aigrobust.factory import create_model, load_checkpoint
+
+        if "models" not in self.document:
+            raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
+        models = {}
+        for label, info in self.document["models"].items():
+            source = info.get("source", "pretrained")
+            models[label] = (create_model(info["model"], pretrained=True) if source == "pretrained"
+                             else load_checkpoint(Path(source))[0]).eval()
+        return models
+
+    def data(self) -> Any:
+        """The test split the run attacked (its dataset and folder as run.json recorded them)."""
+        from aigrobust.data import load_dataset
+
+        info = self.document.get("data", {})
+        return load_dataset(info.get("dataset", "cifar10"), "test",
+                            Path(info["data_dir"]) if info.get("data_dir") else None, False)
+
+
+def _read_json(path: Path, required: bool) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        if required:
+            raise RunFolderError(f"{path} is missing") from None
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{path} is unreadable ({err})") from None

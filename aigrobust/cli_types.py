@@ -1,0 +1,115 @@
+"""click parameter types and error handling of the command line: text becomes objects once, at parse time, and
+every user error is one line (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import click
+
+
+class BadInput(click.ClickException):
+    """A usage error shown as one line ('Error: ...'), exit code 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf (which compare False with every bound and would pass it)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            number = super().convert(value, param, ctx)
+        except click.BadParameter as err:  # one line, like every other bad input (no usage block)
+            raise BadInput(f"{flag}: {err.format_message()}") from None
+        if not math.isfinite(number):
+            raise BadInput(f"{flag}: {value!r} is not a finite number")
+        return number
+
+
+class Parsed(NamedTuple):
+    """A spec as typed (what run.json stores) and the object parsed from it once."""
+
+    text: str
+    value: Any
+
+
+class EpsilonType(click.ParamType):
+    """'0.03' or '8/255' -> a float in [0, 1]."""
+
+    name = "epsilon"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from aigrobust.evaluation import parse_epsilon
+
+        try:
+            return parse_epsilon(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+class SpecType(click.ParamType):
+    """A spec string -> Parsed(text, object), through ``parse`` (imported on first use: the module path and the
+    function name), failing with one line on the errors it names."""
+
+    def __init__(self, name: str, module: str, parse: str, errors: tuple[str, ...]) -> None:
+        self.name = name
+        self._where = (module, parse, errors)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
+        if isinstance(value, Parsed):
+            return value
+        import importlib
+
+        module_name, parse_name, error_names = self._where
+        module = importlib.import_module(module_name)
+        errors = tuple(getattr(module, e) for e in error_names)
+        try:
+            return Parsed(str(value), getattr(module, parse_name)(str(value)))
+        except errors as err:
+            self.fail(str(err), param, ctx)
+
+
+# 'pgd:steps=40' -> Parsed(text, Attack), every setting typed and range-checked; 'jpeg:75' -> Parsed(text, Defense)
+ATTACK_SPEC = SpecType("attack", "attacks", "attack_from_spec", ("UnknownAttackError", "AttackSpecError"))
+DEFENSE_SPEC = SpecType("defense", "defenses", "parse_defense", ("DefenseSpecError",))
+
+
+class CheckpointRef(NamedTuple):
+    """A checkpoint as given: the label its records carry ('' for the model's own name) and its path."""
+
+    label: str
+    path: Path
+
+
+class CheckpointType(click.ParamType):
+    """'[LABEL=]PATH' -> CheckpointRef; the file must exist (its content is checked when it is loaded)."""
+
+    name = "checkpoint"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> CheckpointRef:
+        if isinstance(value, CheckpointRef):
+            return value
+        label, sep, path = str(value).partition("=")
+        if not sep or not label or "/" in label or Path(str(value)).exists():
+            label, path = "", str(value)
+        if not Path(path).is_file():
+            self.fail(f"checkpoint not found: {path}", param, ctx)
+        return CheckpointRef(label, Path(path))
+
+
+class OneLineErrors(click.Group):
+    """click's usage errors (a missing argument, a bad choice) as one line, like every other bad input."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            raise BadInput(f"{err.format_message()} (see {where} --help)") from None

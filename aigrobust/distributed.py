@@ -1,0 +1,35 @@
+"""torchrun helpers: rank and world size (gloo on the CPU, NCCL on GPUs), a barrier, and the clean-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def rank_and_world(device: Any) -> tuple[int, int]:
+    """(rank, world size) under torchrun (gloo on the CPU, NCCL on GPUs); (0, 1) otherwise."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (a no-op for one process)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def finish() -> None:
+    """Leave the process group, if one was joined."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
