@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.files import atomic_write_bytes, file_sha256
-from aigrobust.metrics import summarize
+from aigrobust.metrics import GROUP, summarize
 
 FORMAT = "aigrobust-baseline"
-KEYS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
+KEYS = GROUP  # the one setting key: model, defense, defense_grad, attack, gate_grad, epsilon
 DEFAULT_TOLERANCES = {"robust_acc": 0.02, "adv_flops_rel": 0.02, "unchanged_gates": 0.03}
 MAX_TOLERANCE = 0.1  # a looser tolerance would let a real regression pass (1e9 passes anything)
 METRIC_FIELDS = ("robust_acc", "adv_flops", "unchanged_gates")

@@ -255,7 +255,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     """Clean accuracy, per-layer execution rates and mean executed FLOPs."""
     from tqdm import tqdm
 
-    from aigrobust.clean import evaluate_clean
+    from aigrobust.clean_accuracy import evaluate_clean
 
     dev = _device(device)
     if checkpoint is None and model_name is not None:
@@ -501,7 +501,7 @@ def _open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
 
 def _probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
     """Masking probes on each model of the runs, once per model even where several runs share it."""
-    from aigrobust.checks import model_probes
+    from aigrobust.masking import model_probes
     from aigrobust.runs import RunFolderError
 
     flags, probed = [], set()
@@ -612,7 +612,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
         spec_from_run,
         write_baseline,
     )
-    from aigrobust.checks import record_checks
+    from aigrobust.masking import record_checks
 
     if not baseline_path and not sanity_runs:
         raise BadInput("give --baseline FILE and/or --sanity RUN")

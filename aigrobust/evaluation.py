@@ -62,7 +62,7 @@ def with_zero(epsilons: Sequence[float]) -> tuple[float, ...]:
     return tuple(merged)
 
 
-class GateGradientView(nn.Module):
+class AttackerGateView(nn.Module):
     """The attacker's view of a gated model: same weights, gradients through gates as ``grad`` says."""
 
     def __init__(self, model: ResNetBase, grad: GateGrad | str) -> None:
@@ -257,7 +257,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
                      images: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]) -> _Setting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
-    from defenses import AttackerView, DefendedModel
+    from defenses import AttackerDefenseView, DefendedModel
 
     defense = spec.defense(defense_spec)
     defense.to(images.device)
@@ -275,8 +275,8 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
         with torch.no_grad():
             clean_cache[defense_spec] = deployed.forward_with_gates(images)
     clean_logits, clean_trace = clean_cache[defense_spec]
-    base: nn.Module = GateGradientView(model, gate_grad) if model.is_gated else model
-    view: nn.Module = base if defense.name == "none" else AttackerView(base, defense, defense_grad)
+    base: nn.Module = AttackerGateView(model, gate_grad) if model.is_gated else model
+    view: nn.Module = base if defense.name == "none" else AttackerDefenseView(base, defense, defense_grad)
     # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
     # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
     same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"

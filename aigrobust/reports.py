@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.checks import SanityFlag, flags_table, record_checks
 from aigrobust.files import atomic_write_bytes
+from aigrobust.masking import SanityFlag, flags_table, record_checks
 from aigrobust.metrics import WORST, class_rates, format_eps, layer_rates, summarize
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aigrobust.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
-from aigrobust.clean import CleanEvaluation, evaluate_clean
+from aigrobust.clean_accuracy import CleanEvaluation, evaluate_clean
 from aigrobust.data import ArrayDataset
 from aigrobust.factory import create_model
 from aigrobust.files import atomic_write_bytes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defenses.base import AttackerView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
+from defenses.base import AttackerDefenseView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
 from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
 _KINDS = {"jpeg": (JPEG, int), "bits": (BitDepth, int), "median": (MedianSmoothing, int),
@@ -33,6 +33,6 @@ def parse_defense(spec: str) -> Defense:
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
-__all__ = ["JPEG", "AttackerView", "BitDepth", "Compose", "DefendedModel", "Defense", "DefenseGrad",
+__all__ = ["JPEG", "AttackerDefenseView", "BitDepth", "Compose", "DefendedModel", "Defense", "DefenseGrad",
            "DefenseSpecError", "MedianSmoothing", "NoDefense", "RandomResizePad", "bpda", "parse_defense",
            "pillow_jpeg_round_trip", "to_uint8"]

@@ -92,7 +92,7 @@ class NoDefense(Defense):
         return x
 
 
-class AttackerView(nn.Module):
+class AttackerDefenseView(nn.Module):
     """``model(defense(x))`` as the attacker differentiates it under a :class:`DefenseGrad` setting."""
 
     def __init__(self, model: nn.Module, defense: Defense, grad: DefenseGrad | str, eot_samples: int = 8) -> None:

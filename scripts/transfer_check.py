@@ -22,7 +22,7 @@ from aigrobust.data import DataError, load_dataset
 from aigrobust.evaluation import parse_epsilon
 from aigrobust.registry import UnknownModelError
 from attacks import Attack, attack_from_spec
-from defenses import AttackerView, DefendedModel, Defense, DefenseSpecError, parse_defense
+from defenses import AttackerDefenseView, DefendedModel, Defense, DefenseSpecError, parse_defense
 
 TRANSFER_WARNING = 0.01  # more than 1% of samples fooled only by the transferred inputs: worth a warning
 
@@ -43,7 +43,7 @@ def transfer_check(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, attac
     """Attack ``model`` directly and through ``defense`` at ``epsilon``; evaluate both sets on the bare model."""
     defended = DefendedModel(model, defense)
     direct = attack(model, x, y, [epsilon])
-    through = attack(defended, x, y, [epsilon], gradient_model=AttackerView(model, defense, defense_grad))
+    through = attack(defended, x, y, [epsilon], gradient_model=AttackerDefenseView(model, defense, defense_grad))
     with torch.no_grad():
         clean_ok = model(x).argmax(1) == y
         direct_ok = clean_ok & (model(direct.clipped[0]).argmax(1) == y)

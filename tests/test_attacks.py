@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aigrobust import create_model
-from aigrobust.evaluation import GateGradientView, parse_epsilon, with_zero
+from aigrobust.evaluation import AttackerGateView, parse_epsilon, with_zero
 from aigrobust.factory import load_checkpoint
 from attacks import (
     FGSM,
@@ -96,7 +96,7 @@ def test_apgd_checkpoints_and_square_schedule() -> None:
 def test_gate_gradient_view_changes_only_gradients(tiny_gated) -> None:
     x = varied_images(6)
     hard = tiny_gated(x)
-    st = GateGradientView(tiny_gated, "straight-through")
+    st = AttackerGateView(tiny_gated, "straight-through")
     assert torch.allclose(st(x), hard, atol=1e-5)
     assert tiny_gated.gate_grad.value == "exact"  # restored after the view's forward
 
@@ -122,7 +122,7 @@ def test_compute_inflation_raises_executed_flops_on_a_trained_gated_model(traine
         _, clean = trained_tiny.forward_with_gates(x)
     for grad in ("exact", "straight-through"):
         result = get_attack("compute-inflation", steps=10)(trained_tiny, x, y, [8 / 255],
-                                                            gradient_model=GateGradientView(trained_tiny, grad))
+                                                            gradient_model=AttackerGateView(trained_tiny, grad))
         with torch.no_grad():
             _, adv = trained_tiny.forward_with_gates(result.clipped[0])
         assert float(adv.flops.mean()) > 1.05 * float(clean.flops.mean()), grad

@@ -12,7 +12,7 @@ import torch
 
 from aigrobust import create_model
 from aigrobust.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
-from aigrobust.clean import evaluate_clean
+from aigrobust.clean_accuracy import evaluate_clean
 from aigrobust.converters import convert_torchvision
 from aigrobust.factory import load_checkpoint
 from tests.conftest import PRETRAINED, half_closed, require, varied_images

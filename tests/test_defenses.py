@@ -11,7 +11,7 @@ from aigrobust.cli import cli
 from aigrobust.factory import load_checkpoint
 from defenses import (
     JPEG,
-    AttackerView,
+    AttackerDefenseView,
     BitDepth,
     Compose,
     DefendedModel,
@@ -120,7 +120,7 @@ def test_random_resize_pad_repeats_with_its_seed_and_eot_averages() -> None:
     assert not torch.equal(a, b)
     assert a.shape == x.shape
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-    view = AttackerView(model, defense, "eot", eot_samples=4)
+    view = AttackerDefenseView(model, defense, "eot", eot_samples=4)
     xg = x.clone().requires_grad_(True)
     out = view(xg)
     assert torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-5)
@@ -146,10 +146,10 @@ def _obfuscation_check(cifar_test, n: int) -> dict[str, float]:
         bare = fgsm(model, x, y, [2 / 255])
         with torch.no_grad():
             figures["fgsm2_none"] = float((model(bare.clipped[0]).argmax(1) == y).float().mean())
-        oblivious = fgsm(deployed, x, y, [2 / 255], gradient_model=AttackerView(model, jpeg, "oblivious"))
+        oblivious = fgsm(deployed, x, y, [2 / 255], gradient_model=AttackerDefenseView(model, jpeg, "oblivious"))
         figures[f"fgsm2_jpeg{quality}_oblivious"] = float((~oblivious.success[0]).float().mean())
         for grad in ("bpda", "diff"):
-            pgd = get_attack("pgd", steps=10)(deployed, x, y, [8 / 255], gradient_model=AttackerView(model, jpeg, grad))
+            pgd = get_attack("pgd", steps=10)(deployed, x, y, [8 / 255], gradient_model=AttackerDefenseView(model, jpeg, grad))
             figures[f"pgd8_jpeg{quality}_{grad}"] = float((~pgd.success[0]).float().mean())
     return figures
 

@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 from aigrobust.checkpoints import save_checkpoint
-from aigrobust.checks import model_probes, record_checks
 from aigrobust.cli import cli
 from aigrobust.evaluation import EvalSpec, ModelEntry
 from aigrobust.factory import load_checkpoint
+from aigrobust.masking import model_probes, record_checks
 from aigrobust.metrics import wilson_interval
 from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
 

@@ -8,7 +8,7 @@ import pytest
 
 from aigrobust import create_model
 from aigrobust.checkpoints import PRETRAINED_DIR, read_checkpoint
-from aigrobust.clean import evaluate_clean
+from aigrobust.clean_accuracy import evaluate_clean
 
 SHIPPED = sorted(Path(PRETRAINED_DIR).glob("*.safetensors"))
 
