@@ -7,7 +7,6 @@ cannot disagree.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import re
@@ -310,75 +309,43 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
     return "\n".join(parts)
 
 
-def _html_table(table: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in table.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+FOLD_ROWS = 30  # longer tables fold away in the HTML page
 
 
 def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "th{background:#f0f0f0}.warn{color:#b00;font-weight:bold}.ok{color:#070}img{max-width:100%}")
-    flag_items = "".join(
-        f"<li><span class='{html.escape(r.status.replace('/', ''))}'>{html.escape(r.status.upper())}</span> "
-        f"<code>{html.escape(r.check)}</code> ({html.escape(r.model)}): {html.escape(r.sentence)}</li>"
-        for r in flags.itertuples())
-    figures = "".join(
-        f"<figure><img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-        f"<figcaption>{html.escape(FIGURE_CAPTIONS.get(name, name))}</figcaption></figure>"
-        for name, (png, _) in report.figures.items())
-    notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.notes)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(report.title)}</h1>"
-            f"{markdown_to_html(report.preface)}{notes}"
-            f"<h2>Sanity checks</h2><ul>{flag_items}</ul><h2>Figures</h2>{figures}"
-            f"<h2>Results</h2>{_html_table(table)}{_RENDER_PROBE}</body></html>")
+    """The self-contained page, from templates/report.html with autoescaping; warnings first among the checks."""
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, keep_trailing_newline=True)
+    ordered = sorted(flags.itertuples(), key=lambda r: r.status != "warn")
+    return env.get_template("report.html").render(
+        title=report.title,
+        preface_html=Markup(markdown_to_html(report.preface)),  # noqa: S704  (markdown-it escapes raw HTML)
+        notes=report.notes,
+        flags=[{"css": r.status.replace("/", ""), "status": r.status, "check": r.check, "model": r.model,
+                "sentence": r.sentence} for r in ordered],
+        figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name),
+                  "png_base64": base64.b64encode(png).decode()} for name, (png, _) in report.figures.items()],
+        table={"columns": [str(c) for c in table.columns], "rows": [[str(v) for v in row] for row in
+                                                                     table.itertuples(index=False)],
+               "folded": len(table) > FOLD_ROWS},
+    )
 
 
 _SAFE_LINK = re.compile(r"^(https?://|mailto:|[^:]*$)", re.IGNORECASE)  # http(s), mailto or a relative path
 
 
-def _link(match: re.Match[str]) -> str:
-    label, target = match.group(1), match.group(2)
-    if not _SAFE_LINK.match(html.unescape(target).strip()):
-        return label  # javascript:, data: and other schemes stay plain text
-    return f"<a href='{target}'>{label}</a>"
-
-
-def _inline_html(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-    return re.sub(r"\[(.+?)\]\((.+?)\)", _link, text)
-
-
 def markdown_to_html(markdown: str) -> str:
-    """The small Markdown subset a preface uses: headings, paragraphs, '-' lists, pipe tables, bold, code, links."""
-    out: list[str] = []
-    blocks = re.split(r"\n\s*\n", markdown.strip()) if markdown.strip() else []
-    for block in blocks:
-        lines = block.splitlines()
-        heading = re.match(r"^(#{1,6})\s+(.*)", lines[0])
-        if heading and len(lines) == 1:
-            level = min(len(heading.group(1)) + 1, 6)  # the page's own title is the only h1
-            out.append(f"<h{level}>{_inline_html(heading.group(2))}</h{level}>")
-        elif all(line.lstrip().startswith("|") for line in lines):
-            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines
-                    if not re.fullmatch(r"\|?[\s:|-]+\|?", line.strip())]
-            head = "".join(f"<th>{_inline_html(c)}</th>" for c in rows[0])
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif all(re.match(r"^\s*(- |\s)", line) for line in lines):
-            items = re.split(r"\n\s*- ", "\n" + block.strip())[1:]
-            out.append("<ul>" + "".join(f"<li>{_inline_html(' '.join(i.split()))}</li>" for i in items) + "</ul>")
-        else:
-            out.append(f"<p>{_inline_html(' '.join(block.split()))}</p>")
-    return "".join(out)
+    """CommonMark (plus pipe tables) through markdown-it-py: raw HTML is escaped, links other than http(s), mailto
+    and relative ones stay text, and headings move one level down (the page's own title is its only h1)."""
+    from markdown_it import MarkdownIt
 
-
-# Marks the page once loaded with how many figures decoded, so a headless browser can verify the rendering.
-_RENDER_PROBE = ("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
-                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){n++;}}"
-                 "document.body.setAttribute('data-figures-rendered',n+'/'+i.length);});</script>")
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.validateLink = lambda url: bool(_SAFE_LINK.match(url.strip()))  # type: ignore[method-assign]
+    tokens = md.parse(markdown)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
+    return md.renderer.render(tokens, md.options, {})

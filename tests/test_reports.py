@@ -256,3 +256,34 @@ def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
                     & (summary["defense"] == "none")]["clean_acc"].iloc[0]
     assert f"resnet20 {100 * clean:.1f}%" in text  # the answer's number is the records' number
     assert "n/a" not in text.split("### 2.")[1].split("### 3.")[0]  # every FGSM cell was found
+
+
+def test_markdown_through_markdown_it_with_safe_links_and_escaped_html() -> None:
+    from aigrobust.reports import latex_escape, markdown_to_html
+
+    page = markdown_to_html("# Title\n\n1. one\n2. two\n\n- a\n  - nested\n\n```\nx <b>\n```\n\n*em* and **strong** "
+                            "[bad](javascript:alert(1)) [web](https://example.org) [rel](docs/a.md) "
+                            "[mail](mailto:a@b.c) <script>alert(1)</script>\n")
+    assert "<h2>Title</h2>" in page and "<ol>" in page and "<ul>\n<li>nested</li>" in page
+    assert "<pre><code>x &lt;b&gt;\n</code></pre>" in page and "<em>em</em>" in page and "<strong>strong</strong>" in page
+    assert "javascript:" not in page.replace("[bad](javascript:alert(1))", "")  # stays text, never an href
+    assert 'href="https://example.org"' in page and 'href="docs/a.md"' in page and 'href="mailto:a@b.c"' in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert latex_escape("a\\b^c~d_e&{x}%$#") == (r"a\textbackslash{}b\textasciicircum{}c\textasciitilde{}d\_e\&\{x\}"
+                                                  r"\%\$\#")
+
+
+def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
+    import pandas as pd
+
+    from aigrobust.reports import Report, _html_index
+
+    empty = pd.DataFrame()
+    report = Report(title="t <b>", summary=empty, layers=empty, classes=empty, flags=[], notes=["a < b"])
+    flags = pd.DataFrame([{"check": "c1", "model": "m", "status": "ok", "sentence": "fine"},
+                          {"check": "c2", "model": "m", "status": "warn", "sentence": "masked?"}])
+    long = pd.DataFrame({"x": range(31)})
+    page = _html_index(report, long, flags)
+    assert page.index("masked?") < page.index("fine")  # warnings first
+    assert "<details><summary>31 rows" in page and "t &lt;b&gt;" in page and "a &lt; b" in page  # autoescaped
+    assert "<details>" not in _html_index(report, long.head(30), flags)
