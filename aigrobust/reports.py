@@ -20,7 +20,7 @@ import pandas as pd
 
 from aigrobust.files import atomic_write_bytes
 from aigrobust.masking import SanityFlag, flags_table, record_checks
-from aigrobust.metrics import WORST, class_rates, format_eps, layer_rates, summarize
+from aigrobust.metrics import WORST, class_rates, compact_table, format_eps, layer_rates, summarize
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -39,6 +39,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     preface: str = ""  # Markdown placed under the title, e.g. a study's findings in plain words
+    headline: pd.DataFrame = field(default_factory=pd.DataFrame)  # worst case per model and defense setting
+    threat_model: list[str] = field(default_factory=list)  # norm, epsilons, attacks with budgets, gates, defenses, n
 
 
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
@@ -216,6 +218,36 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
 
 
 # --- assembly -----------------------------------------------------------------------------------------------------
+def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half_width: float) -> list[str]:
+    """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
+    gate-gradient modes, defenses and how attackers treated them, samples and the interval width they give."""
+    from attacks import attack_from_spec
+
+    specs = [doc["spec"] for doc in provenance.values() if isinstance(doc, dict) and isinstance(doc.get("spec"), dict)]
+    attack_texts = list(dict.fromkeys(a for spec in specs for a in spec.get("attacks", [])))
+    budgets, norms = [], set()
+    for text in attack_texts:
+        settings = attack_from_spec(text).describe()
+        norms.add(str(settings.pop("distance", "linf")))
+        name = settings.pop("attack")
+        budgets.append(f"`{text}` = {name}: " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "one step"))
+    eps = ", ".join(format_eps(e) for e in sorted(set(records["epsilon"])))
+    norm_text = " and ".join(sorted({"linf": "L-infinity", "l2": "L2"}.get(x, x) for x in norms)) or "L-infinity"
+    lines = [f"Perturbations: {norm_text} balls in [0, 1] pixel space (normalisation is inside each model), "
+             f"epsilons {eps}; robust accuracy is pointwise (right on the clean input and under every attack)."]
+    lines += [f"Attack {b}." for b in budgets] or [f"Attacks: {', '.join(sorted(set(records['attack'])))}."]
+    grads = sorted(set(records["gate_grad"]) - {"none"})
+    modes = sorted({str(spec.get("gate_mode", "hard")) for spec in specs}) or ["hard"]
+    if grads:
+        lines.append(f"Gated models run {' and '.join(modes)} gates; attack gradients pass them as: {', '.join(grads)}.")
+    defended = records[records["defense"] != "none"]
+    if not defended.empty:
+        settings = ", ".join(f"{d} ({', '.join(sorted(set(g['defense_grad'])))})" for d, g in defended.groupby("defense"))
+        lines.append(f"Defenses, with how the attacker treats them: {settings}; 'none' is always the reference.")
+    lines.append(f"n = {n} samples per setting: a 95% interval on an accuracy is at most +-{half_width:.1f} points.")
+    return lines
+
+
 def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
                  extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None) -> Report:
     """Aggregate records into tables, figures and sanity flags."""
@@ -232,6 +264,8 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     half = 100 * 1.96 * np.sqrt(0.25 / n)
     report.notes.append(f"Each figure aggregates {n} samples; a 95% confidence interval on an accuracy is at most "
                         f"+-{half:.1f} points (Wilson intervals in the tables).")
+    report.headline = compact_table(summary)
+    report.threat_model = threat_model(records, report.provenance, n, half)
     report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
     if not report.layers.empty:
         eps_max = float(records["epsilon"].max())
@@ -295,6 +329,11 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
     if report.preface:
         parts += [report.preface.strip(), ""]
     parts += [f"{note}" for note in report.notes] + [""]
+    if not report.headline.empty:
+        parts += ["## Headline", "", "Worst case over every attack and gate gradient, robust accuracy % [95% interval]; "
+                  "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.headline), ""]
+    if report.threat_model:
+        parts += ["## Threat model", ""] + [f"- {line}" for line in report.threat_model] + [""]
     parts += ["## Sanity checks (signs of gradient masking)", ""] + _flag_lines(flags) + [""]
     parts += ["## Results", "", "Columns: attack and its gate-gradient mode, defense and how the attacker treats it "
               "(oblivious / bpda / diff / eot), n samples, clean and robust accuracy with its 95% CI, share of "
@@ -328,6 +367,9 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
                 "sentence": r.sentence} for r in ordered],
         figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name),
                   "png_base64": base64.b64encode(png).decode()} for name, (png, _) in report.figures.items()],
+        headline={"columns": [str(c) for c in report.headline.columns],
+                  "rows": [[str(v) for v in row] for row in report.headline.itertuples(index=False)]},
+        threat_model=report.threat_model,
         table={"columns": [str(c) for c in table.columns], "rows": [[str(v) for v in row] for row in
                                                                      table.itertuples(index=False)],
                "folded": len(table) > FOLD_ROWS},

@@ -236,6 +236,10 @@ def test_report_counts_a_sample_once_across_runs_and_carries_a_preface(run_dir: 
     assert md.index("## Findings") < md.index("## Results") and "| aig20 | 88.0 |" in md
     page = (out / "index.html").read_text()
     assert "<strong>Q1</strong>" in page and "<td>88.0</td>" in page
+    # every report states its threat model and each attack's budget, and leads with the compact worst-case table
+    assert md.index("## Headline") < md.index("## Threat model") < md.index("## Sanity checks")
+    assert "epsilons 0, " in md and "steps=" in md and "n = 48 samples per setting" in md
+    assert "<h2>Threat model</h2>" in page and "<h2>Headline</h2>" in page
     code, output = invoke("report", str(run_dir), "--out", str(tmp_path / "r2"), "--no-probe",
                           "--preface", str(tmp_path / "missing.md"))
     assert code != 0 and "missing.md" in output
