@@ -133,6 +133,9 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
             line, marker = styles[attack]
             ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], line, marker=marker, ms=3,
                     color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {attack}")
+            if attack == WORST or len(attacks) == 1:  # the 95% band of the curve a reader compares models by
+                ax.fill_between(curve["epsilon"] * 255, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
+                                color=colours[model], alpha=0.15, lw=0)
         ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
         ax.set_xlabel("epsilon (/255, Linf)")
         ax.set_ylabel("robust accuracy (%)")
@@ -164,15 +167,18 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
 def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
     """Gate flip rate over layer and epsilon, one panel per model and attack (no defense)."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
 
     data = layers[(layers["defense"] == "none")]
     groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.8 * len(groups) + 0.5), squeeze=False,
+    panel = min(1.8, 9.5 / max(1, len(groups)))  # the whole figure stays under 10 inches however many panels
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, panel * len(groups) + 0.5), squeeze=False,
                              layout="constrained")
     image = None
+    norm = PowerNorm(gamma=0.5, vmin=0, vmax=1)  # square-root scale: a 2% flip rate is still visibly not 0
     for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
         grid = rows.pivot_table(index="epsilon", columns="layer", values="flip_rate")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", vmin=0, vmax=1, cmap="magma")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", norm=norm, cmap="viridis")
         ax.set_yticks(range(len(grid.index)), [format_eps(e) for e in grid.index], fontsize=7)
         ax.set_title(f"{model}: {attack}, gate grad {grad}", fontsize=9)
     axes[-1, 0].set_xlabel("residual block")
@@ -181,17 +187,30 @@ def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
     return _save(fig)
 
 
-def figure_flops(summary: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Executed FLOPs, clean versus adversarial, at the largest epsilon, per model and attack."""
+def gate_figure_epsilon(records: pd.DataFrame) -> float:
+    """The epsilon the gate figures show: the largest at which an attack on the gates ran, else the largest at which
+    the most attacks ran (not a large epsilon where only FGSM ran)."""
+    gates = records[records["goal"] == "gates"]
+    if not gates.empty:
+        return float(gates["epsilon"].max())
+    attacked = records[records["epsilon"] > 0]
+    if attacked.empty:
+        return 0.0
+    counts = attacked.groupby("epsilon")["attack"].nunique()
+    return float(counts[counts == counts.max()].index.max())
+
+
+def figure_flops(summary: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
+    """Executed FLOPs, clean versus adversarial, at ``epsilon``, per model and attack."""
     import matplotlib.pyplot as plt
 
     data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST) & (summary["gate_grad"] != "none")]
-    data = data[data["epsilon"] == data["epsilon"].max()]
+    data = data[np.isclose(data["epsilon"], epsilon)]
     labels = [f"{m}\n{a}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6), layout="constrained")
     x = np.arange(len(labels))
     ax.bar(x - 0.2, data["clean_flops"] / 1e6, width=0.4, label="clean")
-    ax.bar(x + 0.2, data["adv_flops"] / 1e6, width=0.4, label=f"adversarial ({format_eps(data['epsilon'].max())})")
+    ax.bar(x + 0.2, data["adv_flops"] / 1e6, width=0.4, label=f"adversarial ({format_eps(epsilon)})")
     ax.set_xticks(x, labels, fontsize=6)
     ax.set_ylabel("executed MFLOPs per image")
     ax.legend(fontsize=7)
@@ -268,10 +287,10 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     report.threat_model = threat_model(records, report.provenance, n, half)
     report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
     if not report.layers.empty:
-        eps_max = float(records["epsilon"].max())
-        report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, eps_max)
+        gate_eps = gate_figure_epsilon(records)
+        report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, gate_eps)
         report.figures["gate_flip_heatmap"] = figure_flip_heatmap(report.layers)
-        report.figures["flops_clean_vs_adversarial"] = figure_flops(summary)
+        report.figures["flops_clean_vs_adversarial"] = figure_flops(summary, gate_eps)
     else:
         report.notes.append("No gated model in these records: gate figures are omitted.")
     if not class_table.empty:
@@ -280,11 +299,15 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
 
 
 FIGURE_CAPTIONS = {
-    "accuracy_vs_epsilon": "Robust accuracy versus epsilon, per model and attack, with and without each defense "
-                           "setting (gated models: worst case over gate-gradient modes where several were run).",
-    "layer_execution_rates": "Per-block execution rate on clean versus adversarial inputs (largest epsilon).",
-    "gate_flip_heatmap": "Share of samples whose gate flips, per block (columns) and epsilon (rows).",
-    "flops_clean_vs_adversarial": "Executed FLOPs per image, clean versus adversarial (largest epsilon).",
+    "accuracy_vs_epsilon": "Robust accuracy versus epsilon, per model and attack, one panel per defense setting "
+                           "(gated models: worst case over gate-gradient modes where several were run); shaded: the "
+                           "95% interval of the worst case.",
+    "layer_execution_rates": "Per-block execution rate on clean versus adversarial inputs, at the epsilon where the "
+                             "gate attacks (else the most attacks) ran.",
+    "gate_flip_heatmap": "Share of samples whose gate flips, per block (columns) and epsilon (rows); square-root "
+                         "colour scale, so small rates stay visible.",
+    "flops_clean_vs_adversarial": "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate "
+                                  "attacks (else the most attacks) ran.",
     "class_execution_rates": "Clean execution rate of each block per class.",
 }
 
