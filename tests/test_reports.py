@@ -291,3 +291,18 @@ def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
     assert page.index("masked?") < page.index("fine")  # warnings first
     assert "<details><summary>31 rows" in page and "t &lt;b&gt;" in page and "a &lt; b" in page  # autoescaped
     assert "<details>" not in _html_index(report, long.head(30), flags)
+
+
+def test_gate_figures_use_the_epsilon_where_gate_attacks_ran() -> None:
+    import pandas as pd
+
+    from aigrobust.reports import gate_figure_epsilon
+
+    def rows(attack: str, goal: str, epsilons: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"attack": attack, "goal": goal, "epsilon": epsilons})
+
+    fgsm_sweep = rows("fgsm", "misclassify", [0.0, 2 / 255, 8 / 255, 16 / 255])
+    pgd = rows("pgd", "misclassify", [0.0, 2 / 255, 8 / 255])
+    assert gate_figure_epsilon(pd.concat([fgsm_sweep, pgd])) == pytest.approx(8 / 255)  # not 16/255: FGSM alone there
+    flip = rows("gate-flip", "gates", [0.0, 2 / 255])
+    assert gate_figure_epsilon(pd.concat([fgsm_sweep, pgd, flip])) == pytest.approx(2 / 255)
