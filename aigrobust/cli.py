@@ -399,13 +399,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --model aig20 --eps 8/255 --attack apgd --gate-grad all --defense jpeg:75 --defense-grad bpda
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from aigrobust.evaluation import EvalSpec, run_document, run_evaluation, stochastic_noise_floor
-    from aigrobust.metrics import summarize
-    from aigrobust.runs import RunFolder, RunFolderError
+    from aigrobust.evaluation import EvalSpec
 
     if not epsilons:
         raise BadInput("give at least one --eps (e.g. --eps 8/255)")
@@ -420,12 +414,28 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         except UnknownModelError as err:
             raise BadInput(str(err)) from None
     dev = _device(device)
+    data, entries, dataset = _attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
+    spec = EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode,
+                    seed=seed, defenses=tuple(d.text for d in defenses), defense_grads=tuple(defense_grads),
+                    early_exit=early_exit, parsed_attacks=tuple(a.value for a in attacks),
+                    parsed_defenses=tuple(d.value for d in defenses))
+    run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
+                "dataset": {"name": data.name, "source": data.source, "n": len(data), "sha256": data.fingerprint()},
+                "batch_size": batch_size,
+                "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}
+    result = _run_attack(entries, spec, data, run_info, out_dir, resume, batch_size, dev)
+    if result is None:
+        return  # a torchrun rank other than 0: rank 0 writes the results
+    _finish_attack(result, entries, data, spec, out_dir, table, dev)
+
+
+def _attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
+                   data_dir: Path | None, download: bool, n_samples: int | None) -> tuple[Any, list[Any], str]:
+    """The test data (its first ``n_samples``) and the models to attack, checked against each other."""
     if dataset is None:
         first = models[0] if models else None
-        dataset = get_model_info(first).default_dataset if first and first in list_models() else None
-    if dataset is None and checkpoints:
-        dataset = "cifar10"
-    data = _dataset(dataset or "cifar10", data_dir, download)
+        dataset = get_model_info(first).default_dataset if first and first in list_models() else "cifar10"
+    data = _dataset(dataset, data_dir, download)
     entries = _model_entries(models, checkpoints)
     if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
         data = data.in_memory(n_samples)
@@ -438,19 +448,22 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         _check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
-    spec = EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=grads, gate_mode=gate_mode,
-                    seed=seed, defenses=tuple(d.text for d in defenses), defense_grads=tuple(defense_grads),
-                    early_exit=early_exit, parsed_attacks=tuple(a.value for a in attacks),
-                    parsed_defenses=tuple(d.value for d in defenses))
+    return data, entries, dataset
+
+
+def _run_attack(entries: list[Any], spec: Any, data: Any, run_info: dict[str, Any], out_dir: Path, resume: bool,
+                batch_size: int, dev: Any) -> Any:
+    """Evaluate into the run folder (sharded under torchrun): (records, folder) on rank 0, None on the others."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from aigrobust.evaluation import run_document, run_evaluation
+    from aigrobust.runs import RunFolder, RunFolderError
+
     images = data.images  # uint8, converted batch by batch: memory stays flat in the number of samples
     labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)
-    run_info = {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
-                "dataset": {"name": data.name, "source": data.source, "n": len(data),
-                            "sha256": data.fingerprint()},
-                "batch_size": batch_size,
-                "data": {"dataset": dataset or "cifar10",
-                         "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None}}
     rank, world = rank_and_world(dev)
     try:
         if rank == 0:
@@ -469,25 +482,37 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         barrier(world)
         if rank != 0:
             finish_distributed()
-            return
+            return None
         # every shard's batches are saved: rank 0 reads them back in order
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=dev,
                              done_batches=folder.done_batch)
         finish_distributed()
-    summary = summarize(run.records)
+    return run.records, folder
+
+
+def _finish_attack(result: Any, entries: list[Any], data: Any, spec: Any, out_dir: Path, table: str,
+                   dev: Any) -> None:
+    """Summarise, seal the run folder and print the table."""
+    import torch
+
+    from aigrobust.evaluation import stochastic_noise_floor
+    from aigrobust.metrics import summarize
+
+    records, folder = result
+    summary = summarize(records)
     noise = {}
-    if gate_mode == "stochastic":
+    if spec.gate_mode == "stochastic":
         for e in entries:
             noise[e.name] = stochastic_noise_floor(e.model, data.subset(range(min(len(data), 512))).tensors()[0].to(dev))
     if noise:  # stochastic gates: the clean-vs-clean flip rate sits beside every stability figure
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
-    folder.finalize(run.records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
+    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
     _print_summary(summary, table)
     for name, value in noise.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")
     more = "every attack and gate gradient: --table full or " if table == "compact" else ""
     click.echo(f"robust accuracy % [95% interval]; {more}{out_dir / 'summary.csv'}; per-sample records: "
-               f"{out_dir / 'records.csv.gz'} ({len(run.records)} rows)")
+               f"{out_dir / 'records.csv.gz'} ({len(records)} rows)")
 
 
 def _open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
