@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aigrobust.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
-from aigrobust.clean_accuracy import CleanEvaluation, evaluate_clean
+from aigrobust.clean_accuracy import evaluate_clean
 from aigrobust.data import ArrayDataset
 from aigrobust.factory import create_model
 from aigrobust.files import atomic_write_bytes
@@ -194,6 +194,38 @@ def _make_optimizer(model: ResNetBase, config: TrainConfig) -> torch.optim.SGD:
                            nesterov=False)
 
 
+@dataclass
+class EpochTally:
+    """Running sums of an epoch (what a mid-epoch checkpoint keeps so a resumed epoch reports the same figures)."""
+
+    loss: float = 0.0
+    rate: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    executed: Tensor | None = None  # per block, samples whose branch ran
+
+    def to_state(self) -> list[Any]:
+        """The list stored under 'sums' in the state file (its format predates this class)."""
+        return [self.loss, self.rate, self.correct, self.seen, self.executed]
+
+    @classmethod
+    def from_state(cls, sums: list[Any]) -> EpochTally:
+        """The tally a state file's 'sums' describe."""
+        return cls(float(sums[0]), float(sums[1]), int(sums[2]), int(sums[3]), sums[4].clone())
+
+
+@dataclass
+class _Run:
+    """What a training run carries from epoch to epoch."""
+
+    model: ResNetBase
+    optimizer: torch.optim.Optimizer
+    data_generator: torch.Generator
+    history: list[EpochRecord]
+    start_epoch: int = 0
+    mid_epoch: dict[str, Any] | None = None
+
+
 def train(
     config: TrainConfig,
     train_data: ArrayDataset,
@@ -211,154 +243,174 @@ def train(
     """
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
-    state_path, model_path = out_dir / STATE_FILE, out_dir / MODEL_FILE
+    state_path = out_dir / STATE_FILE
     if state_path.exists() and not resume:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
-
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_kwargs)
-    model.reset_gate_generator(config.seed)
-    data_generator = torch.Generator().manual_seed(config.seed)
-    optimizer = _make_optimizer(model, config)
-    history: list[EpochRecord] = []
-    start_epoch = 0
-    mid_epoch: dict[str, Any] | None = None
-
-    if resume and state_path.exists():
-        state = _load_state(state_path)
-        if state.get("config") != json.loads(json.dumps(config.as_dict())):
-            raise TrainingError(f"{out_dir} was started with another configuration; resume needs the same one")
-        if "model" in state:  # weights travel inside the state file: one atomic unit
-            weights = state["model"]
-        else:  # files written before the weights moved into the state (per-epoch only)
-            try:
-                weights, _ = read_checkpoint(model_path)
-            except CheckpointError as err:
-                raise TrainingError(f"cannot resume: {err}") from None
-        load_state_checked(model, weights, str(state_path))
-        optimizer.load_state_dict(state["optimizer"])
-        data_generator.set_state(state["data_generator"])
-        model.set_gate_generator_state(state["gate_generator"])
-        history = [EpochRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
-                   for r in json.loads(state["history"])]
-        start_epoch = int(state["epoch"])
-        if int(state.get("step", 0)) > 0:
-            mid_epoch = {"step": int(state["step"]), "order": state["order"], "sums": state["sums"]}
-        log.info("resuming %s at epoch %d step %d", out_dir, start_epoch + 1, int(state.get("step", 0)))
-
+    run = _start_or_resume(config, out_dir, resume)
+    model = run.model
     model.to(device)
-    use_cuda = device.type == "cuda"
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)  # uint8 NCHW view
-    labels = torch.from_numpy(train_data.labels.astype(np.int64))
-    n = images.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    rank, world = _rank_world()
-    step_module: torch.nn.Module = _TrainStep(model)
-    augment_generator = data_generator
-    if world > 1:
-        # every rank shuffles alike (shared generator) but augments and draws gates with its own stream
-        augment_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + rank)
-        model.reset_gate_generator(config.seed * 1_000_003 + rank)
-        step_module = torch.nn.parallel.DistributedDataParallel(step_module)
-    targets = torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated else None
-    gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
-    final_path = out_dir / FINAL_FILE
+    loop = _Loop(config, run, train_data, device, state_path, checkpoint_every, on_batch)
     data_meta = _data_metadata(train_data, heldout)
-
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
-        model.train()
-        first_step = 0
-        if mid_epoch is not None:
-            order, first_step = mid_epoch["order"], mid_epoch["step"]
-            loss_sum, rate_sum, correct, seen = (float(mid_epoch["sums"][0]), float(mid_epoch["sums"][1]),
-                                                 int(mid_epoch["sums"][2]), int(mid_epoch["sums"][3]))
-            exec_sum = mid_epoch["sums"][4].clone()
-            mid_epoch = None
-        else:
-            order = torch.randperm(n, generator=data_generator)
-            loss_sum = rate_sum = 0.0
-            correct = seen = 0
-            exec_sum = torch.zeros(model.num_blocks, dtype=torch.float64)
-        lr = config.lr
-        for step in range(first_step, steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if world > 1:
-                idx = idx[rank::world]  # each rank takes its share of the global batch
-            x = images[idx].float().div_(255.0)
-            y = labels[idx]
-            if config.augment:
-                x = augment_batch(x, augment_generator)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = learning_rate(config, epoch * steps_per_epoch + step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_factor"]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda and config.bf16):
-                logits, gate_values, decisions = step_module(x)
-                loss = F.cross_entropy(logits.float(), y)
-                rate_loss = torch.zeros((), device=device)
-                if targets is not None:
-                    rate_loss = target_rate_loss(gate_values[:, gated_cols], targets[: len(gated_cols)])
-                    loss = loss + config.gate_lambda * rate_loss
-            if not torch.isfinite(loss.detach()):
-                # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
-                # (finite, from an earlier epoch or step) stays the newest one on disk
-                raise TrainingError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: "
-                                    "training diverged (lower --lr); no checkpoint of this step was written")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            rate_sum += float(rate_loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
-            exec_sum += decisions.double().sum(0).cpu()
-            if on_batch is not None:
-                on_batch(epoch + 1, step + 1, steps_per_epoch, float(loss.detach()))
-            if rank == 0 and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
-                require_finite_weights(model, f"after step {step + 1} of epoch {epoch + 1}")
-                _save_state(state_path, _state(config, model, optimizer, data_generator, epoch, history,
-                                               step=step + 1, order=order,
-                                               sums=[loss_sum, rate_sum, correct, seen, exec_sum]))
-
-        evaluation: CleanEvaluation | None = None
-        if heldout is not None:
-            evaluation = evaluate_clean(model, heldout, batch_size=256, device=device)
+        lr, tally = loop.epoch(epoch)
+        evaluation = evaluate_clean(model, heldout, batch_size=256, device=device) if heldout is not None else None
         record = EpochRecord(
             epoch=epoch + 1,
             lr=lr,
-            train_loss=loss_sum / seen,
-            train_accuracy=correct / seen,
-            rate_loss=rate_sum / seen,
-            train_execution_rates=tuple(round(float(v), 4) for v in exec_sum / seen),
+            train_loss=tally.loss / tally.seen,
+            train_accuracy=tally.correct / tally.seen,
+            rate_loss=tally.rate / tally.seen,
+            train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
             heldout_accuracy=evaluation.accuracy if evaluation else None,
             heldout_execution_rates=tuple(round(v, 4) for v in evaluation.execution_rates) if evaluation else (),
             heldout_flops_ratio=evaluation.flops_ratio if evaluation else None,
             seconds=time.perf_counter() - started,
         )
-        history.append(record)
-        metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
-        if rank == 0:
-            # The state file (weights included) is the resume point; last.safetensors is the usable model.
-            require_finite_weights(model, f"after epoch {epoch + 1}")
-            _save_state(state_path, _state(config, model, optimizer, data_generator, epoch + 1, history))
-            save_checkpoint(model, model_path, **metadata)
-            with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(asdict(record)) + "\n")
+        run.history.append(record)
+        if loop.rank == 0:
+            _save_epoch(config, run, epoch, record, data_meta, out_dir)
         log.info("epoch %d: %s", epoch + 1, asdict(record))
         if on_epoch is not None:
             on_epoch(record)
-
-    if history and rank == 0:
-        last = history[-1]
+    final_path = out_dir / FINAL_FILE
+    if run.history and loop.rank == 0:
+        last = run.history[-1]
         save_checkpoint(model, final_path, **_checkpoint_metadata(config, data_meta, last, last.epoch))
     model.eval()
-    return TrainResult(model=model, checkpoint=final_path, history=tuple(history))
+    return TrainResult(model=model, checkpoint=final_path, history=tuple(run.history))
+
+
+def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
+    """A fresh run from the seed, or the run the state file in ``out_dir`` describes (same configuration only)."""
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.model_kwargs)
+    model.reset_gate_generator(config.seed)
+    run = _Run(model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed), [])
+    state_path = out_dir / STATE_FILE
+    if not (resume and state_path.exists()):
+        return run
+    state = _load_state(state_path)
+    if state.get("config") != json.loads(json.dumps(config.as_dict())):
+        raise TrainingError(f"{out_dir} was started with another configuration; resume needs the same one")
+    if "model" in state:  # weights travel inside the state file: one atomic unit
+        weights = state["model"]
+    else:  # files written before the weights moved into the state (per-epoch only)
+        try:
+            weights, _ = read_checkpoint(out_dir / MODEL_FILE)
+        except CheckpointError as err:
+            raise TrainingError(f"cannot resume: {err}") from None
+    load_state_checked(model, weights, str(state_path))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.data_generator.set_state(state["data_generator"])
+    model.set_gate_generator_state(state["gate_generator"])
+    run.history = [EpochRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
+                   for r in json.loads(state["history"])]
+    run.start_epoch = int(state["epoch"])
+    if int(state.get("step", 0)) > 0:
+        run.mid_epoch = {"step": int(state["step"]), "order": state["order"], "sums": state["sums"]}
+    log.info("resuming %s at epoch %d step %d", out_dir, run.start_epoch + 1, int(state.get("step", 0)))
+    return run
+
+
+class _Loop:
+    """The optimiser steps of each epoch: data order, augmentation, the loss with the target-rate term, and the
+    mid-epoch checkpoints; under torchrun each rank takes its share of the global batch."""
+
+    def __init__(self, config: TrainConfig, run: _Run, train_data: ArrayDataset, device: torch.device,
+                 state_path: Path, checkpoint_every: int,
+                 on_batch: Callable[[int, int, int, float], None] | None) -> None:
+        self.config, self.run, self.device = config, run, device
+        self.state_path, self.checkpoint_every, self.on_batch = state_path, checkpoint_every, on_batch
+        self.images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)  # uint8 NCHW
+        self.labels = torch.from_numpy(train_data.labels.astype(np.int64))
+        self.steps_per_epoch = math.ceil(self.images.shape[0] / config.batch_size)
+        self.rank, self.world = _rank_world()
+        model = run.model
+        self.step_module: torch.nn.Module = _TrainStep(model)
+        self.augment_generator = run.data_generator
+        if self.world > 1:
+            # every rank shuffles alike (shared generator) but augments and draws gates with its own stream
+            self.augment_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.rank)
+            model.reset_gate_generator(config.seed * 1_000_003 + self.rank)
+            self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module)
+        self.targets = (torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated
+                        else None)
+        self.gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
+
+    def epoch(self, epoch: int) -> tuple[float, EpochTally]:
+        """Run one epoch (from its saved position after a mid-epoch resume); its last learning rate and tally."""
+        self.run.model.train()
+        first_step, mid = 0, self.run.mid_epoch
+        if mid is not None:
+            order, first_step, tally = mid["order"], mid["step"], EpochTally.from_state(mid["sums"])
+            self.run.mid_epoch = None
+        else:
+            order = torch.randperm(self.images.shape[0], generator=self.run.data_generator)
+            tally = EpochTally(executed=torch.zeros(self.run.model.num_blocks, dtype=torch.float64))
+        lr = self.config.lr
+        for step in range(first_step, self.steps_per_epoch):
+            lr = self._step(epoch, step, order, tally)
+            if (self.rank == 0 and self.checkpoint_every and (step + 1) % self.checkpoint_every == 0
+                    and step + 1 < self.steps_per_epoch):
+                require_finite_weights(self.run.model, f"after step {step + 1} of epoch {epoch + 1}")
+                _save_state(self.state_path, _state(self.config, self.run.model, self.run.optimizer,
+                                                    self.run.data_generator, epoch, self.run.history, step=step + 1,
+                                                    order=order, sums=tally.to_state()))
+        return lr, tally
+
+    def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally) -> float:
+        """One optimiser step on the batch at ``step`` of ``order``; adds to ``tally``; returns the learning rate."""
+        config, device = self.config, self.device
+        idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+        if self.world > 1:
+            idx = idx[self.rank :: self.world]  # each rank takes its share of the global batch
+        x, y = self.images[idx].float().div_(255.0), self.labels[idx]
+        if config.augment:
+            x = augment_batch(x, self.augment_generator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = learning_rate(config, epoch * self.steps_per_epoch + step, self.steps_per_epoch * config.epochs)
+        for group in self.run.optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
+            logits, gate_values, decisions = self.step_module(x)
+            loss = F.cross_entropy(logits.float(), y)
+            rate_loss = torch.zeros((), device=device)
+            if self.targets is not None:
+                rate_loss = target_rate_loss(gate_values[:, self.gated_cols], self.targets[: len(self.gated_cols)])
+                loss = loss + config.gate_lambda * rate_loss
+        if not torch.isfinite(loss.detach()):
+            # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
+            # (finite, from an earlier epoch or step) stays the newest one on disk
+            raise TrainingError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: "
+                                "training diverged (lower --lr); no checkpoint of this step was written")
+        self.run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.run.optimizer.step()
+        tally.loss += float(loss.detach()) * len(y)
+        tally.rate += float(rate_loss.detach()) * len(y)
+        tally.correct += int((logits.detach().argmax(1) == y).sum())
+        tally.seen += len(y)
+        tally.executed += decisions.double().sum(0).cpu()
+        if self.on_batch is not None:
+            self.on_batch(epoch + 1, step + 1, self.steps_per_epoch, float(loss.detach()))
+        return lr
+
+
+def _save_epoch(config: TrainConfig, run: _Run, epoch: int, record: EpochRecord, data_meta: Mapping[str, Any],
+                out_dir: Path) -> None:
+    """The end-of-epoch files: the state (weights included) is the resume point, last.safetensors the usable
+    model, log.jsonl one line per epoch."""
+    require_finite_weights(run.model, f"after epoch {epoch + 1}")
+    _save_state(out_dir / STATE_FILE, _state(config, run.model, run.optimizer, run.data_generator, epoch + 1,
+                                             run.history))
+    save_checkpoint(run.model, out_dir / MODEL_FILE, **_checkpoint_metadata(config, data_meta, record, epoch + 1))
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(record)) + "\n")
 
 
 def _data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> dict[str, Any]:
