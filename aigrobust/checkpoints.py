@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,9 +25,6 @@ from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
 from aigrobust.registry import UnknownModelError, build_model
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "aigrobust-checkpoint"
@@ -35,7 +32,6 @@ FORMAT_VERSION = 2  # 2: model_sha256 covers the metadata that changes outputs, 
 # Metadata that changes what the model computes: covered by model_sha256 together with the weights.
 OUTPUT_METADATA = ("model", "model_kwargs", "num_classes", "normalization", "gated")
 METADATA_KEY = "aigrobust"
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 
@@ -148,7 +144,7 @@ def upgrade_checkpoint(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _statistics(norm: Any) -> tuple[list[float], list[float]]:
+def normalization_statistics(norm: Any) -> tuple[list[float], list[float]]:
     """Mean and std of a checkpoint's normalisation, each three finite numbers, std above zero."""
     import math
 
@@ -184,7 +180,7 @@ def build_from_metadata(meta: Mapping[str, Any]) -> ResNetBase:
     if not isinstance(kwargs, Mapping):
         raise CheckpointError(f"checkpoint model_kwargs must be an object, got {kwargs!r}")
     norm = meta.get("normalization")
-    statistics = _statistics(norm) if norm is not None else None
+    statistics = normalization_statistics(norm) if norm is not None else None
     try:
         model = build_model(name, **dict(kwargs))
     except UnknownModelError as err:

@@ -60,6 +60,16 @@ def _dataset(name: str, data_dir: Path | None, download: bool) -> Any:
         raise BadInput(str(err)) from None
 
 
+def _first_samples(data: Any, n_samples: int | None) -> Any:
+    """The first ``n_samples`` of the test split; a note where it holds fewer (all of them are then used)."""
+    if n_samples is not None and n_samples < len(data):
+        return data.subset(range(n_samples))
+    if n_samples is not None and n_samples > len(data):
+        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all {len(data)} "
+                   "are used", err=True)
+    return data
+
+
 def _check_classes(name: str, model: Any, data: Any) -> None:
     classes = getattr(data, "classes", None)
     if classes is not None and len(classes) != model.num_classes:
@@ -273,11 +283,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     name = model.registry_name
     if checkpoint is None and not pretrained:
         click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
-    if n_samples is not None and n_samples < len(data):  # type: ignore[arg-type]
-        data = data.subset(range(n_samples)) if hasattr(data, "subset") else data  # type: ignore[attr-defined]
-    elif n_samples is not None and n_samples > len(data):  # type: ignore[arg-type]
-        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all "
-                   f"{len(data)} are used", err=True)  # type: ignore[arg-type]
+    data = _first_samples(data, n_samples)
     _check_classes(name, model, data)
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)  # type: ignore[attr-defined]
@@ -439,11 +445,7 @@ def _attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     entries = _model_entries(models, checkpoints)
     if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
         data = data.in_memory(n_samples)
-    if n_samples is not None and n_samples < len(data):
-        data = data.subset(range(n_samples))
-    elif n_samples is not None and n_samples > len(data):
-        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all {len(data)} "
-                   "are used", err=True)
+    data = _first_samples(data, n_samples)
     for entry in entries:
         _check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):

@@ -23,13 +23,9 @@ class FiniteFloatRange(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         import math
 
-        flag = param.opts[0] if param is not None and param.opts else "value"
-        try:
-            number = super().convert(value, param, ctx)
-        except click.BadParameter as err:  # one line, like every other bad input (no usage block)
-            raise BadInput(f"{flag}: {err.format_message()}") from None
+        number = super().convert(value, param, ctx)
         if not math.isfinite(number):
-            raise BadInput(f"{flag}: {value!r} is not a finite number")
+            self.fail(f"{value!r} is not a finite number", param, ctx)  # one line: OneLineErrors formats it
         return number
 
 

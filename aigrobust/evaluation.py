@@ -182,7 +182,8 @@ def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
     return combos
 
 
-STANDING_FIELDS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_gates")
+# per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
+STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops")
 
 
 @dataclass
@@ -363,7 +364,7 @@ def _update_standing(standing: dict[str, Any], values: dict[str, Any], labels: T
     if not newly.any():
         return
     keep = newly.cpu()
-    for key in ("adv_pred", "linf", "l2", "hamming", "adv_flops"):
+    for key in STANDING_TENSORS:
         mask = newly if key == "adv_pred" else keep
         standing[key][mask] = values[key][mask]
     for i in keep.nonzero().squeeze(1).tolist():
@@ -379,12 +380,9 @@ def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], lab
         target = standing[_standing_key(standing, float(eps))]
         if len(rows) != len(labels):
             raise ValueError(f"a saved unit holds {len(rows)} rows at epsilon {eps}, not the batch's {len(labels)}")
-        values = {"adv_pred": torch.as_tensor(rows["adv_pred"].to_numpy(), device=labels.device),
-                  "linf": torch.as_tensor(rows["linf"].to_numpy(), dtype=target["linf"].dtype),
-                  "l2": torch.as_tensor(rows["l2"].to_numpy(), dtype=target["l2"].dtype),
-                  "hamming": torch.as_tensor(rows["hamming"].to_numpy(), dtype=target["hamming"].dtype),
-                  "adv_flops": torch.as_tensor(rows["adv_flops"].to_numpy(), dtype=target["adv_flops"].dtype),
-                  "adv_gates": rows["adv_gates"].astype(str).tolist()}
+        values: dict[str, Any] = {key: torch.as_tensor(rows[key].to_numpy(), dtype=target[key].dtype,
+                                                       device=target[key].device) for key in STANDING_TENSORS}
+        values["adv_gates"] = rows["adv_gates"].astype(str).tolist()
         _update_standing(target, values, labels)
 
 

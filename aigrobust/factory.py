@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from aigrobust.checkpoints import (
-    PRETRAINED_DIR,
     CheckpointError,
     build_from_metadata,
     is_safetensors,
     load_state_checked,
+    normalization_statistics,
     read_checkpoint,
 )
 from aigrobust.converters import convert_checkpoint, convert_torchvision
 from aigrobust.models.base import ResNetBase
-from aigrobust.registry import ModelInfo, build_model, get_model_info
+from aigrobust.registry import PRETRAINED_DIR, ModelInfo, build_model, get_model_info
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,8 @@ def load_pretrained_into(model: ResNetBase, info: ModelInfo) -> None:
     shipped = PRETRAINED_DIR / f"{info.name}.safetensors"
     if shipped.is_file():
         state, meta = read_checkpoint(shipped)
-        norm = meta.get("normalization")
-        if norm:
-            model.normalize.set_statistics(norm["mean"], norm["std"])
+        if meta.get("normalization") is not None:
+            model.normalize.set_statistics(*normalization_statistics(meta["normalization"]))
         load_state_checked(model, state, str(shipped))
         model.pretrained_metadata = meta  # type: ignore[assignment]
         return

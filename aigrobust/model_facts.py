@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FACTS_FILE = Path(__file__).resolve().parent / "models" / "facts.json"
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def stored_facts() -> dict[str, ModelFacts]:
 def weights_available(name: str) -> str:
     """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
     (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
-    from aigrobust.registry import get_model_info
+    from aigrobust.registry import PRETRAINED_DIR, get_model_info
 
     if (PRETRAINED_DIR / f"{name}.safetensors").is_file():
         return "shipped"

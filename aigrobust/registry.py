@@ -6,12 +6,14 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
 
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # shipped weights: NAME.safetensors
 DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 
 

@@ -39,7 +39,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     preface: str = ""  # Markdown placed under the title, e.g. a study's findings in plain words
-    headline: pd.DataFrame = field(default_factory=pd.DataFrame)  # worst case per model and defense setting
+    worst_case: pd.DataFrame = field(default_factory=pd.DataFrame)  # the compact table: per model and defense
     threat_model: list[str] = field(default_factory=list)  # norm, epsilons, attacks with budgets, gates, defenses, n
 
 
@@ -283,7 +283,7 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     half = 100 * 1.96 * np.sqrt(0.25 / n)
     report.notes.append(f"Each figure aggregates {n} samples; a 95% confidence interval on an accuracy is at most "
                         f"+-{half:.1f} points (Wilson intervals in the tables).")
-    report.headline = compact_table(summary)
+    report.worst_case = compact_table(summary)
     report.threat_model = threat_model(records, report.provenance, n, half)
     report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
     if not report.layers.empty:
@@ -352,9 +352,9 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
     if report.preface:
         parts += [report.preface.strip(), ""]
     parts += [f"{note}" for note in report.notes] + [""]
-    if not report.headline.empty:
+    if not report.worst_case.empty:
         parts += ["## Headline", "", "Worst case over every attack and gate gradient, robust accuracy % [95% interval]; "
-                  "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.headline), ""]
+                  "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.worst_case), ""]
     if report.threat_model:
         parts += ["## Threat model", ""] + [f"- {line}" for line in report.threat_model] + [""]
     parts += ["## Sanity checks (signs of gradient masking)", ""] + _flag_lines(flags) + [""]
@@ -390,8 +390,8 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
                 "sentence": r.sentence} for r in ordered],
         figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name),
                   "png_base64": base64.b64encode(png).decode()} for name, (png, _) in report.figures.items()],
-        headline={"columns": [str(c) for c in report.headline.columns],
-                  "rows": [[str(v) for v in row] for row in report.headline.itertuples(index=False)]},
+        worst_case={"columns": [str(c) for c in report.worst_case.columns],
+                    "rows": [[str(v) for v in row] for row in report.worst_case.itertuples(index=False)]},
         threat_model=report.threat_model,
         table={"columns": [str(c) for c in table.columns], "rows": [[str(v) for v in row] for row in
                                                                      table.itertuples(index=False)],

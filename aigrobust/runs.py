@@ -49,13 +49,15 @@ def read_records(path: Path) -> pd.DataFrame:
         path = path / RECORDS_FILE
     if not path.is_file():
         raise RunFolderError(f"no records at {path}")
+    raw = path.read_bytes()  # hashed and parsed from the same bytes
     if expected is not None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
         if digest != expected.get("sha256"):
             raise RunFolderError(f"{path} does not match its run.json (sha256 {digest[:12]}, recorded "
                                  f"{str(expected.get('sha256'))[:12]}): truncated or edited since the run finished")
     try:
-        frame = pd.read_csv(path, dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False)
+        frame = pd.read_csv(io.BytesIO(raw), dtype={"clean_gates": str, "adv_gates": str}, keep_default_na=False,
+                            compression="gzip" if path.suffix == ".gz" else None)
     except (OSError, ValueError, EOFError, zlib.error) as err:
         raise RunFolderError(f"{path}: unreadable records (truncated or corrupt: {err})") from None
     missing = [c for c in RECORD_KEY if c not in frame.columns]
@@ -70,11 +72,11 @@ def read_records(path: Path) -> pd.DataFrame:
 
 def _recorded_integrity(folder: Path) -> dict[str, Any] | None:
     try:
-        spec = json.loads((folder / SPEC_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # a folder without run.json (older or hand-made): nothing to compare with
+        spec = _read_json(folder / SPEC_FILE, required=False)
+    except RunFolderError:
+        return None  # an unreadable run.json: nothing to compare with (the run's other readers say why)
     value = spec.get(INTEGRITY_KEY) if isinstance(spec, dict) else None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else None  # None too for folders without run.json
 
 
 RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting

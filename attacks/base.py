@@ -169,11 +169,16 @@ class FirstSuccess:
         return self.adversarial
 
 
+def keep_rows(keep: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Per-sample tensors restricted to the rows in ``keep`` (a bool mask); unchanged when every row stays."""
+    if bool(keep.all()):
+        return tensors
+    return tuple(t[keep] for t in tensors)
+
+
 def select_rows(state: dict[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
     """Every per-sample tensor of an attack's state, restricted to the rows in ``keep`` (a bool mask)."""
-    if bool(keep.all()):
-        return state
-    return {key: value[keep] for key, value in state.items()}
+    return dict(zip(state, keep_rows(keep, *state.values())))
 
 
 class Distance(abc.ABC):

@@ -16,6 +16,7 @@ from attacks.base import (
     Model,
     is_misclassified,
     keep_first_success,
+    keep_rows,
     loss_gradient,
     select_rows,
     validate_epsilons,
@@ -95,7 +96,7 @@ class IterativeAttack(Attack):
             for _ in range(self.steps):
                 grad, logits = loss_gradient(gradient_model, x, y)
                 keep = first.update(x, y, logits)
-                x, x0, y, grad = (t if bool(keep.all()) else t[keep] for t in (x, x0, y, grad))
+                x, x0, y, grad = keep_rows(keep, x, x0, y, grad)
                 if first.done:
                     break
                 x = self.clip(x0, x + step * self.distance.ascent_direction(grad), eps)
@@ -158,7 +159,7 @@ class MIFGSM(Attack):
             grad, logits = loss_gradient(gradient_model, x, y)
             if self.stop_at_success:
                 keep = first.update(x, y, logits)
-                x, x0, y, grad, momentum = (t if bool(keep.all()) else t[keep] for t in (x, x0, y, grad, momentum))
+                x, x0, y, grad, momentum = keep_rows(keep, x, x0, y, grad, momentum)
                 if first.done:
                     break
             l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))

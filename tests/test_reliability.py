@@ -29,6 +29,18 @@ def _command(checkpoint: Path, data_dir: Path, out: Path, *extra: str) -> list[s
             "--batch-size", "8", "--out", str(out), *extra]
 
 
+def _kill_once_written(command: list[str], env: dict[str, str], folder: Path, pattern: str, count: int) -> int:
+    """Start ``command``, SIGKILL it as soon as ``count`` files matching ``pattern`` exist under ``folder`` (or after
+    two minutes), and return how many exist once it is dead."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(folder.glob(pattern))) < count:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return len(list(folder.glob(pattern)))
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_sigkill_mid_run_then_resume_gives_identical_records(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     checkpoint = _checkpoint(tmp_path)
@@ -36,15 +48,8 @@ def test_sigkill_mid_run_then_resume_gives_identical_records(synthetic_npz_dir: 
     reference = tmp_path / "reference"
     subprocess.run(_command(checkpoint, synthetic_npz_dir, reference), check=True, capture_output=True, env=env)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(checkpoint, synthetic_npz_dir, killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
-    parts = killed / ".parts"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("*/*.csv.gz"))) < 3:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished_parts = len(list(parts.glob("*/*.csv.gz")))
+    finished_parts = _kill_once_written(_command(checkpoint, synthetic_npz_dir, killed), env, killed / ".parts",
+                                        "*/*.csv.gz", 3)
     assert 3 <= finished_parts < 12, "the run should have been killed mid-way"
     assert not (killed / "records.csv.gz").exists()  # nothing final, nothing half-written
     done = subprocess.run(_command(checkpoint, synthetic_npz_dir, killed, "--resume"), capture_output=True,
@@ -155,14 +160,8 @@ def test_sigkill_inside_the_first_batch_keeps_finished_units(synthetic_npz_dir: 
     reference = tmp_path / "reference"
     subprocess.run(command(reference), check=True, capture_output=True, env=env)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     units = killed / ".parts"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(units.glob("*/*.units/*.csv.gz"))) < 3:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    saved = len(list(units.glob("*/*.units/*.csv.gz")))
+    saved = _kill_once_written(command(killed), env, units, "*/*.units/*.csv.gz", 3)
     assert 3 <= saved < 6, "the run should have been killed inside its only batch"
     assert not list(units.glob("*/batch-*.csv.gz"))  # the batch itself never finished
     done = subprocess.run(command(killed, "--resume"), capture_output=True, text=True, env=env)
