@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
-from aigrobust.metrics import summarize
+from aigrobust.metrics import WORST, summarize
+from attacks import attack_from_spec
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,14 @@ class Summary:
     records: pd.DataFrame
     spec: EvalSpec
 
-    def robust_accuracy(self, model: str, epsilon: float, attack: str = "worst-case", defense: str = "none") -> float:
-        """Robust accuracy of one model at one epsilon (default: the worst case over every attack run)."""
+    def robust_accuracy(self, model: str, epsilon: float, attack: str = WORST, defense: str = "none") -> float:
+        """Robust accuracy of one model at one epsilon (default: the worst case over every attack run); ``attack``
+        in any spelling of its spec ('pgd', 'pgd:steps=20')."""
+        if attack != WORST:
+            attack = attack_from_spec(attack).spec
         rows = self.table[(self.table["model"] == model) & (self.table["attack"] == attack)
                           & (self.table["defense"] == defense) & np.isclose(self.table["epsilon"], epsilon)]
-        if attack == "worst-case" and rows.empty:  # a single attack: its own rows are the worst case
+        if attack == WORST and rows.empty:  # a single attack: its own rows are the worst case
             rows = self.table[(self.table["model"] == model) & (self.table["defense"] == defense)
                               & np.isclose(self.table["epsilon"], epsilon)]
         if rows.empty:

@@ -14,13 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from aigrobust.files import atomic_write_bytes, file_sha256
-from aigrobust.metrics import GROUP, summarize
+from aigrobust.metrics import GROUP, WORST, format_eps, summarize
 
 FORMAT = "aigrobust-baseline"
 KEYS = GROUP  # the one setting key: model, defense, defense_grad, attack, gate_grad, epsilon
@@ -66,7 +66,21 @@ def load_baseline(path: Path) -> dict[str, Any]:
         _check_metrics(data["metrics"])
     except BaselineError as err:
         raise BaselineError(f"{path}: {err}") from None
+    data["metrics"] = upgrade_metric_keys(data["metrics"], data["spec"]["attacks"])
     return data
+
+
+def upgrade_metric_keys(rows: list[dict[str, Any]], attack_texts: list[str]) -> list[dict[str, Any]]:
+    """Baselines written before settings had their present names: an attack's short name ('pgd') becomes the
+    canonical spec of the baseline's attack of that name, and a worst case over gate or defense gradients, once
+    spelled 'worst', is spelled WORST like the worst case over attacks."""
+    from aigrobust.evaluation import canonical_attack_names
+
+    names = canonical_attack_names(attack_texts)
+    renamed = {"worst": WORST}
+    return [{**row, "attack": names.get(row["attack"], row["attack"]),
+             "gate_grad": renamed.get(row["gate_grad"], row["gate_grad"]),
+             "defense_grad": renamed.get(row["defense_grad"], row["defense_grad"])} for row in rows]
 
 
 def _finite(value: Any) -> bool:
@@ -189,6 +203,18 @@ def metrics_rows(records: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def display_key(key: str) -> str:
+    """A setting key as a reader scans it: the attack's short label and the epsilon as 8/255."""
+    from attacks import attack_label
+
+    parts = key.split("/")
+    if len(parts) != len(KEYS):
+        return key
+    parts[KEYS.index("attack")] = attack_label(parts[KEYS.index("attack")])
+    parts[KEYS.index("epsilon")] = format_eps(float(parts[KEYS.index("epsilon")]))
+    return "/".join(parts)
+
+
 def _key(row: dict[str, Any]) -> str:
     return "/".join(str(row[k]) if k != "epsilon" else f"{float(row[k]):.6f}" for k in KEYS)
 
@@ -252,6 +278,37 @@ def run_baseline_spec(path: Path, document: dict[str, Any],
         if expected and file_sha256(checkpoint) != expected:
             warnings.append(f"{label}: checkpoint {checkpoint.name} changed since the baseline (sha256 differs)")
     return evaluate(document["spec"], base), warnings
+
+
+class BaselineCheck(NamedTuple):
+    """A baseline re-run: the document, each metric against it, the figures now and notes (changed checkpoints)."""
+
+    document: dict[str, Any]
+    results: list[Comparison]
+    now: list[dict[str, Any]]
+    notes: list[str]
+
+    def table_lines(self) -> list[str]:
+        """Every robust-accuracy figure and every metric that moved out of its tolerance, then the tally."""
+        lines = [f"{'setting':<70} {'metric':<16} {'baseline':>10} {'now':>10} {'tolerance':>9}  status"]
+        for r in self.results:
+            if not r.holds or r.metric == "robust_acc":
+                lines.append(f"{display_key(r.key):<70} {r.metric:<16} {r.baseline:>10.4g} {r.now:>10.4g} "
+                             f"{r.tolerance:>9.3g}  {'ok' if r.holds else 'REGRESSION'}")
+        return lines + [f"{len(self.results) - self.regressions} of {len(self.results)} metrics hold"]
+
+    @property
+    def regressions(self) -> int:
+        """How many metrics moved out of their tolerance."""
+        return sum(not r.holds for r in self.results)
+
+
+def recheck(path: Path, allowed_roots: tuple[Path, ...] = ()) -> BaselineCheck:
+    """Load a baseline, re-run its spec and compare every metric with its tolerance."""
+    document = load_baseline(path)
+    records, notes = run_baseline_spec(path, document, evaluate_spec, allowed_roots)
+    now = metrics_rows(records)
+    return BaselineCheck(document, compare(document["metrics"], now, document["tolerances"]), now, notes)
 
 
 def sample_positions(indices: list[int], available: np.ndarray) -> np.ndarray:

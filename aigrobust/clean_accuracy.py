@@ -30,6 +30,12 @@ class CleanEvaluation:
         """Executed over full FLOPs (1.0 for a plain ResNet)."""
         return self.mean_flops / self.full_flops if self.full_flops else float("nan")
 
+    def to_dict(self) -> dict[str, object]:
+        """The figures ``aigrobust eval --json`` prints."""
+        return {"n_samples": self.n_samples, "accuracy": self.accuracy, "gate_mode": self.gate_mode,
+                "mean_flops": self.mean_flops, "full_flops": self.full_flops, "flops_ratio": self.flops_ratio,
+                "execution_rates": list(self.execution_rates)}
+
 
 def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """(images, labels) batches in order; in-memory datasets are sliced directly (no per-item overhead)."""

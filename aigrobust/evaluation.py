@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
-from attacks import Attack, attack_from_spec
+from attacks import Attack, attack_from_spec, attack_label
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,26 @@ class AttackerGateView(nn.Module):
         return self.model.flop_profile(shape)
 
 
+def refuse_repeated_attacks(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
+    """Two spellings of one attack ('pgd' and 'pgd:steps=20') would run it twice and merge its records: refused."""
+    seen: dict[str, str] = {}
+    for text, attack in zip(texts, attacks):
+        if attack.spec in seen:
+            raise ValueError(f"attack {text!r} repeats {seen[attack.spec]!r} (both are {attack.spec})")
+        seen[attack.spec] = text
+
+
+def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
+    """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
+    short name): short name -> canonical spec, from the spec texts in run.json. A short name two specs share
+    cannot be told apart and is left out."""
+    names: dict[str, list[str]] = {}
+    for text in attack_texts:
+        attack = attack_from_spec(text)
+        names.setdefault(attack.name, []).append(attack.spec)
+    return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A model to evaluate, under the name its records carry."""
@@ -129,6 +149,7 @@ class EvalSpec:
             object.__setattr__(self, "parsed_attacks", tuple(attack_from_spec(a) for a in self.attacks))
         elif len(self.parsed_attacks) != len(self.attacks):
             raise ValueError("parsed_attacks must hold one attack per spec")
+        refuse_repeated_attacks(self.attacks, self.parsed_attacks)
         self._settle_defenses()
 
     def _settle_defenses(self) -> None:
@@ -242,7 +263,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
             if describe is not None:  # what runs now, for a progress display
                 eps_text = ", ".join(format_eps(e) for e in spec.epsilons if e > 0)
                 where = "" if setting.defense_name == "none" else f" | {setting.defense_name} {setting.defense_grad}"
-                describe(f"{entry.name}{where} | {attack.name} | {setting.gate_grad} | {eps_text}")
+                describe(f"{entry.name}{where} | {attack_label(attack.spec)} | {setting.gate_grad} | {eps_text}")
             unit_frame = normalize_records(_run_unit(entry.name, spec, attack, setting, standing, images, labels,
                                                      sample_ids, batch_seed))
             if units is not None and not unit_frame.empty:
@@ -309,10 +330,12 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
     for eps_group, idx in groups:
         result = None
         if idx.numel():
-            attack.seed = batch_seed
+            # the attack's draws are keyed by (run seed, sample id): a sample's adversarial does not depend on its batch
+            attack.seed = spec.seed
             setting.reseed()
             target = setting.view if setting.same_network and attack.goal == "misclassify" else setting.deployed
-            result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.view)
+            result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.view,
+                            sample_ids=torch.as_tensor(list(sample_ids), dtype=torch.int64)[idx.cpu()])
         for k, eps in enumerate(eps_group):
             values, evaluated, success = _outcome(setting, standing[eps], result, k, attack.goal, images, labels, idx)
             if attack.goal == "misclassify":
@@ -402,7 +425,7 @@ def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float
         "model": model_name,
         "defense": setting.defense_name,
         "defense_grad": setting.defense_grad,
-        "attack": attack.name,
+        "attack": attack.spec,
         "gate_grad": setting.gate_grad,
         "epsilon": eps,
         "sample": [int(sample_ids[i]) for i in rows],
@@ -504,7 +527,24 @@ def run_evaluation(
             if on_batch is not None:
                 on_batch(entry.name, len(y))
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
-    return EvalRun(records=normalize_records(records), spec=spec)
+    return EvalRun(records=canonical_order(normalize_records(records), sample_ids), spec=spec)
+
+
+def canonical_order(records: pd.DataFrame, sample_ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
+    """Records in the order one batch holding every sample would write them: per model, per setting and attack (in
+    the order they ran), per epsilon, the samples in data order. So the records of a run do not depend on its batch
+    size or its number of processes."""
+    if records.empty:
+        return records
+    position = {int(v): i for i, v in enumerate(sample_ids)}
+    unit = ["model", "defense", "defense_grad", "gate_grad", "attack"]
+    first_seen = records[unit].drop_duplicates().reset_index(drop=True)
+    rank = {tuple(row): i for i, row in enumerate(first_seen.itertuples(index=False))}
+    order = pd.DataFrame({"unit": [rank[tuple(row)] for row in records[unit].itertuples(index=False)],
+                          "epsilon": records["epsilon"].to_numpy(),
+                          "sample": records["sample"].map(position).to_numpy()})
+    index = order.sort_values(["unit", "epsilon", "sample"], kind="stable").index
+    return records.loc[index].reset_index(drop=True)
 
 
 def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:

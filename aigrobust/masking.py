@@ -36,6 +36,16 @@ class SanityFlag:
         return asdict(self)
 
 
+def _attack_kind(spec: str) -> str:
+    """The attack's short name ('pgd', 'apgd-ce', 'square') from its canonical spec (old short names pass)."""
+    from attacks import AttackSpecError, UnknownAttackError, attack_from_spec
+
+    try:
+        return attack_from_spec(spec).name
+    except (AttackSpecError, UnknownAttackError):
+        return spec
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -43,17 +53,22 @@ def _pct(value: float) -> str:
 def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iterative_tolerance: float = 0.01,
                   blackbox_tolerance: float = 0.03) -> list[SanityFlag]:
     """Checks that need only the records: monotone in epsilon, iterative >= single-step, black-box <= white-box."""
+    from attacks import attack_label
+
     flags: list[SanityFlag] = []
     summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
+    if not summary.empty:  # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
+        kinds = {spec: _attack_kind(spec) for spec in set(summary["attack"])}
+        summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
     for model, rows in summary.groupby("model", sort=False):
         # 1. robust accuracy non-increasing in epsilon
         worst_rise, where = 0.0, ""
-        for key, curve in rows.groupby(["defense", "defense_grad", "attack", "gate_grad"], sort=False):
+        for key, curve in rows.groupby(["defense", "defense_grad", "attack_spec", "gate_grad"], sort=False):
             acc = curve.sort_values("epsilon")["robust_acc"].to_numpy()
             eps = curve.sort_values("epsilon")["epsilon"].to_numpy()
             for i in range(1, len(acc)):
                 if acc[i] - acc[i - 1] > worst_rise:
-                    worst_rise, where = acc[i] - acc[i - 1], f"{key[2]} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
+                    worst_rise, where = acc[i] - acc[i - 1], f"{attack_label(key[2])} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
         if worst_rise > monotone_tolerance:
             flags.append(SanityFlag("monotone-in-epsilon", model, STATUS_WARN,
                                     f"Robust accuracy rises by {_pct(worst_rise)} with a larger epsilon for {where}: "

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 GROUP = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
-WORST = "worst-case"
+WORST = "worst-case"  # the worst case over attacks, gate gradients or defense gradients: one spelling
 
 
 def format_eps(eps: float) -> str:
@@ -32,7 +32,7 @@ def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
         attack = WORST if WORST in set(group["attack"]) else group["attack"].iloc[0]
         rows_of = group[group["attack"] == attack]
         grads = set(rows_of["gate_grad"])
-        rows_of = rows_of[rows_of["gate_grad"] == ("worst" if "worst" in grads else rows_of["gate_grad"].iloc[0])]
+        rows_of = rows_of[rows_of["gate_grad"] == (WORST if WORST in grads else rows_of["gate_grad"].iloc[0])]
         rows_of = rows_of.sort_values("epsilon")
         row: dict[str, object] = {"model": model,
                                   "defense": "none" if defense == "none" else f"{defense} {defense_grad}"}
@@ -46,6 +46,24 @@ def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     order = {name: i for i, name in enumerate(dict.fromkeys(summary["model"]))}
     return pd.DataFrame(rows).sort_values("model", key=lambda m: m.map(order), kind="stable").reset_index(drop=True)
+
+
+def table_text(summary: pd.DataFrame, style: str = "compact") -> str:
+    """The summary as the terminal shows it: ``compact`` (see ``compact_table``) or ``full`` (every row)."""
+    if style == "compact":
+        compact = compact_table(summary)
+        left = {c: (lambda w: lambda v: f"{v:<{w}}")(compact[c].str.len().max()) for c in ("model", "defense")}
+        return compact.to_string(index=False, formatters=left, justify="left")
+    noise = "noise_floor_hamming" in summary.columns
+    lines = [f"{'model':<18} {'defense':<20} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
+             f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}" + (f" {'noise floor':>11}" if noise else "")]
+    for row in summary.itertuples():
+        defense = row.defense if row.defense == "none" else f"{row.defense} {row.defense_grad}"
+        lines.append(f"{row.model:<18} {defense:<20} {row.attack_label:<22} {row.gate_grad:<16} "
+                     f"{format_eps(row.epsilon):>7} {100 * row.clean_acc:>5.1f}% {100 * row.robust_acc:>5.1f}% "
+                     f"{100 * row.unchanged_gates:>9.1f}% {row.hamming_mean:>8.3f} {row.flops_ratio:>15.3f}"
+                     + (f" {row.noise_floor_hamming:>11.3f}" if noise else ""))
+    return "\n".join(lines)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -80,7 +98,7 @@ def worst_case_records(records: pd.DataFrame) -> pd.DataFrame:
     return first.assign(attack=WORST)
 
 
-def worst_over(records: pd.DataFrame, dimension: str, label: str = "worst") -> pd.DataFrame:
+def worst_over(records: pd.DataFrame, dimension: str, label: str = WORST) -> pd.DataFrame:
     """Collapse ``dimension`` (gate_grad or defense_grad): per remaining key and sample, correct only if correct
     under every value of it; rows get ``label`` in that column."""
     keys = [c for c in GROUP if c != dimension] + ["sample"]
@@ -107,7 +125,12 @@ def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame
     rows = []
     for key, group in data.groupby(GROUP, sort=False):
         rows.append({**dict(zip(GROUP, key)), **_metrics(group)})
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    if not summary.empty:  # the short name tables and legends show, beside the canonical spec that identifies
+        from attacks import attack_label
+
+        summary.insert(GROUP.index("attack") + 1, "attack_label", summary["attack"].map(attack_label))
+    return summary
 
 
 def _metrics(group: pd.DataFrame) -> dict[str, float]:

@@ -53,6 +53,34 @@ def weights_available(name: str) -> str:
     return "torchvision*" if info.name.startswith("aig") else "torchvision"
 
 
+def model_rows(pattern: str = "*", measure: bool = False) -> list[dict[str, object]]:
+    """One row per registered model matching ``pattern``: family, facts (stored, or counted now with ``measure``),
+    the weights it has, its input size and description."""
+    from aigrobust.registry import get_model_info, list_models
+
+    stored = {} if measure else stored_facts()
+    rows: list[dict[str, object]] = []
+    for name in list_models(pattern):
+        info = get_model_info(name)
+        facts = stored.get(name) or measure_facts(name)
+        rows.append({"model": name, "family": info.family, "params": facts.params, "gflops": facts.gflops,
+                     "gated_blocks": facts.gated_blocks, "weights": weights_available(name),
+                     "input": "x".join(map(str, info.input_shape)), "description": info.description})
+    return rows
+
+
+def models_table(rows: list[dict[str, object]]) -> str:
+    """``model_rows`` as the terminal shows them, with a footnote on half-pretrained gated models."""
+    lines = [f"{'model':<12} {'family':<9} {'params':>11} {'GFLOPs':>8} {'gates':>5}  {'weights':<12} input      "
+             "description"]
+    lines += [f"{r['model']:<12} {r['family']:<9} {r['params']:>11,} {r['gflops']:>8.3f} {r['gated_blocks']:>5}  "
+              f"{r['weights']:<12} {r['input']:<10} {r['description']}" for r in rows]
+    if any(r["weights"] == "torchvision*" for r in rows):
+        lines.append("* residual branches from torchvision's ResNet, gates untrained: fine-tune (aigrobust train) "
+                     "first")
+    return "\n".join(lines)
+
+
 def write_facts() -> dict[str, ModelFacts]:
     """Measure every registered model and rewrite ``models/facts.json``."""
     from aigrobust.files import atomic_write_bytes

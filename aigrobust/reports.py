@@ -6,11 +6,10 @@ cannot disagree.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ class Report:
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
     """The compact, human-readable table: percentages, CI as [lo, hi], epsilon as k/255."""
     table = summary[[c for c in HEADLINE_COLUMNS if c in summary.columns]].copy()
+    if "attack_label" in summary.columns:  # the short label; the canonical spec is in summary.csv
+        table["attack"] = summary["attack_label"]
     table["epsilon"] = table["epsilon"].map(format_eps)
     for col in ("clean_acc", "robust_acc", "unchanged_gates"):
         table[col] = (100 * table[col]).map(lambda v: f"{v:.1f}")
@@ -102,11 +103,18 @@ def _save(fig: Any) -> tuple[bytes, bytes]:
     return png.getvalue(), svg.getvalue()
 
 
+def _short(attack: str) -> str:
+    """An attack's short label for legends and titles ('PGD-20'); the canonical spec is in the tables."""
+    from attacks import attack_label
+
+    return "worst case" if attack == WORST else attack_label(attack)
+
+
 def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     """Robust accuracy versus epsilon: one panel per defense setting; colour = model, line style = attack."""
     import matplotlib.pyplot as plt
 
-    data = summary[summary["gate_grad"].isin(["none", "exact", "worst"]) & (summary["goal"] == "misclassify")]
+    data = summary[summary["gate_grad"].isin(["none", "exact", WORST]) & (summary["goal"] == "misclassify")]
     settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
     cols = min(3, len(settings))
     rows = -(-len(settings) // cols)
@@ -122,7 +130,7 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
         panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
         for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
             if curve["gate_grad"].nunique() > 1:
-                curve = curve[curve["gate_grad"] == "worst"]
+                curve = curve[curve["gate_grad"] == WORST]
             if attack == WORST:
                 # only where several attacks ran: a "worst case" over FGSM alone would zig-zag the line
                 single = panel[(panel["model"] == model) & (panel["attack"] != WORST)]
@@ -132,10 +140,11 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
             curve = curve.sort_values("epsilon")
             line, marker = styles[attack]
             ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], line, marker=marker, ms=3,
-                    color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {attack}")
+                    color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {_short(attack)}")
             if attack == WORST or len(attacks) == 1:  # the 95% band of the curve a reader compares models by
                 ax.fill_between(curve["epsilon"] * 255, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
-                                color=colours[model], alpha=0.15, lw=0)
+                                color=colours[model], alpha=0.15, lw=0,
+                                gid=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}")
         ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
         ax.set_xlabel("epsilon (/255, Linf)")
         ax.set_ylabel("robust accuracy (%)")
@@ -158,7 +167,7 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
         ax.bar(x + 0.2, rows["adv_rate"], width=0.4, label=f"adversarial ({format_eps(epsilon)})")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("execution rate")
-        ax.set_title(f"{model}: {attack}, gate grad {grad}", fontsize=9)
+        ax.set_title(f"{model}: {_short(attack)}, gate grad {grad}", fontsize=9)
     axes[-1, 0].set_xlabel("residual block")
     axes[0, 0].legend(fontsize=7)
     return _save(fig)
@@ -180,10 +189,71 @@ def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
         grid = rows.pivot_table(index="epsilon", columns="layer", values="flip_rate")
         image = ax.imshow(grid.to_numpy(), aspect="auto", norm=norm, cmap="viridis")
         ax.set_yticks(range(len(grid.index)), [format_eps(e) for e in grid.index], fontsize=7)
-        ax.set_title(f"{model}: {attack}, gate grad {grad}", fontsize=9)
+        ax.set_title(f"{model}: {_short(attack)}, gate grad {grad}", fontsize=9)
     axes[-1, 0].set_xlabel("residual block")
     if image is not None:
         fig.colorbar(image, ax=axes[:, 0].tolist(), label="flip rate")
+    return _save(fig)
+
+
+def _svg_id(text: str) -> str:
+    """A string safe inside an SVG element id."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+RASTER_SAMPLES = 6  # images in the gate raster: those whose pattern changed most first, then unchanged ones
+
+
+def gate_raster_rows(records: pd.DataFrame, epsilon: float, n: int = RASTER_SAMPLES) -> pd.DataFrame:
+    """The records the gate raster shows: one gated model, undefended, at ``epsilon``, under the attack that changed
+    the most gate patterns (exact gate gradients where run); up to ``n`` samples, most-changed first, and at least
+    one unchanged where there is one. Empty where no gated model was attacked there."""
+    rows = records[(records["defense"] == "none") & (records["gate_grad"] != "none")
+                   & np.isclose(records["epsilon"], epsilon) & (records["clean_gates"].astype(str).str.len() > 0)]
+    if rows.empty:
+        return rows
+    if (rows["gate_grad"] == "exact").any():
+        rows = rows[rows["gate_grad"] == "exact"]
+    rows = rows[rows["model"] == rows["model"].iloc[0]]
+    changed = rows.assign(_flips=[sum(a != b for a, b in zip(c, d)) for c, d in zip(rows["clean_gates"],
+                                                                                     rows["adv_gates"])])
+    attack = changed.groupby("attack", sort=False)["_flips"].mean().idxmax()
+    chosen = changed[changed["attack"] == attack].sort_values(["_flips", "sample"], ascending=[False, True],
+                                                              kind="stable")
+    flipped, still = chosen[chosen["_flips"] > 0], chosen[chosen["_flips"] == 0]
+    keep = pd.concat([flipped.head(n - min(1, len(still))), still.head(n)]).head(n)
+    return keep.drop(columns="_flips").reset_index(drop=True)
+
+
+def figure_gate_raster(rows: pd.DataFrame, images: dict[int, np.ndarray]) -> tuple[bytes, bytes]:
+    """Gate patterns, clean against adversarial, of a few sample images with the images beside them: per image one
+    row of blocks for the clean input and one for the adversarial, open blocks dark, flipped blocks marked."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 0.9 * len(rows) + 0.9), squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 7]})
+    cmap = ListedColormap(["#f2f2f2", "#2b5d8a"])  # closed, open
+    for (image_ax, gates_ax), row in zip(axes, rows.itertuples()):
+        picture = images.get(int(row.sample))
+        if picture is not None:
+            image_ax.imshow(picture, interpolation="nearest")
+        else:
+            image_ax.text(0.5, 0.5, "image\nnot read", ha="center", va="center", fontsize=6)
+        image_ax.set_xticks([])
+        image_ax.set_yticks([])
+        image_ax.set_ylabel(f"#{row.sample}", fontsize=7)
+        grid = np.array([[int(c) for c in row.clean_gates], [int(c) for c in row.adv_gates]])
+        gates_ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto", gid=f"gate-raster-{int(row.sample)}")
+        for layer in np.flatnonzero(grid[0] != grid[1]):
+            gates_ax.plot([layer, layer], [0, 1], "x", color="#d62728", ms=6, mew=1.5)
+        verdict = "still right" if row.adv_correct else "fooled"
+        gates_ax.set_yticks([0, 1], ["clean", f"adv ({verdict})"], fontsize=7)
+        gates_ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])], fontsize=6)
+    first = rows.iloc[0]
+    axes[0, 1].set_title(f"{first['model']}: {_short(first['attack'])}, gate grad {first['gate_grad']}, "
+                         f"{format_eps(first['epsilon'])}; dark = block runs, x = decision flipped", fontsize=8)
+    axes[-1, 1].set_xlabel("residual block")
     return _save(fig)
 
 
@@ -206,7 +276,7 @@ def figure_flops(summary: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
 
     data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST) & (summary["gate_grad"] != "none")]
     data = data[np.isclose(data["epsilon"], epsilon)]
-    labels = [f"{m}\n{a}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
+    labels = [f"{m}\n{_short(a)}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6), layout="constrained")
     x = np.arange(len(labels))
     ax.bar(x - 0.2, data["clean_flops"] / 1e6, width=0.4, label="clean")
@@ -240,21 +310,21 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
 def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half_width: float) -> list[str]:
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
     gate-gradient modes, defenses and how attackers treated them, samples and the interval width they give."""
-    from attacks import attack_from_spec
+    from attacks import attack_label, split_spec
 
     specs = [doc["spec"] for doc in provenance.values() if isinstance(doc, dict) and isinstance(doc.get("spec"), dict)]
-    attack_texts = list(dict.fromkeys(a for spec in specs for a in spec.get("attacks", [])))
     budgets, norms = [], set()
-    for text in attack_texts:
-        settings = attack_from_spec(text).describe()
-        norms.add(str(settings.pop("distance", "linf")))
-        name = settings.pop("attack")
-        budgets.append(f"`{text}` = {name}: " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "one step"))
+    for spec in dict.fromkeys(records["attack"]):  # canonical specs: every setting, defaults filled in
+        settings = split_spec(spec)[1]
+        norms.add(settings.get("distance", "linf"))
+        budgets.append(f"{attack_label(spec)}: `{spec}`")
     eps = ", ".join(format_eps(e) for e in sorted(set(records["epsilon"])))
     norm_text = " and ".join(sorted({"linf": "L-infinity", "l2": "L2"}.get(x, x) for x in norms)) or "L-infinity"
     lines = [f"Perturbations: {norm_text} balls in [0, 1] pixel space (normalisation is inside each model), "
              f"epsilons {eps}; robust accuracy is pointwise (right on the clean input and under every attack)."]
-    lines += [f"Attack {b}." for b in budgets] or [f"Attacks: {', '.join(sorted(set(records['attack'])))}."]
+    lines += [f"Attack {b}." for b in budgets]
+    if any("stepsize=auto" in b for b in budgets):
+        lines.append("A step size 'auto' is the attack's own: 2.5 eps / steps for PGD, BIM and the gate attacks.")
     grads = sorted(set(records["gate_grad"]) - {"none"})
     modes = sorted({str(spec.get("gate_mode", "hard")) for spec in specs}) or ["hard"]
     if grads:
@@ -268,8 +338,10 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half
 
 
 def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
-                 extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None) -> Report:
-    """Aggregate records into tables, figures and sanity flags."""
+                 extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None,
+                 sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None) -> Report:
+    """Aggregate records into tables, figures and sanity flags; ``sample_images`` reads the images of given sample
+    ids (HxWx3 uint8) for the gate raster (without it the raster shows the patterns alone)."""
     if records.empty:
         raise ValueError("no records to report")
     summary = summarize(records)
@@ -291,6 +363,10 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
         report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, gate_eps)
         report.figures["gate_flip_heatmap"] = figure_flip_heatmap(report.layers)
         report.figures["flops_clean_vs_adversarial"] = figure_flops(summary, gate_eps)
+        raster = gate_raster_rows(records, gate_eps)
+        if not raster.empty:
+            ids = [int(i) for i in raster["sample"]]
+            report.figures["gate_raster"] = figure_gate_raster(raster, sample_images(ids) if sample_images else {})
     else:
         report.notes.append("No gated model in these records: gate figures are omitted.")
     if not class_table.empty:
@@ -309,8 +385,49 @@ FIGURE_CAPTIONS = {
     "flops_clean_vs_adversarial": "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate "
                                   "attacks (else the most attacks) ran.",
     "class_execution_rates": "Clean execution rate of each block per class.",
+    "gate_raster": "Gate patterns of a few test images, clean against adversarial (the attack that changed the most "
+                   "patterns, at the epsilon of the gate figures), with each image beside its rows.",
 }
 
+
+
+def images_from_runs(runs: Sequence[Any], sample_ids: list[int]) -> dict[int, np.ndarray]:
+    """The images (HxWx3 uint8) of the given sample ids, from the first run whose test data can be read and holds
+    them; empty where none can (the data moved or is absent: the figure then shows the gate patterns alone)."""
+    from aigrobust.errors import DataError
+
+    for run in runs:
+        try:
+            data = run.data()
+        except (DataError, OSError, KeyError, ValueError):
+            continue
+        positions = {int(v): i for i, v in enumerate(data.indices)}
+        found = [i for i in sample_ids if i in positions]
+        if not found:
+            continue
+        pictures = data.subset([positions[i] for i in found]).tensors()[0]
+        as_uint8 = (pictures.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        return dict(zip(found, as_uint8))
+    return {}
+
+
+def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, flags: Sequence[SanityFlag] = (),
+                     preface: str = "") -> Report:
+    """The report of finished runs (``runs.FinishedRun``) and their joined records, with each run's spec in the
+    provenance and the noise floor of stochastic-gate runs beside every stability figure."""
+    from aigrobust.data import CIFAR10_CLASSES
+
+    provenance: dict[str, Any] = {"runs": [str(run.root) for run in runs]}
+    provenance.update({str(run.root): run.document for run in runs if run.document})
+    report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance,
+                          sample_images=lambda ids: images_from_runs(runs, ids))
+    report.preface = preface
+    for run in runs:
+        for model_name, value in run.noise_floor.items():
+            report.notes.append(f"{model_name} ran stochastic gates: two seeded draws on the same clean images "
+                                f"differ in {100 * value:.1f}% of decisions (the noise floor of its stability "
+                                "figures).")
+    return report
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """Write tables, figures, index.md and a self-contained index.html into ``out_dir`` (each file atomically)."""
@@ -375,6 +492,12 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 FOLD_ROWS = 30  # longer tables fold away in the HTML page
 
 
+def _inline_svg(svg: bytes) -> str:
+    """A matplotlib SVG file as an element for the page (its XML prolog and doctype dropped)."""
+    text = svg.decode()
+    return text[text.index("<svg"):]
+
+
 def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
     """The self-contained page, from templates/report.html with autoescaping; warnings first among the checks."""
     import jinja2
@@ -388,8 +511,9 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
         notes=report.notes,
         flags=[{"css": r.status.replace("/", ""), "status": r.status, "check": r.check, "model": r.model,
                 "sentence": r.sentence} for r in ordered],
-        figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name),
-                  "png_base64": base64.b64encode(png).decode()} for name, (png, _) in report.figures.items()],
+        # inline SVG: the page's own check can find the bands and raster rows by their element ids
+        figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name), "svg": Markup(_inline_svg(svg))}  # noqa: S704
+                 for name, (_, svg) in report.figures.items()],
         worst_case={"columns": [str(c) for c in report.worst_case.columns],
                     "rows": [[str(v) for v in row] for row in report.worst_case.itertuples(index=False)]},
         threat_model=report.threat_model,

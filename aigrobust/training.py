@@ -109,6 +109,14 @@ class EpochRecord:
     heldout_flops_ratio: float | None
     seconds: float
 
+    def log_line(self) -> str:
+        """The epoch in one line, as the command line prints it."""
+        held = f"{self.heldout_accuracy:.4f}" if self.heldout_accuracy is not None else "-"
+        rates = " ".join(f"{v:.2f}" for v in self.heldout_execution_rates or self.train_execution_rates)
+        flops = f" flops {self.heldout_flops_ratio:.3f}" if self.heldout_flops_ratio is not None else ""
+        return (f"epoch {self.epoch:>3}  loss {self.train_loss:.4f}  train acc {self.train_accuracy:.4f}  "
+                f"held-out acc {held}{flops}  rates [{rates}]  {self.seconds:.0f}s")
+
 
 @dataclass(frozen=True)
 class TrainResult:

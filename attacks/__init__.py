@@ -114,18 +114,22 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
             raise UnknownAttackError(f"foolbox has no attack {name.split(':', 1)[1]!r}")
         check_settings(name, cls.__init__, {k: v for k, v in kwargs.items() if k != "seed"})
         try:
-            return FoolboxAttack(name.split(":", 1)[1], **kwargs)
+            attack: Attack = FoolboxAttack(name.split(":", 1)[1], **kwargs)
         except (TypeError, ValueError) as err:
             raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
+        attack.spec = canonical_spec(name, kwargs)
+        return attack
     if name not in _ATTACKS:
         close = difflib.get_close_matches(name, list(_ATTACKS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_attacks())}, foolbox:NAME"
         raise UnknownAttackError(f"unknown attack {name!r}{hint}")
     check_settings(name, _constructor(name), kwargs)
     try:
-        return _ATTACKS[name](**kwargs)
+        attack = _ATTACKS[name](**kwargs)
     except TypeError as err:
         raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
+    attack.spec = canonical_spec(name, kwargs)
+    return attack
 
 
 def attack_settings(name: str) -> dict[str, Any]:
@@ -135,6 +139,77 @@ def attack_settings(name: str) -> dict[str, Any]:
     params = inspect.signature(_constructor(name)).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "seed", *fixed) and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def _settings_of(name: str) -> dict[str, Any]:
+    """Every setting of a native or foolbox attack with its default (None where the attack chooses: 'auto')."""
+    if name.startswith("foolbox:"):
+        import foolbox
+
+        params = inspect.signature(getattr(foolbox.attacks, name.split(":", 1)[1]).__init__).parameters
+        return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()
+                if k != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    return attack_settings(name)
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def canonical_spec(name: str, settings: dict[str, Any]) -> str:
+    """The attack's identity: its name and every setting, defaults filled in, in the constructor's order
+    ('pgd:steps=10,rel_stepsize=auto,...'). Two attacks with the same canonical spec run the same algorithm."""
+    values = {**_settings_of(name), **{k: v for k, v in settings.items() if k != "seed"}}
+    return name + (":" + ",".join(f"{k}={_format_value(v)}" for k, v in values.items()) if values else "")
+
+
+# short display names; the budget (steps or queries) follows them
+_LABELS = {"fgsm": "FGSM", "fgm-l2": "FGM-L2", "bim": "BIM", "pgd": "PGD", "pgd-l2": "PGD-L2", "mifgsm": "MI-FGSM",
+           "apgd": "APGD-CE", "apgd-l2": "APGD-CE-L2", "square": "Square"}
+_BUDGET_KEYS = ("steps", "n_queries")
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'name:key=value,...' -> (name, {key: value text}); foolbox names keep their 'foolbox:' prefix."""
+    if spec.startswith("foolbox:"):
+        parts = spec.split(":", 2)
+        name, settings = ":".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
+    else:
+        name, _, settings = spec.partition(":")
+    pairs = [item.partition("=") for item in filter(None, settings.split(","))]
+    return name, {k.strip(): v.strip() for k, _, v in pairs}
+
+
+def attack_label(spec: str) -> str:
+    """A short name for tables and legends: 'PGD-20', 'APGD-CE-50', 'Square-5000', with any setting that differs
+    from its default after it ('PGD-10 (rel_stepsize=0.1)'). Specs without settings (old records) pass through."""
+    name, settings = split_spec(spec)
+    if not settings or (name not in _ATTACKS and not name.startswith("foolbox:")):
+        return spec
+    label = _LABELS.get(name, name)
+    budget = [settings[k] for k in _BUDGET_KEYS if k in settings]
+    if budget:
+        label += "-" + budget[0]
+    try:
+        defaults = {k: _format_value(v) for k, v in _settings_of(name).items()}
+    except AttributeError:  # a foolbox class that this foolbox lacks
+        defaults = {}
+    changed = [f"{k}={v}" for k, v in settings.items() if k not in _BUDGET_KEYS and defaults.get(k) != v]
+    return label + (f" ({', '.join(changed)})" if changed else "")
+
+
+def attack_catalogue() -> list[str]:
+    """One line per registered attack with its settings and their defaults (what ``aigrobust attacks`` prints)."""
+    lines = []
+    for name in list_attacks():
+        settings = ", ".join(f"{k}={_format_value(v)}" for k, v in attack_settings(name).items())
+        lines.append(f"{name:<30} {settings or '(no settings)'}")
+    return lines + ["auto: PGD and the gate attacks step 2.5 eps / steps",
+                    "foolbox:NAME[:key=value,...]    any attack class of foolbox.attacks, with its own settings"]
 
 
 def _constructor(name: str) -> Callable[..., Any]:
@@ -159,7 +234,8 @@ def _parse_value(text: str) -> Any:
 
 
 def attack_from_spec(spec: str) -> Attack:
-    """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value')."""
+    """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value'); 'auto' leaves a setting to the
+    attack (so every canonical spec parses back to the same attack)."""
     if spec.startswith("foolbox:"):
         parts = spec.split(":", 2)
         name, settings = ":".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
@@ -173,13 +249,14 @@ def attack_from_spec(spec: str) -> Attack:
         key = key.strip().replace("-", "_")
         if key in kwargs:
             raise AttackSpecError(f"attack setting {key!r} is given twice in {spec!r}")
-        kwargs[key] = _parse_value(value.strip())
+        if value.strip().lower() != "auto":
+            kwargs[key] = _parse_value(value.strip())
     return get_attack(name, **kwargs)
 
 
 __all__ = [
     "APGD", "BIM", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "attack_settings", "check_settings",
+    "Distance", "attack_catalogue", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attacks.noise import SampleNoise
+
 Model = Callable[[Tensor], Tensor]
 EPS_TOLERANCE = 1e-6
 
@@ -96,17 +98,17 @@ def margin(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def keep_first_success(restarts: int, inputs: Tensor,
-                       attempt: Callable[[Tensor], tuple[Tensor, Tensor | None]]) -> Tensor:
-    """Restarts that attack only the samples not yet fooled: ``attempt(indices)`` returns the adversarials of those
-    samples and their success (None when there is a single attempt and success need not be judged here). The first
-    attempt's point is kept for every sample; a later attempt replaces it only where it succeeds."""
+                       attempt: Callable[[Tensor, int], tuple[Tensor, Tensor | None]]) -> Tensor:
+    """Restarts that attack only the samples not yet fooled: ``attempt(indices, restart)`` returns the adversarials
+    of those samples and their success (None when there is a single attempt and success need not be judged here).
+    The first attempt's point is kept for every sample; a later attempt replaces it only where it succeeds."""
     best = inputs.clone()
     found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
     for restart in range(restarts):
         todo = (~found).nonzero().squeeze(1)
         if todo.numel() == 0:
             break  # every sample already fooled: restarts cannot change the outcome
-        adv, success = attempt(todo)
+        adv, success = attempt(todo, restart)
         if success is None:
             best[todo] = adv
             continue
@@ -195,8 +197,8 @@ class Distance(abc.ABC):
         """The unit-norm step that increases the loss most to first order."""
 
     @abc.abstractmethod
-    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        """A random point of the eps-ball."""
+    def random_start(self, x0: Tensor, eps: float, noise: SampleNoise, key: str) -> Tensor:
+        """A random point of the eps-ball around each sample, drawn from that sample's own noise under ``key``."""
 
     @abc.abstractmethod
     def norm(self, delta: Tensor) -> Tensor:
@@ -218,9 +220,8 @@ class LinfDistance(Distance):
     def ascent_direction(self, grad: Tensor) -> Tensor:
         return grad.sign()
 
-    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        noise = torch.rand(x0.shape, generator=generator, device="cpu").to(x0) * 2 - 1
-        return x0 + eps * noise
+    def random_start(self, x0: Tensor, eps: float, noise: SampleNoise, key: str) -> Tensor:
+        return x0 + eps * (noise.uniform(key, x0.shape[1:]).to(x0) * 2 - 1)
 
     def norm(self, delta: Tensor) -> Tensor:
         return delta.flatten(1).abs().amax(1)
@@ -241,11 +242,11 @@ class L2Distance(Distance):
         norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
         return grad / _view(norms, grad)
 
-    def random_start(self, x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    def random_start(self, x0: Tensor, eps: float, noise: SampleNoise, key: str) -> Tensor:
         # uniform in the ball: direction from a Gaussian, radius eps * u^(1/d)
-        g = torch.randn(x0.shape, generator=generator, device="cpu").to(x0)
+        g = noise.normal(key + "/direction", x0.shape[1:]).to(x0)
         d = g[0].numel()
-        radius = eps * torch.rand(x0.shape[0], generator=generator, device="cpu").to(x0) ** (1.0 / d)
+        radius = eps * noise.uniform(key + "/radius", ()).to(x0) ** (1.0 / d)
         return x0 + self.ascent_direction(g) * _view(radius, x0)
 
     def norm(self, delta: Tensor) -> Tensor:
@@ -264,20 +265,28 @@ class Attack(abc.ABC):
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
+        self.spec = self.name  # the canonical spec, set by attacks.get_attack (every setting, defaults filled in)
 
     def __call__(self, model: Model, inputs: Tensor, labels: Tensor, epsilons: Sequence[float],
-                 gradient_model: Model | None = None) -> AttackResult:
-        """Attack ``inputs`` at every epsilon; ``gradient_model`` (default ``model``) supplies gradients."""
+                 gradient_model: Model | None = None, sample_ids: Tensor | Sequence[int] | None = None
+                 ) -> AttackResult:
+        """Attack ``inputs`` at every epsilon; ``gradient_model`` (default ``model``) supplies gradients.
+
+        Random draws are keyed by (seed, sample id): ``sample_ids`` (default 0..N-1) names each row, so a sample gets
+        the same adversarial whichever batch it is attacked in."""
         eps_values = validate_epsilons(epsilons)
         grad_model = gradient_model or model
-        generator = torch.Generator().manual_seed(self.seed)
+        ids = torch.arange(len(inputs)) if sample_ids is None else torch.as_tensor(sample_ids, dtype=torch.int64)
+        if len(ids) != len(inputs):
+            raise ValueError(f"{len(ids)} sample ids for {len(inputs)} inputs")
+        noise = SampleNoise(self.seed, ids)
         already = self.already_adversarial(model, inputs, labels)
         raws, clippeds = [], []
         for eps in eps_values:
             if eps == 0.0:
                 raw = inputs.clone()
             else:
-                raw = self.run_one(model, grad_model, inputs, labels, eps, generator)
+                raw = self.run_one(model, grad_model, inputs, labels, eps, noise)
                 raw[already] = inputs[already]
             raws.append(raw)
             clippeds.append(self.clip(inputs, raw, eps))
@@ -295,8 +304,8 @@ class Attack(abc.ABC):
         return is_misclassified(model, inputs, labels)
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
-        """The raw adversarial for one epsilon."""
+                noise: SampleNoise) -> Tensor:
+        """The raw adversarial for one epsilon; random draws come from ``noise`` (one row per input)."""
         raise NotImplementedError
 
     def clip(self, inputs: Tensor, raw: Tensor, eps: float) -> Tensor:

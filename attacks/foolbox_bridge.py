@@ -31,14 +31,17 @@ class FoolboxAttack(Attack):
         self.distance = DISTANCES["l2"] if attack_name.startswith("L2") else DISTANCES["linf"]
 
     def __call__(self, model: Model, inputs: Tensor, labels: Tensor, epsilons: Sequence[float],
-                 gradient_model: Model | None = None) -> AttackResult:
+                 gradient_model: Model | None = None, sample_ids: Tensor | Sequence[int] | None = None
+                 ) -> AttackResult:
         import foolbox
 
         eps_values = validate_epsilons(epsilons)
         target = gradient_model or model
         if not isinstance(target, torch.nn.Module):
             raise TypeError("foolbox needs a torch.nn.Module")
-        torch.manual_seed(self.seed)  # foolbox draws random starts from torch's global generator
+        # foolbox draws random starts from torch's global generator, per batch: its results depend on the batch
+        del sample_ids
+        torch.manual_seed(self.seed)
         fmodel = foolbox.PyTorchModel(target, bounds=(0.0, 1.0), device=inputs.device)
         raw, clipped, _ = self.inner(fmodel, inputs, labels, epsilons=list(eps_values))
         raw_t = torch.stack([r.detach() for r in raw])

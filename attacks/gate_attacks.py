@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import DISTANCES, Attack, Model
+from attacks.noise import SampleNoise
 
 GATE_MARGIN_CAP = 2.0  # a gate pushed this far (in logit margin) past its decision stops pulling the attack
 
@@ -59,7 +60,7 @@ class _GateAttack(Attack):
         return {"decisions": trace.decisions, "flops": trace.flops, "costs": costs / costs.mean().clamp_min(1e-12)}
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
+                noise: SampleNoise) -> Tensor:
         deployed = _gated(model)
         grad_source = gradient_model if hasattr(gradient_model, "forward_with_gates") else deployed
         state = self.prepare(deployed, inputs, labels)

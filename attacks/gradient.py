@@ -21,6 +21,7 @@ from attacks.base import (
     select_rows,
     validate_epsilons,
 )
+from attacks.noise import SampleNoise
 
 
 class FGSM(Attack):
@@ -35,7 +36,8 @@ class FGSM(Attack):
             self.name = "fgm-l2"
 
     def __call__(self, model: Model, inputs: Tensor, labels: Tensor, epsilons: Sequence[float],
-                 gradient_model: Model | None = None) -> AttackResult:
+                 gradient_model: Model | None = None, sample_ids: Tensor | Sequence[int] | None = None
+                 ) -> AttackResult:
         eps_values = validate_epsilons(epsilons)
         direction = torch.zeros_like(inputs)
         if any(eps > 0 for eps in eps_values):
@@ -80,12 +82,13 @@ class IterativeAttack(Attack):
         return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
+                noise: SampleNoise) -> Tensor:
         step = self.stepsize(eps)
 
-        def attempt(todo: Tensor) -> tuple[Tensor, Tensor | None]:
+        def attempt(todo: Tensor, restart: int) -> tuple[Tensor, Tensor | None]:
             x0, y = inputs[todo], labels[todo]
-            x = self.distance.random_start(x0, eps, generator) if self.random_start else x0.clone()
+            start = f"start/{eps!r}/{restart}"
+            x = self.distance.random_start(x0, eps, noise.rows(todo), start) if self.random_start else x0.clone()
             x = self.clip(x0, x, eps)
             if not self.stop_at_success:
                 for _ in range(self.steps):
@@ -150,7 +153,7 @@ class MIFGSM(Attack):
         self.stop_at_success = stop_at_success
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
+                noise: SampleNoise) -> Tensor:
         x, x0, y = inputs.clone(), inputs, labels
         momentum = torch.zeros_like(inputs)
         step = eps / self.steps
@@ -209,15 +212,16 @@ class APGD(Attack):
         return per_sample.detach(), grad.detach(), logits.detach()
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
+                noise: SampleNoise) -> Tensor:
         return keep_first_success(
             self.restarts, inputs,
-            lambda todo: self._run(model, gradient_model, inputs[todo], labels[todo], eps, generator))
+            lambda todo, restart: self._run(model, gradient_model, inputs[todo], labels[todo], eps,
+                                            noise.rows(todo), f"start/{eps!r}/{restart}"))
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, eps: float,
-             generator: torch.Generator) -> tuple[Tensor, Tensor]:
+             noise: SampleNoise, start: str) -> tuple[Tensor, Tensor]:
         checkpoints = set(apgd_checkpoints(self.steps))
-        x = self.clip(x0, self.distance.random_start(x0, eps, generator), eps)
+        x = self.clip(x0, self.distance.random_start(x0, eps, noise, start), eps)
         loss, grad, logits = self._loss_and_grad(gradient_model, x, y)
         first = FirstSuccess(model, gradient_model, x0, leave=self.stop_at_success)
         eta = torch.full((len(x0),), 2.0 * eps, device=x0.device)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import DISTANCES, Attack, Model, margin
+from attacks.noise import SampleNoise
 
 
 def square_fraction(p_init: float, iteration: int, n_queries: int) -> float:
@@ -37,29 +38,30 @@ class SquareAttack(Attack):
 
     @torch.no_grad()
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
-                generator: torch.Generator) -> Tensor:
+                noise: SampleNoise) -> Tensor:
         n, c, h, w = inputs.shape
-        signs = torch.randint(0, 2, (n, c, 1, w), generator=generator).to(inputs) * 2 - 1
-        x = (inputs + eps * signs).clamp(0, 1)
+        # vertical stripes of +-eps to start; every draw is the sample's own (its window, its signs)
+        x = (inputs + eps * noise.signs(f"stripes/{eps!r}", (c, 1, w)).to(inputs)).clamp(0, 1)
         best_margin = margin(model(x).float(), labels)
+        rows = torch.arange(h, device=inputs.device).view(1, 1, h, 1)
+        cols = torch.arange(w, device=inputs.device).view(1, 1, 1, w)
         for i in range(1, self.n_queries):
             todo = (best_margin > 0).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            x0, x_best = inputs[todo], x[todo]
+            x0, x_best, draws = inputs[todo], x[todo], noise.rows(todo)
             side = max(int(round(math.sqrt(self.square_share(i) * h * w))), 1)
             side = min(side, h - 1, w - 1)
-            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-            window = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
-            new = (torch.randint(0, 2, (len(todo), c, 1, 1), generator=generator).to(inputs) * 2 - 1) * eps
-            delta = x_best - x0
-            candidate_window = (x0[window] + new).clamp(0, 1)
+            top = draws.integers(f"top/{eps!r}/{i}", h - side + 1).to(inputs.device).view(-1, 1, 1, 1)
+            left = draws.integers(f"left/{eps!r}/{i}", w - side + 1).to(inputs.device).view(-1, 1, 1, 1)
+            window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)  # (n, 1, h, w)
+            new = draws.signs(f"colour/{eps!r}/{i}", (c, 1, 1)).to(inputs) * eps
             # a proposal identical to the current window wastes a query: flip its signs instead
-            same = (candidate_window - x_best[window]).abs().flatten(1).amax(1) < 1e-7
+            current = torch.where(window, x_best, torch.zeros_like(x_best))
+            proposed = torch.where(window, (x0 + new).clamp(0, 1), torch.zeros_like(x_best))
+            same = (proposed - current).abs().flatten(1).amax(1) < 1e-7
             new[same] = -new[same]
-            delta[window] = new.expand(-1, -1, side, side)
-            x_new = (x0 + delta).clamp(0, 1)
+            x_new = torch.where(window, x0 + new, x_best).clamp(0, 1)
             new_margin = margin(model(x_new).float(), labels[todo])
             better = new_margin < best_margin[todo]
             x[todo[better]] = x_new[better]

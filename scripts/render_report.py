@@ -1,7 +1,9 @@
-"""Open a report's index.html in headless Chromium: screenshot it and print how many figures rendered.
+"""Open a report's index.html in headless Chromium: screenshot it and read back what the browser drew.
 
 Usage: python scripts/render_report.py reports/cifar10 [--png shot.png]
-Exit 0 when every figure rendered and the screenshot is not blank, 1 otherwise, 2 without Chromium.
+The page counts, after loading, the figures, the 95% bands of the accuracy figure and the rows of the gate raster
+that have a non-empty box on screen. Exit 0 when every one of them was drawn (and there is at least one figure and
+one band) and the screenshot is not blank, 1 otherwise, 2 without Chromium.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -28,8 +31,27 @@ def find_chromium() -> str | None:
     return None
 
 
-def render(index: Path, screenshot: Path, width: int = 1280, height: int = 4000) -> tuple[str, float]:
-    """(rendered-figures attribute 'n/m', share of non-white pixels in the screenshot)."""
+class Rendered(NamedTuple):
+    """What Chromium drew, each as 'drawn/present' (as the page's script read it back), and the screenshot's ink."""
+
+    figures: str
+    bands: str
+    raster_rows: str
+    ink: float
+
+    def ok(self) -> bool:
+        """Every figure, band and raster row drawn; a figure and a band at least; the screenshot not blank."""
+        counts = [tuple(map(int, c.split("/"))) for c in (self.figures, self.bands, self.raster_rows)]
+        return all(d == t for d, t in counts) and counts[0][1] > 0 and counts[1][1] > 0 and self.ink > 0.02
+
+
+def _read_back(dom: str, attribute: str) -> str:
+    match = re.search(rf'{attribute}="(\d+/\d+)"', dom)
+    return match.group(1) if match else "0/0"
+
+
+def render(index: Path, screenshot: Path, width: int = 1280, height: int = 4000) -> Rendered:
+    """Load ``index`` in headless Chromium; what it drew and the share of non-white pixels in the screenshot."""
     import numpy as np
     from PIL import Image
 
@@ -42,10 +64,11 @@ def render(index: Path, screenshot: Path, width: int = 1280, height: int = 4000)
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False)
         subprocess.run([*common, f"--window-size={width},{height}", f"--screenshot={screenshot}", url],
                        capture_output=True, timeout=120, check=False)
-    match = re.search(r'data-figures-rendered="(\d+/\d+)"', dom.stdout)
     with Image.open(screenshot) as image:
         pixels = np.asarray(image.convert("L"))
-    return (match.group(1) if match else "0/?"), float((pixels < 245).mean())
+    figures = _read_back(dom.stdout, "data-figures-rendered")
+    return Rendered(figures if figures != "0/0" else "0/1", _read_back(dom.stdout, "data-bands-drawn"),
+                    _read_back(dom.stdout, "data-raster-rows-drawn"), float((pixels < 245).mean()))
 
 
 @click.command()
@@ -55,15 +78,13 @@ def main(report_dir: Path, png: Path | None) -> None:
     """Render REPORT_DIR/index.html and check every figure shows."""
     target = png or Path(tempfile.mkdtemp()) / "report.png"
     try:
-        rendered, ink = render(report_dir / "index.html", target)
+        drawn = render(report_dir / "index.html", target)
     except FileNotFoundError as err:
         click.echo(str(err), err=True)
         sys.exit(2)
-    done, total = rendered.split("/")
-    ok = done == total and int(total) > 0 and ink > 0.02
-    click.echo(f"figures rendered {rendered}; non-white pixels {100 * ink:.1f}%; screenshot {target}; "
-               f"{'OK' if ok else 'FAILED'}")
-    sys.exit(0 if ok else 1)
+    click.echo(f"figures drawn {drawn.figures}; 95% bands {drawn.bands}; gate-raster rows {drawn.raster_rows}; "
+               f"non-white pixels {100 * drawn.ink:.1f}%; screenshot {target}; {'OK' if drawn.ok() else 'FAILED'}")
+    sys.exit(0 if drawn.ok() else 1)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,23 @@ import pandas as pd
 
 from aigrobust import create_model
 from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
-from aigrobust.reports import format_eps
-from aigrobust.runs import combine_records, read_records
+from aigrobust.reports import format_eps, to_markdown
+from aigrobust.runs import FinishedRun, combine_records
+from attacks import attack_from_spec, attack_label
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows
+
+
+def table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table written by the report's own table code."""
+    return to_markdown(pd.DataFrame(rows, columns=columns)).rstrip("\n").splitlines()
+
+
+def short_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records or summary with an ``attack_name`` column: the attack's short name ('pgd', 'apgd-ce') that the
+    questions below look attacks up by; the canonical spec stays in ``attack``."""
+    specs = {a: (a if a == WORST else attack_from_spec(a).name) for a in set(frame["attack"])}
+    return frame.assign(attack_name=frame["attack"].map(specs))
 
 
 def pct(value: float) -> str:
@@ -35,10 +48,10 @@ class Findings:
 
     def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str, target_rate: float = 0.7,
                  train_rates: tuple[float, ...] = ()) -> None:
-        self.records = records
+        self.records = short_names(records)
         self.target_rate = target_rate
         self.train_rates = train_rates
-        self.summary = summarize(records)
+        self.summary = short_names(summarize(records))
         self.gated, self.plain = gated, plain
         present = set(records["model"])
         self.references = sorted(present - {gated, plain})
@@ -51,12 +64,12 @@ class Findings:
     def value(self, column: str, model: str, attack: str, epsilon: float, defense: tuple[str, str] = NO_DEFENSE,
               gate_grad: str | None = None) -> float:
         """One figure of the summary; gate_grad defaults to the worst case for gated, 'none' for plain models."""
-        rows = self.summary[(self.summary["model"] == model) & (self.summary["attack"] == attack)
+        rows = self.summary[(self.summary["model"] == model) & (self.summary["attack_name"] == attack)
                             & (self.summary["defense"] == defense[0]) & (self.summary["defense_grad"] == defense[1])
                             & np.isclose(self.summary["epsilon"], epsilon)]
         if gate_grad is None:
             grads = set(rows["gate_grad"])
-            gate_grad = "worst" if "worst" in grads else ("exact" if "exact" in grads else "none")
+            gate_grad = WORST if WORST in grads else ("exact" if "exact" in grads else "none")
         rows = rows[rows["gate_grad"] == gate_grad]
         return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
@@ -67,12 +80,19 @@ class Findings:
 
     def epsilons(self, attack: str) -> list[float]:
         """The epsilons an attack was run at (0 excluded)."""
-        eps = self.summary.loc[self.summary["attack"] == attack, "epsilon"]
+        eps = self.summary.loc[self.summary["attack_name"] == attack, "epsilon"]
         return sorted(e for e in set(eps.round(10)) if e > 0)
+
+    def label(self, attack: str) -> str:
+        """The short label of the attack run under a short name ('pgd' -> 'PGD-20')."""
+        if attack == WORST:
+            return "worst case"
+        specs = self.summary.loc[self.summary["attack_name"] == attack, "attack"]
+        return attack_label(specs.iloc[0]) if len(specs) else attack
 
     def has(self, attack: str, model: str | None = None) -> bool:
         """Whether the records hold an attack (for a model)."""
-        rows = self.summary[self.summary["attack"] == attack]
+        rows = self.summary[self.summary["attack_name"] == attack]
         return bool(len(rows if model is None else rows[rows["model"] == model]))
 
     def headline(self) -> list[str]:
@@ -82,15 +102,16 @@ class Findings:
         jpeg = ("jpeg:75", "oblivious")
         cols = ["model", "clean %", "FGSM 2/255", "FGSM 8/255", "worst case 2/255", "worst case 8/255",
                 "JPEG-75 + FGSM 2/255 (oblivious)", "JPEG-75 worst case 2/255 (adaptive)", "GFLOPs / image"]
-        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        rows = []
         for model in self.models:
             flops = self.value("clean_flops", model, "fgsm", 0.0)
             cells = [model, pct(self.value("clean_acc", model, "fgsm", 0.0)),
                      pct(self.robust(model, "fgsm", small)), pct(self.robust(model, "fgsm", large)),
                      pct(self.robust(model, WORST, small)), pct(self.robust(model, WORST, large)),
                      pct(self.robust(model, "fgsm", small, jpeg)),
-                     pct(self.robust(model, WORST, small, ("jpeg:75", "worst"))), f"{flops / 1e9:.4f}"]
-            lines.append("| " + " | ".join(cells) + " |")
+                     pct(self.robust(model, WORST, small, ("jpeg:75", WORST))), f"{flops / 1e9:.4f}"]
+            rows.append(cells)
+        lines = table(cols, rows)
         n = int(self.value("n", self.plain, "fgsm", 0.0))
         return ["### Headline", "", f"Robust accuracy (%) on the {n} real test images (gated model: worst over gate "
                 "gradients; worst case: every attack run, per sample). Executed GFLOPs per clean image.", "",
@@ -109,7 +130,6 @@ class Findings:
         n = len(clean)
         down = ", ".join(f"block {i}: {pct(rates[i])}%" for i in self.downsampling)
         gap = 100 * (acc[self.plain] - acc[self.gated])
-        rows = " | ".join(pct(r) for r in rates)
         stay_open = all(rates[i] >= 0.95 for i in self.downsampling)
         lines = [
             "### 1. Do the gates execute about the target rate, and do the downsampling blocks stay open?", "",
@@ -117,9 +137,7 @@ class Findings:
             f"average (target {100 * self.target_rate:g}%), which is {pct(block_share)}% of the residual-block FLOPs and "
             f"{pct(float(clean['clean_flops'].mean()) / self.profile.full)}% of the whole network's FLOPs. "
             f"Per block (input to output):", "",
-            "| block | " + " | ".join(str(i) for i in range(len(rates))) + " |",
-            "| --- |" + " --- |" * len(rates),
-            f"| executed % | {rows} |", "",
+            *table(["block", *(str(i) for i in range(len(rates)))], [["executed %", *(pct(r) for r in rates)]]), "",
             *self._train_rates_lines(rates),
             f"The downsampling blocks ({down}) "
             + ("stay open, as the paper found." if stay_open else
@@ -155,16 +173,13 @@ class Findings:
         eps = self.epsilons("fgsm")
         oblivious = self.summary[self.summary["defense_grad"] == "oblivious"]
         defenses = [NO_DEFENSE] + sorted({(d, "oblivious") for d in oblivious["defense"]})
-        header = "| model | defense | " + " | ".join(format_eps(e) for e in [0.0] + eps) + " |"
         lines = ["### 2. Under FGSM, does the gated network keep more accuracy than the plain one?", "",
                  "Robust accuracy (%) under FGSM at each epsilon, undefended and with JPEG applied obliviously (the "
                  "attacker sees the bare network, the defended network classifies: the paper's protocol). Gated "
                  "rows: the worst over exact, straight-through and soft gate gradients.", "",
-                 header, "| --- | --- |" + " --- |" * (len(eps) + 1)]
-        for defense in defenses:
-            for model in self.models:
-                cells = [pct(self.robust(model, "fgsm", e, defense)) for e in [0.0] + eps]
-                lines.append(f"| {model} | {defense[0]} | " + " | ".join(cells) + " |")
+                 *table(["model", "defense", *(format_eps(e) for e in [0.0] + eps)],
+                        [[model, defense[0], *(pct(self.robust(model, "fgsm", e, defense)) for e in [0.0] + eps)]
+                         for defense in defenses for model in self.models])]
         lines.append("")
         for defense in defenses:
             diffs = [self.robust(self.gated, "fgsm", e, defense) - self.robust(self.plain, "fgsm", e, defense)
@@ -205,32 +220,24 @@ class Findings:
         lines = ["### 3. Does it survive PGD, APGD, straight-through gradients and adaptive JPEG attacks?", "",
                  "Robust accuracy (%), undefended. Gated rows: worst over gate gradients; worst-case: a sample "
                  "counts only if it survives every attack run on it.", "",
-                 "| model | epsilon | " + " | ".join(attacks) + " |", "| --- | --- |" + " --- |" * len(attacks)]
-        for model in self.models:
-            for e in eps:
-                lines.append(f"| {model} | {format_eps(e)} | "
-                             + " | ".join(pct(self.robust(model, a, e)) for a in attacks) + " |")
-        grads = ["exact", "straight-through", "soft", "worst"]
-        lines += ["", f"{self.gated} under PGD by gate gradient (%):", "",
-                  "| epsilon | " + " | ".join(grads) + " |", "| --- |" + " --- |" * len(grads)]
-        for e in eps:
-            lines.append(f"| {format_eps(e)} | "
-                         + " | ".join(pct(self.robust(self.gated, "pgd", e, gate_grad=g)) for g in grads) + " |")
+                 *table(["model", "epsilon", *(self.label(a) for a in attacks)],
+                        [[model, format_eps(e), *(pct(self.robust(model, a, e)) for a in attacks)]
+                         for model in self.models for e in eps])]
+        grads = ["exact", "straight-through", "soft", WORST]
+        lines += ["", f"{self.gated} under {self.label('pgd')} by gate gradient (%):", "",
+                  *table(["epsilon", *grads], [[format_eps(e), *(pct(self.robust(self.gated, "pgd", e, gate_grad=g))
+                                                                 for g in grads)] for e in eps])]
         jpegs = sorted(d for d in set(self.summary["defense"]) if d != "none")
-        settings = ["oblivious", "bpda", "diff", "worst"]
+        settings = ["oblivious", "bpda", "diff", WORST]
         defended = self.summary[(self.summary["defense"] != "none") & (self.summary["attack"] != WORST)]
-        chain = ", ".join(a for a in ("fgsm", "pgd", "apgd-ce", "square") if a in set(defended["attack"]))
+        chain = ", ".join(self.label(a) for a in ("fgsm", "pgd", "apgd-ce", "square")
+                          if a in set(defended["attack_name"]))
         lines += ["", f"Worst case of {chain} against JPEG-defended models (%): oblivious (the attacks ignore JPEG), "
                   "BPDA (real JPEG forward, identity backward), diff (kornia's differentiable JPEG), and the worst "
-                  "of them.", "",
-                  "| model | defense | epsilon | " + " | ".join(settings) + " |",
-                  "| --- | --- | --- |" + " --- |" * len(settings)]
-        for model in self.models:
-            for d in jpegs:
-                for e in eps:
-                    cells = [pct(self.robust(model, WORST, e, (d, s))) for s in settings]
-                    if any(c != "n/a" for c in cells):
-                        lines.append(f"| {model} | {d} | {format_eps(e)} | " + " | ".join(cells) + " |")
+                  "of them.", ""]
+        rows = [[model, d, format_eps(e), *(pct(self.robust(model, WORST, e, (d, s))) for s in settings)]
+                for model in self.models for d in jpegs for e in eps]
+        lines += table(["model", "defense", "epsilon", *settings], [r for r in rows if any(c != "n/a" for c in r[3:])])
         small, large = eps[0], eps[-1]
         gap_fgsm = self.robust(self.gated, "fgsm", small) - self.robust(self.plain, "fgsm", small)
         gap_worst = self.robust(self.gated, WORST, small) - self.robust(self.plain, WORST, small)
@@ -241,7 +248,7 @@ class Findings:
         for d in jpegs:
             base = self.robust(self.gated, WORST, small)
             obl = self.robust(self.gated, WORST, small, (d, "oblivious"))
-            worst = self.robust(self.gated, WORST, small, (d, "worst"))
+            worst = self.robust(self.gated, WORST, small, (d, WORST))
             lines.append(f"With {d} at {format_eps(small)}, {self.gated} keeps {pct(obl)}% against an attacker who "
                          f"ignores the defense but {pct(worst)}% against one who adapts to it (undefended worst case: "
                          f"{pct(base)}%)"
@@ -249,7 +256,7 @@ class Findings:
         st_gap = [self.robust(self.gated, "pgd", e, gate_grad="exact")
                   - self.robust(self.gated, "pgd", e, gate_grad="straight-through") for e in eps]
         worst_gap = [self.robust(self.gated, WORST, e) - self.robust(self.plain, WORST, e) for e in eps]
-        ran = ", ".join(a for a in attacks if a != WORST)
+        ran = ", ".join(self.label(a) for a in attacks if a != WORST)
         lines += ["", f"**Answer:** under the strongest evaluation (per sample, the worst case of {ran} over all "
                   f"gate-gradient modes) {self.gated} minus {self.plain} is "
                   + ", ".join(f"{100 * g:+.1f} points at {format_eps(e)}" for e, g in zip(eps, worst_gap))
@@ -268,14 +275,13 @@ class Findings:
                  "them?", "",
                  f"{self.gated}, undefended, exact gate gradients: share of images whose whole gate pattern is "
                  "unchanged (%) / mean share of gates that flip (%).", "",
-                 "| attack | " + " | ".join(format_eps(e) for e in eps) + " |", "| --- |" + " --- |" * len(eps)]
-        for a in attacks:
-            cells = [f"{pct(self.value('unchanged_gates', self.gated, a, e, gate_grad='exact'))} / "
-                     f"{pct(self.value('hamming_mean', self.gated, a, e, gate_grad='exact'))}" for e in eps]
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+                 *table(["attack", *(format_eps(e) for e in eps)],
+                        [[self.label(a), *(f"{pct(self.value('unchanged_gates', self.gated, a, e, gate_grad='exact'))} / "
+                                           f"{pct(self.value('hamming_mean', self.gated, a, e, gate_grad='exact'))}"
+                                           for e in eps)] for a in attacks])]
         if self.has("gate-flip", self.gated):
             flips = layer_rates(self.records[(self.records["model"] == self.gated)
-                                             & (self.records["attack"] == "gate-flip")
+                                             & (self.records["attack_name"] == "gate-flip")
                                              & (self.records["defense"] == "none")])
             best = {e: max(self.value("hamming_mean", self.gated, "gate-flip", e, gate_grad=g)
                            for g in ("exact", "straight-through", "soft")) for e in eps}
@@ -312,9 +318,8 @@ class Findings:
                  f"{self.gated} executes {clean_flops / 1e6:.1f} MFLOPs per clean image on average; every block "
                  f"open costs {full / 1e6:.1f} MFLOPs ({100 * (full / clean_flops - 1):.0f}% more, the ceiling). "
                  "Executed FLOPs under attack, adversarial over clean (best gate gradient), and the share of "
-                 "images still classified correctly:", "",
-                 "| attack | epsilon | FLOPs adv/clean | of the ceiling | robust % |",
-                 "| --- | --- | --- | --- | --- |"]
+                 "images still classified correctly:", ""]
+        rows = []
         top = (0.0, 0.0, attacks[0], eps[0])
         for a in attacks:
             for e in eps:
@@ -322,11 +327,12 @@ class Findings:
                            key=lambda g: self.value("flops_ratio", self.gated, a, e, gate_grad=g))
                 ratio = self.value("flops_ratio", self.gated, a, e, gate_grad=best)
                 reach = (ratio * clean_flops - clean_flops) / (full - clean_flops)
-                lines.append(f"| {a} | {format_eps(e)} | {ratio:.3f} ({best}) | {pct(reach)}% | "
-                             f"{pct(self.robust(self.gated, a, e, gate_grad=best))} |")
+                rows.append([self.label(a), format_eps(e), f"{ratio:.3f} ({best})", f"{pct(reach)}%",
+                             pct(self.robust(self.gated, a, e, gate_grad=best))])
                 top = (ratio, reach, a, e) if ratio > top[0] else top
+        lines += table(["attack", "epsilon", "FLOPs adv/clean", "of the ceiling", "robust %"], rows)
         ratio, reach, attack, e = top
-        lines += ["", f"**Answer:** at most {100 * (ratio - 1):.1f}% extra computation ({attack} at "
+        lines += ["", f"**Answer:** at most {100 * (ratio - 1):.1f}% extra computation ({self.label(attack)} at "
                   f"{format_eps(e)}), {pct(reach)}% of the way to every block open. The ceiling is low because "
                   f"{self.gated} already runs {pct(clean_flops / full)}% of its FLOPs on clean images; a network "
                   "that skips more has more to lose."]
@@ -353,7 +359,7 @@ class Findings:
         return "Clean accuracy change under JPEG, in points: " + "; ".join(parts) + "."
 
     def caveats(self) -> list[str]:
-        cls = self.summary[(self.summary["attack"] != WORST) & ~self.summary["defense_grad"].isin(["worst"])
+        cls = self.summary[(self.summary["attack"] != WORST) & ~self.summary["defense_grad"].isin([WORST])
                            & (self.summary["epsilon"] > 0)]
         lines = ["### Caveats and coverage", "",
                  "- **Training data.** Our models were trained on `cifar10_train_jpeg75.npz`: the 50,000 CIFAR-10 "
@@ -375,7 +381,7 @@ class Findings:
             eps = ", ".join(format_eps(e) for e in sorted(set(rows["epsilon"].round(10))))
             defenses = ", ".join(sorted({f"{d} ({g})" if d != "none" else "none"
                                          for d, g in zip(rows["defense"], rows["defense_grad"])}))
-            lines.append(f"- {attack}: {int(rows['n'].max())} images; {eps}; {defenses}")
+            lines.append(f"- {attack_label(attack)} (`{attack}`): {int(rows['n'].max())} images; {eps}; {defenses}")
         lines.append("")
         return lines
 
@@ -406,7 +412,7 @@ def main() -> None:
     parser.add_argument("--target-rate", type=float, default=0.7, help="The gated model's trained target rate.")
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
     args = parser.parse_args()
-    records, _ = combine_records([read_records(r) for r in args.runs])
+    records, _ = combine_records([FinishedRun.open(r).records() for r in args.runs])
     train_rates: tuple[float, ...] = ()
     if args.train_log is not None:
         last = json.loads(args.train_log.read_text().strip().splitlines()[-1])

@@ -71,11 +71,13 @@ def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(syntheti
             "pgd:steps=2", "--data-dir", str(synthetic_npz_dir), "--n-samples", "40", "--batch-size", "8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "aigrobust", *args, "--out", str(single)], check=True, capture_output=True,
-                   env=env)
+    subprocess.run([sys.executable, "-m", "aigrobust", *args, "--attack", "square:n_queries=10", "--out", str(single)],
+                   check=True, capture_output=True, env=env)
     sharded = tmp_path / "sharded"
-    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m", "aigrobust", *args, "--out",
-                           str(sharded)], capture_output=True, text=True, env=env, timeout=300)
+    # another batch size too: per-sample seeds make the records independent of both
+    sharded_args = [*args[:-1], "5", "--attack", "square:n_queries=10"]
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m", "aigrobust", *sharded_args,
+                           "--out", str(sharded)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (sharded / "records.csv.gz").read_bytes() == (single / "records.csv.gz").read_bytes()
 

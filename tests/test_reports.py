@@ -67,18 +67,20 @@ def test_report_writes_tables_figures_and_indexes(run_dir: Path, tmp_path: Path)
         assert (out / name).is_file(), name
     figures = sorted(p.name for p in (out / "figures").iterdir())
     for stem in ("accuracy_vs_epsilon", "layer_execution_rates", "gate_flip_heatmap", "flops_clean_vs_adversarial",
-                 "class_execution_rates"):
+                 "class_execution_rates", "gate_raster"):
         assert f"{stem}.png" in figures and f"{stem}.svg" in figures
     md = (out / "index.md").read_text()
     assert "95%" in md and "Sanity checks" in md and "![accuracy_vs_epsilon](figures/accuracy_vs_epsilon.png)" in md
     assert "jpeg:75" in md and "bpda" in md and "worst-case" in md and "straight-through" in md
     html_text = (out / "index.html").read_text()
-    assert html_text.count("data:image/png;base64,") == 5 and "src='figures/" not in html_text  # self-contained
+    # self-contained: six inline SVG figures, nothing read from figures/
+    assert html_text.count("<figure id=") == 6 and "figures/" not in html_text
+    assert 'id="gate-raster-' in html_text and 'id="band-' in html_text
     tex = (out / "summary.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\%" in tex
     # the table's numbers are the records' aggregates
     summary = json.loads((run_dir / "summary.json").read_text())["summary"]
-    row = next(r for r in summary if r["model"] == "resnet20" and r["attack"] == "fgsm" and r["epsilon"] == 0)
+    row = next(r for r in summary if r["model"] == "resnet20" and r["attack_label"] == "FGSM" and r["epsilon"] == 0)
     assert f"{100 * row['clean_acc']:.1f}" in md
 
 
@@ -89,9 +91,31 @@ def test_report_renders_every_figure_in_headless_chromium(run_dir: Path, tmp_pat
         pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
     out = tmp_path / "report"
     assert invoke("report", str(run_dir), "--out", str(out), "--no-probe")[0] == 0
-    rendered, ink = render(out / "index.html", tmp_path / "shot.png")
-    assert rendered == "5/5"
-    assert ink > 0.02  # not blank
+    drawn = render(out / "index.html", tmp_path / "shot.png")
+    assert drawn.figures == "6/6"
+    bands, present = map(int, drawn.bands.split("/"))
+    assert bands == present > 0  # every 95% band the accuracy figure holds was drawn
+    rows, present = map(int, drawn.raster_rows.split("/"))
+    assert rows == present == 6  # the gate raster's rows: six sample images
+    assert drawn.ok() and drawn.ink > 0.02  # not blank
+
+
+def test_gate_raster_picks_changed_patterns_first_and_shows_the_images(run_dir: Path) -> None:
+    from aigrobust.reports import gate_raster_rows, images_from_runs
+    from aigrobust.runs import FinishedRun
+
+    run = FinishedRun.open(run_dir)
+    records = run.records()
+    rows = gate_raster_rows(records, 8 / 255)
+    assert len(rows) == 6 and set(rows["model"]) == {"tiny"} and set(rows["gate_grad"]) == {"exact"}
+    flips = [sum(a != b for a, b in zip(c, d)) for c, d in zip(rows["clean_gates"], rows["adv_gates"])]
+    changed = [f for f in flips if f > 0]
+    assert flips[:len(changed)] == sorted(changed, reverse=True)  # most-changed first
+    images = images_from_runs([run], [int(i) for i in rows["sample"]])
+    assert sorted(images) == sorted(int(i) for i in rows["sample"])
+    data = run.data()
+    first = int(rows["sample"].iloc[0])
+    assert (images[first] == data.images[list(data.indices).index(first)]).all()  # the very test image
 
 
 def test_wilson_interval_matches_the_two_point_rule() -> None:
@@ -256,7 +280,7 @@ def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
     for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### Caveats"):
         assert heading in text
     summary = pd.read_csv(run_dir / "summary.csv")
-    clean = summary[(summary["model"] == "resnet20") & (summary["attack"] == "fgsm") & (summary["epsilon"] == 0)
+    clean = summary[(summary["model"] == "resnet20") & (summary["attack_label"] == "FGSM") & (summary["epsilon"] == 0)
                     & (summary["defense"] == "none")]["clean_acc"].iloc[0]
     assert f"resnet20 {100 * clean:.1f}%" in text  # the answer's number is the records' number
     assert "n/a" not in text.split("### 2.")[1].split("### 3.")[0]  # every FGSM cell was found

@@ -1,0 +1,81 @@
+"""One attack run into its folder: evaluate (sharded under torchrun, resumable), then summarise and seal.
+
+The command line owns the progress bar and the printing; this module owns the order of the steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aigrobust.distributed import barrier, finish
+from aigrobust.evaluation import EvalSpec, ModelEntry, run_document, run_evaluation, stochastic_noise_floor
+from aigrobust.metrics import summarize
+from aigrobust.runs import RunFolder
+
+
+class SealedRun(NamedTuple):
+    """A finished run: its records, summary and the stochastic-gate noise floor per model (empty for hard gates)."""
+
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    noise_floor: dict[str, float]
+
+
+def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path | None, batch_size: int
+             ) -> dict[str, Any]:
+    """What run.json records beside the spec: models and their sources, the data and its fingerprint."""
+    return {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
+            "dataset": {"name": data.name, "source": data.source, "n": len(data), "sha256": data.fingerprint()},
+            "batch_size": batch_size,
+            "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}
+
+
+def open_folder(out_dir: Path, spec: EvalSpec, info: dict[str, Any], resume: bool, rank: int, world: int
+                ) -> RunFolder:
+    """Rank 0 makes (or checks, on resume) the run folder; the other ranks join it. Raises RunFolderError."""
+    document = run_document(spec, info)
+    folder = RunFolder(out_dir, document, resume) if rank == 0 else None
+    barrier(world)
+    return folder if folder is not None else RunFolder(out_dir, document, resume=True, lock=False)
+
+
+def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, data: Any, batch_size: int,
+                  device: torch.device, rank: int, world: int, on_batch: Callable[[int], None],
+                  describe: Callable[[str], Any]) -> pd.DataFrame | None:
+    """Every batch of every model into the folder; the records on rank 0, None on the other ranks."""
+    images = data.images  # uint8, converted batch by batch: memory stays flat in the number of samples
+    labels = torch.from_numpy(data.labels.astype(np.int64))
+    sample_ids = np.asarray(data.indices)
+    run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,
+                         on_batch=lambda _m, n: on_batch(n), done_batches=folder.done_batch,
+                         save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for,
+                         describe=describe)
+    if world > 1:
+        barrier(world)
+        if rank != 0:
+            finish()
+            return None
+        # every shard's batches are saved: rank 0 reads them back in order
+        run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,
+                             done_batches=folder.done_batch)
+        finish()
+    return run.records
+
+
+def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], spec: EvalSpec, data: Any,
+         device: torch.device) -> SealedRun:
+    """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder."""
+    summary = summarize(records)
+    noise: dict[str, float] = {}
+    if spec.gate_mode == "stochastic":
+        probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
+        noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries}
+        summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
+    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
+    return SealedRun(records, summary, noise)

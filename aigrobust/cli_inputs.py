@@ -1,0 +1,200 @@
+"""What the commands are given, turned into objects: models, test data, devices and finished runs.
+
+Each function fails with one line (``BadInput``, exit 2) on input a user can fix; torch and the models load on
+first use so that ``aigrobust --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aigrobust.cli_types import BadInput, CheckpointRef
+from aigrobust.errors import CheckpointError, DataError
+from aigrobust.registry import UnknownModelError, get_model_info, list_models
+
+log = logging.getLogger("aigrobust")
+
+
+def known_models(names: tuple[str, ...] | list[str]) -> None:
+    """Fail on the first unregistered model name (before any data is read)."""
+    for name in names:
+        try:
+            get_model_info(name)
+        except UnknownModelError as err:
+            raise BadInput(str(err)) from None
+
+
+def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
+    """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
+    from aigrobust.factory import create_model, load_checkpoint
+
+    try:
+        if checkpoint is not None:
+            model, meta = load_checkpoint(checkpoint, expect_model=name)
+            return model, meta
+        if name is None:
+            raise BadInput("give --model or --checkpoint")
+        model = create_model(name, pretrained=pretrained)
+        meta = getattr(model, "pretrained_metadata", {}) or {}
+        return model.eval(), dict(meta)
+    except (UnknownModelError, CheckpointError) as err:
+        raise BadInput(str(err)) from None
+
+
+def heldout_split(name: str, data_dir: Path | None, download: bool) -> Any:
+    """The named dataset's test split."""
+    from aigrobust.data import load_dataset
+
+    try:
+        return load_dataset(name, "test", data_dir, download)
+    except DataError as err:
+        raise BadInput(str(err)) from None
+
+
+def first_samples(data: Any, n_samples: int | None) -> Any:
+    """The first ``n_samples`` of the test split; a note where it holds fewer (all of them are then used)."""
+    if n_samples is not None and n_samples < len(data):
+        return data.subset(range(n_samples))
+    if n_samples is not None and n_samples > len(data):
+        click.echo(f"note: --n-samples {n_samples} asks for more images than the test split holds; all {len(data)} "
+                   "are used", err=True)
+    return data
+
+
+def check_classes(name: str, model: Any, data: Any) -> None:
+    """Fail where a model's number of classes differs from the data's."""
+    classes = getattr(data, "classes", None)
+    if classes is not None and len(classes) != model.num_classes:
+        raise BadInput(f"{name} predicts {model.num_classes} classes but {getattr(data, 'name', 'the data')} "
+                       f"has {len(classes)}")
+
+
+def device(name: str) -> Any:
+    """'auto', 'cpu' or 'cuda[:N]' as a torch device."""
+    from aigrobust.training import TrainingError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except TrainingError as err:
+        raise BadInput(str(err)) from None
+
+
+def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> list[Any]:
+    """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given both,
+    they pair in order: each checkpoint must hold the model named beside it."""
+    from aigrobust.evaluation import ModelEntry
+
+    if models and checkpoints and len(models) != len(checkpoints):
+        raise BadInput("give one --checkpoint per --model (they pair in order), or only one kind")
+    known_models(models)
+    entries = []
+    for i, ref in enumerate(checkpoints):
+        expected = models[i] if models else None
+        model, _ = load_model(expected, ref.path, False)
+        entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
+    if not checkpoints:
+        from aigrobust.factory import create_model
+
+        for name in models:
+            try:
+                model = create_model(name, pretrained=True).eval()
+            except CheckpointError as err:
+                raise BadInput(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
+            entries.append(ModelEntry(name, model, source="pretrained"))
+    if not entries:
+        raise BadInput("give --model or --checkpoint")
+    labels = [e.name for e in entries]
+    if len(set(labels)) != len(labels):
+        raise BadInput("two models share a name; label checkpoints as --checkpoint LABEL=PATH")
+    return entries
+
+
+def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
+                  data_dir: Path | None, download: bool, n_samples: int | None) -> tuple[Any, list[Any], str]:
+    """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
+    if dataset is None:
+        first = models[0] if models else None
+        dataset = get_model_info(first).default_dataset if first and first in list_models() else "cifar10"
+    data = heldout_split(dataset, data_dir, download)
+    entries = model_entries(models, checkpoints)
+    if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
+        data = data.in_memory(n_samples)
+    data = first_samples(data, n_samples)
+    for entry in entries:
+        check_classes(entry.name, entry.model, data)
+    if getattr(data, "note", ""):
+        click.echo(f"note: {data.note}", err=True)
+    return data, entries, dataset
+
+
+def open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
+    """Finished run folders, each checked as it is opened."""
+    from aigrobust.runs import FinishedRun, RunFolderError
+
+    try:
+        return [FinishedRun.open(r) for r in run_dirs]
+    except RunFolderError as err:
+        raise BadInput(str(err)) from None
+
+
+def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
+    """Masking probes on each model of the runs, once per model even where several runs share it."""
+    from aigrobust.masking import model_probes
+    from aigrobust.runs import RunFolderError
+
+    flags, probed = [], set()
+    for run in runs:
+        try:
+            models, data = run.models(), run.data()
+        except (RunFolderError, CheckpointError, DataError) as err:
+            raise BadInput(str(err)) from None
+        subset = data.subset(range(min(n_probe, len(data))))
+        images, labels = subset.tensors()
+        for label, model in models.items():
+            source = run.document["models"][label].get("source")
+            if (label, source) in probed:
+                continue
+            probed.add((label, source))
+            flags += model_probes(label, model, images, labels, model.num_classes)
+    return flags
+
+
+def read_runs(runs: list[Any]) -> Any:
+    """The runs' records joined; where two hold the same sample under the same setting, the earlier run's."""
+    from aigrobust.runs import RunFolderError, combine_records
+
+    try:
+        records, dropped = combine_records([run.records() for run in runs])
+    except RunFolderError as err:
+        raise BadInput(str(err)) from None
+    if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
+        log.info("%d records repeat a sample already read from an earlier run; the earlier run's are kept",
+                 dropped)
+    return records
+
+
+def training_data(data_dir: Path | None, download: bool, max_train_samples: int | None, seed: int
+                  ) -> tuple[Any, Any]:
+    """CIFAR-10's training split (a seeded subset of ``max_train_samples``) and its test split for held-out
+    accuracy (None, with a warning, where absent)."""
+    import numpy as np
+
+    from aigrobust.data import load_dataset
+
+    try:
+        train_data = load_dataset("cifar10", "train", data_dir, download)
+    except DataError as err:
+        raise BadInput(str(err)) from None
+    try:
+        heldout = load_dataset("cifar10", "test", data_dir, download)
+    except DataError:
+        heldout = None
+        click.echo("warning: no test split found; no held-out accuracy per epoch", err=True)
+    if max_train_samples is not None and max_train_samples < len(train_data):
+        pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
+        train_data = train_data.subset(np.sort(pick))
+    return train_data, heldout
