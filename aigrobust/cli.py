@@ -216,6 +216,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               "or 8/255; repeatable. 0 is always added.")
 @click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=ATTACK_SPEC,
               help="Attack name or spec (pgd, pgd:steps=40, apgd, square, gate-flip, foolbox:LinfDeepFoolAttack).")
+@click.option("--suite", type=click.Choice(["standard", "rand", "quick"]), default=None,
+              help="standard: APGD-CE, APGD-T, FAB-T, Square-5000 (AutoAttack); rand: APGD-CE and APGD-DLR with EOT "
+              "over 20 draws; quick: FGSM and PGD-20. Runs with --early-exit; --attack adds to it.")
 @click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
               type=click.Choice(["exact", "straight-through", "soft", "all"]),
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
@@ -235,16 +238,17 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
               "per-attack figures then cover only the samples each attack saw).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: runs/<date>-<time>-<models>, printed).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--table", type=click.Choice(["compact", "full"]), default="compact", show_default=True,
               help="compact: the worst case per model and defense setting, one column per epsilon with its 95% "
               "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
 def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilons: tuple[float, ...],
-                   attacks: tuple[Parsed, ...], gate_grads: tuple[str, ...], gate_mode: str,
+                   attacks: tuple[Parsed, ...], suite: str | None, gate_grads: tuple[str, ...], gate_mode: str,
                    defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
-                   early_exit: bool, device: str, out_dir: Path, resume: bool, table: str) -> None:
+                   early_exit: bool, device: str, out_dir: Path | None, resume: bool, table: str) -> None:
     """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table.
 
     \b
@@ -254,30 +258,26 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
     from aigrobust.attack_run import evaluate_into, open_folder, run_info, seal
-    from aigrobust.evaluation import EvalSpec
     from aigrobust.metrics import table_text
     from aigrobust.runs import RunFolderError
 
     if not epsilons:
         raise BadInput("give at least one --eps (e.g. --eps 8/255)")
     known_models(models)  # a bad name fails before any data is read
+    if suite is not None:
+        attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     dev = inputs.device(device)
-    try:  # also refuses one attack given twice (two spellings of one canonical spec)
-        spec = EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=grads,
-                        gate_mode=gate_mode, seed=seed, defenses=tuple(d.text for d in defenses),
-                        defense_grads=tuple(defense_grads), early_exit=early_exit,
-                        parsed_attacks=tuple(a.value for a in attacks), parsed_defenses=tuple(d.value for d in defenses))
-    except ValueError as err:
-        raise BadInput(str(err)) from None
+    spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
     rank, world = rank_and_world(dev)
+    out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:
         folder = open_folder(out_dir, spec, run_info(entries, data, dataset, data_dir, batch_size), resume, rank,
                              world)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
-    with _bar(len(entries) * len(data), rank) as bar:
+    with inputs.progress_bar(len(entries) * len(data), rank) as bar:
         records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
                                 bar.set_description_str)
     if records is None:
@@ -289,13 +289,6 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     more = "every attack and gate gradient: --table full or " if table == "compact" else ""
     click.echo(f"robust accuracy % [95% interval]; {more}{out_dir / 'summary.csv'}; per-sample records: "
                f"{out_dir / 'records.csv.gz'} ({len(records)} rows)")
-
-
-def _bar(total: int, rank: int) -> Any:
-    """A progress bar in images, on rank 0 only (and only on a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", leave=False, disable=None if rank == 0 else True)
 
 
 @cli.command("report")

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aigrobust.cli_types import BadInput, CheckpointRef
+from aigrobust.cli_types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.registry import UnknownModelError, get_model_info, list_models
 
@@ -113,12 +113,56 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     return entries
 
 
+def require_weights(models: tuple[str, ...]) -> None:
+    """Fail, before any data is read, on a model with no weights to attack, saying what to pass."""
+    from aigrobust.model_facts import weights_available
+
+    for name in models:
+        weights = weights_available(name)
+        if weights == "none":
+            raise BadInput(f"{name} has no shipped weights: pass --checkpoint {name}=PATH (weights you trained with "
+                           f"aigrobust train --model {name}, or a convertible file)")
+        if weights == "torchvision*":
+            raise BadInput(f"{name}'s gates have no published weights (only its residual branches exist, in "
+                           f"torchvision's ResNet): pass --checkpoint {name}=PATH to a trained {name}")
+
+
+def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], world: int = 1) -> Path:
+    """runs/<date>-<time>-<models> under the working directory, for a run given no --out (printed)."""
+    import datetime
+    import re
+
+    if world > 1:  # each process would stamp its own time
+        raise BadInput("give --out under torchrun: every process must name the same run folder")
+    names = list(models) or [ref.label or ref.path.stem for ref in checkpoints]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path("runs") / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stamp}-{'-'.join(names)}")[:120]
+    click.echo(f"run folder: {folder.resolve()}", err=True)
+    return folder
+
+
+def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_grads: tuple[str, ...], gate_mode: str,
+              seed: int, defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], early_exit: bool) -> Any:
+    """The evaluation spec from parsed options; refuses one attack given twice (two spellings of one spec)."""
+    from aigrobust.evaluation import EvalSpec
+
+    try:
+        return EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=gate_grads,
+                        gate_mode=gate_mode, seed=seed, defenses=tuple(d.text for d in defenses),
+                        defense_grads=tuple(defense_grads), early_exit=early_exit,
+                        parsed_attacks=tuple(a.value for a in attacks), parsed_defenses=tuple(d.value for d in defenses))
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
 def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
                   data_dir: Path | None, download: bool, n_samples: int | None) -> tuple[Any, list[Any], str]:
     """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
     if dataset is None:
         first = models[0] if models else None
         dataset = get_model_info(first).default_dataset if first and first in list_models() else "cifar10"
+    if not checkpoints:
+        require_weights(models)
     data = heldout_split(dataset, data_dir, download)
     entries = model_entries(models, checkpoints)
     if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
@@ -198,3 +242,18 @@ def training_data(data_dir: Path | None, download: bool, max_train_samples: int 
         pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
         train_data = train_data.subset(np.sort(pick))
     return train_data, heldout
+
+
+def with_suite(suite: str, attacks: tuple[Parsed, ...]) -> tuple[Parsed, ...]:
+    """A suite's attacks, then any --attack given beside it (not the default fgsm)."""
+    from attacks import SUITES
+
+    given = click.get_current_context().get_parameter_source("attacks") != click.core.ParameterSource.DEFAULT
+    return tuple(ATTACK_SPEC.convert(a, None, None) for a in SUITES[suite]) + (attacks if given else ())
+
+
+def progress_bar(total: int, rank: int) -> Any:
+    """A progress bar in images, on rank 0 only (and only on a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", leave=False, disable=None if rank == 0 else True)

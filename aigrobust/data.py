@@ -220,7 +220,8 @@ def load_dataset(name: str, split: str = "test", data_dir: Path | None = None, d
         return load_cifar10(split, data_dir, download, cache_dir)
     if name == "imagenet":
         if data_dir is None:
-            raise DataError("imagenet needs --data-dir pointing at an ImageFolder tree (ROOT/val/<class>/<image>)")
+            raise DataError("imagenet needs its images: --data-dir IMAGENET (a folder holding val/<wnid>/*.JPEG), or "
+                            "--dataset foolbox-imagenet for the 20 ImageNet images shipped inside foolbox")
         return ImageFolderDataset(Path(data_dir), "val" if split == "test" else split)
     if name in ("foolbox-cifar10", "foolbox-imagenet"):
         return load_foolbox_samples(name.removeprefix("foolbox-"))

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from aigrobust.metrics import summarize
 
-ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "mifgsm")
+ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "apgd-dlr", "apgd-dlr-l2", "apgd-t", "apgd-t-l2", "fab-t",
+             "fab-t-l2", "mifgsm")
 SINGLE_STEP = ("fgsm", "fgm-l2")
 WHITE_BOX = ITERATIVE + SINGLE_STEP
 STATUS_OK, STATUS_WARN, STATUS_NA = "ok", "warn", "n/a"

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
+from attacks.fab import FABTargeted
 from attacks.gate_attacks import ComputeInflation, GateFlip
-from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, apgd_checkpoints
+from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
 from attacks.square import SquareAttack
 
 _ATTACKS: dict[str, Callable[..., Attack]] = {
@@ -24,12 +25,25 @@ _ATTACKS: dict[str, Callable[..., Attack]] = {
     "pgd": PGD,
     "pgd-l2": lambda **kw: PGD(distance="l2", **kw),
     "mifgsm": MIFGSM,
-    "apgd": APGD,
-    "apgd-l2": lambda **kw: APGD(distance="l2", **kw),
+    "apgd": lambda **kw: APGD(loss="ce", **kw),
+    "apgd-l2": lambda **kw: APGD(distance="l2", loss="ce", **kw),
+    "apgd-dlr": lambda **kw: APGD(loss="dlr", **kw),
+    "apgd-t": APGDTargeted,
+    "fab-t": FABTargeted,
     "square": SquareAttack,
     "compute-inflation": ComputeInflation,
     "compute-inflation-keep-label": lambda **kw: ComputeInflation(keep_label=True, **kw),
     "gate-flip": GateFlip,
+}
+
+
+# AutoAttack's protocols as attack lists, each run as a per-sample worst case with early exit: an attack works only
+# on the samples the ones before it left standing
+SUITES: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd:steps=100", "apgd-t:steps=100,n_target_classes=9", "fab-t:steps=100,n_target_classes=9",
+                 "square:n_queries=5000"),
+    "rand": ("apgd:steps=100,eot_draws=20", "apgd-dlr:steps=100,eot_draws=20"),
+    "quick": ("fgsm", "pgd:steps=20"),
 }
 
 
@@ -62,6 +76,12 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "steps": (_positive_int, "a positive integer"),
     "restarts": (_positive_int, "a positive integer"),
     "n_queries": (_positive_int, "a positive integer"),
+    "n_target_classes": (_positive_int, "a positive integer"),
+    "eta": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+    "beta": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "alpha_max": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "loss": (lambda v: v in ("ce", "dlr"), "ce or dlr"),
+    "eot_draws": (_positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
     "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -134,8 +154,8 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 
 def attack_settings(name: str) -> dict[str, Any]:
     """The settings a registered attack takes and their defaults (those its registered name fixes left out)."""
-    fixed = {"fgm-l2": {"distance"}, "pgd-l2": {"distance"}, "apgd-l2": {"distance"},
-             "compute-inflation-keep-label": {"keep_label"}}.get(name, set())
+    fixed = {"fgm-l2": {"distance"}, "pgd-l2": {"distance"}, "apgd": {"loss"}, "apgd-l2": {"distance", "loss"},
+             "apgd-dlr": {"loss"}, "compute-inflation-keep-label": {"keep_label"}}.get(name, set())
     params = inspect.signature(_constructor(name)).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "seed", *fixed) and p.kind is not inspect.Parameter.VAR_KEYWORD}
@@ -169,7 +189,8 @@ def canonical_spec(name: str, settings: dict[str, Any]) -> str:
 
 # short display names; the budget (steps or queries) follows them
 _LABELS = {"fgsm": "FGSM", "fgm-l2": "FGM-L2", "bim": "BIM", "pgd": "PGD", "pgd-l2": "PGD-L2", "mifgsm": "MI-FGSM",
-           "apgd": "APGD-CE", "apgd-l2": "APGD-CE-L2", "square": "Square"}
+           "apgd": "APGD-CE", "apgd-l2": "APGD-CE-L2", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
+           "square": "Square"}
 _BUDGET_KEYS = ("steps", "n_queries")
 
 
@@ -208,6 +229,7 @@ def attack_catalogue() -> list[str]:
     for name in list_attacks():
         settings = ", ".join(f"{k}={_format_value(v)}" for k, v in attack_settings(name).items())
         lines.append(f"{name:<30} {settings or '(no settings)'}")
+    lines += [f"--suite {name:<22} {' + '.join(specs)} (early exit)" for name, specs in SUITES.items()]
     return lines + ["auto: PGD and the gate attacks step 2.5 eps / steps",
                     "foolbox:NAME[:key=value,...]    any attack class of foolbox.attacks, with its own settings"]
 
@@ -217,7 +239,7 @@ def _constructor(name: str) -> Callable[..., Any]:
     entry = _ATTACKS[name]
     if isinstance(entry, type):
         return entry.__init__
-    return {"fgm-l2": FGSM, "pgd-l2": PGD, "apgd-l2": APGD,
+    return {"fgm-l2": FGSM, "pgd-l2": PGD, "apgd": APGD, "apgd-l2": APGD, "apgd-dlr": APGD,
             "compute-inflation-keep-label": ComputeInflation}[name].__init__
 
 
@@ -255,8 +277,8 @@ def attack_from_spec(spec: str) -> Attack:
 
 
 __all__ = [
-    "APGD", "BIM", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "attack_catalogue", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
+    "Distance", "SUITES", "attack_catalogue", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

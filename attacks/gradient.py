@@ -183,33 +183,63 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
     return sorted({int(round(q * n_iter)) for q in p if q <= 1})
 
 
+def dlr_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    """Difference of logits ratio (Croce & Hein 2020), per sample, to maximise: untargeted
+    -(z_y - max_{i != y} z_i) / (z_1 - z_3), targeted -(z_y - z_t) / (z_1 - (z_3 + z_4) / 2), with z_k the k-th
+    largest logit. Invariant to shifting and scaling the logits."""
+    ordered = logits.sort(1, descending=True).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    if target is None:
+        others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+        return -(true - others) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+    aimed = logits.gather(1, target[:, None]).squeeze(1)
+    return -(true - aimed) / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
+
+
+APGD_LOSSES = ("ce", "dlr")
+
+
 class APGD(Attack):
-    """Auto-PGD with cross-entropy (Croce & Hein 2020): momentum 0.75, step 2 eps halved at checkpoints when
-    progress stalls (fewer than rho = 0.75 of the steps since the last checkpoint raised the loss, or neither the
-    step nor the best loss changed), restarting from the best point. Returns a misclassified point where one was
-    found at any iteration, else the point of highest loss."""
+    """Auto-PGD (Croce & Hein 2020) with the cross-entropy or the DLR loss: momentum 0.75, step 2 eps halved at
+    checkpoints when progress stalls (fewer than rho = 0.75 of the steps since the last checkpoint raised the loss,
+    or neither the step nor the best loss changed), restarting from the best point. Returns a misclassified point
+    where one was found at any iteration, else the point of highest loss."""
 
     name = "apgd-ce"
 
     def __init__(self, steps: int = 100, rho: float = 0.75, alpha: float = 0.75, restarts: int = 1,
-                 distance: str = "linf", seed: int = 0, stop_at_success: bool = True) -> None:
+                 distance: str = "linf", seed: int = 0, stop_at_success: bool = True, loss: str = "ce",
+                 eot_draws: int = 1) -> None:
         super().__init__(seed)
+        if loss not in APGD_LOSSES:
+            raise ValueError(f"unknown APGD loss {loss!r}; known: {', '.join(APGD_LOSSES)}")
         self.stop_at_success = stop_at_success
         self.steps = steps
         self.rho = rho
         self.alpha = alpha
         self.restarts = restarts
+        self.loss = loss
+        self.eot_draws = eot_draws  # > 1: each gradient is the mean over that many draws of a random model (EOT)
         self.distance = DISTANCES[distance]
-        if distance == "l2":
-            self.name = "apgd-ce-l2"
+        self.name = f"apgd-{loss}" + ("-l2" if distance == "l2" else "")
 
-    def _loss_and_grad(self, gradient_model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = gradient_model(x)
-            per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-            (grad,) = torch.autograd.grad(per_sample.sum(), x)
-        return per_sample.detach(), grad.detach(), logits.detach()
+    def _loss_and_grad(self, gradient_model: Model, x: Tensor, y: Tensor,
+                       target: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        losses, grads = [], []
+        for _ in range(self.eot_draws):  # a deterministic model gives the same draw each time: keep eot_draws=1
+            xg = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = gradient_model(xg)
+                if self.loss == "ce" and target is None:
+                    per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+                else:
+                    per_sample = dlr_loss(logits.float(), y, target)
+                (grad,) = torch.autograd.grad(per_sample.sum(), xg)
+            losses.append(per_sample.detach())
+            grads.append(grad.detach())
+        if self.eot_draws == 1:
+            return losses[0], grads[0], logits.detach()
+        return torch.stack(losses).mean(0), torch.stack(grads).mean(0), logits.detach()
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 noise: SampleNoise) -> Tensor:
@@ -219,17 +249,18 @@ class APGD(Attack):
                                             noise.rows(todo), f"start/{eps!r}/{restart}"))
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, eps: float,
-             noise: SampleNoise, start: str) -> tuple[Tensor, Tensor]:
+             noise: SampleNoise, start: str, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
         checkpoints = set(apgd_checkpoints(self.steps))
         x = self.clip(x0, self.distance.random_start(x0, eps, noise, start), eps)
-        loss, grad, logits = self._loss_and_grad(gradient_model, x, y)
+        loss, grad, logits = self._loss_and_grad(gradient_model, x, y, target)
         first = FirstSuccess(model, gradient_model, x0, leave=self.stop_at_success)
         eta = torch.full((len(x0),), 2.0 * eps, device=x0.device)
         # every per-sample quantity lives in one dict, so a fooled sample leaves all of them at once
         s = select_rows({"x0": x0, "y": y, "x": x, "x_prev": x.clone(), "loss": loss, "grad": grad,
                          "best_loss": loss.clone(), "x_best": x.clone(), "grad_best": grad.clone(), "eta": eta,
                          "increases": torch.zeros_like(eta), "eta_at_checkpoint": eta.clone(),
-                         "best_at_checkpoint": loss.clone()}, first.update(x, y, logits))
+                         "best_at_checkpoint": loss.clone(), **({} if target is None else {"target": target})},
+                        first.update(x, y, logits))
         last_checkpoint = 0
         for k in range(self.steps):
             if first.done:
@@ -249,7 +280,7 @@ class APGD(Attack):
         momentum = self.alpha if k > 0 else 1.0
         x = self.clip(s["x0"], s["x"] + momentum * (z - s["x"]) + (1 - momentum) * (s["x"] - s["x_prev"]), eps)
         s["x_prev"], s["x"] = s["x"], x
-        new_loss, s["grad"], logits = self._loss_and_grad(gradient_model, x, s["y"])
+        new_loss, s["grad"], logits = self._loss_and_grad(gradient_model, x, s["y"], s.get("target"))
         s["increases"] = s["increases"] + (new_loss > s["loss"]).float()
         s["loss"] = new_loss
         s = select_rows(s, first.update(x, s["y"], logits))
@@ -273,4 +304,45 @@ class APGD(Attack):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "steps": self.steps, "restarts": self.restarts, "rho": self.rho,
-                "stop_at_success": self.stop_at_success}
+                "loss": self.loss, "stop_at_success": self.stop_at_success}
+
+
+class APGDTargeted(APGD):
+    """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss toward each of the ``n_target_classes`` most likely
+    wrong classes of the clean input in turn (AutoAttack: 9), each target a full run on the samples still standing."""
+
+    name = "apgd-t"
+
+    def __init__(self, steps: int = 100, n_target_classes: int = 9, rho: float = 0.75, alpha: float = 0.75,
+                 restarts: int = 1, distance: str = "linf", seed: int = 0, stop_at_success: bool = True) -> None:
+        super().__init__(steps=steps, rho=rho, alpha=alpha, restarts=restarts, distance=distance, seed=seed,
+                         stop_at_success=stop_at_success, loss="dlr")
+        self.n_target_classes = n_target_classes
+        self.name = "apgd-t" + ("-l2" if distance == "l2" else "")
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                noise: SampleNoise) -> Tensor:
+        with torch.no_grad():
+            ranking = model(inputs).argsort(1, descending=True)
+        if ranking.shape[1] < 4:
+            raise ValueError("APGD-T's targeted DLR loss needs at least 4 classes")
+        best = inputs.clone()
+        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        for rank in range(1, min(self.n_target_classes, ranking.shape[1] - 1) + 1):
+            for restart in range(self.restarts):
+                todo = (~found).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    return best
+                y = labels[todo]
+                # the rank-th most likely class, skipping the true one where the clean input is right
+                target = torch.where(ranking[todo, 0] == y, ranking[todo, rank], ranking[todo, rank - 1])
+                adv, fooled = self._run(model, gradient_model, inputs[todo], y, eps, noise.rows(todo),
+                                        f"start/{eps!r}/{rank}/{restart}", target)
+                first_try = rank == 1 and restart == 0
+                keep = torch.ones_like(fooled) if first_try else fooled  # the first run's point stands otherwise
+                best[todo[keep]] = adv[keep]
+                found[todo[fooled]] = True
+        return best
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "n_target_classes": self.n_target_classes}

@@ -89,7 +89,7 @@ def test_bad_inputs_get_one_clear_line(tmp_path: Path) -> None:
     assert_one_line_error(*run("eval", "--checkpoint", str(tmp_path / "none.safetensors")), "not found")
     assert_one_line_error(*run("eval", "--model", "tiny_aig", "--data-dir", str(tmp_path / "nodata")),
                           "does not exist")
-    assert_one_line_error(*run("eval", "--model", "aig50"), "imagenet needs --data-dir")
+    assert_one_line_error(*run("eval", "--model", "aig50"), "--data-dir IMAGENET")
     if not __import__("torch").cuda.is_available():
         assert_one_line_error(*run("eval", "--model", "tiny_aig", "--device", "cuda"), "no CUDA device")
 
@@ -188,10 +188,12 @@ def test_attack_bad_inputs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     assert code == 2 and "--n-samples" in out
     code, out = run(*base, "--eps", "0.1", "--batch-size", "0")
     assert code == 2 and "--batch-size" in out
-    assert_one_line_error(*run("attack", "--model", "aig50", "--eps", "0.03", "--out", str(tmp_path / "y")),
-                          "imagenet needs --data-dir")
+    # the card's command as typed: one line says what to pass (the weights first, then the images)
+    assert_one_line_error(*run("attack", "--model", "aig50", "--eps", "0.03"), "pass --checkpoint aig50=PATH")
+    assert_one_line_error(*run("attack", "--checkpoint", f"aig50={_tiny_checkpoint(tmp_path)}", "--dataset",
+                               "imagenet", "--eps", "0.03", "--out", str(tmp_path / "y")), "--data-dir IMAGENET")
     assert_one_line_error(*run("attack", "--model", "aig110", "--eps", "0.03", "--data-dir", str(synthetic_npz_dir),
-                               "--out", str(tmp_path / "z")), "no weights for aig110")
+                               "--out", str(tmp_path / "z")), "pass --checkpoint aig110=PATH")
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
 
@@ -219,3 +221,16 @@ def test_attacks_lists_every_attack_with_its_settings() -> None:
     for name in list_attacks():
         assert any(line.startswith(name + " ") for line in output.splitlines()), name
     assert "steps=20, rel_stepsize=auto" in output and "n_queries=1000" in output
+
+
+def test_attack_without_out_writes_a_dated_run_folder_and_prints_it(synthetic_npz_dir: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", f"mine={checkpoint}", "--eps", "8/255",
+                                      "--data-dir", str(synthetic_npz_dir), "--n-samples", "4"])
+    assert result.exit_code == 0, result.output
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and re.fullmatch(r"\d{8}-\d{6}-mine", folders[0].name)
+    assert (folders[0] / "records.csv.gz").is_file()
+    assert f"run folder: {folders[0].resolve()}" in result.output

@@ -56,7 +56,7 @@ def test_no_local_data_and_no_download_says_how_to_point_at_data(tmp_path: Path)
 
 
 def test_imagenet_needs_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="imagenet needs --data-dir"):
+    with pytest.raises(DataError, match="--data-dir IMAGENET"):
         load_dataset("imagenet")
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("mnist")
