@@ -118,6 +118,30 @@ def keep_first_success(restarts: int, inputs: Tensor,
     return best
 
 
+def over_target_classes(model: Model, inputs: Tensor, labels: Tensor, n_target_classes: int, restarts: int,
+                        attempt: Callable[[Tensor, Tensor, str], tuple[Tensor, Tensor]]) -> Tensor:
+    """Targeted runs as AutoAttack chains them: toward the most likely wrong class of the clean input, then the next,
+    up to ``n_target_classes``, ``restarts`` runs each, every run on the samples no earlier run fooled.
+    ``attempt(indices, targets, key)`` returns those samples' points and whether each fools the model (``key`` names
+    the run, for its random draws). The first run's point stands where no run fools."""
+    with torch.no_grad():
+        ranking = model(inputs).argsort(1, descending=True)
+    best = inputs.clone()
+    found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+    for rank in range(1, min(n_target_classes, ranking.shape[1] - 1) + 1):
+        for restart in range(restarts):
+            todo = (~found).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                return best
+            # the rank-th most likely class, skipping the true one where the clean input is right
+            targets = torch.where(ranking[todo, 0] == labels[todo], ranking[todo, rank], ranking[todo, rank - 1])
+            adv, fooled = attempt(todo, targets, f"{rank}/{restart}")
+            keep = torch.ones_like(fooled) if rank == 1 and restart == 0 else fooled
+            best[todo[keep]] = adv[keep]
+            found[todo[fooled]] = True
+    return best
+
+
 def judges_with_gradient_logits(model: Model, gradient_model: Model | None) -> bool:
     """True when the gradient pass runs the deployed model itself (no defense, exact gate gradients, no randomness:
     the caller passes the same object), so the logits of that pass can judge success without another forward."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, Model, is_misclassified
+from attacks.base import DISTANCES, Attack, Model, is_misclassified, over_target_classes
 from attacks.noise import SampleNoise
 
 _BISECTION_STEPS = 30
@@ -64,24 +64,11 @@ class FABTargeted(Attack):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 noise: SampleNoise) -> Tensor:
-        with torch.no_grad():
-            ranking = model(inputs).argsort(1, descending=True)
-        best = inputs.clone()
-        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
-        for rank in range(1, min(self.n_target_classes, ranking.shape[1] - 1) + 1):
-            for restart in range(self.restarts):
-                todo = (~found).nonzero().squeeze(1)
-                if todo.numel() == 0:
-                    return best
-                y = labels[todo]
-                # the rank-th most likely class, skipping the true one where the clean input is right
-                target = torch.where(ranking[todo, 0] == y, ranking[todo, rank], ranking[todo, rank - 1])
-                start = f"start/{eps!r}/{rank}/{restart}"
-                adv, fooled = self._run(model, gradient_model, inputs[todo], y, target, eps, noise.rows(todo),
-                                        start if restart > 0 else None)
-                best[todo[fooled]] = adv[fooled]
-                found[todo[fooled]] = True
-        return best
+        def attempt(todo: Tensor, targets: Tensor, key: str) -> tuple[Tensor, Tensor]:
+            start = None if key.endswith("/0") else f"start/{eps!r}/{key}"  # restarts after the first start randomly
+            return self._run(model, gradient_model, inputs[todo], labels[todo], targets, eps, noise.rows(todo), start)
+
+        return over_target_classes(model, inputs, labels, self.n_target_classes, self.restarts, attempt)
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, target: Tensor, eps: float,
              noise: SampleNoise, start: str | None) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from attacks.base import (
     keep_first_success,
     keep_rows,
     loss_gradient,
+    over_target_classes,
     select_rows,
     validate_epsilons,
 )
@@ -187,6 +188,8 @@ def dlr_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
     """Difference of logits ratio (Croce & Hein 2020), per sample, to maximise: untargeted
     -(z_y - max_{i != y} z_i) / (z_1 - z_3), targeted -(z_y - z_t) / (z_1 - (z_3 + z_4) / 2), with z_k the k-th
     largest logit. Invariant to shifting and scaling the logits."""
+    if logits.shape[1] < (3 if target is None else 4):
+        raise ValueError(f"the DLR loss needs at least {3 if target is None else 4} classes, got {logits.shape[1]}")
     ordered = logits.sort(1, descending=True).values
     true = logits.gather(1, y[:, None]).squeeze(1)
     if target is None:
@@ -322,27 +325,11 @@ class APGDTargeted(APGD):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 noise: SampleNoise) -> Tensor:
-        with torch.no_grad():
-            ranking = model(inputs).argsort(1, descending=True)
-        if ranking.shape[1] < 4:
-            raise ValueError("APGD-T's targeted DLR loss needs at least 4 classes")
-        best = inputs.clone()
-        found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
-        for rank in range(1, min(self.n_target_classes, ranking.shape[1] - 1) + 1):
-            for restart in range(self.restarts):
-                todo = (~found).nonzero().squeeze(1)
-                if todo.numel() == 0:
-                    return best
-                y = labels[todo]
-                # the rank-th most likely class, skipping the true one where the clean input is right
-                target = torch.where(ranking[todo, 0] == y, ranking[todo, rank], ranking[todo, rank - 1])
-                adv, fooled = self._run(model, gradient_model, inputs[todo], y, eps, noise.rows(todo),
-                                        f"start/{eps!r}/{rank}/{restart}", target)
-                first_try = rank == 1 and restart == 0
-                keep = torch.ones_like(fooled) if first_try else fooled  # the first run's point stands otherwise
-                best[todo[keep]] = adv[keep]
-                found[todo[fooled]] = True
-        return best
+        def attempt(todo: Tensor, targets: Tensor, key: str) -> tuple[Tensor, Tensor]:
+            return self._run(model, gradient_model, inputs[todo], labels[todo], eps, noise.rows(todo),
+                             f"start/{eps!r}/{key}", targets)
+
+        return over_target_classes(model, inputs, labels, self.n_target_classes, self.restarts, attempt)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "n_target_classes": self.n_target_classes}
