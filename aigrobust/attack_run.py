@@ -30,8 +30,11 @@ class SealedRun(NamedTuple):
 def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path | None, batch_size: int
              ) -> dict[str, Any]:
     """What run.json records beside the spec: models and their sources, the data and its fingerprint."""
+    dataset_info = {"name": data.name, "source": data.source, "n": len(data), "sha256": data.fingerprint()}
+    if hasattr(data, "files"):  # an image folder: which images, by name and position, so any machine can check
+        dataset_info.update({"files": data.files(), "indices": [int(i) for i in data.indices]})
     return {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
-            "dataset": {"name": data.name, "source": data.source, "n": len(data), "sha256": data.fingerprint()},
+            "dataset": dataset_info,
             "batch_size": batch_size,
             "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}
 
@@ -49,7 +52,9 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
                   device: torch.device, rank: int, world: int, on_batch: Callable[[int], None],
                   describe: Callable[[str], Any]) -> pd.DataFrame | None:
     """Every batch of every model into the folder; the records on rank 0, None on the other ranks."""
-    images = data.images  # uint8, converted batch by batch: memory stays flat in the number of samples
+    # in-memory uint8 arrays are converted batch by batch, image folders decoded batch by batch by a DataLoader:
+    # either way memory stays flat in the number of samples
+    images = data.images if hasattr(data, "images") else data
     labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)
     run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,

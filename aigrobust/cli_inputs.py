@@ -56,7 +56,10 @@ def heldout_split(name: str, data_dir: Path | None, download: bool) -> Any:
 
 
 def first_samples(data: Any, n_samples: int | None) -> Any:
-    """The first ``n_samples`` of the test split; a note where it holds fewer (all of them are then used)."""
+    """The first ``n_samples`` of the test split (of an image folder: a seeded class-balanced subset); a note where
+    it holds fewer (all of them are then used)."""
+    if n_samples is not None and n_samples < len(data) and hasattr(data, "balanced_subset"):
+        return data.balanced_subset(n_samples)
     if n_samples is not None and n_samples < len(data):
         return data.subset(range(n_samples))
     if n_samples is not None and n_samples > len(data):
@@ -165,9 +168,7 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
         require_weights(models)
     data = heldout_split(dataset, data_dir, download)
     entries = model_entries(models, checkpoints)
-    if hasattr(data, "in_memory"):  # image folders (ImageNet) are decoded once into memory
-        data = data.in_memory(n_samples)
-    data = first_samples(data, n_samples)
+    data = first_samples(data, n_samples)  # image folders stay on disk: batches stream through a DataLoader
     for entry in entries:
         check_classes(entry.name, entry.model, data)
     if getattr(data, "note", ""):

@@ -172,8 +172,18 @@ def load_foolbox_samples(dataset: str = "cifar10") -> ArrayDataset:
                         note="20-image demo set shipped with foolbox; too small for robustness claims")
 
 
+IMAGENET_CLASSES = 1000
+
+
 class ImageFolderDataset(Dataset):
-    """An ImageNet-style folder (class sub-folders), resized to 256 and centre-cropped to 224, in [0, 1]."""
+    """An ImageNet-style folder (class sub-folders), read image by image: resized to 256 and centre-cropped to 224,
+    in [0, 1]. Nothing is decoded until an item is asked for, so a DataLoader streams it in flat memory.
+
+    Labels: a folder of all 1000 ImageNet class folders (wnids) is labelled in sorted order, as torchvision's
+    weights expect; class folders named by number ('0' .. '999') carry that label (a partial folder). A subset
+    (``subset``, ``balanced_subset``) shares the file listing and keeps each image's position in the whole folder
+    as its sample id.
+    """
 
     def __init__(self, root: Path, split: str = "val") -> None:
         import torchvision
@@ -188,29 +198,71 @@ class ImageFolderDataset(Dataset):
                     [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]))
         except (FileNotFoundError, RuntimeError) as err:
             raise DataError(f"{folder}: not an image folder tree ({err})") from None
-        self.classes = tuple(self.inner.classes)
+        names = list(self.inner.classes)
+        if all(n.isdigit() and int(n) < IMAGENET_CLASSES for n in names):  # numbered class folders: the number
+            self._all_labels = np.array([int(names[t]) for t in self.inner.targets], dtype=np.int64)
+            self.classes: tuple[str, ...] = tuple(str(i) for i in range(IMAGENET_CLASSES))
+        else:
+            self._all_labels = np.asarray(self.inner.targets, dtype=np.int64)
+            self.classes = tuple(names)
         self.name = "imagenet"
         self.source = str(folder)
         self.note = ""
         self.indices = np.arange(len(self.inner), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        image, label = self.inner[i]
-        return image, int(label)
+        image, _ = self.inner[int(self.indices[i])]
+        return image, int(self._all_labels[self.indices[i]])
 
-    def in_memory(self, n: int | None = None) -> ArrayDataset:
-        """The first ``n`` images (all by default), decoded, resized and cropped, as an in-memory uint8 dataset."""
-        count = len(self) if n is None else min(n, len(self))
-        images = np.empty((count, 224, 224, 3), dtype=np.uint8)
-        labels = np.empty(count, dtype=np.int64)
-        for i in range(count):
-            image, label = self[i]
-            images[i] = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-            labels[i] = label
-        return ArrayDataset(images, labels, self.classes, self.name, self.source)
+    @property
+    def labels(self) -> np.ndarray:
+        """Every label, read from the file listing (no image is decoded)."""
+        return self._all_labels[self.indices]
+
+    def files(self) -> list[str]:
+        """Each image's path relative to the folder, in order."""
+        root = Path(self.source)
+        return [str(Path(self.inner.samples[int(i)][0]).relative_to(root)) for i in self.indices]
+
+    def subset(self, positions: Sequence[int] | np.ndarray) -> ImageFolderDataset:
+        """The images at ``positions`` of this dataset (sharing the file listing)."""
+        view = object.__new__(ImageFolderDataset)
+        view.__dict__.update(self.__dict__)
+        view.indices = self.indices[np.asarray(positions, dtype=np.int64)]
+        return view
+
+    def balanced_subset(self, n: int, seed: int = 0) -> ImageFolderDataset:
+        """``n`` images spread evenly over the classes (each class's images in a seeded order, taken one class at
+        a time), then in folder order: the same ``n`` and seed give the same images on every machine holding the
+        same folder, like RobustBench's fixed ImageNet list."""
+        if n >= len(self):
+            return self
+        rng = np.random.default_rng(seed)
+        labels = self.labels
+        queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+        chosen: list[int] = []
+        while len(chosen) < n:
+            for queue in queues:
+                if queue and len(chosen) < n:
+                    chosen.append(int(queue.pop(0)))
+        return self.subset(np.sort(chosen))
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """Every image decoded, (N, 3, 224, 224) in [0, 1], and the labels (for small subsets: probes, figures)."""
+        images = torch.stack([self[i][0] for i in range(len(self))]) if len(self) else torch.zeros(0, 3, 224, 224)
+        return images, torch.from_numpy(self.labels.astype(np.int64))
+
+    def fingerprint(self) -> str:
+        """sha256 over each image's relative path, size in bytes and label: names the exact images a run used
+        without reading them all."""
+        digest = hashlib.sha256()
+        for rel, index in zip(self.files(), self.indices):
+            digest.update(f"{rel}\t{os.path.getsize(self.inner.samples[int(index)][0])}\t"
+                          f"{self._all_labels[index]}\n".encode())
+        return digest.hexdigest()
 
 
 def load_dataset(name: str, split: str = "test", data_dir: Path | None = None, download: bool = False,

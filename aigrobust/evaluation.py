@@ -461,18 +461,36 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def iterate_numbered_batches(images: Tensor | np.ndarray, labels: Tensor, sample_ids: np.ndarray,
-                             batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1] or
-    uint8 (N, H, W, C) as stored; uint8 batches are converted one at a time, so memory stays flat in N."""
+def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Dataset, labels: Tensor,
+                             sample_ids: np.ndarray, batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
+    """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1], uint8
+    (N, H, W, C) as stored, or a dataset of (image, label) items read by a DataLoader with worker processes (an image
+    folder); either way one batch at a time is in memory."""
     from aigrobust.data import to_tensor_images
 
+    if not isinstance(images, (Tensor, np.ndarray)):
+        yield from _streamed_batches(images, labels, sample_ids, batch_size)
+        return
     for b, start in enumerate(range(0, len(labels), batch_size)):
         stop = start + batch_size
         batch = images[start:stop]
         if isinstance(batch, np.ndarray):
             batch = to_tensor_images(batch)
         yield b, batch, labels[start:stop], sample_ids[start:stop]
+
+
+def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
+                      batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
+    import os
+
+    from torch.utils.data import DataLoader
+
+    workers = min(4, os.cpu_count() or 1)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    for b, (batch, _) in enumerate(loader):
+        start = b * batch_size
+        yield b, batch, labels[start:start + len(batch)], sample_ids[start:start + len(batch)]
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""The ImageNet half, offline: an ImageNet-format folder built from foolbox's 20 real ImageNet images, streamed
+through a DataLoader (class-balanced subsets, file names in run.json), and a resnet50 file in torchvision's layout
+(a stand-in with random weights that the test writes, so the loading code is the real one) attacked end to end
+beside aig50 built from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aigrobust.cli import cli
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory) -> Path:
+    """ROOT/val/<label>/<file>: foolbox's ImageNet demo images, each under the folder of its label."""
+    import foolbox
+
+    from aigrobust.data import _FOOLBOX_NAME
+
+    root = tmp_path_factory.mktemp("imagenet")
+    source = Path(foolbox.__file__).resolve().parent / "data"
+    for path in sorted(source.iterdir()):
+        match = _FOOLBOX_NAME.match(path.name)
+        if match and match.group("set") == "imagenet":
+            target = root / "val" / str(int(match.group("label")))
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stand_in_resnet50(tmp_path_factory) -> Path:
+    """A resnet50 file as torchvision writes it (random weights, torchvision's key names)."""
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet50-standin.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path
+
+
+def test_folder_streams_with_numbered_classes_and_balanced_subsets(imagenet_folder: Path) -> None:
+    from aigrobust.data import load_dataset
+
+    data = load_dataset("imagenet", "test", imagenet_folder)
+    assert len(data) == 20 and len(data.classes) == 1000
+    assert not hasattr(data, "images")  # nothing decoded up front
+    image, label = data[0]
+    assert image.shape == (3, 224, 224) and label == int(Path(data.files()[0]).parts[0])
+    subset = data.balanced_subset(6, seed=0)
+    assert len(subset) == 6 and subset.balanced_subset(6).files() == subset.files()
+    assert len(set(subset.labels.tolist())) == 6  # one image per class before any class repeats
+    assert load_dataset("imagenet", "test", imagenet_folder).balanced_subset(6, seed=0).files() == subset.files()
+    x, y = subset.tensors()
+    assert x.shape == (6, 3, 224, 224) and torch.equal(y, torch.from_numpy(subset.labels))
+
+
+def test_resnet50_file_and_aig50_attacked_end_to_end_on_the_folder(imagenet_folder: Path, stand_in_resnet50: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "attack", "--model", "resnet50", "--model", "aig50", "--checkpoint", str(stand_in_resnet50),
+        "--checkpoint", str(stand_in_resnet50), "--data-dir", str(imagenet_folder), "--n-samples", "6",
+        "--batch-size", "4", "--eps", "2/255", "--attack", "fgsm", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "run.json").read_text())
+    assert len(document["dataset"]["files"]) == 6 and len(document["dataset"]["indices"]) == 6
+    import pandas as pd
+
+    records = pd.read_csv(out / "records.csv.gz")
+    assert set(records["model"]) == {"resnet50", "aig50"}
+    assert sorted(set(records["sample"])) == sorted(document["dataset"]["indices"])
+    assert records[records["model"] == "aig50"]["clean_gates"].astype(str).str.len().eq(16).all()
+
+
+def test_foolbox_imagenet_with_a_torchvision_resnet50_file(stand_in_resnet50: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", f"resnet50={stand_in_resnet50}", "--dataset",
+                                      "foolbox-imagenet", "--n-samples", "4", "--eps", "0.03", "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "resnet50" in result.output
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_in_the_number_of_folder_images(imagenet_folder: Path, tmp_path: Path) -> None:
+    """Peak RSS attacking the folder at 20 and at 400 images (the 20 repeated) differs by under 20%."""
+    import subprocess
+    import sys
+
+    from aigrobust import create_model
+    from aigrobust.checkpoints import save_checkpoint
+
+    big = tmp_path / "big"
+    for copy in range(20):
+        for path in (p for p in (imagenet_folder / "val").rglob("*") if p.is_file()):
+            target = big / "val" / path.parent.name
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target / f"{copy}_{path.name}")
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(create_model("tiny_aig", num_classes=1000), checkpoint)  # small and fast at 224 px
+    peaks = {}
+    for name, folder in (("small", imagenet_folder), ("big", big)):
+        runs = []
+        for attempt in range(2):  # the allocator makes one process's peak noisy: the larger of two runs
+            out = tmp_path / f"out-{name}-{attempt}"
+            code = ("import resource, sys; from aigrobust.cli import main; sys.argv = ['aigrobust', 'attack', "
+                    f"'--checkpoint', '{checkpoint}', '--dataset', 'imagenet', '--data-dir', '{folder}', '--eps', "
+                    f"'2/255', '--batch-size', '20', '--out', '{out}']\n"
+                    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                    "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+            assert "PEAK" in done.stdout and (out / "records.csv.gz").is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+            runs.append(int(done.stdout.split("PEAK")[-1].split()[0]))
+        peaks[name] = max(runs)
+    print(f"peak RSS: 20 images {peaks['small'] / 1024:.0f} MiB, 400 images {peaks['big'] / 1024:.0f} MiB")
+    assert np.isclose(peaks["big"], peaks["small"], rtol=0.2), peaks
