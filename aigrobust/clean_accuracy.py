@@ -24,6 +24,7 @@ class CleanEvaluation:
     full_flops: float
     gate_mode: str
     per_class_execution: tuple[tuple[float, ...], ...]
+    top5_accuracy: float = float("nan")  # the label among the five largest logits (ImageNet's second figure)
 
     @property
     def flops_ratio(self) -> float:
@@ -32,7 +33,8 @@ class CleanEvaluation:
 
     def to_dict(self) -> dict[str, object]:
         """The figures ``aigrobust eval --json`` prints."""
-        return {"n_samples": self.n_samples, "accuracy": self.accuracy, "gate_mode": self.gate_mode,
+        return {"n_samples": self.n_samples, "accuracy": self.accuracy, "top5_accuracy": self.top5_accuracy,
+                "gate_mode": self.gate_mode,
                 "mean_flops": self.mean_flops, "full_flops": self.full_flops, "flops_ratio": self.flops_ratio,
                 "execution_rates": list(self.execution_rates)}
 
@@ -65,6 +67,7 @@ def evaluate_clean(
     model.eval()
     num_classes = model.num_classes
     correct = 0
+    top5 = 0
     total = 0
     decisions_sum: Tensor | None = None
     per_class_sum = torch.zeros(num_classes, model.num_blocks, dtype=torch.float64)
@@ -78,6 +81,7 @@ def evaluate_clean(
                 logits, trace = model.forward_with_gates(images)
                 full = model.flop_profile(tuple(images.shape[1:])).full
                 correct += int((logits.argmax(1) == labels).sum())
+                top5 += int((logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1).sum())
                 total += int(labels.numel())
                 d = trace.decisions.double().cpu()
                 decisions_sum = d.sum(0) if decisions_sum is None else decisions_sum + d.sum(0)
@@ -100,4 +104,5 @@ def evaluate_clean(
         full_flops=full,
         gate_mode=str(GateMode(gate_mode)),
         per_class_execution=tuple(tuple(float(v) for v in row) for row in per_class),
+        top5_accuracy=top5 / total,
     )

@@ -75,8 +75,10 @@ def attacks_command() -> None:
 @cli.command("train")
 @click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of .npz files (train and test); otherwise torchvision's CIFAR-10 cache.")
+              help="CIFAR-10: a folder of .npz files (else torchvision's cache); ImageNet: ROOT with train/ and val/.")
 @click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
+@click.option("--init", "init", default=None, help="ImageNet models: start the residual branches from 'torchvision' "
+              "(download) or a local torchvision-layout file; gates start fresh.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
@@ -99,12 +101,17 @@ def attacks_command() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).")
-def train_command(model_name: str, data_dir: Path | None, download: bool, out_dir: Path, epochs: int,
+def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
                   threads: int | None, resume: bool, checkpoint_every: int) -> None:
-    """Train a model on CIFAR-10, checkpointing every epoch (resumable with --resume)."""
+    """Train a model on CIFAR-10 or ImageNet, checkpointing every epoch (resumable with --resume).
+
+    ImageNet models take the paper's recipe unless told otherwise: SGD momentum 0.9, lr 0.1 per 256 images,
+    weight decay 1e-4, lr x0.1 every 30 epochs, 100 epochs; images stream from ROOT/train through DataLoader
+    workers (RandomResizedCrop 224 and flip), held-out figures from a class-balanced subset of ROOT/val.
+    """
     import torch
     from tqdm import tqdm
 
@@ -114,17 +121,16 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
         torch.set_num_threads(threads)
     known_models([model_name])
     info = get_model_info(model_name)
-    if info.default_dataset != "cifar10":
-        raise BadInput(f"{model_name} trains on {info.default_dataset}; 'aigrobust train' covers CIFAR-10 "
-                       "models (fine-tune ImageNet models from torchvision weights in your own loop)")
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))
-    train_data, heldout = inputs.training_data(data_dir, download, max_train_samples, seed)
+    recipe = inputs.recipe(info.default_dataset, batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                           schedule=schedule)
+    train_data, heldout = inputs.training_data(info.default_dataset, data_dir, download, max_train_samples, seed,
+                                               augment=not no_augment)
     try:
-        config = TrainConfig(model=model_name, model_kwargs=kwargs, epochs=epochs, batch_size=batch_size, lr=lr,
-                             momentum=momentum, weight_decay=weight_decay, schedule=schedule,  # type: ignore[arg-type]
+        config = TrainConfig(model=model_name, model_kwargs=kwargs, batch_size=batch_size, momentum=momentum,
                              gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor, augment=not no_augment,
-                             seed=seed, device=device, bf16=not no_bf16)
+                             seed=seed, device=device, bf16=not no_bf16, init=init, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
@@ -132,8 +138,9 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, out_di
     def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
         if bar.total != steps:
             bar.reset(total=steps)
-        bar.set_description(f"epoch {epoch}/{epochs}")
-        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.set_description(f"epoch {epoch}/{config.epochs}")
+        rate = bar.format_dict.get("rate")  # batches per second, once tqdm has measured it
+        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * batch_size:.0f}" if rate else "-")
         bar.update(1)
 
     def on_epoch(r: Any) -> None:

@@ -14,7 +14,7 @@ import click
 
 from aigrobust.cli_types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed
 from aigrobust.errors import CheckpointError, DataError
-from aigrobust.registry import UnknownModelError, get_model_info, list_models
+from aigrobust.registry import UnknownModelError, get_model_info
 
 log = logging.getLogger("aigrobust")
 
@@ -86,23 +86,35 @@ def device(name: str) -> Any:
         raise BadInput(str(err)) from None
 
 
+def pretrained_names(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> tuple[str, ...]:
+    """The --model names that load shipped or torchvision weights: all of them without --checkpoint; with as many
+    checkpoints as models, none (they pair in order); otherwise those no checkpoint's label names
+    (``--model resnet50 --model aig50 --checkpoint aig50=PATH``)."""
+    if not checkpoints:
+        return models
+    if len(models) == len(checkpoints):
+        return ()
+    labels = {ref.label for ref in checkpoints}
+    return tuple(name for name in models if name not in labels)
+
+
 def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> list[Any]:
-    """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given both,
-    they pair in order: each checkpoint must hold the model named beside it."""
+    """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given as many
+    of each, they pair in order (each checkpoint must hold the model named beside it); otherwise a checkpoint labelled
+    with a --model name stands for it and the other --model names load their own weights."""
     from aigrobust.evaluation import ModelEntry
 
-    if models and checkpoints and len(models) != len(checkpoints):
-        raise BadInput("give one --checkpoint per --model (they pair in order), or only one kind")
     known_models(models)
+    paired = bool(models) and len(models) == len(checkpoints)
     entries = []
     for i, ref in enumerate(checkpoints):
-        expected = models[i] if models else None
+        expected = models[i] if paired else (ref.label if ref.label in models else None)
         model, _ = load_model(expected, ref.path, False)
         entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
-    if not checkpoints:
+    if pretrained_names(models, checkpoints):
         from aigrobust.factory import create_model
 
-        for name in models:
+        for name in pretrained_names(models, checkpoints):
             try:
                 model = create_model(name, pretrained=True).eval()
             except CheckpointError as err:
@@ -161,13 +173,11 @@ def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_gra
 def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
                   data_dir: Path | None, download: bool, n_samples: int | None) -> tuple[Any, list[Any], str]:
     """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
-    if dataset is None:
-        first = models[0] if models else None
-        dataset = get_model_info(first).default_dataset if first and first in list_models() else "cifar10"
-    if not checkpoints:
-        require_weights(models)
-    data = heldout_split(dataset, data_dir, download)
+    require_weights(pretrained_names(models, checkpoints))
     entries = model_entries(models, checkpoints)
+    if dataset is None:  # the first model's own dataset
+        dataset = get_model_info(entries[0].model.registry_name).default_dataset
+    data = heldout_split(dataset, data_dir, download)
     data = first_samples(data, n_samples)  # image folders stay on disk: batches stream through a DataLoader
     for entry in entries:
         check_classes(entry.name, entry.model, data)
@@ -222,23 +232,48 @@ def read_runs(runs: list[Any]) -> Any:
     return records
 
 
-def training_data(data_dir: Path | None, download: bool, max_train_samples: int | None, seed: int
-                  ) -> tuple[Any, Any]:
-    """CIFAR-10's training split (a seeded subset of ``max_train_samples``) and its test split for held-out
-    accuracy (None, with a warning, where absent)."""
+def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
+    """The training settings: those given on the command line, the rest from the paper's ImageNet recipe for
+    ImageNet models (the options' own defaults for CIFAR-10)."""
+    from aigrobust.training import imagenet_defaults
+
+    context = click.get_current_context()
+    chosen = {k: v for k, v in given.items()}
+    if dataset == "imagenet":
+        defaults = imagenet_defaults(batch_size)
+        for key in given:
+            if context.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
+                chosen[key] = defaults[key]
+        chosen["milestones"] = defaults["milestones"]
+    return chosen
+
+
+def training_data(dataset: str, data_dir: Path | None, download: bool, max_train_samples: int | None, seed: int,
+                  augment: bool = True, heldout_samples: int = 1000) -> tuple[Any, Any]:
+    """The training split (a seeded subset of ``max_train_samples``) and held-out data for the per-epoch figures
+    (None, with a warning, where absent): CIFAR-10's test split, or a class-balanced ``heldout_samples`` of an
+    ImageNet folder's val/ (its train/ streams from disk with random crops and flips)."""
     import numpy as np
 
-    from aigrobust.data import load_dataset
+    from aigrobust.data import ImageFolderDataset, load_dataset
 
     try:
-        train_data = load_dataset("cifar10", "train", data_dir, download)
+        if dataset == "imagenet":
+            if data_dir is None:
+                raise DataError("training an ImageNet model needs --data-dir IMAGENET (holding train/<wnid>/*.JPEG "
+                                "and val/<wnid>/*.JPEG)")
+            train_data: Any = ImageFolderDataset(data_dir, "train", augment=augment)
+        else:
+            train_data = load_dataset("cifar10", "train", data_dir, download)
     except DataError as err:
         raise BadInput(str(err)) from None
     try:
-        heldout = load_dataset("cifar10", "test", data_dir, download)
+        heldout = load_dataset(dataset, "test", data_dir, download)
+        if hasattr(heldout, "balanced_subset"):
+            heldout = heldout.balanced_subset(heldout_samples, seed=seed)
     except DataError:
         heldout = None
-        click.echo("warning: no test split found; no held-out accuracy per epoch", err=True)
+        click.echo("warning: no held-out split found; no held-out accuracy per epoch", err=True)
     if max_train_samples is not None and max_train_samples < len(train_data):
         pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
         train_data = train_data.subset(np.sort(pick))

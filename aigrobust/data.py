@@ -185,17 +185,19 @@ class ImageFolderDataset(Dataset):
     as its sample id.
     """
 
-    def __init__(self, root: Path, split: str = "val") -> None:
+    def __init__(self, root: Path, split: str = "val", augment: bool = False) -> None:
         import torchvision
         from torchvision import transforms
 
         folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
         if not folder.is_dir():
             raise DataError(f"ImageNet folder {folder} does not exist (expected ROOT/{split}/<class>/<image>)")
+        # training: RandomResizedCrop(224) and a flip (drawn in the loader's workers); evaluation: 256, centre 224
+        pipeline = ([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if augment
+                    else [transforms.Resize(256), transforms.CenterCrop(224)])
         try:
             self.inner = torchvision.datasets.ImageFolder(
-                str(folder), transform=transforms.Compose(
-                    [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]))
+                str(folder), transform=transforms.Compose([*pipeline, transforms.ToTensor()]))
         except (FileNotFoundError, RuntimeError) as err:
             raise DataError(f"{folder}: not an image folder tree ({err})") from None
         names = list(self.inner.classes)

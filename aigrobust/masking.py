@@ -54,67 +54,75 @@ def _pct(value: float) -> str:
 def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iterative_tolerance: float = 0.01,
                   blackbox_tolerance: float = 0.03) -> list[SanityFlag]:
     """Checks that need only the records: monotone in epsilon, iterative >= single-step, black-box <= white-box."""
-    from attacks import attack_label
-
     flags: list[SanityFlag] = []
     summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
     if not summary.empty:  # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
         kinds = {spec: _attack_kind(spec) for spec in set(summary["attack"])}
         summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
     for model, rows in summary.groupby("model", sort=False):
-        # 1. robust accuracy non-increasing in epsilon
-        worst_rise, where = 0.0, ""
-        for key, curve in rows.groupby(["defense", "defense_grad", "attack_spec", "gate_grad"], sort=False):
-            acc = curve.sort_values("epsilon")["robust_acc"].to_numpy()
-            eps = curve.sort_values("epsilon")["epsilon"].to_numpy()
-            for i in range(1, len(acc)):
-                if acc[i] - acc[i - 1] > worst_rise:
-                    worst_rise, where = acc[i] - acc[i - 1], f"{attack_label(key[2])} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
-        if worst_rise > monotone_tolerance:
-            flags.append(SanityFlag("monotone-in-epsilon", model, STATUS_WARN,
-                                    f"Robust accuracy rises by {_pct(worst_rise)} with a larger epsilon for {where}: "
-                                    "a stronger attack should never do worse, so the attack is failing (masking?)."))
-        else:
-            flags.append(SanityFlag("monotone-in-epsilon", model, STATUS_OK,
-                                    "Robust accuracy never rises with epsilon for any attack."))
-        # 2. iterative attacks at least as strong as single-step
-        attacks = set(rows["attack"])
-        iterative = [a for a in attacks if a in ITERATIVE]
-        single = [a for a in attacks if a in SINGLE_STEP]
-        if iterative and single:
-            gap, where = 0.0, ""
-            keys = ["defense", "defense_grad", "gate_grad", "epsilon"]
-            for key, group in rows[rows["epsilon"] > 0].groupby(keys, sort=False):
-                it = group[group["attack"].isin(iterative)]["robust_acc"]
-                ss = group[group["attack"].isin(single)]["robust_acc"]
-                if len(it) and len(ss) and it.min() - ss.min() > gap:
-                    gap, where = float(it.min() - ss.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
-            status = STATUS_WARN if gap > iterative_tolerance else STATUS_OK
-            sentence = (f"Iterative attacks leave {_pct(gap)} more accuracy than single-step ones ({where}): iterative "
-                        "attacks should be stronger, so their gradients are likely masked."
-                        if status == STATUS_WARN else "Iterative attacks are at least as strong as single-step ones.")
-            flags.append(SanityFlag("iterative-beats-single-step", model, status, sentence))
-        else:
-            flags.append(SanityFlag("iterative-beats-single-step", model, STATUS_NA,
-                                    "Not testable: the run needs both a single-step and an iterative attack."))
-        # 3. black-box Square not beating white-box
-        if "square" in attacks and attacks & set(WHITE_BOX):
-            gap, where = 0.0, ""
-            for key, group in rows[rows["epsilon"] > 0].groupby(["defense", "defense_grad", "gate_grad", "epsilon"],
-                                                                 sort=False):
-                sq = group[group["attack"] == "square"]["robust_acc"]
-                wb = group[group["attack"].isin(WHITE_BOX)]["robust_acc"]
-                if len(sq) and len(wb) and wb.min() - sq.min() > gap:
-                    gap, where = float(wb.min() - sq.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
-            status = STATUS_WARN if gap > blackbox_tolerance else STATUS_OK
-            sentence = (f"The black-box Square attack leaves {_pct(gap)} less accuracy than the best white-box attack "
-                        f"({where}): white-box gradients are masked." if status == STATUS_WARN else
-                        "The black-box Square attack does not beat the white-box attacks.")
-            flags.append(SanityFlag("blackbox-not-better", model, status, sentence))
-        else:
-            flags.append(SanityFlag("blackbox-not-better", model, STATUS_NA,
-                                    "Not testable: the run needs the Square attack and a white-box attack."))
+        flags += [_monotone_flag(model, rows, monotone_tolerance), _iterative_flag(model, rows, iterative_tolerance),
+                  _blackbox_flag(model, rows, blackbox_tolerance)]
     return flags
+
+
+def _monotone_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
+    """Robust accuracy never rises with epsilon, for any attack and setting."""
+    from attacks import attack_label
+
+    worst_rise, where = 0.0, ""
+    for key, curve in rows.groupby(["defense", "defense_grad", "attack_spec", "gate_grad"], sort=False):
+        acc = curve.sort_values("epsilon")["robust_acc"].to_numpy()
+        eps = curve.sort_values("epsilon")["epsilon"].to_numpy()
+        for i in range(1, len(acc)):
+            if acc[i] - acc[i - 1] > worst_rise:
+                worst_rise, where = acc[i] - acc[i - 1], f"{attack_label(key[2])} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
+    if worst_rise > tolerance:
+        return SanityFlag("monotone-in-epsilon", model, STATUS_WARN,
+                          f"Robust accuracy rises by {_pct(worst_rise)} with a larger epsilon for {where}: a stronger "
+                          "attack should never do worse, so the attack is failing (masking?).")
+    return SanityFlag("monotone-in-epsilon", model, STATUS_OK, "Robust accuracy never rises with epsilon for any attack.")
+
+
+def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[str]) -> tuple[float, str]:
+    """The largest excess of the stronger kind's best (lowest) accuracy over the weaker kind's, per setting."""
+    gap, where = 0.0, ""
+    for key, group in rows[rows["epsilon"] > 0].groupby(["defense", "defense_grad", "gate_grad", "epsilon"], sort=False):
+        strong = group[group["attack"].isin(stronger)]["robust_acc"]
+        weak = group[group["attack"].isin(weaker)]["robust_acc"]
+        if len(strong) and len(weak) and strong.min() - weak.min() > gap:
+            gap, where = float(strong.min() - weak.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
+    return gap, where
+
+
+def _iterative_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
+    """Iterative attacks at least as strong as single-step ones."""
+    attacks = set(rows["attack"])
+    iterative, single = [a for a in attacks if a in ITERATIVE], [a for a in attacks if a in SINGLE_STEP]
+    if not (iterative and single):
+        return SanityFlag("iterative-beats-single-step", model, STATUS_NA,
+                          "Not testable: the run needs both a single-step and an iterative attack.")
+    gap, where = _largest_gap(rows, single, iterative)
+    if gap > tolerance:
+        return SanityFlag("iterative-beats-single-step", model, STATUS_WARN,
+                          f"Iterative attacks leave {_pct(gap)} more accuracy than single-step ones ({where}): "
+                          "iterative attacks should be stronger, so their gradients are likely masked.")
+    return SanityFlag("iterative-beats-single-step", model, STATUS_OK,
+                      "Iterative attacks are at least as strong as single-step ones.")
+
+
+def _blackbox_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
+    """The black-box Square attack not beating the white-box ones."""
+    attacks = set(rows["attack"])
+    if not ("square" in attacks and attacks & set(WHITE_BOX)):
+        return SanityFlag("blackbox-not-better", model, STATUS_NA,
+                          "Not testable: the run needs the Square attack and a white-box attack.")
+    gap, where = _largest_gap(rows, ["square"], WHITE_BOX)
+    if gap > tolerance:
+        return SanityFlag("blackbox-not-better", model, STATUS_WARN,
+                          f"The black-box Square attack leaves {_pct(gap)} less accuracy than the best white-box "
+                          f"attack ({where}): white-box gradients are masked.")
+    return SanityFlag("blackbox-not-better", model, STATUS_OK,
+                      "The black-box Square attack does not beat the white-box attacks.")
 
 
 def zero_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:

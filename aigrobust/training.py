@@ -12,8 +12,9 @@ import io
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # CUDA only
     channels_last: bool = True  # CPU and CUDA: NHWC convolutions are faster on both
+    init: str | None = None  # 'torchvision' or a torchvision-layout file: residual weights to start from
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
@@ -108,10 +110,13 @@ class EpochRecord:
     heldout_execution_rates: tuple[float, ...]
     heldout_flops_ratio: float | None
     seconds: float
+    heldout_top5: float | None = None  # ImageNet's second figure (logs written before it lack it)
 
     def log_line(self) -> str:
         """The epoch in one line, as the command line prints it."""
         held = f"{self.heldout_accuracy:.4f}" if self.heldout_accuracy is not None else "-"
+        if self.heldout_top5 is not None:
+            held += f" top-5 {self.heldout_top5:.4f}"
         rates = " ".join(f"{v:.2f}" for v in self.heldout_execution_rates or self.train_execution_rates)
         flops = f" flops {self.heldout_flops_ratio:.3f}" if self.heldout_flops_ratio is not None else ""
         return (f"epoch {self.epoch:>3}  loss {self.train_loss:.4f}  train acc {self.train_accuracy:.4f}  "
@@ -136,6 +141,37 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise TrainingError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
+
+
+def imagenet_defaults(batch_size: int) -> dict[str, Any]:
+    """The paper's ImageNet recipe (ConvNet-AIG, after He et al.): SGD momentum 0.9, lr 0.1 per 256 images, weight
+    decay 1e-4, lr x0.1 every 30 epochs, 100 epochs; the gate targets are the model's own (aig50's per-layer
+    schedule) and the gate loss weight stays ``gate_lambda``."""
+    return {"epochs": 100, "lr": 0.1 * batch_size / 256, "weight_decay": 1e-4, "schedule": "step",
+            "milestones": (0.3, 0.6, 0.9)}
+
+
+def initialise_from(model: ResNetBase, init: str) -> None:
+    """Residual weights from torchvision's ResNet ('torchvision': its download; else a local file in torchvision's
+    layout, read with weights_only=True); gates keep their fresh initialisation, as the reference code does."""
+    from aigrobust.converters import convert_checkpoint
+    from aigrobust.factory import load_pretrained_into
+    from aigrobust.registry import get_model_info
+
+    if init == "torchvision":
+        try:
+            load_pretrained_into(model, get_model_info(model.registry_name))
+        except CheckpointError as err:
+            raise TrainingError(str(err)) from None
+        return
+    path = Path(init)
+    if not path.is_file():
+        raise TrainingError(f"--init {init}: no such file (give 'torchvision' or a torchvision-layout weights file)")
+    try:
+        source, _ = convert_checkpoint(path, model.registry_name)
+    except CheckpointError as err:
+        raise TrainingError(f"--init {init}: {err}") from None
+    load_state_checked(model, source.state_dict(), str(path))
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -276,6 +312,7 @@ def train(
             heldout_execution_rates=tuple(round(v, 4) for v in evaluation.execution_rates) if evaluation else (),
             heldout_flops_ratio=evaluation.flops_ratio if evaluation else None,
             seconds=time.perf_counter() - started,
+            heldout_top5=evaluation.top5_accuracy if evaluation else None,
         )
         run.history.append(record)
         if loop.rank == 0:
@@ -295,6 +332,8 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     """A fresh run from the seed, or the run the state file in ``out_dir`` describes (same configuration only)."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_kwargs)
+    if config.init is not None:
+        initialise_from(model, config.init)
     model.reset_gate_generator(config.seed)
     run = _Run(model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed), [])
     state_path = out_dir / STATE_FILE
@@ -332,9 +371,13 @@ class _Loop:
                  on_batch: Callable[[int, int, int, float], None] | None) -> None:
         self.config, self.run, self.device = config, run, device
         self.state_path, self.checkpoint_every, self.on_batch = state_path, checkpoint_every, on_batch
-        self.images = torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)  # uint8 NCHW
+        # in-memory arrays (CIFAR) are indexed directly; image folders (ImageNet) stream through a DataLoader
+        self.dataset = None if hasattr(train_data, "images") else train_data
+        self.images = (torch.from_numpy(np.ascontiguousarray(train_data.images)).permute(0, 3, 1, 2)  # uint8 NCHW
+                       if self.dataset is None else None)
         self.labels = torch.from_numpy(train_data.labels.astype(np.int64))
-        self.steps_per_epoch = math.ceil(self.images.shape[0] / config.batch_size)
+        self.n_samples = len(self.labels)
+        self.steps_per_epoch = math.ceil(self.n_samples / config.batch_size)
         self.rank, self.world = _rank_world()
         model = run.model
         self.step_module: torch.nn.Module = _TrainStep(model)
@@ -356,11 +399,12 @@ class _Loop:
             order, first_step, tally = mid["order"], mid["step"], EpochTally.from_state(mid["sums"])
             self.run.mid_epoch = None
         else:
-            order = torch.randperm(self.images.shape[0], generator=self.run.data_generator)
+            order = torch.randperm(self.n_samples, generator=self.run.data_generator)
             tally = EpochTally(executed=torch.zeros(self.run.model.num_blocks, dtype=torch.float64))
         lr = self.config.lr
+        stream = self._stream(epoch, order, first_step) if self.dataset is not None else None
         for step in range(first_step, self.steps_per_epoch):
-            lr = self._step(epoch, step, order, tally)
+            lr = self._step(epoch, step, order, tally, next(stream) if stream is not None else None)
             if (self.rank == 0 and self.checkpoint_every and (step + 1) % self.checkpoint_every == 0
                     and step + 1 < self.steps_per_epoch):
                 require_finite_weights(self.run.model, f"after step {step + 1} of epoch {epoch + 1}")
@@ -369,15 +413,33 @@ class _Loop:
                                                     order=order, sums=tally.to_state()))
         return lr, tally
 
-    def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally) -> float:
-        """One optimiser step on the batch at ``step`` of ``order``; adds to ``tally``; returns the learning rate."""
+    def _stream(self, epoch: int, order: Tensor, first_step: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches from ``first_step`` on, read and augmented by DataLoader workers (this rank's share
+        of each global batch); the workers' random crops are seeded by (run seed, epoch)."""
+        from torch.utils.data import DataLoader
+
+        size = self.config.batch_size
+        batches = [order[s * size:(s + 1) * size][self.rank::self.world].tolist()
+                   for s in range(first_step, self.steps_per_epoch)]
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=min(8, os.cpu_count() or 1),
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
+        return iter(loader)
+
+    def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally,
+              streamed: tuple[Tensor, Tensor] | None = None) -> float:
+        """One optimiser step on the batch at ``step`` of ``order`` (or the ``streamed`` batch a DataLoader read for
+        it); adds to ``tally``; returns the learning rate."""
         config, device = self.config, self.device
-        idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-        if self.world > 1:
-            idx = idx[self.rank :: self.world]  # each rank takes its share of the global batch
-        x, y = self.images[idx].float().div_(255.0), self.labels[idx]
-        if config.augment:
-            x = augment_batch(x, self.augment_generator)
+        if streamed is not None:
+            x, y = streamed
+        else:
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if self.world > 1:
+                idx = idx[self.rank :: self.world]  # each rank takes its share of the global batch
+            x, y = self.images[idx].float().div_(255.0), self.labels[idx]
+            if config.augment:
+                x = augment_batch(x, self.augment_generator)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

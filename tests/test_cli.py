@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from aigrobust.cli import cli
-from tests.conftest import PRETRAINED, SHARED_DATA, require
+from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -234,3 +234,14 @@ def test_attack_without_out_writes_a_dated_run_folder_and_prints_it(synthetic_np
     assert len(folders) == 1 and re.fullmatch(r"\d{8}-\d{6}-mine", folders[0].name)
     assert (folders[0] / "records.csv.gz").is_file()
     assert f"run folder: {folders[0].resolve()}" in result.output
+
+
+def test_model_names_and_a_labelled_checkpoint_mix(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    # resnet20 loads its shipped weights; aig20 comes from the file its label names
+    checkpoint = PROJECT_ROOT / "aigrobust" / "pretrained" / "aig20.safetensors"
+    code, out = run("attack", "--model", "resnet20", "--model", "aig20", "--checkpoint", f"aig20={checkpoint}",
+                    "--eps", "8/255", "--data-dir", str(synthetic_npz_dir), "--n-samples", "4", "--out",
+                    str(tmp_path / "run"))
+    assert code == 0, out
+    models = json.loads((tmp_path / "run" / "run.json").read_text())["models"]
+    assert models["resnet20"]["source"] == "pretrained" and models["aig20"]["source"] == str(checkpoint.resolve())

@@ -120,3 +120,32 @@ def test_memory_stays_flat_in_the_number_of_folder_images(imagenet_folder: Path,
         peaks[name] = max(runs)
     print(f"peak RSS: 20 images {peaks['small'] / 1024:.0f} MiB, 400 images {peaks['big'] / 1024:.0f} MiB")
     assert np.isclose(peaks["big"], peaks["small"], rtol=0.2), peaks
+
+
+def test_train_aig50_from_a_resnet50_file_then_eval_and_attack_it(imagenet_folder: Path, stand_in_resnet50: Path,
+                                                                    tmp_path: Path) -> None:
+    """The tiny folder's images serve as train/ and val/: one epoch through the streaming loader, then the trained
+    checkpoint is evaluated and attacked like any other."""
+    root = tmp_path / "imagenet"
+    shutil.copytree(imagenet_folder / "val", root / "val")
+    shutil.copytree(imagenet_folder / "val", root / "train")
+    out = tmp_path / "aig50"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--model", "aig50", "--init", str(stand_in_resnet50), "--data-dir",
+                                 str(root), "--epochs", "1", "--batch-size", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    log = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert log["epoch"] == 1 and len(log["heldout_execution_rates"]) == 16
+    from aigrobust.factory import load_checkpoint
+
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert model.registry_name == "aig50" and meta["recipe"]["lr"] == pytest.approx(0.1 * 4 / 256)
+    assert meta["recipe"]["epochs"] == 1 and meta["recipe"]["milestones"] == [0.3, 0.6, 0.9]
+    assert meta["recipe"]["init"] == str(stand_in_resnet50) and meta["recipe"]["weight_decay"] == 1e-4
+    result = runner.invoke(cli, ["eval", "--checkpoint", str(out / "model.safetensors"), "--data-dir", str(root),
+                                 "--n-samples", "4"])
+    assert result.exit_code == 0 and "accuracy" in result.output, result.output
+    result = runner.invoke(cli, ["attack", "--checkpoint", str(out / "model.safetensors"), "--data-dir", str(root),
+                                 "--n-samples", "4", "--eps", "2/255", "--out", str(tmp_path / "attack")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_equal(len(json.loads((tmp_path / "attack" / "run.json").read_text())["dataset"]["files"]), 4)
