@@ -185,14 +185,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     dev = inputs.device(device)
     if model_name is not None:
         known_models([model_name])  # a bad name fails before any data is read
-    if checkpoint is None and model_name is not None:
-        dataset = dataset or get_model_info(model_name).default_dataset
-        data = inputs.heldout_split(dataset, data_dir, download)
-        model, _ = inputs.load_model(model_name, checkpoint, pretrained)
-    else:
-        model, _ = inputs.load_model(model_name, checkpoint, pretrained)
-        dataset = dataset or get_model_info(model.registry_name).default_dataset
-        data = inputs.heldout_split(dataset, data_dir, download)
+    model, _ = inputs.load_model(model_name, checkpoint, pretrained)
+    dataset = dataset or get_model_info(model.registry_name).default_dataset
+    data = inputs.heldout_split(dataset, data_dir, download)
     name = model.registry_name
     if checkpoint is None and not pretrained:
         click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
@@ -229,7 +224,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
               type=click.Choice(["exact", "straight-through", "soft", "all"]),
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
-@click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True)
+@click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True,
+              help="stochastic: random gates; attack gradients average --eot-draws draws, each input is judged on 10.")
+@click.option("--eot-draws", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DEFENSE_SPEC,
               help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
               "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
@@ -253,6 +250,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
 def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilons: tuple[float, ...],
                    attacks: tuple[Parsed, ...], suite: str | None, gate_grads: tuple[str, ...], gate_mode: str,
+                   eot_draws: int,
                    defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
                    early_exit: bool, device: str, out_dir: Path | None, resume: bool, table: str) -> None:
@@ -275,7 +273,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     dev = inputs.device(device)
-    spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit)
+    spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)

@@ -157,14 +157,15 @@ def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef
 
 
 def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_grads: tuple[str, ...], gate_mode: str,
-              seed: int, defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], early_exit: bool) -> Any:
+              seed: int, defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], early_exit: bool,
+              eot_draws: int = 20) -> Any:
     """The evaluation spec from parsed options; refuses one attack given twice (two spellings of one spec)."""
     from aigrobust.evaluation import EvalSpec
 
     try:
         return EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=gate_grads,
                         gate_mode=gate_mode, seed=seed, defenses=tuple(d.text for d in defenses),
-                        defense_grads=tuple(defense_grads), early_exit=early_exit,
+                        defense_grads=tuple(defense_grads), early_exit=early_exit, eot_draws=eot_draws,
                         parsed_attacks=tuple(a.value for a in attacks), parsed_defenses=tuple(d.value for d in defenses))
     except ValueError as err:
         raise BadInput(str(err)) from None

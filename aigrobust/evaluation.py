@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 RECORD_COLUMNS = (
     "model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample", "label", "clean_pred",
     "adv_pred", "clean_correct", "adv_correct", "success", "linf", "l2", "clean_gates", "adv_gates", "hamming",
-    "clean_flops", "adv_flops", "goal", "evaluated",
+    "clean_flops", "adv_flops", "goal", "evaluated", "adv_draw_acc",
 )
 NO_GATES = "none"
 
@@ -113,7 +113,8 @@ class ModelEntry:
     source: str = ""
 
 
-SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit")
+SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit",
+               "eot_draws", "judge_draws")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,10 @@ class EvalSpec:
     defenses: tuple[str, ...] = ("none",)
     defense_grads: tuple[str, ...] = ("oblivious", "bpda", "diff")
     early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
+    # stochastic gates make the deployed model random: attack gradients average ``eot_draws`` draws (EOT) and each
+    # clean and adversarial input is judged on ``judge_draws`` fresh draws (records: adv_draw_acc)
+    eot_draws: int = 20
+    judge_draws: int = 10
     parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
     parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
@@ -143,6 +148,9 @@ class EvalSpec:
         if mode not in (GateMode.HARD, GateMode.STOCHASTIC):
             raise ValueError("the deployed network runs hard or stochastic gates")
         object.__setattr__(self, "gate_mode", str(mode))
+        if not (isinstance(self.eot_draws, int) and self.eot_draws >= 1 and isinstance(self.judge_draws, int)
+                and self.judge_draws >= 1):
+            raise ValueError("eot_draws and judge_draws must be positive integers")
         if not self.attacks:
             raise ValueError("give at least one attack")
         if not self.parsed_attacks:
@@ -204,7 +212,38 @@ def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
 
 
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
-STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops")
+STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
+
+
+class EOTView(nn.Module):
+    """Expectation over transformation for a random model: the logits averaged over ``draws`` forward passes, each
+    with fresh randomness (Gumbel draws of stochastic gates), so an attack follows the gradient of the mean."""
+
+    def __init__(self, model: nn.Module, draws: int) -> None:
+        super().__init__()
+        self.model = model
+        self.draws = draws
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)
+
+    def forward_with_gates(self, x: Tensor) -> Any:
+        """One draw's logits and trace (attacks on the gates follow a single draw)."""
+        return self.model.forward_with_gates(x)
+
+    def flop_profile(self, shape: tuple[int, ...]) -> Any:
+        """The wrapped model's FLOP profile."""
+        return self.model.flop_profile(shape)
+
+
+def draw_accuracy(deployed: nn.Module, x: Tensor, labels: Tensor, draws: int, first: Tensor) -> Tensor:
+    """Per sample, the share of ``draws`` predictions that are right: ``first`` (the prediction already made) and
+    ``draws - 1`` fresh draws of the random model."""
+    right = (first == labels).float()
+    with torch.no_grad():
+        for _ in range(draws - 1):
+            right += (deployed(x).argmax(1) == labels).float()
+    return (right / draws).cpu()
 
 
 @dataclass
@@ -233,6 +272,8 @@ class _Setting:
     clean_decisions: Tensor
     clean_flops: np.ndarray
     clean_trace_flops: Tensor
+    clean_draw_acc: Tensor  # share of judged draws right on the clean input (0 or 1 for a deterministic model)
+    judge_draws: int  # 1 for a deterministic model
 
 
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
@@ -248,7 +289,8 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     frames = []
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
     for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model.is_gated)):
-        setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, batch_seed, clean_cache)
+        setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, batch_seed,
+                                   clean_cache)
         standing = _clean_standing(setting, spec.epsilons, len(labels))
         for a, attack in enumerate(attacks):
             if attack.goal == "gates" and not model.is_gated:
@@ -277,7 +319,8 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
 
 
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
-                     images: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]) -> _Setting:
+                     images: Tensor, labels: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]
+                     ) -> _Setting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
     from defenses import AttackerDefenseView, DefendedModel
 
@@ -302,9 +345,17 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
     # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
     same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"
+    random_gates = model.is_gated and spec.gate_mode == "stochastic"
+    if random_gates and spec.eot_draws > 1:
+        view = EOTView(view, spec.eot_draws)
+    judge_draws = spec.judge_draws if random_gates else 1
+    clean_pred = clean_logits.argmax(1)
+    if random_gates:
+        reseed()
+    clean_draws = draw_accuracy(deployed, images, labels, judge_draws, clean_pred)
     return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, reseed,
-                    clean_logits.argmax(1), _pattern(clean_trace.decisions), clean_trace.decisions,
-                    clean_trace.flops.cpu().numpy(), clean_trace.flops.detach().cpu())
+                    clean_pred, _pattern(clean_trace.decisions), clean_trace.decisions,
+                    clean_trace.flops.cpu().numpy(), clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
 
 def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
@@ -312,7 +363,8 @@ def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dic
     is its own adversarial), replaced by the first adversarial that fools it."""
     return {eps: {"adv_pred": setting.clean_pred.clone(), "linf": torch.zeros(n), "l2": torch.zeros(n),
                   "adv_gates": list(setting.clean_gates), "hamming": torch.zeros(n),
-                  "adv_flops": setting.clean_trace_flops.clone()} for eps in epsilons}
+                  "adv_flops": setting.clean_trace_flops.clone(), "adv_draw_acc": setting.clean_draw_acc.clone()}
+            for eps in epsilons}
 
 
 def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
@@ -372,6 +424,7 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
     values["l2"][pos] = delta.norm(dim=1).cpu()
     values["hamming"][pos] = ham.cpu()
     values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
+    values["adv_draw_acc"][pos] = draw_accuracy(setting.deployed, adv, labels[idx], setting.judge_draws, pred)
     gates_now = _pattern(adv_trace.decisions)
     for j, i in enumerate(pos.tolist()):
         values["adv_gates"][i] = gates_now[j]
@@ -444,13 +497,14 @@ def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float
         "adv_flops": values["adv_flops"].numpy()[rows],
         "goal": attack.goal,
         "evaluated": evaluated.numpy()[rows],
+        "adv_draw_acc": values["adv_draw_acc"].numpy()[rows],
     })
 
 
 _DTYPES = {"epsilon": "float64", "sample": "int64", "label": "int64", "clean_pred": "int64", "adv_pred": "int64",
            "clean_correct": "bool", "adv_correct": "bool", "success": "bool", "linf": "float64", "l2": "float64",
            "hamming": "float64", "clean_flops": "float64", "adv_flops": "float64",
-           "evaluated": "bool"}
+           "evaluated": "bool", "adv_draw_acc": "float64"}
 
 
 def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:

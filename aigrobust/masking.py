@@ -62,7 +62,23 @@ def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iter
     for model, rows in summary.groupby("model", sort=False):
         flags += [_monotone_flag(model, rows, monotone_tolerance), _iterative_flag(model, rows, iterative_tolerance),
                   _blackbox_flag(model, rows, blackbox_tolerance)]
+        flags += _random_model_flag(model, records[records["model"] == model])
     return flags
+
+
+def _random_model_flag(model: str, records: pd.DataFrame) -> list[SanityFlag]:
+    """Where judged draws of one input disagree, the model is random at test time: say so, and that EOT was used."""
+    if "adv_draw_acc" not in records.columns:
+        return []
+    draws = records["adv_draw_acc"].to_numpy(dtype=float)
+    split = float(((draws > 1e-9) & (draws < 1 - 1e-9)).mean())
+    if split == 0:
+        return []
+    return [SanityFlag("random-model", model, STATUS_WARN,
+                       f"The model is random at test time: {_pct(split)} of the judged inputs are right in some draws "
+                       "and wrong in others. Attack gradients averaged several draws (EOT, --eot-draws), and "
+                       "robust_acc_draws / robust_every_draw give the accuracy over draws and the share right in "
+                       "every draw; a single-draw robust_acc overstates robustness.")]
 
 
 def _monotone_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:

@@ -143,6 +143,8 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
     hamming = group["hamming"].to_numpy(dtype=float)
     unchanged = (group["clean_gates"].astype(str).to_numpy() == group["adv_gates"].astype(str).to_numpy())
     fooled = clean & ~adv
+    draws = (group["adv_draw_acc"].to_numpy(dtype=float) if "adv_draw_acc" in group.columns
+             else adv.astype(float))
     clean_flops = float(group["clean_flops"].mean())
     adv_flops = float(group["adv_flops"].mean())
     return {
@@ -167,6 +169,10 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
         "adv_flops_robust": float(group["adv_flops"].to_numpy()[robust].mean()) if robust.any() else float("nan"),
         "unchanged_gates_fooled": float(unchanged[fooled].mean()) if fooled.any() else float("nan"),
         "unchanged_gates_robust": float(unchanged[robust].mean()) if robust.any() else float("nan"),
+        # a random model (stochastic gates) is judged on several draws: the accuracy averaged over them, and the
+        # share right in every draw (both equal robust_acc for a deterministic model)
+        "robust_acc_draws": float((clean * draws).mean()),
+        "robust_every_draw": float((clean & (draws >= 1 - 1e-9)).mean()),
     }
 
 

@@ -67,6 +67,8 @@ def read_records(path: Path) -> pd.DataFrame:
         raise RunFolderError(f"{path}: holds no records")
     if expected is not None and len(frame) != expected.get("rows"):
         raise RunFolderError(f"{path}: {len(frame)} rows where run.json recorded {expected.get('rows')}")
+    if "adv_draw_acc" not in frame.columns and "adv_correct" in frame.columns:  # records of deterministic models,
+        frame["adv_draw_acc"] = frame["adv_correct"].astype(float)              # written before draws were judged
     return frame
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from attacks import attack_from_spec, attack_label, list_attacks
+from tests.conftest import PROJECT_ROOT, SHARED_DATA, require
 from tests.test_cli import _tiny_checkpoint, assert_one_line_error, run
 
 
@@ -61,3 +62,30 @@ def test_records_with_short_attack_names_get_the_canonical_spec_of_their_run(tmp
     # a short name two of the run's specs share cannot be told apart: left as it was
     ambiguous = upgrade_attack_names(records, ["pgd:steps=1", "pgd:steps=10"])
     assert ambiguous["attack"].tolist()[1] == "pgd"
+
+
+def test_stochastic_gates_average_draws_and_are_judged_on_fresh_ones(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    from aigrobust.masking import record_checks
+    from aigrobust.runs import read_records
+
+    # the shipped aig20 on real images: its stochastic gates change some predictions from draw to draw
+    checkpoint = PROJECT_ROOT / "aigrobust" / "pretrained" / "aig20.safetensors"
+    code, out = run("attack", "--checkpoint", str(checkpoint), "--eps", "2/255", "--attack", "pgd:steps=2",
+                    "--gate-mode", "stochastic", "--eot-draws", "3", "--data-dir", str(require(SHARED_DATA)),
+                    "--n-samples", "48", "--out", str(tmp_path / "random"))
+    assert code == 0, out
+    assert json.loads((tmp_path / "random" / "run.json").read_text())["spec"]["eot_draws"] == 3
+    records = read_records(tmp_path / "random")
+    draws = records["adv_draw_acc"]
+    assert draws.between(0, 1).all() and ((draws > 0) & (draws < 1)).any()  # draws disagree on some inputs
+    assert (draws * 10).round(6).eq((draws * 10).round()).all()  # ten judged draws per input
+    summary = pd.DataFrame(json.loads((tmp_path / "random" / "summary.json").read_text())["summary"])
+    assert (summary["robust_every_draw"] <= summary["robust_acc_draws"] + 1e-12).all()
+    assert any(f.check == "random-model" and f.status == "warn" for f in record_checks(records))
+    # a deterministic model: one judged draw, the same as adv_correct, and no random-model flag
+    code, out = run("attack", "--checkpoint", str(checkpoint), "--eps", "2/255", "--attack", "pgd:steps=2",
+                    "--data-dir", str(SHARED_DATA), "--n-samples", "48", "--out", str(tmp_path / "hard"))
+    assert code == 0, out
+    hard = read_records(tmp_path / "hard")
+    assert (hard["adv_draw_acc"] == hard["adv_correct"].astype(float)).all()
+    assert not any(f.check == "random-model" for f in record_checks(hard))
