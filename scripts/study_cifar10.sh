@@ -64,8 +64,9 @@ done
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
 STUDY_RUNS+=("$RUNS/gates")
+[ -f reports/cifar10/why_23_percent.json ] || python scripts/why_23_percent.py --out reports/cifar10/why_23_percent.json
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
-  --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
+  --why reports/cifar10/why_23_percent.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
 # the per-sample records travel with the report, so every number in it can be recomputed from the repository

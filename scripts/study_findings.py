@@ -47,7 +47,8 @@ class Findings:
     """Looks up figures in a study's summary and writes the five answers."""
 
     def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str, target_rate: float = 0.7,
-                 train_rates: tuple[float, ...] = ()) -> None:
+                 train_rates: tuple[float, ...] = (), why: dict | None = None) -> None:
+        self.why = why or {}
         self.records = short_names(records)
         self.target_rate = target_rate
         self.train_rates = train_rates
@@ -398,6 +399,33 @@ class Findings:
                 "per sample (tests/test_attacks.py). The worst case over several attacks is little affected; the gate "
                 "stability under PGD describes the last iterate.", ""]
 
+    def why_lines(self) -> list[str]:
+        """The controlled experiments on why our models keep ~23% at 2/255 (scripts/why_23_percent.py's output)."""
+        if not self.why:
+            return []
+        rows = [[name, pct(m["clean_acc"]), f"{m['logit_norm']:.1f}", f"{m['margin_correct']:.2f}",
+                 f"{m['grad_l1_correct']:.0f}", pct(m["first_order_robust_share"])]
+                for name, m in self.why["margins"].items()]
+        tune = self.why.get("jpeg_fine_tune")
+        lines = ["### Why do our models keep about 23% at 2/255?", "",
+                 "One factor at a time (`python scripts/why_23_percent.py`). First the logits: mean logit norm, mean "
+                 "margin of the right class over the runner-up, mean L1 norm of that margin's input gradient, and the "
+                 "share of correct images whose margin exceeds 2/255 times that norm (robust to first order):", "",
+                 *table(["model", "clean %", "logit norm", "margin", "gradient L1", "first-order robust %"], rows), ""]
+        if tune:
+            after = tune["margins_after"]
+            lines += [f"Then the training data alone: akamaster's resnet20, trained on the original PNG images, "
+                      f"fine-tuned for {tune['epochs']} epoch(s) at lr {tune['lr']:g} on the JPEG-75 training images "
+                      f"ours were trained on: APGD-CE-100 robust accuracy at 2/255 on the first 500 test images "
+                      f"{pct(tune['apgd_robust_2_255_before'])}% before, {pct(tune['apgd_robust_2_255_after'])}% after "
+                      f"(ours: resnet20 {pct(tune['ours_apgd_robust_2_255']['resnet20 (ours)'])}%, aig20 "
+                      f"{pct(tune['ours_apgd_robust_2_255']['aig20 (ours)'])}%); its first-order robust share goes "
+                      f"from {pct(self.why['margins']['akamaster-resnet20']['first_order_robust_share'])}% to "
+                      f"{pct(after['first_order_robust_share'])}% and its gradient L1 from "
+                      f"{self.why['margins']['akamaster-resnet20']['grad_l1_correct']:.0f} to "
+                      f"{after['grad_l1_correct']:.0f}.", ""]
+        return lines
+
     def markdown(self) -> str:
         """The whole findings section."""
         parts = ["## Findings in plain words", "",
@@ -407,7 +435,7 @@ class Findings:
                     + (" outside references" if len(self.references) > 1 else " an outside reference")
                     + " (akamaster's weights, trained on the original PNG images)." if self.references else ""), ""]
         for section in (self.headline, self.q1_gates, self.q2_fgsm, self.q3_strong, self.q4_stability, self.q5_inflation,
-                        self.caveats):
+                        self.why_lines, self.caveats):
             parts += section()
         return "\n".join(parts) + "\n"
 
@@ -424,13 +452,15 @@ def main() -> None:
                         help="The gated model's training log.jsonl (quotes its last epoch's training-time rates).")
     parser.add_argument("--target-rate", type=float, default=0.7, help="The gated model's trained target rate.")
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
+    parser.add_argument("--why", type=Path, default=None, help="scripts/why_23_percent.py's output (JSON).")
     args = parser.parse_args()
     records, _ = combine_records([FinishedRun.open(r).records() for r in args.runs])
     train_rates: tuple[float, ...] = ()
     if args.train_log is not None:
         last = json.loads(args.train_log.read_text().strip().splitlines()[-1])
         train_rates = tuple(last["train_execution_rates"])
-    findings = Findings(records, args.gated, args.plain, args.arch, args.target_rate, train_rates)
+    why = json.loads(args.why.read_text()) if args.why is not None else None
+    findings = Findings(records, args.gated, args.plain, args.arch, args.target_rate, train_rates, why)
     text = findings.markdown()
     if args.headline_out is not None:
         args.headline_out.write_text("\n".join(findings.headline()[4:]))
