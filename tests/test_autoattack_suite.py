@@ -78,19 +78,19 @@ def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path
 
 @pytest.mark.slow
 def test_standard_suite_matches_torchattacks_components_on_real_images() -> None:
-    """The issue's cross-check, small: akamaster's resnet20 and the shipped aig20, the first 100 test images at
-    2/255: our worst case at most theirs + 0.5 points plus the sampling slack of 100 images, APGD-T within a point."""
+    """The issue's cross-check, small: akamaster's resnet20 and the shipped aig20, the first 64 test images at
+    2/255: our worst case at most theirs + 0.5 points plus one image of slack; at most one image fooled only by theirs."""
     pytest.importorskip("torchattacks")
     require(SHARED_DATA / "cifar10_test_sample.npz")
     from aigrobust.data import load_npz
     from benchmarks.autoattack_crosscheck import chain, load, ours, theirs
 
-    x, y = load_npz(SHARED_DATA / "cifar10_test_sample.npz").subset(range(100)).tensors()
+    x, y = load_npz(SHARED_DATA / "cifar10_test_sample.npz").subset(range(64)).tensors()
     x = x.contiguous()
     eps = 2 / 255
     for name in ("akamaster-resnet20", "aig20"):
         model = load(name)
         mine, other = chain(model, ours(model, eps), x, y, eps), chain(model, theirs(model, eps), x, y, eps)
-        assert mine["robust_after"][-1] <= other["robust_after"][-1] + 0.005 + 0.01, name
+        assert mine["robust_after"][-1] <= other["robust_after"][-1] + 0.005 + 1 / 64, name
         theirs_only = [not a and b for a, b in zip(other["standing"], mine["standing"])]
-        assert sum(theirs_only) <= 1, name  # at most one image of 100 fooled by theirs and not by ours
+        assert sum(theirs_only) <= 1, name  # at most one image of 64 fooled by theirs and not by ours
