@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateMode
@@ -50,8 +50,9 @@ def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Tensor,
             yield (to_tensor_images(dataset.images[start:stop]),  # type: ignore[attr-defined]
                    torch.from_numpy(dataset.labels[start:stop]))  # type: ignore[attr-defined]
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    yield from loader
+    from aigrobust.data import streaming_loader
+
+    yield from streaming_loader(dataset, batch_size)
 
 
 def evaluate_clean(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from aigrobust.errors import DataError
 from aigrobust.registry import DATASETS
@@ -173,6 +173,17 @@ def load_foolbox_samples(dataset: str = "cifar10") -> ArrayDataset:
 
 
 IMAGENET_CLASSES = 1000
+
+
+def streaming_loader(dataset: Dataset, batch_size: int | None = None,
+                     batch_sampler: Sequence[Sequence[int]] | None = None, seed: int | None = None) -> DataLoader:
+    """A DataLoader reading ``dataset`` (an image folder) in order, batch by batch, in worker processes (one per
+    core, at most 8), into pinned memory when CUDA is there; ``batch_sampler`` gives the batches' indices instead
+    of ``batch_size``, ``seed`` seeds the workers' random transforms. The one loader every folder reader uses."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size if batch_sampler is None else 1,
+                      batch_sampler=batch_sampler, shuffle=False, num_workers=min(8, os.cpu_count() or 1),
+                      pin_memory=torch.cuda.is_available(), generator=generator)
 
 
 class ImageFolderDataset(Dataset):

@@ -535,14 +535,9 @@ def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Data
 
 def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
                       batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    import os
+    from aigrobust.data import streaming_loader
 
-    from torch.utils.data import DataLoader
-
-    workers = min(4, os.cpu_count() or 1)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    for b, (batch, _) in enumerate(loader):
+    for b, (batch, _) in enumerate(streaming_loader(dataset, batch_size)):
         start = b * batch_size
         yield b, batch, labels[start:start + len(batch)], sample_ids[start:start + len(batch)]
 

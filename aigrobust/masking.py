@@ -37,16 +37,6 @@ class SanityFlag:
         return asdict(self)
 
 
-def _attack_kind(spec: str) -> str:
-    """The attack's short name ('pgd', 'apgd-ce', 'square') from its canonical spec (old short names pass)."""
-    from attacks import AttackSpecError, UnknownAttackError, attack_from_spec
-
-    try:
-        return attack_from_spec(spec).name
-    except (AttackSpecError, UnknownAttackError):
-        return spec
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -57,7 +47,9 @@ def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iter
     flags: list[SanityFlag] = []
     summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
     if not summary.empty:  # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
-        kinds = {spec: _attack_kind(spec) for spec in set(summary["attack"])}
+        from attacks import attack_kind
+
+        kinds = {spec: attack_kind(spec) for spec in set(summary["attack"])}
         summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
     for model, rows in summary.groupby("model", sort=False):
         flags += [_monotone_flag(model, rows, monotone_tolerance), _iterative_flag(model, rows, iterative_tolerance),

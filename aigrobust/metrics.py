@@ -129,7 +129,8 @@ def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame
     if not summary.empty:  # the short name tables and legends show, beside the canonical spec that identifies
         from attacks import attack_label
 
-        summary.insert(GROUP.index("attack") + 1, "attack_label", summary["attack"].map(attack_label))
+        labels = {spec: attack_label(spec) for spec in set(summary["attack"])}
+        summary.insert(GROUP.index("attack") + 1, "attack_label", summary["attack"].map(labels))
     return summary
 
 

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -416,15 +415,12 @@ class _Loop:
     def _stream(self, epoch: int, order: Tensor, first_step: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's batches from ``first_step`` on, read and augmented by DataLoader workers (this rank's share
         of each global batch); the workers' random crops are seeded by (run seed, epoch)."""
-        from torch.utils.data import DataLoader
+        from aigrobust.data import streaming_loader
 
         size = self.config.batch_size
         batches = [order[s * size:(s + 1) * size][self.rank::self.world].tolist()
                    for s in range(first_step, self.steps_per_epoch)]
-        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=min(8, os.cpu_count() or 1),
-                            pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
-        return iter(loader)
+        return iter(streaming_loader(self.dataset, batch_sampler=batches, seed=self.config.seed * 1_000_003 + epoch))
 
     def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally,
               streamed: tuple[Tensor, Tensor] | None = None) -> float:

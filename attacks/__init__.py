@@ -194,15 +194,30 @@ _LABELS = {"fgsm": "FGSM", "fgm-l2": "FGM-L2", "bim": "BIM", "pgd": "PGD", "pgd-
 _BUDGET_KEYS = ("steps", "n_queries")
 
 
-def split_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'name:key=value,...' -> (name, {key: value text}); foolbox names keep their 'foolbox:' prefix."""
+def _name_and_settings(spec: str) -> tuple[str, list[str]]:
+    """'name:key=value,...' -> (name, ['key=value', ...]); foolbox names keep their 'foolbox:' prefix."""
     if spec.startswith("foolbox:"):
         parts = spec.split(":", 2)
         name, settings = ":".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
     else:
         name, _, settings = spec.partition(":")
-    pairs = [item.partition("=") for item in filter(None, settings.split(","))]
+    return name, list(filter(None, settings.split(",")))
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'name:key=value,...' -> (name, {key: value text}); foolbox names keep their 'foolbox:' prefix."""
+    name, items = _name_and_settings(spec)
+    pairs = [item.partition("=") for item in items]
     return name, {k.strip(): v.strip() for k, _, v in pairs}
+
+
+def attack_kind(spec: str) -> str:
+    """The attack's short name ('pgd', 'apgd-ce', 'square') from any spec; a name that no longer parses (old
+    records) passes unchanged."""
+    try:
+        return attack_from_spec(spec).name
+    except (AttackSpecError, UnknownAttackError):
+        return spec
 
 
 def attack_label(spec: str) -> str:
@@ -258,13 +273,9 @@ def _parse_value(text: str) -> Any:
 def attack_from_spec(spec: str) -> Attack:
     """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value'); 'auto' leaves a setting to the
     attack (so every canonical spec parses back to the same attack)."""
-    if spec.startswith("foolbox:"):
-        parts = spec.split(":", 2)
-        name, settings = ":".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
-    else:
-        name, _, settings = spec.partition(":")
+    name, items = _name_and_settings(spec)
     kwargs: dict[str, Any] = {}
-    for item in filter(None, settings.split(",")):
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise AttackSpecError(f"attack setting {item!r} in {spec!r} is not key=value")
@@ -278,7 +289,7 @@ def attack_from_spec(spec: str) -> Attack:
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "SUITES", "attack_catalogue", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

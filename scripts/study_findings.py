@@ -21,7 +21,7 @@ from aigrobust import create_model
 from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
 from aigrobust.reports import format_eps, to_markdown
 from aigrobust.runs import FinishedRun, combine_records
-from attacks import attack_from_spec, attack_label
+from attacks import attack_kind, attack_label
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows
 
@@ -34,7 +34,7 @@ def table(columns: list[str], rows: list[list[str]]) -> list[str]:
 def short_names(frame: pd.DataFrame) -> pd.DataFrame:
     """Records or summary with an ``attack_name`` column: the attack's short name ('pgd', 'apgd-ce') that the
     questions below look attacks up by; the canonical spec stays in ``attack``."""
-    specs = {a: (a if a == WORST else attack_from_spec(a).name) for a in set(frame["attack"])}
+    specs = {a: attack_kind(a) for a in set(frame["attack"])}  # worst-case passes unchanged
     return frame.assign(attack_name=frame["attack"].map(specs))
 
 
