@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
+from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_from_spec, attack_label
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,11 @@ class EOTView(nn.Module):
         self.draws = draws
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)
+        draws = []
+        for d in range(self.draws):
+            with keyed_draw(self.model, f"eot/{d}"):
+                draws.append(self.model(x))
+        return torch.stack(draws).mean(0)
 
     def forward_with_gates(self, x: Tensor) -> Any:
         """One draw's logits and trace (attacks on the gates follow a single draw)."""
@@ -241,8 +246,9 @@ def draw_accuracy(deployed: nn.Module, x: Tensor, labels: Tensor, draws: int, fi
     ``draws - 1`` fresh draws of the random model."""
     right = (first == labels).float()
     with torch.no_grad():
-        for _ in range(draws - 1):
-            right += (deployed(x).argmax(1) == labels).float()
+        for d in range(1, draws):
+            with keyed_draw(deployed, f"judge/{d}"):
+                right += (deployed(x).argmax(1) == labels).float()
     return (right / draws).cpu()
 
 
@@ -328,8 +334,9 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     defense.to(images.device)
 
     def reseed() -> None:
-        # the same draws of gates and randomised defenses for clean and adversarial passes of a batch
-        model.set_gate_mode(spec.gate_mode, seed=batch_seed)
+        # stochastic gates draw by (run seed, input row, draw name): the same for a row in any batch; randomised
+        # defenses draw per batch (the same draws for the clean and adversarial passes of a batch)
+        model.set_gate_mode(spec.gate_mode, seed=spec.seed)
         for part in defense.modules():
             if hasattr(part, "reseed"):
                 part.reseed(batch_seed)
@@ -337,7 +344,7 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     deployed = DefendedModel(model, defense)
     if defense_spec not in clean_cache:
         reseed()
-        with torch.no_grad():
+        with torch.no_grad(), keyed_draw(deployed, "judge/0"):
             clean_cache[defense_spec] = deployed.forward_with_gates(images)
     clean_logits, clean_trace = clean_cache[defense_spec]
     base: nn.Module = AttackerGateView(model, gate_grad) if model.is_gated else model
@@ -411,7 +418,7 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
         return values, evaluated, success
     adv = result.clipped[k]
     setting.reseed()
-    with torch.no_grad():
+    with torch.no_grad(), keyed_draw(setting.deployed, "judge/0"):
         adv_logits, adv_trace = setting.deployed.forward_with_gates(adv)
     pred = adv_logits.argmax(1)
     delta = (adv - images[idx]).flatten(1)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aigrobust.metrics import summarize
+from aigrobust.randomness import keyed_draw
 
 ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "apgd-dlr", "apgd-dlr-l2", "apgd-t", "apgd-t-l2", "fab-t",
              "fab-t-l2", "mifgsm")
@@ -155,8 +156,11 @@ def model_probes(name: str, model: nn.Module, images: Tensor, labels: Tensor, nu
     flags.append(SanityFlag("zero-gradients", name, STATUS_WARN if share > 0.05 else STATUS_OK,
                             f"{_pct(share)} of samples have an all-zero input gradient"
                             + (": gradient-based attacks cannot move them (masking)." if share > 0.05 else ".")))
-    with torch.no_grad():
-        first, second = model(images), model(images)
+    with torch.no_grad():  # two named draws: keyed random layers repeat a draw on the same input by design
+        with keyed_draw(model, "probe/1"):
+            first = model(images)
+        with keyed_draw(model, "probe/2"):
+            second = model(images)
     random = not torch.equal(first, second)
     flags.append(SanityFlag("eval-randomness", name, STATUS_WARN if random else STATUS_OK,
                             "Two eval-mode passes give different logits: attacks must use EOT to be meaningful."

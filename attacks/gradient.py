@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from aigrobust.randomness import keyed_draw
 from attacks.base import (
     DISTANCES,
     Attack,
@@ -229,9 +231,11 @@ class APGD(Attack):
     def _loss_and_grad(self, gradient_model: Model, x: Tensor, y: Tensor,
                        target: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         losses, grads = [], []
-        for _ in range(self.eot_draws):  # a deterministic model gives the same draw each time: keep eot_draws=1
+        for d in range(self.eot_draws):  # a deterministic model gives the same draw each time: keep eot_draws=1
             xg = x.detach().requires_grad_(True)
-            with torch.enable_grad():
+            # keyed random layers (stochastic gates) draw by input and draw name: each EOT draw gets its own name
+            draw = keyed_draw(gradient_model, f"apgd-eot/{d}") if self.eot_draws > 1 else contextlib.nullcontext()
+            with torch.enable_grad(), draw:
                 logits = gradient_model(xg)
                 if self.loss == "ce" and target is None:
                     per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")

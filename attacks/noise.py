@@ -7,29 +7,12 @@ with int64 tensor arithmetic (which wraps), so it is the same on every machine a
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-
-def _signed(constant: int) -> int:
-    """A 64-bit unsigned constant as the int64 with the same bits."""
-    return constant - (1 << 64) if constant >= 1 << 63 else constant
-
-
-def _shift_right(z: Tensor, k: int) -> Tensor:
-    """Logical right shift of int64 bits (torch's >> is arithmetic)."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def splitmix64(z: Tensor) -> Tensor:
-    """The splitmix64 finaliser (Steele et al. 2014) on int64 tensors: a well-mixed 64-bit hash of each value."""
-    z = z + _signed(0x9E3779B97F4A7C15)
-    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
-    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
-    return z ^ _shift_right(z, 31)
+from aigrobust.randomness import key_hash, splitmix64, uniform_from_bits
 
 
 class SampleNoise:
@@ -48,14 +31,13 @@ class SampleNoise:
         return SampleNoise(self.seed, self.sample_ids[index.cpu()])
 
     def _bits(self, key: str, count: int) -> Tensor:
-        stream = splitmix64(self._base ^ _signed(zlib.crc32(key.encode()) * 0x9E3779B1))
+        stream = splitmix64(self._base ^ key_hash(key))
         return splitmix64(stream[:, None] + torch.arange(count, dtype=torch.int64)[None, :])
 
     def uniform(self, key: str, shape: Sequence[int]) -> Tensor:
         """(N, *shape) float32 in [0, 1), 24 random bits each."""
         count = int(torch.tensor(shape).prod()) if len(shape) else 1
-        bits = _shift_right(self._bits(key, count), 40)
-        return (bits.to(torch.float32) / float(1 << 24)).reshape(len(self), *shape)
+        return uniform_from_bits(self._bits(key, count)).reshape(len(self), *shape)
 
     def normal(self, key: str, shape: Sequence[int]) -> Tensor:
         """(N, *shape) standard normal float32 (Box-Muller)."""

@@ -10,6 +10,8 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study}
 PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. while the other runs elsewhere)
 REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
+STAGES=${STAGES:-"train attacks standard"}  # e.g. STAGES=standard REPORT=0: only the AutoAttack-standard runs
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
 # 1. training (the same recipe and budget for both; --resume continues an interrupted run) and 2. shipping the
@@ -18,6 +20,7 @@ RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-dec
 RETRAIN=${RETRAIN:-0}
 resume_flag() { [ -f "$1/train_state.pt" ] && echo --resume || true; }
 for m in resnet20 aig20; do
+  stage train || break
   if [ "$RETRAIN" != 1 ] && [ -f "aigrobust/pretrained/$m.safetensors" ]; then continue; fi
   # a local run whose weights and state disagree (killed between the two writes of an older version) is replaced
   if [ -f "$RUNS/$m/train_state.pt" ] && [ -f "$RUNS/$m/last.safetensors" ] && [ ! -f "$RUNS/$m/model.safetensors" ] \
@@ -42,6 +45,7 @@ run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust at
 #    Runs are split by setting so each can run alone and resume; `aigrobust report` joins them (a run listed
 #    earlier wins where two hold the same sample, e.g. the undefended reference rows every defense run repeats).
 for who in $PAIRS; do
+  stage attacks || break
   if [ $who = ours ]; then M=("${OURS[@]}" --gate-grad all); else M=("${EXTERNAL[@]}"); fi
   # FGSM sweep, the paper's protocol, with and without JPEG
   run_attack "$RUNS/fgsm-$who" "${M[@]}" "${DATA_ARGS[@]}" --defense none "${JPEG[@]}" --attack fgsm \
@@ -55,8 +59,25 @@ for who in $PAIRS; do
   # black box: Square does not use gradients, so it checks the gradient attacks for masking
   run_attack "$RUNS/square-$who" "${M[@]/all/exact}" "${DATA_ARGS[@]}" --attack square:n_queries=1000 --eps 8/255
 done
+# AutoAttack's standard protocol (APGD-CE, APGD-T, FAB-T, Square-5000, early exit), one run per model so each
+# finishes and resumes alone; undefended first (STANDARD_JPEG=0 stops there: the JPEG runs are the long part)
+STANDARD_JPEG=${STANDARD_JPEG:-1}
+declare -A STANDARD_MODELS=([akamaster-resnet20]="${EXTERNAL[1]}" [akamaster-resnet56]="${EXTERNAL[3]}"
+                            [resnet20]="${OURS[1]}" [aig20]="${OURS[3]}")
+for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
+  stage standard || break
+  grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
+  run_attack "$RUNS/standard-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
+    --suite standard --eps 2/255 --eps 8/255
+done
+for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
+  stage standard && [ "$STANDARD_JPEG" = 1 ] || break
+  grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
+  run_attack "$RUNS/standard-jpeg-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
+    --defense jpeg:75 --defense jpeg:50 --defense-grad bpda --defense-grad diff --suite standard --eps 2/255 --eps 8/255
+done
 # attacks on the gates themselves
-[[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
+stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
 
 [ "$REPORT" = 1 ] || exit 0

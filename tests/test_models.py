@@ -176,16 +176,54 @@ def test_straight_through_forward_equals_hard_and_soft_surrogate_differs() -> No
         assert torch.allclose(trace.gate_values, trace.p_on)
 
 
-def test_stochastic_mode_repeats_with_its_seed() -> None:
+def test_stochastic_gates_draw_by_seed_input_and_draw_name_never_by_batch() -> None:
+    from aigrobust.randomness import keyed_draw
+
     model = half_closed(create_model("aig20")).eval()
     x = varied_images(16)
     model.set_gate_mode("stochastic", seed=7)
     a = model.forward_with_gates(x)[1].decisions
-    b = model.forward_with_gates(x)[1].decisions
+    assert torch.equal(model.forward_with_gates(x)[1].decisions, a)  # the same input, the same draw
+    with keyed_draw(model, "eot/1"):
+        b = model.forward_with_gates(x)[1].decisions
+    assert not torch.equal(a, b)  # another draw
+    assert model.draw_key == ""  # the draw's name comes back
+    with keyed_draw(model, "eot/1"), keyed_draw(model, "eot/1"):
+        assert model.draw_key == "eot/1/eot/1"  # nested draws stay distinct
+    # a row meets the same gates whatever batch it shares and wherever it sits in it
+    order = torch.tensor([9, 3, 15])
+    assert torch.equal(model.forward_with_gates(x[order])[1].decisions, a[order])
+    assert torch.equal(model.forward_with_gates(x.to(memory_format=torch.channels_last))[1].decisions, a)
+    nudged = x.clone()
+    nudged[:, 0, 0, 0] = (nudged[:, 0, 0, 0] + 1 / 255) % 1
+    assert not torch.equal(model.forward_with_gates(nudged)[1].decisions, a)  # new inputs, new draws
+    model.set_gate_mode("stochastic", seed=8)
+    assert not torch.equal(model.forward_with_gates(x)[1].decisions, a)  # another seed
+    # the share of open gates follows the gates' probabilities (the keyed draws are uniform)
     model.set_gate_mode("stochastic", seed=7)
-    c = model.forward_with_gates(x)[1].decisions
-    assert torch.equal(a, c)
-    assert not torch.equal(a, b)
+    many = varied_images(64)
+    opened, p_on = [], []
+    for d in range(8):
+        with keyed_draw(model, f"eot/{d}"), torch.no_grad():
+            trace = model.forward_with_gates(many)[1]
+        opened.append(trace.decisions.float().mean())
+        p_on.append(trace.p_on.mean())
+    assert abs(float(torch.stack(opened).mean() - torch.stack(p_on).mean())) < 0.02
+
+
+def test_the_randomness_probe_sees_stochastic_gates_through_their_keyed_draws() -> None:
+    from aigrobust.masking import model_probes
+
+    model = half_closed(create_model("aig20")).eval()  # gates open for some inputs only: draws differ
+    x, y = varied_images(16), torch.arange(16) % 10
+
+    def randomness(mode: str) -> str:
+        model.set_gate_mode(mode, seed=0)
+        flags = model_probes("tiny", model, x, y, 10, pgd_steps=1)
+        return next(f.status for f in flags if f.check == "eval-randomness")
+
+    assert randomness("stochastic") == "warn"  # the same input, two named draws: different logits
+    assert randomness("hard") == "ok"
     model.set_gate_mode("hard")
     with pytest.raises(ValueError):
         model.set_gate_mode("train")

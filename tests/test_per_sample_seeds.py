@@ -1,5 +1,6 @@
-"""Per-sample seeds: random starts and Square's draws come from (run seed, sample id), so a run's records are the
-same bytes whatever its batch size (and, in test_reliability, its number of torchrun processes)."""
+"""Per-sample seeds: random starts and Square's draws come from (run seed, sample id), stochastic gates' Gumbel draws
+from (run seed, input row, draw name), so a run's records are the same bytes whatever its batch size (and, in
+test_reliability, its number of torchrun processes)."""
 
 from __future__ import annotations
 
@@ -45,20 +46,34 @@ def test_attacks_give_each_sample_the_same_adversarial_in_any_batch() -> None:
         assert torch.equal(part, whole[order]), spec
 
 
-def test_records_are_the_same_bytes_for_batch_sizes_7_64_and_256(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
+def _record_digests(tmp_path: Path, n_images: int, batch_sizes: tuple[int, ...], *options: str) -> set[str]:
+    """The sha256 of records.csv.gz of one attack run per batch size, on ``n_images`` random images."""
+    rng = np.random.default_rng(n_images)
     data = tmp_path / "data"
     data.mkdir()
-    np.savez(data / "cifar10_test.npz", images=rng.integers(0, 256, (150, 32, 32, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, 150).astype(np.int64))
+    np.savez(data / "cifar10_test.npz", images=rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8),
+             labels=rng.integers(0, 10, n_images).astype(np.int64))
     checkpoint = _tiny_checkpoint(tmp_path)
-    digests = {}
-    for batch_size in (7, 64, 256):
+    digests = set()
+    for batch_size in batch_sizes:
         out = tmp_path / f"b{batch_size}"
-        code, output = run("attack", "--checkpoint", str(checkpoint), "--eps", "2/255", "--eps", "8/255",
-                           "--attack", "fgsm", "--attack", "pgd:steps=3", "--attack", "apgd:steps=4",
-                           "--attack", "square:n_queries=20", "--gate-grad", "exact", "--gate-grad", "straight-through",
-                           "--data-dir", str(data), "--batch-size", str(batch_size), "--out", str(out))
+        code, output = run("attack", "--checkpoint", str(checkpoint), *options, "--data-dir", str(data),
+                           "--batch-size", str(batch_size), "--out", str(out))
         assert code == 0, output
-        digests[batch_size] = hashlib.sha256((out / "records.csv.gz").read_bytes()).hexdigest()
-    assert len(set(digests.values())) == 1, digests
+        digests.add(hashlib.sha256((out / "records.csv.gz").read_bytes()).hexdigest())
+    return digests
+
+
+def test_records_are_the_same_bytes_for_batch_sizes_7_64_and_256(tmp_path: Path) -> None:
+    digests = _record_digests(tmp_path, 150, (7, 64, 256), "--eps", "2/255", "--eps", "8/255", "--attack", "fgsm",
+                              "--attack", "pgd:steps=3", "--attack", "apgd:steps=4", "--attack", "square:n_queries=20",
+                              "--gate-grad", "exact", "--gate-grad", "straight-through")
+    assert len(digests) == 1, digests
+
+
+def test_stochastic_gate_records_are_the_same_bytes_for_batch_sizes_5_and_64(tmp_path: Path) -> None:
+    """Gumbel draws of stochastic gates, under EOT and judged on several draws, do not depend on the batch."""
+    digests = _record_digests(tmp_path, 40, (5, 64), "--eps", "8/255", "--attack", "pgd:steps=2",
+                              "--attack", "apgd:steps=3,eot_draws=2", "--gate-mode", "stochastic", "--eot-draws", "3",
+                              "--gate-grad", "straight-through")
+    assert len(digests) == 1, digests

@@ -19,6 +19,7 @@ from aigrobust.models.gates import (
     GateTrace,
     gumbel_straight_through,
 )
+from aigrobust.randomness import input_row_keys, keyed_uniform
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -144,6 +145,10 @@ class ResNetBase(nn.Module):
         self.gate_execution: GateExecution = GateExecution.SKIP
         self.gate_seed = 0
         self._gate_generator = torch.Generator().manual_seed(self.gate_seed)
+        # stochastic eval draws are keyed by (gate_seed, input row, draw_key, block), not drawn from the generator:
+        # a row's gates then do not depend on its batch; aigrobust.randomness.keyed_draw names the draw
+        self.draw_key = ""
+        self._row_keys: Tensor | None = None
         self._flop_profiles: dict[tuple[int, ...], FlopProfile] = {}
         self.target_rates: tuple[float, ...] = ()
 
@@ -190,7 +195,7 @@ class ResNetBase(nn.Module):
         self.gate_grad = GateGrad(grad)
 
     def reset_gate_generator(self, seed: int) -> None:
-        """Re-seed the generator behind Gumbel draws (training and stochastic eval)."""
+        """Re-seed the Gumbel draws: the generator of training and the key of stochastic eval's draws."""
         self.gate_seed = int(seed)
         self._gate_generator.manual_seed(self.gate_seed)
 
@@ -283,12 +288,14 @@ class ResNetBase(nn.Module):
         return logits, trace
 
     def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        keyed = not self.training and self.gate_mode is GateMode.STOCHASTIC and self.is_gated
+        self._row_keys = input_row_keys(x) if keyed else None
         h = self.stem(self.normalize(x))
         decisions: list[Tensor] = []
         p_on: list[Tensor] = []
         values: list[Tensor] = []
-        for block in self.residual_blocks():
-            h, d, p, v = self._run_block(block, h)
+        for index, block in enumerate(self.residual_blocks()):
+            h, d, p, v = self._run_block(block, h, index)
             decisions.append(d)
             p_on.append(p)
             values.append(v)
@@ -302,12 +309,17 @@ class ResNetBase(nn.Module):
             return GateMode.SOFT
         return self.gate_mode
 
-    def _gumbel(self, logits: Tensor) -> Tensor:
-        # Noise is drawn on the CPU from one seeded generator, so draws repeat across devices and on resume.
-        uniform = torch.rand(tuple(logits.shape), generator=self._gate_generator)
-        return gumbel_straight_through(logits, uniform.to(logits.device))
+    def _gumbel(self, logits: Tensor, block_index: int) -> Tensor:
+        if self.training or self._row_keys is None:
+            # Training: drawn on the CPU from one seeded generator, so draws repeat across devices and on resume.
+            uniform = torch.rand(tuple(logits.shape), generator=self._gate_generator).to(logits.device)
+        else:
+            uniform = keyed_uniform(self._row_keys, self.gate_seed, f"{self.draw_key}/{block_index}",
+                                    tuple(logits.shape))
+        return gumbel_straight_through(logits, uniform)
 
-    def _run_block(self, block: ResidualBlock, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _run_block(self, block: ResidualBlock, x: Tensor, block_index: int = 0
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n = x.shape[0]
         shortcut = block.shortcut_path(x)
         mode = self._effective_mode()
@@ -322,7 +334,7 @@ class ResNetBase(nn.Module):
         p_on = F.softmax(logits, dim=1)[:, 1]
         if mode is GateMode.TRAIN:
             # Every branch runs (BatchNorm needs the whole batch); the sample multiplies it, straight-through.
-            g = self._gumbel(logits)
+            g = self._gumbel(logits, block_index)
             out = shortcut + g.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
             return F.relu(out), g.detach() > 0.5, p_on, g
         if mode is GateMode.SOFT:
@@ -330,7 +342,7 @@ class ResNetBase(nn.Module):
             return F.relu(out), torch.ones(n, dtype=torch.bool, device=x.device), p_on, p_on
 
         if mode is GateMode.STOCHASTIC:
-            straight_through = self._gumbel(logits)
+            straight_through = self._gumbel(logits, block_index)
             is_open = straight_through.detach() > 0.5
         else:  # HARD: deterministic
             is_open = logits[:, 1] > logits[:, 0]
