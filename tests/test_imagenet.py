@@ -149,3 +149,33 @@ def test_train_aig50_from_a_resnet50_file_then_eval_and_attack_it(imagenet_folde
                                  "--n-samples", "4", "--eps", "2/255", "--out", str(tmp_path / "attack")])
     assert result.exit_code == 0, result.output
     np.testing.assert_equal(len(json.loads((tmp_path / "attack" / "run.json").read_text())["dataset"]["files"]), 4)
+
+
+def test_torchrun_trains_aig50_on_the_folder_with_two_processes(imagenet_folder: Path, stand_in_resnet50: Path,
+                                                                 tmp_path: Path) -> None:
+    """ImageNet-folder training under torchrun: two CPU processes (gloo) each take their share of every global
+    batch through their own streaming loader, and rank 0 writes a checkpoint that evaluates."""
+    import os
+    import subprocess
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    root = tmp_path / "imagenet"
+    shutil.copytree(imagenet_folder / "val", root / "val")
+    shutil.copytree(imagenet_folder / "val", root / "train")
+    out = tmp_path / "ddp"
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29523", "-m", "aigrobust", "train",
+                           "--model", "aig50", "--init", str(stand_in_resnet50), "--data-dir", str(root),
+                           "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                           "--device", "cpu"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DistributedDataParallel over 2 processes" in done.stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["epoch"] == 1 and len(log[0]["heldout_execution_rates"]) == 16
+    assert 0 <= log[0]["heldout_accuracy"] <= 1 and log[0]["heldout_top5"] >= log[0]["heldout_accuracy"]
+    from aigrobust.factory import load_checkpoint
+
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert model.registry_name == "aig50" and meta["recipe"]["lr"] == pytest.approx(0.1 * 8 / 256)
