@@ -118,27 +118,43 @@ def keep_first_success(restarts: int, inputs: Tensor,
     return best
 
 
+TARGET_BATCH_ROWS = 256  # targeted runs share one batch while (samples standing) x (runs) stays within this
+
+
 def over_target_classes(model: Model, inputs: Tensor, labels: Tensor, n_target_classes: int, restarts: int,
-                        attempt: Callable[[Tensor, Tensor, str], tuple[Tensor, Tensor]]) -> Tensor:
+                        attempt: Callable[[Tensor, Tensor, list[str]], tuple[Tensor, Tensor]]) -> Tensor:
     """Targeted runs as AutoAttack chains them: toward the most likely wrong class of the clean input, then the next,
-    up to ``n_target_classes``, ``restarts`` runs each, every run on the samples no earlier run fooled.
-    ``attempt(indices, targets, key)`` returns those samples' points and whether each fools the model (``key`` names
-    the run, for its random draws). The first run's point stands where no run fools."""
+    up to ``n_target_classes``, ``restarts`` runs each, every run on the samples no earlier run fooled; the first
+    run's point stands where no run fools.
+
+    ``attempt(rows, targets, runs)`` attacks ``inputs[rows]`` toward ``targets`` and returns the points and whether
+    each fools the model; ``runs[i]`` names row i's run (``"rank/restart"``, for its random draws). Where few samples
+    stand, several runs go into one batch (rows repeat samples) and are read back in the chain's order: each run of
+    a sample depends only on that sample, so the outcome is the chain's, at the cost of a few runs a sample would
+    have skipped, and small batches no longer leave the hardware idle."""
     with torch.no_grad():
         ranking = model(inputs).argsort(1, descending=True)
+    chain = [(rank, restart) for rank in range(1, min(n_target_classes, ranking.shape[1] - 1) + 1)
+             for restart in range(restarts)]
     best = inputs.clone()
     found = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
-    for rank in range(1, min(n_target_classes, ranking.shape[1] - 1) + 1):
-        for restart in range(restarts):
-            todo = (~found).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                return best
-            # the rank-th most likely class, skipping the true one where the clean input is right
-            targets = torch.where(ranking[todo, 0] == labels[todo], ranking[todo, rank], ranking[todo, rank - 1])
-            adv, fooled = attempt(todo, targets, f"{rank}/{restart}")
-            keep = torch.ones_like(fooled) if rank == 1 and restart == 0 else fooled
-            best[todo[keep]] = adv[keep]
-            found[todo[fooled]] = True
+    done = 0
+    while done < len(chain):
+        todo = (~found).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        group = chain[done:done + max(1, TARGET_BATCH_ROWS // todo.numel())]
+        # the rank-th most likely class, skipping the true one where the clean input is right
+        right = ranking[todo, 0] == labels[todo]
+        targets = torch.cat([torch.where(right, ranking[todo, rank], ranking[todo, rank - 1]) for rank, _ in group])
+        runs = [f"{rank}/{restart}" for rank, restart in group for _ in range(todo.numel())]
+        adv, fooled = attempt(todo.repeat(len(group)), targets, runs)
+        for j, part in enumerate(torch.arange(len(group) * todo.numel(), device=todo.device).split(todo.numel())):
+            newly = fooled[part] & ~found[todo]
+            keep = torch.ones_like(newly) if done + j == 0 else newly
+            best[todo[keep]] = adv[part][keep]
+            found[todo[newly]] = True
+        done += len(group)
     return best
 
 

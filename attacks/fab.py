@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import DISTANCES, Attack, Model, is_misclassified, over_target_classes
-from attacks.noise import SampleNoise
+from attacks.noise import RUN, SampleNoise
 
 _BISECTION_STEPS = 30
 
@@ -64,17 +64,24 @@ class FABTargeted(Attack):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 noise: SampleNoise) -> Tensor:
-        def attempt(todo: Tensor, targets: Tensor, key: str) -> tuple[Tensor, Tensor]:
-            start = None if key.endswith("/0") else f"start/{eps!r}/{key}"  # restarts after the first start randomly
-            return self._run(model, gradient_model, inputs[todo], labels[todo], targets, eps, noise.rows(todo), start)
+        def attempt(rows: Tensor, targets: Tensor, runs: list[str]) -> tuple[Tensor, Tensor]:
+            # the first run of each target starts at the image, later restarts at a random point
+            randomised = torch.tensor([not run.endswith("/0") for run in runs], device=inputs.device)
+            return self._run(model, gradient_model, inputs[rows], labels[rows], targets, eps,
+                             noise.rows(rows).with_runs(runs), randomised)
 
         return over_target_classes(model, inputs, labels, self.n_target_classes, self.restarts, attempt)
 
     def _run(self, model: Model, gradient_model: Model, x0: Tensor, y: Tensor, target: Tensor, eps: float,
-             noise: SampleNoise, start: str | None) -> tuple[Tensor, Tensor]:
-        """One FAB run toward ``target``: the closest fooling point found per sample and whether it lies within eps."""
+             noise: SampleNoise, randomised: Tensor) -> tuple[Tensor, Tensor]:
+        """One FAB run per row toward its ``target``, from the image or (``randomised`` rows) a random point: the
+        closest fooling point found per row and whether it lies within eps."""
         norm = self.distance.name
-        x = x0.clone() if start is None else self.clip(x0, self.distance.random_start(x0, eps / 2, noise, start), eps)
+        x = x0.clone()
+        if randomised.any():
+            r = randomised.nonzero().squeeze(1)
+            start = self.distance.random_start(x0[r], eps / 2, noise.rows(r), f"start/{eps!r}/{RUN}")
+            x[r] = self.clip(x0[r], start, eps)
         best = x0.clone()
         best_norm = torch.full((len(x0),), float("inf"), device=x0.device)
         working = torch.arange(len(x0), device=x0.device)

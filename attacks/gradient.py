@@ -24,7 +24,7 @@ from attacks.base import (
     select_rows,
     validate_epsilons,
 )
-from attacks.noise import SampleNoise
+from attacks.noise import RUN, SampleNoise
 
 
 class FGSM(Attack):
@@ -329,9 +329,9 @@ class APGDTargeted(APGD):
 
     def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
                 noise: SampleNoise) -> Tensor:
-        def attempt(todo: Tensor, targets: Tensor, key: str) -> tuple[Tensor, Tensor]:
-            return self._run(model, gradient_model, inputs[todo], labels[todo], eps, noise.rows(todo),
-                             f"start/{eps!r}/{key}", targets)
+        def attempt(rows: Tensor, targets: Tensor, runs: list[str]) -> tuple[Tensor, Tensor]:
+            return self._run(model, gradient_model, inputs[rows], labels[rows], eps, noise.rows(rows).with_runs(runs),
+                             f"start/{eps!r}/{RUN}", targets)
 
         return over_target_classes(model, inputs, labels, self.n_target_classes, self.restarts, attempt)
 

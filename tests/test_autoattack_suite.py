@@ -59,6 +59,26 @@ def test_targeted_attacks_stay_in_the_ball_and_fool_a_real_network(cifar_test) -
         assert robust < 0.2, spec  # akamaster's resnet20 is near 0% at 2/255 under any sound attack
 
 
+@pytest.mark.parametrize("spec", ["apgd-t:steps=6,n_target_classes=4,restarts=2",
+                                  "fab-t:steps=6,n_target_classes=4,restarts=2"])
+def test_target_classes_side_by_side_give_the_chain_one_at_a_time(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targeted runs batched side by side (few samples standing) end where running them one by one ends."""
+    import attacks.base
+    from aigrobust import create_model
+    from tests.conftest import half_closed, varied_images
+
+    model = half_closed(create_model("tiny_aig")).eval()
+    x, y = varied_images(10), torch.arange(10) % 10
+    ids = torch.arange(10) * 3
+    side_by_side = attack_from_spec(spec)(model, x, y, [2 / 255, 8 / 255], sample_ids=ids)
+    monkeypatch.setattr(attacks.base, "TARGET_BATCH_ROWS", 1)  # one run per batch: the chain as AutoAttack runs it
+    one_by_one = attack_from_spec(spec)(model, x, y, [2 / 255, 8 / 255], sample_ids=ids)
+    assert torch.equal(side_by_side.success, one_by_one.success)
+    assert side_by_side.success.any() and not side_by_side.success.all()  # the chain decides, not a shortcut
+    for a, b in zip(side_by_side.clipped, one_by_one.clipped):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     checkpoint = _tiny_checkpoint(tmp_path)
     code, out = run("attack", "--checkpoint", str(checkpoint), "--eps", "8/255", "--suite", "quick",

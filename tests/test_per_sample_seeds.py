@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from attacks import attack_from_spec
@@ -28,6 +29,21 @@ def test_a_sample_draws_the_same_numbers_in_any_batch() -> None:
     assert 0 <= float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
     z = SampleNoise(0, range(2000)).normal("z", (64,))
     assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1) < 0.02
+
+
+def test_rows_named_by_run_draw_what_each_run_draws_alone() -> None:
+    from attacks.noise import RUN
+
+    noise = SampleNoise(7, [5, 42, 9])
+    rows = noise.rows(torch.tensor([1, 1, 2])).with_runs(["1/0", "2/0", "1/0"])  # sample 42 twice, two runs
+    together = rows.uniform(f"start/{RUN}", (2, 3))
+    assert torch.equal(together[0], noise.uniform("start/1/0", (2, 3))[1])
+    assert torch.equal(together[1], noise.uniform("start/2/0", (2, 3))[1])
+    assert torch.equal(together[2], noise.uniform("start/1/0", (2, 3))[2])
+    assert torch.equal(rows.rows(torch.tensor([False, True, False])).normal(f"z/{RUN}", (4,))[0],
+                       noise.normal("z/2/0", (4,))[1])
+    with pytest.raises(ValueError, match="run names"):
+        noise.uniform(f"start/{RUN}", (2,))
 
 
 def test_attacks_give_each_sample_the_same_adversarial_in_any_batch() -> None:
