@@ -283,7 +283,7 @@ class _Setting:
 
 
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
-                   sample_ids: Sequence[int], batch_seed: int, units: UnitStore | None = None,
+                   sample_ids: Sequence[int], units: UnitStore | None = None,
                    describe: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Every defense setting, attack, gate-gradient mode and epsilon on one batch: the records of that batch.
 
@@ -295,8 +295,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     frames = []
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
     for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model.is_gated)):
-        setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, batch_seed,
-                                   clean_cache)
+        setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, clean_cache)
         standing = _clean_standing(setting, spec.epsilons, len(labels))
         for a, attack in enumerate(attacks):
             if attack.goal == "gates" and not model.is_gated:
@@ -313,7 +312,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                 where = "" if setting.defense_name == "none" else f" | {setting.defense_name} {setting.defense_grad}"
                 describe(f"{entry.name}{where} | {attack_label(attack.spec)} | {setting.gate_grad} | {eps_text}")
             unit_frame = normalize_records(_run_unit(entry.name, spec, attack, setting, standing, images, labels,
-                                                     sample_ids, batch_seed))
+                                                     sample_ids))
             if units is not None and not unit_frame.empty:
                 units.save(unit, unit_frame)
             frames.append(unit_frame)
@@ -325,7 +324,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
 
 
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
-                     images: Tensor, labels: Tensor, batch_seed: int, clean_cache: dict[str, tuple[Tensor, Any]]
+                     images: Tensor, labels: Tensor, clean_cache: dict[str, tuple[Tensor, Any]]
                      ) -> _Setting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
     from defenses import AttackerDefenseView, DefendedModel
@@ -334,12 +333,12 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     defense.to(images.device)
 
     def reseed() -> None:
-        # stochastic gates draw by (run seed, input row, draw name): the same for a row in any batch; randomised
-        # defenses draw per batch (the same draws for the clean and adversarial passes of a batch)
+        # stochastic gates and randomised defenses draw by (run seed, input row, draw name): the same for a row in
+        # any batch (aigrobust.randomness)
         model.set_gate_mode(spec.gate_mode, seed=spec.seed)
         for part in defense.modules():
             if hasattr(part, "reseed"):
-                part.reseed(batch_seed)
+                part.reseed(spec.seed)
 
     deployed = DefendedModel(model, defense)
     if defense_spec not in clean_cache:
@@ -375,8 +374,8 @@ def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dic
 
 
 def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
-              standing: dict[float, dict[str, Any]], images: Tensor, labels: Tensor, sample_ids: Sequence[int],
-              batch_seed: int) -> pd.DataFrame:
+              standing: dict[float, dict[str, Any]], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
+              ) -> pd.DataFrame:
     """One attack under one setting at every epsilon: its records; ``standing`` takes the samples it fooled."""
     n = len(labels)
     everyone = torch.arange(n, device=labels.device)
@@ -592,7 +591,6 @@ def run_evaluation(
                 frames.append(cached)
             else:
                 frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
-                                       batch_seed=spec.seed * 100_003 + b,
                                        units=units_for(entry.name, b) if units_for is not None else None,
                                        describe=describe)
                 if save_batch is not None:

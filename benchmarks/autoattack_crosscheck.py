@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--model", action="append")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "autoattack_crosscheck.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--redo", action="store_true", help="Measure again the rows --out already holds.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_npz(SHARED / "cifar10_test_sample.npz").subset(range(args.n))
@@ -104,7 +105,7 @@ def main() -> None:
         model = load(name)
         for eps255 in args.eps or [2.0, 8.0]:
             key = f"{name}@{eps255:g}/255"
-            if key in results:
+            if key in results and not args.redo:
                 continue
             eps = eps255 / 255
             row = {"ours": chain(model, ours(model, eps), x, y, eps),

@@ -113,9 +113,13 @@ class AttackerDefenseView(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.grad is DefenseGrad.EOT and self.defense.randomized:
             # log of the mean softmax over draws: cross-entropy on it is the loss of the expected prediction
-            probs = torch.stack([self.model(bpda(self.defense, x)).float().softmax(1)
-                                 for _ in range(self.eot_samples)])
-            return probs.mean(0).clamp_min(1e-12).log()
+            from aigrobust.randomness import keyed_draw
+
+            draws = []
+            for d in range(self.eot_samples):  # each draw under its own name: keyed layers repeat a named draw
+                with keyed_draw(self, f"defense-eot/{d}"):
+                    draws.append(self.model(bpda(self.defense, x)).float().softmax(1))
+            return torch.stack(draws).mean(0).clamp_min(1e-12).log()
         return self.model(self.transformed(x))
 
     def forward_with_gates(self, x: Tensor):  # type: ignore[no-untyped-def]

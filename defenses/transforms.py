@@ -104,7 +104,9 @@ class MedianSmoothing(Defense):
 
 class RandomResizePad(Defense):
     """Randomised: resize to a random side in [min_size, H] and zero-pad at a random place back to H x W
-    (Xie et al., ICLR 2018, scaled so the model keeps its input size). Draws come from a seeded generator."""
+    (Xie et al., ICLR 2018, scaled so the model keeps its input size). Each image draws its own side and place,
+    keyed by (seed, the image's bytes, draw name) as stochastic gates draw theirs (aigrobust.randomness): the same
+    image meets the same transform in the same named draw, whatever batch it shares."""
 
     randomized = True
 
@@ -113,20 +115,31 @@ class RandomResizePad(Defense):
         if not 0.5 <= min_fraction < 1.0:
             raise ValueError(f"random resize fraction must lie in [0.5, 1), got {min_fraction!r}")
         self.min_fraction = min_fraction
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.draw_key = ""  # named by aigrobust.randomness.keyed_draw (EOT draws)
         self.name = f"randpad:{min_fraction:g}"
 
     def reseed(self, seed: int) -> None:
-        """Restart the draws (for repeatable evaluations)."""
-        self.generator.manual_seed(seed)
+        """Key later draws by another seed (for repeatable evaluations)."""
+        self.seed = seed
 
     def forward(self, x: Tensor) -> Tensor:
+        from aigrobust.randomness import input_row_keys, keyed_uniform
+
         n, c, h, w = x.shape
-        side = int(torch.randint(int(h * self.min_fraction), h + 1, (1,), generator=self.generator))
-        resized = F.interpolate(x, size=(side, side * w // h), mode="bilinear", align_corners=False)
-        top = int(torch.randint(0, h - side + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, w - resized.shape[3] + 1, (1,), generator=self.generator))
-        return F.pad(resized, (left, w - resized.shape[3] - left, top, h - side - top))
+        u = keyed_uniform(input_row_keys(x), self.seed, f"{self.draw_key}/resize-pad", (n, 3)).cpu()
+        low = int(h * self.min_fraction)
+        sides = (low + (u[:, 0] * (h - low + 1)).long()).clamp_max(h).tolist()
+        rows: list[Tensor | None] = [None] * n
+        for side in sorted(set(sides)):
+            members = [i for i in range(n) if sides[i] == side]
+            resized = F.interpolate(x[members], size=(side, side * w // h), mode="bilinear", align_corners=False)
+            width = resized.shape[3]
+            for j, i in enumerate(members):
+                top = min(int(u[i, 1] * (h - side + 1)), h - side)
+                left = min(int(u[i, 2] * (w - width + 1)), w - width)
+                rows[i] = F.pad(resized[j], (left, w - width - left, top, h - side - top))
+        return torch.stack([row for row in rows if row is not None])
 
     def approximation(self, x: Tensor) -> Tensor:
         return self.forward(x)  # interpolation and padding are differentiable

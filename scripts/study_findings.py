@@ -21,7 +21,7 @@ from aigrobust import create_model
 from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
 from aigrobust.reports import format_eps, to_markdown
 from aigrobust.runs import FinishedRun, combine_records
-from attacks import attack_kind, attack_label
+from attacks import SUITES, attack_from_spec, attack_kind, attack_label
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows
 
@@ -31,11 +31,20 @@ def table(columns: list[str], rows: list[list[str]]) -> list[str]:
     return to_markdown(pd.DataFrame(rows, columns=columns)).rstrip("\n").splitlines()
 
 
+STANDARD = {attack_from_spec(spec).spec for spec in SUITES["standard"]}  # AutoAttack's standard protocol
+
+
+def short_name(spec: str) -> str:
+    """The name the questions below look an attack up by: its kind ('pgd', 'apgd-ce'), or 'standard:KIND' for an
+    attack of the standard suite (APGD-CE-100 and Square-5000 must not be mistaken for the classic chain's APGD-CE-50
+    and Square-1000)."""
+    return f"standard:{attack_kind(spec)}" if spec in STANDARD else attack_kind(spec)  # worst-case passes unchanged
+
+
 def short_names(frame: pd.DataFrame) -> pd.DataFrame:
-    """Records or summary with an ``attack_name`` column: the attack's short name ('pgd', 'apgd-ce') that the
-    questions below look attacks up by; the canonical spec stays in ``attack``."""
-    specs = {a: attack_kind(a) for a in set(frame["attack"])}  # worst-case passes unchanged
-    return frame.assign(attack_name=frame["attack"].map(specs))
+    """Records or summary with an ``attack_name`` column (see :func:`short_name`); the canonical spec stays in
+    ``attack``."""
+    return frame.assign(attack_name=frame["attack"].map({a: short_name(a) for a in set(frame["attack"])}))
 
 
 def pct(value: float) -> str:
@@ -63,11 +72,13 @@ class Findings:
                              if block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv1.out_channels]
 
     def value(self, column: str, model: str, attack: str, epsilon: float, defense: tuple[str, str] = NO_DEFENSE,
-              gate_grad: str | None = None) -> float:
-        """One figure of the summary; gate_grad defaults to the worst case for gated, 'none' for plain models."""
-        rows = self.summary[(self.summary["model"] == model) & (self.summary["attack_name"] == attack)
-                            & (self.summary["defense"] == defense[0]) & (self.summary["defense_grad"] == defense[1])
-                            & np.isclose(self.summary["epsilon"], epsilon)]
+              gate_grad: str | None = None, summary: pd.DataFrame | None = None) -> float:
+        """One figure of the summary (or of ``summary``); gate_grad defaults to the worst case for gated, 'none' for
+        plain models."""
+        summary = self.summary if summary is None else summary
+        rows = summary[(summary["model"] == model) & (summary["attack_name"] == attack)
+                       & (summary["defense"] == defense[0]) & (summary["defense_grad"] == defense[1])
+                       & np.isclose(summary["epsilon"], epsilon)]
         if gate_grad is None:
             grads = set(rows["gate_grad"])
             gate_grad = WORST if WORST in grads else ("exact" if "exact" in grads else "none")
@@ -75,9 +86,9 @@ class Findings:
         return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
     def robust(self, model: str, attack: str, epsilon: float, defense: tuple[str, str] = NO_DEFENSE,
-               gate_grad: str | None = None) -> float:
+               gate_grad: str | None = None, summary: pd.DataFrame | None = None) -> float:
         """Robust accuracy (pointwise: right on the clean and the adversarial input)."""
-        return self.value("robust_acc", model, attack, epsilon, defense, gate_grad)
+        return self.value("robust_acc", model, attack, epsilon, defense, gate_grad, summary)
 
     def epsilons(self, attack: str) -> list[float]:
         """The epsilons an attack was run at (0 excluded)."""
@@ -257,7 +268,9 @@ class Findings:
         st_gap = [self.robust(self.gated, "pgd", e, gate_grad="exact")
                   - self.robust(self.gated, "pgd", e, gate_grad="straight-through") for e in eps]
         worst_gap = [self.robust(self.gated, WORST, e) - self.robust(self.plain, WORST, e) for e in eps]
-        ran = ", ".join(self.label(a) for a in attacks if a != WORST)
+        standard = [a for a in ("standard:apgd-ce", "standard:apgd-t", "standard:fab-t", "standard:square")
+                    if self.has(a, self.gated) and self.has(a, self.plain)]
+        ran = ", ".join(self.label(a) for a in [*attacks, *standard] if a != WORST)
         lines += ["", f"**Answer:** under the strongest evaluation (per sample, the worst case of {ran} over all "
                   f"gate-gradient modes) {self.gated} minus {self.plain} is "
                   + ", ".join(f"{100 * g:+.1f} points at {format_eps(e)}" for e, g in zip(eps, worst_gap))
@@ -268,6 +281,41 @@ class Findings:
                      ", so the exact gradient understates the attack.")
                   + " JPEG's protection holds only against an attacker who ignores it (table above).", ""]
         return lines
+
+    def q3_standard(self) -> list[str]:
+        """AutoAttack's standard protocol, attack by attack, against the classic chain's worst case."""
+        chain = [a for a in ("standard:apgd-ce", "standard:apgd-t", "standard:fab-t", "standard:square")
+                 if self.has(a)]
+        if not chain:
+            return []
+        models = [m for m in self.models if self.has(chain[0], m)]
+        eps = self.epsilons(chain[0])
+        classic = self.summary_without(STANDARD)
+        cols = ["model", "epsilon", *(("+ " if k else "") + self.label(a) for k, a in enumerate(chain)),
+                "classic chain", "every attack"]
+        rows = [[m, format_eps(e), *(pct(self.robust(m, a, e)) for a in chain),
+                 pct(self.robust(m, WORST, e, summary=classic)), pct(self.robust(m, WORST, e))]
+                for m in models for e in eps]
+        n = int(self.value("n", models[0], chain[0], eps[0]))
+        small = eps[0]
+        gap = self.robust(self.gated, WORST, small) - self.robust(self.plain, WORST, small)
+        drop = {m: self.robust(m, WORST, small, summary=classic) - self.robust(m, WORST, small) for m in models}
+        lines = ["### 3b. AutoAttack's standard protocol", "",
+                 f"`--suite standard` on the {n} test images, undefended: APGD-CE, APGD-T (9 target classes), FAB-T (9 "
+                 "target classes) and Square (5,000 queries), each attack only on the samples the ones before it left "
+                 "standing, so each column is the robust accuracy (%) after that attack; gated rows are the worst over "
+                 "gate gradients (each gate gradient runs the whole chain). 'classic chain': the worst case of "
+                 "FGSM, PGD-20, APGD-CE-50 and Square-1000 above; 'every attack': per sample, the worst of both.", "",
+                 *table(cols, rows), "",
+                 f"At {format_eps(small)} the standard protocol takes "
+                 + ", ".join(f"{100 * d:.1f} points from {m}" for m, d in drop.items())
+                 + f" beyond the classic chain; {self.gated} minus {self.plain} under every attack: "
+                 f"{100 * gap:+.1f} points.", ""]
+        return lines
+
+    def summary_without(self, specs: set[str]) -> pd.DataFrame:
+        """The summary of the records without the given attacks (their worst case is the others' alone)."""
+        return short_names(summarize(self.records[~self.records["attack"].isin(specs)].drop(columns="attack_name")))
 
     def q4_stability(self) -> list[str]:
         attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", "gate-flip") if self.has(a, self.gated)]
@@ -432,7 +480,31 @@ class Findings:
                       "fine-tune on the PNG originals as a control (only the JPEG copy of the training set is "
                       "available offline, so part of the rise may be fine-tuning at a small learning rate itself) "
                       "and our recipe (30 one-cycle epochs, weight decay 5e-4) at fewer and more epochs.", ""]
+            lines += self.dose_lines()
         return lines
+
+    def dose_lines(self) -> list[str]:
+        """The dose-response control: the same fine-tune on the training images compressed once more."""
+        dose, tune = self.why.get("jpeg_dose"), self.why.get("jpeg_fine_tune")
+        if not dose or not tune:
+            return []
+        before = self.why["margins"]["akamaster-resnet20"]
+        arms = [("none (akamaster's weights as published)", tune["apgd_robust_2_255_before"], before),
+                ("JPEG-75 (the images ours trained on)", tune["apgd_robust_2_255_after"], tune["margins_after"])]
+        arms += [(f"JPEG-75, then JPEG-{q}", arm["apgd_robust_2_255"], arm["margins"])
+                 for q, arm in sorted(dose.items(), key=lambda item: -int(item[0]))]
+        rows = [[name, pct(robust), pct(m["clean_acc"]), f"{m['grad_l1_correct']:.0f}",
+                 pct(m["first_order_robust_share"])] for name, robust, m in arms]
+        rises = [robust for _, robust, _ in arms[1:]]
+        monotone = all(b >= a for a, b in zip(rises, rises[1:]))
+        return ["The dose: the same one-epoch fine-tune of akamaster's resnet20 on the training images compressed "
+                "once more at a lower quality (stronger JPEG artefacts, everything else equal):", "",
+                *table(["fine-tuned on", "APGD-CE-100 2/255 %", "clean %", "gradient L1", "first-order robust %"],
+                       rows), "",
+                "**Reading:** " + ("the rise grows with the compression, so it follows the JPEG artefacts in the "
+                                   "training images, not fine-tuning as such." if monotone and rises[-1] > rises[0]
+                                   else "the rise does not grow with the compression, so fine-tuning itself may "
+                                   "account for part of it; the data's share stays open."), ""]
 
     def markdown(self) -> str:
         """The whole findings section."""
@@ -442,8 +514,8 @@ class Findings:
                  + (", ".join(self.references) + (" are" if len(self.references) > 1 else " is")
                     + (" outside references" if len(self.references) > 1 else " an outside reference")
                     + " (akamaster's weights, trained on the original PNG images)." if self.references else ""), ""]
-        for section in (self.headline, self.q1_gates, self.q2_fgsm, self.q3_strong, self.q4_stability, self.q5_inflation,
-                        self.why_lines, self.caveats):
+        for section in (self.headline, self.q1_gates, self.q2_fgsm, self.q3_strong, self.q3_standard,
+                        self.q4_stability, self.q5_inflation, self.why_lines, self.caveats):
             parts += section()
         return "\n".join(parts) + "\n"
 

@@ -110,22 +110,33 @@ def test_squeezers() -> None:
     assert MedianSmoothing(2)(smooth).shape == smooth.shape
 
 
-def test_random_resize_pad_repeats_with_its_seed_and_eot_averages() -> None:
-    x = torch.rand(2, 3, 32, 32)
+def test_random_resize_pad_draws_per_image_by_seed_and_draw_name_and_eot_averages() -> None:
+    from aigrobust.randomness import keyed_draw
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     defense = RandomResizePad(seed=3)
     a = defense(x)
-    b = defense(x)
-    defense.reseed(3)
-    assert torch.equal(defense(x), a)
-    assert not torch.equal(a, b)
     assert a.shape == x.shape
+    assert torch.equal(defense(x), a)  # the same images, the same draw
+    assert torch.equal(defense(x[[5, 2]]), a[[5, 2]])  # an image's transform does not depend on its batch
+    with keyed_draw(defense, "eot/1"):
+        b = defense(x)
+    assert not torch.equal(a, b)  # another named draw
+    defense.reseed(4)
+    assert not torch.equal(defense(x), a)  # another seed
+    # each image draws its own side: the zero border differs between images of one batch
+    border = [(row.abs().sum(0) == 0).sum().item() for row in a]
+    assert len(set(border)) > 1
+    defense.reseed(3)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     view = AttackerDefenseView(model, defense, "eot", eot_samples=4)
     xg = x.clone().requires_grad_(True)
     out = view(xg)
-    assert torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(out.exp().sum(1), torch.ones(8), atol=1e-5)
     out.sum().backward()
     assert xg.grad is not None
+    one_draw = AttackerDefenseView(model, defense, "eot", eot_samples=1)(x)
+    assert not torch.allclose(out, one_draw)  # four named draws, not one draw four times
 
 
 def _obfuscation_check(cifar_test, n: int) -> dict[str, float]:

@@ -87,9 +87,11 @@ def test_records_are_the_same_bytes_for_batch_sizes_7_64_and_256(tmp_path: Path)
     assert len(digests) == 1, digests
 
 
-def test_stochastic_gate_records_are_the_same_bytes_for_batch_sizes_5_and_64(tmp_path: Path) -> None:
-    """Gumbel draws of stochastic gates, under EOT and judged on several draws, do not depend on the batch."""
+def test_random_model_records_are_the_same_bytes_for_batch_sizes_5_and_64(tmp_path: Path) -> None:
+    """Gumbel draws of stochastic gates (under EOT, judged on several draws) and a randomised defense's draws do
+    not depend on the batch."""
     digests = _record_digests(tmp_path, 40, (5, 64), "--eps", "8/255", "--attack", "pgd:steps=2",
                               "--attack", "apgd:steps=3,eot_draws=2", "--gate-mode", "stochastic", "--eot-draws", "3",
-                              "--gate-grad", "straight-through")
+                              "--gate-grad", "straight-through", "--defense", "none", "--defense", "randpad:0.875",
+                              "--defense-grad", "bpda", "--defense-grad", "eot")
     assert len(digests) == 1, digests

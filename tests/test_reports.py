@@ -213,7 +213,7 @@ def _records_for_plain(entry: ModelEntry, spec: EvalSpec, x: torch.Tensor, y: to
     if not hasattr(model, "forward_with_gates"):
         model = _PlainAdapter(model)
     attacks = [attack_from_spec(s) for s in spec.attacks]
-    return evaluate_batch(ModelEntry(entry.name, model), spec, attacks, x, y, list(ids), batch_seed=0)
+    return evaluate_batch(ModelEntry(entry.name, model), spec, attacks, x, y, list(ids))
 
 
 class _PlainAdapter(torch.nn.Module):
