@@ -66,10 +66,12 @@ declare -A STANDARD_MODELS=([akamaster-resnet20]="${EXTERNAL[1]}" [akamaster-res
                             [resnet20]="${OURS[1]}" [aig20]="${OURS[3]}")
 for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
   stage standard || break
-  grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
+  grad=(); [ $m = aig20 ] && grad=(--gate-grad exact)  # the surrogate gate gradients run after every model
   run_attack "$RUNS/standard-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
     --suite standard --eps 2/255 --eps 8/255
 done
+stage standard && run_attack "$RUNS/standard-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
+  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255
 for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
   stage standard && [ "$STANDARD_JPEG" = 1 ] || break
   grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
@@ -85,6 +87,7 @@ stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --ch
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
 STUDY_RUNS+=("$RUNS/gates")
+for run in "$RUNS"/standard-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 [ -f reports/cifar10/why_23_percent.json ] || python scripts/why_23_percent.py --out reports/cifar10/why_23_percent.json
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
   --why reports/cifar10/why_23_percent.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
