@@ -330,3 +330,38 @@ def test_gate_figures_use_the_epsilon_where_gate_attacks_ran() -> None:
     assert gate_figure_epsilon(pd.concat([fgsm_sweep, pgd])) == pytest.approx(8 / 255)  # not 16/255: FGSM alone there
     flip = rows("gate-flip", "gates", [0.0, 2 / 255])
     assert gate_figure_epsilon(pd.concat([fgsm_sweep, pgd, flip])) == pytest.approx(2 / 255)
+
+
+def test_study_findings_read_the_standard_protocol_apart_from_the_classic_chain(run_dir: Path) -> None:
+    """Standard-suite attacks get their own columns (never mistaken for the classic chain's APGD or Square), and the
+    classic chain's worst case is computed without them."""
+    import pandas as pd
+    from study_findings import STANDARD, Findings
+
+    from aigrobust.metrics import summarize
+    from aigrobust.runs import read_records
+    from attacks import SUITES, attack_from_spec
+
+    records = read_records(run_dir)
+    fgsm = records[records["attack"] == attack_from_spec("fgsm").spec]
+    apgd_spec = attack_from_spec(SUITES["standard"][0]).spec
+    assert apgd_spec in STANDARD
+    # stands in for a standard-suite run that fools every image at every epsilon > 0
+    attacked = fgsm["epsilon"] > 0
+    as_standard = fgsm.assign(attack=apgd_spec,
+                              adv_pred=fgsm["adv_pred"].where(~attacked, (fgsm["label"] + 1) % 10),
+                              adv_correct=fgsm["adv_correct"] & ~attacked, success=fgsm["success"] | attacked)
+    findings = Findings(pd.concat([records, as_standard], ignore_index=True), gated="tiny", plain="resnet20",
+                        arch="tiny_aig")
+    text = findings.markdown()
+    section = text.split("### 3b.")[1].split("### 4.")[0]
+    assert "APGD-CE-100" in section and "classic chain" in section
+    classic = summarize(records)
+    rows = classic[(classic["model"] == "resnet20") & (classic["attack"] == "worst-case")
+                   & (classic["defense"] == "none") & (classic["epsilon"].round(6) == round(2 / 255, 6))]
+    worst = float(rows["robust_acc"].iloc[0])
+    assert worst > 0  # else the columns below could not tell the two worst cases apart
+    line = next(text_row for text_row in section.splitlines() if text_row.startswith("| resnet20 | 2/255"))
+    cells = [cell.strip(" |") for cell in line.split(" | ")]
+    assert cells[2] == "0.0" and cells[-1] == "0.0"  # the suite, and every attack, fool all
+    assert cells[-2] == f"{100 * worst:.1f}"  # the classic chain's worst case: the standard rows left out
