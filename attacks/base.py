@@ -149,10 +149,12 @@ def over_target_classes(model: Model, inputs: Tensor, labels: Tensor, n_target_c
         targets = torch.cat([torch.where(right, ranking[todo, rank], ranking[todo, rank - 1]) for rank, _ in group])
         runs = [f"{rank}/{restart}" for rank, restart in group for _ in range(todo.numel())]
         adv, fooled = attempt(todo.repeat(len(group)), targets, runs)
-        for j, part in enumerate(torch.arange(len(group) * todo.numel(), device=todo.device).split(todo.numel())):
-            newly = fooled[part] & ~found[todo]
+        n = todo.numel()
+        for j in range(len(group)):  # in the chain's order: a sample takes the first run that fools it
+            run_adv, run_fooled = adv[j * n:(j + 1) * n], fooled[j * n:(j + 1) * n]
+            newly = run_fooled & ~found[todo]
             keep = torch.ones_like(newly) if done + j == 0 else newly
-            best[todo[keep]] = adv[part][keep]
+            best[todo[keep]] = run_adv[keep]
             found[todo[newly]] = True
         done += len(group)
     return best
