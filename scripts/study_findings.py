@@ -308,9 +308,10 @@ class Findings:
                  "FGSM, PGD-20, APGD-CE-50 and Square-1000 above; 'every attack': per sample, the worst of both.", "",
                  *table(cols, rows), "",
                  f"At {format_eps(small)} the standard protocol takes "
-                 + ", ".join(f"{100 * d:.1f} points from {m}" for m, d in drop.items())
-                 + f" beyond the classic chain; {self.gated} minus {self.plain} under every attack: "
-                 f"{100 * gap:+.1f} points.", ""]
+                 + ", ".join(f"{100 * d:.1f} points from {m}" for m, d in drop.items()) + " beyond the classic chain"
+                 + (f"; {self.gated} minus {self.plain} under every attack: {100 * gap:+.1f} points."
+                    if {self.gated, self.plain} <= set(models) else
+                    f" ({', '.join(sorted({self.gated, self.plain} - set(models)))} not yet run under it)."), ""]
         return lines
 
     def summary_without(self, specs: set[str]) -> pd.DataFrame:
