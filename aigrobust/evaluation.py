@@ -281,6 +281,13 @@ class _Setting:
     clean_draw_acc: Tensor  # share of judged draws right on the clean input (0 or 1 for a deterministic model)
     judge_draws: int  # 1 for a deterministic model
 
+    def gradient_view(self, attack: Attack) -> nn.Module:
+        """The attacker's view for ``attack``: one that averages its own EOT draws (``eot_draws`` > 1) gets the
+        single-draw view, so the two averages do not nest (20 x 20 forwards per step)."""
+        if getattr(attack, "eot_draws", 1) > 1 and isinstance(self.view, EOTView):
+            return self.view.model
+        return self.view
+
 
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
                    sample_ids: Sequence[int], units: UnitStore | None = None,
@@ -392,7 +399,7 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
             attack.seed = spec.seed
             setting.reseed()
             target = setting.view if setting.same_network and attack.goal == "misclassify" else setting.deployed
-            result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.view,
+            result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.gradient_view(attack),
                             sample_ids=torch.as_tensor(list(sample_ids), dtype=torch.int64)[idx.cpu()])
         for k, eps in enumerate(eps_group):
             values, evaluated, success = _outcome(setting, standing[eps], result, k, attack.goal, images, labels, idx)

@@ -74,3 +74,28 @@ def test_one_call_api_matches_the_pipeline_and_checks_its_input() -> None:
         kwargs = {"images": x, "labels": y, "attacks": ["fgsm"], **bad}
         with pytest.raises(ValueError, match=message):
             aigrobust.evaluate(plain, kwargs.pop("images"), kwargs.pop("labels"), **kwargs)
+
+
+def test_an_attack_with_its_own_eot_gets_one_draw_per_call_not_nested_averages() -> None:
+    """Under stochastic gates the attacker's view averages --eot-draws draws; an attack that averages its own draws
+    (APGD's eot_draws) gets the one-draw view instead, so a gradient costs eot_draws forwards, not their product."""
+    model = half_closed(create_model("tiny_aig")).eval()
+    x = varied_images(6)
+    y = model(x).argmax(1)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+
+    def forwards(attack: str) -> int:
+        calls.clear()
+        spec = EvalSpec(attacks=(attack,), epsilons=(8 / 255,), gate_mode="stochastic", eot_draws=5, judge_draws=1,
+                        gate_grads=("straight-through",))
+        run_evaluation([ModelEntry("m", model)], spec, x, y, np.arange(6), batch_size=6)
+        return len(calls)
+
+    try:
+        own = forwards("apgd:steps=4,eot_draws=3,stop_at_success=false")
+        view = forwards("apgd:steps=4,stop_at_success=false")
+    finally:
+        handle.remove()
+    # the same steps: 3 forwards per gradient against the view's 5 (nested, it would be 15)
+    assert own < view
