@@ -62,7 +62,8 @@ def input_row_keys(x: Tensor) -> Tensor:
 
 
 def keyed_uniform(row_keys: Tensor, seed: int, key: str, shape: tuple[int, ...]) -> Tensor:
-    """(N, *shape) float32 in [0, 1): row i depends only on (seed, ``row_keys[i]``, key)."""
+    """float32 in [0, 1) of ``shape`` (rows first, one per key in ``row_keys``): row i depends only on (seed,
+    ``row_keys[i]``, key)."""
     count = 1
     for size in shape[1:]:
         count *= size
