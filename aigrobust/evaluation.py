@@ -272,7 +272,6 @@ class _Setting:
     deployed: nn.Module
     view: nn.Module
     same_network: bool
-    reseed: Callable[[], None]
     clean_pred: Tensor
     clean_gates: list[str]
     clean_decisions: Tensor
@@ -339,17 +338,14 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     defense = spec.defense(defense_spec)
     defense.to(images.device)
 
-    def reseed() -> None:
-        # stochastic gates and randomised defenses draw by (run seed, input row, draw name): the same for a row in
-        # any batch (aigrobust.randomness)
-        model.set_gate_mode(spec.gate_mode, seed=spec.seed)
-        for part in defense.modules():
-            if hasattr(part, "reseed"):
-                part.reseed(spec.seed)
-
+    # stochastic gates and randomised defenses draw by (run seed, input row, draw name), so one seeding holds for the
+    # whole setting, whatever batch or pass (aigrobust.randomness)
+    model.set_gate_mode(spec.gate_mode, seed=spec.seed)
+    for part in defense.modules():
+        if hasattr(part, "reseed"):
+            part.reseed(spec.seed)
     deployed = DefendedModel(model, defense)
     if defense_spec not in clean_cache:
-        reseed()
         with torch.no_grad(), keyed_draw(deployed, "judge/0"):
             clean_cache[defense_spec] = deployed.forward_with_gates(images)
     clean_logits, clean_trace = clean_cache[defense_spec]
@@ -363,12 +359,10 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
         view = EOTView(view, spec.eot_draws)
     judge_draws = spec.judge_draws if random_gates else 1
     clean_pred = clean_logits.argmax(1)
-    if random_gates:
-        reseed()
     clean_draws = draw_accuracy(deployed, images, labels, judge_draws, clean_pred)
-    return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, reseed,
-                    clean_pred, _pattern(clean_trace.decisions), clean_trace.decisions,
-                    clean_trace.flops.cpu().numpy(), clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
+    return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, clean_pred,
+                    _pattern(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
+                    clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
 
 def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
@@ -397,7 +391,6 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
         if idx.numel():
             # the attack's draws are keyed by (run seed, sample id): a sample's adversarial does not depend on its batch
             attack.seed = spec.seed
-            setting.reseed()
             target = setting.view if setting.same_network and attack.goal == "misclassify" else setting.deployed
             result = attack(target, images[idx], labels[idx], eps_group, gradient_model=setting.gradient_view(attack),
                             sample_ids=torch.as_tensor(list(sample_ids), dtype=torch.int64)[idx.cpu()])
@@ -423,7 +416,6 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
     if result is None:
         return values, evaluated, success
     adv = result.clipped[k]
-    setting.reseed()
     with torch.no_grad(), keyed_draw(setting.deployed, "judge/0"):
         adv_logits, adv_trace = setting.deployed.forward_with_gates(adv)
     pred = adv_logits.argmax(1)

@@ -143,13 +143,13 @@ def over_target_classes(model: Model, inputs: Tensor, labels: Tensor, n_target_c
         todo = (~found).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
-        group = chain[done:done + max(1, TARGET_BATCH_ROWS // todo.numel())]
+        n = todo.numel()
+        group = chain[done:done + max(1, TARGET_BATCH_ROWS // n)]
         # the rank-th most likely class, skipping the true one where the clean input is right
         right = ranking[todo, 0] == labels[todo]
         targets = torch.cat([torch.where(right, ranking[todo, rank], ranking[todo, rank - 1]) for rank, _ in group])
-        runs = [f"{rank}/{restart}" for rank, restart in group for _ in range(todo.numel())]
+        runs = [f"{rank}/{restart}" for rank, restart in group for _ in range(n)]
         adv, fooled = attempt(todo.repeat(len(group)), targets, runs)
-        n = todo.numel()
         for j in range(len(group)):  # in the chain's order: a sample takes the first run that fools it
             run_adv, run_fooled = adv[j * n:(j + 1) * n], fooled[j * n:(j + 1) * n]
             newly = run_fooled & ~found[todo]

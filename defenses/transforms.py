@@ -130,7 +130,7 @@ class RandomResizePad(Defense):
         u = keyed_uniform(input_row_keys(x), self.seed, f"{self.draw_key}/resize-pad", (n, 3)).cpu()
         low = int(h * self.min_fraction)
         sides = (low + (u[:, 0] * (h - low + 1)).long()).clamp_max(h).tolist()
-        rows: list[Tensor | None] = [None] * n
+        padded: dict[int, Tensor] = {}
         for side in sorted(set(sides)):
             members = [i for i in range(n) if sides[i] == side]
             resized = F.interpolate(x[members], size=(side, side * w // h), mode="bilinear", align_corners=False)
@@ -138,8 +138,8 @@ class RandomResizePad(Defense):
             for j, i in enumerate(members):
                 top = min(int(u[i, 1] * (h - side + 1)), h - side)
                 left = min(int(u[i, 2] * (w - width + 1)), w - width)
-                rows[i] = F.pad(resized[j], (left, w - width - left, top, h - side - top))
-        return torch.stack([row for row in rows if row is not None])
+                padded[i] = F.pad(resized[j], (left, w - width - left, top, h - side - top))
+        return torch.stack([padded[i] for i in range(n)])
 
     def approximation(self, x: Tensor) -> Tensor:
         return self.forward(x)  # interpolation and padding are differentiable

@@ -11,6 +11,7 @@ every other model in the records is an outside reference shown beside them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def table(columns: list[str], rows: list[list[str]]) -> list[str]:
 
 
 STANDARD = {attack_from_spec(spec).spec for spec in SUITES["standard"]}  # AutoAttack's standard protocol
+# the suite's attacks as the questions look them up (see short_name), in the chain's order
+STANDARD_NAMES = tuple(f"standard:{attack_kind(spec)}" for spec in SUITES["standard"])
 
 
 def short_name(spec: str) -> str:
@@ -274,7 +277,7 @@ class Findings:
                   - self.robust(self.gated, "pgd", e, gate_grad="straight-through") for e in eps]
         worst_gap = [self.robust(self.gated, WORST, e, summary=pair) - self.robust(self.plain, WORST, e, summary=pair)
                      for e in eps]
-        standard = [a for a in ("standard:apgd-ce", "standard:apgd-t", "standard:fab-t", "standard:square")
+        standard = [a for a in STANDARD_NAMES
                     if pair is self.summary and self.has(a, self.gated) and self.has(a, self.plain)]
         ran = ", ".join(self.label(a) for a in [*attacks, *standard] if a != WORST)
         lines += ["", f"**Answer:** under the strongest evaluation (per sample, the worst case of {ran} over the "
@@ -290,13 +293,12 @@ class Findings:
 
     def q3_standard(self) -> list[str]:
         """AutoAttack's standard protocol, attack by attack, against the classic chain's worst case."""
-        chain = [a for a in ("standard:apgd-ce", "standard:apgd-t", "standard:fab-t", "standard:square")
-                 if self.has(a)]
+        chain = [a for a in STANDARD_NAMES if self.has(a)]
         if not chain:
             return []
         models = [m for m in self.models if self.has(chain[0], m)]
         eps = self.epsilons(chain[0])
-        classic = self.summary_without(STANDARD)
+        classic = self.classic_summary
         cols = ["model", "epsilon", *(("+ " if k else "") + self.label(a) for k, a in enumerate(chain)),
                 "classic chain", "every attack"]
         rows = [[m, format_eps(e), *(pct(self.robust(m, a, e)) for a in chain),
@@ -327,7 +329,7 @@ class Findings:
 
     def standard_coverage(self) -> tuple[list[str], list[str]]:
         """Models with and without AutoAttack's standard protocol in the records (undefended)."""
-        ran = [m for m in self.models if self.has("standard:apgd-ce", m)]
+        ran = [m for m in self.models if self.has(STANDARD_NAMES[0], m)]
         return ran, [m for m in self.models if m not in ran]
 
     def pair_summary(self) -> pd.DataFrame:
@@ -336,13 +338,13 @@ class Findings:
         both = self.gated in ran and self.plain in ran
         if both or not ran:
             return self.summary
-        if not hasattr(self, "_classic"):
-            self._classic = self.summary_without(STANDARD)
-        return self._classic
+        return self.classic_summary
 
-    def summary_without(self, specs: set[str]) -> pd.DataFrame:
-        """The summary of the records without the given attacks (their worst case is the others' alone)."""
-        return short_names(summarize(self.records[~self.records["attack"].isin(specs)].drop(columns="attack_name")))
+    @functools.cached_property
+    def classic_summary(self) -> pd.DataFrame:
+        """The summary of the records without the standard protocol's attacks (the classic chain's worst case)."""
+        classic = self.records[~self.records["attack"].isin(STANDARD)].drop(columns="attack_name")
+        return short_names(summarize(classic))
 
     def q4_stability(self) -> list[str]:
         attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", "gate-flip") if self.has(a, self.gated)]

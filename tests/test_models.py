@@ -105,13 +105,13 @@ def test_a_closed_gate_returns_the_shortcut_alone() -> None:
     with torch.no_grad():
         block.gate.fc2.bias.copy_(torch.tensor([10.0, -10.0]))
     x = torch.relu(torch.randn(4, 16, 32, 32))
-    out, decision, _, _ = model._run_block(block, x)
+    out, decision, _, _ = model._run_block(block, x, 1)
     assert not decision.any()
     assert torch.equal(out, x)
     down = model.residual_blocks()[3]  # option-A downsampling block
     with torch.no_grad():
         down.gate.fc2.bias.copy_(torch.tensor([10.0, -10.0]))
-    out, _, _, _ = model._run_block(down, x)
+    out, _, _, _ = model._run_block(down, x, 3)
     assert torch.equal(out, F.relu(down.shortcut_path(x)))
 
 

@@ -318,8 +318,7 @@ class ResNetBase(nn.Module):
                                     tuple(logits.shape))
         return gumbel_straight_through(logits, uniform)
 
-    def _run_block(self, block: ResidualBlock, x: Tensor, block_index: int = 0
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _run_block(self, block: ResidualBlock, x: Tensor, block_index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n = x.shape[0]
         shortcut = block.shortcut_path(x)
         mode = self._effective_mode()
@@ -386,14 +385,14 @@ class ResNetBase(nn.Module):
                 h = self.normalize(x)
                 stem, h = _count_flops(self.stem, h)
                 gates, shortcuts, residual = [], [], []
-                for block in self.residual_blocks():
+                for index, block in enumerate(self.residual_blocks()):
                     gate_flops = _count_flops(block.gate, h)[0] if block.gate is not None else 0.0
                     shortcut_flops, _ = _count_flops(block.shortcut_path, h)
                     residual_flops, _ = _count_flops(block.residual, h)
                     gates.append(gate_flops)
                     shortcuts.append(shortcut_flops)
                     residual.append(residual_flops)
-                    h = self._run_block(block, h)[0]
+                    h = self._run_block(block, h, index)[0]
                 head, _ = _count_flops(self.head, h)
                 measured_total, _ = _count_flops(self, x)
         finally:
