@@ -10,7 +10,8 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study}
 PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. while the other runs elsewhere)
 REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
-STAGES=${STAGES:-"train attacks standard"}  # e.g. STAGES=standard REPORT=0: only the AutoAttack-standard runs
+STAGES=${STAGES:-"train attacks standard standard-jpeg"}  # e.g. STAGES=standard REPORT=0: the undefended AutoAttack runs
+DEVICE=${DEVICE:-auto}           # DEVICE=cuda runs the attacks on a GPU (same records: seeds are per sample, not per device)
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
@@ -36,7 +37,7 @@ OURS=(--checkpoint resnet20=aigrobust/pretrained/resnet20.safetensors
       --checkpoint aig20=aigrobust/pretrained/aig20.safetensors)
 EXTERNAL=(--checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th"
           --checkpoint akamaster-resnet56="$DATA/pretrained/resnet56-4bfd9763.th")
-DATA_ARGS=(--data-dir "$DATA" --n-samples 1000 --batch-size 250)
+DATA_ARGS=(--data-dir "$DATA" --n-samples 1000 --batch-size 250 --device "$DEVICE")
 JPEG=(--defense jpeg:75 --defense jpeg:50 --defense-grad oblivious --defense-grad bpda --defense-grad diff)
 resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
 run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
@@ -60,8 +61,7 @@ for who in $PAIRS; do
   run_attack "$RUNS/square-$who" "${M[@]/all/exact}" "${DATA_ARGS[@]}" --attack square:n_queries=1000 --eps 8/255
 done
 # AutoAttack's standard protocol (APGD-CE, APGD-T, FAB-T, Square-5000, early exit), one run per model so each
-# finishes and resumes alone; undefended first (STANDARD_JPEG=0 stops there: the JPEG runs are the long part)
-STANDARD_JPEG=${STANDARD_JPEG:-1}
+# finishes and resumes alone; undefended (stage standard), then against JPEG (stage standard-jpeg: the long part)
 declare -A STANDARD_MODELS=([akamaster-resnet20]="${EXTERNAL[1]}" [akamaster-resnet56]="${EXTERNAL[3]}"
                             [resnet20]="${OURS[1]}" [aig20]="${OURS[3]}")
 for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
@@ -72,8 +72,8 @@ for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
 done
 stage standard && run_attack "$RUNS/standard-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
   --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255
-for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
-  stage standard && [ "$STANDARD_JPEG" = 1 ] || break
+for m in resnet20 aig20 akamaster-resnet20 akamaster-resnet56; do  # the gated-vs-plain pair first
+  stage standard-jpeg || break
   grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
   run_attack "$RUNS/standard-jpeg-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
     --defense jpeg:75 --defense jpeg:50 --defense-grad bpda --defense-grad diff --suite standard --eps 2/255 --eps 8/255
