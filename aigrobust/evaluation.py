@@ -461,7 +461,7 @@ def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], lab
         target = standing[_standing_key(standing, float(eps))]
         if len(rows) != len(labels):
             raise ValueError(f"a saved unit holds {len(rows)} rows at epsilon {eps}, not the batch's {len(labels)}")
-        values: dict[str, Any] = {key: torch.as_tensor(rows[key].to_numpy(), dtype=target[key].dtype,
+        values: dict[str, Any] = {key: torch.as_tensor(rows[key].to_numpy(copy=True), dtype=target[key].dtype,
                                                        device=target[key].device) for key in STANDING_TENSORS}
         values["adv_gates"] = rows["adv_gates"].astype(str).tolist()
         _update_standing(target, values, labels)
