@@ -114,8 +114,13 @@ def training_step_ratio(nets: dict[str, torch.nn.Module], device: torch.device, 
 
         seconds[name] = timed(step, device, repeats)
         model.eval()
+    # what one ImageNet epoch (1,281,167 training images) would take on 8 such GPUs at this per-GPU rate, data
+    # loading aside: the README's "time per epoch" comes from this line
+    epoch_minutes = {name: 1_281_167 / (8 * batch / s) / 60 for name, s in seconds.items()}
     return [f"train step batch {batch}: resnet50 {seconds['resnet50'] * 1000:.1f} ms, aig50 "
-            f"{seconds['aig50'] * 1000:.1f} ms, aig50 / resnet50 {seconds['aig50'] / seconds['resnet50']:.2f}x"]
+            f"{seconds['aig50'] * 1000:.1f} ms, aig50 / resnet50 {seconds['aig50'] / seconds['resnet50']:.2f}x",
+            f"implied ImageNet epoch on 8 such GPUs (compute only): resnet50 {epoch_minutes['resnet50']:.1f} min, "
+            f"aig50 {epoch_minutes['aig50']:.1f} min"]
 
 
 def jpeg_device_against_cpu(device: torch.device, size: int, n: int) -> list[str]:
@@ -141,11 +146,18 @@ def main() -> None:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
     print(f"device: {card}; torch {torch.__version__}")
     nets = models(args.dry_run, device)
-    for line in (eval_throughput(nets, device, size, batches, repeats)
-                 + pgd_against_torchattacks(nets["resnet50"], device, size, n)
-                 + training_step_ratio(nets, device, size, batches[0], repeats)
-                 + jpeg_device_against_cpu(device, 224 if not args.dry_run else 32, n)):
-        print(line, flush=True)
+    sections: list[tuple[str, Callable[[], list[str]]]] = [
+        ("evaluation throughput", lambda: eval_throughput(nets, device, size, batches, repeats)),
+        ("PGD-10 against torchattacks", lambda: pgd_against_torchattacks(nets["resnet50"], device, size, n)),
+        ("training step", lambda: training_step_ratio(nets, device, size, batches[0], repeats)),
+        ("JPEG", lambda: jpeg_device_against_cpu(device, 224 if not args.dry_run else 32, n)),
+    ]
+    # each section prints as it ends, with its time, so a run cut short still shows what it measured
+    for title, section in sections:
+        start = time.perf_counter()
+        for line in section():
+            print(line, flush=True)
+        print(f"  ({title}: {time.perf_counter() - start:.1f} s)", flush=True)
     print("gpu check: done")
 
 

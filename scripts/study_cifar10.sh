@@ -72,12 +72,17 @@ for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
 done
 stage standard && run_attack "$RUNS/standard-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
   --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255
-for m in resnet20 aig20 akamaster-resnet20 akamaster-resnet56; do  # the gated-vs-plain pair first
+# against JPEG, like the undefended runs: the gated-vs-plain pair first, aig20's surrogate gate gradients last
+STANDARD_JPEG=(--defense jpeg:75 --defense jpeg:50 --defense-grad bpda --defense-grad diff --suite standard
+               --eps 2/255 --eps 8/255)
+for m in resnet20 aig20 akamaster-resnet20 akamaster-resnet56; do
   stage standard-jpeg || break
-  grad=(); [ $m = aig20 ] && grad=(--gate-grad all)
+  grad=(); [ $m = aig20 ] && grad=(--gate-grad exact)
   run_attack "$RUNS/standard-jpeg-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
-    --defense jpeg:75 --defense jpeg:50 --defense-grad bpda --defense-grad diff --suite standard --eps 2/255 --eps 8/255
+    "${STANDARD_JPEG[@]}"
 done
+stage standard-jpeg && run_attack "$RUNS/standard-jpeg-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
+  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" "${STANDARD_JPEG[@]}"
 # attacks on the gates themselves
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
