@@ -92,7 +92,9 @@ stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --ch
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
 STUDY_RUNS+=("$RUNS/gates")
-for run in "$RUNS"/standard-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
+# the undefended standard runs before the JPEG ones, whose undefended reference rows repeat them (first run wins)
+for run in "$RUNS"/standard-*; do [[ $run != */standard-jpeg-* ]] && [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
+for run in "$RUNS"/standard-jpeg-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 [ -f reports/cifar10/why_23_percent.json ] || python scripts/why_23_percent.py --out reports/cifar10/why_23_percent.json
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
   --why reports/cifar10/why_23_percent.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"

@@ -80,8 +80,10 @@ class Findings:
         plain models."""
         summary = self.summary if summary is None else summary
         rows = summary[(summary["model"] == model) & (summary["attack_name"] == attack)
-                       & (summary["defense"] == defense[0]) & (summary["defense_grad"] == defense[1])
-                       & np.isclose(summary["epsilon"], epsilon)]
+                       & (summary["defense"] == defense[0]) & np.isclose(summary["epsilon"], epsilon)]
+        # the worst over defense gradients is only summarised where several ran: with one, it is that one
+        if defense[1] != WORST or WORST in set(rows["defense_grad"]) or len(set(rows["defense_grad"])) != 1:
+            rows = rows[rows["defense_grad"] == defense[1]]
         if gate_grad is None:
             grads = set(rows["gate_grad"])
             gate_grad = WORST if WORST in grads else ("exact" if "exact" in grads else "none")
@@ -105,9 +107,11 @@ class Findings:
         specs = self.summary.loc[self.summary["attack_name"] == attack, "attack"]
         return attack_label(specs.iloc[0]) if len(specs) else attack
 
-    def has(self, attack: str, model: str | None = None) -> bool:
-        """Whether the records hold an attack (for a model)."""
+    def has(self, attack: str, model: str | None = None, defense: str | None = None) -> bool:
+        """Whether the records hold an attack (for a model, under a defense)."""
         rows = self.summary[self.summary["attack_name"] == attack]
+        if defense is not None:
+            rows = rows[rows["defense"] == defense]
         return bool(len(rows if model is None else rows[rows["model"] == model]))
 
     def headline(self) -> list[str]:
@@ -131,6 +135,13 @@ class Findings:
         ran, missing = self.standard_coverage()
         coverage = (f" Undefended worst cases include AutoAttack's standard protocol for {', '.join(ran)}"
                     + (f", not yet for {', '.join(missing)}." if missing else ".") if ran else "")
+        ran, missing = self.standard_coverage("jpeg:75")
+        grads = self.standard_gate_grads("jpeg:75")
+        gated_note = (f" ({self.gated}: {' and '.join(grads)} gate gradients)"
+                      if self.gated in ran and grads and len(grads) < 3 else "")
+        coverage += (f" The adaptive JPEG-75 worst cases include it for {', '.join(ran)}{gated_note}"
+                     + (f", not yet for {', '.join(missing)}." if missing else ".") if ran else
+                     " The adaptive JPEG-75 worst cases rest on the classic chain (FGSM to Square-1000).")
         return ["### Headline", "", f"Robust accuracy (%) on the {n} real test images (gated model: worst over gate "
                 "gradients; worst case: every attack run, per sample). Executed GFLOPs per clean image." + coverage,
                 "", *lines, ""]
@@ -293,10 +304,10 @@ class Findings:
 
     def q3_standard(self) -> list[str]:
         """AutoAttack's standard protocol, attack by attack, against the classic chain's worst case."""
-        chain = [a for a in STANDARD_NAMES if self.has(a)]
+        chain = [a for a in STANDARD_NAMES if self.has(a, defense="none")]
         if not chain:
             return []
-        models = [m for m in self.models if self.has(chain[0], m)]
+        models = [m for m in self.models if self.has(chain[0], m, "none")]
         eps = self.epsilons(chain[0])
         classic = self.classic_summary
         cols = ["model", "epsilon", *(("+ " if k else "") + self.label(a) for k, a in enumerate(chain)),
@@ -327,10 +338,51 @@ class Findings:
                     f" ({', '.join(sorted({self.gated, self.plain} - set(models)))} not yet run under it)."), ""]
         return lines
 
-    def standard_coverage(self) -> tuple[list[str], list[str]]:
-        """Models with and without AutoAttack's standard protocol in the records (undefended)."""
-        ran = [m for m in self.models if self.has(STANDARD_NAMES[0], m)]
+    def standard_coverage(self, defense: str = "none") -> tuple[list[str], list[str]]:
+        """Models with and without AutoAttack's standard protocol in the records, under ``defense``."""
+        rows = self.summary[(self.summary["attack_name"] == STANDARD_NAMES[0]) & (self.summary["defense"] == defense)]
+        ran = [m for m in self.models if m in set(rows["model"])]
         return ran, [m for m in self.models if m not in ran]
+
+    def standard_gate_grads(self, defense: str = "none") -> list[str]:
+        """The gate gradients the gated model ran the standard protocol with, under ``defense``."""
+        rows = self.records[(self.records["model"] == self.gated) & self.records["attack_name"].isin(STANDARD_NAMES)
+                            & (self.records["defense"] == defense)]
+        return sorted(set(rows["gate_grad"]))
+
+    def q3_standard_jpeg(self) -> list[str]:
+        """AutoAttack's standard protocol against the JPEG defenses, beside the classic chain's adaptive worst case."""
+        jpegs = sorted(d for d in set(self.summary["defense"]) if d != "none")
+        covered = {d: self.standard_coverage(d)[0] for d in jpegs}
+        if not any(covered.values()):
+            return []
+        # with early exit each attack's rows carry the earlier ones' successes: robust after the last = to the chain
+        last = [a for a in STANDARD_NAMES if self.has(a)][-1]
+        classic = self.classic_summary
+        rows = [[m, d, format_eps(e), *(pct(self.robust(m, last, e, (d, g))) for g in ("bpda", "diff")),
+                 pct(self.robust(m, WORST, e, (d, WORST), summary=classic)), pct(self.robust(m, WORST, e, (d, WORST)))]
+                for d in jpegs for m in covered[d] for e in self.epsilons(STANDARD_NAMES[0])]
+        grads = self.standard_gate_grads(jpegs[0])
+        small = self.epsilons(STANDARD_NAMES[0])[0]
+        lines = ["### 3c. AutoAttack's standard protocol against JPEG", "",
+                 "`--suite standard` against the JPEG-defended models, the whole chain under BPDA (real JPEG forward, "
+                 "identity backward) and under kornia's differentiable JPEG; robust accuracy (%) after the chain. "
+                 "'classic chain': the adaptive worst case of section 3 (oblivious, BPDA and diff, FGSM to "
+                 "Square-1000); 'every attack': per sample, the worst of both"
+                 + (f". {self.gated} ran the protocol with {' and '.join(grads)} gate gradients" if grads else "")
+                 + ".", "",
+                 *table(["model", "defense", "epsilon", "standard, BPDA", "standard, diff", "classic chain",
+                         "every attack"], rows), ""]
+        missing = sorted({m for d in jpegs for m in self.models if m not in covered[d]})
+        if missing:
+            lines += [f"Not yet run against JPEG under the standard protocol: {', '.join(missing)}.", ""]
+        for d in jpegs:
+            if {self.gated, self.plain} <= set(covered[d]):
+                gap = (self.robust(self.gated, WORST, small, (d, WORST))
+                       - self.robust(self.plain, WORST, small, (d, WORST)))
+                lines += [f"With {d} at {format_eps(small)}, {self.gated} minus {self.plain} under every attack: "
+                          f"{100 * gap:+.1f} points.", ""]
+        return lines
 
     def pair_summary(self) -> pd.DataFrame:
         """The summary the gated-versus-plain comparisons read: with the standard protocol only where both ran it."""
@@ -556,7 +608,7 @@ class Findings:
                     + (" outside references" if len(self.references) > 1 else " an outside reference")
                     + " (akamaster's weights, trained on the original PNG images)." if self.references else ""), ""]
         for section in (self.headline, self.q1_gates, self.q2_fgsm, self.q3_strong, self.q3_standard,
-                        self.q4_stability, self.q5_inflation, self.why_lines, self.caveats):
+                        self.q3_standard_jpeg, self.q4_stability, self.q5_inflation, self.why_lines, self.caveats):
             parts += section()
         return "\n".join(parts) + "\n"
 

@@ -365,3 +365,42 @@ def test_study_findings_read_the_standard_protocol_apart_from_the_classic_chain(
     cells = [cell.strip(" |") for cell in line.split(" | ")]
     assert cells[2] == "0.0" and cells[-1] == "0.0"  # the suite, and every attack, fool all
     assert cells[-2] == f"{100 * worst:.1f}"  # the classic chain's worst case: the standard rows left out
+
+
+def test_study_findings_put_the_standard_protocol_against_jpeg_beside_the_classic_chain(run_dir: Path) -> None:
+    """A standard-suite run against JPEG gets its own section and counts in the adaptive JPEG worst case; the
+    headline says which models it covers."""
+    import pandas as pd
+    from study_findings import Findings
+
+    from aigrobust.metrics import summarize
+    from aigrobust.runs import read_records
+    from attacks import SUITES, attack_from_spec
+
+    records = read_records(run_dir)
+    jpeg_fgsm = records[(records["attack"] == attack_from_spec("fgsm").spec) & (records["defense"] == "jpeg:75")]
+    attacked = jpeg_fgsm["epsilon"] > 0
+    # stands in for a standard-suite run under BPDA that fools every image at every epsilon > 0
+    as_standard = jpeg_fgsm.assign(attack=attack_from_spec(SUITES["standard"][0]).spec,
+                                   adv_pred=jpeg_fgsm["adv_pred"].where(~attacked, (jpeg_fgsm["label"] + 1) % 10),
+                                   adv_correct=jpeg_fgsm["adv_correct"] & ~attacked,
+                                   success=jpeg_fgsm["success"] | attacked)
+    before = Findings(records, gated="tiny", plain="resnet20", arch="tiny_aig").markdown()
+    assert "### 3c." not in before and "JPEG-75 worst cases rest on the classic chain" in before
+    text = Findings(pd.concat([records, as_standard], ignore_index=True), gated="tiny", plain="resnet20",
+                    arch="tiny_aig").markdown()
+    assert "adaptive JPEG-75 worst cases include it for resnet20, tiny" in text
+    section = text.split("### 3c.")[1].split("### 4.")[0]
+    classic = summarize(records)
+    rows = classic[(classic["model"] == "resnet20") & (classic["attack"] == "worst-case")
+                   & (classic["defense"] == "jpeg:75") & (classic["defense_grad"] == "bpda")  # the only one run
+                   & (classic["epsilon"].round(6) == round(2 / 255, 6))]
+    worst = float(rows["robust_acc"].iloc[0])
+    assert worst > 0  # else the columns could not tell the classic chain from every attack
+    line = next(row for row in section.splitlines() if row.startswith("| resnet20 | jpeg:75 | 2/255"))
+    cells = [cell.strip(" |") for cell in line.split(" | ")]
+    assert cells[3] == "0.0" and cells[4] == "n/a"  # BPDA ran, diff did not
+    assert cells[5] == f"{100 * worst:.1f}" and cells[6] == "0.0"
+    headline = text.split("### Headline")[1].split("### 1.")[0]
+    resnet_row = next(row for row in headline.splitlines() if row.startswith("| resnet20 |"))
+    assert resnet_row.split(" | ")[7] == "0.0"  # the adaptive JPEG-75 column counts the standard protocol
