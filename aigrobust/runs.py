@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,16 +154,20 @@ class RunFolder:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 try:
-                    holder = int(path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    holder = 0
-                if holder and holder != os.getpid() and _alive(holder):
-                    raise RunFolderError(f"another aigrobust process (pid {holder}) is writing to {self.root}; wait "
-                                         "for it to finish or pick another --out") from None
+                    holder = LockHolder.parse(path.read_text())
+                except OSError:
+                    holder = None
+                if holder is not None and holder.host not in (None, socket.gethostname()):
+                    raise RunFolderError(f"{path} was written by pid {holder.pid} on host {holder.host}, whose "
+                                         "processes cannot be seen from here; if that run is gone, delete the lock "
+                                         "file and --resume") from None
+                if holder is not None and holder.pid != os.getpid() and holder.alive():
+                    raise RunFolderError(f"another aigrobust process (pid {holder.pid}) is writing to {self.root}; "
+                                         "wait for it to finish or pick another --out") from None
                 path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(LockHolder.of_this_process().text())
             self._lock_path = path
             atexit.register(self.release)
             return
@@ -221,14 +226,54 @@ class RunFolder:
         self.release()
 
 
-def _alive(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of /proc/PID/stat), or None where unknown."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who wrote a run folder's lock: pid, the process's start time and the host. A pid alone is not enough: after
+    a restart (or on another machine) the same pid can belong to an unrelated process, which would block a resume."""
+
+    pid: int
+    start: str | None = None
+    host: str | None = None
+
+    @classmethod
+    def of_this_process(cls) -> LockHolder:
+        return cls(os.getpid(), _process_start(os.getpid()), socket.gethostname())
+
+    @classmethod
+    def parse(cls, text: str) -> LockHolder | None:
+        """'PID START HOST' (or a bare PID, as older versions wrote); None for an empty or garbled lock."""
+        parts = text.split()
+        try:
+            pid = int(parts[0]) if parts else 0
+        except ValueError:
+            return None
+        if pid <= 0:
+            return None
+        start = parts[1] if len(parts) > 1 and parts[1] != "-" else None
+        return cls(pid, start, parts[2] if len(parts) > 2 else None)
+
+    def text(self) -> str:
+        return f"{self.pid} {self.start or '-'} {self.host or socket.gethostname()}"
+
+    def alive(self) -> bool:
+        """Whether the writer still runs on this host: its pid exists and, where known, started when it did."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return self.start is None or _process_start(self.pid) in (None, self.start)
 
 
 @dataclass(frozen=True)

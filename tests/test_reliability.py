@@ -170,3 +170,30 @@ def test_sigkill_inside_the_first_batch_keeps_finished_units(synthetic_npz_dir: 
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr  # replaying saved units is silent (torch once warned here)
     assert (killed / "records.csv.gz").read_bytes() == (reference / "records.csv.gz").read_bytes()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to tell a process's start time")
+def test_a_lock_whose_pid_was_reused_is_stale_and_a_foreign_host_lock_is_named(tmp_path: Path) -> None:
+    """A run folder's lock names pid, start time and host: a live process that reuses the pid (after a restart)
+    does not block a resume; a lock written on another host is refused with its host and what to do."""
+    import socket
+
+    from aigrobust.runs import LOCK_FILE, LockHolder, RunFolder, RunFolderError
+
+    spec = {"spec": {"attacks": ["fgsm"]}}
+    folder = RunFolder(tmp_path / "run", spec, resume=False)
+    written = (tmp_path / "run" / LOCK_FILE).read_text().split()
+    assert written[0] == str(os.getpid()) and written[2] == socket.gethostname()
+    folder.release()
+    lock = tmp_path / "run" / LOCK_FILE
+    parent = os.getppid()  # alive, not us
+    lock.write_text(f"{parent} 1 {socket.gethostname()}")  # the parent's pid, but not the parent's start time
+    assert not LockHolder.parse(lock.read_text()).alive()
+    RunFolder(tmp_path / "run", spec, resume=True).release()  # taken over
+    lock.write_text(LockHolder(parent, None, socket.gethostname()).text())
+    with pytest.raises(RunFolderError, match=f"pid {parent}"):
+        RunFolder(tmp_path / "run", spec, resume=True)  # the parent itself: still refused
+    lock.write_text(f"{parent} 1 elsewhere-node-7")
+    with pytest.raises(RunFolderError, match="on host elsewhere-node-7.*delete the lock file"):
+        RunFolder(tmp_path / "run", spec, resume=True)
+    assert lock.read_text() == f"{parent} 1 elsewhere-node-7"  # a refused folder keeps the other's lock
