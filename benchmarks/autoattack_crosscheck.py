@@ -65,6 +65,15 @@ def ours(model: torch.nn.Module, eps: float) -> list[Callable[[Tensor, Tensor], 
     return [runner(spec) for spec in SUITES["standard"]]
 
 
+def in_layout(model: torch.nn.Module, layout: str) -> torch.nn.Module:
+    """A copy of ``model`` in ``layout``: 'contiguous' (NCHW, the layout a model comes in) or 'channels_last'
+    (NHWC, the layout `aigrobust attack` moves every model to before attacking it)."""
+    import copy
+
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return copy.deepcopy(model).to(memory_format=memory_format)
+
+
 def chain(model: torch.nn.Module, attacks: list[Callable[[Tensor, Tensor], Tensor]], x: Tensor, y: Tensor,
           eps: float) -> dict[str, object]:
     """Run the attacks in turn on the samples still standing; per-sample fooled flags, cumulative accuracy, time."""
@@ -95,6 +104,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "autoattack_crosscheck.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--redo", action="store_true", help="Measure again the rows --out already holds.")
+    parser.add_argument("--our-layout", choices=("contiguous", "channels_last"), default="contiguous",
+                        help="Memory layout of the model our chain attacks (theirs always gets the model as it comes, "
+                             "contiguous); channels_last is what `aigrobust attack` runs.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_npz(SHARED / "cifar10_test_sample.npz").subset(range(args.n))
@@ -104,12 +116,13 @@ def main() -> None:
     for name in args.model or ["akamaster-resnet20", "resnet20", "aig20"]:
         model = load(name)
         for eps255 in args.eps or [2.0, 8.0]:
-            key = f"{name}@{eps255:g}/255"
+            key = f"{name}@{eps255:g}/255" + ("" if args.our_layout == "contiguous" else " (ours NHWC)")
             if key in results and not args.redo:
                 continue
             eps = eps255 / 255
-            row = {"ours": chain(model, ours(model, eps), x, y, eps),
-                   "theirs": chain(model, theirs(model, eps), x, y, eps)}
+            our_model = in_layout(model, args.our_layout)
+            row = {"ours": chain(our_model, ours(our_model, eps), x, y, eps),
+                   "theirs": chain(model, theirs(model, eps), x, y, eps), "our_layout": args.our_layout, "n": args.n}
             our_standing = torch.tensor(row["ours"]["standing"])
             their_standing = torch.tensor(row["theirs"]["standing"])
             row["theirs_not_ours"] = float((~their_standing & our_standing).float().mean())
