@@ -92,6 +92,12 @@ def _monotone_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFl
     return SanityFlag("monotone-in-epsilon", model, STATUS_OK, "Robust accuracy never rises with epsilon for any attack.")
 
 
+def _setting_words(defense: str, defense_grad: str, gate_grad: str) -> str:
+    """'undefended' or 'jpeg:50 under bpda', with the gate gradient where the model has gates."""
+    words = "undefended" if defense == "none" else f"{defense} under {defense_grad}"
+    return words if gate_grad == "none" else f"{words}, {gate_grad} gate gradients"
+
+
 def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[str]) -> tuple[float, str]:
     """The largest excess of the stronger kind's best (lowest) accuracy over the weaker kind's, per setting."""
     gap, where = 0.0, ""
@@ -99,7 +105,7 @@ def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[s
         strong = group[group["attack"].isin(stronger)]["robust_acc"]
         weak = group[group["attack"].isin(weaker)]["robust_acc"]
         if len(strong) and len(weak) and strong.min() - weak.min() > gap:
-            gap, where = float(strong.min() - weak.min()), f"{key[0]}/{key[2]} at eps {key[3]:.4f}"
+            gap, where = float(strong.min() - weak.min()), f"{_setting_words(*key[:3])} at eps {key[3]:.4f}"
     return gap, where
 
 
