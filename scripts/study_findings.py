@@ -122,7 +122,7 @@ class Findings:
         cols = ["model", "clean %", "FGSM 2/255", "FGSM 8/255", "worst case 2/255", "worst case 8/255",
                 "JPEG-75 + FGSM 2/255 (oblivious)", "JPEG-75 worst case 2/255 (adaptive)", "GFLOPs / image"]
         rows = []
-        jpeg_ran, _ = self.standard_coverage("jpeg:75")
+        jpeg_ran, jpeg_missing = self.standard_coverage("jpeg:75")
         for model in self.models:
             flops = self.value("clean_flops", model, "fgsm", 0.0)
             # where some models' adaptive JPEG figure counts the standard protocol, mark those it does not yet
@@ -138,13 +138,12 @@ class Findings:
         ran, missing = self.standard_coverage()
         coverage = (f" Undefended worst cases include AutoAttack's standard protocol for {', '.join(ran)}"
                     + (f", not yet for {', '.join(missing)}." if missing else ".") if ran else "")
-        ran, missing = self.standard_coverage("jpeg:75")
         grads = self.standard_gate_grads("jpeg:75")
         gated_note = (f" ({self.gated}: {' and '.join(grads)} gate gradients)"
-                      if self.gated in ran and grads and len(grads) < 3 else "")
-        coverage += (f" The adaptive JPEG-75 worst cases include it for {', '.join(ran)}{gated_note}"
-                     + (f", not yet for {', '.join(missing)} (†: the classic chain alone, so not comparable with "
-                        "the others)." if missing else ".") if ran else
+                      if self.gated in jpeg_ran and grads and len(grads) < 3 else "")
+        coverage += (f" The adaptive JPEG-75 worst cases include it for {', '.join(jpeg_ran)}{gated_note}"
+                     + (f", not yet for {', '.join(jpeg_missing)} (†: the classic chain alone, so not comparable "
+                        "with the others)." if jpeg_missing else ".") if jpeg_ran else
                      " The adaptive JPEG-75 worst cases rest on the classic chain (FGSM to Square-1000).")
         return ["### Headline", "", f"Robust accuracy (%) on the {n} real test images (gated model: worst over gate "
                 "gradients; worst case: every attack run, per sample). Executed GFLOPs per clean image." + coverage,
@@ -323,9 +322,7 @@ class Findings:
         small = eps[0]
         gap = self.robust(self.gated, WORST, small) - self.robust(self.plain, WORST, small)
         drop = {m: self.robust(m, WORST, small, summary=classic) - self.robust(m, WORST, small) for m in models}
-        gated_rows = self.records[(self.records["model"] == self.gated)
-                                  & self.records["attack_name"].isin(chain)]
-        grads = sorted(set(gated_rows["gate_grad"]))
+        grads = self.standard_gate_grads("none")
         lines = ["### 3b. AutoAttack's standard protocol", "",
                  f"`--suite standard` on the {n} test images, undefended: APGD-CE, APGD-T (9 target classes), FAB-T (9 "
                  "target classes) and Square (5,000 queries), each attack only on the samples the ones before it left "
@@ -344,8 +341,7 @@ class Findings:
 
     def standard_coverage(self, defense: str = "none") -> tuple[list[str], list[str]]:
         """Models with and without AutoAttack's standard protocol in the records, under ``defense``."""
-        rows = self.summary[(self.summary["attack_name"] == STANDARD_NAMES[0]) & (self.summary["defense"] == defense)]
-        ran = [m for m in self.models if m in set(rows["model"])]
+        ran = [m for m in self.models if self.has(STANDARD_NAMES[0], m, defense)]
         return ran, [m for m in self.models if m not in ran]
 
     def standard_gate_grads(self, defense: str = "none") -> list[str]:
