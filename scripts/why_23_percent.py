@@ -10,6 +10,9 @@
 3. The dose (``--dose 50 --dose 30``): the same fine-tune on those images compressed once more at a lower quality.
    A rise that grows with the compression is the JPEG artefacts' doing; a flat one is fine-tuning's own.
    ``--only-dose`` adds these arms to an existing --out file without recomputing the rest.
+4. The recipe (``--recipe-arm CHECKPOINT``, repeatable): our resnet20 trained from scratch with the shipped recipe on
+   the same JPEG-75 images at another epoch count (``aigrobust train --epochs N ...``); its APGD-CE robust accuracy
+   at 2/255 and margins against the shipped 30-epoch weights. Added to an existing --out file.
 """
 
 from __future__ import annotations
@@ -95,6 +98,23 @@ def dose_arms(qualities: list[int], epochs: int, lr: float, x: torch.Tensor, y: 
     return arms
 
 
+def recipe_arms(checkpoints: list[Path], x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+    """Per checkpoint of our recipe at another epoch count: its budget, held-out accuracy, APGD-CE and margins."""
+    arms = {}
+    for path in checkpoints:
+        model, meta = load_checkpoint(path, expect_model="resnet20")
+        recipe = meta.get("recipe", {})
+        if meta.get("epoch") != recipe.get("epochs"):
+            raise SystemExit(f"{path}: epoch {meta.get('epoch')} of {recipe.get('epochs')}; the recipe control needs "
+                             "a finished run (its model.safetensors)")
+        model.eval()
+        arms[str(recipe["epochs"])] = {"checkpoint": path.name, "recipe": recipe, "heldout_accuracy": meta["accuracy"],
+                                       "apgd_robust_2_255": apgd_robust(model, x[:500], y[:500]),
+                                       "margins": margins(model, x, y)}
+        print(recipe["epochs"], json.dumps(arms[str(recipe["epochs"])]), flush=True)
+    return arms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -103,9 +123,17 @@ def main() -> None:
     parser.add_argument("--dose", type=int, action="append", default=[],
                         help="Also fine-tune on the training images recompressed at this JPEG quality (repeatable).")
     parser.add_argument("--only-dose", action="store_true", help="Add the --dose arms to an existing --out file.")
+    parser.add_argument("--recipe-arm", type=Path, action="append", default=[],
+                        help="A finished resnet20 run of our recipe at another --epochs (its model.safetensors); "
+                             "added to an existing --out file (repeatable).")
     args = parser.parse_args()
     torch.manual_seed(0)
     x, y = load_npz(SHARED / "cifar10_test_sample.npz").tensors()
+    if args.recipe_arm:
+        result = json.loads(args.out.read_text())
+        result["recipe_epochs"] = {**result.get("recipe_epochs", {}), **recipe_arms(args.recipe_arm, x, y)}
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     if args.only_dose:
         result = json.loads(args.out.read_text())
         result["jpeg_dose"] = {**result.get("jpeg_dose", {}), **dose_arms(args.dose, args.epochs, args.lr, x, y)}
