@@ -11,8 +11,9 @@
    A rise that grows with the compression is the JPEG artefacts' doing; a flat one is fine-tuning's own.
    ``--only-dose`` adds these arms to an existing --out file without recomputing the rest.
 4. The recipe (``--recipe-arm CHECKPOINT``, repeatable): our resnet20 trained from scratch with the shipped recipe on
-   the same JPEG-75 images at another epoch count (``aigrobust train --epochs N ...``); its APGD-CE robust accuracy
-   at 2/255 and margins against the shipped 30-epoch weights. Added to an existing --out file.
+   the same JPEG-75 images at another epoch count (``aigrobust train --epochs N ...``) or another weight decay
+   (akamaster's 1e-4); its APGD-CE robust accuracy at 2/255 and margins against the shipped 30-epoch weights.
+   Added to an existing --out file.
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ def recipe_arms(checkpoints: list[Path], x: torch.Tensor, y: torch.Tensor) -> di
             raise SystemExit(f"{path}: epoch {meta.get('epoch')} of {recipe.get('epochs')}; the recipe control needs "
                              "a finished run (its model.safetensors)")
         model.eval()
-        arms[str(recipe["epochs"])] = {"checkpoint": path.name, "recipe": recipe, "heldout_accuracy": meta["accuracy"],
-                                       "apgd_robust_2_255": apgd_robust(model, x[:500], y[:500]),
-                                       "margins": margins(model, x, y)}
-        print(recipe["epochs"], json.dumps(arms[str(recipe["epochs"])]), flush=True)
+        # keyed by what differs from the shipped recipe: the epochs, and the weight decay where it is not 5e-4
+        key = str(recipe["epochs"]) + ("" if recipe["weight_decay"] == 5e-4 else f"-wd{recipe['weight_decay']:g}")
+        arms[key] = {"checkpoint": str(path), "recipe": recipe, "heldout_accuracy": meta["accuracy"],
+                     "apgd_robust_2_255": apgd_robust(model, x[:500], y[:500]), "margins": margins(model, x, y)}
+        print(key, json.dumps(arms[key]), flush=True)
     return arms
 
 
