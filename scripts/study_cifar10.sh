@@ -10,7 +10,7 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study}
 PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. while the other runs elsewhere)
 REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
-STAGES=${STAGES:-"train attacks standard standard-jpeg"}  # e.g. STAGES=standard REPORT=0: the undefended AutoAttack runs
+STAGES=${STAGES:-"train attacks standard standard-jpeg why"}  # e.g. STAGES=standard REPORT=0: the undefended AutoAttack runs
 DEVICE=${DEVICE:-auto}           # DEVICE=cuda runs the attacks on a GPU (same records: seeds are per sample, not per device)
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
@@ -87,6 +87,24 @@ stage standard-jpeg && run_attack "$RUNS/standard-jpeg-aig20-surrogates" --check
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
 
+# 5. why our models keep ~23% at 2/255 (stage why): margins, the JPEG fine-tune and its dose on akamaster's resnet20,
+#    then our recipe at other lengths and with akamaster's weight decay (each a resumable training run, about 80 s per
+#    epoch alone on 2 cores), added to the same file
+WHY=reports/cifar10/why_23_percent.json
+if stage why; then
+  [ -f $WHY ] || python scripts/why_23_percent.py --out $WHY --dose 50 --dose 30
+  for arm in "5 5e-4" "10 5e-4" "40 5e-4" "10 1e-4"; do
+    read -r epochs decay <<< "$arm"
+    # skip an arm the file holds already (why_23_percent.py's key: epochs, and the weight decay where not 5e-4)
+    python -c "import json, sys; d = float('$decay'); key = '$epochs' + ('' if d == 5e-4 else f'-wd{d:g}')
+sys.exit(key in json.load(open('$WHY')).get('recipe_epochs', {}))" || continue
+    out="$RUNS/recipe-resnet20-e$epochs-wd$decay"
+    [ -f "$out/model.safetensors" ] || aigrobust -v train --model resnet20 --data-dir "$DATA" --epochs "$epochs" \
+      --schedule onecycle --lr 0.1 --weight-decay "$decay" --batch-size 128 --seed 0 --out "$out" $(resume_flag "$out")
+    python scripts/why_23_percent.py --out $WHY --recipe-arm "$out/model.safetensors"
+  done
+fi
+
 [ "$REPORT" = 1 ] || exit 0
 # 4. the findings, the report and the CI baseline (200 images, under 3 minutes on 2 cores)
 STUDY_RUNS=()
@@ -95,7 +113,7 @@ STUDY_RUNS+=("$RUNS/gates")
 # the undefended standard runs before the JPEG ones, whose undefended reference rows repeat them (first run wins)
 for run in "$RUNS"/standard-*; do [[ $run != */standard-jpeg-* ]] && [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 for run in "$RUNS"/standard-jpeg-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
-[ -f reports/cifar10/why_23_percent.json ] || python scripts/why_23_percent.py --out reports/cifar10/why_23_percent.json
+[ -f $WHY ] || { echo "$WHY is missing: run the why stage (STAGES=why)" >&2; exit 1; }
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
   --why reports/cifar10/why_23_percent.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
