@@ -95,12 +95,11 @@ if stage why; then
   [ -f $WHY ] || python scripts/why_23_percent.py --out $WHY --dose 50 --dose 30
   for arm in "5 5e-4" "10 5e-4" "40 5e-4" "10 1e-4"; do
     read -r epochs decay <<< "$arm"
-    # skip an arm the file holds already (why_23_percent.py's key: epochs, and the weight decay where not 5e-4)
-    python -c "import json, sys; d = float('$decay'); key = '$epochs' + ('' if d == 5e-4 else f'-wd{d:g}')
-sys.exit(key in json.load(open('$WHY')).get('recipe_epochs', {}))" || continue
+    python scripts/why_23_percent.py --out $WHY --has-recipe-arm "$epochs" "$decay" && continue
     out="$RUNS/recipe-resnet20-e$epochs-wd$decay"
-    [ -f "$out/model.safetensors" ] || aigrobust -v train --model resnet20 --data-dir "$DATA" --epochs "$epochs" \
-      --schedule onecycle --lr 0.1 --weight-decay "$decay" --batch-size 128 --seed 0 --out "$out" $(resume_flag "$out")
+    # the shipped recipe with one factor changed (a repeated option's last value wins)
+    [ -f "$out/model.safetensors" ] || aigrobust -v train --model resnet20 "${RECIPE[@]}" --epochs "$epochs" \
+      --weight-decay "$decay" --out "$out" $(resume_flag "$out")
     python scripts/why_23_percent.py --out $WHY --recipe-arm "$out/model.safetensors"
   done
 fi

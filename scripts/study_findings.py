@@ -584,7 +584,7 @@ class Findings:
                  pct(a["apgd_robust_2_255"]), pct(a["margins"]["clean_acc"]), f"{a['margins']['margin_correct']:.2f}",
                  f"{a['margins']['grad_l1_correct']:.0f}", pct(a["margins"]["first_order_robust_share"])]
                 for a in every]
-        lengths = [a for a in every if a["recipe"]["weight_decay"] == 5e-4]
+        lengths = [a for a in every if a["recipe"]["weight_decay"] == shipped["recipe"]["weight_decay"]]
         robust = [a["apgd_robust_2_255"] for a in lengths]
         spread = max(robust) - min(robust)
         steps = " -> ".join(f"{a['recipe']['epochs']} epochs {pct(a['apgd_robust_2_255'])}%" for a in lengths)
@@ -600,7 +600,7 @@ class Findings:
                          if lengths[-1]["apgd_robust_2_255"] < max(robust) - 0.02 else ".")
                       if spread < 0.05 else
                       "a large share of the gap, so the recipe's length is a cause beside the JPEG-75 data."))
-        for arm in (a for a in every if a["recipe"]["weight_decay"] != 5e-4):
+        for arm in (a for a in every if a not in lengths):
             same = next((a for a in lengths if a["recipe"]["epochs"] == arm["recipe"]["epochs"]), None)
             if same is None:
                 continue

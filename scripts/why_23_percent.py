@@ -99,6 +99,18 @@ def dose_arms(qualities: list[int], epochs: int, lr: float, x: torch.Tensor, y: 
     return arms
 
 
+def recipe_key(epochs: int, weight_decay: float) -> str:
+    """An arm's key: what differs from the shipped recipe (the epochs, and the weight decay where it is not 5e-4)."""
+    return str(epochs) + ("" if weight_decay == 5e-4 else f"-wd{weight_decay:g}")
+
+
+def merge_into(out: Path, section: str, arms: dict[str, dict]) -> None:
+    """Add ``arms`` to ``section`` of the existing result file ``out``."""
+    result = json.loads(out.read_text())
+    result[section] = {**result.get(section, {}), **arms}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
 def recipe_arms(checkpoints: list[Path], x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
     """Per checkpoint of our recipe at another epoch count: its budget, held-out accuracy, APGD-CE and margins."""
     arms = {}
@@ -108,9 +120,7 @@ def recipe_arms(checkpoints: list[Path], x: torch.Tensor, y: torch.Tensor) -> di
         if meta.get("epoch") != recipe.get("epochs"):
             raise SystemExit(f"{path}: epoch {meta.get('epoch')} of {recipe.get('epochs')}; the recipe control needs "
                              "a finished run (its model.safetensors)")
-        model.eval()
-        # keyed by what differs from the shipped recipe: the epochs, and the weight decay where it is not 5e-4
-        key = str(recipe["epochs"]) + ("" if recipe["weight_decay"] == 5e-4 else f"-wd{recipe['weight_decay']:g}")
+        key = recipe_key(recipe["epochs"], recipe["weight_decay"])
         arms[key] = {"checkpoint": str(path), "recipe": recipe, "heldout_accuracy": meta["accuracy"],
                      "apgd_robust_2_255": apgd_robust(model, x[:500], y[:500]), "margins": margins(model, x, y)}
         print(key, json.dumps(arms[key]), flush=True)
@@ -128,18 +138,19 @@ def main() -> None:
     parser.add_argument("--recipe-arm", type=Path, action="append", default=[],
                         help="A finished resnet20 run of our recipe at another --epochs (its model.safetensors); "
                              "added to an existing --out file (repeatable).")
+    parser.add_argument("--has-recipe-arm", nargs=2, metavar=("EPOCHS", "WEIGHT_DECAY"),
+                        help="Exit 0 if the --out file holds this recipe arm, 1 if not (computes nothing).")
     args = parser.parse_args()
+    if args.has_recipe_arm:
+        held = json.loads(args.out.read_text()).get("recipe_epochs", {})
+        raise SystemExit(0 if recipe_key(int(args.has_recipe_arm[0]), float(args.has_recipe_arm[1])) in held else 1)
     torch.manual_seed(0)
     x, y = load_npz(SHARED / "cifar10_test_sample.npz").tensors()
     if args.recipe_arm:
-        result = json.loads(args.out.read_text())
-        result["recipe_epochs"] = {**result.get("recipe_epochs", {}), **recipe_arms(args.recipe_arm, x, y)}
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        merge_into(args.out, "recipe_epochs", recipe_arms(args.recipe_arm, x, y))
         return
     if args.only_dose:
-        result = json.loads(args.out.read_text())
-        result["jpeg_dose"] = {**result.get("jpeg_dose", {}), **dose_arms(args.dose, args.epochs, args.lr, x, y)}
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        merge_into(args.out, "jpeg_dose", dose_arms(args.dose, args.epochs, args.lr, x, y))
         return
     models = {"resnet20 (ours)": create_model("resnet20", pretrained=True),
               "aig20 (ours)": create_model("aig20", pretrained=True),
