@@ -6,6 +6,7 @@ The command line owns the progress bar and the printing; this module owns the or
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -14,7 +15,7 @@ import pandas as pd
 import torch
 
 from aigrobust.distributed import barrier, finish
-from aigrobust.evaluation import EvalSpec, ModelEntry, run_document, run_evaluation, stochastic_noise_floor
+from aigrobust.evaluation import EvalSpec, ModelEntry, UnitRequest, run_document, run_evaluation, stochastic_noise_floor
 from aigrobust.metrics import summarize
 from aigrobust.runs import RunFolder
 
@@ -50,8 +51,11 @@ def open_folder(out_dir: Path, spec: EvalSpec, info: dict[str, Any], resume: boo
 
 def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, data: Any, batch_size: int,
                   device: torch.device, rank: int, world: int, on_batch: Callable[[int], None],
-                  describe: Callable[[str], Any]) -> pd.DataFrame | None:
-    """Every batch of every model into the folder; the records on rank 0, None on the other ranks."""
+                  describe: Callable[[str], Any],
+                  reuse: Callable[[UnitRequest], pd.DataFrame | None] | None = None) -> pd.DataFrame | None:
+    """Every batch of every model into the folder; the records on rank 0, None on the other ranks.
+
+    ``reuse`` (see :mod:`aigrobust.reuse`) supplies units from earlier runs instead of attacking again."""
     # in-memory uint8 arrays are converted batch by batch, image folders decoded batch by batch by a DataLoader:
     # either way memory stays flat in the number of samples
     images = data.images if hasattr(data, "images") else data
@@ -59,7 +63,8 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
     sample_ids = np.asarray(data.indices)
     run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,
                          on_batch=lambda _m, n: on_batch(n), done_batches=folder.done_batch,
-                         save_batch=folder.save_batch, shard=(rank, world), units_for=folder.units_for,
+                         save_batch=folder.save_batch, shard=(rank, world),
+                         units_for=lambda m, b: replace(folder.units_for(m, b), reuse=reuse),
                          describe=describe)
     if world > 1:
         barrier(world)
@@ -74,13 +79,14 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
 
 
 def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], spec: EvalSpec, data: Any,
-         device: torch.device) -> SealedRun:
-    """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder."""
+         device: torch.device, extras: dict[str, Any] | None = None) -> SealedRun:
+    """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder;
+    ``extras`` go into summary.json beside the summary."""
     summary = summarize(records)
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
         noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries}
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
-    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
+    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__, **(extras or {})})
     return SealedRun(records, summary, noise)

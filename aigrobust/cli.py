@@ -245,6 +245,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/<date>-<time>-<models>, printed).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--reuse-from", "reuse_from", multiple=True, type=click.Path(path_type=Path),
+              help="A finished run of the same models, images, seed and attacks: the settings it holds (say the "
+              "undefended reference) are copied from its records, not attacked again; repeatable.")
 @click.option("--table", type=click.Choice(["compact", "full"]), default="compact", show_default=True,
               help="compact: the worst case per model and defense setting, one column per epsilon with its 95% "
               "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
@@ -253,7 +256,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                    eot_draws: int,
                    defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
-                   early_exit: bool, device: str, out_dir: Path | None, resume: bool, table: str) -> None:
+                   early_exit: bool, device: str, out_dir: Path | None, resume: bool, reuse_from: tuple[Path, ...],
+                   table: str) -> None:
     """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table.
 
     \b
@@ -263,7 +267,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
     from aigrobust.attack_run import evaluate_into, open_folder, run_info, seal
+    from aigrobust.evaluation import run_document
     from aigrobust.metrics import table_text
+    from aigrobust.reuse import open_donors
     from aigrobust.runs import RunFolderError
 
     if not epsilons:
@@ -278,16 +284,25 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:
-        folder = open_folder(out_dir, spec, run_info(entries, data, dataset, data_dir, batch_size), resume, rank,
-                             world)
+        info = run_info(entries, data, dataset, data_dir, batch_size)
+        # an earlier run that cannot supply this one is refused before the run folder is made
+        donors = open_donors(list(reuse_from), run_document(spec, info))
+        folder = open_folder(out_dir, spec, info, resume, rank, world)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
-    with inputs.progress_bar(len(entries) * len(data), rank) as bar:
-        records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
-                                bar.set_description_str)
+    try:
+        with inputs.progress_bar(len(entries) * len(data), rank) as bar:
+            records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
+                                    bar.set_description_str, reuse=donors)
+    except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
+        raise BadInput(str(err)) from None
     if records is None:
         return  # a torchrun rank other than 0: rank 0 writes the results
-    sealed = seal(folder, records, entries, spec, data, dev)
+    extras = {"reused_from": [str(Path(p).resolve()) for p in reuse_from]} if reuse_from else None
+    sealed = seal(folder, records, entries, spec, data, dev, extras)
+    if donors is not None:
+        for source, count in donors.supplied().items():
+            click.echo(f"{count} units (one setting x one attack x one batch) copied from {source}", err=True)
     click.echo(table_text(sealed.summary, table))
     for name, value in sealed.noise_floor.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")

@@ -252,13 +252,32 @@ def draw_accuracy(deployed: nn.Module, x: Tensor, labels: Tensor, draws: int, fi
     return (right / draws).cpu()
 
 
+@dataclass(frozen=True)
+class UnitRequest:
+    """One unit as a source outside the run sees it (an earlier run's records): which records it needs, and the
+    batch's clean outcome so the source can prove its model and images are this run's."""
+
+    model: str
+    defense: str
+    defense_grad: str
+    gate_grad: str
+    attack: str  # the canonical spec
+    epsilons: tuple[float, ...]
+    sample_ids: tuple[int, ...]
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    clean_gates: tuple[str, ...]
+
+
 @dataclass
 class UnitStore:
     """Where finished units of a batch (one defense setting x one attack) are kept, so a killed run loses at most
-    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame)`` keeps one."""
+    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame)`` keeps one.
+    ``reuse(request)``, where given, supplies a unit not yet saved from elsewhere (or None: compute it)."""
 
     load: Callable[[str], pd.DataFrame | None]
     save: Callable[[str, pd.DataFrame], None]
+    reuse: Callable[[UnitRequest], pd.DataFrame | None] | None = None
 
 
 @dataclass
@@ -308,6 +327,8 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
                 continue
             unit = f"setting-{s:03d}-attack-{a:03d}"
             saved = units.load(unit) if units is not None else None
+            if saved is None and units is not None and units.reuse is not None:
+                saved = _reused_unit(units, unit, entry.name, setting, attack, spec, labels, sample_ids)
             if saved is not None:
                 _replay_unit(saved, standing, labels, attack.goal)
                 frames.append(saved)
@@ -327,6 +348,22 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     if not frames:
         return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
     return normalize_records(pd.concat(frames, ignore_index=True))
+
+
+def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting, attack: Attack, spec: EvalSpec,
+                 labels: Tensor, sample_ids: Sequence[int]) -> pd.DataFrame | None:
+    """A unit supplied by ``units.reuse`` (saved like a computed one, so a resume reads it back), or None."""
+    assert units.reuse is not None
+    request = UnitRequest(model=model_name, defense=setting.defense_name, defense_grad=setting.defense_grad,
+                          gate_grad=setting.gate_grad, attack=attack.spec, epsilons=tuple(spec.epsilons),
+                          sample_ids=tuple(int(i) for i in sample_ids), labels=labels.cpu().numpy(),
+                          clean_pred=setting.clean_pred.cpu().numpy(), clean_gates=tuple(setting.clean_gates))
+    frame = units.reuse(request)
+    if frame is None:
+        return None
+    frame = normalize_records(frame.reset_index(drop=True))
+    units.save(unit, frame)
+    return frame
 
 
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,

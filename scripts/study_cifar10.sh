@@ -40,6 +40,8 @@ EXTERNAL=(--checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th
 DATA_ARGS=(--data-dir "$DATA" --n-samples 1000 --batch-size 250 --device "$DEVICE")
 JPEG=(--defense jpeg:75 --defense jpeg:50 --defense-grad oblivious --defense-grad bpda --defense-grad diff)
 resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
+# a finished run whose settings a new run may copy instead of attacking again (aigrobust attack --reuse-from)
+reuse_if_done() { [ -f "$1/records.csv.gz" ] && echo --reuse-from "$1"; }
 run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
 
 # 3. attacks, each for our pair (gate gradients: exact, straight-through, soft and their worst) and the outside pair.
@@ -72,17 +74,20 @@ for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
 done
 stage standard && run_attack "$RUNS/standard-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
   --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255
-# against JPEG, like the undefended runs: the gated-vs-plain pair first, aig20's surrogate gate gradients last
+# against JPEG, like the undefended runs: the gated-vs-plain pair first, aig20's surrogate gate gradients last;
+# the undefended reference every JPEG run holds is copied from the undefended run where it finished (the same
+# bytes: per-sample seeds): only the JPEG settings are attacked
 STANDARD_JPEG=(--defense jpeg:75 --defense jpeg:50 --defense-grad bpda --defense-grad diff --suite standard
                --eps 2/255 --eps 8/255)
 for m in resnet20 aig20 akamaster-resnet20 akamaster-resnet56; do
   stage standard-jpeg || break
   grad=(); [ $m = aig20 ] && grad=(--gate-grad exact)
   run_attack "$RUNS/standard-jpeg-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
-    "${STANDARD_JPEG[@]}"
+    "${STANDARD_JPEG[@]}" $(reuse_if_done "$RUNS/standard-$m")
 done
 stage standard-jpeg && run_attack "$RUNS/standard-jpeg-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
-  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" "${STANDARD_JPEG[@]}"
+  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" "${STANDARD_JPEG[@]}" \
+  $(reuse_if_done "$RUNS/standard-aig20-surrogates")
 # attacks on the gates themselves
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255

@@ -1,0 +1,90 @@
+"""--reuse-from: a run copies the settings an earlier run of the same model, images, seed and attacks holds (say its
+undefended reference) and its records are the bytes computing them would have given; an earlier run that cannot
+supply it is refused with one line before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aigrobust.evaluation import UnitRequest
+from aigrobust.runs import RunFolderError
+from tests.test_cli import _tiny_checkpoint, assert_one_line_error, run
+
+
+def _attack(checkpoint: Path, data_dir: Path, out: Path, *extra: str) -> tuple[int, str]:
+    return run("attack", "--checkpoint", f"tiny={checkpoint}", "--eps", "2/255", "--eps", "8/255",
+               "--attack", "pgd:steps=2", "--attack", "apgd:steps=3", "--early-exit", "--data-dir", str(data_dir),
+               "--n-samples", "30", "--out", str(out), *extra)
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "records.csv.gz").read_bytes()).hexdigest()
+
+
+def test_a_jpeg_run_reusing_the_undefended_run_writes_the_records_it_would_compute(synthetic_npz_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    undefended = tmp_path / "undefended"
+    code, output = _attack(checkpoint, synthetic_npz_dir, undefended, "--batch-size", "16")
+    assert code == 0, output
+    jpeg = ("--defense", "jpeg:75", "--defense-grad", "bpda", "--batch-size", "7")
+    code, output = _attack(checkpoint, synthetic_npz_dir, tmp_path / "computed", *jpeg)
+    assert code == 0, output
+    code, output = _attack(checkpoint, synthetic_npz_dir, tmp_path / "reused", *jpeg,
+                           "--reuse-from", str(undefended))
+    assert code == 0, output
+    # 30 images in batches of 7: 5 batches x 2 attacks of the undefended setting were copied, none of jpeg's
+    assert f"10 units (one setting x one attack x one batch) copied from {undefended.resolve()}" in output
+    assert _digest(tmp_path / "reused") == _digest(tmp_path / "computed")
+
+
+def test_an_earlier_run_that_cannot_supply_this_one_is_refused_before_anything_is_written(
+        synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    checkpoint = _tiny_checkpoint(tmp_path)
+    other_seed = tmp_path / "seed1"
+    assert _attack(checkpoint, synthetic_npz_dir, other_seed, "--seed", "1")[0] == 0
+    out = tmp_path / "new"
+    code, output = _attack(checkpoint, synthetic_npz_dir, out, "--reuse-from", str(other_seed))
+    assert_one_line_error(code, output, "its seed is 1, this run's 0")
+    assert not out.exists()
+    code, output = _attack(checkpoint, synthetic_npz_dir, out, "--reuse-from", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, output, "not a finished run folder")
+    assert not out.exists()
+    # another checkpoint under the same label
+    other = tmp_path / "other"
+    other.mkdir()
+    code, output = _attack(_tiny_checkpoint(other), synthetic_npz_dir, out, "--seed", "1",
+                           "--reuse-from", str(other_seed))
+    assert_one_line_error(code, output, "its model 'tiny' is")
+    assert not out.exists()
+
+
+def test_copied_rows_must_reproduce_the_batch_clean_outcome(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """The per-unit check behind the folder-level one: rows whose labels or clean predictions differ from what this
+    run computed are refused, not mixed in."""
+    from aigrobust.reuse import open_donor
+    from aigrobust.runs import FinishedRun
+
+    checkpoint = _tiny_checkpoint(tmp_path)
+    earlier = tmp_path / "earlier"
+    assert _attack(checkpoint, synthetic_npz_dir, earlier, "--batch-size", "16")[0] == 0
+    donor = open_donor(earlier, FinishedRun.open(earlier).document)
+    records = FinishedRun.open(earlier).records()
+    rows = records[(records["attack"] == records["attack"].iloc[0]) & (records["epsilon"] == 0)].head(4)
+    epsilons = tuple(FinishedRun.open(earlier).spec["epsilons"])
+    request = UnitRequest(model="tiny", defense="none", defense_grad="none", gate_grad="exact",
+                          attack=str(rows["attack"].iloc[0]), epsilons=epsilons,
+                          sample_ids=tuple(int(s) for s in rows["sample"]), labels=rows["label"].to_numpy(),
+                          clean_pred=rows["clean_pred"].to_numpy(), clean_gates=tuple(rows["clean_gates"]))
+    frame = donor.unit(request)
+    assert frame is not None and len(frame) == 4 * len(epsilons)
+    assert list(frame["sample"].iloc[:4]) == list(request.sample_ids)
+    assert donor.unit(UnitRequest(**{**request.__dict__, "sample_ids": (10_000,) * 4})) is None  # not held: compute
+    wrong = np.asarray(request.clean_pred).copy()
+    wrong[0] = (wrong[0] + 1) % 10
+    with pytest.raises(RunFolderError, match="clean_pred .* differ from this run's"):
+        donor.unit(UnitRequest(**{**request.__dict__, "clean_pred": wrong}))
