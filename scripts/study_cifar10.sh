@@ -11,7 +11,7 @@ RUNS=${RUNS:-runs/study}
 PAIRS=${PAIRS:-"ours external"}  # attack only one pair with PAIRS=ours (e.g. while the other runs elsewhere)
 REPORT=${REPORT:-1}              # REPORT=0 stops after the attacks
 STAGES=${STAGES:-"train attacks standard standard-jpeg why"}  # e.g. STAGES=standard REPORT=0: the undefended AutoAttack runs
-DEVICE=${DEVICE:-auto}           # DEVICE=cuda runs the attacks on a GPU (same records: seeds are per sample, not per device)
+DEVICE=${DEVICE:-auto}           # DEVICE=cuda runs the attacks on a GPU (the same seeds per sample; float rounding differs from the CPU, so a few borderline samples can too)
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0)
 
