@@ -49,15 +49,26 @@ def open_folder(out_dir: Path, spec: EvalSpec, info: dict[str, Any], resume: boo
     return folder if folder is not None else RunFolder(out_dir, document, resume=True, lock=False)
 
 
+def device_description(device: torch.device) -> str:
+    """What computes a run's units, as summary.json notes it: float rounding, and so a borderline sample's outcome,
+    can differ between a GPU and the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{device.type} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+
+
 def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, data: Any, batch_size: int,
                   device: torch.device, rank: int, world: int, on_batch: Callable[[int], None],
                   describe: Callable[[str], Any],
-                  reuse: Callable[[UnitRequest], pd.DataFrame | None] | None = None) -> pd.DataFrame | None:
+                  reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
+                  ) -> pd.DataFrame | None:
     """Every batch of every model into the folder; the records on rank 0, None on the other ranks.
 
     ``reuse`` (see :mod:`aigrobust.reuse`) supplies units from earlier runs instead of attacking again."""
     # in-memory uint8 arrays are converted batch by batch, image folders decoded batch by batch by a DataLoader:
     # either way memory stays flat in the number of samples
+    folder.made_on = device_description(device)
     images = data.images if hasattr(data, "images") else data
     labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)

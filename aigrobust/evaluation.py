@@ -272,12 +272,13 @@ class UnitRequest:
 @dataclass
 class UnitStore:
     """Where finished units of a batch (one defense setting x one attack) are kept, so a killed run loses at most
-    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame)`` keeps one.
-    ``reuse(request)``, where given, supplies a unit not yet saved from elsewhere (or None: compute it)."""
+    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame, origin)`` keeps
+    one (``origin``: None for a unit computed here, else where it was copied from). ``reuse(request)``, where given,
+    supplies a unit not yet saved from elsewhere as (records, origin), or None: compute it."""
 
     load: Callable[[str], pd.DataFrame | None]
-    save: Callable[[str, pd.DataFrame], None]
-    reuse: Callable[[UnitRequest], pd.DataFrame | None] | None = None
+    save: Callable[[str, pd.DataFrame, str | None], None]
+    reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
 
 
 @dataclass
@@ -341,7 +342,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
             unit_frame = normalize_records(_run_unit(entry.name, spec, attack, setting, standing, images, labels,
                                                      sample_ids))
             if units is not None and not unit_frame.empty:
-                units.save(unit, unit_frame)
+                units.save(unit, unit_frame, None)
             frames.append(unit_frame)
     model.set_gate_mode(spec.gate_mode, seed=spec.seed)
     frames = [f for f in frames if not f.empty]
@@ -358,11 +359,11 @@ def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting
                           gate_grad=setting.gate_grad, attack=attack.spec, epsilons=tuple(spec.epsilons),
                           sample_ids=tuple(int(i) for i in sample_ids), labels=labels.cpu().numpy(),
                           clean_pred=setting.clean_pred.cpu().numpy(), clean_gates=tuple(setting.clean_gates))
-    frame = units.reuse(request)
-    if frame is None:
+    supplied = units.reuse(request)
+    if supplied is None:
         return None
-    frame = normalize_records(frame.reset_index(drop=True))
-    units.save(unit, frame)
+    frame = normalize_records(supplied[0].reset_index(drop=True))
+    units.save(unit, frame, supplied[1])
     return frame
 
 

@@ -72,11 +72,12 @@ class RecordDonors:
 
     donors: list[RecordDonor]
 
-    def __call__(self, request: UnitRequest) -> pd.DataFrame | None:
+    def __call__(self, request: UnitRequest) -> tuple[pd.DataFrame, str] | None:
+        """The unit's rows and the run they came from, or None where no earlier run holds it."""
         for donor in self.donors:
             frame = donor.unit(request)
             if frame is not None:
-                return frame
+                return frame, f"copied from {donor.root.resolve()}"
         return None
 
     def supplied(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ SUMMARY_TABLE = "summary.csv"
 SPEC_FILE = "run.json"
 PARTS_DIR = ".parts"
 LOCK_FILE = ".lock"
+PROVENANCE_FILE = "unit_origins.jsonl"  # in PARTS_DIR: which device (or earlier run) made each unit
 INTEGRITY_KEY = "records"  # run.json: row count and sha256 of the finished records file
 
 
@@ -114,6 +115,8 @@ class RunFolder:
         """``lock``: take the folder's lock (the writer does; the other ranks of a torchrun join without it)."""
         self.root = Path(root)
         self.spec = {k: v for k, v in spec.items() if k != INTEGRITY_KEY}  # the command, not a past outcome
+        # what computes the units this process saves (set by the caller; floats differ between devices)
+        self.made_on = "unrecorded device"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / ".write-test"
@@ -208,13 +211,39 @@ class RunFolder:
             path = folder / f"{unit}.csv.gz"
             return read_records(path) if path.is_file() else None
 
-        def save(unit: str, frame: pd.DataFrame) -> None:
+        def save(unit: str, frame: pd.DataFrame, origin: str | None = None) -> None:
             atomic_write_bytes(folder / f"{unit}.csv.gz", _csv_bytes(frame, compress=True))
+            self._note_origin(model, batch, unit, origin or self.made_on)
 
         return UnitStore(load=load, save=save)
 
+    def _note_origin(self, model: str, batch: int, unit: str, origin: str) -> None:
+        # one JSON line per saved unit; a line cut short by a kill is skipped when read
+        line = json.dumps({"model": model, "batch": batch, "unit": unit, "origin": origin})
+        with open(self.root / PARTS_DIR / PROVENANCE_FILE, "a") as handle:
+            handle.write(line + "\n")
+
+    def unit_origins(self) -> dict[str, int]:
+        """How many of the run's units each origin made ("cpu (torch 2.14.1, 2 threads)", "copied from RUN"), counted
+        over every process that worked on the run; units saved before origins were noted are not counted."""
+        path = self.root / PARTS_DIR / PROVENANCE_FILE
+        latest: dict[tuple[str, int, str], str] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    latest[(entry["model"], int(entry["batch"]), entry["unit"])] = str(entry["origin"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        counts: dict[str, int] = {}
+        for origin in latest.values():
+            counts[origin] = counts.get(origin, 0) + 1
+        return dict(sorted(counts.items()))
+
     def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> None:
-        """Write the records, the summary table and summary.json (each atomically), then drop the parts."""
+        """Write the records, the summary table and summary.json (each atomically, summary.json with the units'
+        origins), then drop the parts."""
+        info = {**info, "unit_origins": self.unit_origins()}
         data = _csv_bytes(records, compress=True)
         atomic_write_bytes(self.root / RECORDS_FILE, data)
         sealed = {**self.spec, INTEGRITY_KEY: {"rows": len(records), "sha256": hashlib.sha256(data).hexdigest()}}

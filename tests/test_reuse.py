@@ -5,10 +5,12 @@ supply it is refused with one line before anything is written."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aigrobust.evaluation import UnitRequest
 from aigrobust.runs import RunFolderError
@@ -40,6 +42,12 @@ def test_a_jpeg_run_reusing_the_undefended_run_writes_the_records_it_would_compu
     # 20 images in batches of 7: 3 batches x 2 attacks of the undefended setting were copied, none of jpeg's
     assert f"6 units (one setting x one attack x one batch) copied from {undefended.resolve()}" in output
     assert _digest(tmp_path / "reused") == _digest(tmp_path / "computed")
+    # summary.json says which units were computed here (on what) and which were copied (from where)
+    origins = json.loads((tmp_path / "reused" / "summary.json").read_text())["unit_origins"]
+    assert origins == {f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads)": 6,
+                       f"copied from {undefended.resolve()}": 6}
+    computed = json.loads((tmp_path / "computed" / "summary.json").read_text())["unit_origins"]
+    assert list(computed.values()) == [12] and list(computed)[0].startswith("cpu (torch")
 
 
 def test_an_earlier_run_that_cannot_supply_this_one_is_refused_before_anything_is_written(
