@@ -427,6 +427,11 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
             report.notes.append(f"{model_name} ran stochastic gates: two seeded draws on the same clean images "
                                 f"differ in {100 * value:.1f}% of decisions (the noise floor of its stability "
                                 "figures).")
+        computed_on = {k: v for k, v in run.unit_origins.items() if not k.startswith("copied from")}
+        if len(computed_on) > 1:  # float rounding differs between devices: say so beside the run's figures
+            where = "; ".join(f"{origin}: {count} units" for origin, count in computed_on.items())
+            report.notes.append(f"{run.root.name} was computed on more than one device ({where}); a borderline "
+                                "sample's outcome can differ between them.")
     return report
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:

@@ -334,6 +334,12 @@ class FinishedRun:
         """Per model, the share of gate decisions two clean stochastic draws disagree on (stochastic-gate runs)."""
         return dict(self.extras.get("noise_floor_hamming") or {})
 
+    @property
+    def unit_origins(self) -> dict[str, int]:
+        """Units per origin (the device that computed them, or the run they were copied from); empty for runs
+        finished before origins were noted."""
+        return {str(k): int(v) for k, v in (self.extras.get("unit_origins") or {}).items()}
+
     def records(self) -> pd.DataFrame:
         """The run's records, refused where they no longer match run.json; records from before attacks carried
         their canonical spec get it from run.json's attack specs."""

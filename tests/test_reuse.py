@@ -96,3 +96,24 @@ def test_copied_rows_must_reproduce_the_batch_clean_outcome(synthetic_npz_dir: P
     wrong[0] = (wrong[0] + 1) % 10
     with pytest.raises(RunFolderError, match="clean_pred .* differ from this run's"):
         donor.unit(UnitRequest(**{**request.__dict__, "clean_pred": wrong}))
+
+
+def test_a_report_says_when_a_run_was_computed_on_more_than_one_device(synthetic_npz_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """A run resumed on another device mixes float rounding; the report names the devices beside its figures."""
+    checkpoint = _tiny_checkpoint(tmp_path)
+    folder = tmp_path / "mixed"
+    assert _attack(checkpoint, synthetic_npz_dir, folder, "--batch-size", "10")[0] == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    (cpu, count), = summary["unit_origins"].items()
+    code, output = run("report", str(folder), "--out", str(tmp_path / "one"))
+    assert code == 0, output
+    assert "more than one device" not in (tmp_path / "one" / "index.md").read_text()
+    # as if the first half of the units had been computed on a GPU before a resume on the CPU
+    summary["unit_origins"] = {"cuda NVIDIA H100 80GB HBM3 (torch 2.11)": count // 2, cpu: count - count // 2}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    code, output = run("report", str(folder), "--out", str(tmp_path / "two"))
+    assert code == 0, output
+    text = (tmp_path / "two" / "index.md").read_text()
+    assert (f"mixed was computed on more than one device (cuda NVIDIA H100 80GB HBM3 (torch 2.11): {count // 2} units; "
+            f"{cpu}: {count - count // 2} units)") in text
