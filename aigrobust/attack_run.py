@@ -90,14 +90,13 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
 
 
 def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], spec: EvalSpec, data: Any,
-         device: torch.device, extras: dict[str, Any] | None = None) -> SealedRun:
-    """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder;
-    ``extras`` go into summary.json beside the summary."""
+         device: torch.device) -> SealedRun:
+    """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder."""
     summary = summarize(records)
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
         noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries}
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
-    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__, **(extras or {})})
+    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
     return SealedRun(records, summary, noise)

@@ -298,8 +298,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         raise BadInput(str(err)) from None
     if records is None:
         return  # a torchrun rank other than 0: rank 0 writes the results
-    extras = {"reused_from": [str(Path(p).resolve()) for p in reuse_from]} if reuse_from else None
-    sealed = seal(folder, records, entries, spec, data, dev, extras)
+    sealed = seal(folder, records, entries, spec, data, dev)
     if donors is not None:
         for source, count in donors.supplied().items():
             click.echo(f"{count} units (one setting x one attack x one batch) copied from {source}", err=True)

@@ -20,6 +20,7 @@ import pandas as pd
 from aigrobust.files import atomic_write_bytes
 from aigrobust.masking import SanityFlag, flags_table, record_checks
 from aigrobust.metrics import WORST, class_rates, compact_table, format_eps, layer_rates, summarize
+from aigrobust.runs import COPIED_FROM
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -427,7 +428,7 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
             report.notes.append(f"{model_name} ran stochastic gates: two seeded draws on the same clean images "
                                 f"differ in {100 * value:.1f}% of decisions (the noise floor of its stability "
                                 "figures).")
-        computed_on = {k: v for k, v in run.unit_origins.items() if not k.startswith("copied from")}
+        computed_on = {k: v for k, v in run.unit_origins.items() if not k.startswith(COPIED_FROM)}
         if len(computed_on) > 1:  # float rounding differs between devices: say so beside the run's figures
             where = "; ".join(f"{origin}: {count} units" for origin, count in computed_on.items())
             report.notes.append(f"{run.root.name} was computed on more than one device ({where}); a borderline "

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.evaluation import UnitRequest
-from aigrobust.runs import FinishedRun, RunFolderError
+from aigrobust.runs import COPIED_FROM, FinishedRun, RunFolderError
 
 # run.json spec fields a sample's records depend on besides its setting (the attack chain matters whole: with early
 # exit an attack sees only the samples the attacks before it left standing)
@@ -77,7 +77,7 @@ class RecordDonors:
         for donor in self.donors:
             frame = donor.unit(request)
             if frame is not None:
-                return frame, f"copied from {donor.root.resolve()}"
+                return frame, f"{COPIED_FROM}{donor.root.resolve()}"
         return None
 
     def supplied(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ SPEC_FILE = "run.json"
 PARTS_DIR = ".parts"
 LOCK_FILE = ".lock"
 PROVENANCE_FILE = "unit_origins.jsonl"  # in PARTS_DIR: which device (or earlier run) made each unit
+COPIED_FROM = "copied from "  # the origin of a unit copied from an earlier run: this, then the run's path
 INTEGRITY_KEY = "records"  # run.json: row count and sha256 of the finished records file
 
 
@@ -235,10 +237,7 @@ class RunFolder:
                     latest[(entry["model"], int(entry["batch"]), entry["unit"])] = str(entry["origin"])
                 except (ValueError, KeyError, TypeError):
                     continue
-        counts: dict[str, int] = {}
-        for origin in latest.values():
-            counts[origin] = counts.get(origin, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(latest.values()).items()))
 
     def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> None:
         """Write the records, the summary table and summary.json (each atomically, summary.json with the units'
