@@ -235,9 +235,12 @@ def test_first_success_is_never_weaker_per_sample_on_200_real_images(model_name:
     else:
         model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
     x, y = _real_subset(cifar_test, 200)
+    # 2/255 only: there some images survive each attack (1-8% for akamaster's, 23-36% for aig20), so a sample the
+    # textbook run fools late and the early-stopping run misses would show; 8/255 doubled the test's time
+    eps = 2 / 255
     for name, settings in ITERATIVE_FOR_REAL.items():
-        for eps in (2 / 255, 8 / 255):
-            textbook = get_attack(name, stop_at_success=False, **settings)(model, x, y, [eps]).success[0]
-            first = get_attack(name, **settings)(model, x, y, [eps]).success[0]
-            # per sample: whatever the textbook run fools, the early-stopping run fools too
-            assert not bool((textbook & ~first).any()), (name, eps, int((textbook & ~first).sum()))
+        textbook = get_attack(name, stop_at_success=False, **settings)(model, x, y, [eps]).success[0]
+        first = get_attack(name, **settings)(model, x, y, [eps]).success[0]
+        assert not bool(first.all()), name  # some images survive, so a miss would show
+        # per sample: whatever the textbook run fools, the early-stopping run fools too
+        assert not bool((textbook & ~first).any()), (name, int((textbook & ~first).sum()))
