@@ -21,11 +21,13 @@ from aigrobust.runs import RunFolder
 
 
 class SealedRun(NamedTuple):
-    """A finished run: its records, summary and the stochastic-gate noise floor per model (empty for hard gates)."""
+    """A finished run: its records, summary, the stochastic-gate noise floor per model (empty for hard gates) and
+    how many units each origin made (a device, or "copied from RUN"), over every process that worked on it."""
 
     records: pd.DataFrame
     summary: pd.DataFrame
     noise_floor: dict[str, float]
+    unit_origins: dict[str, int]
 
 
 def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path | None, batch_size: int
@@ -98,5 +100,5 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
         noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries}
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
-    folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
-    return SealedRun(records, summary, noise)
+    origins = folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
+    return SealedRun(records, summary, noise, origins)

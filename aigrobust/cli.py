@@ -270,7 +270,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     from aigrobust.evaluation import run_document
     from aigrobust.metrics import table_text
     from aigrobust.reuse import open_donors
-    from aigrobust.runs import RunFolderError
+    from aigrobust.runs import COPIED_FROM, RunFolderError
 
     if not epsilons:
         raise BadInput("give at least one --eps (e.g. --eps 8/255)")
@@ -299,9 +299,10 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     if records is None:
         return  # a torchrun rank other than 0: rank 0 writes the results
     sealed = seal(folder, records, entries, spec, data, dev)
-    if donors is not None:
-        for source, count in donors.supplied().items():
-            click.echo(f"{count} units (one setting x one attack x one batch) copied from {source}", err=True)
+    # counted over every process and every resume of the run, not only this one
+    for origin, count in sealed.unit_origins.items():
+        if origin.startswith(COPIED_FROM):
+            click.echo(f"{count} units (one setting x one attack x one batch) {origin}", err=True)
     click.echo(table_text(sealed.summary, table))
     for name, value in sealed.noise_floor.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")

@@ -11,7 +11,7 @@ image set under the same label is refused, never mixed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,10 @@ UNIT_COLUMNS = ["model", "defense", "defense_grad", "gate_grad", "attack"]
 
 @dataclass
 class RecordDonor:
-    """One earlier, finished run whose records can supply units; ``supplied`` counts the units it gave."""
+    """One earlier, finished run whose records can supply units."""
 
     root: Path
     units: dict[tuple[str, ...], pd.DataFrame]
-    supplied: int = field(default=0)
 
     def unit(self, request: UnitRequest) -> pd.DataFrame | None:
         """The unit's rows (per epsilon in the run's order, samples in batch order), or None where this run lacks
@@ -62,7 +61,6 @@ class RecordDonor:
                 raise RunFolderError(f"--reuse-from {self.root}: its {column} of {request.model} on samples "
                                      f"{request.sample_ids[0]}..{request.sample_ids[n - 1]} differ from this run's: "
                                      "another model or other images under the same names")
-        self.supplied += 1
         return rows.reset_index(drop=True)
 
 
@@ -79,10 +77,6 @@ class RecordDonors:
             if frame is not None:
                 return frame, f"{COPIED_FROM}{donor.root.resolve()}"
         return None
-
-    def supplied(self) -> dict[str, int]:
-        """Units supplied so far, per earlier run."""
-        return {str(d.root): d.supplied for d in self.donors}
 
 
 def _epsilon_index(value: float, epsilons: tuple[float, ...]) -> int:

@@ -239,10 +239,11 @@ class RunFolder:
                     continue
         return dict(sorted(Counter(latest.values()).items()))
 
-    def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> None:
+    def finalize(self, records: pd.DataFrame, summary: pd.DataFrame, info: dict[str, Any]) -> dict[str, int]:
         """Write the records, the summary table and summary.json (each atomically, summary.json with the units'
-        origins), then drop the parts."""
-        info = {**info, "unit_origins": self.unit_origins()}
+        origins), then drop the parts; returns the units' origins."""
+        origins = self.unit_origins()
+        info = {**info, "unit_origins": origins}
         data = _csv_bytes(records, compress=True)
         atomic_write_bytes(self.root / RECORDS_FILE, data)
         sealed = {**self.spec, INTEGRITY_KEY: {"rows": len(records), "sha256": hashlib.sha256(data).hexdigest()}}
@@ -252,6 +253,7 @@ class RunFolder:
         atomic_write_bytes(self.root / SUMMARY_FILE, json.dumps(payload, indent=2, sort_keys=True).encode())
         shutil.rmtree(self.root / PARTS_DIR, ignore_errors=True)
         self.release()
+        return origins
 
 
 def _process_start(pid: int) -> str | None:
