@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.metrics import summarize
+from aigrobust.metrics import format_eps, summarize
 from aigrobust.randomness import keyed_draw
 
 ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "apgd-dlr", "apgd-dlr-l2", "apgd-t", "apgd-t-l2", "fab-t",
@@ -40,6 +40,11 @@ class SanityFlag:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def _points(difference: float) -> str:
+    """A difference of two accuracies, in percentage points (a '%' would read as relative)."""
+    return f"{100 * difference:.1f} points"
 
 
 def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iterative_tolerance: float = 0.01,
@@ -84,10 +89,11 @@ def _monotone_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFl
         eps = curve.sort_values("epsilon")["epsilon"].to_numpy()
         for i in range(1, len(acc)):
             if acc[i] - acc[i - 1] > worst_rise:
-                worst_rise, where = acc[i] - acc[i - 1], f"{attack_label(key[2])} ({key[0]}, {key[3]}) at eps {eps[i]:.4f}"
+                worst_rise = acc[i] - acc[i - 1]
+                where = f"{attack_label(key[2])} ({key[0]}, {key[3]}) at eps {format_eps(float(eps[i]))}"
     if worst_rise > tolerance:
         return SanityFlag("monotone-in-epsilon", model, STATUS_WARN,
-                          f"Robust accuracy rises by {_pct(worst_rise)} with a larger epsilon for {where}: a stronger "
+                          f"Robust accuracy rises by {_points(worst_rise)} with a larger epsilon for {where}: a stronger "
                           "attack should never do worse, so the attack is failing (masking?).")
     return SanityFlag("monotone-in-epsilon", model, STATUS_OK, "Robust accuracy never rises with epsilon for any attack.")
 
@@ -105,7 +111,7 @@ def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[s
         strong = group[group["attack"].isin(stronger)]["robust_acc"]
         weak = group[group["attack"].isin(weaker)]["robust_acc"]
         if len(strong) and len(weak) and strong.min() - weak.min() > gap:
-            gap, where = float(strong.min() - weak.min()), f"{_setting_words(*key[:3])} at eps {key[3]:.4f}"
+            gap, where = float(strong.min() - weak.min()), f"{_setting_words(*key[:3])} at eps {format_eps(float(key[3]))}"
     return gap, where
 
 
@@ -119,7 +125,7 @@ def _iterative_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityF
     gap, where = _largest_gap(rows, single, iterative)
     if gap > tolerance:
         return SanityFlag("iterative-beats-single-step", model, STATUS_WARN,
-                          f"Iterative attacks leave {_pct(gap)} more accuracy than single-step ones ({where}): "
+                          f"Iterative attacks leave {_points(gap)} more accuracy than single-step ones ({where}): "
                           "iterative attacks should be stronger, so their gradients are likely masked.")
     return SanityFlag("iterative-beats-single-step", model, STATUS_OK,
                       "Iterative attacks are at least as strong as single-step ones.")
@@ -134,7 +140,7 @@ def _blackbox_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFl
     gap, where = _largest_gap(rows, ["square"], WHITE_BOX)
     if gap > tolerance:
         return SanityFlag("blackbox-not-better", model, STATUS_WARN,
-                          f"The black-box Square attack leaves {_pct(gap)} less accuracy than the best white-box "
+                          f"The black-box Square attack leaves {_points(gap)} less accuracy than the best white-box "
                           f"attack ({where}): white-box gradients are masked.")
     return SanityFlag("blackbox-not-better", model, STATUS_OK,
                       "The black-box Square attack does not beat the white-box attacks.")
@@ -176,7 +182,7 @@ def model_probes(name: str, model: nn.Module, images: Tensor, labels: Tensor, nu
     chance = 1.0 / num_classes
     status = STATUS_WARN if accuracy > chance + 0.02 else STATUS_OK
     flags.append(SanityFlag("large-epsilon", name, status,
-                            f"PGD at eps {large_eps} leaves {_pct(accuracy)} accuracy (chance {_pct(chance)})"
+                            f"PGD at eps {format_eps(large_eps)} leaves {_pct(accuracy)} accuracy (chance {_pct(chance)})"
                             + (": an attack this large must win, so gradients are masked." if status == STATUS_WARN
                                else ".")))
     return flags

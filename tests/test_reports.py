@@ -205,7 +205,7 @@ def test_sanity_checks_flag_a_planted_masking_model_and_not_a_clean_one(cifar_te
     assert masked_flags["zero-gradients"] == "warn"
     assert masked_flags["large-epsilon"] == "warn"
     assert masked_flags["blackbox-not-better"] == "warn"
-    assert "(undefended at eps 0.0314)" in sentences["masked"]["blackbox-not-better"]  # names the setting in words
+    assert "(undefended at eps 8/255)" in sentences["masked"]["blackbox-not-better"]  # names the setting in words
 
 
 def _records_for_plain(entry: ModelEntry, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor, ids):  # type: ignore[no-untyped-def]
