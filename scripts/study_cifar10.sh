@@ -72,8 +72,11 @@ for m in akamaster-resnet20 akamaster-resnet56 resnet20 aig20; do
   run_attack "$RUNS/standard-$m" --checkpoint "${STANDARD_MODELS[$m]}" "${grad[@]}" "${DATA_ARGS[@]}" \
     --suite standard --eps 2/255 --eps 8/255
 done
+# (its units are the undefended reference of standard-jpeg-aig20-surrogates below: whichever finishes first, the other
+# copies them)
 stage standard && run_attack "$RUNS/standard-aig20-surrogates" --checkpoint "${STANDARD_MODELS[aig20]}" \
-  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255
+  --gate-grad straight-through --gate-grad soft "${DATA_ARGS[@]}" --suite standard --eps 2/255 --eps 8/255 \
+  $(reuse_if_done "$RUNS/standard-jpeg-aig20-surrogates")
 # against JPEG, like the undefended runs: the gated-vs-plain pair first, aig20's surrogate gate gradients last;
 # the undefended reference every JPEG run holds is copied from the undefended run where it finished (the same
 # bytes: per-sample seeds): only the JPEG settings are attacked

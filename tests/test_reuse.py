@@ -48,6 +48,13 @@ def test_a_jpeg_run_reusing_the_undefended_run_writes_the_records_it_would_compu
                        f"copied from {undefended.resolve()}": 6}
     computed = json.loads((tmp_path / "computed" / "summary.json").read_text())["unit_origins"]
     assert list(computed.values()) == [12] and list(computed)[0].startswith("cpu (torch")
+    # the other way round: the undefended run copies its whole work from the JPEG run's reference setting,
+    # in other batches (16, not 7)
+    code, output = _attack(checkpoint, synthetic_npz_dir, tmp_path / "back", "--batch-size", "16",
+                           "--reuse-from", str(tmp_path / "computed"))
+    assert code == 0, output
+    assert f"4 units (one setting x one attack x one batch) copied from {(tmp_path / 'computed').resolve()}" in output
+    assert _digest(tmp_path / "back") == _digest(undefended)
 
 
 def test_an_earlier_run_that_cannot_supply_this_one_is_refused_before_anything_is_written(
