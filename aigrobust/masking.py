@@ -111,7 +111,8 @@ def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[s
         strong = group[group["attack"].isin(stronger)]["robust_acc"]
         weak = group[group["attack"].isin(weaker)]["robust_acc"]
         if len(strong) and len(weak) and strong.min() - weak.min() > gap:
-            gap, where = float(strong.min() - weak.min()), f"{_setting_words(*key[:3])} at eps {format_eps(float(key[3]))}"
+            gap = float(strong.min() - weak.min())
+            where = f"{_setting_words(*key[:3])} at eps {format_eps(float(key[3]))}"
     return gap, where
 
 
