@@ -90,9 +90,8 @@ def test_every_module_imports_alone() -> None:
     # each module alone, in a child that holds no other project module: an import that only works after another
     # project module fails here
     modules = sorted({_module_name(p) for pkg in PACKAGES for p in (PROJECT_ROOT / pkg).rglob("*.py")})
-    script = IMPORT_EACH_IN_A_FORKED_CHILD
-    out = subprocess.run([sys.executable, "-c", script, ",".join(HEAVY_THIRD_PARTY), *modules], capture_output=True,
-                         text=True, cwd=PROJECT_ROOT, check=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", IMPORT_EACH_IN_A_FORKED_CHILD, ",".join(HEAVY_THIRD_PARTY), *modules],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT, check=True, timeout=600)
     assert out.stdout.strip() == "", f"modules that fail to import alone: {out.stdout.strip()}"
     assert len(modules) > 30
 
