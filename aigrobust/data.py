@@ -25,8 +25,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 DEFAULT_CACHE = Path(os.environ.get("AIGROBUST_CACHE", Path.home() / ".cache" / "aigrobust"))
 
 
-
-
 @dataclass
 class ArrayDataset(Dataset):
     """Images held in memory as uint8 NHWC; items come out as float (C, H, W) in [0, 1] with an int label."""
@@ -102,7 +100,8 @@ def load_npz(path: Path, classes: Sequence[str] = CIFAR10_CLASSES, name: str = "
 
 
 def find_npz(folder: Path, split: str) -> Path:
-    """The .npz in ``folder`` whose name mentions ``split`` ('train' or 'test')."""
+    """The one .npz in ``folder`` whose name mentions ``split`` ('train' or 'test'); several is an error, not a
+    silent pick, since each would give other figures."""
     folder = Path(folder)
     if folder.is_file():
         return folder
@@ -112,6 +111,9 @@ def find_npz(folder: Path, split: str) -> Path:
     if not matches:
         raise DataError(f"no .npz file with '{split}' in its name in {folder} (expected e.g. cifar10_{split}.npz with "
                         "arrays images uint8 NHWC and labels int64)")
+    if len(matches) > 1:
+        raise DataError(f"{len(matches)} .npz files with '{split}' in their names in {folder} "
+                        f"({', '.join(p.name for p in matches)}); pass --data-dir with the one file to use")
     return matches[0]
 
 

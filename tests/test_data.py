@@ -29,6 +29,18 @@ def test_folder_lookup_picks_the_split(synthetic_npz_dir: Path) -> None:
     assert sub.indices.tolist() == [5, 7]
 
 
+
+def test_two_files_for_one_split_are_refused_not_picked(synthetic_npz_dir: Path) -> None:
+    """A folder holding the full test split and a sample of it: which one a run used must not depend on file names."""
+    import shutil
+
+    shutil.copy(synthetic_npz_dir / "cifar10_test.npz", synthetic_npz_dir / "cifar10_test_sample.npz")
+    with pytest.raises(DataError, match=r"2 .npz files with 'test'.*cifar10_test.npz, cifar10_test_sample.npz"):
+        load_cifar10("test", synthetic_npz_dir)
+    assert len(load_cifar10("test", synthetic_npz_dir / "cifar10_test_sample.npz")) == 40  # the file itself works
+    assert len(load_cifar10("train", synthetic_npz_dir)) == 96  # the other split is still unambiguous
+
+
 def test_malformed_data_gives_clear_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad_test.npz", images=np.zeros((4, 28, 28, 3), np.uint8), labels=np.zeros(4, np.int64))
     with pytest.raises(DataError, match="32x32"):
