@@ -220,11 +220,12 @@ def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
 
 
 def read_runs(runs: list[Any]) -> Any:
-    """The runs' records joined; where two hold the same sample under the same setting, the earlier run's."""
-    from aigrobust.runs import RunFolderError, combine_records
+    """The runs' records joined; where two hold the same sample under the same setting, the earlier run's. Runs
+    that give one model label to two networks, or one sample to two images, are refused."""
+    from aigrobust.runs import RunFolderError, combine_runs
 
     try:
-        records, dropped = combine_records([run.records() for run in runs])
+        records, dropped = combine_runs(runs)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
     if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it

@@ -110,6 +110,56 @@ def combine_records(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
     return combined[~duplicated].reset_index(drop=True), int(duplicated.sum())
 
 
+CLEAN_DISAGREEMENT_LIMIT = 0.01  # floats of two devices may flip a borderline image; other weights flip many
+
+
+def combine_runs(runs: list[FinishedRun]) -> tuple[pd.DataFrame, int]:
+    """The records of finished runs joined as :func:`combine_records` joins them, after checking that a model label
+    names one network on one set of images in every run that holds it: the same label on each shared sample, the
+    same clean prediction (all but ``CLEAN_DISAGREEMENT_LIMIT`` of them, between hard-gate runs), and for a gated
+    model the same gate mode. Else rows of two networks, or of two image sets, would merge into one figure.
+
+    Raises RunFolderError naming the two runs and what differs.
+    """
+    frames = [run.records() for run in runs]
+    first: dict[str, tuple[FinishedRun, pd.DataFrame]] = {}  # model label -> the first run holding it, its rows
+    for run, frame in zip(runs, frames):
+        clean = frame[frame["defense"] == "none"].drop_duplicates(["model", "sample"])
+        for label, rows in clean.groupby("model"):
+            if label not in first:
+                first[label] = (run, rows)
+                continue
+            earlier, earlier_rows = first[label]
+            _check_same_network(str(label), earlier, earlier_rows, run, rows)
+    return combine_records(frames)
+
+
+def _check_same_network(label: str, run_a: FinishedRun, rows_a: pd.DataFrame, run_b: FinishedRun,
+                        rows_b: pd.DataFrame) -> None:
+    needed = {"sample", "label", "clean_pred", "clean_gates"}
+    if not (needed <= set(rows_a.columns) and needed <= set(rows_b.columns)):
+        return  # records of another layout: nothing to compare by
+    mode_a, mode_b = run_a.spec.get("gate_mode"), run_b.spec.get("gate_mode")
+    gated = any(rows["clean_gates"].astype(str).str.contains("0").any() for rows in (rows_a, rows_b))
+    if gated and mode_a and mode_b and mode_a != mode_b:
+        raise RunFolderError(f"{label} ran with {mode_a} gates in {run_a.root} and {mode_b} gates in {run_b.root}: "
+                             "one report cannot mix them (report the runs apart)")
+    shared = rows_a.merge(rows_b, on="sample", suffixes=("_a", "_b"))
+    if shared.empty:
+        return
+    other_labels = int((shared["label_a"] != shared["label_b"]).sum())
+    if other_labels:
+        raise RunFolderError(f"{run_a.root} and {run_b.root} give {other_labels} of the {len(shared)} samples both "
+                             f"hold other labels: they attacked other images, whose rows would merge")
+    if "stochastic" in (mode_a, mode_b):
+        return  # random gates: clean predictions are draws
+    other_predictions = int((shared["clean_pred_a"] != shared["clean_pred_b"]).sum())
+    if other_predictions > CLEAN_DISAGREEMENT_LIMIT * len(shared):
+        raise RunFolderError(f"{label} predicts {other_predictions} of the {len(shared)} clean images both runs hold "
+                             f"differently in {run_a.root} and {run_b.root}: two networks under one name (give one "
+                             "another label: --checkpoint LABEL=PATH)")
+
+
 class RunFolder:
     """Holds a run's spec, its finished batches and, at the end, its records and summary."""
 

@@ -21,7 +21,7 @@ import pandas as pd
 from aigrobust import create_model
 from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
 from aigrobust.reports import format_eps, to_markdown
-from aigrobust.runs import FinishedRun, combine_records
+from aigrobust.runs import FinishedRun, combine_runs
 from attacks import SUITES, attack_from_spec, attack_kind, attack_label
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows
@@ -676,7 +676,7 @@ def main() -> None:
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
     parser.add_argument("--why", type=Path, default=None, help="scripts/why_23_percent.py's output (JSON).")
     args = parser.parse_args()
-    records, _ = combine_records([FinishedRun.open(r).records() for r in args.runs])
+    records, _ = combine_runs([FinishedRun.open(r) for r in args.runs])
     train_rates: tuple[float, ...] = ()
     if args.train_log is not None:
         last = json.loads(args.train_log.read_text().strip().splitlines()[-1])

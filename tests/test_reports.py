@@ -441,3 +441,33 @@ def test_study_findings_read_the_recipe_control_from_its_numbers(run_dir: Path) 
         shipped_decay = [int(row[0].strip("| ").split()[0]) for row in rows if row[1] == "0.0005"]
         assert shipped_decay == sorted(shipped_decay) and any("30 (shipped)" in row[0] for row in rows)
         assert all(word in section for word in words) and "Not run: our recipe" not in text
+
+
+def test_report_refuses_runs_that_give_one_name_to_two_networks_or_image_sets(
+        run_dir: Path, gated_checkpoint: Path, synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """Joined runs merge rows by model label and sample id: a label naming another network, a sample id naming
+    another image, or a gated model under another gate mode would mix into one figure without a word."""
+    from aigrobust import create_model
+    from aigrobust.runs import FinishedRun, combine_runs
+
+    untrained = tmp_path / "untrained.safetensors"
+    save_checkpoint(create_model("tiny_resnet"), untrained, dataset="cifar10")
+    second_runs = {
+        "two networks under one name": ["--checkpoint", f"resnet20={untrained}", "--data-dir", str(SHARED_DATA)],
+        "other labels": ["--checkpoint", f"tiny={gated_checkpoint}", "--data-dir", str(synthetic_npz_dir)],
+        "hard gates in .* and stochastic gates in": ["--checkpoint", f"tiny={gated_checkpoint}", "--data-dir",
+                                                     str(SHARED_DATA), "--gate-mode", "stochastic"],
+        "same network, fewer images": ["--checkpoint", f"tiny={gated_checkpoint}", "--data-dir", str(SHARED_DATA)],
+    }
+    for expected, args in second_runs.items():
+        second = tmp_path / expected.split()[0]
+        code, output = invoke("attack", *args, "--eps", "2/255", "--n-samples", "16", "--out", str(second))
+        assert code == 0, output
+        if expected.startswith("same"):  # the same network on a subset of the images joins (the first run wins)
+            records, dropped = combine_runs([FinishedRun.open(run_dir), FinishedRun.open(second)])
+            assert dropped > 0 and len(records) == len(FinishedRun.open(run_dir).records())
+            continue
+        report = tmp_path / f"report-{expected.split()[0]}"
+        code, output = invoke("report", str(run_dir), str(second), "--out", str(report), "--no-probe")
+        assert code != 0 and re.search(expected, output), output
+        assert len(output.strip().splitlines()) == 1 and not report.exists()
