@@ -7,6 +7,9 @@ Both chains run APGD-CE (100 steps), APGD-T (100 steps x 9 targets), FAB-T (100 
 (5,000 queries) with early exit: each attack works only on the samples the ones before it left standing. torchattacks
 3.5.1's own AutoAttack builds its components with 10 steps, so its components are called one by one here. Needs
 torchattacks (``pip install --no-deps torchattacks``) and ../shared/data.
+
+``--norm l2`` checks the L2 attacks the same way (``--eps`` then in L2 pixel units, e.g. ``--eps 0.5``): APGD-CE,
+APGD-T and FAB-T at the same budgets, without Square (ours is Linf only).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from attacks import SUITES, attack_from_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-ATTACK_NAMES = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+OUR_L2_CHAIN = ("apgd-l2:steps=100", "apgd-t:steps=100,n_target_classes=9,distance=l2",
+                "fab-t:steps=100,n_target_classes=9,distance=l2")
 
 
 def load(name: str) -> torch.nn.Module:
@@ -38,8 +42,8 @@ def load(name: str) -> torch.nn.Module:
     return model.eval().to(memory_format=torch.contiguous_format)
 
 
-def theirs(model: torch.nn.Module, eps: float) -> list[Callable[[Tensor, Tensor], Tensor]]:
-    """torchattacks' APGD, APGDT, FAB (multi-targeted) and Square at AutoAttack's original settings."""
+def theirs(model: torch.nn.Module, eps: float, norm: str = "linf") -> list[Callable[[Tensor, Tensor], Tensor]]:
+    """torchattacks' APGD, APGDT, FAB (multi-targeted) and, for Linf, Square at AutoAttack's original settings."""
     import torchattacks
     from torchattacks.attacks import fab
 
@@ -50,19 +54,22 @@ def theirs(model: torch.nn.Module, eps: float) -> list[Callable[[Tensor, Tensor]
         return df, dg.contiguous()  # torchattacks .view()s a gradient torch may return channels-last
 
     fab.FAB.get_diff_logits_grads_batch_targeted = contiguous_grads
-    return [torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
-            torchattacks.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0),
-            torchattacks.FAB(model, norm="Linf", eps=eps, steps=100, n_restarts=1, multi_targeted=True,
-                             n_classes=10, seed=0),
-            torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=0)]
+    their_norm = {"linf": "Linf", "l2": "L2"}[norm]
+    chain = [torchattacks.APGD(model, norm=their_norm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
+             torchattacks.APGDT(model, norm=their_norm, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0),
+             torchattacks.FAB(model, norm=their_norm, eps=eps, steps=100, n_restarts=1, multi_targeted=True,
+                              n_classes=10, seed=0)]
+    if norm == "linf":
+        chain.append(torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=0))
+    return chain
 
 
-def ours(model: torch.nn.Module, eps: float) -> list[Callable[[Tensor, Tensor], Tensor]]:
-    """Our --suite standard, attack by attack."""
+def ours(model: torch.nn.Module, eps: float, norm: str = "linf") -> list[Callable[[Tensor, Tensor], Tensor]]:
+    """Our --suite standard (Linf) or its L2 attacks, attack by attack."""
     def runner(spec: str) -> Callable[[Tensor, Tensor], Tensor]:
         attack = attack_from_spec(spec)
         return lambda x, y: attack(model, x, y, [eps]).clipped[0]
-    return [runner(spec) for spec in SUITES["standard"]]
+    return [runner(spec) for spec in (SUITES["standard"] if norm == "linf" else OUR_L2_CHAIN)]
 
 
 def in_layout(model: torch.nn.Module, layout: str) -> torch.nn.Module:
@@ -75,7 +82,7 @@ def in_layout(model: torch.nn.Module, layout: str) -> torch.nn.Module:
 
 
 def chain(model: torch.nn.Module, attacks: list[Callable[[Tensor, Tensor], Tensor]], x: Tensor, y: Tensor,
-          eps: float) -> dict[str, object]:
+          eps: float, norm: str = "linf") -> dict[str, object]:
     """Run the attacks in turn on the samples still standing; per-sample fooled flags, cumulative accuracy, time."""
     with torch.no_grad():
         standing = model(x).argmax(1) == y
@@ -86,7 +93,8 @@ def chain(model: torch.nn.Module, attacks: list[Callable[[Tensor, Tensor], Tenso
         todo = standing.nonzero().squeeze(1)
         if todo.numel():
             adv = attack(x[todo].contiguous(), y[todo])
-            assert (adv - x[todo]).abs().amax() <= eps + 1e-5
+            delta = (adv - x[todo]).flatten(1)
+            assert (delta.abs().amax() if norm == "linf" else delta.norm(dim=1).amax()) <= eps + 1e-5
             with torch.no_grad():
                 hit = model(adv).argmax(1) != y[todo]
             standing[todo[hit]] = False
@@ -99,7 +107,9 @@ def chain(model: torch.nn.Module, attacks: list[Callable[[Tensor, Tensor], Tenso
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--eps", type=float, action="append", help="epsilon in /255 units (repeatable)")
+    parser.add_argument("--eps", type=float, action="append",
+                        help="epsilon in /255 units for linf, in pixel units for l2 (repeatable)")
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
     parser.add_argument("--model", action="append")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "autoattack_crosscheck.json")
     parser.add_argument("--threads", type=int, default=2)
@@ -115,14 +125,16 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for name in args.model or ["akamaster-resnet20", "resnet20", "aig20"]:
         model = load(name)
-        for eps255 in args.eps or [2.0, 8.0]:
-            key = f"{name}@{eps255:g}/255" + ("" if args.our_layout == "contiguous" else " (ours NHWC)")
+        for eps_given in args.eps or ([2.0, 8.0] if args.norm == "linf" else [0.5]):
+            budget = f"{eps_given:g}/255" if args.norm == "linf" else f"L2 {eps_given:g}"
+            key = f"{name}@{budget}" + ("" if args.our_layout == "contiguous" else " (ours NHWC)")
             if key in results and not args.redo:
                 continue
-            eps = eps255 / 255
+            eps = eps_given / 255 if args.norm == "linf" else eps_given
             our_model = in_layout(model, args.our_layout)
-            row = {"ours": chain(our_model, ours(our_model, eps), x, y, eps),
-                   "theirs": chain(model, theirs(model, eps), x, y, eps), "our_layout": args.our_layout, "n": args.n}
+            row = {"ours": chain(our_model, ours(our_model, eps, args.norm), x, y, eps, args.norm),
+                   "theirs": chain(model, theirs(model, eps, args.norm), x, y, eps, args.norm),
+                   "our_layout": args.our_layout, "n": args.n, "norm": args.norm}
             our_standing = torch.tensor(row["ours"]["standing"])
             their_standing = torch.tensor(row["theirs"]["standing"])
             row["theirs_not_ours"] = float((~their_standing & our_standing).float().mean())
