@@ -94,6 +94,21 @@ def refuse_repeated_attacks(texts: Sequence[str], attacks: Sequence[Attack]) -> 
         seen[attack.spec] = text
 
 
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
+    """Every epsilon applies to every attack, and the worst case, the tables and the sanity checks compare attacks
+    at one epsilon: Linf and L2 attacks in one run would be compared across balls of different size. Refused."""
+    by_norm: dict[str, str] = {}
+    for text, attack in zip(texts, attacks):
+        by_norm.setdefault(attack.distance.name, text)
+    if len(by_norm) > 1:
+        named = " and ".join(f"{text!r} ({NORM_NAMES.get(norm, norm)})" for norm, text in by_norm.items())
+        raise ValueError(f"attacks {named} bound different norms, and every epsilon applies to every attack: run "
+                         "the Linf and the L2 attacks as two runs")
+
+
 def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
     """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
     short name): short name -> canonical spec, from the spec texts in run.json. A short name two specs share
@@ -159,6 +174,7 @@ class EvalSpec:
         elif len(self.parsed_attacks) != len(self.attacks):
             raise ValueError("parsed_attacks must hold one attack per spec")
         refuse_repeated_attacks(self.attacks, self.parsed_attacks)
+        refuse_mixed_norms(self.attacks, self.parsed_attacks)
         self._settle_defenses()
 
     def _settle_defenses(self) -> None:

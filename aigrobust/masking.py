@@ -52,11 +52,13 @@ def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iter
     """Checks that need only the records: monotone in epsilon, iterative >= single-step, black-box <= white-box."""
     flags: list[SanityFlag] = []
     summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
-    if not summary.empty:  # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
-        from attacks import attack_kind
+    if summary.empty:  # only attacks on the gates ran: nothing to compare accuracies by
+        return [flag for model, rows in records.groupby("model", sort=False) for flag in _random_model_flag(model, rows)]
+    from attacks import attack_kind
 
-        kinds = {spec: attack_kind(spec) for spec in set(summary["attack"])}
-        summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
+    # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
+    kinds = {spec: attack_kind(spec) for spec in set(summary["attack"])}
+    summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
     for model, rows in summary.groupby("model", sort=False):
         flags += [_monotone_flag(model, rows, monotone_tolerance), _iterative_flag(model, rows, iterative_tolerance),
                   _blackbox_flag(model, rows, blackbox_tolerance)]

@@ -44,16 +44,49 @@ def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
         row[f"FLOPs adv/clean ({format_eps(last['epsilon'])})"] = f"{last['flops_ratio']:.3f}"
         row[f"same gates ({format_eps(last['epsilon'])})"] = f"{100 * last['unchanged_gates']:.1f}%"
         rows.append(row)
+    return _in_model_order(rows, summary)
+
+
+def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The attacks on the gates themselves (gate-flip, compute-inflation), which aim at no misclassification: one row
+    per model, defense setting, attack and gate gradient, one column per epsilon above 0 with the share of samples
+    whose goal was met (gate-flip: another gate pattern; compute-inflation: more executed FLOPs) and, in brackets,
+    executed FLOPs adversarial / clean."""
+    data = summary[(summary["goal"] != "misclassify") & (summary["epsilon"] > 0)]
+    data = data.sort_values("attack_label", kind="stable")  # each attack's gate gradients together
+    rows = []
+    keys = ["model", "defense", "defense_grad", "attack_label", "gate_grad"]
+    for (model, defense, defense_grad, label, gate_grad), group in data.groupby(keys, sort=False):
+        row: dict[str, object] = {"model": model, "defense": "none" if defense == "none" else f"{defense} {defense_grad}",
+                                  "gate attack": label, "gate grad": gate_grad}
+        for r in group.sort_values("epsilon").itertuples():
+            row[format_eps(r.epsilon)] = f"{100 * r.goal_success_rate:.1f} ({r.flops_ratio:.3f})"
+        rows.append(row)
+    return _in_model_order(rows, summary)
+
+
+def _in_model_order(rows: list[dict[str, object]], summary: pd.DataFrame) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(columns=["model", "defense"])
     order = {name: i for i, name in enumerate(dict.fromkeys(summary["model"]))}
     return pd.DataFrame(rows).sort_values("model", key=lambda m: m.map(order), kind="stable").reset_index(drop=True)
 
 
 def table_text(summary: pd.DataFrame, style: str = "compact") -> str:
-    """The summary as the terminal shows it: ``compact`` (see ``compact_table``) or ``full`` (every row)."""
+    """The summary as the terminal shows it: ``compact`` (``compact_table``, then ``gate_attack_table`` where gate
+    attacks ran) or ``full`` (every row)."""
     if style == "compact":
-        compact = compact_table(summary)
-        left = {c: (lambda w: lambda v: f"{v:<{w}}")(compact[c].str.len().max()) for c in ("model", "defense")}
-        return compact.to_string(index=False, formatters=left, justify="left")
+        blocks = []
+        for heading, table in (("", compact_table(summary)),
+                               ("gate attacks: goal met % (executed FLOPs adversarial / clean)",
+                                gate_attack_table(summary))):
+            if table.empty:
+                continue
+            names = [c for c in table.columns if c in ("model", "defense", "gate attack", "gate grad")]
+            left = {c: (lambda w: lambda v: f"{v:<{w}}")(table[c].str.len().max()) for c in names}
+            blocks.append((heading + "\n" if heading else "")
+                          + table.to_string(index=False, formatters=left, justify="left"))
+        return "\n".join(blocks)
     noise = "noise_floor_hamming" in summary.columns
     lines = [f"{'model':<18} {'defense':<20} {'attack':<22} {'gate-grad':<16} {'eps':>7} {'clean':>6} {'robust':>6} "
              f"{'same gates':>10} {'hamming':>8} {'FLOPs adv/clean':>15}" + (f" {'noise floor':>11}" if noise else "")]

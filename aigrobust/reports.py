@@ -115,8 +115,15 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     """Robust accuracy versus epsilon: one panel per defense setting; colour = model, line style = attack."""
     import matplotlib.pyplot as plt
 
+    from attacks import attack_norm
+
     data = summary[summary["gate_grad"].isin(["none", "exact", WORST]) & (summary["goal"] == "misclassify")]
-    settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
+    norms = {a: attack_norm(a) for a in set(data["attack"]) if a != WORST}
+    several_norms = len(set(norms.values())) > 1
+    if several_norms:  # a worst case over Linf and L2 balls has no one epsilon axis: each attack in its norm's panel
+        data = data[data["attack"] != WORST]
+    data = data.assign(norm=data["attack"].map(lambda a: norms.get(a, next(iter(norms.values()), "linf"))))
+    settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"], data["norm"])))
     cols = min(3, len(settings))
     rows = -(-len(settings) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows + 0.8), squeeze=False, sharey=True,
@@ -127,8 +134,9 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     attacks = list(dict.fromkeys(a for a in data["attack"] if a != WORST))
     styles = {a: (["--", ":", "-."][i % 3], "os^vD"[i % 5]) for i, a in enumerate(attacks)}
     styles[WORST] = ("-", "o")
-    for ax, (defense, grad) in zip(axes.flat, settings):
-        panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
+    for ax, (defense, grad, norm) in zip(axes.flat, settings):
+        panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad) & (data["norm"] == norm)]
+        scale = 255 if norm == "linf" else 1  # Linf epsilons read in /255, L2 ones as they are
         for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
             if curve["gate_grad"].nunique() > 1:
                 curve = curve[curve["gate_grad"] == WORST]
@@ -140,18 +148,20 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
                 curve = curve[curve["epsilon"].isin(full)]
             curve = curve.sort_values("epsilon")
             line, marker = styles[attack]
-            ax.plot(curve["epsilon"] * 255, 100 * curve["robust_acc"], line, marker=marker, ms=3,
+            ax.plot(curve["epsilon"] * scale, 100 * curve["robust_acc"], line, marker=marker, ms=3,
                     color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {_short(attack)}")
             if attack == WORST or len(attacks) == 1:  # the 95% band of the curve a reader compares models by
-                ax.fill_between(curve["epsilon"] * 255, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
+                ax.fill_between(curve["epsilon"] * scale, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
                                 color=colours[model], alpha=0.15, lw=0,
                                 gid=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}")
-        ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
-        ax.set_xlabel("epsilon (/255, Linf)")
+        title = "no defense" if defense == "none" else f"{defense} ({grad})"
+        ax.set_title(title + (f", {'Linf' if norm == 'linf' else 'L2'}" if several_norms else ""))
+        ax.set_xlabel("epsilon (/255, Linf)" if norm == "linf" else "epsilon (L2, [0, 1] pixels)")
         ax.set_ylabel("robust accuracy (%)")
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=7)
+    # a legend no wider than the panels: four entries a row under three panels, two under one
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(cols + 1, max(1, len(labels))), fontsize=7)
     return _save(fig)
 
 
@@ -311,13 +321,12 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
 def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half_width: float) -> list[str]:
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
     gate-gradient modes, defenses and how attackers treated them, samples and the interval width they give."""
-    from attacks import attack_label, split_spec
+    from attacks import attack_label, attack_norm
 
     specs = [doc["spec"] for doc in provenance.values() if isinstance(doc, dict) and isinstance(doc.get("spec"), dict)]
     budgets, norms = [], set()
     for spec in dict.fromkeys(records["attack"]):  # canonical specs: every setting, defaults filled in
-        settings = split_spec(spec)[1]
-        norms.add(settings.get("distance", "linf"))
+        norms.add(attack_norm(spec))  # from the attack: 'apgd-l2' names its norm without a 'distance' setting
         budgets.append(f"{attack_label(spec)}: `{spec}`")
     eps = ", ".join(format_eps(e) for e in sorted(set(records["epsilon"])))
     norm_text = " and ".join(sorted({"linf": "L-infinity", "l2": "L2"}.get(x, x) for x in norms)) or "L-infinity"
@@ -358,7 +367,8 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
                         f"+-{half:.1f} points (Wilson intervals in the tables).")
     report.worst_case = compact_table(summary)
     report.threat_model = threat_model(records, report.provenance, n, half)
-    report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
+    if (summary["goal"] == "misclassify").any():  # else only attacks on the gates ran
+        report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
     if not report.layers.empty:
         gate_eps = gate_figure_epsilon(records)
         report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, gate_eps)

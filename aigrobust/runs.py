@@ -122,6 +122,7 @@ def combine_runs(runs: list[FinishedRun]) -> tuple[pd.DataFrame, int]:
     Raises RunFolderError naming the two runs and what differs.
     """
     frames = [run.records() for run in runs]
+    _refuse_mixed_norms(runs, frames)
     first: dict[str, tuple[FinishedRun, pd.DataFrame]] = {}  # model label -> the first run holding it, its rows
     for run, frame in zip(runs, frames):
         clean = frame[frame["defense"] == "none"].drop_duplicates(["model", "sample"])
@@ -132,6 +133,20 @@ def combine_runs(runs: list[FinishedRun]) -> tuple[pd.DataFrame, int]:
             earlier, earlier_rows = first[label]
             _check_same_network(str(label), earlier, earlier_rows, run, rows)
     return combine_records(frames)
+
+
+def _refuse_mixed_norms(runs: list[FinishedRun], frames: list[pd.DataFrame]) -> None:
+    """A report's worst case, tables and sanity checks compare attacks at one epsilon: one norm per report."""
+    from attacks import attack_norm
+
+    first_of: dict[str, Path] = {}
+    for run, frame in zip(runs, frames):
+        for spec in frame["attack"].unique():
+            first_of.setdefault(attack_norm(str(spec)), run.root)
+    if len(first_of) > 1:
+        where = " and ".join(f"{norm} attacks in {root}" for norm, root in first_of.items())
+        raise RunFolderError(f"these runs hold {where}: a report compares attacks at one epsilon, so report each "
+                             "norm apart")
 
 
 def _check_same_network(label: str, run_a: FinishedRun, rows_a: pd.DataFrame, run_b: FinishedRun,

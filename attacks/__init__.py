@@ -220,6 +220,15 @@ def attack_kind(spec: str) -> str:
         return spec
 
 
+def attack_norm(spec: str) -> str:
+    """The norm an attack's epsilon bounds ('linf' or 'l2'), from the attack itself: a name such as 'apgd-l2'
+    fixes it without a 'distance' setting. A spec that no longer parses (old records) reads as 'linf'."""
+    try:
+        return attack_from_spec(spec).distance.name
+    except (AttackSpecError, UnknownAttackError):
+        return "linf"
+
+
 def attack_label(spec: str) -> str:
     """A short name for tables and legends: 'PGD-20', 'APGD-CE-50', 'Square-5000', with any setting that differs
     from its default after it ('PGD-10 (rel_stepsize=0.1)'). Specs without settings (old records) pass through."""
@@ -289,7 +298,7 @@ def attack_from_spec(spec: str) -> Attack:
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]
