@@ -191,6 +191,12 @@ class EvalSpec:
         object.__setattr__(self, "defenses", tuple(by_name))
         object.__setattr__(self, "parsed_defenses", tuple(by_name.values()))
         object.__setattr__(self, "defense_grads", tuple(str(DefenseGrad(g)) for g in self.defense_grads))
+        if not self.defense_grads:
+            raise ValueError("give at least one defense gradient (oblivious, bpda, diff or eot)")
+        for defense in self.parsed_defenses:  # eot alone would drop a deterministic defense without a word
+            if defense.name != "none" and not defense.randomized and set(self.defense_grads) <= {"eot"}:
+                raise ValueError(f"defense {defense.name} is deterministic and eot averages draws of randomised "
+                                 "defenses only: give it --defense-grad oblivious, bpda or diff")
 
     def defense(self, name: str) -> Any:
         """The parsed defense behind a name of :attr:`defenses`."""

@@ -243,6 +243,11 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
             ("gate-flip:steps=-2", "steps takes a positive integer"),
         )],
         ("epsilon 5.0", [*attack, "--eps", "5.0"], "outside [0, 1]"),
+        # a run whose tables would compare what cannot be compared, or silently leave out what was asked for
+        ("Linf and L2 attacks in one run", [*attack, "--eps", "0.1", "--attack", "pgd", "--attack", "pgd-l2"],
+         "bound different norms"),
+        ("a deterministic defense under eot alone", [*attack, "--eps", "0.1", "--defense", "jpeg:75",
+                                                     "--defense-grad", "eot"], "jpeg:75 is deterministic"),
         ("epsilon inf", [*attack, "--eps", "inf"], "outside [0, 1]"),
         # training numbers: nan and inf refused at parse time
         *[(f"train {flag} {value}", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]), "--out", str(out),
