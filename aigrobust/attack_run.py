@@ -98,7 +98,7 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
-        noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries}
+        noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries if e.model.is_gated}
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
     origins = folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__})
     return SealedRun(records, summary, noise, origins)

@@ -89,3 +89,19 @@ def test_stochastic_gates_average_draws_and_are_judged_on_fresh_ones(synthetic_n
     hard = read_records(tmp_path / "hard")
     assert (hard["adv_draw_acc"] == hard["adv_correct"].astype(float)).all()
     assert not any(f.check == "random-model" for f in record_checks(hard))
+
+
+def test_a_plain_model_beside_stochastic_gates_gets_no_noise_floor(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """A plain ResNet has no gates to draw: no 'stochastic gates flip 0.000' line for it (a gated model gets one)."""
+    from aigrobust import create_model
+    from aigrobust.checkpoints import save_checkpoint
+
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(create_model("tiny_resnet"), plain, dataset="cifar10")
+    code, out = run("attack", "--checkpoint", f"plain={plain}", "--checkpoint", f"gated={_tiny_checkpoint(tmp_path)}",
+                    "--eps", "8/255", "--gate-mode", "stochastic", "--eot-draws", "2", "--data-dir",
+                    str(synthetic_npz_dir), "--n-samples", "8", "--out", str(tmp_path / "run"))
+    assert code == 0, out
+    assert "gated: stochastic gates flip" in out and "plain: stochastic gates flip" not in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["noise_floor_hamming"]) == {"gated"}
