@@ -306,6 +306,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     click.echo(table_text(sealed.summary, table))
     for name, value in sealed.noise_floor.items():
         click.echo(f"{name}: stochastic gates flip {value:.3f} of decisions between two clean draws (noise floor)")
+    if spec.early_exit and table == "full" and len(spec.attacks) > 1:
+        click.echo(f"early exit: the attacks ran as a chain ({', '.join(a.name for a in spec.parsed_attacks)}), each on "
+                   "the samples the ones before it left standing, so each attack's row is the chain up to it")
     more = "every attack and gate gradient: --table full or " if table == "compact" else ""
     click.echo(f"robust accuracy % [95% interval]; {more}{out_dir / 'summary.csv'}; per-sample records: "
                f"{out_dir / 'records.csv.gz'} ({len(records)} rows)")

@@ -333,6 +333,10 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half
     lines = [f"Perturbations: {norm_text} balls in [0, 1] pixel space (normalisation is inside each model), "
              f"epsilons {eps}; robust accuracy is pointwise (right on the clean input and under every attack)."]
     lines += [f"Attack {b}." for b in budgets]
+    if any(spec.get("early_exit") and len(spec.get("attacks", [])) > 1 for spec in specs):
+        lines.append("Runs with early exit attack as a chain in the order given: each attack works only on the samples "
+                     "the ones before it left standing, so an attack's figure there is the chain up to it, not the "
+                     "attack alone.")
     if any("stepsize=auto" in b for b in budgets):
         lines.append("A step size 'auto' is the attack's own: 2.5 eps / steps for PGD, BIM and the gate attacks.")
     grads = sorted(set(records["gate_grad"]) - {"none"})

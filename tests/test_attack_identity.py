@@ -41,6 +41,7 @@ def test_two_pgd_budgets_stay_two_groups_of_n(synthetic_npz_dir: Path, tmp_path:
     assert sorted(attacked["attack_label"]) == ["PGD-1", "PGD-10"]
     assert attacked["n"].tolist() == [32, 32]
     assert "PGD-1 " in out and "PGD-10 " in out
+    assert "early exit" not in out  # each attack ran on every sample: its row is its own
 
 
 def test_one_attack_given_twice_is_refused_before_any_work(synthetic_npz_dir: Path, tmp_path: Path) -> None:

@@ -82,8 +82,11 @@ def test_target_classes_side_by_side_give_the_chain_one_at_a_time(spec: str, mon
 def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     checkpoint = _tiny_checkpoint(tmp_path)
     code, out = run("attack", "--checkpoint", str(checkpoint), "--eps", "8/255", "--suite", "quick",
-                    "--data-dir", str(synthetic_npz_dir), "--n-samples", "16", "--out", str(tmp_path / "run"))
+                    "--data-dir", str(synthetic_npz_dir), "--n-samples", "16", "--out", str(tmp_path / "run"),
+                    "--table", "full")
     assert code == 0, out
+    # the full table says that each attack's row is the chain up to it, not the attack alone
+    assert "early exit: the attacks ran as a chain (fgsm, pgd)" in out
     document = json.loads((tmp_path / "run" / "run.json").read_text())
     assert document["spec"]["attacks"] == list(SUITES["quick"]) and document["spec"]["early_exit"] is True
     summary = pd.DataFrame(json.loads((tmp_path / "run" / "summary.json").read_text())["summary"])
@@ -94,6 +97,7 @@ def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path
                     "--out", str(tmp_path / "run2"))
     assert code == 0, out
     assert json.loads((tmp_path / "run2" / "run.json").read_text())["spec"]["attacks"][-1] == "apgd-dlr:steps=3"
+    assert "early exit" not in out  # the compact table shows the worst case alone
 
 
 @pytest.mark.slow
