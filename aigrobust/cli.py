@@ -240,7 +240,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
-              "per-attack figures then cover only the samples each attack saw).")
+              "the attacks run as a chain in the order given, and each attack's row is the chain up to it).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/<date>-<time>-<models>, printed).")
