@@ -72,8 +72,10 @@ def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
     classes = getattr(data, "classes", None)
     if classes is not None and len(classes) != model.num_classes:
+        hint = (" (a folder with some ImageNet classes: name its class folders by class number, 0 .. 999)"
+                if getattr(data, "name", "") == "imagenet" and model.num_classes == 1000 else "")
         raise BadInput(f"{name} predicts {model.num_classes} classes but {getattr(data, 'name', 'the data')} "
-                       f"has {len(classes)}")
+                       f"has {len(classes)}{hint}")
 
 
 def device(name: str) -> Any:

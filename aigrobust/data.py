@@ -175,6 +175,7 @@ def load_foolbox_samples(dataset: str = "cifar10") -> ArrayDataset:
 
 
 IMAGENET_CLASSES = 1000
+_WNID = re.compile(r"n\d{8}")
 
 
 def streaming_loader(dataset: Dataset, batch_size: int | None = None,
@@ -218,6 +219,11 @@ class ImageFolderDataset(Dataset):
             self._all_labels = np.array([int(names[t]) for t in self.inner.targets], dtype=np.int64)
             self.classes: tuple[str, ...] = tuple(str(i) for i in range(IMAGENET_CLASSES))
         else:
+            if len(names) == IMAGENET_CLASSES and not all(_WNID.fullmatch(n) for n in names):
+                # torchvision's weights number the classes in sorted wnid order; other names sort otherwise
+                odd = next(n for n in names if not _WNID.fullmatch(n))
+                raise DataError(f"{folder}: 1000 class folders, but {odd!r} is not a wnid (n01440764 ...): name them "
+                                "by wnid or by class number (0 .. 999), else the labels would be in another order")
             self._all_labels = np.asarray(self.inner.targets, dtype=np.int64)
             self.classes = tuple(names)
         self.name = "imagenet"

@@ -61,6 +61,31 @@ def test_folder_streams_with_numbered_classes_and_balanced_subsets(imagenet_fold
     assert x.shape == (6, 3, 224, 224) and torch.equal(y, torch.from_numpy(subset.labels))
 
 
+def test_class_folders_that_would_be_numbered_wrongly_are_refused(stand_in_resnet50: Path, tmp_path: Path) -> None:
+    """torchvision's weights number the classes in sorted wnid order: 1000 folders under other names would sort
+    into another order, and a folder of some wnids would be numbered 0 .. k-1; both were silent wrong labels."""
+    from PIL import Image
+
+    from aigrobust.data import DataError, load_dataset
+
+    pixel = Image.new("RGB", (8, 8))
+    for name in ("named", "wnids"):
+        for i in range(1000):
+            folder = tmp_path / name / "val" / (f"class{i:04d}" if name == "named" else f"n{i:08d}")
+            folder.mkdir(parents=True)
+            pixel.save(folder / "a.png")
+    with pytest.raises(DataError, match="'class0000' is not a wnid"):
+        load_dataset("imagenet", "test", tmp_path / "named")
+    wnids = load_dataset("imagenet", "test", tmp_path / "wnids")
+    assert len(wnids.classes) == 1000 and wnids.labels[:3].tolist() == [0, 1, 2]
+    (tmp_path / "some" / "val" / "n01440764").mkdir(parents=True)
+    pixel.save(tmp_path / "some" / "val" / "n01440764" / "a.png")
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", f"resnet50={stand_in_resnet50}", "--data-dir",
+                                      str(tmp_path / "some"), "--eps", "0.03", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "name its class folders by class number" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_resnet50_file_and_aig50_attacked_end_to_end_on_the_folder(imagenet_folder: Path, stand_in_resnet50: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "run"
