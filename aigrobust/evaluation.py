@@ -24,7 +24,7 @@ from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
 from aigrobust.randomness import keyed_draw
-from attacks import Attack, attack_from_spec, attack_label
+from attacks import NORM_NAMES, Attack, attack_from_spec, attack_label
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,6 @@ def refuse_repeated_attacks(texts: Sequence[str], attacks: Sequence[Attack]) -> 
         if attack.spec in seen:
             raise ValueError(f"attack {text!r} repeats {seen[attack.spec]!r} (both are {attack.spec})")
         seen[attack.spec] = text
-
-
-NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 
 
 def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:

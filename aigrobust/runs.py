@@ -137,14 +137,14 @@ def combine_runs(runs: list[FinishedRun]) -> tuple[pd.DataFrame, int]:
 
 def _refuse_mixed_norms(runs: list[FinishedRun], frames: list[pd.DataFrame]) -> None:
     """A report's worst case, tables and sanity checks compare attacks at one epsilon: one norm per report."""
-    from attacks import attack_norm
+    from attacks import NORM_NAMES, attack_norm
 
     first_of: dict[str, Path] = {}
     for run, frame in zip(runs, frames):
         for spec in frame["attack"].unique():
             first_of.setdefault(attack_norm(str(spec)), run.root)
     if len(first_of) > 1:
-        where = " and ".join(f"{norm} attacks in {root}" for norm, root in first_of.items())
+        where = " and ".join(f"{NORM_NAMES.get(norm, norm)} attacks in {root}" for norm, root in first_of.items())
         raise RunFolderError(f"these runs hold {where}: a report compares attacks at one epsilon, so report each "
                              "norm apart")
 

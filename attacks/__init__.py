@@ -220,6 +220,9 @@ def attack_kind(spec: str) -> str:
         return spec
 
 
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}  # how tables and messages name each norm
+
+
 def attack_norm(spec: str) -> str:
     """The norm an attack's epsilon bounds ('linf' or 'l2'), from the attack itself: a name such as 'apgd-l2'
     fixes it without a 'distance' setting. A spec that no longer parses (old records) reads as 'linf'."""
@@ -298,7 +301,7 @@ def attack_from_spec(spec: str) -> Attack:
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]
