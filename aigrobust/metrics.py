@@ -15,11 +15,12 @@ WORST = "worst-case"  # the worst case over attacks, gate gradients or defense g
 
 
 def format_eps(eps: float) -> str:
-    """8/255-style label where epsilon is a multiple of 1/255, else the number: the one way epsilons print."""
+    """8/255-style label where epsilon is a multiple of 1/255 below 1, else the number (an L2 budget of 1 reads
+    '1', not '255/255'): the one way epsilons print."""
     if eps == 0:
         return "0"
     k = eps * 255
-    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 and eps < 1 else f"{eps:.4g}"
 
 
 def compact_table(summary: pd.DataFrame) -> pd.DataFrame:

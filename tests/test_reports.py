@@ -517,3 +517,10 @@ def test_linf_and_l2_attacks_never_share_a_run_or_a_report(gated_checkpoint: Pat
     code, output = invoke("report", str(tmp_path / "linf"), str(tmp_path / "l2"), "--out", str(tmp_path / "both"),
                           "--no-probe")
     assert code == 2 and "report each norm apart" in output and not (tmp_path / "both").exists()
+
+
+def test_epsilons_print_as_fractions_of_255_below_one_and_as_numbers_otherwise() -> None:
+    from aigrobust.metrics import format_eps
+
+    assert [format_eps(e) for e in (0.0, 2 / 255, 8 / 255, 0.03, 0.5, 1.0, 2.0)] == \
+        ["0", "2/255", "8/255", "0.03", "0.5", "1", "2"]
