@@ -479,8 +479,14 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     return written
 
 
+NO_CHECKS = ("No check ran: the record checks compare accuracies under attacks on the label (none here), and the"
+             " model probes run unless --no-probe is given.")
+
+
 def _flag_lines(flags: pd.DataFrame) -> list[str]:
     icon = {"ok": "OK", "warn": "WARNING", "n/a": "n/a"}
+    if flags.empty:  # say so, not an empty section
+        return [NO_CHECKS]
     return [f"- **{icon.get(r.status, r.status)}** `{r.check}` ({r.model}): {r.sentence}" for r in flags.itertuples()]
 
 
@@ -537,6 +543,7 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
         worst_case={"columns": [str(c) for c in report.worst_case.columns],
                     "rows": [[str(v) for v in row] for row in report.worst_case.itertuples(index=False)]},
         threat_model=report.threat_model,
+        no_checks=NO_CHECKS,
         table={"columns": [str(c) for c in table.columns], "rows": [[str(v) for v in row] for row in
                                                                      table.itertuples(index=False)],
                "folded": len(table) > FOLD_ROWS},

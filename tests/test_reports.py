@@ -492,6 +492,9 @@ def test_a_run_of_gate_attacks_alone_prints_their_table_and_reports(gated_checkp
     code, output = invoke("report", str(run), "--out", str(tmp_path / "report"), "--no-probe")
     assert code == 0, output
     assert not (tmp_path / "report" / "figures" / "accuracy_vs_epsilon.png").exists()
+    # no probe and no accuracy attack: the sanity section says that nothing was checked, not nothing
+    for page in ("index.md", "index.html"):
+        assert "No check ran" in (tmp_path / "report" / page).read_text()
 
 
 def test_linf_and_l2_attacks_never_share_a_run_or_a_report(gated_checkpoint: Path, synthetic_npz_dir: Path,
