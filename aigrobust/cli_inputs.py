@@ -28,6 +28,20 @@ def known_models(names: tuple[str, ...] | list[str]) -> None:
             raise BadInput(str(err)) from None
 
 
+def gate_options_fit(model_name: str, options: tuple[str, ...] = ("target_rate", "gate_lambda", "gate_lr_factor")
+                     ) -> None:
+    """Refuse gate options given on the command line for a model without gates: training would ignore them and
+    the checkpoint would still record them."""
+    from aigrobust.factory import create_model
+
+    context = click.get_current_context()
+    given = [name for name in options if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given and not create_model(model_name).is_gated:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise BadInput(f"{model_name} has no gates: {flags} {'apply' if len(given) > 1 else 'applies'} to gated "
+                       "models (aig*)")
+
+
 def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
     from aigrobust.factory import create_model, load_checkpoint

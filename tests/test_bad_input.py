@@ -254,6 +254,9 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
                                      flag, value], "not a finite number")
           for flag, value in (("--lr", "nan"), ("--lr", "inf"), ("--momentum", "nan"), ("--weight-decay", "inf"),
                               ("--gate-lambda", "nan"), ("--gate-lr-factor", "inf"), ("--target-rate", "nan"))],
+        ("gate options for a model without gates", ["train", "--model", "tiny_resnet", "--data-dir", str(p["data"]),
+                                                     "--out", str(out), "--target-rate", "0.5"],
+         "tiny_resnet has no gates: --target-rate applies to gated models"),
         # data files
         ("truncated .npz (eval)", ["eval", "--checkpoint", str(p["good"]), "--data-dir", str(p["truncated_npz"])],
          "truncated or corrupt"),
