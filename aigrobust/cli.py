@@ -227,7 +227,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
 @click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True,
               help="stochastic: random gates; attack gradients average --eot-draws draws, each input is judged on 10.")
-@click.option("--eot-draws", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--eot-draws", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Draws each EOT gradient averages: of stochastic gates and of randomised defenses under "
+              "--defense-grad eot, drawn together where both are random.")
 @click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DEFENSE_SPEC,
               help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
               "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")

@@ -320,10 +320,17 @@ class _Setting:
     judge_draws: int  # 1 for a deterministic model
 
     def gradient_view(self, attack: Attack) -> nn.Module:
-        """The attacker's view for ``attack``: one that averages its own EOT draws (``eot_draws`` > 1) gets the
-        single-draw view, so the two averages do not nest (20 x 20 forwards per step)."""
-        if getattr(attack, "eot_draws", 1) > 1 and isinstance(self.view, EOTView):
+        """The attacker's view for ``attack``: one that averages its own EOT draws (``eot_draws`` > 1) gets a
+        single-draw view (of the gates, or of a randomised defense through BPDA), so the two averages do not nest
+        (20 x 20 forwards per step)."""
+        from defenses import AttackerDefenseView, DefenseGrad
+
+        if getattr(attack, "eot_draws", 1) == 1:
+            return self.view
+        if isinstance(self.view, EOTView):
             return self.view.model
+        if isinstance(self.view, AttackerDefenseView) and self.view.grad is DefenseGrad.EOT:
+            return AttackerDefenseView(self.view.model, self.view.defense, DefenseGrad.BPDA)
         return self.view
 
 
@@ -407,11 +414,15 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
             clean_cache[defense_spec] = deployed.forward_with_gates(images)
     clean_logits, clean_trace = clean_cache[defense_spec]
     base: nn.Module = AttackerGateView(model, gate_grad) if model.is_gated else model
-    view: nn.Module = base if defense.name == "none" else AttackerDefenseView(base, defense, defense_grad)
+    random_gates = model.is_gated and spec.gate_mode == "stochastic"
+    # One EOT average per gradient, over every random part at once: with random gates the EOTView below draws the
+    # gates and a randomised defense together (its keyed draws rename both), so the defense view takes one draw.
+    inner_grad = "bpda" if defense_grad == "eot" and random_gates else defense_grad
+    view: nn.Module = base if defense.name == "none" else AttackerDefenseView(base, defense, inner_grad,
+                                                                                 eot_samples=spec.eot_draws)
     # No defense, exact gate gradients, deterministic gates: the attacker differentiates the deployed network
     # itself, so the attack gets one object for both and judges success from its gradient pass's logits.
     same_network = defense.name == "none" and gate_grad in ("exact", NO_GATES) and spec.gate_mode == "hard"
-    random_gates = model.is_gated and spec.gate_mode == "stochastic"
     if random_gates and spec.eot_draws > 1:
         view = EOTView(view, spec.eot_draws)
     judge_draws = spec.judge_draws if random_gates else 1

@@ -343,6 +343,12 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half
     modes = sorted({str(spec.get("gate_mode", "hard")) for spec in specs}) or ["hard"]
     if grads:
         lines.append(f"Gated models run {' and '.join(modes)} gates; attack gradients pass them as: {', '.join(grads)}.")
+    eot_draws = sorted({int(spec.get("eot_draws", 20)) for spec in specs
+                        if spec.get("gate_mode") == "stochastic" or "eot" in spec.get("defense_grads", [])})
+    if eot_draws and ((records["defense_grad"] == "eot").any() or "stochastic" in modes):
+        lines.append(f"EOT: each attack gradient averages {' or '.join(map(str, eot_draws))} draws of the random "
+                     "parts (stochastic gates, randomised defenses; drawn together where both are random); an attack "
+                     "with its own eot_draws averages its draws instead.")
     defended = records[records["defense"] != "none"]
     if not defended.empty:
         settings = ", ".join(f"{d} ({', '.join(sorted(set(g['defense_grad'])))})" for d, g in defended.groupby("defense"))

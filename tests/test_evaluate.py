@@ -99,3 +99,30 @@ def test_an_attack_with_its_own_eot_gets_one_draw_per_call_not_nested_averages()
         handle.remove()
     # the same steps: 3 forwards per gradient against the view's 5 (nested, it would be 15)
     assert own < view
+
+
+@pytest.mark.parametrize("gate_mode", ["hard", "stochastic"])
+def test_one_eot_average_per_gradient_over_every_random_part(gate_mode: str) -> None:
+    """A randomised defense under eot averages --eot-draws draws (it took a fixed 8); with random gates the gates'
+    EOT draws the defense too (no 20 x 20 nesting); an attack with its own eot_draws gets a single-draw view."""
+    import torch
+
+    from aigrobust.evaluation import EOTView, _prepare_setting
+    from attacks import attack_from_spec
+    from defenses import AttackerDefenseView, DefenseGrad
+
+    model = half_closed(create_model("tiny_aig")).eval()
+    x = varied_images(4)
+    y = torch.zeros(4, dtype=torch.long)
+    spec = EvalSpec(attacks=("pgd:steps=2",), epsilons=(8 / 255,), gate_mode=gate_mode, eot_draws=5,
+                    defenses=("randpad:0.875",), defense_grads=("eot",))
+    setting = _prepare_setting(model, spec, "randpad:0.875", "eot", "exact", x, y, {})
+    own_eot = setting.gradient_view(attack_from_spec("apgd:steps=2,eot_draws=3"))
+    if gate_mode == "hard":
+        assert isinstance(setting.view, AttackerDefenseView)
+        assert setting.view.grad is DefenseGrad.EOT and setting.view.eot_samples == 5
+    else:
+        assert isinstance(setting.view, EOTView) and setting.view.draws == 5
+        assert setting.view.model.grad is DefenseGrad.BPDA  # one draw of the defense per draw of the gates
+    assert isinstance(own_eot, AttackerDefenseView) and own_eot.grad is DefenseGrad.BPDA
+    assert setting.gradient_view(attack_from_spec("pgd:steps=2")) is setting.view
