@@ -284,6 +284,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     dev = inputs.device(device)
     spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
+    if gate_mode == "stochastic" and not any(e.model.is_gated for e in entries):
+        raise BadInput(f"--gate-mode stochastic draws gates, and none of {', '.join(e.name for e in entries)} has any")
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:

@@ -29,6 +29,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     hundred = root / "hundred.safetensors"
     save_checkpoint(create_model("tiny_aig", num_classes=100), hundred)
     paths["hundred"] = hundred
+    plain = root / "plain.safetensors"
+    save_checkpoint(create_model("tiny_resnet"), plain)
+    paths["plain"] = plain
     rng = np.random.default_rng(0)
     data = root / "data"
     data.mkdir()
@@ -257,6 +260,9 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("gate options for a model without gates", ["train", "--model", "tiny_resnet", "--data-dir", str(p["data"]),
                                                      "--out", str(out), "--target-rate", "0.5"],
          "tiny_resnet has no gates: --target-rate applies to gated models"),
+        ("stochastic gates for models without gates",
+         ["attack", "--checkpoint", f"plain={p['plain']}", "--data-dir", str(p["data"]), "--eps", "0.1",
+          "--gate-mode", "stochastic", "--out", str(out)], "none of plain has any"),
         # data files
         ("truncated .npz (eval)", ["eval", "--checkpoint", str(p["good"]), "--data-dir", str(p["truncated_npz"])],
          "truncated or corrupt"),
