@@ -120,7 +120,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     if threads is not None:
         torch.set_num_threads(threads)
     known_models([model_name])
-    inputs.gate_options_fit(model_name)
+    inputs.check_gate_options(model_name)
     info = get_model_info(model_name)
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))

@@ -28,7 +28,7 @@ def known_models(names: tuple[str, ...] | list[str]) -> None:
             raise BadInput(str(err)) from None
 
 
-def gate_options_fit(model_name: str, options: tuple[str, ...] = ("target_rate", "gate_lambda", "gate_lr_factor")
+def check_gate_options(model_name: str, options: tuple[str, ...] = ("target_rate", "gate_lambda", "gate_lr_factor")
                      ) -> None:
     """Refuse gate options given on the command line for a model without gates: training would ignore them and
     the checkpoint would still record them."""
