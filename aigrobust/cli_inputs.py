@@ -222,8 +222,9 @@ def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
     for run in runs:
         try:
             models, data = run.models(), run.data()
-        except (RunFolderError, CheckpointError, DataError) as err:
-            raise BadInput(str(err)) from None
+        except (RunFolderError, CheckpointError, DataError) as err:  # say a run moved from another machine
+            raise BadInput(f"{err} (the model probes reload {run.root}'s models and images; --no-probe skips "
+                           "them)") from None
         subset = data.subset(range(min(n_probe, len(data))))
         images, labels = subset.tensors()
         for label, model in models.items():

@@ -115,6 +115,7 @@ def _bad_checkpoints(root: Path, paths: dict[str, Path]) -> None:
 
 def _bad_runs(root: Path, paths: dict[str, Path]) -> None:
     import gzip
+    import json
     import shutil
 
     run = root / "run"
@@ -136,6 +137,12 @@ def _bad_runs(root: Path, paths: dict[str, Path]) -> None:
     mid_row.mkdir()
     (mid_row / "records.csv.gz").write_bytes(gzip.compress(text.encode())[:-40])
     paths["mid_row"] = mid_row
+    moved = root / "moved_run"  # a run copied from a machine whose data folder is not here
+    shutil.copytree(run, moved)
+    document = json.loads((moved / "run.json").read_text())
+    document["data"]["data_dir"] = str(root / "elsewhere")
+    (moved / "run.json").write_text(json.dumps(document))
+    paths["moved_run"] = moved
     locked = root / "locked"
     shutil.copytree(run, locked)
     import os
@@ -296,6 +303,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("header-only records", ["report", str(p["header_only"]), "--no-probe", "--out", str(out)], "holds no records"),
         ("gzip cut mid-row", ["report", str(p["mid_row"]), "--no-probe", "--out", str(out)], "truncated or corrupt"),
         ("no records at all", ["report", str(p["empty"]), "--no-probe", "--out", str(out)], "no records"),
+        ("a run whose images are not on this machine, probed", ["report", str(p["moved_run"]), "--out", str(out)],
+         "--no-probe skips them"),
         # one writer per run folder
         ("a run folder another process holds", [*attack[:5], "--eps", "8/255", "--out", str(p["locked"]), "--resume"],
          "another aigrobust process"),
