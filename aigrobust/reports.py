@@ -118,12 +118,10 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     from attacks import attack_norm
 
     data = summary[summary["gate_grad"].isin(["none", "exact", WORST]) & (summary["goal"] == "misclassify")]
-    norms = {a: attack_norm(a) for a in set(data["attack"]) if a != WORST}
-    several_norms = len(set(norms.values())) > 1
-    if several_norms:  # a worst case over Linf and L2 balls has no one epsilon axis: each attack in its norm's panel
-        data = data[data["attack"] != WORST]
-    data = data.assign(norm=data["attack"].map(lambda a: norms.get(a, next(iter(norms.values()), "linf"))))
-    settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"], data["norm"])))
+    # one norm per run and per report (EvalSpec and runs.combine_runs refuse two): Linf reads in /255, L2 as it is
+    norm = min({attack_norm(a) for a in set(data["attack"]) if a != WORST} or {"linf"})
+    scale = 255 if norm == "linf" else 1
+    settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
     cols = min(3, len(settings))
     rows = -(-len(settings) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows + 0.8), squeeze=False, sharey=True,
@@ -134,9 +132,8 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     attacks = list(dict.fromkeys(a for a in data["attack"] if a != WORST))
     styles = {a: (["--", ":", "-."][i % 3], "os^vD"[i % 5]) for i, a in enumerate(attacks)}
     styles[WORST] = ("-", "o")
-    for ax, (defense, grad, norm) in zip(axes.flat, settings):
-        panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad) & (data["norm"] == norm)]
-        scale = 255 if norm == "linf" else 1  # Linf epsilons read in /255, L2 ones as they are
+    for ax, (defense, grad) in zip(axes.flat, settings):
+        panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
         for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
             if curve["gate_grad"].nunique() > 1:
                 curve = curve[curve["gate_grad"] == WORST]
@@ -154,8 +151,7 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
                 ax.fill_between(curve["epsilon"] * scale, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
                                 color=colours[model], alpha=0.15, lw=0,
                                 gid=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}")
-        title = "no defense" if defense == "none" else f"{defense} ({grad})"
-        ax.set_title(title + (f", {'Linf' if norm == 'linf' else 'L2'}" if several_norms else ""))
+        ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
         ax.set_xlabel("epsilon (/255, Linf)" if norm == "linf" else "epsilon (L2, [0, 1] pixels)")
         ax.set_ylabel("robust accuracy (%)")
         ax.grid(alpha=0.3)
