@@ -254,8 +254,11 @@ def attack_catalogue() -> list[str]:
     """One line per registered attack with its settings and their defaults (what ``aigrobust attacks`` prints)."""
     lines = []
     for name in list_attacks():
-        settings = ", ".join(f"{k}={_format_value(v)}" for k, v in attack_settings(name).items())
-        lines.append(f"{name:<30} {settings or '(no settings)'}")
+        defaults = attack_settings(name)
+        settings = ", ".join(f"{k}={_format_value(v)}" for k, v in defaults.items())
+        # the ball its epsilons bound: one run takes one norm, so say it beside each attack
+        norm = "Linf or L2" if "distance" in defaults else NORM_NAMES[attack_norm(name)]
+        lines.append(f"{name:<30} {norm:<10} {settings or '(no settings)'}")
     lines += [f"--suite {name:<22} {' + '.join(specs)} (early exit)" for name, specs in SUITES.items()]
     return lines + ["auto: PGD and the gate attacks step 2.5 eps / steps",
                     "foolbox:NAME[:key=value,...]    any attack class of foolbox.attacks, with its own settings"]

@@ -221,6 +221,9 @@ def test_attacks_lists_every_attack_with_its_settings() -> None:
     for name in list_attacks():
         assert any(line.startswith(name + " ") for line in output.splitlines()), name
     assert "steps=20, rel_stepsize=auto" in output and "n_queries=1000" in output
+    lines = {line.split()[0]: line for line in output.splitlines() if line.split()[0] in list_attacks()}
+    norm = {name: line[31:41].strip() for name, line in lines.items()}  # each attack's ball, beside its name
+    assert (norm["apgd-l2"], norm["square"], norm["gate-flip"], norm["pgd"]) == ("L2", "Linf", "Linf", "Linf or L2")
 
 
 def test_attack_without_out_writes_a_dated_run_folder_and_prints_it(synthetic_npz_dir: Path, tmp_path: Path,
