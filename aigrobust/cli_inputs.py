@@ -139,8 +139,10 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     if not entries:
         raise BadInput("give --model or --checkpoint")
     labels = [e.name for e in entries]
-    if len(set(labels)) != len(labels):
-        raise BadInput("two models share a name; label checkpoints as --checkpoint LABEL=PATH")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise BadInput(f"model name {', '.join(map(repr, repeated))} given twice; give each model once, and label "
+                       "checkpoints as --checkpoint LABEL=PATH")
     return entries
 
 

@@ -7,6 +7,7 @@ from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad
 
 _KINDS = {"jpeg": (JPEG, int), "bits": (BitDepth, int), "median": (MedianSmoothing, int),
           "randpad": (RandomResizePad, float)}
+_CAST_NAMES = {int: "an integer", float: "a number"}
 
 
 class DefenseSpecError(ValueError):
@@ -21,6 +22,8 @@ def parse_defense(spec: str) -> Defense:
     parts = []
     for part in text.split("+"):
         name, _, value = part.partition(":")
+        if name == "none":
+            raise DefenseSpecError(f"'none' cannot be joined with other defenses in {spec!r}; give it alone")
         if name not in _KINDS:
             raise DefenseSpecError(f"unknown defense {name!r} in {spec!r}; known: none, {', '.join(_KINDS)}")
         cls, cast = _KINDS[name]
@@ -29,7 +32,7 @@ def parse_defense(spec: str) -> Defense:
         except ValueError as err:
             if "must" in str(err):
                 raise DefenseSpecError(f"{spec!r}: {err}") from None
-            raise DefenseSpecError(f"{spec!r}: {name} takes a number, got {value!r}") from None
+            raise DefenseSpecError(f"{spec!r}: {name} takes {_CAST_NAMES[cast]}, got {value!r}") from None
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 

@@ -201,6 +201,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("unknown model", ["attack", "--model", "aig2O", "--eps", "0.1", "--out", str(out)], "did you mean"),
         ("unknown attack", [*attack, "--eps", "0.1", "--attack", "fgsn"], "unknown attack 'fgsn'"),
         ("unknown defense", [*attack, "--eps", "0.1", "--defense", "blur:3"], "unknown defense 'blur'"),
+        ("one checkpoint twice", [*attack, "--checkpoint", str(p["good"]), "--eps", "0.1"],
+         "model name 'tiny_aig' given twice"),
         ("negative epsilon", [*attack, "--eps", "-0.1"], "outside [0, 1]"),
         ("NaN epsilon", [*attack, "--eps", "nan"], "outside [0, 1]"),
         ("epsilon above 1", [*attack, "--eps", "1.5"], "outside [0, 1]"),

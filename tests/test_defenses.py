@@ -73,7 +73,9 @@ def test_kornia_differentiable_jpeg_is_close_to_the_real_codec(cifar_test) -> No
 
 
 def test_bad_defense_specs_get_one_clear_message() -> None:
-    for spec, needle in (("jpeg:0", "1..100"), ("jpeg:101", "1..100"), ("jpeg:high", "takes a number"),
+    for spec, needle in (("jpeg:0", "1..100"), ("jpeg:101", "1..100"), ("jpeg:high", "takes an integer"),
+                         ("jpeg:75.5", "jpeg takes an integer, got '75.5'"), ("randpad:x", "takes a number"),
+                         ("none+jpeg:75", "'none' cannot be joined"),
                          ("blur:3", "unknown defense 'blur'"), ("bits:9", "1..8"), ("median:1", "2..7")):
         with pytest.raises(DefenseSpecError, match=needle):
             parse_defense(spec)
