@@ -165,7 +165,9 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
 @click.option("--model", "model_name", default=None, help="Registered model name.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Our .safetensors checkpoint or a convertible file (akamaster, ConvNet-AIG, torchvision).")
-@click.option("--pretrained", is_flag=True, help="Use the model's shipped (or torchvision) pretrained weights.")
+@click.option("--pretrained/--random-weights", default=True, show_default=True,
+              help="--model's weights: its shipped (or torchvision) ones, or random ones (gate rates and FLOPs of an "
+              "untrained model; its accuracy is chance).")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the model's own dataset.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--download", is_flag=True)
@@ -186,12 +188,18 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     dev = inputs.device(device)
     if model_name is not None:
         known_models([model_name])  # a bad name fails before any data is read
-    model, _ = inputs.load_model(model_name, checkpoint, pretrained)
+    if checkpoint is not None and not pretrained:
+        raise BadInput("--random-weights and --checkpoint contradict each other: give one")
+    if model_name is not None and checkpoint is None and pretrained:
+        # as `attack` does: never a random model's accuracy unasked
+        inputs.require_weights((model_name,), labelled_checkpoints=False,
+                               otherwise=", or --random-weights for an untrained one")
+    model, _ = inputs.load_model(model_name, checkpoint, pretrained and checkpoint is None)
     dataset = dataset or get_model_info(model.registry_name).default_dataset
     data = inputs.heldout_split(dataset, data_dir, download)
     name = model.registry_name
     if checkpoint is None and not pretrained:
-        click.echo(f"warning: {name} has random weights (no --checkpoint, no --pretrained)", err=True)
+        click.echo(f"warning: {name} has random weights (--random-weights): its accuracy is chance", err=True)
     data = inputs.first_samples(data, n_samples)
     inputs.check_classes(name, model, data)
     if getattr(data, "note", ""):

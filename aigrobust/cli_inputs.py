@@ -146,18 +146,20 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     return entries
 
 
-def require_weights(models: tuple[str, ...]) -> None:
-    """Fail, before any data is read, on a model with no weights to attack, saying what to pass."""
+def require_weights(models: tuple[str, ...], labelled_checkpoints: bool = True, otherwise: str = "") -> None:
+    """Fail, before any data is read, on a model with no weights to attack, saying what to pass: ``--checkpoint
+    NAME=PATH`` where the command labels checkpoints, else ``--checkpoint PATH``; ``otherwise`` adds an alternative."""
     from aigrobust.model_facts import weights_available
 
     for name in models:
         weights = weights_available(name)
+        flag = f"--checkpoint {name}=PATH" if labelled_checkpoints else "--checkpoint PATH"
         if weights == "none":
-            raise BadInput(f"{name} has no shipped weights: pass --checkpoint {name}=PATH (weights you trained with "
-                           f"aigrobust train --model {name}, or a convertible file)")
+            raise BadInput(f"{name} has no shipped weights: pass {flag} (weights you trained with "
+                           f"aigrobust train --model {name}, or a convertible file){otherwise}")
         if weights == "torchvision*":
             raise BadInput(f"{name}'s gates have no published weights (only its residual branches exist, in "
-                           f"torchvision's ResNet): pass --checkpoint {name}=PATH to a trained {name}")
+                           f"torchvision's ResNet): pass {flag} to a trained {name}{otherwise}")
 
 
 def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], world: int = 1) -> Path:

@@ -55,8 +55,17 @@ def test_eval_of_the_external_pretrained_resnet20(tmp_path: Path) -> None:
     assert summary["flops_ratio"] == 1.0
 
 
+def test_eval_of_a_model_name_uses_its_shipped_weights() -> None:
+    require(SHARED_DATA / "cifar10_test_sample.npz")
+    code, out = run("eval", "--model", "resnet20", "--data-dir", str(SHARED_DATA), "--n-samples", "100", "--json")
+    assert code == 0, out
+    assert "random weights" not in out
+    assert json.loads(out)["accuracy"] >= 0.85  # the shipped resnet20, not a random one (about 0.1)
+
+
 def test_eval_reports_gate_rates_on_the_foolbox_demo() -> None:
-    result = CliRunner().invoke(cli, ["eval", "--model", "tiny_aig", "--dataset", "foolbox-cifar10"])
+    result = CliRunner().invoke(cli, ["eval", "--model", "tiny_aig", "--dataset", "foolbox-cifar10",
+                                      "--random-weights"])
     assert result.exit_code == 0, result.output
     assert "20 images" in result.output and "execution rate per block" in result.output
     assert "20-image demo" in result.output  # labelled wherever it is used
@@ -87,9 +96,13 @@ def test_bad_inputs_get_one_clear_line(tmp_path: Path) -> None:
     bad.write_bytes(b"garbage")
     assert_one_line_error(*run("eval", "--checkpoint", str(bad)), "truncated or corrupt")
     assert_one_line_error(*run("eval", "--checkpoint", str(tmp_path / "none.safetensors")), "not found")
-    assert_one_line_error(*run("eval", "--model", "tiny_aig", "--data-dir", str(tmp_path / "nodata")),
-                          "does not exist")
-    assert_one_line_error(*run("eval", "--model", "aig50"), "--data-dir IMAGENET")
+    assert_one_line_error(*run("eval", "--model", "tiny_aig", "--random-weights", "--data-dir",
+                               str(tmp_path / "nodata")), "does not exist")
+    assert_one_line_error(*run("eval", "--model", "aig50", "--random-weights"), "--data-dir IMAGENET")
+    # a model without weights is refused, as by `attack`, not evaluated at random unasked
+    assert_one_line_error(*run("eval", "--model", "aig50"), "gates have no published weights")
+    assert_one_line_error(*run("eval", "--model", "tiny_aig"), "or --random-weights for an untrained one")
+    assert_one_line_error(*run("eval", "--checkpoint", str(bad), "--random-weights"), "contradict")
     if not __import__("torch").cuda.is_available():
         assert_one_line_error(*run("eval", "--model", "tiny_aig", "--device", "cuda"), "no CUDA device")
 
