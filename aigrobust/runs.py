@@ -51,6 +51,10 @@ def read_records(path: Path) -> pd.DataFrame:
     if path.is_dir():
         expected = _recorded_integrity(path)
         path = path / RECORDS_FILE
+    if not path.is_file() and (path.parent / PARTS_DIR).is_dir():
+        saved = len(list((path.parent / PARTS_DIR).glob("*/batch-*.csv.gz")))
+        raise RunFolderError(f"{path.parent} is not finished ({saved} batch file{'s' if saved != 1 else ''} saved, "
+                             "no records yet): finish it with its aigrobust attack command and --resume")
     if not path.is_file():
         raise RunFolderError(f"no records at {path}")
     raw = path.read_bytes()  # hashed and parsed from the same bytes

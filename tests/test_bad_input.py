@@ -41,6 +41,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     empty = root / "empty"
     empty.mkdir()
     paths["empty"] = empty
+    unfinished = root / "unfinished"  # a run stopped after its first batch: parts, no records yet
+    (unfinished / ".parts" / "tiny_aig").mkdir(parents=True)
+    (unfinished / ".parts" / "tiny_aig" / "batch-00000.csv.gz").write_bytes(b"")
+    paths["unfinished"] = unfinished
     wrong_size = root / "wrong_size"
     wrong_size.mkdir()
     np.savez(wrong_size / "cifar10_test.npz", images=np.zeros((4, 28, 28, 3), np.uint8), labels=np.zeros(4, np.int64))
@@ -305,6 +309,9 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("header-only records", ["report", str(p["header_only"]), "--no-probe", "--out", str(out)], "holds no records"),
         ("gzip cut mid-row", ["report", str(p["mid_row"]), "--no-probe", "--out", str(out)], "truncated or corrupt"),
         ("no records at all", ["report", str(p["empty"]), "--no-probe", "--out", str(out)], "no records"),
+        ("a run not finished yet", ["report", str(p["unfinished"]), "--no-probe", "--out", str(out)],
+         "is not finished (1 batch file saved, no records yet): finish it with its aigrobust attack command and "
+         "--resume"),
         ("a run whose images are not on this machine, probed", ["report", str(p["moved_run"]), "--out", str(out)],
          "--no-probe skips them"),
         # one writer per run folder
