@@ -77,8 +77,8 @@ def attacks_command() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="CIFAR-10: a folder of .npz files (else torchvision's cache); ImageNet: ROOT with train/ and val/.")
 @click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
-@click.option("--init", "init", default=None, help="ImageNet models: start the residual branches from 'torchvision' "
-              "(download) or a local torchvision-layout file; gates start fresh.")
+@click.option("--init", "init", default=None, help="Start the residual branches from 'torchvision' (ImageNet models: "
+              "a download) or a local weights file (torchvision layout, akamaster's, ours); gates start fresh.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
@@ -121,6 +121,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
         torch.set_num_threads(threads)
     known_models([model_name])
     inputs.check_gate_options(model_name)
+    inputs.check_start_options(model_name, init, shortcut)
     info = get_model_info(model_name)
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))

@@ -42,6 +42,19 @@ def check_gate_options(model_name: str, options: tuple[str, ...] = ("target_rate
                        "models (aig*)")
 
 
+def check_start_options(model_name: str, init: str | None, shortcut: str | None) -> None:
+    """Refuse, before any data is read, ``--init torchvision`` for a model torchvision has no weights for (it would
+    start from our shipped weights instead) and ``--shortcut`` for ImageNet models (torchvision's projections)."""
+    from aigrobust.registry import get_model_info
+
+    info = get_model_info(model_name)
+    if init == "torchvision" and not info.torchvision_weights:
+        raise BadInput(f"--init torchvision: torchvision has no weights for {model_name} (ImageNet models only); "
+                       "give a weights file to start from instead")
+    if shortcut is not None and info.family == "imagenet":
+        raise BadInput(f"--shortcut applies to CIFAR ResNets; {model_name} has torchvision's projection shortcuts")
+
+
 def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
     from aigrobust.factory import create_model, load_checkpoint
