@@ -368,7 +368,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
               help="Baseline JSON: re-run its spec and compare each metric with its tolerance.")
 @click.option("--update", is_flag=True, help="Write the new figures into the baseline and show what moved.")
 @click.option("--init-from", "init_run", type=click.Path(path_type=Path), default=None,
-              help="Create --baseline from a finished attack run folder.")
+              help="Create --baseline from a finished attack run folder (an existing one only with --update).")
 @click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
               help="Run the gradient-masking sanity checks on a run folder (repeatable).")
 @click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
@@ -390,6 +390,11 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
 
     if not baseline_path and not sanity_runs:
         raise BadInput("give --baseline FILE and/or --sanity RUN")
+    if baseline_path is None and (init_run is not None or update):
+        raise BadInput(f"{'--init-from' if init_run is not None else '--update'} needs --baseline FILE")
+    if init_run is not None and baseline_path is not None and baseline_path.exists() and not update:
+        raise BadInput(f"{baseline_path} exists: --init-from would replace it; add --update to replace it, or give "
+                       "another --baseline path")
     failed = False
     if sanity_runs:
         runs = inputs.open_runs(sanity_runs)

@@ -135,4 +135,4 @@ run_attack "$RUNS/ci" --checkpoint resnet20=aigrobust/pretrained/resnet20.safete
   --checkpoint akamaster-resnet20="$DATA/pretrained/resnet20-12fca82f.th" --data-dir "$DATA" --n-samples 200 \
   --batch-size 200 --attack fgsm --attack pgd:steps=10 --eps 2/255 --eps 8/255 --gate-grad exact \
   --gate-grad straight-through --defense jpeg:75 --defense-grad bpda
-aigrobust check --baseline reports/ci/baseline.json --init-from "$RUNS/ci"
+aigrobust check --baseline reports/ci/baseline.json --init-from "$RUNS/ci" --update  # replaces the committed baseline

@@ -234,6 +234,11 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("output folder not writable", [*attack[:5], "--eps", "0.1", "--out", str(p["blocker"] / "run")],
          "not writable"),
         ("baseline JSON malformed", ["check", "--baseline", str(p["baseline"])], "not valid JSON"),
+        ("baseline --init-from over an existing baseline",
+         ["check", "--baseline", str(p["good_baseline"]), "--init-from", str(p["run"])], "exists: --init-from would"),
+        ("--init-from without --baseline", ["check", "--sanity", str(p["run"]), "--init-from", str(p["run"])],
+         "--init-from needs --baseline FILE"),
+        ("--update without --baseline", ["check", "--sanity", str(p["run"]), "--update"], "--update needs --baseline"),
         ("CUDA where there is none", ["eval", "--model", "tiny_aig", "--device", "cuda"], "no CUDA device"),
         # attack settings: typed and range-checked when parsed, before anything is written
         *[(f"attack spec {spec}", [*attack, "--eps", "0.1", "--attack", spec], needle) for spec, needle in (

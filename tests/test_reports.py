@@ -137,6 +137,10 @@ def test_baseline_check_passes_then_catches_a_planted_regression(run_dir: Path, 
     baseline = tmp_path / "ci" / "baseline.json"
     code, output = invoke("check", "--baseline", str(baseline), "--init-from", str(run))
     assert code == 0, output
+    code, output = invoke("check", "--baseline", str(baseline), "--init-from", str(run))
+    assert code == 2 and "add --update to replace it" in output, output  # an existing baseline is never overwritten
+    code, output = invoke("check", "--baseline", str(baseline), "--init-from", str(run), "--update")
+    assert code == 0 and "baseline written" in output, output
     document = json.loads(baseline.read_text())
     assert document["spec"]["models"]["resnet20"]["sha256"] and len(document["spec"]["sample_indices"]) == 64
     assert not Path(document["spec"]["models"]["resnet20"]["checkpoint"]).is_absolute()
