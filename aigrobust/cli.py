@@ -345,7 +345,11 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     followed by a subset run that repeats its reference rows).
     """
     from aigrobust.reports import report_from_runs, write_report
+    from aigrobust.runs import PARTS_DIR, RECORDS_FILE, SPEC_FILE
 
+    if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):
+        raise BadInput(f"{out_dir} is an attack run folder: the report would overwrite its summary.csv; give the report "
+                       "its own --out")
     try:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:

@@ -214,6 +214,10 @@ class RunFolder:
                 for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
                     debris.unlink(missing_ok=True)
             else:
+                foreign = [n for n in (RECORDS_FILE, SUMMARY_TABLE, SUMMARY_FILE, PARTS_DIR) if (self.root / n).exists()]
+                if foreign:  # a report folder, or a run whose run.json was lost: never overwrite what it holds
+                    raise RunFolderError(f"{self.root} holds {', '.join(foreign)} but no {SPEC_FILE} (not an aigrobust "
+                                         "run): the run would overwrite it; pick another --out")
                 atomic_write_bytes(spec_path, json.dumps(self.spec, indent=2, sort_keys=True).encode())
         except BaseException:
             self.release()  # a refused folder keeps no lock of ours

@@ -41,6 +41,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     empty = root / "empty"
     empty.mkdir()
     paths["empty"] = empty
+    report_folder = root / "report_folder"  # a report's own summary.csv, which an attack run must not overwrite
+    report_folder.mkdir()
+    (report_folder / "summary.csv").write_text("model,robust_acc\nresnet20,0.25\n")
+    paths["report_folder"] = report_folder
     unfinished = root / "unfinished"  # a run stopped after its first batch: parts, no records yet
     (unfinished / ".parts" / "tiny_aig").mkdir(parents=True)
     (unfinished / ".parts" / "tiny_aig" / "batch-00000.csv.gz").write_bytes(b"")
@@ -320,6 +324,10 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("header-only records", ["report", str(p["header_only"]), "--no-probe", "--out", str(out)], "holds no records"),
         ("gzip cut mid-row", ["report", str(p["mid_row"]), "--no-probe", "--out", str(out)], "truncated or corrupt"),
         ("no records at all", ["report", str(p["empty"]), "--no-probe", "--out", str(out)], "no records"),
+        ("an attack run written into a report folder", [*attack[:5], "--eps", "0.1", "--out", str(p["report_folder"])],
+         "holds summary.csv but no run.json (not an aigrobust run)"),
+        ("a report written into a run folder", ["report", str(p["run"]), "--no-probe", "--out", str(p["run"])],
+         "is an attack run folder: the report would overwrite its summary.csv"),
         ("a run not finished yet", ["report", str(p["unfinished"]), "--no-probe", "--out", str(out)],
          "is not finished (1 batch file saved, no records yet): finish it with its aigrobust attack command and "
          "--resume"),
