@@ -344,12 +344,12 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
     followed by a subset run that repeats its reference rows).
     """
-    from aigrobust.reports import report_from_runs, write_report
-    from aigrobust.runs import PARTS_DIR, RECORDS_FILE, SPEC_FILE
+    from aigrobust.reports import refuse_foreign_folder, report_from_runs, write_report
 
-    if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):
-        raise BadInput(f"{out_dir} is an attack run folder: the report would overwrite its summary.csv; give the report "
-                       "its own --out")
+    try:
+        refuse_foreign_folder(out_dir)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
     try:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:

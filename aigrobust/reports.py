@@ -451,6 +451,25 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
                                 "sample's outcome can differ between them.")
     return report
 
+REPORT_FILES = ("summary.csv", "summary.md", "summary.tex", "layer_rates.csv", "class_rates.csv", "sanity_checks.csv",
+                "index.md", "index.html")
+
+
+def refuse_foreign_folder(out_dir: Path) -> None:
+    """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote: an attack
+    run's folder, or a folder holding a report's file names without the ``provenance.json`` every report writes."""
+    from aigrobust.runs import PARTS_DIR, RECORDS_FILE, SPEC_FILE
+
+    out_dir = Path(out_dir)
+    if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):
+        raise ValueError(f"{out_dir} is an attack run folder: the report would overwrite its summary.csv; give the "
+                         "report its own --out")
+    clashing = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if clashing and not (out_dir / "provenance.json").is_file():
+        raise ValueError(f"{out_dir} holds {', '.join(clashing)} but no provenance.json (not an aigrobust report): the "
+                         "report would overwrite it; give another --out")
+
+
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """Write tables, figures, index.md and a self-contained index.html into ``out_dir`` (each file atomically)."""
     out_dir = Path(out_dir)
