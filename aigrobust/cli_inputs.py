@@ -132,13 +132,19 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     of each, they pair in order (each checkpoint must hold the model named beside it); otherwise a checkpoint labelled
     with a --model name stands for it and the other --model names load their own weights."""
     from aigrobust.evaluation import ModelEntry
+    from aigrobust.registry import list_models
 
     known_models(models)
+    registered = set(list_models())  # a label that is a model's name must hold that model (aig20=resnet20.pt would not)
     paired = bool(models) and len(models) == len(checkpoints)
     entries = []
     for i, ref in enumerate(checkpoints):
         expected = models[i] if paired else (ref.label if ref.label in models else None)
         model, _ = load_model(expected, ref.path, False)
+        if ref.label and ref.label != model.registry_name and ref.label in registered:
+            raise BadInput(f"--checkpoint {ref.label}={ref.path}: the label names the registered model {ref.label}, "
+                           f"but the file holds a {model.registry_name}; label it {model.registry_name} or a name "
+                           "that is not a model's")
         entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
     if pretrained_names(models, checkpoints):
         from aigrobust.factory import create_model

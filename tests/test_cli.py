@@ -203,7 +203,7 @@ def test_attack_bad_inputs(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     assert code == 2 and "--batch-size" in out
     # the card's command as typed: one line says what to pass (the weights first, then the images)
     assert_one_line_error(*run("attack", "--model", "aig50", "--eps", "0.03"), "pass --checkpoint aig50=PATH")
-    assert_one_line_error(*run("attack", "--checkpoint", f"aig50={_tiny_checkpoint(tmp_path)}", "--dataset",
+    assert_one_line_error(*run("attack", "--checkpoint", f"my-aig50={_tiny_checkpoint(tmp_path)}", "--dataset",
                                "imagenet", "--eps", "0.03", "--out", str(tmp_path / "y")), "--data-dir IMAGENET")
     assert_one_line_error(*run("attack", "--model", "aig110", "--eps", "0.03", "--data-dir", str(synthetic_npz_dir),
                                "--out", str(tmp_path / "z")), "pass --checkpoint aig110=PATH")
