@@ -61,17 +61,39 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"give as many labels as images (and at least one): {len(images)} images, "
                          f"{len(labels)} labels")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images hold NaN or infinite values")
     if float(images.min()) < 0 or float(images.max()) > 1:
         raise ValueError("images must lie in [0, 1] (normalisation happens inside the model)")
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D tensor of integer class indices, got {tuple(labels.shape)} "
+                         f"{labels.dtype}")
+    labels = labels.to(torch.int64)
+    for entry in entries:
+        _check_fit(entry, images, labels)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # the spec parses every attack and defense once, here, so a bad one fails before the first batch
     spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
                     defense_grads=tuple(defense_grads), early_exit=early_exit)
-    labels = torch.as_tensor(labels, dtype=torch.int64)
     run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size, device=device)
     return Summary(table=summarize(run.records), records=run.records, spec=spec)
+
+
+def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:
+    """One image through the model: the images' shape must fit it and every label must name one of its classes."""
+    try:
+        with torch.no_grad():
+            n_classes = int(entry.model(images[:1].to(next(entry.model.parameters(), images).device)).shape[-1])
+    except (RuntimeError, ValueError) as err:
+        hint = " (channels last? permute(0, 3, 1, 2))" if images.shape[-1] == 3 and images.shape[1] != 3 else ""
+        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {entry.name}{hint}: "
+                         f"{str(err).splitlines()[0]}") from None
+    if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1} ({entry.name} predicts {n_classes} classes), got "
+                         f"{int(labels.min())}..{int(labels.max())}")
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:

@@ -67,6 +67,22 @@ def validate_epsilons(epsilons: Sequence[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def validate_inputs(inputs: Tensor, labels: Tensor) -> None:
+    """Inputs a float batch of finite [0, 1] pixels (normalisation lives in the model), labels one integer class
+    index per input; anything else is a ValueError, since the [0, 1] clip would otherwise quietly rewrite it."""
+    if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
+        raise ValueError("inputs must be a float tensor (N, ...) of [0, 1] pixels")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs hold NaN or infinite values")
+    if len(inputs) and (float(inputs.min()) < 0.0 or float(inputs.max()) > 1.0):
+        raise ValueError(f"inputs must lie in [0, 1] (normalisation happens inside the model), got "
+                         f"{float(inputs.min()):.4g}..{float(inputs.max()):.4g}")
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError("labels must be a 1-D integer tensor of class indices")
+    if len(labels) != len(inputs):
+        raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
+
+
 @torch.no_grad()
 def is_misclassified(model: Model, x: Tensor, labels: Tensor, batch_size: int = 1024) -> Tensor:
     """Boolean (N,) mask: the model's prediction on x differs from the label."""
@@ -317,6 +333,7 @@ class Attack(abc.ABC):
         Random draws are keyed by (seed, sample id): ``sample_ids`` (default 0..N-1) names each row, so a sample gets
         the same adversarial whichever batch it is attacked in."""
         eps_values = validate_epsilons(epsilons)
+        validate_inputs(inputs, labels)
         grad_model = gradient_model or model
         ids = torch.arange(len(inputs)) if sample_ids is None else torch.as_tensor(sample_ids, dtype=torch.int64)
         if len(ids) != len(inputs):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, AttackResult, Model, validate_epsilons
+from attacks.base import DISTANCES, Attack, AttackResult, Model, validate_epsilons, validate_inputs
 
 
 class FoolboxAttack(Attack):
@@ -36,6 +36,7 @@ class FoolboxAttack(Attack):
         import foolbox
 
         eps_values = validate_epsilons(epsilons)
+        validate_inputs(inputs, labels)
         target = gradient_model or model
         if not isinstance(target, torch.nn.Module):
             raise TypeError("foolbox needs a torch.nn.Module")

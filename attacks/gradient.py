@@ -23,6 +23,7 @@ from attacks.base import (
     over_target_classes,
     select_rows,
     validate_epsilons,
+    validate_inputs,
 )
 from attacks.noise import RUN, SampleNoise
 
@@ -42,6 +43,7 @@ class FGSM(Attack):
                  gradient_model: Model | None = None, sample_ids: Tensor | Sequence[int] | None = None
                  ) -> AttackResult:
         eps_values = validate_epsilons(epsilons)
+        validate_inputs(inputs, labels)
         direction = torch.zeros_like(inputs)
         if any(eps > 0 for eps in eps_values):
             grad, logits = loss_gradient(gradient_model or model, inputs, labels)

@@ -87,6 +87,19 @@ def test_bad_epsilons_and_unknown_attacks() -> None:
     assert "square" in list_attacks() and "gate-flip" in list_attacks()
 
 
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "square", "foolbox:LinfPGD"])
+def test_inputs_outside_the_pixel_box_are_refused_not_clipped(name: str) -> None:
+    """The [0, 1] clip would quietly rewrite 0-255 or normalised images (and NaN would pass it): each is refused."""
+    model = create_model("tiny_resnet").eval()
+    x, y = varied_images(4, seed=1), torch.arange(4)
+    attack = get_attack(name)
+    for inputs, labels, message in ((x * 255, y, "must lie in \\[0, 1\\]"), ((x - 0.5) / 0.25, y, "must lie in"),
+                                    (torch.where(x > 0.5, float("nan"), x), y, "NaN"),
+                                    (x, y.float(), "integer tensor"), (x, y[:2], "2 labels for 4 inputs")):
+        with pytest.raises(ValueError, match=message):
+            attack(model, inputs, labels, [8 / 255])
+
+
 def test_apgd_checkpoints_and_square_schedule() -> None:
     assert apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
     assert square_fraction(0.8, 0, 1000) == pytest.approx(0.8)

@@ -70,7 +70,13 @@ def test_one_call_api_matches_the_pipeline_and_checks_its_input() -> None:
     assert 0.0 <= worst <= summary.robust_accuracy("plain", 0.03, attack="fgsm")
     for bad, message in (({"images": x * 2}, "lie in \\[0, 1\\]"), ({"labels": y[:5]}, "as many labels"),
                          ({"attacks": ["pgd:steps=0"]}, "steps takes a positive integer"),
-                         ({"epsilons": ["abc"]}, "not a number")):
+                         ({"epsilons": ["abc"]}, "not a number"),
+                         # each of these ran, or failed deep inside torch, before
+                         ({"images": torch.where(x > 0.5, float("nan"), x)}, "NaN or infinite"),
+                         ({"labels": y.float() + 0.7}, "integer class indices"),
+                         ({"labels": y[:, None]}, "1-D tensor"),
+                         ({"labels": y + 5}, "labels must lie in 0..9 \\(tiny_resnet predicts 10 classes\\)"),
+                         ({"images": x.permute(0, 2, 3, 1).contiguous()}, "channels last\\? permute")):
         kwargs = {"images": x, "labels": y, "attacks": ["fgsm"], **bad}
         with pytest.raises(ValueError, match=message):
             aigrobust.evaluate(plain, kwargs.pop("images"), kwargs.pop("labels"), **kwargs)
