@@ -455,7 +455,7 @@ def test_report_refuses_runs_that_give_one_name_to_two_networks_or_image_sets(
     from aigrobust.runs import FinishedRun, combine_runs
 
     untrained = tmp_path / "untrained.safetensors"
-    save_checkpoint(create_model("tiny_resnet"), untrained, dataset="cifar10")
+    save_checkpoint(create_model("resnet20"), untrained, dataset="cifar10")  # a resnet20, not the one trained here
     second_runs = {
         "two networks under one name": ["--checkpoint", f"resnet20={untrained}", "--data-dir", str(SHARED_DATA)],
         "other labels": ["--checkpoint", f"tiny={gated_checkpoint}", "--data-dir", str(synthetic_npz_dir)],
