@@ -319,6 +319,9 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
     if max_train_samples is not None and max_train_samples < len(train_data):
         pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
         train_data = train_data.subset(np.sort(pick))
+    elif max_train_samples is not None and max_train_samples > len(train_data):
+        click.echo(f"note: --max-train-samples {max_train_samples} asks for more images than the training split "
+                   f"holds; all {len(train_data)} are used", err=True)
     return train_data, heldout
 
 

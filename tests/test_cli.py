@@ -76,9 +76,10 @@ def test_train_then_eval_round_trip(synthetic_npz_dir: Path, tmp_path: Path) -> 
     out_dir = tmp_path / "run"
     code, out = run("train", "--model", "tiny_aig", "--data-dir", str(synthetic_npz_dir), "--out", str(out_dir),
                     "--epochs", "1", "--batch-size", "32", "--schedule", "cosine", "--target-rate", "0.5",
-                    "--device", "cpu")
+                    "--device", "cpu", "--max-train-samples", "500")
     assert code == 0, out
     assert "epoch   1" in out and "held-out acc" in out
+    assert "--max-train-samples 500 asks for more images than the training split holds; all 96 are used" in out
     checkpoint = out_dir / "model.safetensors"
     assert checkpoint.is_file()
     code, out = run("eval", "--checkpoint", str(checkpoint), "--data-dir", str(synthetic_npz_dir), "--json")
