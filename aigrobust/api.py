@@ -98,6 +98,7 @@ def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
     from aigrobust.factory import create_model
+    from aigrobust.model_facts import weights_available
 
     if isinstance(models, (nn.Module, str)):
         models = [models]
@@ -107,6 +108,9 @@ def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
         raise ValueError("give at least one model")
     entries = []
     for name, model in named:
+        if isinstance(model, str) and weights_available(model) == "torchvision*":  # as the CLI refuses it
+            raise ValueError(f"{model}'s gates have no published weights (torchvision has only its residual "
+                             "branches): pass a trained model, e.g. load_checkpoint(path)[0]")
         built = create_model(model, pretrained=True) if isinstance(model, str) else model
         entries.append(ModelEntry(str(name), built.eval(), source="pretrained" if isinstance(model, str) else "memory"))
     if len({e.name for e in entries}) != len(entries):

@@ -80,6 +80,8 @@ def test_one_call_api_matches_the_pipeline_and_checks_its_input() -> None:
         kwargs = {"images": x, "labels": y, "attacks": ["fgsm"], **bad}
         with pytest.raises(ValueError, match=message):
             aigrobust.evaluate(plain, kwargs.pop("images"), kwargs.pop("labels"), **kwargs)
+    with pytest.raises(ValueError, match="aig50's gates have no published weights"):  # never untrained gates
+        aigrobust.evaluate("aig50", x, y)
 
 
 def test_an_attack_with_its_own_eot_gets_one_draw_per_call_not_nested_averages() -> None:
