@@ -286,6 +286,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
 
     if not epsilons:
         raise BadInput("give at least one --eps (e.g. --eps 8/255)")
+    if not any(eps > 0 for eps in epsilons):
+        raise BadInput("--eps 0 alone attacks nothing: give a positive epsilon (e.g. --eps 8/255; 0, the clean "
+                       "reference, is always added)")
     known_models(models)  # a bad name fails before any data is read
     if suite is not None:
         attacks, early_exit = inputs.with_suite(suite, attacks), True
