@@ -290,6 +290,11 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         raise BadInput("--eps 0 alone attacks nothing: give a positive epsilon (e.g. --eps 8/255; 0, the clean "
                        "reference, is always added)")
     known_models(models)  # a bad name fails before any data is read
+    defended = [d for d in defenses if d.text.strip().lower() not in ("none", "")]
+    if not defended and click.get_current_context().get_parameter_source("defense_grads") == \
+            click.core.ParameterSource.COMMANDLINE:
+        raise BadInput("--defense-grad says how attackers treat a defense, and no --defense was given (e.g. "
+                       "--defense jpeg:75)")
     if suite is not None:
         attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))

@@ -221,6 +221,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("epsilon '8/0'", [*attack, "--eps", "8/0"], "not a number"),
         ("no epsilon", attack, "at least one --eps"),
         ("epsilon 0 alone", [*attack, "--eps", "0"], "--eps 0 alone attacks nothing"),
+        ("a defense gradient without a defense", [*attack, "--eps", "0.1", "--defense-grad", "bpda"],
+         "no --defense was given"),
         ("n-samples 0", [*attack, "--eps", "0.1", "--n-samples", "0"], "--n-samples"),
         ("n-samples negative", [*attack, "--eps", "0.1", "--n-samples", "-5"], "--n-samples"),
         ("batch size 0", [*attack, "--eps", "0.1", "--batch-size", "0"], "--batch-size"),
