@@ -303,6 +303,10 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
     if gate_mode == "stochastic" and not any(e.model.is_gated for e in entries):
         raise BadInput(f"--gate-mode stochastic draws gates, and none of {', '.join(e.name for e in entries)} has any")
+    if click.get_current_context().get_parameter_source("gate_grads") == click.core.ParameterSource.COMMANDLINE \
+            and not any(e.model.is_gated for e in entries):
+        raise BadInput(f"--gate-grad says how attack gradients pass gates, and none of "
+                       f"{', '.join(e.name for e in entries)} has any")
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:
