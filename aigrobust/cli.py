@@ -295,6 +295,10 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
             click.core.ParameterSource.COMMANDLINE:
         raise BadInput("--defense-grad says how attackers treat a defense, and no --defense was given (e.g. "
                        "--defense jpeg:75)")
+    if click.get_current_context().get_parameter_source("eot_draws") == click.core.ParameterSource.COMMANDLINE \
+            and gate_mode != "stochastic" and "eot" not in defense_grads:
+        raise BadInput("--eot-draws sets the draws EOT averages, and nothing here is random: it applies with "
+                       "--gate-mode stochastic or --defense-grad eot on a randomised defense")
     if suite is not None:
         attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))

@@ -221,6 +221,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("epsilon '8/0'", [*attack, "--eps", "8/0"], "not a number"),
         ("no epsilon", attack, "at least one --eps"),
         ("epsilon 0 alone", [*attack, "--eps", "0"], "--eps 0 alone attacks nothing"),
+        ("EOT draws where nothing is random", [*attack, "--eps", "0.1", "--eot-draws", "5"],
+         "--eot-draws sets the draws EOT averages, and nothing here is random"),
         ("a defense gradient without a defense", [*attack, "--eps", "0.1", "--defense-grad", "bpda"],
          "no --defense was given"),
         ("n-samples 0", [*attack, "--eps", "0.1", "--n-samples", "0"], "--n-samples"),
