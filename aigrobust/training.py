@@ -339,8 +339,13 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     if not (resume and state_path.exists()):
         return run
     state = _load_state(state_path)
-    if state.get("config") != json.loads(json.dumps(config.as_dict())):
-        raise TrainingError(f"{out_dir} was started with another configuration; resume needs the same one")
+    now = json.loads(json.dumps(config.as_dict()))
+    if state.get("config") != now:
+        before = state.get("config") if isinstance(state.get("config"), dict) else {}
+        changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+                   if before.get(key) != now.get(key)]
+        raise TrainingError(f"{out_dir} was started with another configuration ({'; '.join(changed)}); resume needs "
+                            "the same one")
     if "model" in state:  # weights travel inside the state file: one atomic unit
         weights = state["model"]
     else:  # files written before the weights moved into the state (per-epoch only)

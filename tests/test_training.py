@@ -74,7 +74,7 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(synthetic_npz_dir: Path
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert [r.train_loss for r in straight.history] == [r.train_loss for r in resumed.history]
-    with pytest.raises(TrainingError, match="another configuration"):
+    with pytest.raises(TrainingError, match="another configuration \\(lr 0.05 -> 0.1\\)"):
         train(_small_config(lr=0.1), data, tmp_path / "resumed", resume=True)
 
 
