@@ -80,6 +80,18 @@ def read_records(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _differences(before: Any, now: Any, prefix: str = "") -> str:
+    """What differs between two run documents, by dotted key (nested objects one key at a time), for messages."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return f"{prefix or 'run.json'} {before!r} -> {now!r}"
+    parts = [_differences(before.get(key), now.get(key), f"{prefix}{key}.")
+             if isinstance(before.get(key), dict) and isinstance(now.get(key), dict)
+             else f"{prefix}{key} {before.get(key)!r} -> {now.get(key)!r}"
+             for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    text = "; ".join(parts)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _recorded_integrity(folder: Path) -> dict[str, Any] | None:
     try:
         spec = _read_json(folder / SPEC_FILE, required=False)
@@ -209,8 +221,10 @@ class RunFolder:
                                          "--out")
                 if isinstance(previous, dict):
                     previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
-                if previous != json.loads(json.dumps(self.spec)):
-                    raise RunFolderError(f"{self.root} holds a run with another spec; --resume needs the same command")
+                now = json.loads(json.dumps(self.spec))
+                if previous != now:
+                    raise RunFolderError(f"{self.root} holds a run with another spec ({_differences(previous, now)}); "
+                                         "--resume needs the same command")
                 for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
                     debris.unlink(missing_ok=True)
             else:

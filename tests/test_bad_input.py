@@ -352,6 +352,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "another aigrobust process"),
         ("a finished run without --resume", [*attack[:5], "--eps", "8/255", "--out", str(p["run"])],
          "already holds a run"),
+        ("--resume with another command", [*attack[:5], "--eps", "2/255", "--out", str(p["run"]), "--resume"],
+         "holds a run with another spec (spec.epsilons [0.0, 0.03137254901960784] -> [0.0, 0.00784313725490196])"),
         # baselines: a typed document, paths inside its folder (or --allow-root), its images as recorded
         *[(f"baseline {name}", ["check", "--baseline", str(p[f"baseline_{name}"]), "--allow-root", str(p["run"].parent)],
            needle) for name, needle in (
