@@ -284,33 +284,15 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     from aigrobust.reuse import open_donors
     from aigrobust.runs import COPIED_FROM, RunFolderError
 
-    if not epsilons:
-        raise BadInput("give at least one --eps (e.g. --eps 8/255)")
-    if not any(eps > 0 for eps in epsilons):
-        raise BadInput("--eps 0 alone attacks nothing: give a positive epsilon (e.g. --eps 8/255; 0, the clean "
-                       "reference, is always added)")
+    inputs.check_attack_options(epsilons, defenses, defense_grads, gate_mode)
     known_models(models)  # a bad name fails before any data is read
-    defended = [d for d in defenses if d.text.strip().lower() not in ("none", "")]
-    if not defended and click.get_current_context().get_parameter_source("defense_grads") == \
-            click.core.ParameterSource.COMMANDLINE:
-        raise BadInput("--defense-grad says how attackers treat a defense, and no --defense was given (e.g. "
-                       "--defense jpeg:75)")
-    if click.get_current_context().get_parameter_source("eot_draws") == click.core.ParameterSource.COMMANDLINE \
-            and gate_mode != "stochastic" and "eot" not in defense_grads:
-        raise BadInput("--eot-draws sets the draws EOT averages, and nothing here is random: it applies with "
-                       "--gate-mode stochastic or --defense-grad eot on a randomised defense")
     if suite is not None:
         attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     dev = inputs.device(device)
     spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
-    if gate_mode == "stochastic" and not any(e.model.is_gated for e in entries):
-        raise BadInput(f"--gate-mode stochastic draws gates, and none of {', '.join(e.name for e in entries)} has any")
-    if click.get_current_context().get_parameter_source("gate_grads") == click.core.ParameterSource.COMMANDLINE \
-            and not any(e.model.is_gated for e in entries):
-        raise BadInput(f"--gate-grad says how attack gradients pass gates, and none of "
-                       f"{', '.join(e.name for e in entries)} has any")
+    inputs.check_gate_use(entries, gate_mode)
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:

@@ -28,14 +28,46 @@ def known_models(names: tuple[str, ...] | list[str]) -> None:
             raise BadInput(str(err)) from None
 
 
+def given_on_command_line(name: str) -> bool:
+    """Whether the current command's parameter ``name`` was typed (not left at its default)."""
+    return click.get_current_context().get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+
+def check_attack_options(epsilons: tuple[float, ...], defenses: tuple[Any, ...], defense_grads: tuple[str, ...],
+                         gate_mode: str) -> None:
+    """Refuse, before any data is read, attack options that would do nothing: no positive epsilon, a defense
+    gradient with no defense, EOT draws where nothing is random."""
+    if not epsilons:
+        raise BadInput("give at least one --eps (e.g. --eps 8/255)")
+    if not any(eps > 0 for eps in epsilons):
+        raise BadInput("--eps 0 alone attacks nothing: give a positive epsilon (e.g. --eps 8/255; 0, the clean "
+                       "reference, is always added)")
+    if given_on_command_line("defense_grads") and all(d.text.strip().lower() in ("none", "") for d in defenses):
+        raise BadInput("--defense-grad says how attackers treat a defense, and no --defense was given (e.g. "
+                       "--defense jpeg:75)")
+    if given_on_command_line("eot_draws") and gate_mode != "stochastic" and "eot" not in defense_grads:
+        raise BadInput("--eot-draws sets the draws EOT averages, and nothing here is random: it applies with "
+                       "--gate-mode stochastic or --defense-grad eot on a randomised defense")
+
+
+def check_gate_use(entries: list[Any], gate_mode: str) -> None:
+    """Refuse gate settings (stochastic gates, gate gradients given on the command line) where no model has gates."""
+    if any(e.model.is_gated for e in entries):
+        return
+    names = ", ".join(e.name for e in entries)
+    if gate_mode == "stochastic":
+        raise BadInput(f"--gate-mode stochastic draws gates, and none of {names} has any")
+    if given_on_command_line("gate_grads"):
+        raise BadInput(f"--gate-grad says how attack gradients pass gates, and none of {names} has any")
+
+
 def check_gate_options(model_name: str, options: tuple[str, ...] = ("target_rate", "gate_lambda", "gate_lr_factor")
                      ) -> None:
     """Refuse gate options given on the command line for a model without gates: training would ignore them and
     the checkpoint would still record them."""
     from aigrobust.factory import create_model
 
-    context = click.get_current_context()
-    given = [name for name in options if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    given = [name for name in options if given_on_command_line(name)]
     if given and not create_model(model_name).is_gated:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise BadInput(f"{model_name} has no gates: {flags} {'apply' if len(given) > 1 else 'applies'} to gated "
