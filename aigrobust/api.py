@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
 from aigrobust.metrics import WORST, summarize
 from attacks import attack_from_spec
+from attacks.base import validate_inputs
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,12 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"give as many labels as images (and at least one): {len(images)} images, "
                          f"{len(labels)} labels")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images hold NaN or infinite values")
-    if float(images.min()) < 0 or float(images.max()) > 1:
-        raise ValueError("images must lie in [0, 1] (normalisation happens inside the model)")
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels)  # arrays and lists too; the attacks take tensors
     if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-D tensor of integer class indices, got {tuple(labels.shape)} "
                          f"{labels.dtype}")
     labels = labels.to(torch.int64)
+    validate_inputs(images, labels)  # finite [0, 1] pixels: the attacks' own check, before any model runs
     for entry in entries:
         _check_fit(entry, images, labels)
     if batch_size < 1:

@@ -195,7 +195,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
         # as `attack` does: never a random model's accuracy unasked
         inputs.require_weights((model_name,), labelled_checkpoints=False,
                                otherwise=", or --random-weights for an untrained one")
-    model, _ = inputs.load_model(model_name, checkpoint, pretrained and checkpoint is None)
+    model, _ = inputs.load_model(model_name, checkpoint, pretrained)  # a checkpoint, where given, is what loads
     dataset = dataset or get_model_info(model.registry_name).default_dataset
     data = inputs.heldout_split(dataset, data_dir, download)
     name = model.registry_name

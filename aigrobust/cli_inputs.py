@@ -42,7 +42,7 @@ def check_attack_options(epsilons: tuple[float, ...], defenses: tuple[Any, ...],
     if not any(eps > 0 for eps in epsilons):
         raise BadInput("--eps 0 alone attacks nothing: give a positive epsilon (e.g. --eps 8/255; 0, the clean "
                        "reference, is always added)")
-    if given_on_command_line("defense_grads") and all(d.text.strip().lower() in ("none", "") for d in defenses):
+    if given_on_command_line("defense_grads") and all(d.value.name == "none" for d in defenses):
         raise BadInput("--defense-grad says how attackers treat a defense, and no --defense was given (e.g. "
                        "--defense jpeg:75)")
     if given_on_command_line("eot_draws") and gate_mode != "stochastic" and "eot" not in defense_grads:

@@ -80,11 +80,12 @@ def read_records(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _differences(before: Any, now: Any, prefix: str = "") -> str:
-    """What differs between two run documents, by dotted key (nested objects one key at a time), for messages."""
+def describe_differences(before: Any, now: Any, prefix: str = "") -> str:
+    """What differs between two stored documents (a run's spec, a training run's configuration), by dotted key
+    (nested objects one key at a time), for the messages that refuse a resume."""
     if not (isinstance(before, dict) and isinstance(now, dict)):
-        return f"{prefix or 'run.json'} {before!r} -> {now!r}"
-    parts = [_differences(before.get(key), now.get(key), f"{prefix}{key}.")
+        return f"{prefix or 'the whole document'} {before!r} -> {now!r}"
+    parts = [describe_differences(before.get(key), now.get(key), f"{prefix}{key}.")
              if isinstance(before.get(key), dict) and isinstance(now.get(key), dict)
              else f"{prefix}{key} {before.get(key)!r} -> {now.get(key)!r}"
              for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
@@ -223,7 +224,7 @@ class RunFolder:
                     previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
                 now = json.loads(json.dumps(self.spec))
                 if previous != now:
-                    raise RunFolderError(f"{self.root} holds a run with another spec ({_differences(previous, now)}); "
+                    raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "
                                          "--resume needs the same command")
                 for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
                     debris.unlink(missing_ok=True)

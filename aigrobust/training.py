@@ -341,11 +341,10 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     state = _load_state(state_path)
     now = json.loads(json.dumps(config.as_dict()))
     if state.get("config") != now:
-        before = state.get("config") if isinstance(state.get("config"), dict) else {}
-        changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
-                   if before.get(key) != now.get(key)]
-        raise TrainingError(f"{out_dir} was started with another configuration ({'; '.join(changed)}); resume needs "
-                            "the same one")
+        from aigrobust.runs import describe_differences
+
+        raise TrainingError(f"{out_dir} was started with another configuration "
+                            f"({describe_differences(state.get('config'), now)}); resume needs the same one")
     if "model" in state:  # weights travel inside the state file: one atomic unit
         weights = state["model"]
     else:  # files written before the weights moved into the state (per-epoch only)
