@@ -101,11 +101,25 @@ def attacks_command() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).")
+@click.option("--adversarial", default=None, metavar="METHOD[:key=value,...]",
+              help="Adversarial training: n-fgsm (the recommended one), fgsm-rs, pgd or trades, e.g. "
+              "n-fgsm:eps=8/255; compute=W (gated models) also attacks and defends the compute. Validates on "
+              "--val-samples held out of the training set (PGD-10 each epoch; best.safetensors keeps the best).")
+@click.option("--val-samples", type=click.IntRange(min=0), default=None,
+              help="Training images held out for validation [default: 1000 with --adversarial, else 0: the test "
+              "split's figures are shown].")
+@click.option("--ema", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is "
+              "validated and saved.")
+@click.option("--compute-penalty", type=FiniteFloatRange(min=0), default=4.0, show_default=True,
+              help="Weight of per-sample execution above the target rate on compute-attacked batches "
+              "(--adversarial ...,compute=W).")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
-                  threads: int | None, resume: bool, checkpoint_every: int) -> None:
+                  threads: int | None, resume: bool, checkpoint_every: int, adversarial: str | None,
+                  val_samples: int | None, ema: float | None, compute_penalty: float) -> None:
     """Train a model on CIFAR-10 or ImageNet, checkpointing every epoch (resumable with --resume).
 
     ImageNet models take the paper's recipe unless told otherwise: SGD momentum 0.9, lr 0.1 per 256 images,
@@ -122,17 +136,21 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     known_models([model_name])
     inputs.check_gate_options(model_name)
     inputs.check_start_options(model_name, init, shortcut)
+    inner = inputs.check_adversarial_options(model_name, adversarial, compute_penalty)
     info = get_model_info(model_name)
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))
     recipe = inputs.recipe(info.default_dataset, batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay,
                            schedule=schedule)
+    if val_samples is None:
+        val_samples = 1000 if inner is not None else 0
     train_data, heldout = inputs.training_data(info.default_dataset, data_dir, download, max_train_samples, seed,
-                                               augment=not no_augment)
+                                               augment=not no_augment, validation_samples=val_samples)
     try:
         config = TrainConfig(model=model_name, model_kwargs=kwargs, batch_size=batch_size, momentum=momentum,
                              gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor, augment=not no_augment,
-                             seed=seed, device=device, bf16=not no_bf16, init=init, **recipe)
+                             seed=seed, device=device, bf16=not no_bf16, init=init, adversarial=inner,
+                             compute_penalty=compute_penalty, ema=ema, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)

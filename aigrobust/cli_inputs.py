@@ -323,10 +323,12 @@ def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
 
 
 def training_data(dataset: str, data_dir: Path | None, download: bool, max_train_samples: int | None, seed: int,
-                  augment: bool = True, heldout_samples: int = 1000) -> tuple[Any, Any]:
+                  augment: bool = True, heldout_samples: int = 1000, validation_samples: int = 0) -> tuple[Any, Any]:
     """The training split (a seeded subset of ``max_train_samples``) and held-out data for the per-epoch figures
     (None, with a warning, where absent): CIFAR-10's test split, or a class-balanced ``heldout_samples`` of an
-    ImageNet folder's val/ (its train/ streams from disk with random crops and flips)."""
+    ImageNet folder's val/ (its train/ streams from disk with random crops and flips). With
+    ``validation_samples`` the held-out data is instead a seeded split cut from the training set (never trained
+    on), so nothing picked from the per-epoch figures has seen the test images."""
     import numpy as np
 
     from aigrobust.data import ImageFolderDataset, load_dataset
@@ -341,13 +343,23 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
             train_data = load_dataset("cifar10", "train", data_dir, download)
     except DataError as err:
         raise BadInput(str(err)) from None
-    try:
-        heldout = load_dataset(dataset, "test", data_dir, download)
-        if hasattr(heldout, "balanced_subset"):
-            heldout = heldout.balanced_subset(heldout_samples, seed=seed)
-    except DataError:
-        heldout = None
-        click.echo("warning: no held-out split found; no held-out accuracy per epoch", err=True)
+    if validation_samples:
+        if validation_samples >= len(train_data):
+            raise BadInput(f"--val-samples {validation_samples} leaves nothing to train on: the training split holds "
+                           f"{len(train_data)} images")
+        order = np.random.default_rng([seed, 17]).permutation(len(train_data))
+        # an image folder's training view crops and flips at random: validate on its plain view
+        plain = ImageFolderDataset(data_dir, "train") if dataset == "imagenet" else train_data  # type: ignore[arg-type]
+        heldout = plain.subset(np.sort(order[:validation_samples]))
+        train_data = train_data.subset(np.sort(order[validation_samples:]))
+    else:
+        try:
+            heldout = load_dataset(dataset, "test", data_dir, download)
+            if hasattr(heldout, "balanced_subset"):
+                heldout = heldout.balanced_subset(heldout_samples, seed=seed)
+        except DataError:
+            heldout = None
+            click.echo("warning: no held-out split found; no held-out accuracy per epoch", err=True)
     if max_train_samples is not None and max_train_samples < len(train_data):
         pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
         train_data = train_data.subset(np.sort(pick))
@@ -355,6 +367,30 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
         click.echo(f"note: --max-train-samples {max_train_samples} asks for more images than the training split "
                    f"holds; all {len(train_data)} are used", err=True)
     return train_data, heldout
+
+
+def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float) -> str | None:
+    """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
+    compute=W for a model without gates, or --compute-penalty without a compute attack to apply it to."""
+    from attacks.inner import InnerSpecError, inner_attack_from_spec
+
+    from aigrobust.factory import create_model
+
+    given = given_on_command_line("compute_penalty")
+    if adversarial is None:
+        if given:
+            raise BadInput("--compute-penalty applies to compute-attacked batches: give --adversarial METHOD:compute=W")
+        return None
+    try:
+        inner = inner_attack_from_spec(adversarial)
+    except InnerSpecError as err:
+        raise BadInput(f"--adversarial {adversarial}: {err}") from None
+    if inner.compute > 0 and not create_model(model_name).is_gated:
+        raise BadInput(f"--adversarial {adversarial}: compute={inner.compute:g} attacks the gates, and {model_name} "
+                       "has none")
+    if given and inner.compute == 0:
+        raise BadInput("--compute-penalty applies to compute-attacked batches: add compute=W to --adversarial")
+    return inner.spec
 
 
 def with_suite(suite: str, attacks: tuple[Parsed, ...]) -> tuple[Parsed, ...]:

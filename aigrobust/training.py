@@ -7,6 +7,7 @@ with the same weights as an uninterrupted run (CPU, same seed).
 
 from __future__ import annotations
 
+import copy
 import enum
 import io
 import json
@@ -30,13 +31,16 @@ from aigrobust.factory import create_model
 from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import target_rate_loss
+from attacks.inner import InnerAttack
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "last.safetensors"
 FINAL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"  # adversarial training: the epoch with the highest validation PGD-10 accuracy
 LOG_FILE = "log.jsonl"
+OVERFITTING_DROP = 0.20  # validation robust accuracy falling this much within one epoch: catastrophic overfitting
 
 
 class Schedule(str, enum.Enum):
@@ -72,9 +76,23 @@ class TrainConfig:
     bf16: bool = True  # CUDA only
     channels_last: bool = True  # CPU and CUDA: NHWC convolutions are faster on both
     init: str | None = None  # 'torchvision' or a torchvision-layout file: residual weights to start from
+    adversarial: str | None = None  # the inner attack's spec (attacks.inner), stored canonical
+    compute_penalty: float = 4.0  # weight of per-sample execution above the target rate (adversarial compute=W > 0)
+    ema: float | None = None  # decay of an exponential moving average of the weights (validated and saved)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
+        if self.adversarial is not None:
+            from attacks.inner import InnerSpecError, inner_attack_from_spec
+
+            try:
+                object.__setattr__(self, "adversarial", inner_attack_from_spec(self.adversarial).spec)
+            except InnerSpecError as err:
+                raise ValueError(f"--adversarial: {err}") from None
+        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
+            raise ValueError(f"ema takes a decay in (0, 1), got {self.ema!r}")
+        if not (math.isfinite(float(self.compute_penalty)) and self.compute_penalty >= 0):
+            raise ValueError(f"compute_penalty must be a finite number >= 0, got {self.compute_penalty!r}")
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         if self.epochs < 1 or self.batch_size < 1:
@@ -110,6 +128,13 @@ class EpochRecord:
     heldout_flops_ratio: float | None
     seconds: float
     heldout_top5: float | None = None  # ImageNet's second figure (logs written before it lack it)
+    # adversarial training: PGD-10 on the validation split (held out of the training set), per-block execution
+    # rates on its attacked images, whether this epoch is the best so far, and a catastrophic-overfitting warning
+    heldout_robust_accuracy: float | None = None
+    heldout_adversarial_execution_rates: tuple[float, ...] = ()
+    heldout_adversarial_flops_ratio: float | None = None
+    best: bool = False
+    warning: str | None = None
 
     def log_line(self) -> str:
         """The epoch in one line, as the command line prints it."""
@@ -118,8 +143,16 @@ class EpochRecord:
             held += f" top-5 {self.heldout_top5:.4f}"
         rates = " ".join(f"{v:.2f}" for v in self.heldout_execution_rates or self.train_execution_rates)
         flops = f" flops {self.heldout_flops_ratio:.3f}" if self.heldout_flops_ratio is not None else ""
+        robust = ""
+        if self.heldout_robust_accuracy is not None:
+            adv_rates = " ".join(f"{v:.2f}" for v in self.heldout_adversarial_execution_rates)
+            robust = (f"  PGD-10 acc {self.heldout_robust_accuracy:.4f}"
+                      + (f" flops {self.heldout_adversarial_flops_ratio:.3f}"
+                         if self.heldout_adversarial_flops_ratio is not None else "")
+                      + f" rates [{adv_rates}]" + ("  best" if self.best else ""))
+        warning = f"  WARNING: {self.warning}" if self.warning else ""
         return (f"epoch {self.epoch:>3}  loss {self.train_loss:.4f}  train acc {self.train_accuracy:.4f}  "
-                f"held-out acc {held}{flops}  rates [{rates}]  {self.seconds:.0f}s")
+                f"held-out acc {held}{flops}  rates [{rates}]{robust}  {self.seconds:.0f}s{warning}")
 
 
 @dataclass(frozen=True)
@@ -267,6 +300,12 @@ class _Run:
     history: list[EpochRecord]
     start_epoch: int = 0
     mid_epoch: dict[str, Any] | None = None
+    ema_model: ResNetBase | None = None  # the weight average (config.ema), validated and saved in place of model
+
+    @property
+    def published(self) -> ResNetBase:
+        """The network the epoch's figures and checkpoints describe: the weight average where one is kept."""
+        return self.ema_model if self.ema_model is not None else self.model
 
 
 def train(
@@ -291,15 +330,23 @@ def train(
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
     run = _start_or_resume(config, out_dir, resume)
     model = run.model
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    for module in (model, run.ema_model):
+        if module is not None:
+            module.to(device)
+            if config.channels_last:
+                module.to(memory_format=torch.channels_last)
     loop = _Loop(config, run, train_data, device, state_path, checkpoint_every, on_batch)
     data_meta = _data_metadata(train_data, heldout)
     for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
         lr, tally = loop.epoch(epoch)
-        evaluation = evaluate_clean(model, heldout, batch_size=256, device=device) if heldout is not None else None
+        if loop.inner is not None and heldout is not None:
+            robust = _robust_figures(run, heldout, loop.inner.eps, device, config.seed)
+            evaluation = None
+        else:
+            robust = {}
+            evaluation = (evaluate_clean(run.published, heldout, batch_size=256, device=device)
+                          if heldout is not None else None)
         record = EpochRecord(
             epoch=epoch + 1,
             lr=lr,
@@ -307,13 +354,18 @@ def train(
             train_accuracy=tally.correct / tally.seen,
             rate_loss=tally.rate / tally.seen,
             train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
-            heldout_accuracy=evaluation.accuracy if evaluation else None,
-            heldout_execution_rates=tuple(round(v, 4) for v in evaluation.execution_rates) if evaluation else (),
-            heldout_flops_ratio=evaluation.flops_ratio if evaluation else None,
+            **({} if robust else {
+                "heldout_accuracy": evaluation.accuracy if evaluation else None,
+                "heldout_execution_rates": (tuple(round(v, 4) for v in evaluation.execution_rates)
+                                            if evaluation else ()),
+                "heldout_flops_ratio": evaluation.flops_ratio if evaluation else None}),
             seconds=time.perf_counter() - started,
             heldout_top5=evaluation.top5_accuracy if evaluation else None,
+            **robust,
         )
         run.history.append(record)
+        if record.warning:
+            log.warning("epoch %d: %s", epoch + 1, record.warning)
         if loop.rank == 0:
             _save_epoch(config, run, epoch, record, data_meta, out_dir)
         log.info("epoch %d: %s", epoch + 1, asdict(record))
@@ -322,9 +374,38 @@ def train(
     final_path = out_dir / FINAL_FILE
     if run.history and loop.rank == 0:
         last = run.history[-1]
-        save_checkpoint(model, final_path, **_checkpoint_metadata(config, data_meta, last, last.epoch))
-    model.eval()
-    return TrainResult(model=model, checkpoint=final_path, history=tuple(run.history))
+        save_checkpoint(run.published, final_path, **_checkpoint_metadata(config, data_meta, last, last.epoch))
+    run.published.eval()
+    return TrainResult(model=run.published, checkpoint=final_path, history=tuple(run.history))
+
+
+def overfitting_warning(previous: float | None, current: float) -> str | None:
+    """A warning where validation robust accuracy fell by more than OVERFITTING_DROP since the previous epoch
+    (catastrophic overfitting: single-step training that stops resisting multi-step attacks); else None."""
+    if previous is None or previous - current <= OVERFITTING_DROP:
+        return None
+    return (f"catastrophic overfitting: validation PGD-10 accuracy fell from {previous:.4f} to {current:.4f} in one "
+            f"epoch; {BEST_FILE} keeps the best epoch")
+
+
+def _robust_figures(run: _Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
+    """The epoch's validation figures under PGD-10 as EpochRecord fields: clean ones in the held-out fields, the
+    best-so-far flag, and a warning where robust accuracy fell by more than OVERFITTING_DROP since the last epoch."""
+    from aigrobust.robust_validation import validate_robust
+
+    figures = validate_robust(run.published, heldout, eps, device=device, seed=seed)
+    earlier = [r.heldout_robust_accuracy for r in run.history if r.heldout_robust_accuracy is not None]
+    warning = overfitting_warning(earlier[-1] if earlier else None, figures.robust_accuracy)
+    return {
+        "heldout_accuracy": figures.clean_accuracy,
+        "heldout_execution_rates": figures.clean_execution_rates,
+        "heldout_flops_ratio": figures.clean_flops_ratio,
+        "heldout_robust_accuracy": figures.robust_accuracy,
+        "heldout_adversarial_execution_rates": figures.adversarial_execution_rates,
+        "heldout_adversarial_flops_ratio": figures.adversarial_flops_ratio,
+        "best": not earlier or figures.robust_accuracy > max(earlier),
+        "warning": warning,
+    }
 
 
 def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
@@ -334,17 +415,28 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     if config.init is not None:
         initialise_from(model, config.init)
     model.reset_gate_generator(config.seed)
+    if config.adversarial is not None:
+        from attacks.inner import inner_attack_from_spec
+
+        if inner_attack_from_spec(config.adversarial).compute > 0 and not model.is_gated:
+            raise TrainingError(f"--adversarial {config.adversarial}: compute > 0 attacks the gates, and "
+                                f"{config.model} has none")
     run = _Run(model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed), [])
+    if config.ema is not None:
+        run.ema_model = copy.deepcopy(model).eval()
     state_path = out_dir / STATE_FILE
     if not (resume and state_path.exists()):
         return run
     state = _load_state(state_path)
     now = json.loads(json.dumps(config.as_dict()))
-    if state.get("config") != now:
+    # settings added since a run began read as their defaults, so older runs still resume
+    saved = {**{k: v for k, v in TrainConfig(model=config.model).as_dict().items() if k in _ADDED_SETTINGS},
+             **(state.get("config") or {})}
+    if saved != now:
         from aigrobust.runs import describe_differences
 
         raise TrainingError(f"{out_dir} was started with another configuration "
-                            f"({describe_differences(state.get('config'), now)}); resume needs the same one")
+                            f"({describe_differences(saved, now)}); resume needs the same one")
     if "model" in state:  # weights travel inside the state file: one atomic unit
         weights = state["model"]
     else:  # files written before the weights moved into the state (per-epoch only)
@@ -353,6 +445,8 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
         except CheckpointError as err:
             raise TrainingError(f"cannot resume: {err}") from None
     load_state_checked(model, weights, str(state_path))
+    if run.ema_model is not None:
+        load_state_checked(run.ema_model, state["ema"], str(state_path))
     run.optimizer.load_state_dict(state["optimizer"])
     run.data_generator.set_state(state["data_generator"])
     model.set_gate_generator_state(state["gate_generator"])
@@ -363,6 +457,9 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
         run.mid_epoch = {"step": int(state["step"]), "order": state["order"], "sums": state["sums"]}
     log.info("resuming %s at epoch %d step %d", out_dir, run.start_epoch + 1, int(state.get("step", 0)))
     return run
+
+
+_ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema")
 
 
 class _Loop:
@@ -393,6 +490,15 @@ class _Loop:
         self.targets = (torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated
                         else None)
         self.gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
+        self.inner: InnerAttack | None = None
+        self.costs: Tensor | None = None  # per block FLOPs over their mean: the compute objective's weights
+        if config.adversarial is not None:
+            from attacks.inner import inner_attack_from_spec
+
+            self.inner = inner_attack_from_spec(config.adversarial)
+            shape = tuple(train_data[0][0].shape)
+            costs = torch.tensor(model.flop_profile(shape).residual, dtype=torch.float32)
+            self.costs = (costs / costs.mean()).to(device)
 
     def epoch(self, epoch: int) -> tuple[float, EpochTally]:
         """Run one epoch (from its saved position after a mid-epoch resume); its last learning rate and tally."""
@@ -413,7 +519,8 @@ class _Loop:
                 require_finite_weights(self.run.model, f"after step {step + 1} of epoch {epoch + 1}")
                 _save_state(self.state_path, _state(self.config, self.run.model, self.run.optimizer,
                                                     self.run.data_generator, epoch, self.run.history, step=step + 1,
-                                                    order=order, sums=tally.to_state()))
+                                                    order=order, sums=tally.to_state(),
+                                                    ema_model=self.run.ema_model))
         return lr, tally
 
     def _stream(self, epoch: int, order: Tensor, first_step: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -447,12 +554,21 @@ class _Loop:
         for group in self.run.optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
+            clean_logits = None
+            if self.inner is not None:
+                if self.inner.needs_clean_logits:
+                    clean_logits = self.step_module(x)[0]
+                x = self._adversarial_batch(x, y, epoch, step)
             logits, gate_values, decisions = self.step_module(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = (F.cross_entropy(logits.float(), y) if self.inner is None
+                    else self.inner.training_loss(logits, y, clean_logits))
             rate_loss = torch.zeros((), device=device)
             if self.targets is not None:
+                # under adversarial training the gates see (and the target rate holds on) the attacked batch
                 rate_loss = target_rate_loss(gate_values[:, self.gated_cols], self.targets[: len(self.gated_cols)])
                 loss = loss + config.gate_lambda * rate_loss
+                if self.inner is not None and self.inner.compute > 0:
+                    loss = loss + config.compute_penalty * self._excess_execution(gate_values)
         if not torch.isfinite(loss.detach()):
             # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
             # (finite, from an earlier epoch or step) stays the newest one on disk
@@ -461,6 +577,8 @@ class _Loop:
         self.run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.run.optimizer.step()
+        if self.run.ema_model is not None:
+            _update_average(self.run.ema_model, self.run.model, float(config.ema))  # type: ignore[arg-type]
         tally.loss += float(loss.detach()) * len(y)
         tally.rate += float(rate_loss.detach()) * len(y)
         tally.correct += int((logits.detach().argmax(1) == y).sum())
@@ -471,14 +589,54 @@ class _Loop:
         return lr
 
 
+    def _adversarial_batch(self, x: Tensor, y: Tensor, epoch: int, step: int) -> Tensor:
+        """The inner attack on the model as it trains (Gumbel gates, batch statistics); its noise is keyed by
+        (seed, rank, epoch, step), so a resumed run draws the same."""
+        assert self.inner is not None
+        key = (self.config.seed * 1_000_003 + (epoch * 100_003 + step) * 7_919 + self.rank) % (2**63)
+        generator = torch.Generator().manual_seed(key)
+        model = self.run.model
+
+        def forward(z: Tensor) -> tuple[Tensor, Tensor | None]:
+            logits, trace = model.forward_with_gates(z)
+            return logits, (trace.p_on[:, self.gated_cols] if self.gated_cols else None)
+
+        costs = self.costs[self.gated_cols] if self.costs is not None and self.gated_cols else None
+        adversarial = self.inner.perturb(forward, x, y, generator, costs)
+        if self.config.channels_last:
+            adversarial = adversarial.contiguous(memory_format=torch.channels_last)
+        return adversarial
+
+    def _excess_execution(self, gate_values: Tensor) -> Tensor:
+        """Mean over the batch of the squared FLOPs-weighted execution above the target rate, per sample: a batch
+        mean at the target can hide images that open everything, which is what a compute attacker finds."""
+        assert self.costs is not None and self.targets is not None
+        costs = self.costs[self.gated_cols]
+        executed = (gate_values[:, self.gated_cols] * costs).sum(1) / costs.sum()
+        target = (self.targets[: len(self.gated_cols)] * costs).sum() / costs.sum()
+        return (F.relu(executed - target) ** 2).mean()
+
+
+def _update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
+    with torch.no_grad():
+        for a, p in zip(average.parameters(), model.parameters()):
+            a.lerp_(p, 1.0 - decay)
+        for a, b in zip(average.buffers(), model.buffers()):
+            a.copy_(b)
+
+
 def _save_epoch(config: TrainConfig, run: _Run, epoch: int, record: EpochRecord, data_meta: Mapping[str, Any],
                 out_dir: Path) -> None:
     """The end-of-epoch files: the state (weights included) is the resume point, last.safetensors the usable
     model, log.jsonl one line per epoch."""
     require_finite_weights(run.model, f"after epoch {epoch + 1}")
     _save_state(out_dir / STATE_FILE, _state(config, run.model, run.optimizer, run.data_generator, epoch + 1,
-                                             run.history))
-    save_checkpoint(run.model, out_dir / MODEL_FILE, **_checkpoint_metadata(config, data_meta, record, epoch + 1))
+                                             run.history, ema_model=run.ema_model))
+    metadata = _checkpoint_metadata(config, data_meta, record, epoch + 1)
+    save_checkpoint(run.published, out_dir / MODEL_FILE, **metadata)
+    if record.best:
+        save_checkpoint(run.published, out_dir / BEST_FILE, **metadata)
     with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(asdict(record)) + "\n")
 
@@ -515,7 +673,7 @@ def _rank_world() -> tuple[int, int]:
 
 def _state(config: TrainConfig, model: ResNetBase, optimizer: torch.optim.Optimizer, data_generator: torch.Generator,
            epoch: int, history: list[EpochRecord], step: int = 0, order: Tensor | None = None,
-           sums: list[Any] | None = None) -> dict[str, Any]:
+           sums: list[Any] | None = None, ema_model: nn.Module | None = None) -> dict[str, Any]:
     """Everything a resume needs, in one file written atomically (weights, optimiser, generators, position)."""
     state: dict[str, Any] = {
         "config": config.as_dict(),
@@ -527,6 +685,8 @@ def _state(config: TrainConfig, model: ResNetBase, optimizer: torch.optim.Optimi
         "gate_generator": model.gate_generator_state(),
         "history": json.dumps([asdict(r) for r in history]),
     }
+    if ema_model is not None:
+        state["ema"] = {k: v.detach().cpu().clone() for k, v in ema_model.state_dict().items()}
     if step:
         state["order"] = order
         state["sums"] = sums
@@ -540,6 +700,9 @@ def _checkpoint_metadata(config: TrainConfig, data_meta: Mapping[str, Any], reco
         "accuracy": record.heldout_accuracy,
         "execution_rates": list(record.heldout_execution_rates),
         "flops_ratio": record.heldout_flops_ratio,
+        **({"robust_accuracy": record.heldout_robust_accuracy, "robust_accuracy_attack": "pgd-10",
+            "adversarial_flops_ratio": record.heldout_adversarial_flops_ratio}
+           if record.heldout_robust_accuracy is not None else {}),
         "epoch": epoch,
         "recipe": config.as_dict(),
         "torch": torch.__version__,

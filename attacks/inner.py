@@ -1,0 +1,293 @@
+"""The inner maximisation of adversarial training: ``perturb(forward, x, y, generator) -> x_adv``.
+
+Training attacks differ from evaluation attacks in what they must not do: they never judge, keep a best iterate or
+stop per sample (every image gets the same budget, so the cost of a step is fixed), and they run on the model in
+training mode. They share the norm geometry (``LinfDistance``) with ``attacks.gradient``, and each one's update rule
+is the evaluation attack's with a fixed start (tested against FGSM and PGD there).
+
+Methods (settings are typed and range-checked; ``spec`` is canonical, every default filled in):
+
+* ``n-fgsm`` (de Jorge et al., NeurIPS 2022): noise U(-k eps, k eps), one signed step of ``step`` (default eps) from
+  there, no projection back to the eps-ball; only [0, 1] clipping.
+* ``fgsm-rs`` (Wong et al., ICLR 2020): U(-eps, eps) start, one step of ``alpha`` eps (1.25), projected.
+* ``pgd`` (Madry et al., ICLR 2018): U(-eps, eps) start, ``steps`` projected steps of ``step`` (default eps/4).
+* ``trades`` (Zhang et al., ICML 2019): the inner loss is KL(f(x_adv) || f(x)), start 0.001 N(0, 1); the training
+  loss is CE(f(x), y) + beta KL(f(x_adv) || f(x)).
+
+``compute=W`` (gated networks only) adds W times a compute objective to every method's inner loss: each gate's
+log-odds of 'on' (capped, weighted by its block's FLOPs), so the adversarial batch also tries to open gates; the
+training loss then penalises per-sample execution above the target rate on those inputs (``aigrobust.training``).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attacks.base import LinfDistance
+
+# forward(x) -> (logits, p_on or None): p_on (N, L) differentiable gate probabilities of a gated network
+Forward = Callable[[Tensor], tuple[Tensor, "Tensor | None"]]
+
+COMPUTE_MARGIN_CAP = 2.0  # a gate this far past 'on' (in log-odds) stops pulling the inner attack
+_LINF = LinfDistance()
+
+
+class InnerSpecError(ValueError):
+    """A training attack setting that is unknown, of the wrong type or out of range; the message is one line."""
+
+
+def _clip(x: Tensor, candidate: Tensor, eps: float) -> Tensor:
+    """Into the eps-ball around ``x`` and the [0, 1] image range (the evaluation attacks' ``clip``)."""
+    return _LINF.project(x, candidate, eps).clamp(0, 1)
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> Tensor:
+    return torch.rand(shape, generator=generator) * (high - low) + low
+
+
+@dataclass(frozen=True)
+class InnerAttack(abc.ABC):
+    """Settings shared by every method: the Linf radius and the weight of the compute objective."""
+
+    eps: float = 8 / 255
+    compute: float = 0.0
+
+    method = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # whole numbers given for real-valued settings read as floats: one canonical spec
+            value = getattr(self, f.name)
+            if f.name != "steps" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+        if not (isinstance(self.eps, (int, float)) and 0 < self.eps <= 1):
+            raise InnerSpecError(f"{self.method}: eps takes a number in (0, 1], got {self.eps!r}")
+        if not (isinstance(self.compute, (int, float)) and math.isfinite(self.compute) and self.compute >= 0):
+            raise InnerSpecError(f"{self.method}: compute takes a number >= 0, got {self.compute!r}")
+
+    @property
+    def spec(self) -> str:
+        """'n-fgsm:eps=0.031372549019607836,compute=0.0,k=2.0,step=auto': every setting, defaults filled in."""
+        return self.method + ":" + ",".join(f"{f.name}={_format(getattr(self, f.name))}" for f in fields(self))
+
+    @property
+    def needs_clean_logits(self) -> bool:
+        """Whether the training loss also needs the clean forward (TRADES)."""
+        return False
+
+    def inner_loss(self, logits: Tensor, p_on: Tensor | None, labels: Tensor, costs: Tensor | None,
+                   clean_probs: Tensor | None = None) -> Tensor:
+        """The summed objective the inner attack ascends: cross-entropy, plus the compute objective where asked."""
+        value = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return value + self.compute_objective(p_on, costs)
+
+    def compute_objective(self, p_on: Tensor | None, costs: Tensor | None) -> Tensor:
+        """``compute`` times each gate's capped log-odds of 'on', weighted by its block's relative FLOPs."""
+        if self.compute == 0 or p_on is None or costs is None:
+            return torch.zeros(())
+        p = p_on.float()
+        # log-odds from log p and log(1 - p): torch.logit's clamp would cut the gradient of confidently closed gates
+        margins = (torch.log(p.clamp_min(1e-30)) - torch.log1p(-p.clamp(max=1 - 1e-7))).clamp(max=COMPUTE_MARGIN_CAP)
+        return self.compute * (margins * costs).sum()
+
+    def gradient(self, forward: Forward, x: Tensor, labels: Tensor, costs: Tensor | None,
+                 clean_probs: Tensor | None = None) -> Tensor:
+        """d inner_loss / d x at ``x``."""
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits, p_on = forward(xg)
+            value = self.inner_loss(logits, p_on, labels, costs, clean_probs)
+            (grad,) = torch.autograd.grad(value, xg)
+        return grad
+
+    @abc.abstractmethod
+    def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
+                costs: Tensor | None = None) -> Tensor:
+        """The adversarial batch (detached, in [0, 1]); noise from ``generator`` (CPU), drawn in a fixed order."""
+
+    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None) -> Tensor:
+        """The classification part of the training loss on the adversarial batch (mean over the batch)."""
+        return F.cross_entropy(logits_adv.float(), labels)
+
+
+@dataclass(frozen=True)
+class NFGSM(InnerAttack):
+    """N-FGSM: strong noise, one step, no projection (its perturbations reach (k + 1) eps in Linf)."""
+
+    k: float = 2.0
+    step: float | None = None  # None: eps
+
+    method = "n-fgsm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.method, "k", self.k, lambda v: v >= 0, "a number >= 0")
+        _check(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
+
+    def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
+                costs: Tensor | None = None) -> Tensor:
+        width = self.k * self.eps
+        noise = _uniform(tuple(x.shape), -width, width, generator).to(x)
+        start = (x + noise).clamp(0, 1)
+        grad = self.gradient(forward, start, labels, costs)
+        step = self.step if self.step is not None else self.eps
+        return (start + step * _LINF.ascent_direction(grad)).clamp(0, 1).detach()
+
+
+@dataclass(frozen=True)
+class FGSMRS(InnerAttack):
+    """FGSM with a random start ("fast is better than free"): start U(-eps, eps), step alpha eps, projected."""
+
+    alpha: float = 1.25
+
+    method = "fgsm-rs"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.method, "alpha", self.alpha, lambda v: 0 < v <= 4, "a number in (0, 4]")
+
+    def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
+                costs: Tensor | None = None) -> Tensor:
+        start = _clip(x, x + _uniform(tuple(x.shape), -self.eps, self.eps, generator).to(x), self.eps)
+        grad = self.gradient(forward, start, labels, costs)
+        return _clip(x, start + self.alpha * self.eps * _LINF.ascent_direction(grad), self.eps).detach()
+
+
+@dataclass(frozen=True)
+class PGDTraining(InnerAttack):
+    """Madry's PGD: random start in the ball, ``steps`` projected signed steps of ``step`` (default eps/4)."""
+
+    steps: int = 10
+    step: float | None = None
+
+    method = "pgd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.method, "steps", self.steps, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+               "a positive integer")
+        _check(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
+
+    def step_size(self) -> float:
+        """The absolute step."""
+        return self.step if self.step is not None else self.eps / 4
+
+    def start(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The random start: U(-eps, eps) around ``x``, in [0, 1]."""
+        return _clip(x, x + _uniform(tuple(x.shape), -self.eps, self.eps, generator).to(x), self.eps)
+
+    def iterate(self, forward: Forward, x: Tensor, start: Tensor, labels: Tensor, costs: Tensor | None,
+                clean_probs: Tensor | None = None) -> Tensor:
+        """``steps`` projected ascent steps from ``start``."""
+        current = start
+        for _ in range(self.steps):
+            grad = self.gradient(forward, current, labels, costs, clean_probs)
+            current = _clip(x, current + self.step_size() * _LINF.ascent_direction(grad), self.eps)
+        return current.detach()
+
+    def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
+                costs: Tensor | None = None) -> Tensor:
+        return self.iterate(forward, x, self.start(x, generator), labels, costs)
+
+
+@dataclass(frozen=True)
+class TRADES(PGDTraining):
+    """TRADES: the inner attack maximises KL(f(x_adv) || f(x)); the loss adds beta times that KL to the clean CE."""
+
+    beta: float = 6.0
+
+    method = "trades"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.method, "beta", self.beta, lambda v: 0 < v <= 100, "a number in (0, 100]")
+
+    @property
+    def needs_clean_logits(self) -> bool:
+        return True
+
+    def inner_loss(self, logits: Tensor, p_on: Tensor | None, labels: Tensor, costs: Tensor | None,
+                   clean_probs: Tensor | None = None) -> Tensor:
+        assert clean_probs is not None
+        kl = F.kl_div(F.log_softmax(logits.float(), dim=1), clean_probs, reduction="sum")
+        return kl + self.compute_objective(p_on, costs)
+
+    def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
+                costs: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            clean_probs = F.softmax(forward(x)[0].float(), dim=1)
+        start = (x + 0.001 * torch.randn(tuple(x.shape), generator=generator).to(x)).clamp(0, 1)
+        return self.iterate(forward, x, start, labels, costs, clean_probs)
+
+    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None) -> Tensor:
+        assert logits_clean is not None
+        kl = F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits_clean.float(), dim=1),
+                      reduction="batchmean")
+        return F.cross_entropy(logits_clean.float(), labels) + self.beta * kl
+
+
+INNER_ATTACKS: dict[str, type[InnerAttack]] = {cls.method: cls for cls in (NFGSM, FGSMRS, PGDTraining, TRADES)}
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "auto"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _check(method: str, key: str, value: Any, rule: Callable[[Any], bool], wording: str) -> None:
+    number_ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value))
+    if not number_ok or not rule(value):
+        raise InnerSpecError(f"{method}: {key} takes {wording}, got {value!r}")
+
+
+def _parse_number(method: str, key: str, text: str) -> Any:
+    if text.lower() == "auto":
+        return None
+    try:
+        if "/" in text:
+            top, _, bottom = text.partition("/")
+            return float(top) / float(bottom)
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise InnerSpecError(f"{method}: {key}={text!r} is not a number") from None
+
+
+def inner_attack_from_spec(spec: str) -> InnerAttack:
+    """'n-fgsm', 'pgd:eps=8/255,steps=7', 'trades:beta=6'; a canonical spec parses back to the same attack."""
+    method, _, settings = spec.strip().partition(":")
+    if method not in INNER_ATTACKS:
+        raise InnerSpecError(f"unknown adversarial training method {method!r}; known: {', '.join(INNER_ATTACKS)}")
+    cls = INNER_ATTACKS[method]
+    known = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in settings.split(","))):
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise InnerSpecError(f"{method}: setting {item!r} is not key=value")
+        if key not in known:
+            raise InnerSpecError(f"{method} has no setting {key!r}; it takes {', '.join(known)}")
+        if key in kwargs:
+            raise InnerSpecError(f"{method}: setting {key!r} is given twice")
+        kwargs[key] = _parse_number(method, key, text.strip())
+    if kwargs.get("steps") is not None and isinstance(kwargs["steps"], float):
+        raise InnerSpecError(f"{method}: steps takes a positive integer, got {kwargs['steps']!r}")
+    for key in ("eps", "compute"):
+        if kwargs.get(key, 0) is None:
+            raise InnerSpecError(f"{method}: {key} cannot be auto")
+    if "eps" in kwargs:
+        kwargs["eps"] = float(kwargs["eps"])
+    return cls(**kwargs)
+
+
+__all__ = ["FGSMRS", "INNER_ATTACKS", "InnerAttack", "InnerSpecError", "NFGSM", "PGDTraining", "TRADES",
+           "inner_attack_from_spec"]
