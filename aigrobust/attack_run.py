@@ -36,7 +36,10 @@ def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path 
     dataset_info = {"name": data.name, "source": data.source, "n": len(data), "sha256": data.fingerprint()}
     if hasattr(data, "files"):  # an image folder: which images, by name and position, so any machine can check
         dataset_info.update({"files": data.files(), "indices": [int(i) for i in data.indices]})
-    return {"models": {e.name: {"model": e.model.registry_name, "source": e.source} for e in entries},
+    # a pretrained model is named with its tag ('aig20.at'), so a reload takes the same weights
+    return {"models": {e.name: {"model": (getattr(e.model, "pretrained_name", e.model.registry_name)
+                                          if e.source == "pretrained" else e.model.registry_name),
+                                "source": e.source} for e in entries},
             "dataset": dataset_info,
             "batch_size": batch_size,
             "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}

@@ -18,19 +18,20 @@ from aigrobust.checkpoints import (
 )
 from aigrobust.converters import convert_checkpoint, convert_torchvision
 from aigrobust.models.base import ResNetBase
-from aigrobust.registry import PRETRAINED_DIR, ModelInfo, build_model, get_model_info
+from aigrobust.registry import ModelInfo, build_model, get_model_info, pretrained_file, split_tag
 
 log = logging.getLogger(__name__)
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBase:
-    """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights.
+    """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights;
+    a tagged name picks shipped weights by tag (``"aig20.at"``: adversarially trained; a bare name means ``.std``).
 
     Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
     """
     model = build_model(name, **kwargs)
     if pretrained:
-        load_pretrained_into(model, get_model_info(name))
+        load_pretrained_into(model, get_model_info(name), tag=split_tag(name)[1])
     return model
 
 
@@ -55,9 +56,11 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
     return model, meta
 
 
-def load_pretrained_into(model: ResNetBase, info: ModelInfo) -> None:
-    """Fill ``model`` with its pretrained weights: shipped CIFAR files, or torchvision's ImageNet download."""
-    shipped = PRETRAINED_DIR / f"{info.name}.safetensors"
+def load_pretrained_into(model: ResNetBase, info: ModelInfo, tag: str | None = None) -> None:
+    """Fill ``model`` with its pretrained weights: shipped CIFAR files (by ``tag``; None: the default), or
+    torchvision's ImageNet download. ``model.pretrained_name`` then names them ('aig20.at'; 'aig20' untagged)."""
+    shipped = pretrained_file(info.name if tag is None else f"{info.name}.{tag}")
+    model.pretrained_name = info.name if tag is None else f"{info.name}.{tag}"  # type: ignore[assignment]
     if shipped.is_file():
         state, meta = read_checkpoint(shipped)
         if meta.get("normalization") is not None:

@@ -43,9 +43,9 @@ def stored_facts() -> dict[str, ModelFacts]:
 def weights_available(name: str) -> str:
     """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
     (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
-    from aigrobust.registry import PRETRAINED_DIR, get_model_info
+    from aigrobust.registry import get_model_info, pretrained_tags
 
-    if (PRETRAINED_DIR / f"{name}.safetensors").is_file():
+    if pretrained_tags(name):
         return "shipped"
     info = get_model_info(name)
     if not info.torchvision_weights:
@@ -56,7 +56,7 @@ def weights_available(name: str) -> str:
 def model_rows(pattern: str = "*", measure: bool = False) -> list[dict[str, object]]:
     """One row per registered model matching ``pattern``: family, facts (stored, or counted now with ``measure``),
     the weights it has, its input size and description."""
-    from aigrobust.registry import get_model_info, list_models
+    from aigrobust.registry import get_model_info, list_models, pretrained_tags
 
     stored = {} if measure else stored_facts()
     rows: list[dict[str, object]] = []
@@ -65,6 +65,7 @@ def model_rows(pattern: str = "*", measure: bool = False) -> list[dict[str, obje
         facts = stored.get(name) or measure_facts(name)
         rows.append({"model": name, "family": info.family, "params": facts.params, "gflops": facts.gflops,
                      "gated_blocks": facts.gated_blocks, "weights": weights_available(name),
+                     "tags": [f"{name}.{tag}" for tag in pretrained_tags(name)],
                      "input": "x".join(map(str, info.input_shape)), "description": info.description})
     return rows
 
@@ -75,6 +76,9 @@ def models_table(rows: list[dict[str, object]]) -> str:
              "description"]
     lines += [f"{r['model']:<12} {r['family']:<9} {r['params']:>11,} {r['gflops']:>8.3f} {r['gated_blocks']:>5}  "
               f"{r['weights']:<12} {r['input']:<10} {r['description']}" for r in rows]
+    tagged = [f"  {r['model']}: {', '.join(r['tags'])}" for r in rows if r.get("tags")]  # type: ignore[arg-type]
+    if tagged:
+        lines += ["pretrained tags (--model NAME.TAG; a bare name means NAME.std):", *tagged]
     if any(r["weights"] == "torchvision*" for r in rows):
         lines.append("* residual branches from torchvision's ResNet, gates untrained: fine-tune (aigrobust train) "
                      "first")

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
 
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # shipped weights: NAME.safetensors
+# shipped weights: NAME.safetensors (the default tag, 'std') and NAME.TAG.safetensors (e.g. aig20.at)
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_TAG = "std"  # a bare name means this tag, as timm's bare names mean their default pretrained tag
 DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 
 
@@ -79,9 +81,40 @@ def _natural_key(name: str) -> tuple[str, int]:
     return stem, int(digits) if digits else -1
 
 
+def split_tag(name: str) -> tuple[str, str | None]:
+    """'aig20.at' -> ('aig20', 'at'); a bare name has no tag."""
+    arch, dot, tag = name.partition(".")
+    return arch, (tag if dot else None)
+
+
+def pretrained_file(name: str) -> Path:
+    """Where a (tagged) name's shipped weights live: NAME.safetensors for the default tag, NAME.TAG.safetensors."""
+    arch, tag = split_tag(name)
+    return PRETRAINED_DIR / (f"{arch}.safetensors" if tag in (None, DEFAULT_TAG) else f"{arch}.{tag}.safetensors")
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    """The tags whose weights ship for ``arch`` (read from the files present), the default first."""
+    tags = [DEFAULT_TAG] if (PRETRAINED_DIR / f"{arch}.safetensors").is_file() else []
+    return tags + sorted(p.name[len(arch) + 1:-len(".safetensors")] for p in PRETRAINED_DIR.glob(f"{arch}.*.safetensors"))
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Every tagged name with shipped weights ('resnet20.std', 'aig20.at', ...) matching ``pattern``."""
+    names = [f"{arch}.{tag}" for arch in list_models() for tag in pretrained_tags(arch)]
+    return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
 def get_model_info(name: str) -> ModelInfo:
-    """Registry entry for ``name``; raises :class:`UnknownModelError` with suggestions."""
+    """Registry entry for ``name`` (a tagged name's architecture); raises :class:`UnknownModelError` with
+    suggestions, for an unknown tag too."""
     _ensure_loaded()
+    arch, tag = split_tag(name)
+    if tag is not None and arch in _REGISTRY:
+        if tag not in pretrained_tags(arch):
+            shipped = ", ".join(pretrained_tags(arch)) or "none"
+            raise UnknownModelError(f"unknown pretrained tag {tag!r} for {arch}; shipped tags: {shipped}")
+        return _REGISTRY[arch]
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
@@ -96,6 +129,6 @@ def build_model(name: str, **kwargs: Any) -> ResNetBase:
     """
     info = get_model_info(name)
     model = info.builder(**kwargs)
-    model.registry_name = name  # type: ignore[assignment]
+    model.registry_name = info.name  # type: ignore[assignment]
     model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
     return model
