@@ -448,6 +448,31 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
         raise SystemExit(1)
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so every ``finally`` and lock release runs on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="aigrobust")
+    """Console-script entry point. SIGINT and SIGTERM end a command the same way: what was saved stays (run folders,
+    training checkpoints: ``--resume`` continues), locks are released, one line on stderr, exit 128 + the signal
+    number (130 for SIGINT, 143 for SIGTERM), as shells report a process killed by it."""
+    import signal
+    import sys
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        cli(prog_name="aigrobust")
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        click.echo(f"aigrobust: stopped by {name}; what was saved is kept (--resume continues a run or a training)",
+                   err=True)
+        sys.exit(128 + stop.signum)

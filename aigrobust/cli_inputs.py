@@ -372,9 +372,8 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
 def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float) -> str | None:
     """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
     compute=W for a model without gates, or --compute-penalty without a compute attack to apply it to."""
-    from attacks.inner import InnerSpecError, inner_attack_from_spec
-
     from aigrobust.factory import create_model
+    from attacks.inner import InnerSpecError, inner_attack_from_spec
 
     given = given_on_command_line("compute_penalty")
     if adversarial is None:

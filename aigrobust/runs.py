@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import hashlib
 import io
 import json
@@ -203,9 +204,10 @@ class RunFolder:
         self.made_on = "unrecorded device"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            if not lock:  # the writer's lock proves the folder writable; a rank without it probes
+                probe = self.root / f".write-test-{os.getpid()}"  # per process: two runs never unlink each other's
+                probe.write_bytes(b"")
+                probe.unlink()
         except OSError as err:
             raise RunFolderError(f"output folder {self.root} is not writable ({err.strerror})") from None
         if lock:
@@ -239,28 +241,48 @@ class RunFolder:
             raise
 
     def _take_lock(self) -> None:
-        """One writer per folder: a second run on the same --out refuses with one line (a stale lock of a process
-        that died is taken over)."""
+        """One writer per folder, taken or refused atomically: an exclusive flock on ``.lock``, which the kernel
+        drops when its process dies (no stale lock survives a kill -9). The holder's pid, start time and host are
+        written into the file for the loser's message; a lock file replaced while it was being taken is retried."""
         path = self.root / LOCK_FILE
-        for _ in range(2):
+        for _ in range(20):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = LockHolder.parse(path.read_text())
-                except OSError:
-                    holder = None
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as err:
+                raise RunFolderError(f"output folder {self.root} is not writable ({err.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = LockHolder.parse(os.pread(fd, 200, 0).decode(errors="replace"))
+                os.close(fd)
                 if holder is not None and holder.host not in (None, socket.gethostname()):
-                    raise RunFolderError(f"{path} was written by pid {holder.pid} on host {holder.host}, whose "
-                                         "processes cannot be seen from here; if that run is gone, delete the lock "
-                                         "file and --resume") from None
-                if holder is not None and holder.pid != os.getpid() and holder.alive():
-                    raise RunFolderError(f"another aigrobust process (pid {holder.pid}) is writing to {self.root}; "
-                                         "wait for it to finish or pick another --out") from None
-                path.unlink(missing_ok=True)  # stale: its process is gone
+                    raise RunFolderError(f"{path} is held by pid {holder.pid} on host {holder.host}; wait for it to "
+                                         "finish or pick another --out") from None
+                who = f" (pid {holder.pid})" if holder is not None else ""
+                raise RunFolderError(f"another aigrobust process{who} is writing to {self.root}; wait for it to "
+                                     "finish or pick another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder released (and removed) it between our open and our lock: take the new one
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(LockHolder.of_this_process().text())
+            # the kernel lock is ours; the file may still name a writer that locks by the file alone (an older
+            # aigrobust, or another host sharing this folder, whose locks this host cannot see)
+            holder = LockHolder.parse(os.pread(fd, 200, 0).decode(errors="replace"))
+            if holder is not None and holder.host not in (None, socket.gethostname()):
+                os.close(fd)
+                raise RunFolderError(f"{path} was written by pid {holder.pid} on host {holder.host}, whose "
+                                     "processes cannot be seen from here; if that run is gone, delete the lock "
+                                     "file and --resume") from None
+            if holder is not None and holder.pid != os.getpid() and holder.alive():
+                os.close(fd)
+                raise RunFolderError(f"another aigrobust process (pid {holder.pid}) is writing to {self.root}; "
+                                     "wait for it to finish or pick another --out") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, LockHolder.of_this_process().text().encode(), 0)
+            self._lock_fd = fd
             self._lock_path = path
             atexit.register(self.release)
             return
@@ -270,7 +292,8 @@ class RunFolder:
         """Drop the folder's lock (also at interpreter exit)."""
         lock_path = getattr(self, "_lock_path", None)
         if lock_path is not None:
-            lock_path.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)  # before the unlock: a process that opens the path now gets a new file
+            os.close(self._lock_fd)
             self._lock_path = None
 
     def _part(self, model: str, batch: int) -> Path:

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
+from attacks.compute_attack import ComputeInflation
 from attacks.fab import FABTargeted
-from attacks.gate_attacks import ComputeInflation, GateFlip
+from attacks.gate_attacks import GateFlip
 from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
 from attacks.square import SquareAttack
 
@@ -32,6 +33,7 @@ _ATTACKS: dict[str, Callable[..., Attack]] = {
     "fab-t": FABTargeted,
     "square": SquareAttack,
     "compute-inflation": ComputeInflation,
+    "compute-inflation-l2": lambda **kw: ComputeInflation(distance="l2", **kw),
     "compute-inflation-keep-label": lambda **kw: ComputeInflation(keep_label=True, **kw),
     "gate-flip": GateFlip,
 }
@@ -91,6 +93,12 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "label_weight": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "gate_loss": (lambda v: v in ("hinge", "pnorm", "capped"), "hinge, pnorm or capped"),
+    "kappa": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "p": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "deconflict": (lambda v: isinstance(v, bool), "true or false"),
+    "schedule": (lambda v: v in ("apgd", "fixed"), "apgd or fixed"),
     "random_start": (lambda v: isinstance(v, bool), "true or false"),
     "keep_label": (lambda v: isinstance(v, bool), "true or false"),
     "stop_at_success": (lambda v: isinstance(v, bool), "true or false"),
@@ -155,7 +163,8 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 def attack_settings(name: str) -> dict[str, Any]:
     """The settings a registered attack takes and their defaults (those its registered name fixes left out)."""
     fixed = {"fgm-l2": {"distance"}, "pgd-l2": {"distance"}, "apgd": {"loss"}, "apgd-l2": {"distance", "loss"},
-             "apgd-dlr": {"loss"}, "compute-inflation-keep-label": {"keep_label"}}.get(name, set())
+             "apgd-dlr": {"loss"}, "compute-inflation-keep-label": {"keep_label"},
+             "compute-inflation-l2": {"distance"}}.get(name, set())
     params = inspect.signature(_constructor(name)).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "seed", *fixed) and p.kind is not inspect.Parameter.VAR_KEYWORD}
@@ -270,7 +279,7 @@ def _constructor(name: str) -> Callable[..., Any]:
     if isinstance(entry, type):
         return entry.__init__
     return {"fgm-l2": FGSM, "pgd-l2": PGD, "apgd": APGD, "apgd-l2": APGD, "apgd-dlr": APGD,
-            "compute-inflation-keep-label": ComputeInflation}[name].__init__
+            "compute-inflation-keep-label": ComputeInflation, "compute-inflation-l2": ComputeInflation}[name].__init__
 
 
 def _parse_value(text: str) -> Any:

@@ -1,7 +1,6 @@
 """Attacks aimed at the gates of a dynamic network rather than its label.
 
-* Compute inflation: maximise the FLOPs the network executes inside the epsilon ball, optionally while keeping the
-  predicted label (the energy attacks of Haque et al., CVPR 2020, on SkipNet).
+* Compute inflation lives in ``attacks.compute_attack``.
 * Gate flip: maximise the distance between the adversarial and the clean gate pattern: the worst case of stability.
 
 The model is reached only through duck-typed methods: ``forward_with_gates(x) -> (logits, trace)`` with
@@ -15,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import DISTANCES, Attack, Model
+from attacks.compute_attack import _gated
 from attacks.noise import SampleNoise
 
 GATE_MARGIN_CAP = 2.0  # a gate pushed this far (in logit margin) past its decision stops pulling the attack
@@ -26,12 +25,6 @@ GATE_MARGIN_CAP = 2.0  # a gate pushed this far (in logit margin) past its decis
 
 def _gate_margin(p_on: Tensor) -> Tensor:
     return torch.logit(p_on.float(), eps=1e-6)
-
-
-def _gated(model: Any) -> Any:
-    if not hasattr(model, "forward_with_gates"):
-        raise TypeError("gate attacks need a model with forward_with_gates(x) (aigrobust models have it)")
-    return model
 
 
 class _GateAttack(Attack):
@@ -87,47 +80,6 @@ class _GateAttack(Attack):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "steps": self.steps, "goal": self.goal}
-
-
-class ComputeInflation(_GateAttack):
-    """Raise the executed FLOPs: push every gate toward 'on', weighted by its block's cost.
-
-    ``keep_label``: a cross-entropy penalty keeps the true label, and only label-keeping points count as found.
-    Success: the executed FLOPs of the clipped adversarial exceed the clean ones.
-    """
-
-    name = "compute-inflation"
-
-    def __init__(self, steps: int = 20, keep_label: bool = False, label_weight: float = 1.0,
-                 rel_stepsize: float | None = None, seed: int = 0) -> None:
-        super().__init__(steps, rel_stepsize, seed)
-        self.keep_label = keep_label
-        self.label_weight = label_weight
-        if keep_label:
-            self.name = "compute-inflation-keep-label"
-
-    def objective(self, logits: Tensor, trace: Any, state: dict[str, Tensor], labels: Tensor) -> Tensor:
-        gains = _gate_margin(trace.p_on).clamp(max=GATE_MARGIN_CAP) * state["costs"]
-        value = gains.sum(1)
-        if self.keep_label:
-            value = value - self.label_weight * F.cross_entropy(logits.float(), labels, reduction="none")
-        return value
-
-    def score(self, logits: Tensor, trace: Any, state: dict[str, Tensor], labels: Tensor) -> Tensor:
-        flops = trace.flops.to(torch.float64)
-        if self.keep_label:
-            flops = torch.where(logits.argmax(1) == labels, flops, torch.full_like(flops, -1.0))
-        return flops
-
-    def succeeded(self, model: Model, inputs: Tensor, clipped: Tensor, labels: Tensor) -> Tensor:
-        deployed = _gated(model)
-        with torch.no_grad():
-            _, clean = deployed.forward_with_gates(inputs)
-            logits, adv = deployed.forward_with_gates(clipped)
-        success = adv.flops > clean.flops
-        if self.keep_label:
-            success &= logits.argmax(1) == labels
-        return success
 
 
 class GateFlip(_GateAttack):

@@ -19,7 +19,7 @@ from aigrobust.robust_validation import validate_robust
 from aigrobust.training import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning, train
 from attacks import FGSM
 from attacks.gradient import IterativeAttack
-from attacks.inner import NFGSM, TRADES, FGSMRS, PGDTraining, inner_attack_from_spec
+from attacks.inner import FGSMRS, NFGSM, TRADES, PGDTraining, inner_attack_from_spec
 from tests.conftest import varied_images
 
 EPS = 8 / 255

@@ -1,0 +1,237 @@
+"""Compute inflation at full strength: take back the FLOPs a gated network saves, inside an Linf or L2 ball.
+
+The published attacks on dynamic networks (ILFO, CVPR 2020; GradAuto, ECCV 2022; GradMDM, TPAMI 2023) agree on what
+makes such an attack strong, and this one does each of them:
+
+* a loss on the gate decisions, not on a sum of probabilities: per gate, a hinge on its log-odds of 'on' around
+  the threshold, ``-relu(kappa - m_l)`` (``gate_loss="hinge"``: closed gates pulled open, open gates kept open with a
+  margin ``kappa``, gates past the margin silent), or GradMDM's p-norm of the shortfall (``gate_loss="pnorm"``); the
+  older capped log-odds sum is ``gate_loss="capped"``. Each gate is weighted by its block's FLOPs;
+* per-gate gradient normalisation (``normalize``): every gate's gradient scaled to unit L2 norm before they are
+  summed, so a few easily moved gates do not drown the rest (GradMDM);
+* no conflict between "turn on" and "keep on" (``deconflict``): the gradient of the closed gates loses its
+  component against the gradient of the open ones where the two disagree (GradAuto's observation, PCGrad's cure);
+* APGD's step schedule (``schedule="apgd"``: step 2 eps, momentum 0.75, halving at APGD's checkpoints when the
+  objective stalls, back to the best point), ``restarts`` from random starts, and early exit per sample once every
+  gate is open;
+* ``keep_label``: a cross-entropy penalty keeps the true label, and only label-keeping points count as found.
+
+The model is reached through duck-typed ``forward_with_gates(x) -> (logits, trace)`` (``trace.p_on``,
+``trace.decisions``, ``trace.flops``) and ``flop_profile(shape).residual``, as by the other gate attacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attacks.base import DISTANCES, Attack, Model
+from attacks.gradient import apgd_checkpoints
+from attacks.noise import SampleNoise
+
+LOSSES = ("hinge", "pnorm", "capped")
+SCHEDULES = ("apgd", "fixed")
+
+
+def gate_log_odds(p_on: Tensor) -> Tensor:
+    """log p - log(1 - p): the gate's margin for 'on' (its decision threshold is 0), with a gradient even where a
+    gate is confidently closed (torch.logit's clamp would cut it)."""
+    p = p_on.float()
+    return torch.log(p.clamp_min(1e-30)) - torch.log1p(-p.clamp(max=1 - 1e-7))
+
+
+def _gated(model: Any) -> Any:
+    if not hasattr(model, "forward_with_gates"):
+        raise TypeError("compute attacks need a model with forward_with_gates(x) (aigrobust models have it)")
+    return model
+
+
+class ComputeInflation(Attack):
+    """Raise the executed FLOPs as far as the ball allows (success: more FLOPs than on the clean input)."""
+
+    name = "compute-inflation"
+    goal = "gates"
+
+    def __init__(self, steps: int = 100, gate_loss: str = "hinge", kappa: float = 0.5, p: float = 2.0,
+                 normalize: bool = True, deconflict: bool = True, schedule: str = "apgd", restarts: int = 1,
+                 random_start: bool = False, keep_label: bool = False, label_weight: float = 1.0,
+                 rel_stepsize: float | None = None, distance: str = "linf", seed: int = 0) -> None:
+        super().__init__(seed)
+        if gate_loss not in LOSSES:
+            raise ValueError(f"gate_loss must be one of {', '.join(LOSSES)}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if steps < 1 or restarts < 1:
+            raise ValueError("steps and restarts must be at least 1")
+        self.steps, self.gate_loss, self.kappa, self.p = steps, gate_loss, kappa, p
+        self.normalize, self.deconflict, self.schedule = normalize, deconflict, schedule
+        self.restarts, self.random_start = restarts, random_start
+        self.keep_label, self.label_weight = keep_label, label_weight
+        # fixed schedule: 2.5 eps / steps (the PGD default); apgd: starts at 2 eps and halves as it stalls
+        self.rel_stepsize = rel_stepsize
+        self.distance = DISTANCES[distance]
+        if keep_label:
+            self.name = "compute-inflation-keep-label"
+
+    # ----- the objective -----
+    def gate_terms(self, trace: Any, costs: Tensor) -> Tensor:
+        """Per sample and gate, the (N, L) terms whose sum the attack ascends."""
+        m = gate_log_odds(trace.p_on)
+        if self.gate_loss == "hinge":
+            return -F.relu(self.kappa - m) * costs
+        if self.gate_loss == "pnorm":
+            return -(F.relu(self.kappa - m) ** self.p) * costs
+        return m.clamp(max=self.kappa) * costs
+
+    def surrogate(self, logits: Tensor, trace: Any, costs: Tensor, labels: Tensor) -> Tensor:
+        """The per-sample objective (what the schedule watches): gate terms summed, minus the label penalty."""
+        value = self.gate_terms(trace, costs).sum(1)
+        if self.keep_label:
+            value = value - self.label_weight * F.cross_entropy(logits.float(), labels, reduction="none")
+        return value
+
+    def score(self, logits: Tensor, trace: Any, labels: Tensor) -> Tensor:
+        """The true (discrete) per-sample score kept at its best: executed FLOPs (-1 where the label is lost and
+        must be kept)."""
+        flops = trace.flops.to(torch.float64)
+        if self.keep_label:
+            flops = torch.where(logits.argmax(1) == labels, flops, torch.full_like(flops, -1.0))
+        return flops
+
+    def direction(self, source: Any, x: Tensor, labels: Tensor, costs: Tensor) -> tuple[Tensor, Tensor]:
+        """The ascent direction at ``x`` (before the norm's steepest-ascent map) and the surrogate there."""
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits, trace = source.forward_with_gates(xg)
+            terms = self.gate_terms(trace, costs)
+            label_term = (self.label_weight * F.cross_entropy(logits.float(), labels, reduction="none")
+                          if self.keep_label else None)
+            value = terms.sum(1) - (label_term if label_term is not None else 0.0)
+            if not (self.normalize or self.deconflict):
+                (grad,) = torch.autograd.grad(value.sum(), xg)
+                return grad, value.detach()
+            closed = (gate_log_odds(trace.p_on) <= 0).detach()  # the gates to turn on; the others to keep on
+            active = terms.detach() != 0  # silent gates (past the margin) give no gradient to normalise
+            per_gate = self._per_gate_gradients(terms, xg, active)
+            label_grad = (torch.autograd.grad(-label_term.sum(), xg)[0] if label_term is not None
+                          else torch.zeros_like(x))
+        if self.normalize:
+            norms = per_gate.flatten(2).norm(dim=2).clamp_min(1e-12)  # (L, N)
+            per_gate = per_gate / norms.view(*norms.shape, *([1] * (per_gate.dim() - 2)))
+        shape = (per_gate.shape[0], per_gate.shape[1]) + (1,) * (per_gate.dim() - 2)
+        turn_on = (per_gate * closed.t().reshape(shape)).sum(0)
+        keep_on = (per_gate * (~closed).t().reshape(shape)).sum(0)
+        if self.deconflict:
+            dot = (turn_on * keep_on).flatten(1).sum(1)
+            keep_sq = keep_on.flatten(1).pow(2).sum(1).clamp_min(1e-24)
+            conflict = (dot < 0).view(-1, *([1] * (x.dim() - 1)))
+            turn_on = torch.where(conflict, turn_on - (dot / keep_sq).view_as(conflict.float()) * keep_on, turn_on)
+        if self.keep_label and self.normalize:
+            label_grad = label_grad / label_grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return turn_on + keep_on + label_grad, value.detach()
+
+    @staticmethod
+    def _per_gate_gradients(terms: Tensor, xg: Tensor, active: Tensor) -> Tensor:
+        """(L, N, ...) gradient of each gate's term in the input, one backward per gate that has any active term."""
+        grads = []
+        for gate in range(terms.shape[1]):
+            if bool(active[:, gate].any()):
+                (g,) = torch.autograd.grad(terms[:, gate].sum(), xg, retain_graph=True)
+            else:
+                g = torch.zeros_like(xg)
+            grads.append(g)
+        return torch.stack(grads)
+
+    # ----- the loop -----
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                noise: SampleNoise) -> Tensor:
+        deployed = _gated(model)
+        source = gradient_model if hasattr(gradient_model, "forward_with_gates") else deployed
+        costs = torch.tensor(deployed.flop_profile(tuple(inputs.shape[1:])).residual, dtype=torch.float32,
+                             device=inputs.device)
+        costs = costs / costs.mean().clamp_min(1e-12)
+        best = inputs.clone()
+        with torch.no_grad():
+            logits, trace = deployed.forward_with_gates(inputs)
+        best_score = self.score(logits, trace, labels)
+        best_sur = self.surrogate(logits, trace, costs, labels)
+        for restart in range(self.restarts):
+            todo = ~trace.decisions.all(1) if not self.keep_label else torch.ones_like(labels, dtype=torch.bool)
+            todo &= ~self._all_open(deployed, best)
+            if not bool(todo.any()):
+                break
+            idx = todo.nonzero().flatten()
+            found, score, sur = self._attempt(deployed, source, inputs[idx], labels[idx], eps, costs,
+                                              noise.rows(idx), restart, best_score[idx], best_sur[idx], best[idx])
+            best[idx], best_score[idx], best_sur[idx] = found, score, sur
+        return best
+
+    @staticmethod
+    def _all_open(model: Any, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model.forward_with_gates(x)[1].decisions.all(1)
+
+    def _attempt(self, deployed: Any, source: Any, x0: Tensor, labels: Tensor, eps: float, costs: Tensor,
+                 noise: SampleNoise, restart: int, best_score: Tensor, best_sur: Tensor, best: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """One run from the clean input (or a random start): the best point per sample, its score and surrogate."""
+        x = x0.clone()
+        if self.random_start or restart > 0:
+            x = self.clip(x0, self.distance.random_start(x0, eps, noise, f"compute/{eps!r}/{restart}"), eps)
+        apgd = self.schedule == "apgd"
+        initial = self.rel_stepsize if self.rel_stepsize is not None else (2.0 if apgd else 2.5 / self.steps)
+        step = torch.full((len(x0),), initial * eps, device=x0.device)
+        checkpoints = set(apgd_checkpoints(self.steps)[1:]) if apgd else set()
+        previous = x.clone()
+        improved_since = torch.zeros(len(x0), device=x0.device)
+        last_check, best_sur_at_check = 0, best_sur.clone()
+        step_at_check = step.clone()
+        active = torch.arange(len(x0), device=x0.device)  # rows still attacked (early exit once all gates open)
+        for k in range(self.steps):
+            xa = x[active]
+            grad, _ = self.direction(source, xa, labels[active], costs)
+            view = (-1,) + (1,) * (x.dim() - 1)
+            z = self.clip(x0[active], xa + step[active].view(view) * self.distance.ascent_direction(grad), eps)
+            if apgd and k > 0:
+                z = self.clip(x0[active], xa + 0.75 * (z - xa) + 0.25 * (xa - previous[active]), eps)
+            previous[active] = xa
+            x[active] = z
+            with torch.no_grad():
+                logits, trace = deployed.forward_with_gates(z)
+            score = self.score(logits, trace, labels[active])
+            sur = self.surrogate(logits, trace, costs, labels[active])
+            better = (score > best_score[active]) | ((score == best_score[active]) & (sur > best_sur[active]))
+            rows = active[better]
+            best[rows], best_score[rows], best_sur[rows] = z[better], score[better], sur[better]
+            improved_since[active] += better.float()
+            if apgd and (k + 1) in checkpoints:
+                interval = k + 1 - last_check
+                stalled = (improved_since < 0.75 * interval) | (
+                    (step == step_at_check) & (best_sur <= best_sur_at_check))
+                step_at_check = step.clone()
+                step = torch.where(stalled, step / 2, step)
+                x = torch.where(stalled.view((-1,) + (1,) * (x.dim() - 1)), best, x)  # restart from the best point
+                improved_since.zero_()
+                last_check, best_sur_at_check = k + 1, best_sur.clone()
+            all_open = trace.decisions.all(1)
+            if not self.keep_label and bool(all_open.any()):
+                active = active[~all_open]
+                if len(active) == 0:
+                    break
+        return best, best_score, best_sur
+
+    def succeeded(self, model: Model, inputs: Tensor, clipped: Tensor, labels: Tensor) -> Tensor:
+        deployed = _gated(model)
+        with torch.no_grad():
+            _, clean = deployed.forward_with_gates(inputs)
+            logits, adv = deployed.forward_with_gates(clipped)
+        success = adv.flops > clean.flops
+        if self.keep_label:
+            success &= logits.argmax(1) == labels
+        return success
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "steps": self.steps, "goal": self.goal, "gate_loss": self.gate_loss}
