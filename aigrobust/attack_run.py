@@ -97,7 +97,8 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
 def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], spec: EvalSpec, data: Any,
          device: torch.device) -> SealedRun:
     """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder."""
-    summary = summarize(records)
+    shape = tuple(data[0][0].shape)  # one image (C, H, W): the models' full FLOPs at this input size
+    summary = summarize(records, full_flops={e.name: e.model.flop_profile(shape).full for e in entries})
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)

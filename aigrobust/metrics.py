@@ -6,6 +6,7 @@ Robust accuracy is pointwise: a sample counts only if it is right on the clean i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,9 @@ def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {"model": model, "defense": "none" if defense == "none" else f"{defense} {defense_grad}",
                                   "gate attack": label, "gate grad": gate_grad}
         for r in group.sort_values("epsilon").itertuples():
-            row[format_eps(r.epsilon)] = f"{100 * r.goal_success_rate:.1f} ({r.flops_ratio:.3f})"
+            recovery = getattr(r, "recovery", float("nan"))
+            taken = f", {100 * recovery:.0f}% of the saved FLOPs back" if recovery == recovery else ""
+            row[format_eps(r.epsilon)] = f"{100 * r.goal_success_rate:.1f} ({r.flops_ratio:.3f}{taken})"
         rows.append(row)
     return _in_model_order(rows, summary)
 
@@ -141,8 +144,12 @@ def worst_over(records: pd.DataFrame, dimension: str, label: str = WORST) -> pd.
     return ordered.drop_duplicates(keys, keep="first").drop(columns="_fooled").assign(**{dimension: label})
 
 
-def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame:
-    """One row per (model, defense, defense_grad, attack, gate_grad, epsilon) with every headline metric."""
+def summarize(records: pd.DataFrame, include_worst: bool = True,
+              full_flops: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per (model, defense, defense_grad, attack, gate_grad, epsilon) with every headline metric.
+
+    ``full_flops`` (per model label: the FLOPs with every block open) adds the FLOPs-weighted recovery of the saved
+    compute; the block-counted recovery and the FLOPs-ratio spread need only the records."""
     frames = [records]
     if include_worst and not records.empty:
         cls = records[records["goal"] == "misclassify"]
@@ -158,7 +165,8 @@ def summarize(records: pd.DataFrame, include_worst: bool = True) -> pd.DataFrame
     data = pd.concat(frames, ignore_index=True)
     rows = []
     for key, group in data.groupby(GROUP, sort=False):
-        rows.append({**dict(zip(GROUP, key)), **_metrics(group)})
+        full = (full_flops or {}).get(str(key[0]))
+        rows.append({**dict(zip(GROUP, key)), **_metrics(group), **compute_metrics(group, full)})
     summary = pd.DataFrame(rows)
     if not summary.empty:  # the short name tables and legends show, beside the canonical spec that identifies
         from attacks import attack_label
@@ -209,6 +217,41 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
         "robust_acc_draws": float((clean * draws).mean()),
         "robust_every_draw": float((clean & (draws >= 1 - 1e-9)).mean()),
     }
+
+
+def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dict[str, float]:
+    """Efficiency robustness of one setting, in every measure the field uses (issue 30):
+
+    * ``recovery``: the share of the saved compute an attack took back, FLOPs-weighted,
+      sum(F_adv - F_clean) / sum(F_max - F_clean) (ILFO, GradAuto); per sample its median, p95 and max;
+    * ``recovery_blocks``: GradMDM's block-counted recovery, sum(open_adv - open_clean) / sum(L - open_clean);
+    * the per-sample FLOPs ratio F_adv / F_clean: median, p95, max;
+    * ``all_open_clean``: the share of images that already run every block (nothing to take back).
+    NaN where it does not apply (no gates, no full FLOPs given, nothing saved)."""
+    clean = group["clean_flops"].to_numpy(dtype=float)
+    adv = group["adv_flops"].to_numpy(dtype=float)
+    ratio = np.divide(adv, clean, out=np.full_like(adv, np.nan), where=clean > 0)
+    gates_clean, gates_adv = gate_matrix(group["clean_gates"]), gate_matrix(group["adv_gates"])
+    nan = float("nan")
+    out = {"flops_ratio_median": float(np.nanmedian(ratio)) if len(ratio) else nan,
+           "flops_ratio_p95": float(np.nanpercentile(ratio, 95)) if len(ratio) else nan,
+           "flops_ratio_max": float(np.nanmax(ratio)) if len(ratio) else nan,
+           "all_open_clean": nan, "recovery_blocks": nan, "recovery": nan, "recovery_median": nan,
+           "recovery_p95": nan, "recovery_max": nan}
+    if gates_clean.shape[1] and gates_clean.shape == gates_adv.shape:
+        open_clean, open_adv = gates_clean.sum(1), gates_adv.sum(1)
+        saved_blocks = gates_clean.shape[1] - open_clean
+        out["all_open_clean"] = float((saved_blocks == 0).mean())
+        if saved_blocks.sum() > 0:
+            out["recovery_blocks"] = float((open_adv - open_clean).sum() / saved_blocks.sum())
+    if full_flops is not None:
+        saved = full_flops - clean
+        if saved.sum() > 0:
+            out["recovery"] = float((adv - clean).sum() / saved.sum())
+            per_sample = (adv - clean)[saved > 0] / saved[saved > 0]
+            out.update(recovery_median=float(np.median(per_sample)), recovery_p95=float(np.percentile(per_sample, 95)),
+                       recovery_max=float(per_sample.max()))
+    return out
 
 
 def layer_rates(records: pd.DataFrame) -> pd.DataFrame:

@@ -245,6 +245,10 @@ class RunFolder:
         drops when its process dies (no stale lock survives a kill -9). The holder's pid, start time and host are
         written into the file for the loser's message; a lock file replaced while it was being taken is retried."""
         path = self.root / LOCK_FILE
+        held = _HELD_LOCKS.get(str(path.resolve()))
+        if held is not None:  # an earlier RunFolder of this very process (a finished command in the same
+            self._lock_fd, self._lock_path = held, path  # interpreter): the lock passes on, as a pid check allowed
+            return
         for _ in range(20):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -284,6 +288,7 @@ class RunFolder:
             os.pwrite(fd, LockHolder.of_this_process().text().encode(), 0)
             self._lock_fd = fd
             self._lock_path = path
+            _HELD_LOCKS[str(path.resolve())] = fd
             atexit.register(self.release)
             return
         raise RunFolderError(f"cannot take the lock {path}")
@@ -292,8 +297,10 @@ class RunFolder:
         """Drop the folder's lock (also at interpreter exit)."""
         lock_path = getattr(self, "_lock_path", None)
         if lock_path is not None:
-            lock_path.unlink(missing_ok=True)  # before the unlock: a process that opens the path now gets a new file
-            os.close(self._lock_fd)
+            if _HELD_LOCKS.get(str(lock_path.resolve())) == self._lock_fd:
+                del _HELD_LOCKS[str(lock_path.resolve())]
+                lock_path.unlink(missing_ok=True)  # before the unlock: whoever opens the path now gets a new file
+                os.close(self._lock_fd)
             self._lock_path = None
 
     def _part(self, model: str, batch: int) -> Path:
@@ -365,6 +372,9 @@ class RunFolder:
         shutil.rmtree(self.root / PARTS_DIR, ignore_errors=True)
         self.release()
         return origins
+
+
+_HELD_LOCKS: dict[str, int] = {}  # lock file -> the descriptor that holds its flock, in this process
 
 
 def _process_start(pid: int) -> str | None:

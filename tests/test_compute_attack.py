@@ -66,3 +66,22 @@ def test_settings_are_checked() -> None:
     spec = attack_from_spec("compute-inflation").spec
     assert spec.startswith("compute-inflation:steps=100,gate_loss=hinge,kappa=0.5,")
     assert attack_from_spec(spec).spec == spec
+
+
+def test_compute_metrics_by_hand() -> None:
+    import pandas as pd
+
+    from aigrobust.metrics import compute_metrics
+
+    # three blocks; full cost 10 + 3 x 10 = 40 FLOPs; sample 0 runs one block clean and all three attacked,
+    # sample 1 runs two and then three, sample 2 already runs all three
+    group = pd.DataFrame({"clean_flops": [20.0, 30.0, 40.0], "adv_flops": [40.0, 40.0, 40.0],
+                          "clean_gates": ["100", "110", "111"], "adv_gates": ["111", "111", "111"]})
+    m = compute_metrics(group, full_flops=40.0)
+    assert m["recovery"] == 1.0 and m["recovery_blocks"] == 1.0 and m["all_open_clean"] == pytest.approx(1 / 3)
+    assert m["flops_ratio_max"] == 2.0 and m["flops_ratio_median"] == pytest.approx(4 / 3)
+    half = group.assign(adv_flops=[30.0, 30.0, 40.0], adv_gates=["110", "110", "111"])
+    m = compute_metrics(half, full_flops=40.0)
+    assert m["recovery"] == pytest.approx(10 / 30) and m["recovery_blocks"] == pytest.approx(1 / 3)
+    assert m["recovery_median"] == pytest.approx(0.25) and m["recovery_max"] == pytest.approx(0.5)
+    assert compute_metrics(half)["recovery"] != compute_metrics(half)["recovery"]  # NaN without the full FLOPs
