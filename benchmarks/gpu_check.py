@@ -11,9 +11,11 @@ fp32 and bf16), PGD-10 on resnet50 against torchattacks' PGD (ratio), an aig50 t
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,16 +137,36 @@ def jpeg_device_against_cpu(device: torch.device, size: int, n: int) -> list[str
             f"({cpu / on_device:.2f}x)"]
 
 
+class FigureFile:
+    """One line per figure, printed and appended to a file at once (flushed and fsynced)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def emit(self, line: str) -> None:
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, a few images: checks the code.")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="Also append each figure to RESULTS/figures.txt the moment it is measured (flushed to "
+                        "disk), so a job killed early keeps what it measured.")
     args = parser.parse_args()
+    keep = FigureFile(args.results / "figures.txt") if args.results is not None else None
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.dry_run:
         raise SystemExit("no CUDA device: run on a GPU machine, or --dry-run to check the script on the CPU")
     size, batches, repeats, n = (32, (4,), 1, 4) if args.dry_run else (224, (64, 256), 5, 64)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
-    print(f"device: {card}; torch {torch.__version__}")
+    emit = keep.emit if keep is not None else (lambda line: print(line, flush=True))
+    emit(f"device: {card}; torch {torch.__version__}")
     nets = models(args.dry_run, device)
     sections: list[tuple[str, Callable[[], list[str]]]] = [
         ("evaluation throughput", lambda: eval_throughput(nets, device, size, batches, repeats)),
@@ -156,9 +178,9 @@ def main() -> None:
     for title, section in sections:
         start = time.perf_counter()
         for line in section():
-            print(line, flush=True)
-        print(f"  ({title}: {time.perf_counter() - start:.1f} s)", flush=True)
-    print("gpu check: done")
+            emit(line)
+        emit(f"  ({title}: {time.perf_counter() - start:.1f} s)")
+    emit("gpu check: done")
 
 
 if __name__ == "__main__":

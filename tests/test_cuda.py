@@ -15,12 +15,16 @@ from tests.conftest import PROJECT_ROOT, half_closed
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def test_gpu_check_dry_run_runs_every_step_on_the_cpu() -> None:
-    done = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True,
-                          text=True, timeout=600)
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
+    # from the checkout, not an install: the script sets PYTHONPATH=. and runs from the project root
+    results = tmp_path / "results"
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "gpu_check.sh"), "--dry-run", str(results)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     for needle in ("eval resnet50", "eval aig50", "bf16", "PGD-10 ours", "train step", "JPEG-75", "gpu check: done"):
         assert needle in done.stdout, needle
+    kept = (results / "figures.txt").read_text().splitlines()  # every figure also on disk, one line each
+    assert kept[0].startswith("device: cpu") and kept[-1] == "gpu check: done" and len(kept) >= 10
 
 
 @pytest.mark.cuda
