@@ -15,12 +15,16 @@ _EXPORTS = {
     "GateGrad": "aigrobust.models.gates",
     "GateMode": "aigrobust.models.gates",
     "GateTrace": "aigrobust.models.gates",
+    "PlainModel": "aigrobust.models.adapter",
     "ResNetBase": "aigrobust.models.base",
+    "as_evaluable": "aigrobust.models.adapter",
+    "normalized": "aigrobust.models.adapter",
     "Summary": "aigrobust.api",
     "create_model": "aigrobust.factory",
     "evaluate": "aigrobust.api",
     "get_model_info": "aigrobust.registry",
     "list_models": "aigrobust.registry",
+    "list_pretrained": "aigrobust.registry",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -97,6 +97,7 @@ def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
     from aigrobust.factory import create_model
     from aigrobust.model_facts import weights_available
+    from aigrobust.models.adapter import as_evaluable
 
     if isinstance(models, (nn.Module, str)):
         models = [models]
@@ -109,7 +110,7 @@ def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
         if isinstance(model, str) and weights_available(model) == "torchvision*":  # as the CLI refuses it
             raise ValueError(f"{model}'s gates have no published weights (torchvision has only its residual "
                              "branches): pass a trained model, e.g. load_checkpoint(path)[0]")
-        built = create_model(model, pretrained=True) if isinstance(model, str) else model
+        built = create_model(model, pretrained=True) if isinstance(model, str) else as_evaluable(model, str(name))
         entries.append(ModelEntry(str(name), built.eval(), source="pretrained" if isinstance(model, str) else "memory"))
     if len({e.name for e in entries}) != len(entries):
         raise ValueError("two models share a name; pass a mapping {name: model}")
