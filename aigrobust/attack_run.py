@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aigrobust.checkpoints import weights_sha256
 from aigrobust.distributed import barrier, finish
 from aigrobust.evaluation import EvalSpec, ModelEntry, UnitRequest, run_document, run_evaluation, stochastic_noise_floor
 from aigrobust.metrics import summarize
@@ -37,9 +38,11 @@ def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path 
     if hasattr(data, "files"):  # an image folder: which images, by name and position, so any machine can check
         dataset_info.update({"files": data.files(), "indices": [int(i) for i in data.indices]})
     # a pretrained model is named with its tag ('aig20.at'), so a reload takes the same weights
+    # each model's weights are pinned by hash, so a resume (or a report) on weights changed in between is refused
     return {"models": {e.name: {"model": (getattr(e.model, "pretrained_name", e.model.registry_name)
                                           if e.source == "pretrained" else e.model.registry_name),
-                                "source": e.source} for e in entries},
+                                "source": e.source,
+                                "weights_sha256": weights_sha256(e.model.state_dict())} for e in entries},
             "dataset": dataset_info,
             "batch_size": batch_size,
             "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}

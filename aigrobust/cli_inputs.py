@@ -184,8 +184,9 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
         for name in pretrained_names(models, checkpoints):
             try:
                 model = create_model(name, pretrained=True).eval()
-            except CheckpointError as err:
-                raise BadInput(f"no weights for {name}: pass --checkpoint PATH ({err})") from None
+            except CheckpointError as err:  # the cause first (missing, changed on disk, unreadable), then the way out
+                raise BadInput(f"{name}: {err}" + ("" if "--checkpoint" in str(err) else "; pass --checkpoint PATH")
+                               ) from None
             entries.append(ModelEntry(name, model, source="pretrained"))
     if not entries:
         raise BadInput("give --model or --checkpoint")

@@ -56,12 +56,29 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
     return model, meta
 
 
+def _check_pinned(shipped: Path) -> None:
+    """The shipped file must be the one this version of aigrobust pins, byte for byte."""
+    import hashlib
+
+    from aigrobust.registry import PINNED_SHA256
+
+    pinned = PINNED_SHA256.get(shipped.name)
+    actual = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    if pinned is None:
+        raise CheckpointError(f"shipped weights {shipped} are not pinned by this version of aigrobust (sha256 "
+                              f"{actual[:12]}); reinstall aigrobust, or load the file with --checkpoint if you trust it")
+    if actual != pinned:
+        raise CheckpointError(f"shipped weights {shipped} were changed on disk (sha256 {actual[:12]}, pinned "
+                              f"{pinned[:12]}); reinstall aigrobust, or load the file with --checkpoint if you trust it")
+
+
 def load_pretrained_into(model: ResNetBase, info: ModelInfo, tag: str | None = None) -> None:
     """Fill ``model`` with its pretrained weights: shipped CIFAR files (by ``tag``; None: the default), or
     torchvision's ImageNet download. ``model.pretrained_name`` then names them ('aig20.at'; 'aig20' untagged)."""
     shipped = pretrained_file(info.name if tag is None else f"{info.name}.{tag}")
     model.pretrained_name = info.name if tag is None else f"{info.name}.{tag}"  # type: ignore[assignment]
     if shipped.is_file():
+        _check_pinned(shipped)
         state, meta = read_checkpoint(shipped)
         if meta.get("normalization") is not None:
             model.normalize.set_statistics(*normalization_statistics(meta["normalization"]))

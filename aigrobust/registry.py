@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 # shipped weights: NAME.safetensors (the default tag, 'std') and NAME.TAG.safetensors (e.g. aig20.at)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_TAG = "std"  # a bare name means this tag, as timm's bare names mean their default pretrained tag
+# sha256 of each shipped file, pinned in the code: a shipped file changed on disk is refused even where its own
+# declared hashes were recomputed to match (shipping new weights means adding their pin here)
+PINNED_SHA256 = {
+    "aig20.safetensors": "5ce03348dbdb41a74774470c021acdfbb05be83ec63d523fb273c88dac1e3e18",
+    "resnet20.safetensors": "575b1187b2a44503d07fa364649162c0f64bb56b5efc728aba057108651e9f97",
+}
 DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 
 

@@ -106,6 +106,18 @@ def _recorded_integrity(folder: Path) -> dict[str, Any] | None:
 RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting
 
 
+def upgrade_pins(previous: Any, now: dict[str, Any]) -> dict[str, Any]:
+    """``now`` as a run folder written before weights were pinned would have recorded it (without each model's
+    weights_sha256), so such a folder still resumes; folders that pin them are compared hash for hash."""
+    old_models = previous.get("models") if isinstance(previous, dict) else None
+    if not isinstance(old_models, dict) or not isinstance(now.get("models"), dict):
+        return now
+    models = {label: ({k: v for k, v in entry.items() if k != "weights_sha256"}
+                      if isinstance(entry, dict) and "weights_sha256" not in (old_models.get(label) or {}) else entry)
+              for label, entry in now["models"].items()}
+    return {**now, "models": models}
+
+
 def upgrade_attack_names(records: pd.DataFrame, attack_texts: list[str]) -> pd.DataFrame:
     """Records whose ``attack`` column holds an attack's short name ('pgd', written before records carried the
     canonical spec) get the canonical spec of the run's attack of that name; canonical records pass unchanged."""
@@ -224,7 +236,7 @@ class RunFolder:
                                          "--out")
                 if isinstance(previous, dict):
                     previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
-                now = json.loads(json.dumps(self.spec))
+                now = upgrade_pins(previous, json.loads(json.dumps(self.spec)))
                 if previous != now:
                     raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "
                                          "--resume needs the same command")
@@ -473,11 +485,17 @@ class FinishedRun:
 
         if "models" not in self.document:
             raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
+        from aigrobust.checkpoints import weights_sha256
+
         models = {}
         for label, info in self.document["models"].items():
             source = info.get("source", "pretrained")
             models[label] = (create_model(info["model"], pretrained=True) if source == "pretrained"
                              else load_checkpoint(Path(source))[0]).eval()
+            pinned = info.get("weights_sha256")
+            if pinned is not None and weights_sha256(models[label].state_dict()) != pinned:
+                raise RunFolderError(f"{label}'s weights ({source}) changed since the run {self.root} used them "
+                                     f"(pinned sha256 {str(pinned)[:12]}); its records describe another network")
         return models
 
     def data(self) -> Any:

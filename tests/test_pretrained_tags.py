@@ -42,6 +42,11 @@ def test_a_tagged_file_loads_and_runs_name_it(monkeypatch: pytest.MonkeyPatch, t
     model = create_model("tiny_resnet")
     save_checkpoint(model, shipped / "tiny_resnet.at.safetensors", dataset="cifar10")
     monkeypatch.setattr(registry, "PRETRAINED_DIR", shipped)
+    import hashlib
+
+    pins = {**registry.PINNED_SHA256,
+            "tiny_resnet.at.safetensors": hashlib.sha256((shipped / "tiny_resnet.at.safetensors").read_bytes()).hexdigest()}
+    monkeypatch.setattr(registry, "PINNED_SHA256", pins)
     assert pretrained_tags("tiny_resnet") == ["at"]
     loaded = create_model("tiny_resnet.at", pretrained=True)
     state, _ = read_checkpoint(shipped / "tiny_resnet.at.safetensors")
