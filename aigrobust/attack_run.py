@@ -42,7 +42,10 @@ def run_info(entries: list[ModelEntry], data: Any, dataset: str, data_dir: Path 
     return {"models": {e.name: {"model": (getattr(e.model, "pretrained_name", e.model.registry_name)
                                           if e.source == "pretrained" else e.model.registry_name),
                                 "source": e.source,
-                                "weights_sha256": weights_sha256(e.model.state_dict())} for e in entries},
+                                "weights_sha256": weights_sha256(e.model.state_dict()),
+                                **({"output_index": e.model.output_index}
+                                   if getattr(e.model, "output_index", None) is not None else {})}
+                       for e in entries},
             "dataset": dataset_info,
             "batch_size": batch_size,
             "data": {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}}

@@ -242,6 +242,11 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--model", "models", multiple=True, help="Registered model with shipped or torchvision weights.")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=CheckpointType(),
               help="[LABEL=]PATH of a checkpoint (ours or convertible); repeatable.")
+@click.option("--model-code", "model_codes", multiple=True, metavar="MODULE:CALLABLE",
+              help="Your own network: an import path and a callable returning an nn.Module that maps [0, 1] images "
+              "to logits (importing it runs its code); its weights from the --checkpoint in the same position.")
+@click.option("--output-index", type=click.IntRange(min=0), default=None,
+              help="For a --model-code network returning a tuple: the element holding the logits.")
 @click.option("--eps", "epsilons", multiple=True, type=EpsilonType(), help="Epsilon in [0, 1] pixel units, e.g. 0.03 "
               "or 8/255; repeatable. 0 is always added.")
 @click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=ATTACK_SPEC,
@@ -281,7 +286,8 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--table", type=click.Choice(["compact", "full"]), default="compact", show_default=True,
               help="compact: the worst case per model and defense setting, one column per epsilon with its 95% "
               "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
-def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilons: tuple[float, ...],
+def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], model_codes: tuple[str, ...],
+                   output_index: int | None, epsilons: tuple[float, ...],
                    attacks: tuple[Parsed, ...], suite: str | None, gate_grads: tuple[str, ...], gate_mode: str,
                    eot_draws: int,
                    defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
@@ -309,7 +315,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     dev = inputs.device(device)
     spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
-    data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples)
+    data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples,
+                                                  model_codes, output_index)
     inputs.check_gate_use(entries, gate_mode)
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)

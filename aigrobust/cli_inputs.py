@@ -129,6 +129,16 @@ def first_samples(data: Any, n_samples: int | None) -> Any:
 
 def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
+    if hasattr(model, "output_index"):  # a user's module: its class count shows on one image of the data
+        from aigrobust.models.adapter import ModelOutputError
+
+        shape = tuple(data[0][0].shape)
+        try:
+            model.flop_profile(shape)
+        except ModelOutputError as err:
+            raise BadInput(str(err)) from None
+        except (RuntimeError, ValueError) as err:
+            raise BadInput(f"{name} does not take images of shape {shape}: {str(err).splitlines()[0]}") from None
     classes = getattr(data, "classes", None)
     if classes is not None and len(classes) != model.num_classes:
         hint = (" (a folder with some ImageNet classes: name its class folders by class number, 0 .. 999)"
@@ -244,12 +254,20 @@ def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_gra
 
 
 def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
-                  data_dir: Path | None, download: bool, n_samples: int | None) -> tuple[Any, list[Any], str]:
+                  data_dir: Path | None, download: bool, n_samples: int | None, model_codes: tuple[str, ...] = (),
+                  output_index: int | None = None) -> tuple[Any, list[Any], str]:
     """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
-    require_weights(pretrained_names(models, checkpoints))
-    entries = model_entries(models, checkpoints)
-    if dataset is None:  # the first model's own dataset
-        dataset = get_model_info(entries[0].model.registry_name).default_dataset
+    if model_codes:
+        entries = user_model_entries(model_codes, checkpoints, output_index)
+        if models:
+            require_weights(models)
+            entries = model_entries(models, ()) + entries
+    else:
+        require_weights(pretrained_names(models, checkpoints))
+        entries = model_entries(models, checkpoints)
+    if dataset is None:  # the first registered model's own dataset (a user's network: CIFAR-10 unless --dataset)
+        registered = [e for e in entries if not e.model.registry_name.startswith("code:")]
+        dataset = get_model_info(registered[0].model.registry_name).default_dataset if registered else "cifar10"
     data = heldout_split(dataset, data_dir, download)
     data = first_samples(data, n_samples)  # image folders stay on disk: batches stream through a DataLoader
     for entry in entries:
@@ -257,6 +275,30 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
     return data, entries, dataset
+
+
+def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...],
+                       output_index: int | None) -> list[Any]:
+    """--model-code IMPORT:CALLABLE networks, each with the --checkpoint given in the same position (its weights;
+    none: the callable's own initialisation, with a warning), named by their import path."""
+    from aigrobust.evaluation import ModelEntry
+    from aigrobust.user_models import ModelCodeError, load_user_model
+
+    if checkpoints and len(checkpoints) != len(model_codes):
+        raise BadInput(f"{len(model_codes)} --model-code and {len(checkpoints)} --checkpoint: give one weights file "
+                       "per --model-code, in the same order (or none)")
+    entries = []
+    for i, target in enumerate(model_codes):
+        ref = checkpoints[i] if checkpoints else None
+        try:
+            model, _ = load_user_model(target, ref.path if ref else None, output_index)
+        except (ModelCodeError, CheckpointError) as err:
+            raise BadInput(str(err)) from None
+        if ref is None:
+            click.echo(f"warning: {target} has no --checkpoint: its weights are whatever {target}() made", err=True)
+        entries.append(ModelEntry((ref.label if ref and ref.label else target), model,
+                                  source=str(ref.path.resolve()) if ref else "code"))
+    return entries
 
 
 def open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:

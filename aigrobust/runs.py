@@ -490,8 +490,14 @@ class FinishedRun:
         models = {}
         for label, info in self.document["models"].items():
             source = info.get("source", "pretrained")
-            models[label] = (create_model(info["model"], pretrained=True) if source == "pretrained"
-                             else load_checkpoint(Path(source))[0]).eval()
+            if str(info["model"]).startswith("code:"):  # a user's network: its code, then its weights file
+                from aigrobust.user_models import load_user_model
+
+                models[label] = load_user_model(str(info["model"])[5:], None if source == "code" else Path(source),
+                                                info.get("output_index"))[0]
+            else:
+                models[label] = (create_model(info["model"], pretrained=True) if source == "pretrained"
+                                 else load_checkpoint(Path(source))[0]).eval()
             pinned = info.get("weights_sha256")
             if pinned is not None and weights_sha256(models[label].state_dict()) != pinned:
                 raise RunFolderError(f"{label}'s weights ({source}) changed since the run {self.root} used them "

@@ -46,7 +46,7 @@ class PlainModel(nn.Module):
     def num_classes(self) -> int:
         """Classes the module predicts (its output width on one image of the shape last profiled)."""
         if not self._flop_profiles:
-            raise AttributeError("num_classes is known once one input shape has been seen (flop_profile)")
+            raise ValueError("num_classes is known once one input shape has been seen (call flop_profile(shape))")
         return self._classes
 
     def forward(self, x: Tensor) -> Tensor:
