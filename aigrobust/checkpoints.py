@@ -108,8 +108,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CheckpointError(f"{path} is a safetensors file without aigrobust metadata; use a converter")
     try:
         meta = json.loads(meta_json)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: its aigrobust metadata is not valid JSON") from None
+    except (json.JSONDecodeError, RecursionError, ValueError):  # nested past the parser's depth, 5000-digit numbers
+        raise CheckpointError(f"{path}: its aigrobust metadata is not valid JSON (or nested or sized past what a "
+                              "checkpoint holds)") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its aigrobust metadata is a JSON {type(meta).__name__}, not an object")
     expected = meta.get("weights_sha256")

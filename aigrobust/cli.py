@@ -82,7 +82,7 @@ def attacks_command() -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True)
 @click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True)
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
@@ -94,7 +94,7 @@ def attacks_command() -> None:
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
@@ -273,7 +273,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @click.option("--download", is_flag=True)
 @click.option("--n-samples", type=click.IntRange(min=1), default=None, help="First N samples of the test split.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
               "the attacks run as a chain in the order given, and each attack's row is the chain up to it).")
 @click.option("--device", default="auto", show_default=True)

@@ -139,6 +139,15 @@ def check_classes(name: str, model: Any, data: Any) -> None:
             raise BadInput(str(err)) from None
         except (RuntimeError, ValueError) as err:
             raise BadInput(f"{name} does not take images of shape {shape}: {str(err).splitlines()[0]}") from None
+    else:  # one of ours: its registered input size (a CIFAR network given 224-pixel images is not evaluated)
+        try:
+            expected = tuple(get_model_info(model.registry_name).input_shape)
+        except UnknownModelError:
+            expected = None
+        shape = tuple(data[0][0].shape) if len(data) else None
+        if expected is not None and shape is not None and shape != expected:
+            raise BadInput(f"{name} takes images of {'x'.join(map(str, expected))}, but the data's are "
+                           f"{'x'.join(map(str, shape))}: pick the model's dataset (or --dataset)")
     classes = getattr(data, "classes", None)
     if classes is not None and len(classes) != model.num_classes:
         hint = (" (a folder with some ImageNet classes: name its class folders by class number, 0 .. 999)"

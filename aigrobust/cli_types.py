@@ -23,10 +23,10 @@ class FiniteFloatRange(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         import math
 
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):  # before the range: 'inf' is not a number out of range but no number at all
             self.fail(f"{value!r} is not a finite number", param, ctx)  # one line: OneLineErrors formats it
-        return number
+        return super().convert(number, param, ctx)
 
 
 class Parsed(NamedTuple):

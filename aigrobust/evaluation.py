@@ -48,6 +48,8 @@ def parse_epsilon(text: str | float) -> float:
             raise ValueError(f"epsilon {text!r} is not a number or a fraction like 8/255") from None
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"epsilon {text!r} is outside [0, 1] (pixel units; 8/255 is accepted)")
+    if 0.0 < value <= EPSILON_RESOLUTION:  # it would merge into the clean reference: nothing would be attacked
+        raise ValueError(f"epsilon {text!r} is below the resolution {EPSILON_RESOLUTION:g} and would be taken for 0")
     return value
 
 

@@ -293,6 +293,11 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("--init torchvision for a CIFAR model", ["train", "--model", "tiny_resnet", "--data-dir", str(p["data"]),
                                                    "--out", str(out), "--init", "torchvision"],
          "torchvision has no weights for tiny_resnet"),
+        # numbers that collide or overflow (issue 33)
+        ("an epsilon that rounds into 0", [*attack, "--eps", "1e-9"], "below the resolution"),
+        ("a seed of 2^63", [*attack, "--eps", "0.1", "--seed", str(2**63)], "--seed"),
+        ("a learning rate past any sane range", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]),
+                                                 "--out", str(out), "--lr", "1e39"], "--lr"),
         # adversarial training settings (issue 29)
         *[(f"train --adversarial {spec}", ["train", "--model", model, "--data-dir", str(p["data"]), "--out", str(out),
                                            "--adversarial", spec], needle)
