@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
-from attacks.compute_attack import ComputeInflation
+from attacks.compute_attack import ComputeInflation, RandomNoise
 from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
 from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
@@ -36,6 +36,7 @@ _ATTACKS: dict[str, Callable[..., Attack]] = {
     "compute-inflation-l2": lambda **kw: ComputeInflation(distance="l2", **kw),
     "compute-inflation-keep-label": lambda **kw: ComputeInflation(keep_label=True, **kw),
     "gate-flip": GateFlip,
+    "random-noise": RandomNoise,
 }
 
 
@@ -84,6 +85,7 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha_max": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "loss": (lambda v: v in ("ce", "dlr"), "ce or dlr"),
     "eot_draws": (_positive_int, "a positive integer"),
+    "draws": (_positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
     "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -314,6 +316,6 @@ def attack_from_spec(spec: str) -> Attack:
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
     "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
-    "GateFlip", "L2Distance", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
+    "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

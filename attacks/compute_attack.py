@@ -235,3 +235,53 @@ class ComputeInflation(Attack):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "steps": self.steps, "goal": self.goal, "gate_loss": self.gate_loss}
+
+
+class RandomNoise(Attack):
+    """The control every compute (and accuracy) attack needs: random noise of the same norm, keyed per sample.
+    Linf: each pixel moved by +-eps (a corner of the ball: the largest Linf noise); L2: a Gaussian direction
+    scaled to eps. A compute attack that beats this by a wide margin is doing the work, not the perturbation.
+    Success: more executed FLOPs than on the clean input (for a network without gates, a changed label)."""
+
+    name = "random-noise"
+    goal = "gates"
+
+    def __init__(self, distance: str = "linf", draws: int = 1, seed: int = 0) -> None:
+        super().__init__(seed)
+        if draws < 1:
+            raise ValueError("draws must be at least 1")
+        self.distance = DISTANCES[distance]
+        self.draws = draws
+
+    def _noise(self, inputs: Tensor, eps: float, noise: SampleNoise, draw: int) -> Tensor:
+        key = f"random-noise/{eps!r}/{draw}"
+        if self.distance.name == "linf":
+            return inputs + eps * noise.signs(key, inputs.shape[1:]).to(inputs)
+        direction = noise.normal(key, inputs.shape[1:]).to(inputs)
+        norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (inputs.dim() - 1)))
+        return inputs + eps * direction / norms
+
+    def run_one(self, model: Model, gradient_model: Model, inputs: Tensor, labels: Tensor, eps: float,
+                noise: SampleNoise) -> Tensor:
+        """The draw with the most executed FLOPs (of ``draws``), so more draws make a stronger control."""
+        best = self.clip(inputs, self._noise(inputs, eps, noise, 0), eps)
+        if self.draws == 1 or not hasattr(model, "forward_with_gates"):
+            return best
+        with torch.no_grad():
+            best_flops = model.forward_with_gates(best)[1].flops
+            for draw in range(1, self.draws):
+                x = self.clip(inputs, self._noise(inputs, eps, noise, draw), eps)
+                flops = model.forward_with_gates(x)[1].flops
+                better = flops > best_flops
+                best[better], best_flops = x[better], torch.where(better, flops, best_flops)
+        return best
+
+    def succeeded(self, model: Model, inputs: Tensor, clipped: Tensor, labels: Tensor) -> Tensor:
+        if not hasattr(model, "forward_with_gates"):
+            with torch.no_grad():
+                return model(clipped).argmax(1) != model(inputs).argmax(1)
+        with torch.no_grad():
+            return model.forward_with_gates(clipped)[1].flops > model.forward_with_gates(inputs)[1].flops
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "draws": self.draws, "goal": self.goal}

@@ -85,3 +85,14 @@ def test_compute_metrics_by_hand() -> None:
     assert m["recovery"] == pytest.approx(10 / 30) and m["recovery_blocks"] == pytest.approx(1 / 3)
     assert m["recovery_median"] == pytest.approx(0.25) and m["recovery_max"] == pytest.approx(0.5)
     assert compute_metrics(half)["recovery"] != compute_metrics(half)["recovery"]  # NaN without the full FLOPs
+
+
+def test_random_noise_is_the_control_the_attack_must_beat(aig20_batch) -> None:  # type: ignore[no-untyped-def]
+    model, x, y = aig20_batch
+    noise = get_attack("random-noise", draws=4)(model, x, y, [EPS]).clipped[0]
+    delta = (noise - x).abs()
+    assert float(delta.amax()) <= EPS + 1e-6 and float(delta.mean()) > 0.5 * EPS  # corners of the ball, clipped
+    attacked = attack_from_spec("compute-inflation:steps=10")(model, x, y, [EPS]).clipped[0]
+    assert _recovery(model, x, attacked) >= _recovery(model, x, noise) + 0.2
+    again = get_attack("random-noise", draws=4)(model, x, y, [EPS]).clipped[0]
+    assert torch.equal(noise, again)  # keyed per sample: the same control every time
