@@ -1,0 +1,56 @@
+"""Issue 30: a universal compute perturbation for the shipped aig20, fitted on training images and judged on the
+first test images it never saw; prints the FLOPs-weighted recovery on both sets and on random noise of the same norm.
+
+Usage: python -m benchmarks.universal_compute [--fit 512] [--judge 1000] [--eps 8/255] [--steps 50]
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import click
+import numpy as np
+import torch
+
+from aigrobust import create_model
+from aigrobust.data import load_npz
+from attacks.universal import apply_universal, fit_universal
+from benchmarks.common import SHARED, machine_line
+
+
+def recovery(model: torch.nn.Module, clean: torch.Tensor, attacked: torch.Tensor) -> float:
+    """sum(F_adv - F_clean) / sum(F_max - F_clean) over the images."""
+    full = model.flop_profile(tuple(clean.shape[1:])).full
+    with torch.no_grad():
+        before = torch.cat([model.forward_with_gates(c)[1].flops for c in clean.split(250)]).double()
+        after = torch.cat([model.forward_with_gates(a)[1].flops for a in attacked.split(250)]).double()
+    return float((after - before).sum() / (full - before).sum())
+
+
+@click.command()
+@click.option("--fit", "n_fit", type=int, default=512, show_default=True, help="Training images the delta is fitted on.")
+@click.option("--judge", "n_judge", type=int, default=1000, show_default=True, help="First test images it is judged on.")
+@click.option("--eps", default="8/255", show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True)
+def main(n_fit: int, n_judge: int, eps: str, steps: int) -> None:
+    """Fit, judge, print."""
+    radius = float(Fraction(eps))
+    model = create_model("aig20", pretrained=True).eval()
+    train = load_npz(SHARED / "cifar10_train_jpeg75.npz")
+    pick = np.sort(np.random.default_rng(0).permutation(len(train))[:n_fit])
+    fit_images, _ = train.subset(pick).tensors()
+    judge_images, _ = load_npz(SHARED / "cifar10_test_sample.npz").subset(range(n_judge)).tensors()
+    delta, _ = fit_universal(model, fit_images, radius, steps=steps)
+    signs = torch.where(torch.rand(judge_images.shape[1:], generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
+    click.echo(machine_line())
+    click.echo(f"aig20, universal Linf {eps}, {steps} steps, fitted on {n_fit} training images (seeded pick), judged "
+               f"on the first {n_judge} test images")
+    click.echo(f"recovery on the fitting images: {recovery(model, fit_images, apply_universal(fit_images, delta)):.3f}")
+    click.echo(f"recovery on unseen test images: {recovery(model, judge_images, apply_universal(judge_images, delta)):.3f}"
+               " (goal >= 0.40)")
+    click.echo(f"random sign noise of the same norm on them: "
+               f"{recovery(model, judge_images, apply_universal(judge_images, radius * signs)):.3f}")
+
+
+if __name__ == "__main__":
+    main()
