@@ -62,10 +62,30 @@ def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {"model": model, "defense": "none" if defense == "none" else f"{defense} {defense_grad}",
                                   "gate attack": label, "gate grad": gate_grad}
         for r in group.sort_values("epsilon").itertuples():
-            recovery = getattr(r, "recovery", float("nan"))
+            compute = str(r.attack).startswith(("compute-inflation", "random-noise"))
+            recovery = getattr(r, "recovery", float("nan")) if compute else float("nan")
             taken = f", {100 * recovery:.0f}% of the saved FLOPs back" if recovery == recovery else ""
             row[format_eps(r.epsilon)] = f"{100 * r.goal_success_rate:.1f} ({r.flops_ratio:.3f}{taken})"
         rows.append(row)
+    return _in_model_order(rows, summary)
+
+
+def efficiency_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Efficiency robustness in every measure the field uses, one row per compute attack (and its random-noise
+    control), gate gradient and epsilon: the per-image FLOPs ratio (mean of FLOPs over mean, median, p95, max), the
+    share of the saved compute taken back (FLOPs-weighted where the full FLOPs are known; GradMDM's block count)
+    and the share of images that already run every block."""
+    data = summary[(summary["epsilon"] > 0) & summary["attack"].astype(str).str.match(r"(compute-inflation|random-noise)")]
+    data = data[data["recovery_blocks"].notna()] if "recovery_blocks" in data.columns else data.iloc[0:0]
+
+    def pct(v: float) -> str:
+        return "-" if v != v else f"{100 * v:.1f}"
+
+    rows = [{"model": r.model, "attack": r.attack_label, "gate grad": r.gate_grad, "eps": format_eps(r.epsilon),
+             "FLOPs ratio": f"{r.flops_ratio:.3f}", "median": f"{r.flops_ratio_median:.3f}",
+             "p95": f"{r.flops_ratio_p95:.3f}", "max": f"{r.flops_ratio_max:.3f}",
+             "recovery % (FLOPs)": pct(r.recovery), "recovery % (blocks)": pct(r.recovery_blocks),
+             "all open clean %": pct(r.all_open_clean)} for r in data.itertuples()]
     return _in_model_order(rows, summary)
 
 

@@ -19,7 +19,15 @@ import pandas as pd
 
 from aigrobust.files import atomic_write_bytes
 from aigrobust.masking import SanityFlag, flags_table, record_checks
-from aigrobust.metrics import WORST, class_rates, compact_table, format_eps, layer_rates, summarize
+from aigrobust.metrics import (
+    WORST,
+    class_rates,
+    compact_table,
+    efficiency_table,
+    format_eps,
+    layer_rates,
+    summarize,
+)
 from aigrobust.runs import COPIED_FROM
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
@@ -521,6 +529,12 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
                   "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.worst_case), ""]
     if report.threat_model:
         parts += ["## Threat model", ""] + [f"- {line}" for line in report.threat_model] + [""]
+    efficiency = efficiency_table(report.summary)
+    if not efficiency.empty:
+        parts += ["## Efficiency robustness", "", "Compute attacks and the random-noise control: executed FLOPs "
+                  "adversarial over clean per image (mean, median, p95, max), the share of the compute the gates "
+                  "save that the attack takes back (FLOPs-weighted, ILFO/GradAuto; block-counted, GradMDM) and the "
+                  "share of images that already run every block.", "", to_markdown(efficiency), ""]
     parts += ["## Sanity checks (signs of gradient masking)", ""] + _flag_lines(flags) + [""]
     parts += ["## Results", "", "Columns: attack and its gate-gradient mode, defense and how the attacker treats it "
               "(oblivious / bpda / diff / eot), n samples, clean and robust accuracy with its 95% CI, share of "

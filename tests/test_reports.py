@@ -499,6 +499,11 @@ def test_a_run_of_gate_attacks_alone_prints_their_table_and_reports(gated_checkp
     # no probe and no accuracy attack: the sanity section says that nothing was checked, not nothing
     for page in ("index.md", "index.html"):
         assert "No check ran" in (tmp_path / "report" / page).read_text()
+    page = (tmp_path / "report" / "index.md").read_text()
+    section = page.split("## Efficiency robustness", 1)[1].split("##", 1)[0]  # the compute attack, not gate-flip
+    assert "compute-inflation-2" in section and "gate-flip" not in section
+    compute = next(r for r in summary if r["attack_label"] == "compute-inflation-2" and r["epsilon"] > 0)
+    assert 0 <= compute["recovery_blocks"] <= 1 and compute["recovery"] == compute["recovery"]  # run: FLOPs known
 
 
 def test_linf_and_l2_attacks_never_share_a_run_or_a_report(gated_checkpoint: Path, synthetic_npz_dir: Path,
