@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
@@ -18,27 +19,6 @@ from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
 from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
 from attacks.square import SquareAttack
-
-_ATTACKS: dict[str, Callable[..., Attack]] = {
-    "fgsm": FGSM,
-    "fgm-l2": lambda **kw: FGSM(distance="l2", **kw),
-    "bim": BIM,
-    "pgd": PGD,
-    "pgd-l2": lambda **kw: PGD(distance="l2", **kw),
-    "mifgsm": MIFGSM,
-    "apgd": lambda **kw: APGD(loss="ce", **kw),
-    "apgd-l2": lambda **kw: APGD(distance="l2", loss="ce", **kw),
-    "apgd-dlr": lambda **kw: APGD(loss="dlr", **kw),
-    "apgd-t": APGDTargeted,
-    "fab-t": FABTargeted,
-    "square": SquareAttack,
-    "compute-inflation": ComputeInflation,
-    "compute-inflation-l2": lambda **kw: ComputeInflation(distance="l2", **kw),
-    "compute-inflation-keep-label": lambda **kw: ComputeInflation(keep_label=True, **kw),
-    "gate-flip": GateFlip,
-    "random-noise": RandomNoise,
-}
-
 
 # AutoAttack's protocols as attack lists, each run as a per-sample worst case with early exit: an attack works only
 # on the samples the ones before it left standing
@@ -85,7 +65,6 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha_max": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "loss": (lambda v: v in ("ce", "dlr"), "ce or dlr"),
     "eot_draws": (_positive_int, "a positive integer"),
-    "draws": (_positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
     "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -95,17 +74,66 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "label_weight": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "random_start": (lambda v: isinstance(v, bool), "true or false"),
+    "keep_label": (lambda v: isinstance(v, bool), "true or false"),
+    "stop_at_success": (lambda v: isinstance(v, bool), "true or false"),
+    "distance": (lambda v: v in DISTANCES, " or ".join(DISTANCES)),
+}
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One registered attack: its class, the settings its name fixes, its short label for tables, and rules for
+    settings of its own (beside the shared ones in ``_SETTING_RULES``)."""
+
+    cls: type[Attack]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+
+    def build(self, **kwargs: Any) -> Attack:
+        """The attack with ``kwargs`` and the settings this name fixes."""
+        return self.cls(**{**kwargs, **self.fixed})
+
+
+_ATTACKS: dict[str, AttackEntry] = {}
+
+
+def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
+                    rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None) -> None:
+    """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks`` and
+    the help texts read. ``fixed`` settings are part of the name ('pgd-l2' fixes distance='l2'); ``rules`` check
+    settings the shared rules do not know (``{key: (check, wording)}``)."""
+    if name in _ATTACKS:
+        raise ValueError(f"attack {name!r} is registered twice")
+    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}))
+
+
+register_attack("fgsm", FGSM, label="FGSM")
+register_attack("fgm-l2", FGSM, fixed={"distance": "l2"}, label="FGM-L2")
+register_attack("bim", BIM, label="BIM")
+register_attack("pgd", PGD, label="PGD")
+register_attack("pgd-l2", PGD, fixed={"distance": "l2"}, label="PGD-L2")
+register_attack("mifgsm", MIFGSM, label="MI-FGSM")
+register_attack("apgd", APGD, fixed={"loss": "ce"}, label="APGD-CE")
+register_attack("apgd-l2", APGD, fixed={"distance": "l2", "loss": "ce"}, label="APGD-CE-L2")
+register_attack("apgd-dlr", APGD, fixed={"loss": "dlr"}, label="APGD-DLR")
+register_attack("apgd-t", APGDTargeted, label="APGD-T")
+register_attack("fab-t", FABTargeted, label="FAB-T")
+register_attack("square", SquareAttack, label="Square")
+_COMPUTE_RULES = {
     "gate_loss": (lambda v: v in ("hinge", "pnorm", "capped"), "hinge, pnorm or capped"),
     "kappa": (lambda v: _number(v) and v > 0, "a number > 0"),
     "p": (lambda v: _number(v) and v >= 1, "a number >= 1"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in ("apgd", "fixed"), "apgd or fixed"),
-    "random_start": (lambda v: isinstance(v, bool), "true or false"),
-    "keep_label": (lambda v: isinstance(v, bool), "true or false"),
-    "stop_at_success": (lambda v: isinstance(v, bool), "true or false"),
-    "distance": (lambda v: v in DISTANCES, " or ".join(DISTANCES)),
 }
+register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES)
+register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES)
+register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES)
+register_attack("gate-flip", GateFlip)
+register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: _positive_int(v), "a positive integer")})
 
 
 def _rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None:
@@ -120,14 +148,17 @@ def _rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None
 
 
 def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Every setting known to ``constructor``, of the right type and in range; else one line naming it."""
+    """Every setting known to ``constructor``, of the right type and in range (the attack's own rules first, then
+    the shared ones); else one line naming it."""
     params = inspect.signature(constructor).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD and k != "self"]
     for key, value in kwargs.items():
         if key not in params and not takes_any:
             raise AttackSpecError(f"attack {name!r} has no setting {key!r}; it takes {', '.join(known) or 'none'}")
-        rule = _SETTING_RULES.get(key) or (_rule_from_default(params[key].default) if key in params else None)
+        own = _ATTACKS[name].rules if name in _ATTACKS else {}
+        rule = (own.get(key) or _SETTING_RULES.get(key)
+                or (_rule_from_default(params[key].default) if key in params else None))
         if rule is not None and not rule[0](value):
             raise AttackSpecError(f"attack {name!r}: {key} takes {rule[1]}, got {value!r}")
 
@@ -153,9 +184,12 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
         close = difflib.get_close_matches(name, list(_ATTACKS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_attacks())}, foolbox:NAME"
         raise UnknownAttackError(f"unknown attack {name!r}{hint}")
+    fixed = set(_ATTACKS[name].fixed) & set(kwargs)
+    if fixed:
+        raise AttackSpecError(f"attack {name!r} fixes {', '.join(sorted(fixed))}; use its base attack to choose it")
     check_settings(name, _constructor(name), kwargs)
     try:
-        attack = _ATTACKS[name](**kwargs)
+        attack = _ATTACKS[name].build(**kwargs)
     except TypeError as err:
         raise AttackSpecError(f"bad settings for attack {name!r}: {err}") from None
     attack.spec = canonical_spec(name, kwargs)
@@ -164,9 +198,7 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
 
 def attack_settings(name: str) -> dict[str, Any]:
     """The settings a registered attack takes and their defaults (those its registered name fixes left out)."""
-    fixed = {"fgm-l2": {"distance"}, "pgd-l2": {"distance"}, "apgd": {"loss"}, "apgd-l2": {"distance", "loss"},
-             "apgd-dlr": {"loss"}, "compute-inflation-keep-label": {"keep_label"},
-             "compute-inflation-l2": {"distance"}}.get(name, set())
+    fixed = set(_ATTACKS[name].fixed)
     params = inspect.signature(_constructor(name)).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "seed", *fixed) and p.kind is not inspect.Parameter.VAR_KEYWORD}
@@ -198,10 +230,7 @@ def canonical_spec(name: str, settings: dict[str, Any]) -> str:
     return name + (":" + ",".join(f"{k}={_format_value(v)}" for k, v in values.items()) if values else "")
 
 
-# short display names; the budget (steps or queries) follows them
-_LABELS = {"fgsm": "FGSM", "fgm-l2": "FGM-L2", "bim": "BIM", "pgd": "PGD", "pgd-l2": "PGD-L2", "mifgsm": "MI-FGSM",
-           "apgd": "APGD-CE", "apgd-l2": "APGD-CE-L2", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
-           "square": "Square"}
+# short display names come from each registration; the budget (steps or queries) follows them
 _BUDGET_KEYS = ("steps", "n_queries")
 
 
@@ -249,7 +278,7 @@ def attack_label(spec: str) -> str:
     name, settings = split_spec(spec)
     if not settings or (name not in _ATTACKS and not name.startswith("foolbox:")):
         return spec
-    label = _LABELS.get(name, name)
+    label = (_ATTACKS[name].label if name in _ATTACKS else None) or name
     budget = [settings[k] for k in _BUDGET_KEYS if k in settings]
     if budget:
         label += "-" + budget[0]
@@ -276,12 +305,8 @@ def attack_catalogue() -> list[str]:
 
 
 def _constructor(name: str) -> Callable[..., Any]:
-    """The class behind a registered name (the variants registered as lambdas fix some of its settings)."""
-    entry = _ATTACKS[name]
-    if isinstance(entry, type):
-        return entry.__init__
-    return {"fgm-l2": FGSM, "pgd-l2": PGD, "apgd": APGD, "apgd-l2": APGD, "apgd-dlr": APGD,
-            "compute-inflation-keep-label": ComputeInflation, "compute-inflation-l2": ComputeInflation}[name].__init__
+    """The constructor behind a registered name (whose registration may fix some of its settings)."""
+    return _ATTACKS[name].cls.__init__
 
 
 def _parse_value(text: str) -> Any:
@@ -315,7 +340,7 @@ def attack_from_spec(spec: str) -> Attack:
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "Distance", "SUITES", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "AttackEntry", "Distance", "SUITES", "register_attack", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -1,0 +1,60 @@
+"""One place to add a part (issue 31): a toy attack is its class and one register_attack call, and the parser, the
+canonical spec, the label, the setting rules and `aigrobust attacks` all know it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import attacks
+from aigrobust.cli import cli
+from attacks import Attack, AttackSpecError, attack_from_spec, attack_label, register_attack
+from attacks.base import DISTANCES
+
+
+class ToyShift(Attack):
+    """Moves every pixel by +eps (a toy: the registration is the point)."""
+
+    name = "toy-shift"
+
+    def __init__(self, scale: float = 1.0, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.scale = scale
+        self.distance = DISTANCES["linf"]
+
+    def run_one(self, model, gradient_model, inputs, labels, eps, noise):  # type: ignore[no-untyped-def]
+        return inputs + self.scale * eps
+
+
+@pytest.fixture
+def toy() -> Iterator[None]:
+    register_attack("toy-shift", ToyShift, label="Toy",
+                    rules={"scale": (lambda v: isinstance(v, float) and 0 < v <= 1, "a number in (0, 1]")})
+    yield
+    del attacks._ATTACKS["toy-shift"]
+
+
+def test_one_registration_reaches_every_reader(toy: None) -> None:
+    attack = attack_from_spec("toy-shift:scale=0.5")
+    assert attack.spec == "toy-shift:scale=0.5"
+    assert attack_label(attack_from_spec("toy-shift").spec) == "Toy"
+    with pytest.raises(AttackSpecError, match="scale takes a number in \\(0, 1\\]"):
+        attack_from_spec("toy-shift:scale=2.0")
+    listing = CliRunner().invoke(cli, ["attacks"]).output
+    assert any(line.startswith("toy-shift") and "scale=1.0" in line for line in listing.splitlines())
+    x = torch.full((2, 3, 4, 4), 0.5)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # right on the clean input: the attack moves them
+    result = attack(model, x, y, [0.1])
+    assert torch.allclose(result.clipped[-1], x + 0.05)
+
+
+def test_a_name_that_fixes_a_setting_refuses_it() -> None:
+    with pytest.raises(AttackSpecError, match="fixes distance"):
+        attack_from_spec("pgd-l2:distance=linf")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_attack("pgd", attacks.PGD)
