@@ -23,6 +23,7 @@ from aigrobust.cli_types import (
     CheckpointType,
     EpsilonType,
     FiniteFloatRange,
+    LazyHelpOption,
     OneLineErrors,
     Parsed,
 )
@@ -30,6 +31,14 @@ from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.registry import DATASETS, get_model_info
+
+
+def _defense_examples() -> str:
+    """The registered defenses for --defense's help (the defenses package is light: torch loads there anyway)."""
+    from defenses import defense_examples
+
+    return defense_examples()
+
 
 # torch and the models load inside the commands that need them, so `aigrobust --help` stays fast
 
@@ -263,7 +272,7 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               help="Draws each EOT gradient averages: of stochastic gates and of randomised defenses under "
               "--defense-grad eot, drawn together where both are random.")
 @click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DEFENSE_SPEC,
-              help="Input defense: none, jpeg:75, bits:4, median:2, randpad:0.875, or parts joined by '+' "
+              cls=LazyHelpOption, help_from=lambda: f"Input defense: {_defense_examples()}, or parts joined by '+' "
               "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
 @click.option("--defense-grad", "defense_grads", multiple=True, default=("oblivious", "bpda", "diff"),
               show_default=True, type=click.Choice(["oblivious", "bpda", "diff", "eot"]),

@@ -100,6 +100,20 @@ class CheckpointType(click.ParamType):
         return CheckpointRef(label, Path(path))
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help text is computed when help is shown (from a registry that imports torch), so that
+    loading the command line stays fast."""
+
+    def __init__(self, *args: Any, help_from: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_from = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self._help_from is not None:
+            self.help = self._help_from()
+        return super().get_help_record(ctx)
+
+
 class OneLineErrors(click.Group):
     """click's usage errors (a missing argument, a bad choice) as one line, like every other bad input."""
 

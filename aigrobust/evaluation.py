@@ -408,7 +408,7 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     # whole setting, whatever batch or pass (aigrobust.randomness)
     model.set_gate_mode(spec.gate_mode, seed=spec.seed)
     for part in defense.modules():
-        if hasattr(part, "reseed"):
+        if getattr(part, "randomized", False) and hasattr(part, "reseed"):  # a randomised defense says so itself
             part.reseed(spec.seed)
     deployed = DefendedModel(model, defense)
     if defense_spec not in clean_cache:

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from defenses.base import AttackerDefenseView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
 from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
-_KINDS = {"jpeg": (JPEG, int), "bits": (BitDepth, int), "median": (MedianSmoothing, int),
-          "randpad": (RandomResizePad, float)}
+
+@dataclass(frozen=True)
+class DefenseEntry:
+    """One registered defense: its class, the type of its one parameter, and an example for the help text."""
+
+    cls: type[Defense]
+    cast: type = int
+    example: str = ""
+
+
+_DEFENSES: dict[str, DefenseEntry] = {}
 _CAST_NAMES = {int: "an integer", float: "a number"}
+
+
+def register_defense(name: str, cls: type[Defense], cast: type = int, example: str = "") -> None:
+    """Add a defense under ``name`` ('name:VALUE' in specs): the one place the parser, the help texts and the
+    catalogue read. A randomised defense says so with ``randomized = True`` on its class (and ``reseed(seed)``)."""
+    if name in _DEFENSES or name == "none":
+        raise ValueError(f"defense {name!r} is registered twice")
+    _DEFENSES[name] = DefenseEntry(cls, cast, example or name)
+
+
+register_defense("jpeg", JPEG, int, "jpeg:75")
+register_defense("bits", BitDepth, int, "bits:4")
+register_defense("median", MedianSmoothing, int, "median:2")
+register_defense("randpad", RandomResizePad, float, "randpad:0.875")
+
+
+def defense_examples() -> str:
+    """'none, jpeg:75, bits:4, ...': one example per registered defense, for help texts."""
+    return ", ".join(["none", *(e.example for e in _DEFENSES.values())])
 
 
 class DefenseSpecError(ValueError):
@@ -15,7 +45,7 @@ class DefenseSpecError(ValueError):
 
 
 def parse_defense(spec: str) -> Defense:
-    """'none', 'jpeg:75', 'bits:4', 'median:2', 'randpad:0.875', or parts joined by '+'."""
+    """'none', one registered defense ('jpeg:75', 'bits:4', 'median:2', 'randpad:0.875'), or parts joined by '+'."""
     text = spec.strip().lower()
     if text in ("none", ""):
         return NoDefense()
@@ -24,9 +54,9 @@ def parse_defense(spec: str) -> Defense:
         name, _, value = part.partition(":")
         if name == "none":
             raise DefenseSpecError(f"'none' cannot be joined with other defenses in {spec!r}; give it alone")
-        if name not in _KINDS:
-            raise DefenseSpecError(f"unknown defense {name!r} in {spec!r}; known: none, {', '.join(_KINDS)}")
-        cls, cast = _KINDS[name]
+        if name not in _DEFENSES:
+            raise DefenseSpecError(f"unknown defense {name!r} in {spec!r}; known: none, {', '.join(_DEFENSES)}")
+        cls, cast = _DEFENSES[name].cls, _DEFENSES[name].cast
         try:
             parts.append(cls(cast(value)) if value else cls())
         except ValueError as err:
@@ -36,6 +66,6 @@ def parse_defense(spec: str) -> Defense:
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
-__all__ = ["JPEG", "AttackerDefenseView", "BitDepth", "Compose", "DefendedModel", "Defense", "DefenseGrad",
+__all__ = ["JPEG", "AttackerDefenseView", "DefenseEntry", "defense_examples", "register_defense", "BitDepth", "Compose", "DefendedModel", "Defense", "DefenseGrad",
            "DefenseSpecError", "MedianSmoothing", "NoDefense", "RandomResizePad", "bpda", "parse_defense",
            "pillow_jpeg_round_trip", "to_uint8"]

@@ -58,3 +58,41 @@ def test_a_name_that_fixes_a_setting_refuses_it() -> None:
         attack_from_spec("pgd-l2:distance=linf")
     with pytest.raises(ValueError, match="registered twice"):
         register_attack("pgd", attacks.PGD)
+
+
+class ToyQuantize(torch.nn.Module):
+    """Rounds each pixel to one of ``levels`` values (a toy defense: the registration is the point)."""
+
+    randomized = False
+
+    def __init__(self, levels: int = 4) -> None:
+        super().__init__()
+        if levels < 2:
+            raise ValueError("levels must be at least 2")
+        self.levels = levels
+        self.name = f"toyq:{levels}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * (self.levels - 1)) / (self.levels - 1)
+
+    def approximation(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def spec(self) -> str:
+        return self.name
+
+
+def test_a_toy_defense_is_one_registration() -> None:
+    import defenses
+    from defenses import DefenseSpecError, defense_examples, parse_defense, register_defense
+
+    register_defense("toyq", ToyQuantize, int, "toyq:4")  # type: ignore[arg-type]
+    try:
+        assert "toyq:4" in defense_examples()
+        assert "toyq:4" in CliRunner().invoke(cli, ["attack", "--help"]).output.replace("\n", " ").replace("  ", "")
+        quantized = parse_defense("toyq:2")(torch.tensor([[0.2, 0.7]]))
+        assert torch.equal(quantized, torch.tensor([[0.0, 1.0]]))
+        with pytest.raises(DefenseSpecError, match="levels must be at least 2"):
+            parse_defense("toyq:1")
+    finally:
+        del defenses._DEFENSES["toyq"]
