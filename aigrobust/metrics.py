@@ -74,7 +74,7 @@ def efficiency_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Efficiency robustness in every measure the field uses, one row per compute attack (and its random-noise
     control), gate gradient and epsilon: the per-image FLOPs ratio (mean of FLOPs over mean, median, p95, max), the
     share of the saved compute taken back (FLOPs-weighted where the full FLOPs are known; GradMDM's block count)
-    and the share of images that already run every block."""
+    the share of images that already run every block, and DeepSloth's efficacy clean and attacked."""
     data = summary[(summary["epsilon"] > 0) & summary["attack"].astype(str).str.match(r"(compute-inflation|random-noise)")]
     data = data[data["recovery_blocks"].notna()] if "recovery_blocks" in data.columns else data.iloc[0:0]
 
@@ -85,7 +85,10 @@ def efficiency_table(summary: pd.DataFrame) -> pd.DataFrame:
              "FLOPs ratio": f"{r.flops_ratio:.3f}", "median": f"{r.flops_ratio_median:.3f}",
              "p95": f"{r.flops_ratio_p95:.3f}", "max": f"{r.flops_ratio_max:.3f}",
              "recovery % (FLOPs)": pct(r.recovery), "recovery % (blocks)": pct(r.recovery_blocks),
-             "all open clean %": pct(r.all_open_clean)} for r in data.itertuples()]
+             "all open clean %": pct(r.all_open_clean),
+             "efficacy clean / attacked": ("-" if r.efficacy_clean != r.efficacy_clean
+                                           else f"{r.efficacy_clean:.3f} / {r.efficacy_adv:.3f}")}
+            for r in data.itertuples()]
     return _in_model_order(rows, summary)
 
 
@@ -246,7 +249,9 @@ def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dic
       sum(F_adv - F_clean) / sum(F_max - F_clean) (ILFO, GradAuto); per sample its median, p95 and max;
     * ``recovery_blocks``: GradMDM's block-counted recovery, sum(open_adv - open_clean) / sum(L - open_clean);
     * the per-sample FLOPs ratio F_adv / F_clean: median, p95, max;
-    * ``all_open_clean``: the share of images that already run every block (nothing to take back).
+    * ``all_open_clean``: the share of images that already run every block (nothing to take back);
+    * DeepSloth's efficacy, the area under the curve of the share of images against normalised cost: with cost
+      F / F_max per image it is the mean of 1 - F / F_max, clean and attacked (``efficacy_clean``, ``efficacy_adv``).
     NaN where it does not apply (no gates, no full FLOPs given, nothing saved)."""
     clean = group["clean_flops"].to_numpy(dtype=float)
     adv = group["adv_flops"].to_numpy(dtype=float)
@@ -257,14 +262,16 @@ def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dic
            "flops_ratio_p95": float(np.nanpercentile(ratio, 95)) if len(ratio) else nan,
            "flops_ratio_max": float(np.nanmax(ratio)) if len(ratio) else nan,
            "all_open_clean": nan, "recovery_blocks": nan, "recovery": nan, "recovery_median": nan,
-           "recovery_p95": nan, "recovery_max": nan}
+           "recovery_p95": nan, "recovery_max": nan, "efficacy_clean": nan, "efficacy_adv": nan}
     if gates_clean.shape[1] and gates_clean.shape == gates_adv.shape:
         open_clean, open_adv = gates_clean.sum(1), gates_adv.sum(1)
         saved_blocks = gates_clean.shape[1] - open_clean
         out["all_open_clean"] = float((saved_blocks == 0).mean())
         if saved_blocks.sum() > 0:
             out["recovery_blocks"] = float((open_adv - open_clean).sum() / saved_blocks.sum())
-    if full_flops is not None:
+    if full_flops is not None and full_flops > 0:
+        out["efficacy_clean"] = float((1 - clean / full_flops).mean())
+        out["efficacy_adv"] = float((1 - adv / full_flops).mean())
         saved = full_flops - clean
         if saved.sum() > 0:
             out["recovery"] = float((adv - clean).sum() / saved.sum())

@@ -80,6 +80,8 @@ def test_compute_metrics_by_hand() -> None:
     m = compute_metrics(group, full_flops=40.0)
     assert m["recovery"] == 1.0 and m["recovery_blocks"] == 1.0 and m["all_open_clean"] == pytest.approx(1 / 3)
     assert m["flops_ratio_max"] == 2.0 and m["flops_ratio_median"] == pytest.approx(4 / 3)
+    # DeepSloth's efficacy: the mean saving 1 - F / F_max, (0.5 + 0.25 + 0) / 3 clean, none attacked
+    assert m["efficacy_clean"] == pytest.approx(0.25) and m["efficacy_adv"] == 0.0
     half = group.assign(adv_flops=[30.0, 30.0, 40.0], adv_gates=["110", "110", "111"])
     m = compute_metrics(half, full_flops=40.0)
     assert m["recovery"] == pytest.approx(10 / 30) and m["recovery_blocks"] == pytest.approx(1 / 3)
