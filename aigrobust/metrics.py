@@ -92,6 +92,36 @@ def efficiency_table(summary: pd.DataFrame) -> pd.DataFrame:
     return _in_model_order(rows, summary)
 
 
+def joint_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Both goals an attacker may choose, side by side, per model, defense setting and epsilon: robust accuracy
+    under the strongest accuracy attack run (the worst case where several ran) and executed FLOPs under the
+    strongest compute attack run (the largest FLOPs ratio over compute attacks and gate gradients)."""
+    if summary.empty:
+        return pd.DataFrame()
+    attacked = summary[summary["epsilon"] > 0]
+    accuracy = attacked[attacked["goal"] == "misclassify"]
+    compute = attacked[attacked["attack"].astype(str).str.startswith("compute-inflation")]
+    if accuracy.empty or compute.empty:
+        return pd.DataFrame()
+    rows = []
+    keys = ["model", "defense", "defense_grad", "epsilon"]
+    for key, group in accuracy.groupby(keys, sort=False):
+        worst = group.loc[group["robust_acc"].idxmin()]
+        same = compute
+        for column, value in zip(keys, key):
+            same = same[same[column] == value]
+        if same.empty:
+            continue
+        heaviest = same.loc[same["flops_ratio"].idxmax()]
+        model, defense, defense_grad, eps = key
+        rows.append({"model": model, "defense": "none" if defense == "none" else f"{defense} {defense_grad}",
+                     "eps": format_eps(eps), "robust acc % (worst)": f"{100 * worst['robust_acc']:.1f}",
+                     "by": worst["attack_label"], "FLOPs adv/clean (worst)": f"{heaviest['flops_ratio']:.3f}",
+                     "recovery %": "-" if heaviest["recovery"] != heaviest["recovery"]
+                     else f"{100 * heaviest['recovery']:.1f}"})
+    return _in_model_order(rows, summary)
+
+
 def _in_model_order(rows: list[dict[str, object]], summary: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["model", "defense"])

@@ -25,6 +25,7 @@ from aigrobust.metrics import (
     compact_table,
     efficiency_table,
     format_eps,
+    joint_table,
     layer_rates,
     summarize,
 )
@@ -529,6 +530,11 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
                   "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.worst_case), ""]
     if report.threat_model:
         parts += ["## Threat model", ""] + [f"- {line}" for line in report.threat_model] + [""]
+    joint = joint_table(report.summary)
+    if not joint.empty:
+        parts += ["## Both goals", "", "An attacker chooses either goal: robust accuracy under the strongest "
+                  "accuracy attack and executed FLOPs under the strongest compute attack, per model and epsilon.",
+                  "", to_markdown(joint), ""]
     efficiency = efficiency_table(report.summary)
     if not efficiency.empty:
         parts += ["## Efficiency robustness", "", "Compute attacks and the random-noise control: executed FLOPs "

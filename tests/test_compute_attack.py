@@ -112,3 +112,22 @@ def test_a_universal_perturbation_is_one_delta_that_raises_flops_on_unseen_image
     assert torch.equal(delta, again)  # nothing random
     # measured (256 fitting, 500 judged, 30 steps): recovery 0.28 on unseen images against 0.08 for random noise
     assert _recovery(model, judge, apply_universal(judge, delta)) > 0.05
+
+
+def test_the_joint_table_puts_both_goals_side_by_side() -> None:
+    import pandas as pd
+
+    from aigrobust.metrics import joint_table
+
+    base = {"model": "aig20", "defense": "none", "defense_grad": "oblivious", "gate_grad": "exact", "epsilon": 8 / 255}
+    summary = pd.DataFrame([
+        {**base, "attack": "pgd:steps=20", "attack_label": "PGD-20", "goal": "misclassify", "robust_acc": 0.30,
+         "flops_ratio": 1.01, "recovery": float("nan")},
+        {**base, "attack": "apgd:steps=100", "attack_label": "APGD-CE-100", "goal": "misclassify", "robust_acc": 0.25,
+         "flops_ratio": 1.02, "recovery": float("nan")},
+        {**base, "attack": "compute-inflation:steps=100", "attack_label": "compute-inflation-100", "goal": "gates",
+         "robust_acc": 0.9, "flops_ratio": 1.227, "recovery": 0.892},
+    ])
+    row = joint_table(summary).iloc[0]
+    assert (row["robust acc % (worst)"], row["by"]) == ("25.0", "APGD-CE-100")
+    assert (row["FLOPs adv/clean (worst)"], row["recovery %"]) == ("1.227", "89.2")
