@@ -271,12 +271,7 @@ class RunFolder:
             except OSError:
                 holder = LockHolder.parse(os.pread(fd, 200, 0).decode(errors="replace"))
                 os.close(fd)
-                if holder is not None and holder.host not in (None, socket.gethostname()):
-                    raise RunFolderError(f"{path} is held by pid {holder.pid} on host {holder.host}; wait for it to "
-                                         "finish or pick another --out") from None
-                who = f" (pid {holder.pid})" if holder is not None else ""
-                raise RunFolderError(f"another aigrobust process{who} is writing to {self.root}; wait for it to "
-                                     "finish or pick another --out") from None
+                self._refuse_holder(path, holder, locked=True)
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
@@ -287,15 +282,11 @@ class RunFolder:
             # the kernel lock is ours; the file may still name a writer that locks by the file alone (an older
             # aigrobust, or another host sharing this folder, whose locks this host cannot see)
             holder = LockHolder.parse(os.pread(fd, 200, 0).decode(errors="replace"))
-            if holder is not None and holder.host not in (None, socket.gethostname()):
+            try:
+                self._refuse_holder(path, holder, locked=False)
+            except RunFolderError:
                 os.close(fd)
-                raise RunFolderError(f"{path} was written by pid {holder.pid} on host {holder.host}, whose "
-                                     "processes cannot be seen from here; if that run is gone, delete the lock "
-                                     "file and --resume") from None
-            if holder is not None and holder.pid != os.getpid() and holder.alive():
-                os.close(fd)
-                raise RunFolderError(f"another aigrobust process (pid {holder.pid}) is writing to {self.root}; "
-                                     "wait for it to finish or pick another --out") from None
+                raise
             os.ftruncate(fd, 0)
             os.pwrite(fd, LockHolder.of_this_process().text().encode(), 0)
             self._lock_fd = fd
@@ -304,6 +295,20 @@ class RunFolder:
             atexit.register(self.release)
             return
         raise RunFolderError(f"cannot take the lock {path}")
+
+    def _refuse_holder(self, path: Path, holder: LockHolder | None, locked: bool) -> None:
+        """Raise the one line that names who holds the folder: always where another process holds the kernel lock
+        (``locked``); where the file alone names a writer, only if it runs on another host or is alive here."""
+        if holder is not None and holder.host not in (None, socket.gethostname()):
+            if locked:
+                raise RunFolderError(f"{path} is held by pid {holder.pid} on host {holder.host}; wait for it to "
+                                     "finish or pick another --out")
+            raise RunFolderError(f"{path} was written by pid {holder.pid} on host {holder.host}, whose processes "
+                                 "cannot be seen from here; if that run is gone, delete the lock file and --resume")
+        if locked or (holder is not None and holder.pid != os.getpid() and holder.alive()):
+            who = f" (pid {holder.pid})" if holder is not None else ""
+            raise RunFolderError(f"another aigrobust process{who} is writing to {self.root}; wait for it to finish "
+                                 "or pick another --out")
 
     def release(self) -> None:
         """Drop the folder's lock (also at interpreter exit)."""

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import LinfDistance
+from attacks.compute_attack import gate_log_odds
 
 # forward(x) -> (logits, p_on or None): p_on (N, L) differentiable gate probabilities of a gated network
 Forward = Callable[[Tensor], tuple[Tensor, "Tensor | None"]]
@@ -47,6 +48,11 @@ class InnerSpecError(ValueError):
 def _clip(x: Tensor, candidate: Tensor, eps: float) -> Tensor:
     """Into the eps-ball around ``x`` and the [0, 1] image range (the evaluation attacks' ``clip``)."""
     return _LINF.project(x, candidate, eps).clamp(0, 1)
+
+
+def _random_start(x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+    """U(-eps, eps) around ``x``, in the ball and [0, 1] (FGSM-RS's and PGD's start)."""
+    return _clip(x, x + _uniform(tuple(x.shape), -eps, eps, generator).to(x), eps)
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> Tensor:
@@ -92,9 +98,7 @@ class InnerAttack(abc.ABC):
         """``compute`` times each gate's capped log-odds of 'on', weighted by its block's relative FLOPs."""
         if self.compute == 0 or p_on is None or costs is None:
             return torch.zeros(())
-        p = p_on.float()
-        # log-odds from log p and log(1 - p): torch.logit's clamp would cut the gradient of confidently closed gates
-        margins = (torch.log(p.clamp_min(1e-30)) - torch.log1p(-p.clamp(max=1 - 1e-7))).clamp(max=COMPUTE_MARGIN_CAP)
+        margins = gate_log_odds(p_on).clamp(max=COMPUTE_MARGIN_CAP)
         return self.compute * (margins * costs).sum()
 
     def gradient(self, forward: Forward, x: Tensor, labels: Tensor, costs: Tensor | None,
@@ -155,7 +159,7 @@ class FGSMRS(InnerAttack):
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
                 costs: Tensor | None = None) -> Tensor:
-        start = _clip(x, x + _uniform(tuple(x.shape), -self.eps, self.eps, generator).to(x), self.eps)
+        start = _random_start(x, self.eps, generator)
         grad = self.gradient(forward, start, labels, costs)
         return _clip(x, start + self.alpha * self.eps * _LINF.ascent_direction(grad), self.eps).detach()
 
@@ -181,7 +185,7 @@ class PGDTraining(InnerAttack):
 
     def start(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """The random start: U(-eps, eps) around ``x``, in [0, 1]."""
-        return _clip(x, x + _uniform(tuple(x.shape), -self.eps, self.eps, generator).to(x), self.eps)
+        return _random_start(x, self.eps, generator)
 
     def iterate(self, forward: Forward, x: Tensor, start: Tensor, labels: Tensor, costs: Tensor | None,
                 clean_probs: Tensor | None = None) -> Tensor:
