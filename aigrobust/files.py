@@ -1,13 +1,16 @@
-"""File helpers shared by runs, reports, baselines and checkpoints: atomic writes and hashes.
+"""File helpers shared by runs, reports, baselines and checkpoints: atomic writes, folder swaps and hashes.
 
 A leaf module: it imports neither torch nor the models, so readers of run folders stay light.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -41,3 +44,53 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for the duration and raised again on exit (to the handlers in place before),
+    so a short sequence of renames is done whole or not begun. The Python-level handlers are swapped, not the
+    thread's signal mask: in a process with other threads (torch's) the kernel may hand the signal to any of them.
+    A no-op off the main thread, where handlers cannot be set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
+def swap_in(staging: Path, target: Path, owned: Iterable[str]) -> None:
+    """Move every entry of ``staging`` into ``target``, replacing the entries of the same names, and remove the
+    entries named in ``owned`` that the staging folder does not hold (what an older version wrote and this one no
+    longer does). Entries of ``target`` neither in ``staging`` nor in ``owned`` stay. Signals are held back while it
+    runs, so an interrupt leaves either the old set or the new one, never a mix. Folders are swapped whole: the old
+    one is renamed aside first, then removed."""
+    staging, target = Path(staging), Path(target)
+    new = sorted(p.name for p in staging.iterdir())
+    # index files last: a reader who follows the index finds what it names
+    new.sort(key=lambda name: name.startswith("index."))
+    stale = [name for name in owned if name not in new and (target / name).exists()]
+    aside = Path(tempfile.mkdtemp(dir=target, prefix=".replaced-"))
+    with signals_deferred():
+        for name in new:
+            existing = target / name
+            if existing.is_dir() and not existing.is_symlink() or (existing.exists() and (staging / name).is_dir()):
+                os.replace(existing, aside / name)
+            os.replace(staging / name, target / name)
+        for name in stale:
+            os.replace(target / name, aside / name)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.files import atomic_write_bytes
+from aigrobust.files import atomic_write_bytes, swap_in
 from aigrobust.masking import SanityFlag, flags_table, record_checks
 from aigrobust.metrics import (
     WORST,
@@ -322,6 +324,51 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
     return _save(fig)
 
 
+def _efficacy_step(ax: Any, cost: np.ndarray, label: str, **style: Any) -> None:
+    """One efficacy curve: the share of images at or below each normalised cost, its efficacy in the legend."""
+    cost = np.sort(np.asarray(cost, dtype=float))
+    share = np.arange(1, len(cost) + 1) / len(cost)
+    ax.step(np.concatenate([[0.0], cost, [1.0]]), np.concatenate([[0.0], share, [1.0]]), where="post",
+            label=f"{label} (efficacy {float((1 - cost).mean()):.2f})", **style)
+
+
+def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -> tuple[bytes, bytes] | None:
+    """Share of images running at most a given share of the full FLOPs, clean and under each compute attack (and
+    random-noise control) at its largest epsilon, one panel per gated model; None without compute attacks or
+    without the models' full FLOPs."""
+    import matplotlib.pyplot as plt
+
+    from attacks import attack_label
+
+    compute = records[(records["defense"] == "none") & (records["epsilon"] > 0)
+                      & records["attack"].astype(str).str.match(r"(compute-inflation|random-noise)")]
+    compute = compute[compute["model"].astype(str).map(lambda m: full_flops.get(m, 0.0) > 0)]
+    if compute.empty:
+        return None
+    models = list(dict.fromkeys(compute["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False, layout="constrained")
+    for ax, model in zip(axes[0], models):
+        rows = compute[compute["model"] == model]
+        full = full_flops[str(model)]
+        clean_drawn = False
+        for (attack, gate_grad), group in rows.groupby(["attack", "gate_grad"], sort=False):
+            eps = float(group["epsilon"].max())
+            at = group[np.isclose(group["epsilon"], eps)]
+            if not clean_drawn:  # the clean FLOPs are the same under every attack of a model
+                _efficacy_step(ax, at["clean_flops"].to_numpy() / full, "clean", color="black", linewidth=1.6)
+                clean_drawn = True
+            _efficacy_step(ax, at["adv_flops"].to_numpy() / full,
+                           f"{attack_label(str(attack))} {gate_grad} {format_eps(eps)}",
+                           linestyle="--" if str(attack).startswith("random-noise") else "-")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("executed FLOPs / every block open")
+        ax.set_ylabel("share of images at or below")
+        ax.set_title(str(model), fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    return _save(fig)
+
+
 # --- assembly -----------------------------------------------------------------------------------------------------
 def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half_width: float) -> list[str]:
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
@@ -362,14 +409,126 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half
     return lines
 
 
+@dataclass(frozen=True)
+class FigureInputs:
+    """What a report figure is drawn from: the records and the tables the report derives from them."""
+
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    layers: pd.DataFrame
+    classes: pd.DataFrame
+    gate_epsilon: float  # where the gate figures look: see gate_figure_epsilon
+    full_flops: dict[str, float]  # per model label, FLOPs with every block open (empty where unknown)
+    sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None
+
+
+FigureBuilder = Callable[[FigureInputs], "tuple[bytes, bytes] | None"]
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """A registered report figure: its file name, its caption, and what draws it (None: nothing to show here)."""
+
+    name: str
+    caption: str
+    build: FigureBuilder
+    gated_only: bool = False  # drawn only where the records hold a gated model
+
+
+FIGURES: dict[str, FigureEntry] = {}
+
+
+def register_figure(name: str, caption: str, gated_only: bool = False) -> Callable[[FigureBuilder], FigureBuilder]:
+    """Decorator: add a figure to every report, in registration order. The builder takes :class:`FigureInputs`
+    and returns (png, svg) bytes, or None where the records hold nothing for it (the figure is then left out);
+    ``gated_only`` figures are not asked where no gated model ran.
+    ``name`` is the file name under figures/ and must be new and a plain word (letters, digits, _ and -)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"figure name {name!r} must be letters, digits, _ or -")
+    if name in FIGURES:
+        raise ValueError(f"a figure named {name!r} is already registered")
+
+    def add(build: FigureBuilder) -> FigureBuilder:
+        FIGURES[name] = FigureEntry(name, caption, build, gated_only)
+        return build
+
+    return add
+
+
+def figure_caption(name: str) -> str:
+    """The registered caption of a figure (its name where none is registered)."""
+    entry = FIGURES.get(name)
+    return entry.caption if entry is not None else name
+
+
+@register_figure("accuracy_vs_epsilon",
+                 "Robust accuracy versus epsilon, per model and attack, one panel per defense setting (gated models: "
+                 "worst case over gate-gradient modes where several were run); shaded: the 95% interval of the "
+                 "worst case.")
+def _accuracy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    if not (inputs.summary["goal"] == "misclassify").any():  # only attacks on the gates ran
+        return None
+    return figure_accuracy_vs_epsilon(inputs.summary)
+
+
+@register_figure("layer_execution_rates",
+                 "Per-block execution rate on clean versus adversarial inputs, at the epsilon where the gate attacks "
+                 "(else the most attacks) ran.", gated_only=True)
+def _layer_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_layer_rates(inputs.layers, inputs.gate_epsilon)
+
+
+@register_figure("gate_flip_heatmap",
+                 "Share of samples whose gate flips, per block (columns) and epsilon (rows); square-root colour "
+                 "scale, so small rates stay visible.", gated_only=True)
+def _flip_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_flip_heatmap(inputs.layers)
+
+
+@register_figure("flops_clean_vs_adversarial",
+                 "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate attacks (else the "
+                 "most attacks) ran.", gated_only=True)
+def _flops_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_flops(inputs.summary, inputs.gate_epsilon)
+
+
+@register_figure("efficacy_curve",
+                 "DeepSloth's efficacy curve per gated model: the share of images (y) that run at most a given share "
+                 "of the full network's FLOPs (x), clean and under each compute attack and its random-noise control "
+                 "at the largest epsilon they ran; the area above a curve is its efficacy (1: nothing computed, 0: "
+                 "every block for every image). An attack that takes back the savings pushes its curve to the right "
+                 "edge.")
+def _efficacy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_efficacy_curve(inputs.records, inputs.full_flops)
+
+
+@register_figure("gate_raster",
+                 "Gate patterns of a few test images, clean against adversarial (the attack that changed the most "
+                 "patterns, at the epsilon of the gate figures), with each image beside its rows.", gated_only=True)
+def _raster_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    raster = gate_raster_rows(inputs.records, inputs.gate_epsilon)
+    if raster.empty:
+        return None
+    ids = [int(i) for i in raster["sample"]]
+    return figure_gate_raster(raster, inputs.sample_images(ids) if inputs.sample_images else {})
+
+
+@register_figure("class_execution_rates", "Clean execution rate of each block per class.")
+def _class_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return None if inputs.classes.empty else figure_class_rates(inputs.classes)
+
+
 def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
                  extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None,
-                 sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None) -> Report:
-    """Aggregate records into tables, figures and sanity flags; ``sample_images`` reads the images of given sample
-    ids (HxWx3 uint8) for the gate raster (without it the raster shows the patterns alone)."""
+                 sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None,
+                 full_flops: dict[str, float] | None = None) -> Report:
+    """Aggregate records into tables, every registered figure and sanity flags; ``sample_images`` reads the images
+    of given sample ids (HxWx3 uint8) for the gate raster (without it the raster shows the patterns alone);
+    ``full_flops`` (per model label, every block open) adds the FLOPs-weighted recovery, efficacy and its curve."""
     if records.empty:
         raise ValueError("no records to report")
-    summary = summarize(records)
+    full = dict(full_flops or {})
+    summary = summarize(records, full_flops=full)
     layers = layer_rates(records[records["gate_grad"] != "none"]) if (records["gate_grad"] != "none").any() \
         else pd.DataFrame()
     gated_rows = records[(records["defense"] == "none") & (records["gate_grad"] != "none")]  # plain models: all open
@@ -382,39 +541,15 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
                         f"+-{half:.1f} points (Wilson intervals in the tables).")
     report.worst_case = compact_table(summary)
     report.threat_model = threat_model(records, report.provenance, n, half)
-    if (summary["goal"] == "misclassify").any():  # else only attacks on the gates ran
-        report.figures["accuracy_vs_epsilon"] = figure_accuracy_vs_epsilon(summary)
-    if not report.layers.empty:
-        gate_eps = gate_figure_epsilon(records)
-        report.figures["layer_execution_rates"] = figure_layer_rates(report.layers, gate_eps)
-        report.figures["gate_flip_heatmap"] = figure_flip_heatmap(report.layers)
-        report.figures["flops_clean_vs_adversarial"] = figure_flops(summary, gate_eps)
-        raster = gate_raster_rows(records, gate_eps)
-        if not raster.empty:
-            ids = [int(i) for i in raster["sample"]]
-            report.figures["gate_raster"] = figure_gate_raster(raster, sample_images(ids) if sample_images else {})
-    else:
+    gate_eps = gate_figure_epsilon(records) if not layers.empty else 0.0
+    inputs = FigureInputs(records, summary, layers, class_table, gate_eps, full, sample_images)
+    for entry in FIGURES.values():
+        drawn = None if entry.gated_only and layers.empty else entry.build(inputs)
+        if drawn is not None:
+            report.figures[entry.name] = drawn
+    if layers.empty:
         report.notes.append("No gated model in these records: gate figures are omitted.")
-    if not class_table.empty:
-        report.figures["class_execution_rates"] = figure_class_rates(class_table)
     return report
-
-
-FIGURE_CAPTIONS = {
-    "accuracy_vs_epsilon": "Robust accuracy versus epsilon, per model and attack, one panel per defense setting "
-                           "(gated models: worst case over gate-gradient modes where several were run); shaded: the "
-                           "95% interval of the worst case.",
-    "layer_execution_rates": "Per-block execution rate on clean versus adversarial inputs, at the epsilon where the "
-                             "gate attacks (else the most attacks) ran.",
-    "gate_flip_heatmap": "Share of samples whose gate flips, per block (columns) and epsilon (rows); square-root "
-                         "colour scale, so small rates stay visible.",
-    "flops_clean_vs_adversarial": "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate "
-                                  "attacks (else the most attacks) ran.",
-    "class_execution_rates": "Clean execution rate of each block per class.",
-    "gate_raster": "Gate patterns of a few test images, clean against adversarial (the attack that changed the most "
-                   "patterns, at the epsilon of the gate figures), with each image beside its rows.",
-}
-
 
 
 def images_from_runs(runs: Sequence[Any], sample_ids: list[int]) -> dict[int, np.ndarray]:
@@ -445,8 +580,11 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
 
     provenance: dict[str, Any] = {"runs": [str(run.root) for run in runs]}
     provenance.update({str(run.root): run.document for run in runs if run.document})
+    full_flops: dict[str, float] = {}
+    for run in reversed(runs):  # runs listed first win, as for their records
+        full_flops.update(run.full_flops)
     report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance,
-                          sample_images=lambda ids: images_from_runs(runs, ids))
+                          sample_images=lambda ids: images_from_runs(runs, ids), full_flops=full_flops)
     report.preface = preface
     for run in runs:
         for model_name, value in run.noise_floor.items():
@@ -479,14 +617,34 @@ def refuse_foreign_folder(out_dir: Path) -> None:
                          "report would overwrite it; give another --out")
 
 
+REPORT_OWNED = (*REPORT_FILES, "provenance.json", "figures")  # what a report writes, so what a new one replaces
+
+
 def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """Write tables, figures, index.md and a self-contained index.html into ``out_dir`` (each file atomically)."""
+    """Write tables, figures, index.md and a self-contained index.html into ``out_dir``.
+
+    The report is built whole in a hidden folder inside ``out_dir`` and then swapped in (signals held back for the
+    renames): an interrupt or a full disk leaves the previous report as it was, never new tables beside old
+    figures. Files of an older report that this one does not write (a figure it no longer draws) go; files that
+    no report writes (records, a README) stay."""
     out_dir = Path(out_dir)
-    written: list[Path] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
+    try:
+        names = _write_files(report, staging)
+        swap_in(staging, out_dir, REPORT_OWNED)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in names]
+
+
+def _write_files(report: Report, folder: Path) -> list[str]:
+    """Every file of the report into ``folder``; their paths relative to it."""
+    written: list[str] = []
 
     def put(name: str, data: bytes) -> None:
-        atomic_write_bytes(out_dir / name, data)
-        written.append(out_dir / name)
+        atomic_write_bytes(folder / name, data)
+        written.append(name)
 
     table = headline(report.summary)
     caption = (f"{report.title}: robust accuracy (pointwise, worst case where named) with 95% Wilson intervals. "
@@ -548,7 +706,7 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
               "executed FLOPs adversarial over clean.", "", to_markdown(table)]
     parts += ["## Figures", ""]
     for name in report.figures:
-        parts += [f"![{name}](figures/{name}.png)", "", FIGURE_CAPTIONS.get(name, name), ""]
+        parts += [f"![{name}](figures/{name}.png)", "", figure_caption(name), ""]
     parts += ["Tables: [summary.csv](summary.csv), [summary.md](summary.md), [summary.tex](summary.tex)"
               + (", [layer_rates.csv](layer_rates.csv)" if not report.layers.empty else "")
               + (", [class_rates.csv](class_rates.csv)" if not report.classes.empty else "") + ".", ""]
@@ -579,7 +737,7 @@ def _html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str
         flags=[{"css": r.status.replace("/", ""), "status": r.status, "check": r.check, "model": r.model,
                 "sentence": r.sentence} for r in ordered],
         # inline SVG: the page's own check can find the bands and raster rows by their element ids
-        figures=[{"name": name, "caption": FIGURE_CAPTIONS.get(name, name), "svg": Markup(_inline_svg(svg))}  # noqa: S704
+        figures=[{"name": name, "caption": figure_caption(name), "svg": Markup(_inline_svg(svg))}  # noqa: S704
                  for name, (_, svg) in report.figures.items()],
         worst_case={"columns": [str(c) for c in report.worst_case.columns],
                     "rows": [[str(v) for v in row] for row in report.worst_case.itertuples(index=False)]},

@@ -479,6 +479,21 @@ class FinishedRun:
         finished before origins were noted."""
         return {str(k): int(v) for k, v in (self.extras.get("unit_origins") or {}).items()}
 
+    @property
+    def full_flops(self) -> dict[str, float]:
+        """Per model, the FLOPs with every block open at the run's input size (what the share of saved compute
+        an attack takes back is measured against). Runs sealed before it was noted give it through their summary's
+        efficacy, mean(1 - F / F_full) = 1 - mean(F) / F_full; a model without either is left out."""
+        noted = self.extras.get("full_flops")
+        if isinstance(noted, dict):
+            return {str(k): float(v) for k, v in noted.items()}
+        recovered: dict[str, float] = {}
+        for row in (_read_json(self.root / SUMMARY_FILE, required=False) or {}).get("summary", []):
+            efficacy, clean = row.get("efficacy_clean"), row.get("clean_flops")
+            if isinstance(efficacy, float) and isinstance(clean, float) and 0 <= efficacy < 1:
+                recovered.setdefault(str(row.get("model")), clean / (1 - efficacy))
+        return recovered
+
     def records(self) -> pd.DataFrame:
         """The run's records, refused where they no longer match run.json; records from before attacks carried
         their canonical spec get it from run.json's attack specs."""

@@ -1,0 +1,200 @@
+"""How a report is assembled and written: registered figures, the efficacy curve with the runs' full FLOPs, and a
+write that replaces the previous report whole or not at all (interrupts, a full disk)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from aigrobust import reports
+from aigrobust.checkpoints import save_checkpoint
+from aigrobust.cli import cli
+from aigrobust.files import signals_deferred, swap_in
+from aigrobust.runs import FinishedRun
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def compute_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sealed run of the compute attack and its random-noise control on a half-closed tiny gated network."""
+    import numpy as np
+
+    from aigrobust import create_model
+    from tests.conftest import half_closed
+
+    root = tmp_path_factory.mktemp("compute")
+    checkpoint = root / "tiny_aig.safetensors"
+    save_checkpoint(half_closed(create_model("tiny_aig")), checkpoint)
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    data.mkdir()
+    np.savez(data / "cifar10_test.npz", images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+             labels=rng.integers(0, 10, 16).astype(np.int64))
+    out = root / "run"
+    code, output = invoke("attack", "--checkpoint", f"tiny={checkpoint}", "--attack", "compute-inflation:steps=3",
+                          "--attack", "random-noise", "--eps", "8/255", "--data-dir", str(data), "--n-samples", "16",
+                          "--out", str(out))
+    assert code == 0, output
+    return out
+
+
+@pytest.fixture
+def extra_figure() -> Iterator[str]:
+    """A figure registered for one test, removed after it."""
+    name = "test_extra_figure"
+
+    @reports.register_figure(name, "A figure registered by a test.")
+    def _draw(inputs: reports.FigureInputs) -> tuple[bytes, bytes] | None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot(range(len(inputs.records)))
+        return reports._save(fig)
+
+    yield name
+    reports.FIGURES.pop(name, None)
+
+
+def test_runs_note_their_models_full_flops_and_older_runs_recover_them(compute_run: Path) -> None:
+    from aigrobust import create_model
+
+    noted = FinishedRun.open(compute_run).full_flops
+    assert noted == {"tiny": pytest.approx(create_model("tiny_aig").flop_profile((3, 32, 32)).full)}
+    summary = json.loads((compute_run / "summary.json").read_text())
+    del summary["full_flops"]  # a run sealed before the figure was noted
+    (compute_run / "summary.json").write_text(json.dumps(summary))
+    try:
+        assert FinishedRun.open(compute_run).full_flops == {"tiny": pytest.approx(noted["tiny"], rel=1e-9)}
+    finally:
+        summary["full_flops"] = noted
+        (compute_run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_draws_the_efficacy_curve_and_fills_the_flops_weighted_recovery(compute_run: Path,
+                                                                              tmp_path: Path) -> None:
+    code, output = invoke("report", str(compute_run), "--out", str(tmp_path / "report"), "--no-probe")
+    assert code == 0, output
+    assert (tmp_path / "report" / "figures" / "efficacy_curve.png").stat().st_size > 1000
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    compute = summary[summary["attack"].str.startswith("compute-inflation") & (summary["epsilon"] > 0)]
+    sealed = pd.read_csv(compute_run / "summary.csv")
+    sealed = sealed[sealed["attack"].str.startswith("compute-inflation") & (sealed["epsilon"] > 0)]
+    # the report's recovery is the run's own (the runs' full FLOPs reach the report)
+    assert compute["recovery"].tolist() == pytest.approx(sealed["recovery"].tolist())
+    assert compute["recovery"].notna().all()
+    page = (tmp_path / "report" / "index.md").read_text()
+    assert reports.figure_caption("efficacy_curve") in page
+
+
+def test_a_registered_figure_is_drawn_captioned_and_names_are_checked(compute_run: Path, tmp_path: Path,
+                                                                     extra_figure: str) -> None:
+    code, output = invoke("report", str(compute_run), "--out", str(tmp_path / "report"), "--no-probe")
+    assert code == 0, output
+    assert (tmp_path / "report" / "figures" / f"{extra_figure}.svg").is_file()
+    assert "A figure registered by a test." in (tmp_path / "report" / "index.md").read_text()
+    assert "A figure registered by a test." in (tmp_path / "report" / "index.html").read_text()
+    with pytest.raises(ValueError, match="already registered"):
+        reports.register_figure(extra_figure, "again")
+    with pytest.raises(ValueError, match="letters, digits"):
+        reports.register_figure("../escape", "a path")
+
+
+def test_a_new_report_replaces_the_old_whole_and_keeps_what_no_report_wrote(compute_run: Path, tmp_path: Path,
+                                                                          extra_figure: str) -> None:
+    out = tmp_path / "report"
+    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe")
+    assert code == 0, output
+    assert (out / "figures" / f"{extra_figure}.png").is_file()
+    (out / "README.md").write_text("the user's own notes")
+    (out / "records").mkdir()
+    (out / "records" / "kept.csv").write_text("a,b\n")
+    reports.FIGURES.pop(extra_figure)  # the next report no longer draws it
+    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe")
+    assert code == 0, output
+    assert not (out / "figures" / f"{extra_figure}.png").exists()  # a stale figure does not outlive its report
+    assert (out / "README.md").read_text() == "the user's own notes"
+    assert (out / "records" / "kept.csv").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging or set-aside folder left
+
+
+def test_a_full_disk_leaves_the_previous_report_untouched(compute_run: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "report"
+    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe")
+    assert code == 0, output
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real_write = reports.atomic_write_bytes
+    calls = {"n": 0}
+
+    def fill_up(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] > 4:  # a few files fit, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(reports, "atomic_write_bytes", fill_up)
+    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe", "--title", "a new title")
+    assert code == 2
+    assert output.strip().splitlines()[-1] == f"Error: cannot write the report to {out}: No space left on device"
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_swap_in_is_not_cut_by_a_signal(tmp_path: Path) -> None:
+    """SIGTERM sent while the renames run is delivered after them: the target holds the whole new set."""
+    target, staging = tmp_path / "target", tmp_path / "staging"
+    target.mkdir()
+    staging.mkdir()
+    for name in ("a.csv", "index.md"):
+        (target / name).write_text("old")
+        (staging / name).write_text("new")
+    (target / "figures").mkdir()
+    (target / "figures" / "old.png").write_text("old")
+    (staging / "figures").mkdir()
+    (staging / "figures" / "new.png").write_text("new")
+    seen: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append(f"signal with index {(target / 'index.md').read_text()}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    real_replace = os.replace
+
+    def replace_then_signal(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        real_replace(src, dst)
+        if Path(dst).name == "a.csv":
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-swap
+
+    try:
+        os.replace = replace_then_signal  # type: ignore[assignment]
+        swap_in(staging, target, ("a.csv", "index.md", "figures", "gone.csv"))
+    finally:
+        os.replace = real_replace
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["signal with index new"]
+    assert sorted(p.name for p in target.rglob("*")) == ["a.csv", "figures", "index.md", "new.png"]
+
+
+def test_signals_deferred_delivers_held_signals_on_exit() -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert seen == []
+        assert seen == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
