@@ -5,8 +5,10 @@ Only this module prints, parses arguments and owns progress bars; user errors be
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
         result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
                        on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
     except (TrainingError, CheckpointError, OSError) as err:
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            raise  # main() says it in one line; the last checkpoint stays whole
         raise BadInput(str(err)) from None
     finally:
         bar.close()
@@ -392,6 +396,8 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     try:
         written = write_report(report, out_dir)
     except OSError as err:
+        if err.errno in DISK_ERRORS:
+            raise  # main() says it in one line; the previous report stays as it was
         raise BadInput(f"cannot write the report to {out_dir}: {err.strerror}") from None
     warnings = [f for f in report.flags if f.status == "warn"]
     click.echo(f"report: {out_dir / 'index.html'} and index.md ({len(written)} files, {len(report.figures)} figures)")
@@ -476,10 +482,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+EXIT_DISK = 74  # sysexits' EX_IOERR: the disk, not the input, stopped the command
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
 def main() -> None:
-    """Console-script entry point. SIGINT and SIGTERM end a command the same way: what was saved stays (run folders,
-    training checkpoints: ``--resume`` continues), locks are released, one line on stderr, exit 128 + the signal
-    number (130 for SIGINT, 143 for SIGTERM), as shells report a process killed by it."""
+    """Console-script entry point. SIGINT and SIGTERM end a command the same way: what was saved stays (run
+    folders, training checkpoints: ``--resume`` continues), locks are released, one line on stderr, exit 128 + the
+    signal number (130 for SIGINT, 143 for SIGTERM), as shells report a process killed by it. A full disk (or a
+    quota, a read-only or failing one) ends it with one line and exit 74: every file is written through a temporary
+    and a rename, so nothing is left half-written."""
     import signal
     import sys
 
@@ -487,6 +499,14 @@ def main() -> None:
         signal.signal(signum, _interrupt)
     try:
         cli(prog_name="aigrobust")
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        click.echo(f"aigrobust: {err.strerror or os.strerror(err.errno)}{where}; what was saved before is kept and "
+                   "whole: free space, then run the same command again (--resume continues a run or a training)",
+                   err=True)
+        sys.exit(EXIT_DISK)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
         click.echo(f"aigrobust: stopped by {name}; what was saved is kept (--resume continues a run or a training)",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from aigrobust.files import atomic_write_bytes
+from aigrobust.files import append_line, atomic_write_bytes
 from aigrobust.metrics import GROUP
 
 RECORDS_FILE = "records.csv.gz"
@@ -355,10 +355,9 @@ class RunFolder:
         return UnitStore(load=load, save=save)
 
     def _note_origin(self, model: str, batch: int, unit: str, origin: str) -> None:
-        # one JSON line per saved unit; a line cut short by a kill is skipped when read
-        line = json.dumps({"model": model, "batch": batch, "unit": unit, "origin": origin})
-        with open(self.root / PARTS_DIR / PROVENANCE_FILE, "a") as handle:
-            handle.write(line + "\n")
+        # one JSON line per saved unit; a line cut short by a kill or a full disk is skipped when read
+        append_line(self.root / PARTS_DIR / PROVENANCE_FILE,
+                    json.dumps({"model": model, "batch": batch, "unit": unit, "origin": origin}))
 
     def unit_origins(self) -> dict[str, int]:
         """How many of the run's units each origin made ("cpu (torch 2.14.1, 2 threads)", "copied from RUN"), counted

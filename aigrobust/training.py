@@ -1,8 +1,8 @@
 """Training plain and gated ResNets: SGD, step/cosine/one-cycle schedules, target-rate loss, resumable.
 
 Every epoch writes ``last.safetensors`` (the model, our checkpoint format) and ``train_state.pt`` (optimizer,
-generators, history) atomically, and appends a line to ``log.jsonl``; ``resume=True`` continues from them and ends
-with the same weights as an uninterrupted run (CPU, same seed).
+generators, history) atomically, and rewrites ``log.jsonl`` (one line per epoch) from that history, also atomically;
+``resume=True`` continues from them and ends with the same weights as an uninterrupted run (CPU, same seed).
 """
 
 from __future__ import annotations
@@ -637,8 +637,9 @@ def _save_epoch(config: TrainConfig, run: _Run, epoch: int, record: EpochRecord,
     save_checkpoint(run.published, out_dir / MODEL_FILE, **metadata)
     if record.best:
         save_checkpoint(run.published, out_dir / BEST_FILE, **metadata)
-    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(record)) + "\n")
+    # the whole history, rewritten atomically: a full disk or a kill between the state and the log cannot leave a
+    # log that lacks an epoch the state holds, or a line cut in half
+    atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(asdict(r)) + "\n" for r in run.history).encode())
 
 
 def _data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from aigrobust import reports
 from aigrobust.checkpoints import save_checkpoint
-from aigrobust.cli import cli
+from aigrobust.cli import EXIT_DISK, cli, main
 from aigrobust.files import signals_deferred, swap_in
 from aigrobust.runs import FinishedRun
 
@@ -130,7 +131,8 @@ def test_a_new_report_replaces_the_old_whole_and_keeps_what_no_report_wrote(comp
 
 
 def test_a_full_disk_leaves_the_previous_report_untouched(compute_run: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
     code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe")
     assert code == 0, output
@@ -145,9 +147,14 @@ def test_a_full_disk_leaves_the_previous_report_untouched(compute_run: Path, tmp
         real_write(path, data)
 
     monkeypatch.setattr(reports, "atomic_write_bytes", fill_up)
-    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe", "--title", "a new title")
-    assert code == 2
-    assert output.strip().splitlines()[-1] == f"Error: cannot write the report to {out}: No space left on device"
+    monkeypatch.setattr(sys, "argv", ["aigrobust", "report", str(compute_run), "--out", str(out), "--no-probe",
+                                      "--title", "a new title"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == EXIT_DISK
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aigrobust: No space left on device writing ")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
