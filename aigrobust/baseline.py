@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,7 @@ def _check_metrics(metrics: Any) -> None:
 def _check_spec(spec: Any) -> None:
     from aigrobust.data import DATASETS
     from aigrobust.evaluation import parse_epsilon
+    from aigrobust.registry import UnknownModelError, get_model_info
     if not isinstance(spec, dict):
         raise BaselineError("spec must be an object")
     for key in ("models", "dataset", "sample_indices", "attacks", "epsilons"):
@@ -127,14 +129,28 @@ def _check_spec(spec: Any) -> None:
     for label, entry in models.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
             raise BaselineError(f"spec model {label!r} must be an object naming its model")
+        try:
+            get_model_info(entry["model"])
+        except UnknownModelError as err:
+            raise BaselineError(f"spec model {label!r}: {err}") from None
         if not isinstance(entry.get("checkpoint"), (str, type(None))):
             raise BaselineError(f"spec model {label!r}: checkpoint must be a relative path or null")
+        if entry.get("checkpoint") is not None and not _is_sha256(entry.get("sha256")):
+            raise BaselineError(f"spec model {label!r}: its checkpoint's sha256 is missing or malformed (without it a "
+                                "replaced checkpoint would pass unnoticed)")
+    if not _is_sha256(spec.get("data_sha256")):
+        raise BaselineError("spec data_sha256 is missing or malformed: the fingerprint of the baseline's images, "
+                            "without which another image set would pass unnoticed")
     if spec["dataset"] not in DATASETS:
         raise BaselineError(f"spec dataset must be one of {', '.join(DATASETS)}, got {spec['dataset']!r}")
     indices = spec["sample_indices"]
     if (not isinstance(indices, list) or not indices
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)):
         raise BaselineError("spec sample_indices must be a non-empty list of sample numbers")
+    repeated = sorted({i for i in indices if indices.count(i) > 1}) if len(set(indices)) < len(indices) else []
+    if repeated:  # a sample counted twice would weigh twice in every rate and collide in the per-sample records
+        raise BaselineError(f"spec sample_indices repeats sample {repeated[0]}"
+                            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""))
     if not isinstance(spec["attacks"], list) or not spec["attacks"]:
         raise BaselineError("spec attacks must be a non-empty list of attack specs")
     if not isinstance(spec["epsilons"], list) or not spec["epsilons"]:
@@ -150,6 +166,10 @@ def _check_spec(spec: Any) -> None:
         _build_eval_spec(spec)
     except (ValueError, KeyError) as err:  # unknown attacks, bad epsilons, gate or defense settings
         raise BaselineError(f"spec: {str(err).strip(chr(39))}") from None
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _build_eval_spec(spec: dict[str, Any]) -> Any:
@@ -325,12 +345,16 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     from aigrobust.data import load_dataset
     from aigrobust.evaluation import ModelEntry, run_evaluation
     from aigrobust.factory import create_model, load_checkpoint
+    from aigrobust.registry import split_tag
 
     entries = []
     for label, entry in spec["models"].items():
         checkpoint = resolve(base, entry.get("checkpoint"))
         if checkpoint is not None:
             model, _ = load_checkpoint(checkpoint)
+            if split_tag(entry["model"])[0] != model.registry_name:
+                raise BaselineError(f"spec model {label!r} names a {entry['model']}, but its checkpoint holds a "
+                                    f"{model.registry_name}")
         else:
             model = create_model(entry["model"], pretrained=True).eval()
         entries.append(ModelEntry(label, model, source=str(checkpoint or "pretrained")))

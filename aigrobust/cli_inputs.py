@@ -209,12 +209,24 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
             entries.append(ModelEntry(name, model, source="pretrained"))
     if not entries:
         raise BadInput("give --model or --checkpoint")
+    refuse_colliding_labels(entries)
+    return entries
+
+
+def refuse_colliding_labels(entries: list[Any]) -> None:
+    """Each model's label names its files in the run folder: refuse a label given twice, and two that differ only
+    in case (one file on a case-insensitive disk, as macOS and Windows have by default)."""
     labels = [e.name for e in entries]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise BadInput(f"model name {', '.join(map(repr, repeated))} given twice; give each model once, and label "
                        "checkpoints as --checkpoint LABEL=PATH")
-    return entries
+    folded: dict[str, str] = {}
+    for label in labels:
+        other = folded.setdefault(label.casefold(), label)
+        if other != label:
+            raise BadInput(f"model names {other!r} and {label!r} differ only in case: their files would be one on a "
+                           "case-insensitive disk; label one of them otherwise (--checkpoint LABEL=PATH)")
 
 
 def require_weights(models: tuple[str, ...], labelled_checkpoints: bool = True, otherwise: str = "") -> None:
@@ -271,6 +283,7 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
         if models:
             require_weights(models)
             entries = model_entries(models, ()) + entries
+            refuse_colliding_labels(entries)
     else:
         require_weights(pretrained_names(models, checkpoints))
         entries = model_entries(models, checkpoints)

@@ -198,6 +198,12 @@ def _bad_baselines(root: Path, paths: dict[str, Path]) -> None:
     variant("models_list", spec("models", ["tiny_aig"]))
     variant("unknown_attack", spec("attacks", ["fgsn"]))
     variant("no_samples", spec("sample_indices", []))
+    variant("repeated_samples", spec("sample_indices", [0, 1, 1]))
+    variant("unknown_model", lambda d: next(iter(d["spec"]["models"].values())).__setitem__("model", "resnet2O"))
+    variant("other_model", lambda d: next(iter(d["spec"]["models"].values())).__setitem__("model", "resnet20"))
+    variant("no_model_hash", lambda d: next(iter(d["spec"]["models"].values())).pop("sha256"))
+    variant("no_data_hash", lambda d: d["spec"].pop("data_sha256"))
+    variant("missing_samples", spec("sample_indices", [0, 10**9]))
     variant("absolute_checkpoint", model_checkpoint("/etc/passwd"))
     variant("escaping_checkpoint", model_checkpoint("../../../../../../etc/passwd"))
     variant("swapped_images", spec("data_dir", "../swapped"))
@@ -214,6 +220,9 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "the label names the registered model resnet20, but the file holds a tiny_aig"),
         ("one checkpoint twice", [*attack, "--checkpoint", str(p["good"]), "--eps", "0.1"],
          "model name 'tiny_aig' given twice"),
+        ("two labels that differ only in case",
+         [*attack[:1], "--checkpoint", f"Mine={p['good']}", "--checkpoint", f"mine={p['good']}", *attack[3:], "--eps",
+          "0.1"], "model names 'Mine' and 'mine' differ only in case"),
         ("negative epsilon", [*attack, "--eps", "-0.1"], "outside [0, 1]"),
         ("NaN epsilon", [*attack, "--eps", "nan"], "outside [0, 1]"),
         ("epsilon above 1", [*attack, "--eps", "1.5"], "outside [0, 1]"),
@@ -393,6 +402,12 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
             ("models_list", "spec models must be an object"),
             ("unknown_attack", "unknown attack 'fgsn'"),
             ("no_samples", "sample_indices must be a non-empty list"),
+            ("repeated_samples", "sample_indices repeats sample 1"),
+            ("missing_samples", "the data lacks 1 of the baseline's samples (e.g. index 1000000000)"),
+            ("unknown_model", "spec model 'tiny_aig': unknown model 'resnet2O'; did you mean"),
+            ("other_model", "names a resnet20, but its checkpoint holds a tiny_aig"),
+            ("no_model_hash", "its checkpoint's sha256 is missing or malformed"),
+            ("no_data_hash", "spec data_sha256 is missing or malformed"),
             ("absolute_checkpoint", "is an absolute path"),
             ("escaping_checkpoint", "outside the baseline's folder"),
             ("swapped_images", "the baseline's images differ from the data found"),
