@@ -11,6 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DynamicNetwork": "aigrobust.models.dynamic",
+    "GatedAdapter": "aigrobust.models.dynamic",
     "GateExecution": "aigrobust.models.gates",
     "GateGrad": "aigrobust.models.gates",
     "GateMode": "aigrobust.models.gates",

@@ -77,7 +77,8 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
                     defense_grads=tuple(defense_grads), early_exit=early_exit)
     run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size, device=device)
-    return Summary(table=summarize(run.records), records=run.records, spec=spec)
+    full_flops = {e.name: float(e.model.flop_profile(tuple(images.shape[1:])).full) for e in entries}
+    return Summary(table=summarize(run.records, full_flops=full_flops), records=run.records, spec=spec)
 
 
 def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:

@@ -217,10 +217,29 @@ def _pattern(decisions: Tensor) -> list[str]:
     return ["".join("1" if v else "0" for v in row) for row in rows]
 
 
-def _settings(spec: EvalSpec, gated: bool) -> list[tuple[str, str, str]]:
+def _gate_grads(spec: EvalSpec, model: Any) -> tuple[str, ...]:
+    """The gate-gradient modes to run on ``model``: none without gates; where the network offers fewer modes than
+    ours (``supported_gate_grads``, e.g. a user's network through GatedAdapter), 'all' means all it offers and a
+    mode it lacks, named alone, is refused."""
+    if not model.is_gated:
+        return (NO_GATES,)
+    offered = getattr(model, "supported_gate_grads", None)
+    if offered is None:
+        return spec.gate_grads
+    offered = tuple(str(GateGrad(g)) for g in offered)
+    if set(spec.gate_grads) == {str(g) for g in GateGrad}:  # 'all'
+        return offered
+    missing = [g for g in spec.gate_grads if g not in offered]
+    if missing:
+        raise ValueError(f"{model.registry_name} offers gate gradient {', '.join(offered)} only, not "
+                         f"{', '.join(missing)}")
+    return spec.gate_grads
+
+
+def _settings(spec: EvalSpec, model: Any) -> list[tuple[str, str, str]]:
     """(defense, defense_grad, gate_grad) combinations to run for one model."""
     combos = []
-    gate_grads = spec.gate_grads if gated else (NO_GATES,)
+    gate_grads = _gate_grads(spec, model)
     for defense_spec in spec.defenses:
         defense = spec.defense(defense_spec)
         if defense.name == "none":
@@ -348,7 +367,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     model.eval()
     frames = []
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
-    for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model.is_gated)):
+    for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model)):
         setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, clean_cache)
         standing = _clean_standing(setting, spec.epsilons, len(labels))
         for a, attack in enumerate(attacks):

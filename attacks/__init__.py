@@ -122,12 +122,12 @@ register_attack("apgd-t", APGDTargeted, label="APGD-T")
 register_attack("fab-t", FABTargeted, label="FAB-T")
 register_attack("square", SquareAttack, label="Square")
 _COMPUTE_RULES = {
-    "gate_loss": (lambda v: v in ("hinge", "pnorm", "capped"), "hinge, pnorm or capped"),
+    "gate_loss": (lambda v: v in ("prob", "hinge", "pnorm", "capped"), "prob, hinge, pnorm or capped"),
     "kappa": (lambda v: _number(v) and v > 0, "a number > 0"),
     "p": (lambda v: _number(v) and v >= 1, "a number >= 1"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
-    "schedule": (lambda v: v in ("apgd", "fixed"), "apgd or fixed"),
+    "schedule": (lambda v: v in ("adam", "apgd", "fixed"), "adam, apgd or fixed"),
 }
 register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES)
 register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES)

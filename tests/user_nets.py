@@ -34,3 +34,62 @@ def build() -> nn.Module:
 def build_with_extra() -> nn.Module:
     torch.manual_seed(0)
     return WithExtra()
+
+
+class SkipNetStyle(nn.Module):
+    """A SkipNet-style dynamic network written as a user would, not with aigrobust's classes: a stem, residual blocks
+    each preceded by its own small gate network (pooled features -> a 2-layer MLP -> one log-odds of running the
+    block), a head. In eval mode a closed block is really skipped for that sample; in train mode the block is
+    scaled by the gate's sigmoid. forward returns (logits, gate log-odds (N, blocks))."""
+
+    def __init__(self, width: int = 8, blocks: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                          nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+            for _ in range(blocks))
+        self.gates = nn.ModuleList(nn.Sequential(nn.Linear(width, 8), nn.ReLU(), nn.Linear(8, 1))
+                                   for _ in range(blocks))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.stem(x)
+        log_odds = []
+        for block, gate in zip(self.blocks, self.gates):
+            g = gate(h.mean(dim=(2, 3))).squeeze(1)
+            log_odds.append(g)
+            if self.training:
+                h = torch.relu(h + torch.sigmoid(g).view(-1, 1, 1, 1) * block(h))
+                continue
+            run = g > 0
+            out = h.clone()
+            if bool(run.any()):
+                out[run] = torch.relu(h[run] + block(h[run]))
+            h = out
+        return self.head(h.mean(dim=(2, 3))), torch.stack(log_odds, dim=1)
+
+
+def build_skipnet() -> nn.Module:
+    """The SkipNet-style network through aigrobust's adapter, with its blocks' FLOPs counted once, gate biases set
+    so that each gate is near its threshold on natural images (about half the blocks run)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from aigrobust import GatedAdapter
+
+    torch.manual_seed(0)
+    net = SkipNetStyle().eval()
+    with torch.no_grad():
+        for gate in net.gates:
+            gate[2].weight.mul_(8.0)
+        probe = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        h = net.stem(probe)
+        for block, gate in zip(net.blocks, net.gates):
+            g = gate(h.mean(dim=(2, 3))).squeeze(1)
+            gate[2].bias -= g.median()
+            h = torch.relu(h + block(h))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            net.blocks[0](torch.zeros(1, 8, 32, 32))
+    block_flops = [float(counter.get_total_flops())] * len(net.blocks)
+    return GatedAdapter(net, block_flops, name="skipnet-style")
