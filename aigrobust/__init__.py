@@ -11,6 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AigrobustError": "aigrobust.errors",
     "DynamicNetwork": "aigrobust.models.dynamic",
     "GatedAdapter": "aigrobust.models.dynamic",
     "GateExecution": "aigrobust.models.gates",

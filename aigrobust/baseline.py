@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from aigrobust.errors import AigrobustError
 from aigrobust.files import atomic_write_bytes, file_sha256
 from aigrobust.metrics import GROUP, WORST, format_eps, summarize
 
@@ -30,7 +31,7 @@ MAX_TOLERANCE = 0.1  # a looser tolerance would let a real regression pass (1e9 
 METRIC_FIELDS = ("robust_acc", "adv_flops", "unchanged_gates")
 
 
-class BaselineError(ValueError):
+class BaselineError(AigrobustError, ValueError):
     """A baseline file that cannot be used (missing, malformed, or naming missing files)."""
 
 

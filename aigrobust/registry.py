@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aigrobust.errors import AigrobustError
+
 if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
 
@@ -25,7 +27,7 @@ PINNED_SHA256 = {
 DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(AigrobustError, KeyError):
     """A model name that is not registered; the message suggests the closest names."""
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from aigrobust.errors import AigrobustError
 from aigrobust.files import append_line, atomic_write_bytes
 from aigrobust.metrics import GROUP
 
@@ -32,7 +33,7 @@ COPIED_FROM = "copied from "  # the origin of a unit copied from an earlier run:
 INTEGRITY_KEY = "records"  # run.json: row count and sha256 of the finished records file
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(AigrobustError, RuntimeError):
     """A run folder that cannot be used (not writable, another run's spec, corrupt parts)."""
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from aigrobust.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
 from aigrobust.clean_accuracy import evaluate_clean
 from aigrobust.data import ArrayDataset
+from aigrobust.errors import AigrobustError
 from aigrobust.factory import create_model
 from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
@@ -51,7 +52,7 @@ class Schedule(str, enum.Enum):
     ONECYCLE = "onecycle"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AigrobustError, RuntimeError):
     """A training run that cannot start or resume (e.g. a resume with another configuration)."""
 
 

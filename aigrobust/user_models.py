@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from aigrobust.errors import CheckpointError
+from aigrobust.errors import AigrobustError, CheckpointError
 
 CODE_PREFIX = "code:"  # how run.json names a model built from user code: code:IMPORT.PATH:CALLABLE
 
 
-class ModelCodeError(ValueError):
+class ModelCodeError(AigrobustError, ValueError):
     """An import path that does not name a callable returning an nn.Module; the message is one line."""
 
 

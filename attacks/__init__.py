@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigrobust.errors import AigrobustError
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
 from attacks.compute_attack import ComputeInflation, RandomNoise
 from attacks.fab import FABTargeted
@@ -30,7 +31,7 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 
 
-class UnknownAttackError(KeyError):
+class UnknownAttackError(AigrobustError, KeyError):
     """An attack name that is not registered; the message suggests the closest."""
 
     def __str__(self) -> str:
@@ -42,7 +43,7 @@ def list_attacks() -> list[str]:
     return sorted(_ATTACKS)
 
 
-class AttackSpecError(ValueError):
+class AttackSpecError(AigrobustError, ValueError):
     """A setting of an attack that is unknown, of the wrong type or out of range; the message is one line."""
 
 

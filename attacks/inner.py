@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aigrobust.errors import AigrobustError
 from attacks.base import LinfDistance
 from attacks.compute_attack import gate_log_odds
 
@@ -41,7 +42,7 @@ COMPUTE_MARGIN_CAP = 2.0  # a gate this far past 'on' (in log-odds) stops pullin
 _LINF = LinfDistance()
 
 
-class InnerSpecError(ValueError):
+class InnerSpecError(AigrobustError, ValueError):
     """A training attack setting that is unknown, of the wrong type or out of range; the message is one line."""
 
 

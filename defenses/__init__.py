@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrobust.errors import AigrobustError
 from defenses.base import AttackerDefenseView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
 from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
@@ -40,7 +41,7 @@ def defense_examples() -> str:
     return ", ".join(["none", *(e.example for e in _DEFENSES.values())])
 
 
-class DefenseSpecError(ValueError):
+class DefenseSpecError(AigrobustError, ValueError):
     """A defense spec that cannot be parsed (unknown name or bad parameter)."""
 
 

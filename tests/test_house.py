@@ -115,3 +115,25 @@ def test_models_lists_weights_and_details_counts_live() -> None:
     assert " none " in lines["aig56"]
     details = CliRunner().invoke(cli, ["models", "tiny*", "--details"])
     assert details.exit_code == 0 and "12,362" in details.output  # tiny_aig's parameters, counted now
+
+
+def test_every_error_the_library_defines_has_one_base() -> None:
+    """One error base class: each error type aigrobust, attacks and defenses define derives from AigrobustError."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from aigrobust.errors import AigrobustError
+
+    found = []
+    for package in ("aigrobust", "attacks", "defenses"):
+        root = importlib.import_module(package)
+        names = [package] + [f"{package}.{m.name}" for m in pkgutil.walk_packages(root.__path__)
+                             if not m.name.startswith(("__main__", "cli"))]
+        for name in names:
+            module = importlib.import_module(name)
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ == name and issubclass(cls, Exception) and cls.__name__.endswith("Error"):
+                    found.append(cls)
+    assert len(found) >= 10
+    assert [c.__qualname__ for c in found if not issubclass(c, AigrobustError)] == []

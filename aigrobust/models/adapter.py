@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aigrobust.errors import AigrobustError
 from aigrobust.models.base import FlopProfile, InputNormalization, _count_flops
 from aigrobust.models.gates import GateMode, GateTrace
 
 
-class ModelOutputError(TypeError):
+class ModelOutputError(AigrobustError, TypeError):
     """A model whose forward does not return one logits tensor (a tuple, a dict): the message says what to do."""
 
 
