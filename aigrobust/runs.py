@@ -75,11 +75,39 @@ def read_records(path: Path) -> pd.DataFrame:
         raise RunFolderError(f"{path}: not aigrobust records (no column {', '.join(missing)})")
     if frame.empty:
         raise RunFolderError(f"{path}: holds no records")
+    _refuse_malformed_rows(frame, path)
     if expected is not None and len(frame) != expected.get("rows"):
         raise RunFolderError(f"{path}: {len(frame)} rows where run.json recorded {expected.get('rows')}")
     if "adv_draw_acc" not in frame.columns and "adv_correct" in frame.columns:  # records of deterministic models,
         frame["adv_draw_acc"] = frame["adv_correct"].astype(float)              # written before draws were judged
     return frame
+
+
+NUMERIC_COLUMNS = ("epsilon", "sample", "label", "clean_pred", "adv_pred", "linf", "l2", "hamming", "clean_flops",
+                   "adv_flops")
+FLAG_COLUMNS = ("clean_correct", "adv_correct", "success")
+
+
+def _refuse_malformed_rows(frame: pd.DataFrame, path: Path) -> None:
+    """A records file cut in the middle of a row (or edited) parses, with empty or text cells where numbers belong;
+    without a run.json to check it against, say which row, instead of failing later on a string."""
+    for column in NUMERIC_COLUMNS:
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna()
+        if bool(bad.any()):
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise RunFolderError(f"{path}: row {row + 1} is cut short or malformed ({column} = "
+                                 f"{frame[column].iloc[row]!r}): the file was truncated or edited")
+        frame[column] = values
+    for column in FLAG_COLUMNS:
+        if column in frame.columns:
+            ok = frame[column].astype(str).isin(("True", "False", "1", "0", "true", "false"))
+            if not bool(ok.all()):
+                row = int((~ok).to_numpy().nonzero()[0][0])
+                raise RunFolderError(f"{path}: row {row + 1} is cut short or malformed ({column} = "
+                                     f"{frame[column].iloc[row]!r}): the file was truncated or edited")
 
 
 def describe_differences(before: Any, now: Any, prefix: str = "") -> str:

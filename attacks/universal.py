@@ -31,10 +31,11 @@ def _mean_flops(model: Any, images: Tensor, delta: Tensor, batch_size: int) -> f
 
 
 def fit_universal(model: Any, images: Tensor, eps: float, steps: int = 50, batch_size: int = 128,
-                  rel_stepsize: float = 0.1, kappa: float = 0.5) -> tuple[Tensor, float]:
+                  rel_stepsize: float = 0.1, gate_loss: str = "prob") -> tuple[Tensor, float]:
     """The universal Linf perturbation of radius ``eps`` that raises executed FLOPs most on ``images``, and the
-    mean executed FLOPs it reaches there. Deterministic: it starts at zero and draws nothing."""
-    loss = ComputeInflation(gate_loss="hinge", kappa=kappa)
+    mean executed FLOPs it reaches there; ``gate_loss`` is the compute attack's (see ComputeInflation).
+    Deterministic: it starts at zero and draws nothing."""
+    loss = ComputeInflation(gate_loss=gate_loss)
     costs = torch.tensor(model.flop_profile(tuple(images.shape[1:])).residual, dtype=torch.float32,
                          device=images.device)
     costs = costs / costs.mean().clamp_min(1e-12)

@@ -32,7 +32,8 @@ def recovery(model: torch.nn.Module, clean: torch.Tensor, attacked: torch.Tensor
 @click.option("--judge", "n_judge", type=int, default=1000, show_default=True, help="First test images it is judged on.")
 @click.option("--eps", default="8/255", show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True)
-def main(n_fit: int, n_judge: int, eps: str, steps: int) -> None:
+@click.option("--gate-loss", default="prob", show_default=True, type=click.Choice(["prob", "hinge"]))
+def main(n_fit: int, n_judge: int, eps: str, steps: int, gate_loss: str) -> None:
     """Fit, judge, print."""
     radius = float(Fraction(eps))
     model = create_model("aig20", pretrained=True).eval()
@@ -40,10 +41,10 @@ def main(n_fit: int, n_judge: int, eps: str, steps: int) -> None:
     pick = np.sort(np.random.default_rng(0).permutation(len(train))[:n_fit])
     fit_images, _ = train.subset(pick).tensors()
     judge_images, _ = load_npz(SHARED / "cifar10_test_sample.npz").subset(range(n_judge)).tensors()
-    delta, _ = fit_universal(model, fit_images, radius, steps=steps)
+    delta, _ = fit_universal(model, fit_images, radius, steps=steps, gate_loss=gate_loss)
     signs = torch.where(torch.rand(judge_images.shape[1:], generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
     click.echo(machine_line())
-    click.echo(f"aig20, universal Linf {eps}, {steps} steps, fitted on {n_fit} training images (seeded pick), judged "
+    click.echo(f"aig20, universal Linf {eps}, {steps} steps, {gate_loss} gate loss, fitted on {n_fit} training images (seeded pick), judged "
                f"on the first {n_judge} test images")
     click.echo(f"recovery on the fitting images: {recovery(model, fit_images, apply_universal(fit_images, delta)):.3f}")
     click.echo(f"recovery on unseen test images: {recovery(model, judge_images, apply_universal(judge_images, delta)):.3f}"

@@ -205,3 +205,22 @@ def test_signals_deferred_delivers_held_signals_on_exit() -> None:
         assert seen == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_records_cut_mid_row_without_run_json_are_refused_with_the_row(compute_run: Path, tmp_path: Path) -> None:
+    import csv
+    import gzip
+    import io
+
+    lines = gzip.decompress((compute_run / "records.csv.gz").read_bytes()).decode().splitlines()
+    fields = next(csv.reader([lines[10]]))
+    half = io.StringIO()
+    csv.writer(half, lineterminator="").writerow(fields[:7])  # a writer stopped in the middle of a row
+    cut = lines[:10] + [half.getvalue()]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "records.csv.gz").write_bytes(gzip.compress(("\n".join(cut) + "\n").encode()))
+    code, output = invoke("report", str(loose), "--out", str(tmp_path / "report"), "--no-probe")
+    assert code == 2, output
+    assert "row 10 is cut short or malformed" in output and "Traceback" not in output
+    assert not (tmp_path / "report" / "index.md").exists()
