@@ -31,9 +31,11 @@ def _mean_flops(model: Any, images: Tensor, delta: Tensor, batch_size: int) -> f
 
 
 def fit_universal(model: Any, images: Tensor, eps: float, steps: int = 50, batch_size: int = 128,
-                  rel_stepsize: float = 0.1, gate_loss: str = "prob") -> tuple[Tensor, float]:
+                  rel_stepsize: float = 0.1, gate_loss: str = "hinge") -> tuple[Tensor, float]:
     """The universal Linf perturbation of radius ``eps`` that raises executed FLOPs most on ``images``, and the
-    mean executed FLOPs it reaches there; ``gate_loss`` is the compute attack's (see ComputeInflation).
+    mean executed FLOPs it reaches there; ``gate_loss`` is the compute attack's (see ComputeInflation): the hinge
+    here, as it generalised better to unseen images than the probability loss (0.276 against 0.258 recovery, 256
+    fitting images, 500 test images, 30 steps at 8/255).
     Deterministic: it starts at zero and draws nothing."""
     loss = ComputeInflation(gate_loss=gate_loss)
     costs = torch.tensor(model.flop_profile(tuple(images.shape[1:])).residual, dtype=torch.float32,

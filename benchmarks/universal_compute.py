@@ -32,7 +32,7 @@ def recovery(model: torch.nn.Module, clean: torch.Tensor, attacked: torch.Tensor
 @click.option("--judge", "n_judge", type=int, default=1000, show_default=True, help="First test images it is judged on.")
 @click.option("--eps", default="8/255", show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True)
-@click.option("--gate-loss", default="prob", show_default=True, type=click.Choice(["prob", "hinge"]))
+@click.option("--gate-loss", default="hinge", show_default=True, type=click.Choice(["hinge", "prob"]))
 def main(n_fit: int, n_judge: int, eps: str, steps: int, gate_loss: str) -> None:
     """Fit, judge, print."""
     radius = float(Fraction(eps))
