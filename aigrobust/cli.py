@@ -5,7 +5,6 @@ Only this module prints, parses arguments and owns progress bars; user errors be
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -17,9 +16,12 @@ import click
 
 from aigrobust import cli_inputs as inputs
 from aigrobust.cli_inputs import known_models
+from aigrobust.cli_readers import attacks_command, check_command, models_command, report_command
 from aigrobust.cli_types import (
     ATTACK_SPEC,
     DEFENSE_SPEC,
+    DISK_ERRORS,
+    EXIT_DISK,
     BadInput,
     CheckpointRef,
     CheckpointType,
@@ -31,7 +33,7 @@ from aigrobust.cli_types import (
 )
 from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
-from aigrobust.errors import CheckpointError, DataError
+from aigrobust.errors import CheckpointError
 from aigrobust.registry import DATASETS, get_model_info
 
 
@@ -56,31 +58,9 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-@cli.command("models")
-@click.argument("pattern", default="*")
-@click.option("--details", is_flag=True, help="Build each model and count parameters and FLOPs now (slow for the "
-              "ImageNet models) instead of reading the stored figures.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models_command(pattern: str, details: bool, as_json: bool) -> None:
-    """List registered models with parameters, full FLOPs (per image, at the model's input size), gated blocks and
-    the weights each has (shipped, torchvision, none)."""
-    from aigrobust.model_facts import model_rows, models_table
-
-    rows = model_rows(pattern, measure=details)
-    if not rows:
-        raise BadInput(f"no model matches {pattern!r}")
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(models_table(rows))
-
-
-@cli.command("attacks")
-def attacks_command() -> None:
-    """List every attack with its settings and their defaults (give them as name:key=value,key=value)."""
-    from attacks import attack_catalogue
-
-    click.echo("\n".join(attack_catalogue()))
+# the commands that read what exists (the registries, finished runs, baselines) live in cli_readers
+for _command in (models_command, attacks_command, report_command, check_command):
+    cli.add_command(_command)
 
 
 @cli.command("train")
@@ -364,112 +344,6 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                f"{out_dir / 'records.csv.gz'} ({len(records)} rows)")
 
 
-@cli.command("report")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder.")
-@click.option("--title", default="aigrobust robustness report", show_default=True)
-@click.option("--probe/--no-probe", default=True, show_default=True,
-              help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
-@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--preface", "preface_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Markdown file placed under the title (e.g. a study's findings in plain words).")
-def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int,
-                   preface_path: Path | None) -> None:
-    """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs.
-
-    Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
-    followed by a subset run that repeats its reference rows).
-    """
-    from aigrobust.reports import refuse_foreign_folder, report_from_runs, write_report
-
-    try:
-        refuse_foreign_folder(out_dir)
-    except ValueError as err:
-        raise BadInput(str(err)) from None
-    try:
-        preface = preface_path.read_text() if preface_path is not None else ""
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
-    runs = inputs.open_runs(run_dirs)
-    records = inputs.read_runs(runs)
-    report = report_from_runs(runs, records, title, inputs.probe_flags(runs, n_probe) if probe else [], preface)
-    try:
-        written = write_report(report, out_dir)
-    except OSError as err:
-        if err.errno in DISK_ERRORS:
-            raise  # main() says it in one line; the previous report stays as it was
-        raise BadInput(f"cannot write the report to {out_dir}: {err.strerror}") from None
-    warnings = [f for f in report.flags if f.status == "warn"]
-    click.echo(f"report: {out_dir / 'index.html'} and index.md ({len(written)} files, {len(report.figures)} figures)")
-    for flag in warnings:
-        click.echo(f"warning: {flag.model}: {flag.sentence}")
-
-
-@cli.command("check")
-@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
-              help="Baseline JSON: re-run its spec and compare each metric with its tolerance.")
-@click.option("--update", is_flag=True, help="Write the new figures into the baseline and show what moved.")
-@click.option("--init-from", "init_run", type=click.Path(path_type=Path), default=None,
-              help="Create --baseline from a finished attack run folder (an existing one only with --update).")
-@click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
-              help="Run the gradient-masking sanity checks on a run folder (repeatable).")
-@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
-              help="A folder outside the baseline's own from which its checkpoints and data may be read (repeatable); "
-              "any other path the baseline names is refused before it is opened.")
-def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
-                  n_probe: int, allowed_roots: tuple[Path, ...]) -> None:
-    """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking.
-
-    \b
-    Examples:
-      aigrobust check --baseline reports/ci/baseline.json --allow-root . --allow-root ../shared/data
-      aigrobust check --baseline ci/baseline.json --init-from runs/ci
-      aigrobust check --sanity runs/quickstart
-    """
-    from aigrobust.baseline import BaselineError, display_key, make_baseline, recheck, spec_from_run, write_baseline
-    from aigrobust.masking import record_checks
-
-    if not baseline_path and not sanity_runs:
-        raise BadInput("give --baseline FILE and/or --sanity RUN")
-    if baseline_path is None and (init_run is not None or update):
-        raise BadInput(f"{'--init-from' if init_run is not None else '--update'} needs --baseline FILE")
-    if init_run is not None and baseline_path is not None and baseline_path.exists() and not update:
-        raise BadInput(f"{baseline_path} exists: --init-from would replace it; add --update to replace it, or give "
-                       "another --baseline path")
-    failed = False
-    if sanity_runs:
-        runs = inputs.open_runs(sanity_runs)
-        flags = record_checks(inputs.read_runs(runs)) + inputs.probe_flags(runs, n_probe)
-        for flag in flags:
-            click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
-        failed |= any(f.status == "warn" for f in flags)
-    if baseline_path is not None:
-        try:
-            if init_run is not None:
-                records = inputs.read_runs(inputs.open_runs((init_run,)))
-                document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
-                write_baseline(baseline_path, document)
-                click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
-                return
-            check = recheck(baseline_path, allowed_roots)
-        except (BaselineError, CheckpointError, DataError) as err:
-            raise BadInput(str(err)) from None
-        for note in check.notes:
-            click.echo(f"note: {note}")
-        if update:
-            write_baseline(baseline_path, {**check.document, "metrics": check.now})
-            moved = [r for r in check.results if abs(r.now - r.baseline) > 1e-9]
-            click.echo(f"baseline updated: {len(moved)} metrics moved")
-            for r in moved:
-                click.echo(f"  {display_key(r.key)} {r.metric}: {r.baseline:.4g} -> {r.now:.4g}")
-            return
-        click.echo("\n".join(check.table_lines()))
-        failed |= check.regressions > 0
-    if failed:
-        raise SystemExit(1)
-
-
 class Interrupted(BaseException):
     """SIGINT or SIGTERM, raised in the main thread so every ``finally`` and lock release runs on the way out."""
 
@@ -480,10 +354,6 @@ class Interrupted(BaseException):
 
 def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
-
-
-EXIT_DISK = 74  # sysexits' EX_IOERR: the disk, not the input, stopped the command
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def main() -> None:

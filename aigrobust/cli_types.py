@@ -3,10 +3,14 @@ every user error is one line (exit 2)."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import click
+
+EXIT_DISK = 74  # sysexits' EX_IOERR: the disk, not the input, stopped the command
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 class BadInput(click.ClickException):
