@@ -119,11 +119,17 @@ class LazyHelpOption(click.Option):
 
 
 class OneLineErrors(click.Group):
-    """click's usage errors (a missing argument, a bad choice) as one line, like every other bad input."""
+    """The one place where errors become one line and exit 2: click's usage errors (a missing argument, a bad
+    choice) and every error the library raises on purpose (:class:`aigrobust.errors.AigrobustError`) that a command
+    did not already word itself."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from aigrobust.errors import AigrobustError
+
         try:
             return super().invoke(ctx)
         except click.UsageError as err:
             where = err.ctx.command_path if err.ctx is not None else ctx.command_path
             raise BadInput(f"{err.format_message()} (see {where} --help)") from None
+        except AigrobustError as err:
+            raise BadInput(str(err).strip("'\"")) from None

@@ -137,3 +137,23 @@ def test_every_error_the_library_defines_has_one_base() -> None:
                     found.append(cls)
     assert len(found) >= 10
     assert [c.__qualname__ for c in found if not issubclass(c, AigrobustError)] == []
+
+
+def test_the_cli_turns_any_library_error_into_one_line_in_one_place() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from aigrobust.cli import cli
+    from aigrobust.registry import UnknownModelError
+
+    @click.command("raise-library-error")
+    def raising() -> None:
+        raise UnknownModelError("unknown model 'x'; did you mean y?")
+
+    cli.add_command(raising)
+    try:
+        result = CliRunner().invoke(cli, ["raise-library-error"])
+    finally:
+        cli.commands.pop("raise-library-error")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["Error: unknown model 'x'; did you mean y?"]
