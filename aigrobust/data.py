@@ -235,8 +235,15 @@ class ImageFolderDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        image, _ = self.inner[int(self.indices[i])]
-        return image, int(self._all_labels[self.indices[i]])
+        from PIL import Image
+
+        position = int(self.indices[i])
+        try:
+            image, _ = self.inner[position]
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's decoding failures
+            raise DataError(f"{self.inner.samples[position][0]}: cannot be decoded as an image ({err}); replace or "
+                            "remove it") from None
+        return image, int(self._all_labels[position])
 
     @property
     def labels(self) -> np.ndarray:

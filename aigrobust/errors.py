@@ -15,3 +15,11 @@ class CheckpointError(AigrobustError, ValueError):
 
 class DataError(AigrobustError, ValueError):
     """Data that is missing or malformed; the message says what to do."""
+
+    def __init__(self, message: str = "") -> None:
+        # raised in a DataLoader worker, it comes back as "Caught DataError in DataLoader worker process N.
+        # Original Traceback ... DataError: MESSAGE": keep the message, one line as every other error
+        marker = "DataError: "
+        if message.startswith("Caught DataError") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)

@@ -214,3 +214,19 @@ def test_a_cifar_network_given_imagenet_images_is_refused(imagenet_folder: Path,
     assert result.exit_code == 2, result.output
     assert "resnet20 takes images of 3x32x32, but the data's are 3x224x224" in result.output
     assert not out.exists()
+
+
+def test_an_image_that_cannot_be_decoded_is_named_in_one_line(imagenet_folder: Path, tmp_path: Path) -> None:
+    """Issue 33, hostile files: a corrupt JPEG in the folder ended in PIL's traceback from a loader worker."""
+    folder = tmp_path / "imagenet"
+    shutil.copytree(imagenet_folder, folder)
+    broken = next((folder / "val").iterdir()) / "zz_broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not the rest of a jpeg")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["attack", "--model-code", "tests.user_nets:build_imagenet_tiny", "--dataset",
+                                      "imagenet", "--data-dir", str(folder), "--eps", "2/255", "--attack", "fgsm",
+                                      "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and f"{broken}: cannot be decoded as an image" in lines[0], result.output
+    assert "Traceback" not in result.output

@@ -93,3 +93,9 @@ def build_skipnet() -> nn.Module:
             net.blocks[0](torch.zeros(1, 8, 32, 32))
     block_flops = [float(counter.get_total_flops())] * len(net.blocks)
     return GatedAdapter(net, block_flops, name="skipnet-style")
+
+
+def build_imagenet_tiny() -> nn.Module:
+    """A tiny 1000-class classifier for ImageNet-sized images (folder tests without a ResNet-50's cost)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 1000))
