@@ -145,6 +145,21 @@ def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_
     b, _ = read_checkpoint(killed / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # SIGTERM (issue 33, class 3): one line, exit 143, the last checkpoint whole, --resume to the same weights
+    termed = tmp_path / "termed"
+    process = subprocess.Popen(command(termed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (termed / "last.safetensors").exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("\r")]
+    assert process.returncode == 143 and lines[-1].startswith("aigrobust: stopped by SIGTERM"), err
+    assert "Traceback" not in err and not (termed / "model.safetensors").exists()
+    subprocess.run(command(termed, "--resume"), check=True, capture_output=True)
+    c, _ = read_checkpoint(termed / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], c[key]), key
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
