@@ -105,13 +105,13 @@ def test_a_closed_gate_returns_the_shortcut_alone() -> None:
     with torch.no_grad():
         block.gate.fc2.bias.copy_(torch.tensor([10.0, -10.0]))
     x = torch.relu(torch.randn(4, 16, 32, 32))
-    out, decision, _, _ = model._run_block(block, x, 1)
+    out, decision, _, _ = model._run_block(block, x, 1, model.gate_config, None)
     assert not decision.any()
     assert torch.equal(out, x)
     down = model.residual_blocks()[3]  # option-A downsampling block
     with torch.no_grad():
         down.gate.fc2.bias.copy_(torch.tensor([10.0, -10.0]))
-    out, _, _, _ = model._run_block(down, x, 3)
+    out, _, _, _ = model._run_block(down, x, 3, model.gate_config, None)
     assert torch.equal(out, F.relu(down.shortcut_path(x)))
 
 
@@ -299,3 +299,26 @@ def test_logits_only_forward_equals_the_traced_forward_at_batch_1_and_mixed() ->
     (ga,) = torch.autograd.grad(model(xa).logsumexp(1).sum(), xa)
     (gb,) = torch.autograd.grad(model.forward_with_gates(xb)[0].logsumexp(1).sum(), xb)
     assert torch.allclose(ga, gb, atol=1e-6)
+
+
+def test_gate_behaviour_is_one_frozen_config_replaced_whole() -> None:
+    """Issue 31: gate mode, gradient, execution, seed and draw name are one frozen value; settings, draws and
+    forwards replace or read it, never change it piece by piece or leave state behind."""
+    import dataclasses
+
+    from aigrobust.models.gates import GateConfig
+    from aigrobust.randomness import keyed_draw
+
+    model = create_model("tiny_aig").eval()
+    before = model.gate_config
+    assert before == GateConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.mode = "soft"  # type: ignore[misc]
+    with model.gate_settings(mode="stochastic", grad="soft", execution="mask"):
+        inside = model.gate_config
+        assert (inside.mode, inside.grad, inside.execution) == ("stochastic", "soft", "mask")
+        with keyed_draw(model, "eot/1"):
+            assert model.gate_config.draw_key == "eot/1" and inside.draw_key == ""
+        model(torch.rand(2, 3, 32, 32))
+    assert model.gate_config is before  # the very value it had
+    assert not any(name.startswith("_row_keys") for name in vars(model))  # nothing a forward leaves behind

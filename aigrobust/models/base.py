@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aigrobust.models.gates import (
     Gate,
+    GateConfig,
     GateExecution,
     GateGrad,
     GateMode,
@@ -140,15 +142,10 @@ class ResNetBase(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.normalize = InputNormalization(mean, std)
-        self.gate_mode: GateMode = GateMode.HARD
-        self.gate_grad: GateGrad = GateGrad.EXACT
-        self.gate_execution: GateExecution = GateExecution.SKIP
-        self.gate_seed = 0
-        self._gate_generator = torch.Generator().manual_seed(self.gate_seed)
-        # stochastic eval draws are keyed by (gate_seed, input row, draw_key, block), not drawn from the generator:
-        # a row's gates then do not depend on its batch; aigrobust.randomness.keyed_draw names the draw
-        self.draw_key = ""
-        self._row_keys: Tensor | None = None
+        # one frozen value, replaced whole; stochastic eval draws are keyed by (seed, input row, draw_key, block),
+        # not drawn from the generator: a row's gates then do not depend on its batch
+        self.gate_config = GateConfig()
+        self._gate_generator = torch.Generator().manual_seed(self.gate_config.seed)
         self._flop_profiles: dict[tuple[int, ...], FlopProfile] = {}
         self.target_rates: tuple[float, ...] = ()
 
@@ -181,23 +178,53 @@ class ResNetBase(nn.Module):
             if block.gate is not None:
                 yield from block.gate.parameters()
 
-    # --- gate settings ----------------------------------------------------------------------------------------
+    # --- gate settings: views of the one GateConfig, and the ways to replace it ------------------------------------
+    @property
+    def gate_mode(self) -> GateMode:
+        """How gates decide in eval (the current GateConfig's)."""
+        return self.gate_config.mode
+
+    @property
+    def gate_grad(self) -> GateGrad:
+        """How an attacker's gradient passes a hard gate (the current GateConfig's)."""
+        return self.gate_config.grad
+
+    @property
+    def gate_execution(self) -> GateExecution:
+        """Skip or mask closed branches (the current GateConfig's)."""
+        return self.gate_config.execution
+
+    @property
+    def gate_seed(self) -> int:
+        """The seed of stochastic draws (the current GateConfig's)."""
+        return self.gate_config.seed
+
+    @property
+    def draw_key(self) -> str:
+        """The name of the current stochastic draw (aigrobust.randomness.keyed_draw sets it, replacing the config)."""
+        return self.gate_config.draw_key
+
+    @draw_key.setter
+    def draw_key(self, key: str) -> None:
+        self.gate_config = dataclasses.replace(self.gate_config, draw_key=str(key))
+
     def set_gate_mode(self, mode: GateMode | str, seed: int | None = None) -> None:
         """Choose the eval-time gate mode; ``seed`` re-seeds the generator of stochastic draws."""
-        self.gate_mode = GateMode(mode)
-        if self.gate_mode is GateMode.TRAIN:
+        mode = GateMode(mode)
+        if mode is GateMode.TRAIN:
             raise ValueError("'train' is the mode of model.train(); pick hard, stochastic, soft or open for eval")
+        self.gate_config = dataclasses.replace(self.gate_config, mode=mode)
         if seed is not None:
             self.reset_gate_generator(seed)
 
     def set_gate_grad(self, grad: GateGrad | str) -> None:
         """Choose how an attacker's gradient passes a hard gate decision."""
-        self.gate_grad = GateGrad(grad)
+        self.gate_config = dataclasses.replace(self.gate_config, grad=GateGrad(grad))
 
     def reset_gate_generator(self, seed: int) -> None:
         """Re-seed the Gumbel draws: the generator of training and the key of stochastic eval's draws."""
-        self.gate_seed = int(seed)
-        self._gate_generator.manual_seed(self.gate_seed)
+        self.gate_config = dataclasses.replace(self.gate_config, seed=int(seed))
+        self._gate_generator.manual_seed(int(seed))
 
     def gate_generator_state(self) -> Tensor:
         """State of the Gumbel generator, for resumable training."""
@@ -214,31 +241,33 @@ class ResNetBase(nn.Module):
         grad: GateGrad | str | None = None,
         execution: GateExecution | str | None = None,
     ) -> Iterator[ResNetBase]:
-        """Temporarily change gate mode, gradient mode and/or execution; restored on exit."""
-        saved = (self.gate_mode, self.gate_grad, self.gate_execution)
+        """Temporarily change gate mode, gradient mode and/or execution: one new GateConfig for the block, the
+        previous one back on exit."""
+        saved = self.gate_config
         try:
             if mode is not None:
                 self.set_gate_mode(mode)
             if grad is not None:
-                self.gate_grad = GateGrad(grad)
+                self.set_gate_grad(grad)
             if execution is not None:
-                self.gate_execution = GateExecution(execution)
+                self.gate_config = dataclasses.replace(self.gate_config, execution=GateExecution(execution))
             yield self
         finally:
-            self.gate_mode, self.gate_grad, self.gate_execution = saved
+            self.gate_config = saved
 
     # --- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
-        if self._decides_only():
+        config = self.gate_config
+        if self._decides_only(config):
             return self._run_decisions_only(x)
-        logits, _, _, _ = self._run(x)
+        logits, _, _, _ = self._run(x, config)
         return logits
 
-    def _decides_only(self) -> bool:
+    def _decides_only(self, config: GateConfig) -> bool:
         # Logits alone under deterministic hard gates with exact gradients: no trace is wanted, so the per-block
         # softmax and gate values can be skipped (they cost as much as a small block at batch 1).
-        return (not self.training and self.gate_mode is GateMode.HARD and self.gate_grad is GateGrad.EXACT
-                and self.gate_execution is GateExecution.SKIP)
+        return (not self.training and config.mode is GateMode.HARD and config.grad is GateGrad.EXACT
+                and config.execution is GateExecution.SKIP)
 
     def _run_decisions_only(self, x: Tensor) -> Tensor:
         h = self.stem(self.normalize(x))
@@ -277,7 +306,7 @@ class ResNetBase(nn.Module):
     def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
         """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
         profile = self.flop_profile(tuple(x.shape[1:]))
-        logits, decisions, p_on, values = self._run(x)
+        logits, decisions, p_on, values = self._run(x, self.gate_config)
         decided = torch.stack(decisions, dim=1)
         trace = GateTrace(
             decisions=decided,
@@ -287,41 +316,43 @@ class ResNetBase(nn.Module):
         )
         return logits, trace
 
-    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-        keyed = not self.training and self.gate_mode is GateMode.STOCHASTIC and self.is_gated
-        self._row_keys = input_row_keys(x) if keyed else None
+    def _run(self, x: Tensor, config: GateConfig) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """The forward under one GateConfig, read once: what a block does depends on its input, the config and
+        (in training) the Gumbel generator, nothing set on the model along the way."""
+        keyed = not self.training and config.mode is GateMode.STOCHASTIC and self.is_gated
+        row_keys = input_row_keys(x) if keyed else None
         h = self.stem(self.normalize(x))
         decisions: list[Tensor] = []
         p_on: list[Tensor] = []
         values: list[Tensor] = []
         for index, block in enumerate(self.residual_blocks()):
-            h, d, p, v = self._run_block(block, h, index)
+            h, d, p, v = self._run_block(block, h, index, config, row_keys)
             decisions.append(d)
             p_on.append(p)
             values.append(v)
         return self.head(h), decisions, p_on, values
 
-    def _effective_mode(self) -> GateMode:
+    def _effective_mode(self, config: GateConfig) -> GateMode:
         if self.training:
             return GateMode.TRAIN
-        if self.gate_mode in (GateMode.HARD, GateMode.STOCHASTIC) and self.gate_grad is GateGrad.SOFT:
+        if config.mode in (GateMode.HARD, GateMode.STOCHASTIC) and config.grad is GateGrad.SOFT:
             # The soft gradient mode is a surrogate network: its forward is the soft-gated one.
             return GateMode.SOFT
-        return self.gate_mode
+        return config.mode
 
-    def _gumbel(self, logits: Tensor, block_index: int) -> Tensor:
-        if self.training or self._row_keys is None:
+    def _gumbel(self, logits: Tensor, block_index: int, config: GateConfig, row_keys: Tensor | None) -> Tensor:
+        if self.training or row_keys is None:
             # Training: drawn on the CPU from one seeded generator, so draws repeat across devices and on resume.
             uniform = torch.rand(tuple(logits.shape), generator=self._gate_generator).to(logits.device)
         else:
-            uniform = keyed_uniform(self._row_keys, self.gate_seed, f"{self.draw_key}/{block_index}",
-                                    tuple(logits.shape))
+            uniform = keyed_uniform(row_keys, config.seed, f"{config.draw_key}/{block_index}", tuple(logits.shape))
         return gumbel_straight_through(logits, uniform)
 
-    def _run_block(self, block: ResidualBlock, x: Tensor, block_index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _run_block(self, block: ResidualBlock, x: Tensor, block_index: int, config: GateConfig,
+                   row_keys: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n = x.shape[0]
         shortcut = block.shortcut_path(x)
-        mode = self._effective_mode()
+        mode = self._effective_mode(config)
         gate = block.gate
         if gate is None or mode is GateMode.OPEN:
             ones = torch.ones(n, device=x.device)
@@ -333,7 +364,7 @@ class ResNetBase(nn.Module):
         p_on = F.softmax(logits, dim=1)[:, 1]
         if mode is GateMode.TRAIN:
             # Every branch runs (BatchNorm needs the whole batch); the sample multiplies it, straight-through.
-            g = self._gumbel(logits, block_index)
+            g = self._gumbel(logits, block_index, config, row_keys)
             out = shortcut + g.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
             return F.relu(out), g.detach() > 0.5, p_on, g
         if mode is GateMode.SOFT:
@@ -341,19 +372,19 @@ class ResNetBase(nn.Module):
             return F.relu(out), torch.ones(n, dtype=torch.bool, device=x.device), p_on, p_on
 
         if mode is GateMode.STOCHASTIC:
-            straight_through = self._gumbel(logits, block_index)
+            straight_through = self._gumbel(logits, block_index, config, row_keys)
             is_open = straight_through.detach() > 0.5
         else:  # HARD: deterministic
             is_open = logits[:, 1] > logits[:, 0]
             hard = is_open.to(p_on.dtype)
             straight_through = hard + (p_on - p_on.detach())
 
-        if self.gate_grad is GateGrad.STRAIGHT_THROUGH:
+        if config.grad is GateGrad.STRAIGHT_THROUGH:
             # The softmax gradient needs F(x) for closed samples too, so every branch is computed.
             out = shortcut + straight_through.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
             return F.relu(out), is_open, p_on, straight_through
         hard_values = is_open.to(p_on.dtype)
-        if self.gate_execution is GateExecution.MASK:
+        if config.execution is GateExecution.MASK:
             out = shortcut + hard_values.to(x.dtype).view(-1, 1, 1, 1) * block.residual(x)
             return F.relu(out), is_open, p_on, hard_values
         return F.relu(self._skip_closed(block, x, shortcut, is_open)), is_open, p_on, hard_values
@@ -392,7 +423,7 @@ class ResNetBase(nn.Module):
                     gates.append(gate_flops)
                     shortcuts.append(shortcut_flops)
                     residual.append(residual_flops)
-                    h = self._run_block(block, h, index)[0]
+                    h = self._run_block(block, h, index, self.gate_config, None)[0]
                 head, _ = _count_flops(self.head, h)
                 measured_total, _ = _count_flops(self, x)
         finally:

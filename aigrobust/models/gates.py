@@ -65,6 +65,22 @@ class GateExecution(_StrEnum):
     MASK = "mask"
 
 
+@dataclass(frozen=True)
+class GateConfig:
+    """How a network's gates behave outside training, as one value: a network holds one and replaces it whole (by
+    ``set_gate_mode``, ``gate_settings``, ``keyed_draw``), and each forward reads it once, so a forward depends
+    only on its input and this value (and, in training, the seeded Gumbel generator).
+
+    mode: how gates decide; grad: how an attacker's gradient passes them; execution: skip or mask closed branches;
+    seed and draw_key: the key of stochastic gates' per-row draws (see aigrobust.randomness)."""
+
+    mode: GateMode = GateMode.HARD
+    grad: GateGrad = GateGrad.EXACT
+    execution: GateExecution = GateExecution.SKIP
+    seed: int = 0
+    draw_key: str = ""
+
+
 class Gate(nn.Module):
     """The gate of one residual block: input feature map (N, C, H, W) -> logits (N, 2) for (off, on).
 
