@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "aigrobust-checkpoint"
 FORMAT_VERSION = 2  # 2: model_sha256 covers the metadata that changes outputs, not only the weights
 # Metadata that changes what the model computes: covered by model_sha256 together with the weights.
+MAX_PARAMETERS = 10**9  # the largest registered network (aig101) has 45 million
+
 OUTPUT_METADATA = ("model", "model_kwargs", "num_classes", "normalization", "gated")
 METADATA_KEY = "aigrobust"
 
@@ -183,10 +185,19 @@ def build_from_metadata(meta: Mapping[str, Any]) -> ResNetBase:
     norm = meta.get("normalization")
     statistics = normalization_statistics(norm) if norm is not None else None
     try:
+        # sized on the meta device first (nothing allocated): hostile model_kwargs (num_classes=10**10) would
+        # otherwise ask for terabytes before any check could run
+        with torch.device("meta"):
+            size = sum(p.numel() for p in build_model(name, **dict(kwargs)).parameters())
+        if size > MAX_PARAMETERS:
+            raise CheckpointError(f"checkpoint model_kwargs {dict(kwargs)} describe a {name} of {size:,} parameters "
+                                  f"(more than {MAX_PARAMETERS:,}): not a network this tool builds")
         model = build_model(name, **dict(kwargs))
     except UnknownModelError as err:
         raise CheckpointError(f"checkpoint is for {err}") from None
-    except (TypeError, ValueError) as err:
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise CheckpointError(f"checkpoint model_kwargs {dict(kwargs)} do not fit {name}: {err}") from None
     if statistics is not None:
         model.normalize.set_statistics(*statistics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,23 @@ from click.testing import CliRunner
 from aigrobust import create_model
 from aigrobust.checkpoints import save_checkpoint
 from aigrobust.cli import cli
+
+
+def _with_hostile_kwargs(source: Path, target: Path) -> Path:
+    """``source`` with model_kwargs asking for 10**10 classes and every declared hash recomputed to match."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from aigrobust.checkpoints import METADATA_KEY, model_sha256
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()
+        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118  (safe_open has no iterator)
+    meta = json.loads(metadata[METADATA_KEY])
+    meta["model_kwargs"] = {"num_classes": 10**10}
+    meta["model_sha256"] = model_sha256(meta["weights_sha256"], meta)
+    save_file(state, str(target), metadata={**metadata, METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +50,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     plain = root / "plain.safetensors"
     save_checkpoint(create_model("tiny_resnet"), plain)
     paths["plain"] = plain
+    paths["huge_kwargs"] = _with_hostile_kwargs(good, root / "huge_kwargs.safetensors")
     rng = np.random.default_rng(0)
     data = root / "data"
     data.mkdir()
@@ -240,6 +259,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("checkpoint missing", ["eval", "--checkpoint", str(out / "none.safetensors")], "not found"),
         ("checkpoint truncated", ["eval", "--checkpoint", str(p["truncated"])], "truncated or corrupt"),
         ("checkpoint corrupt", ["eval", "--checkpoint", str(p["corrupt"])], "could not be loaded safely"),
+        ("checkpoint asking for 10**10 classes, hashes recomputed", ["eval", "--checkpoint", str(p["huge_kwargs"])],
+         "parameters (more than 1,000,000,000): not a network this tool builds"),
         ("checkpoint of another architecture", ["eval", "--model", "resnet20", "--checkpoint", str(p["good"])],
          "holds a tiny_aig, not a resnet20"),
         ("checkpoint of another number of classes",
