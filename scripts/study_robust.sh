@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The robust-models study (issue 29), end to end, with the project's own commands. Every step resumes where it
+# stopped, so a later session (or a GPU node) runs the same script again to continue.
+#   1. finish the three adversarial training runs (30 epochs of N-FGSM at 8/255, one-cycle; resumed from
+#      reports/cifar10-robust/training where no local run exists) and ship their best checkpoints as the pretrained
+#      tags resnet20.at, aig20.at and aig20.at_compute (their sha256 must then be pinned in aigrobust/registry.py)
+#   2. attack them beside the standard models: AutoAttack's standard suite at 8/255 (1000 images) and 2/255 (500),
+#      the gated models under every gate gradient; the compute attack and gate flips; JPEG-75 with BPDA and the
+#      differentiable JPEG
+#   3. the report: reports/cifar10-robust/study
+# Smoke test (minutes, tiny budgets, into runs/robust-smoke): SMOKE=1 STAGES=attacks bash scripts/study_robust.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs/robust}
+TRAINING=${TRAINING:-runs/at}
+STAGES=${STAGES:-"train attacks report"}
+DEVICE=${DEVICE:-auto}
+SMOKE=${SMOKE:-0}
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
+N_LARGE=1000; N_SMALL=500; SUITE=(--suite standard); COMPUTE=compute-inflation; FLIP=gate-flip
+if [ "$SMOKE" = 1 ]; then
+  RUNS=runs/robust-smoke; N_LARGE=8; N_SMALL=8; SUITE=(--attack apgd:steps=2)
+  COMPUTE=compute-inflation:steps=2; FLIP=gate-flip:steps=2
+fi
+
+# 1. training, then shipping the best checkpoint (by PGD-10 on the held-out split) as a pretrained tag
+RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0
+        --checkpoint-every 50)
+declare -A TAG=([resnet20]=resnet20.at [aig20]=aig20.at [aig20_compute]=aig20.at_compute)
+declare -A ARGS=([resnet20]="--model resnet20 --adversarial n-fgsm:eps=8/255"
+                 [aig20]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255"
+                 [aig20_compute]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255,compute=1 --compute-penalty 4")
+for run in resnet20 aig20 aig20_compute; do
+  stage train || break
+  out="$TRAINING/$run"
+  if [ ! -f "$out/train_state.pt" ]; then
+    mkdir -p "$TRAINING" && cp -r "reports/cifar10-robust/training/${TAG[$run]}" "$out"
+  fi
+  # shellcheck disable=SC2086  # ARGS holds several options
+  aigrobust train ${ARGS[$run]} "${RECIPE[@]}" --out "$out" --resume
+  cp "$out/best.safetensors" "aigrobust/pretrained/${TAG[$run]}.safetensors"
+  echo "shipped ${TAG[$run]}: pin it in aigrobust/registry.py (PINNED_SHA256): $(sha256sum "$out/best.safetensors")"
+done
+
+# 2. attacks (each run resumes; a finished one is skipped)
+if [ "$SMOKE" = 1 ]; then  # the smoke test attacks whatever checkpoints the runs hold now
+  MODELS=(--checkpoint resnet20-at="$TRAINING/resnet20/best.safetensors"
+          --checkpoint aig20-at="$TRAINING/aig20/best.safetensors"
+          --checkpoint aig20-at-compute="$TRAINING/aig20_compute/best.safetensors")
+else
+  MODELS=(--model resnet20.at --model aig20.at --model aig20.at_compute)
+fi
+STANDARD=(--model resnet20 --model aig20)
+resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
+run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
+common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
+if stage attacks; then
+  # shellcheck disable=SC2046  # common's words are options
+  run_attack "$RUNS/standard-8" "${MODELS[@]}" "${STANDARD[@]}" --gate-grad all "${SUITE[@]}" --eps 8/255 $(common $N_LARGE)
+  run_attack "$RUNS/standard-2" "${MODELS[@]}" "${STANDARD[@]}" --gate-grad all "${SUITE[@]}" --eps 2/255 $(common $N_SMALL)
+  run_attack "$RUNS/gates" "${MODELS[@]}" --model aig20 --attack "$COMPUTE" --attack random-noise --attack "$FLIP" \
+    --eps 2/255 --eps 8/255 $(common $N_LARGE)
+  run_attack "$RUNS/jpeg" "${MODELS[@]}" "${STANDARD[@]}" --defense jpeg:75 --defense-grad bpda --defense-grad diff \
+    --attack fgsm --attack pgd:steps=20 --eps 8/255 --early-exit $(common $N_SMALL)
+fi
+
+# 3. the report (the runs listed first win where two hold the same sample)
+if stage report; then
+  aigrobust report "$RUNS/standard-8" "$RUNS/standard-2" "$RUNS/gates" "$RUNS/jpeg" \
+    --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets (issue 29)"
+fi
