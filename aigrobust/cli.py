@@ -299,7 +299,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     from aigrobust.evaluation import run_document
     from aigrobust.metrics import table_text
     from aigrobust.reuse import open_donors
-    from aigrobust.runs import COPIED_FROM, RunFolderError
+    from aigrobust.run_records import COPIED_FROM, RunFolderError
 
     inputs.check_attack_options(epsilons, defenses, defense_grads, gate_mode)
     known_models(models)  # a bad name fails before any data is read

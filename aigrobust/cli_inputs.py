@@ -361,7 +361,7 @@ def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
 def read_runs(runs: list[Any]) -> Any:
     """The runs' records joined; where two hold the same sample under the same setting, the earlier run's. Runs
     that give one model label to two networks, or one sample to two images, are refused."""
-    from aigrobust.runs import RunFolderError, combine_runs
+    from aigrobust.run_records import RunFolderError, combine_runs
 
     try:
         records, dropped = combine_runs(runs)

@@ -31,7 +31,7 @@ from aigrobust.metrics import (
     layer_rates,
     summarize,
 )
-from aigrobust.runs import COPIED_FROM
+from aigrobust.run_records import COPIED_FROM
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -605,7 +605,7 @@ REPORT_FILES = ("summary.csv", "summary.md", "summary.tex", "layer_rates.csv", "
 def refuse_foreign_folder(out_dir: Path) -> None:
     """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote: an attack
     run's folder, or a folder holding a report's file names without the ``provenance.json`` every report writes."""
-    from aigrobust.runs import PARTS_DIR, RECORDS_FILE, SPEC_FILE
+    from aigrobust.run_records import PARTS_DIR, RECORDS_FILE, SPEC_FILE
 
     out_dir = Path(out_dir)
     if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):

@@ -21,7 +21,8 @@ import pandas as pd
 from aigrobust import create_model
 from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
 from aigrobust.reports import format_eps, to_markdown
-from aigrobust.runs import FinishedRun, combine_runs
+from aigrobust.run_records import combine_runs
+from aigrobust.runs import FinishedRun
 from attacks import SUITES, attack_from_spec, attack_kind, attack_label
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows

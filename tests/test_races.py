@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aigrobust.runs import LOCK_FILE, RunFolder, RunFolderError
+from aigrobust.run_lock import LOCK_FILE
+from aigrobust.runs import RunFolder, RunFolderError
 
 
 def _contend(root: str, spec_id: int, barrier: mp.Barrier, results: mp.Queue) -> None:  # type: ignore[type-arg]

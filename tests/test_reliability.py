@@ -193,7 +193,8 @@ def test_a_lock_whose_pid_was_reused_is_stale_and_a_foreign_host_lock_is_named(t
     does not block a resume; a lock written on another host is refused with its host and what to do."""
     import socket
 
-    from aigrobust.runs import LOCK_FILE, LockHolder, RunFolder, RunFolderError
+    from aigrobust.run_lock import LOCK_FILE, LockHolder
+    from aigrobust.runs import RunFolder, RunFolderError
 
     spec = {"spec": {"attacks": ["fgsm"]}}
     folder = RunFolder(tmp_path / "run", spec, resume=False)
@@ -219,7 +220,7 @@ def test_sigterm_and_sigint_end_an_attack_cleanly_and_resume_finishes_it(synthet
                                                                           tmp_path: Path) -> None:
     """Issue 33, class 3: one line naming the signal, exit 128 + signum, the lock released, --resume gives the
     bytes of an uninterrupted run (one reference run serves both signals)."""
-    from aigrobust.runs import LOCK_FILE
+    from aigrobust.run_lock import LOCK_FILE
 
     checkpoint = _checkpoint(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -452,7 +452,8 @@ def test_report_refuses_runs_that_give_one_name_to_two_networks_or_image_sets(
     """Joined runs merge rows by model label and sample id: a label naming another network, a sample id naming
     another image, or a gated model under another gate mode would mix into one figure without a word."""
     from aigrobust import create_model
-    from aigrobust.runs import FinishedRun, combine_runs
+    from aigrobust.run_records import combine_runs
+    from aigrobust.runs import FinishedRun
 
     untrained = tmp_path / "untrained.safetensors"
     save_checkpoint(create_model("resnet20"), untrained, dataset="cifar10")  # a resnet20, not the one trained here
