@@ -104,7 +104,7 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 
 
 # --- figures ------------------------------------------------------------------------------------------------------
-def _save(fig: Any) -> tuple[bytes, bytes]:
+def save_figure(fig: Any) -> tuple[bytes, bytes]:
     import matplotlib.pyplot as plt
 
     png, svg = io.BytesIO(), io.BytesIO()
@@ -169,7 +169,7 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     # a legend no wider than the panels: four entries a row under three panels, two under one
     fig.legend(handles, labels, loc="outside lower center", ncols=min(cols + 1, max(1, len(labels))), fontsize=7)
-    return _save(fig)
+    return save_figure(fig)
 
 
 def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
@@ -188,7 +188,7 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
         ax.set_title(f"{model}: {_short(attack)}, gate grad {grad}", fontsize=9)
     axes[-1, 0].set_xlabel("residual block")
     axes[0, 0].legend(fontsize=7)
-    return _save(fig)
+    return save_figure(fig)
 
 
 def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
@@ -211,7 +211,7 @@ def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
     axes[-1, 0].set_xlabel("residual block")
     if image is not None:
         fig.colorbar(image, ax=axes[:, 0].tolist(), label="flip rate")
-    return _save(fig)
+    return save_figure(fig)
 
 
 def _svg_id(text: str) -> str:
@@ -272,7 +272,7 @@ def figure_gate_raster(rows: pd.DataFrame, images: dict[int, np.ndarray]) -> tup
     axes[0, 1].set_title(f"{first['model']}: {_short(first['attack'])}, gate grad {first['gate_grad']}, "
                          f"{format_eps(first['epsilon'])}; dark = block runs, x = decision flipped", fontsize=8)
     axes[-1, 1].set_xlabel("residual block")
-    return _save(fig)
+    return save_figure(fig)
 
 
 def gate_figure_epsilon(records: pd.DataFrame) -> float:
@@ -302,7 +302,7 @@ def figure_flops(summary: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
     ax.set_xticks(x, labels, fontsize=6)
     ax.set_ylabel("executed MFLOPs per image")
     ax.legend(fontsize=7)
-    return _save(fig)
+    return save_figure(fig)
 
 
 def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
@@ -321,7 +321,7 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
         ax.set_title(model, fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="execution rate")
-    return _save(fig)
+    return save_figure(fig)
 
 
 def _efficacy_step(ax: Any, cost: np.ndarray, label: str, **style: Any) -> None:
@@ -366,7 +366,7 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
         ax.set_ylabel("share of images at or below")
         ax.set_title(str(model), fontsize=9)
         ax.legend(fontsize=6, loc="upper left")
-    return _save(fig)
+    return save_figure(fig)
 
 
 # --- assembly -----------------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def extra_figure() -> Iterator[str]:
 
         fig, ax = plt.subplots()
         ax.plot(range(len(inputs.records)))
-        return reports._save(fig)
+        return reports.save_figure(fig)
 
     yield name
     reports.FIGURES.pop(name, None)
