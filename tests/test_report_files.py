@@ -224,3 +224,37 @@ def test_records_cut_mid_row_without_run_json_are_refused_with_the_row(compute_r
     assert code == 2, output
     assert "row 10 is cut short or malformed" in output and "Traceback" not in output
     assert not (tmp_path / "report" / "index.md").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
+def test_a_report_stopped_by_sigterm_leaves_the_old_report_or_the_new_one_whole(compute_run: Path,
+                                                                                tmp_path: Path) -> None:
+    """Issue 33, class 3, end to end: SIGTERM at several moments of a report that overwrites an older one; each
+    time the folder holds one report whole (its index, tables and figures all of the old title or all of the new),
+    and nothing hidden is left behind."""
+    import subprocess
+    import time
+
+    out = tmp_path / "report"
+    code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe", "--title", "old title")
+    assert code == 0, output
+    codes = []
+    for delay in (0.5, 2.0, 4.0, 8.0):
+        process = subprocess.Popen([sys.executable, "-m", "aigrobust", "report", str(compute_run), "--out", str(out),
+                                    "--no-probe", "--title", f"new title {delay}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+        codes.append(process.returncode)
+        assert process.returncode in (0, 143), err
+        if process.returncode == 143:
+            assert err.strip().splitlines()[-1].startswith("aigrobust: stopped by SIGTERM"), err
+        index = (out / "index.md").read_text()
+        tex = (out / "summary.tex").read_text()
+        title = "old title" if "# old title" in index else f"new title {delay}"
+        assert f"# {title}" in index and title in tex, (delay, process.returncode)
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")], delay
+        if title != "old title":  # the next round overwrites this one
+            invoke("report", str(compute_run), "--out", str(out), "--no-probe", "--title", "old title")
+    assert 143 in codes  # at least one round was really cut short
