@@ -80,6 +80,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow  # the failing-write test above covers the same path in the default run
 def test_a_real_full_tmpfs_then_room_again(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     if shutil.which("mount") is None:
         pytest.skip("no mount command to make a small tmpfs")

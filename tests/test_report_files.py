@@ -226,6 +226,7 @@ def test_records_cut_mid_row_without_run_json_are_refused_with_the_row(compute_r
     assert not (tmp_path / "report" / "index.md").exists()
 
 
+@pytest.mark.slow  # about 40 s; the swap it relies on is tested in-process above
 @pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 def test_a_report_stopped_by_sigterm_leaves_the_old_report_or_the_new_one_whole(compute_run: Path,
                                                                                 tmp_path: Path) -> None:
