@@ -31,6 +31,7 @@ from aigrobust.cli_types import (
     OneLineErrors,
     Parsed,
 )
+from aigrobust.cli_universal import universal_command
 from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
 from aigrobust.errors import CheckpointError
@@ -59,7 +60,7 @@ def cli(verbose: int) -> None:
 
 
 # the commands that read what exists (the registries, finished runs, baselines) live in cli_readers
-for _command in (models_command, attacks_command, report_command, check_command):
+for _command in (models_command, attacks_command, report_command, check_command, universal_command):
     cli.add_command(_command)
 
 

@@ -138,3 +138,34 @@ def test_the_joint_table_puts_both_goals_side_by_side() -> None:
     row = joint_table(summary).iloc[0]
     assert (row["robust acc % (worst)"], row["by"]) == ("25.0", "APGD-CE-100")
     assert (row["FLOPs adv/clean (worst)"], row["recovery %"]) == ("1.227", "89.2")
+
+
+def test_the_universal_command_fits_on_training_images_and_judges_on_unseen_ones(synthetic_npz_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.cli import cli
+    from tests.conftest import half_closed
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(half_closed(create_model("tiny_aig")), checkpoint)
+    out = tmp_path / "universal"
+    args = ["universal", "--checkpoint", f"tiny={checkpoint}", "--eps", "8/255", "--fit", "32", "--steps", "3",
+            "--n-samples", "20", "--data-dir", str(synthetic_npz_dir), "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "universal.json").read_text())
+    assert len(doc["fit_ids"]) == 32 and doc["judge_ids"] == list(range(20))
+    assert doc["fit_data"]["split"] == "train" and doc["judge_data"]["split"] == "test"
+    delta = load_file(str(out / "delta.safetensors"))["delta"]
+    assert float(delta.abs().max()) <= 8 / 255 + 1e-7 and delta.shape == (3, 32, 32)
+    assert 0 <= doc["fit_recovery"] <= 1 and doc["noise_recovery"] <= 1
+    again = CliRunner().invoke(cli, args)  # never overwrites a finished one
+    assert again.exit_code == 2 and "already holds universal.json" in again.output
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(create_model("tiny_resnet"), plain)
+    refused = CliRunner().invoke(cli, [*args[:1], "--checkpoint", str(plain), *args[3:-1], str(tmp_path / "p")])
+    assert refused.exit_code == 2 and "has no gates" in refused.output
