@@ -1,18 +1,11 @@
-"""Robustness evaluation: attack models at a sweep of epsilons and record one row per sample.
-
-One long table, one row per (model, defense, defense_grad, attack, gate_grad, epsilon, sample): label, clean and
-adversarial prediction, perturbation norms, clean and adversarial gate patterns, executed FLOPs. Every reported
-figure is an aggregate of these rows (see :mod:`aigrobust.metrics`).
+"""The engine: every defense setting, attack, gate-gradient mode and epsilon on each batch, in units that are saved
+and replayed on resume, with each sample's standing outcome carried from attack to attack.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -20,201 +13,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, _pattern, canonical_order, normalize_records
+from aigrobust.evaluation.spec import EvalSpec, ModelEntry
+from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
-from aigrobust.models.gates import GateGrad, GateMode
+from aigrobust.models.gates import GateGrad
 from aigrobust.randomness import keyed_draw
-from attacks import NORM_NAMES, Attack, attack_from_spec, attack_label
-
-log = logging.getLogger(__name__)
-
-RECORD_COLUMNS = (
-    "model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample", "label", "clean_pred",
-    "adv_pred", "clean_correct", "adv_correct", "success", "linf", "l2", "clean_gates", "adv_gates", "hamming",
-    "clean_flops", "adv_flops", "goal", "evaluated", "adv_draw_acc",
-)
-NO_GATES = "none"
-
-
-def parse_epsilon(text: str | float) -> float:
-    """'0.03', '8/255' or a number -> float in [0, 1]; anything else is a ValueError naming the value."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        raw = str(text).strip()
-        try:
-            value = float(Fraction(raw)) if "/" in raw else float(raw)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"epsilon {text!r} is not a number or a fraction like 8/255") from None
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"epsilon {text!r} is outside [0, 1] (pixel units; 8/255 is accepted)")
-    if 0.0 < value <= EPSILON_RESOLUTION:  # it would merge into the clean reference: nothing would be attacked
-        raise ValueError(f"epsilon {text!r} is below the resolution {EPSILON_RESOLUTION:g} and would be taken for 0")
-    return value
-
-
-EPSILON_RESOLUTION = 1e-7  # epsilons closer than this are one epsilon ('8/255' and '0.031372549')
-
-
-def with_zero(epsilons: Sequence[float]) -> tuple[float, ...]:
-    """The sweep, sorted, with epsilon 0 always present (the clean reference) and equal epsilons merged."""
-    merged: list[float] = []
-    for eps in sorted({0.0, *map(float, epsilons)}):
-        if not merged or eps - merged[-1] > EPSILON_RESOLUTION:
-            merged.append(eps)
-    return tuple(merged)
-
-
-class AttackerGateView(nn.Module):
-    """The attacker's view of a gated model: same weights, gradients through gates as ``grad`` says."""
-
-    def __init__(self, model: ResNetBase, grad: GateGrad | str) -> None:
-        super().__init__()
-        self.model = model
-        self.grad = GateGrad(grad)
-
-    def forward(self, x: Tensor) -> Tensor:
-        with self.model.gate_settings(grad=self.grad):
-            return self.model(x)
-
-    def forward_with_gates(self, x: Tensor) -> Any:
-        """Logits and trace under this view's gradient mode."""
-        with self.model.gate_settings(grad=self.grad):
-            return self.model.forward_with_gates(x)
-
-    def flop_profile(self, shape: tuple[int, ...]) -> Any:
-        """The wrapped model's FLOP profile."""
-        return self.model.flop_profile(shape)
-
-
-def refuse_repeated_attacks(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
-    """Two spellings of one attack ('pgd' and 'pgd:steps=20') would run it twice and merge its records: refused."""
-    seen: dict[str, str] = {}
-    for text, attack in zip(texts, attacks):
-        if attack.spec in seen:
-            raise ValueError(f"attack {text!r} repeats {seen[attack.spec]!r} (both are {attack.spec})")
-        seen[attack.spec] = text
-
-
-def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
-    """Every epsilon applies to every attack, and the worst case, the tables and the sanity checks compare attacks
-    at one epsilon: Linf and L2 attacks in one run would be compared across balls of different size. Refused."""
-    by_norm: dict[str, str] = {}
-    for text, attack in zip(texts, attacks):
-        by_norm.setdefault(attack.distance.name, text)
-    if len(by_norm) > 1:
-        named = " and ".join(f"{text!r} ({NORM_NAMES.get(norm, norm)})" for norm, text in by_norm.items())
-        raise ValueError(f"attacks {named} bound different norms, and every epsilon applies to every attack: run "
-                         "the Linf and the L2 attacks as two runs")
-
-
-def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
-    """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
-    short name): short name -> canonical spec, from the spec texts in run.json. A short name two specs share
-    cannot be told apart and is left out."""
-    names: dict[str, list[str]] = {}
-    for text in attack_texts:
-        attack = attack_from_spec(text)
-        names.setdefault(attack.name, []).append(attack.spec)
-    return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model to evaluate, under the name its records carry."""
-
-    name: str
-    model: ResNetBase
-    source: str = ""
-
-
-SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit",
-               "eot_draws", "judge_draws")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed.
-
-    Holds each attack and defense twice: as its spec text (what run.json stores and a resume compares) and as the
-    object parsed from it, once, here or by the command line (``parsed_attacks``/``parsed_defenses``), so evaluation
-    never parses a spec again. :meth:`to_dict` and :meth:`from_dict` are the only way to and from JSON.
-    """
-
-    attacks: tuple[str, ...]
-    epsilons: tuple[float, ...]
-    gate_grads: tuple[str, ...] = ("exact",)
-    gate_mode: str = "hard"
-    seed: int = 0
-    defenses: tuple[str, ...] = ("none",)
-    defense_grads: tuple[str, ...] = ("oblivious", "bpda", "diff")
-    early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
-    # stochastic gates make the deployed model random: attack gradients average ``eot_draws`` draws (EOT) and each
-    # clean and adversarial input is judged on ``judge_draws`` fresh draws (records: adv_draw_acc)
-    eot_draws: int = 20
-    judge_draws: int = 10
-    parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
-    parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilons", with_zero(self.epsilons))
-        object.__setattr__(self, "gate_grads", tuple(str(GateGrad(g)) for g in self.gate_grads))
-        mode = GateMode(self.gate_mode)
-        if mode not in (GateMode.HARD, GateMode.STOCHASTIC):
-            raise ValueError("the deployed network runs hard or stochastic gates")
-        object.__setattr__(self, "gate_mode", str(mode))
-        if not (isinstance(self.eot_draws, int) and self.eot_draws >= 1 and isinstance(self.judge_draws, int)
-                and self.judge_draws >= 1):
-            raise ValueError("eot_draws and judge_draws must be positive integers")
-        if not self.attacks:
-            raise ValueError("give at least one attack")
-        if not self.parsed_attacks:
-            object.__setattr__(self, "parsed_attacks", tuple(attack_from_spec(a) for a in self.attacks))
-        elif len(self.parsed_attacks) != len(self.attacks):
-            raise ValueError("parsed_attacks must hold one attack per spec")
-        refuse_repeated_attacks(self.attacks, self.parsed_attacks)
-        refuse_mixed_norms(self.attacks, self.parsed_attacks)
-        self._settle_defenses()
-
-    def _settle_defenses(self) -> None:
-        from defenses import DefenseGrad, NoDefense, parse_defense
-
-        parsed = self.parsed_defenses or tuple(parse_defense(d) for d in self.defenses)  # raises on bad specs
-        if len(parsed) != len(self.defenses):
-            raise ValueError("parsed_defenses must hold one defense per spec")
-        by_name = {}
-        for defense in parsed:
-            by_name.setdefault(defense.name, defense)
-        if "none" not in by_name:
-            by_name = {"none": NoDefense(), **by_name}  # the reference row is always present
-        object.__setattr__(self, "defenses", tuple(by_name))
-        object.__setattr__(self, "parsed_defenses", tuple(by_name.values()))
-        object.__setattr__(self, "defense_grads", tuple(str(DefenseGrad(g)) for g in self.defense_grads))
-        if not self.defense_grads:
-            raise ValueError("give at least one defense gradient (oblivious, bpda, diff or eot)")
-        for defense in self.parsed_defenses:  # eot alone would drop a deterministic defense without a word
-            if defense.name != "none" and not defense.randomized and set(self.defense_grads) <= {"eot"}:
-                raise ValueError(f"defense {defense.name} is deterministic and eot averages draws of randomised "
-                                 "defenses only: give it --defense-grad oblivious, bpda or diff")
-
-    def defense(self, name: str) -> Any:
-        """The parsed defense behind a name of :attr:`defenses`."""
-        return self.parsed_defenses[self.defenses.index(name)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored beside the records, compared on resume)."""
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in SPEC_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
-        """The spec a :meth:`to_dict` document describes (its attack and defense specs parsed once)."""
-        return cls(**{name: (tuple(data[name]) if isinstance(data[name], list) else data[name])
-                      for name in SPEC_FIELDS if name in data})
-
-
-def _pattern(decisions: Tensor) -> list[str]:
-    rows = decisions.to(torch.uint8).cpu().numpy()
-    return ["".join("1" if v else "0" for v in row) for row in rows]
+from attacks import Attack, attack_label
 
 
 def _gate_grads(spec: EvalSpec, model: Any) -> tuple[str, ...]:
@@ -235,7 +41,6 @@ def _gate_grads(spec: EvalSpec, model: Any) -> tuple[str, ...]:
                          f"{', '.join(missing)}")
     return spec.gate_grads
 
-
 def _settings(spec: EvalSpec, model: Any) -> list[tuple[str, str, str]]:
     """(defense, defense_grad, gate_grad) combinations to run for one model."""
     combos = []
@@ -251,46 +56,8 @@ def _settings(spec: EvalSpec, model: Any) -> list[tuple[str, str, str]]:
                 combos.append((defense_spec, defense_grad, gate_grad))
     return combos
 
-
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
 STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
-
-
-class EOTView(nn.Module):
-    """Expectation over transformation for a random model: the logits averaged over ``draws`` forward passes, each
-    with fresh randomness (Gumbel draws of stochastic gates), so an attack follows the gradient of the mean."""
-
-    def __init__(self, model: nn.Module, draws: int) -> None:
-        super().__init__()
-        self.model = model
-        self.draws = draws
-
-    def forward(self, x: Tensor) -> Tensor:
-        draws = []
-        for d in range(self.draws):
-            with keyed_draw(self.model, f"eot/{d}"):
-                draws.append(self.model(x))
-        return torch.stack(draws).mean(0)
-
-    def forward_with_gates(self, x: Tensor) -> Any:
-        """One draw's logits and trace (attacks on the gates follow a single draw)."""
-        return self.model.forward_with_gates(x)
-
-    def flop_profile(self, shape: tuple[int, ...]) -> Any:
-        """The wrapped model's FLOP profile."""
-        return self.model.flop_profile(shape)
-
-
-def draw_accuracy(deployed: nn.Module, x: Tensor, labels: Tensor, draws: int, first: Tensor) -> Tensor:
-    """Per sample, the share of ``draws`` predictions that are right: ``first`` (the prediction already made) and
-    ``draws - 1`` fresh draws of the random model."""
-    right = (first == labels).float()
-    with torch.no_grad():
-        for d in range(1, draws):
-            with keyed_draw(deployed, f"judge/{d}"):
-                right += (deployed(x).argmax(1) == labels).float()
-    return (right / draws).cpu()
-
 
 @dataclass(frozen=True)
 class UnitRequest:
@@ -308,7 +75,6 @@ class UnitRequest:
     clean_pred: np.ndarray
     clean_gates: tuple[str, ...]
 
-
 @dataclass
 class UnitStore:
     """Where finished units of a batch (one defense setting x one attack) are kept, so a killed run loses at most
@@ -319,7 +85,6 @@ class UnitStore:
     load: Callable[[str], pd.DataFrame | None]
     save: Callable[[str, pd.DataFrame, str | None], None]
     reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
-
 
 @dataclass
 class _Setting:
@@ -353,7 +118,6 @@ class _Setting:
         if isinstance(self.view, AttackerDefenseView) and self.view.grad is DefenseGrad.EOT:
             return AttackerDefenseView(self.view.model, self.view.defense, DefenseGrad.BPDA)
         return self.view
-
 
 def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack], images: Tensor, labels: Tensor,
                    sample_ids: Sequence[int], units: UnitStore | None = None,
@@ -397,7 +161,6 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
         return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
     return normalize_records(pd.concat(frames, ignore_index=True))
 
-
 def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting, attack: Attack, spec: EvalSpec,
                  labels: Tensor, sample_ids: Sequence[int]) -> pd.DataFrame | None:
     """A unit supplied by ``units.reuse`` (saved like a computed one, so a resume reads it back), or None."""
@@ -412,7 +175,6 @@ def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting
     frame = normalize_records(supplied[0].reset_index(drop=True))
     units.save(unit, frame, supplied[1])
     return frame
-
 
 def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
                      images: Tensor, labels: Tensor, clean_cache: dict[str, tuple[Tensor, Any]]
@@ -453,7 +215,6 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
                     _pattern(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
                     clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
-
 def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
     """Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean mistake
     is its own adversarial), replaced by the first adversarial that fools it."""
@@ -461,7 +222,6 @@ def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dic
                   "adv_gates": list(setting.clean_gates), "hamming": torch.zeros(n),
                   "adv_flops": setting.clean_trace_flops.clone(), "adv_draw_acc": setting.clean_draw_acc.clone()}
             for eps in epsilons}
-
 
 def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
               standing: dict[float, dict[str, Any]], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
@@ -492,7 +252,6 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
             frames.append(_unit_records(model_name, setting, attack, eps, rows, values, evaluated, success, labels,
                                         sample_ids))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
-
 
 def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, goal: str, images: Tensor,
              labels: Tensor, idx: Tensor) -> tuple[dict[str, Any], Tensor, Tensor]:
@@ -527,7 +286,6 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
     success[pos] = ((pred != labels[idx]) if goal == "misclassify" else result.success[k]).cpu()
     return values, evaluated, success
 
-
 def _update_standing(standing: dict[str, Any], values: dict[str, Any], labels: Tensor) -> None:
     """Samples fooled now that stood until now take this attack's outcome as their standing one."""
     newly = (values["adv_pred"] != labels) & (standing["adv_pred"] == labels)
@@ -539,7 +297,6 @@ def _update_standing(standing: dict[str, Any], values: dict[str, Any], labels: T
         standing[key][mask] = values[key][mask]
     for i in keep.nonzero().squeeze(1).tolist():
         standing["adv_gates"][i] = values["adv_gates"][i]
-
 
 def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], labels: Tensor, goal: str) -> None:
     """Apply a saved unit's records to ``standing`` as computing it would have (its rows hold every sample of the
@@ -555,11 +312,9 @@ def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], lab
         values["adv_gates"] = rows["adv_gates"].astype(str).tolist()
         _update_standing(target, values, labels)
 
-
 def _standing_key(standing: dict[float, Any], eps: float) -> float:
     # epsilons come back from CSV as the same float64; match exactly, else the nearest (never more than 1e-12 off)
     return eps if eps in standing else min(standing, key=lambda e: abs(e - eps))
-
 
 def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float, rows: list[int],
                   values: dict[str, Any], evaluated: Tensor, success: Tensor, labels: Tensor,
@@ -594,21 +349,6 @@ def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float
         "adv_draw_acc": values["adv_draw_acc"].numpy()[rows],
     })
 
-
-_DTYPES = {"epsilon": "float64", "sample": "int64", "label": "int64", "clean_pred": "int64", "adv_pred": "int64",
-           "clean_correct": "bool", "adv_correct": "bool", "success": "bool", "linf": "float64", "l2": "float64",
-           "hamming": "float64", "clean_flops": "float64", "adv_flops": "float64",
-           "evaluated": "bool", "adv_draw_acc": "float64"}
-
-
-def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
-    """Records in canonical column order and dtypes (so fresh and re-read batches serialise identically)."""
-    frame = frame[list(RECORD_COLUMNS)].astype(_DTYPES)
-    for column in ("clean_gates", "adv_gates"):
-        frame[column] = frame[column].astype(str)
-    return frame
-
-
 def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Dataset, labels: Tensor,
                              sample_ids: np.ndarray, batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
     """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1], uint8
@@ -626,7 +366,6 @@ def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Data
             batch = to_tensor_images(batch)
         yield b, batch, labels[start:stop], sample_ids[start:stop]
 
-
 def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
                       batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
     from aigrobust.data import streaming_loader
@@ -635,7 +374,6 @@ def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_
         start = b * batch_size
         yield b, batch, labels[start:start + len(batch)], sample_ids[start:start + len(batch)]
 
-
 @dataclass
 class EvalRun:
     """The records of a run and the spec that made them."""
@@ -643,7 +381,6 @@ class EvalRun:
     records: pd.DataFrame
     spec: EvalSpec
     info: dict[str, Any] = field(default_factory=dict)
-
 
 def run_evaluation(
     entries: Sequence[ModelEntry],
@@ -689,24 +426,6 @@ def run_evaluation(
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
     return EvalRun(records=canonical_order(normalize_records(records), sample_ids), spec=spec)
 
-
-def canonical_order(records: pd.DataFrame, sample_ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
-    """Records in the order one batch holding every sample would write them: per model, per setting and attack (in
-    the order they ran), per epsilon, the samples in data order. So the records of a run do not depend on its batch
-    size or its number of processes."""
-    if records.empty:
-        return records
-    position = {int(v): i for i, v in enumerate(sample_ids)}
-    unit = ["model", "defense", "defense_grad", "gate_grad", "attack"]
-    first_seen = records[unit].drop_duplicates().reset_index(drop=True)
-    rank = {tuple(row): i for i, row in enumerate(first_seen.itertuples(index=False))}
-    order = pd.DataFrame({"unit": [rank[tuple(row)] for row in records[unit].itertuples(index=False)],
-                          "epsilon": records["epsilon"].to_numpy(),
-                          "sample": records["sample"].map(position).to_numpy()})
-    index = order.sort_values(["unit", "epsilon", "sample"], kind="stable").index
-    return records.loc[index].reset_index(drop=True)
-
-
 def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:
     """Mean normalised Hamming distance between two seeded stochastic draws on the same clean images."""
     if not model.is_gated:
@@ -717,8 +436,3 @@ def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, 
             model.reset_gate_generator(seed)
             patterns.append(model.forward_with_gates(images)[1].decisions)
     return float((patterns[0] != patterns[1]).float().mean())
-
-
-def run_document(spec: EvalSpec, extra: dict[str, Any]) -> dict[str, Any]:
-    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume)."""
-    return json.loads(json.dumps({"spec": spec.to_dict(), **extra}, sort_keys=True))

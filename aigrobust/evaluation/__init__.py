@@ -1,0 +1,57 @@
+"""Robustness evaluation: attack models at a sweep of epsilons and record one row per sample.
+
+One long table, one row per (model, defense, defense_grad, attack, gate_grad, epsilon, sample): label, clean and
+adversarial prediction, perturbation norms, clean and adversarial gate patterns, executed FLOPs. Every reported
+figure is an aggregate of these rows (see :mod:`aigrobust.metrics`). Four parts: :mod:`.spec` (what runs),
+:mod:`.views` (the attacker's views of a model), :mod:`.engine` (running it in resumable units) and
+:mod:`.records` (the rows' canonical form).
+"""
+
+from aigrobust.evaluation.engine import (  # noqa: F401
+    STANDING_TENSORS,
+    EvalRun,
+    UnitRequest,
+    UnitStore,
+    _clean_standing,
+    _gate_grads,
+    _outcome,
+    _prepare_setting,
+    _replay_unit,
+    _reused_unit,
+    _run_unit,
+    _Setting,
+    _settings,
+    _standing_key,
+    _streamed_batches,
+    _unit_records,
+    _update_standing,
+    evaluate_batch,
+    iterate_numbered_batches,
+    run_evaluation,
+    stochastic_noise_floor,
+)
+from aigrobust.evaluation.records import (  # noqa: F401
+    _DTYPES,
+    NO_GATES,
+    RECORD_COLUMNS,
+    _pattern,
+    canonical_order,
+    normalize_records,
+)
+from aigrobust.evaluation.spec import (  # noqa: F401
+    EPSILON_RESOLUTION,
+    SPEC_FIELDS,
+    EvalSpec,
+    ModelEntry,
+    canonical_attack_names,
+    parse_epsilon,
+    refuse_mixed_norms,
+    refuse_repeated_attacks,
+    run_document,
+    with_zero,
+)
+from aigrobust.evaluation.views import (  # noqa: F401
+    AttackerGateView,
+    EOTView,
+    draw_accuracy,
+)
