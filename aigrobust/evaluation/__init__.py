@@ -34,8 +34,8 @@ from aigrobust.evaluation.records import (  # noqa: F401
     _DTYPES,
     NO_GATES,
     RECORD_COLUMNS,
-    _pattern,
     canonical_order,
+    gate_patterns,
     normalize_records,
 )
 from aigrobust.evaluation.spec import (  # noqa: F401

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, _pattern, canonical_order, normalize_records
+from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, canonical_order, gate_patterns, normalize_records
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.metrics import format_eps
@@ -212,7 +212,7 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
     clean_pred = clean_logits.argmax(1)
     clean_draws = draw_accuracy(deployed, images, labels, judge_draws, clean_pred)
     return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, clean_pred,
-                    _pattern(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
+                    gate_patterns(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
                     clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
 def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
@@ -278,7 +278,7 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
     values["hamming"][pos] = ham.cpu()
     values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
     values["adv_draw_acc"][pos] = draw_accuracy(setting.deployed, adv, labels[idx], setting.judge_draws, pred)
-    gates_now = _pattern(adv_trace.decisions)
+    gates_now = gate_patterns(adv_trace.decisions)
     for j, i in enumerate(pos.tolist()):
         values["adv_gates"][i] = gates_now[j]
     evaluated[pos] = True

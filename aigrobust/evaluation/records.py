@@ -19,7 +19,8 @@ RECORD_COLUMNS = (
 
 NO_GATES = "none"
 
-def _pattern(decisions: Tensor) -> list[str]:
+def gate_patterns(decisions: Tensor) -> list[str]:
+    """Each sample's gate decisions as a string of 0/1, one character per block (how records store them)."""
     rows = decisions.to(torch.uint8).cpu().numpy()
     return ["".join("1" if v else "0" for v in row) for row in rows]
 
