@@ -58,13 +58,67 @@ def upgrade_pins(previous: Any, now: dict[str, Any]) -> dict[str, Any]:
     return {**now, "models": models}
 
 
+def today_specs(texts: list[str]) -> list[str]:
+    """Attack texts as canonical specs under today's defaults (a text that does not parse stays as it is: the
+    comparison or the run names it)."""
+    from attacks import attack_from_spec
+
+    specs = []
+    for text in texts:
+        try:
+            specs.append(attack_from_spec(text).spec)
+        except (ValueError, KeyError):
+            specs.append(text)
+    return specs
+
+
+def canonical_document(document: dict[str, Any]) -> dict[str, Any]:
+    """A run document with its attacks as canonical specs (today's defaults), whoever built it."""
+    spec = document.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("attacks"), list):
+        return document
+    return {**document, "spec": {**spec, "attacks": today_specs([str(t) for t in spec["attacks"]])}}
+
+
+def upgrade_attack_texts(root: Path, previous: Any) -> Any:
+    """``previous`` (a run.json) with its attacks as canonical specs. Run folders written before run.json stored
+    them name attacks as typed ('compute-inflation'): such a text reads as the spec the folder's finished records
+    ran where they hold the attack (an attack whose defaults changed since must not resume as a different one), else
+    as today's canonical spec, so an old folder still resumes under the same command."""
+    from attacks import attack_kind, short_name_spec
+
+    spec = previous.get("spec") if isinstance(previous, dict) else None
+    texts = spec.get("attacks") if isinstance(spec, dict) else None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return previous
+    today = today_specs(texts)
+    if today == texts:
+        return previous
+    recorded: dict[str, str] = {}  # attack name -> the spec its finished records ran
+    for part in sorted((root / PARTS_DIR).rglob("*.csv.gz")):
+        try:
+            names = pd.read_csv(part, usecols=["attack"])["attack"].astype(str).unique()
+        except (OSError, ValueError, EOFError):
+            continue  # a part cut short: the resume recomputes it
+        for name in names:
+            recorded.setdefault(attack_kind(name), name)
+    upgraded = []
+    for text, canonical in zip(texts, today):
+        ran = recorded.get(attack_kind(text))
+        if ran is not None and ":" not in ran:  # records of short names: the defaults of their day
+            ran = short_name_spec(text)
+        upgraded.append(ran if ran is not None and text != canonical else canonical)
+    return {**previous, "spec": {**spec, "attacks": upgraded}}
+
+
 class RunFolder:
     """Holds a run's spec, its finished batches and, at the end, its records and summary."""
 
     def __init__(self, root: Path, spec: dict[str, Any], resume: bool, lock: bool = True) -> None:
         """``lock``: take the folder's lock (the writer does; the other ranks of a torchrun join without it)."""
         self.root = Path(root)
-        self.spec = {k: v for k, v in spec.items() if k != INTEGRITY_KEY}  # the command, not a past outcome
+        # the command, not a past outcome; attacks canonical, so a later change of defaults cannot change its meaning
+        self.spec = canonical_document({k: v for k, v in spec.items() if k != INTEGRITY_KEY})
         # what computes the units this process saves (set by the caller; floats differ between devices)
         self.made_on = "unrecorded device"
         try:
@@ -93,6 +147,7 @@ class RunFolder:
                                          "--out")
                 if isinstance(previous, dict):
                     previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
+                previous = upgrade_attack_texts(self.root, previous)
                 now = upgrade_pins(previous, json.loads(json.dumps(self.spec)))
                 if previous != now:
                     raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "

@@ -91,6 +91,8 @@ class AttackEntry:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
     rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+    # the defaults in force while records held short names (before 2026-11-26), where they differ from today's
+    short_name_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, **kwargs: Any) -> Attack:
         """The attack with ``kwargs`` and the settings this name fixes."""
@@ -101,13 +103,16 @@ _ATTACKS: dict[str, AttackEntry] = {}
 
 
 def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
-                    rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None) -> None:
+                    rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
+                    short_name_defaults: Mapping[str, Any] | None = None) -> None:
     """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks`` and
     the help texts read. ``fixed`` settings are part of the name ('pgd-l2' fixes distance='l2'); ``rules`` check
-    settings the shared rules do not know (``{key: (check, wording)}``)."""
+    settings the shared rules do not know (``{key: (check, wording)}``); ``short_name_defaults``: where a default
+    changed after records began to carry canonical specs, the old value, so records written before still read as
+    the attack that made them (:func:`short_name_spec`)."""
     if name in _ATTACKS:
         raise ValueError(f"attack {name!r} is registered twice")
-    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}))
+    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), dict(short_name_defaults or {}))
 
 
 register_attack("fgsm", FGSM, label="FGSM")
@@ -130,9 +135,12 @@ _COMPUTE_RULES = {
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in ("adam", "apgd", "fixed"), "adam, apgd or fixed"),
 }
-register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES)
+# until 2026-12-02: 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2 (the old rule)
+_COMPUTE_BEFORE = {"steps": 20, "gate_loss": "capped", "kappa": 2.0, "schedule": "fixed"}
+register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, short_name_defaults=_COMPUTE_BEFORE)
 register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES)
-register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES)
+register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES,
+                short_name_defaults=_COMPUTE_BEFORE)
 register_attack("gate-flip", GateFlip)
 register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: _positive_int(v), "a positive integer")})
 
@@ -322,20 +330,36 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def attack_from_spec(spec: str) -> Attack:
+def short_name_spec(text: str) -> str:
+    """The canonical spec an attack text meant when records held short names (before 2026-11-26): its settings over
+    the defaults then in force (:attr:`AttackEntry.short_name_defaults`), so an old run's records and run.json read
+    as the attack that made them, not as today's defaults."""
+    name, _ = _name_and_settings(text)
+    entry = _ATTACKS.get(name)
+    if entry is None or not entry.short_name_defaults:
+        return attack_from_spec(text).spec
+    return attack_from_spec(text, defaults=entry.short_name_defaults).spec
+
+
+def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> Attack:
     """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value'); 'auto' leaves a setting to the
-    attack (so every canonical spec parses back to the same attack)."""
+    attack (so every canonical spec parses back to the same attack). ``defaults``: settings the text's own override
+    (for :func:`short_name_spec`)."""
     name, items = _name_and_settings(spec)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(defaults or {})
+    given: set[str] = set()
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise AttackSpecError(f"attack setting {item!r} in {spec!r} is not key=value")
         key = key.strip().replace("-", "_")
-        if key in kwargs:
+        if key in given:
             raise AttackSpecError(f"attack setting {key!r} is given twice in {spec!r}")
+        given.add(key)
         if value.strip().lower() != "auto":
             kwargs[key] = _parse_value(value.strip())
+        else:
+            kwargs.pop(key, None)
     return get_attack(name, **kwargs)
 
 
@@ -343,5 +367,5 @@ __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
     "AttackEntry", "Distance", "SUITES", "register_attack", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
-    "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
+    "attack_from_spec", "short_name_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -94,6 +94,13 @@ stage standard-jpeg && run_attack "$RUNS/standard-jpeg-aig20-surrogates" --check
 # attacks on the gates themselves
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
+# the compute attack at full strength (issue 30) beside its control, random noise of the same norm; and one universal
+# perturbation fitted on training images, judged on unseen test images
+stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/compute" --model aig20 "${DATA_ARGS[@]}" \
+  --attack compute-inflation --attack random-noise --eps 2/255 --eps 8/255
+UNIVERSAL=reports/cifar10-robust/universal-aig20-8
+stage attacks && [ ! -f $UNIVERSAL/universal.json ] && aigrobust universal --model aig20 --eps 8/255 --fit 1024 \
+  --steps 50 --n-samples 500 --data-dir "$DATA" --out $UNIVERSAL
 
 # 5. why our models keep ~23% at 2/255 (stage why): margins, the JPEG fine-tune and its dose on akamaster's resnet20,
 #    then our recipe at other lengths and with akamaster's weight decay (each a resumable training run, about 80 s per
@@ -116,13 +123,13 @@ fi
 # 4. the findings, the report and the CI baseline (200 images, under 3 minutes on 2 cores)
 STUDY_RUNS=()
 for kind in fgsm strong strong-jpeg square; do STUDY_RUNS+=("$RUNS/$kind-ours" "$RUNS/$kind-external"); done
-STUDY_RUNS+=("$RUNS/gates")
+STUDY_RUNS+=("$RUNS/gates" "$RUNS/compute")
 # the undefended standard runs before the JPEG ones, whose undefended reference rows repeat them (first run wins)
 for run in "$RUNS"/standard-*; do [[ $run != */standard-jpeg-* ]] && [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 for run in "$RUNS"/standard-jpeg-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 [ -f $WHY ] || { echo "$WHY is missing: run the why stage (STAGES=why)" >&2; exit 1; }
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
-  --why reports/cifar10/why_23_percent.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
+  --why reports/cifar10/why_23_percent.json --universal $UNIVERSAL/universal.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
 # the per-sample records travel with the report, so every number in it can be recomputed from the repository

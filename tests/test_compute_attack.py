@@ -8,6 +8,7 @@ import torch
 
 from aigrobust.factory import create_model
 from attacks import AttackSpecError, attack_from_spec, get_attack
+from tests.conftest import PROJECT_ROOT
 
 EPS = 8 / 255
 # the attack as it was before issue 30 (20 signed steps on capped log-odds), reachable through its settings
@@ -169,3 +170,54 @@ def test_the_universal_command_fits_on_training_images_and_judges_on_unseen_ones
     save_checkpoint(create_model("tiny_resnet"), plain)
     refused = CliRunner().invoke(cli, [*args[:1], "--checkpoint", str(plain), *args[3:-1], str(tmp_path / "p")])
     assert refused.exit_code == 2 and "has no gates" in refused.output
+
+
+STUDY_GATES = PROJECT_ROOT / "reports" / "cifar10" / "records" / "gates"  # written before records held canonical specs
+
+
+def test_records_of_short_names_read_as_the_attack_that_made_them() -> None:
+    from aigrobust.runs import FinishedRun
+    from attacks import short_name_spec
+
+    attacks = set(FinishedRun.open(STUDY_GATES).records()["attack"])
+    legacy = attack_from_spec(LEGACY).spec
+    assert short_name_spec("compute-inflation") == legacy  # not today's 100-step defaults
+    assert legacy in attacks and attack_from_spec("compute-inflation").spec not in attacks
+
+
+def test_the_earlier_rule_reproduces_the_committed_study_records(aig20_batch) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from attacks import short_name_spec
+
+    model, x, y = aig20_batch
+    adv = attack_from_spec(short_name_spec("compute-inflation"))(model, x, y, [EPS]).clipped[0]
+    with torch.no_grad():
+        flops = model.forward_with_gates(adv)[1].flops.double().numpy()
+    rows = pd.read_csv(STUDY_GATES / "records.csv.gz")
+    rows = rows[(rows["attack"] == "compute-inflation") & (rows["gate_grad"] == "exact")
+                & ((rows["epsilon"] - EPS).abs() < 1e-9)].set_index("sample").sort_index()
+    assert rows.loc[range(len(x)), "adv_flops"].to_numpy() == pytest.approx(flops)
+
+
+def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pandas as pd
+
+    from aigrobust.run_records import PARTS_DIR, RunFolderError
+    from aigrobust.runs import RunFolder
+
+    intermediate = attack_from_spec(HINGE_APGD.replace("steps=20", "steps=100")).spec  # defaults of 2026-12-02 08:14
+    root = tmp_path / "run"
+    (root / PARTS_DIR / "aig20").mkdir(parents=True)
+    old = {"spec": {"attacks": ["fgsm", "compute-inflation"], "seed": 0}}  # as run.json named attacks then: typed
+    (root / "run.json").write_text(json.dumps(old))
+    pd.DataFrame({"attack": ["fgsm:distance=linf", intermediate], "sample": [0, 0]}).to_csv(
+        root / PARTS_DIR / "aig20" / "batch-00000.csv.gz", index=False)
+    with pytest.raises(RunFolderError, match="spec.attacks"):
+        RunFolder(root, old, resume=True)  # the same words now mean today's defaults: refused, not mixed
+    folder = RunFolder(root, {"spec": {"attacks": ["fgsm", intermediate], "seed": 0}}, resume=True)
+    folder.release()
+    (root / PARTS_DIR / "aig20" / "batch-00000.csv.gz").unlink()  # nothing ran yet: today's meaning is the run's
+    RunFolder(root, old, resume=True).release()

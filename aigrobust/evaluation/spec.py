@@ -13,7 +13,7 @@ from typing import Any
 
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
-from attacks import NORM_NAMES, Attack, attack_from_spec
+from attacks import NORM_NAMES, Attack, attack_from_spec, short_name_spec
 
 
 def parse_epsilon(text: str | float) -> float:
@@ -63,12 +63,13 @@ def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
 
 def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
     """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
-    short name): short name -> canonical spec, from the spec texts in run.json. A short name two specs share
-    cannot be told apart and is left out."""
+    short name): short name -> canonical spec, from the spec texts in run.json, read with the defaults in force
+    when such records were written (:func:`attacks.short_name_spec`). A short name two specs share cannot be told
+    apart and is left out."""
     names: dict[str, list[str]] = {}
     for text in attack_texts:
-        attack = attack_from_spec(text)
-        names.setdefault(attack.name, []).append(attack.spec)
+        spec = short_name_spec(text)
+        names.setdefault(attack_from_spec(spec).name, []).append(spec)
     return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
 
 @dataclass(frozen=True)
@@ -152,8 +153,11 @@ class EvalSpec:
         return self.parsed_defenses[self.defenses.index(name)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored beside the records, compared on resume)."""
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in SPEC_FIELDS}
+        """JSON-ready form (stored beside the records, compared on resume). Attacks as their canonical specs, every
+        setting filled in, so a later change of an attack's defaults cannot change what a stored run means."""
+        data = {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in SPEC_FIELDS}
+        data["attacks"] = [attack.spec for attack in self.parsed_attacks]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
