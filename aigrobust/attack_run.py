@@ -6,7 +6,7 @@ The command line owns the progress bar and the printing; this module owns the or
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +16,15 @@ import torch
 
 from aigrobust.checkpoints import weights_sha256
 from aigrobust.distributed import barrier, finish
-from aigrobust.evaluation import EvalSpec, ModelEntry, UnitRequest, run_document, run_evaluation, stochastic_noise_floor
+from aigrobust.evaluation import (
+    EvalSpec,
+    ModelEntry,
+    UnitRequest,
+    UnitStore,
+    run_document,
+    run_evaluation,
+    stochastic_noise_floor,
+)
 from aigrobust.metrics import summarize
 from aigrobust.runs import RunFolder
 
@@ -69,6 +77,26 @@ def device_description(device: torch.device) -> str:
     return f"{device.type} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
 
 
+@dataclass(frozen=True)
+class ReusingStorage:
+    """A run folder whose units not yet saved may be supplied by ``reuse`` (see :mod:`aigrobust.reuse`)."""
+
+    folder: RunFolder
+    reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None
+
+    def done_batch(self, model: str, batch: int) -> pd.DataFrame | None:
+        """The folder's finished batch, or None."""
+        return self.folder.done_batch(model, batch)
+
+    def save_batch(self, model: str, batch: int, frame: pd.DataFrame) -> None:
+        """Into the folder."""
+        self.folder.save_batch(model, batch, frame)
+
+    def units_for(self, model: str, batch: int) -> UnitStore:
+        """The folder's units of the batch, with ``reuse`` as their supplier."""
+        return replace(self.folder.units_for(model, batch), reuse=self.reuse)
+
+
 def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, data: Any, batch_size: int,
                   device: torch.device, rank: int, world: int, on_batch: Callable[[int], None],
                   describe: Callable[[str], Any],
@@ -84,10 +112,8 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
     labels = torch.from_numpy(data.labels.astype(np.int64))
     sample_ids = np.asarray(data.indices)
     run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,
-                         on_batch=lambda _m, n: on_batch(n), done_batches=folder.done_batch,
-                         save_batch=folder.save_batch, shard=(rank, world),
-                         units_for=lambda m, b: replace(folder.units_for(m, b), reuse=reuse),
-                         describe=describe)
+                         on_batch=lambda _m, n: on_batch(n), storage=ReusingStorage(folder, reuse),
+                         shard=(rank, world), describe=describe)
     if world > 1:
         barrier(world)
         if rank != 0:
@@ -95,7 +121,7 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
             return None
         # every shard's batches are saved: rank 0 reads them back in order
         run = run_evaluation(entries, spec, images, labels, sample_ids, batch_size=batch_size, device=device,
-                             done_batches=folder.done_batch)
+                             storage=folder)
         finish()
     return run.records
 

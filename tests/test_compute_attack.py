@@ -221,3 +221,20 @@ def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_p
     folder.release()
     (root / PARTS_DIR / "aig20" / "batch-00000.csv.gz").unlink()  # nothing ran yet: today's meaning is the run's
     RunFolder(root, old, resume=True).release()
+
+
+def test_a_baseline_reruns_the_attack_its_metrics_were_measured_with(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from aigrobust.baseline import load_baseline
+
+    data = json.loads((PROJECT_ROOT / "reports" / "ci" / "baseline.json").read_text())
+    text = next(a for a in data["spec"]["attacks"] if a.startswith("compute-inflation"))
+    earlier = attack_from_spec(text + ",gate_loss=hinge,schedule=apgd").spec  # as if measured under other defaults
+    for row in data["metrics"]:
+        if row["attack"].startswith("compute-inflation"):
+            row["attack"] = earlier
+    (tmp_path / "baseline.json").write_text(json.dumps(data))
+    attacks = load_baseline(tmp_path / "baseline.json")["spec"]["attacks"]
+    assert earlier in attacks and attack_from_spec(text).spec not in attacks
+    assert attack_from_spec("fgsm").spec in attacks  # the others: today's canonical specs, as measured

@@ -9,10 +9,11 @@ figure is an aggregate of these rows (see :mod:`aigrobust.metrics`). Four parts:
 
 from aigrobust.evaluation.engine import (  # noqa: F401
     STANDING_TENSORS,
+    BatchStorage,
     EvalRun,
+    Standing,
     UnitRequest,
     UnitStore,
-    _clean_standing,
     _gate_grads,
     _outcome,
     _prepare_setting,
@@ -24,7 +25,6 @@ from aigrobust.evaluation.engine import (  # noqa: F401
     _standing_key,
     _streamed_batches,
     _unit_records,
-    _update_standing,
     evaluate_batch,
     iterate_numbered_batches,
     run_evaluation,

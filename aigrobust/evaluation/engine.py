@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,52 @@ def _settings(spec: EvalSpec, model: Any) -> list[tuple[str, str, str]]:
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
 STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
 
+
+@dataclass
+class Standing:
+    """Per sample of a batch, at one epsilon, the outcome that stands so far: the clean input to start with (a clean
+    mistake is its own adversarial), replaced by the first adversarial that fools it. Attacks with early exit work on
+    the samples still standing, and each unit's records show the standing outcome of the samples it did not attack."""
+
+    adv_pred: Tensor
+    linf: Tensor
+    l2: Tensor
+    hamming: Tensor
+    adv_flops: Tensor
+    adv_draw_acc: Tensor
+    adv_gates: list[str]
+
+    @classmethod
+    def clean(cls, setting: _Setting, n: int) -> Standing:
+        """Every sample standing on its clean outcome."""
+        return cls(adv_pred=setting.clean_pred.clone(), linf=torch.zeros(n), l2=torch.zeros(n),
+                   hamming=torch.zeros(n), adv_flops=setting.clean_trace_flops.clone(),
+                   adv_draw_acc=setting.clean_draw_acc.clone(), adv_gates=list(setting.clean_gates))
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, like: Standing) -> Standing:
+        """The outcome a saved unit's records hold (one row per sample of the batch, in order)."""
+        tensors = {key: torch.as_tensor(rows[key].to_numpy(copy=True), dtype=getattr(like, key).dtype,
+                                        device=getattr(like, key).device) for key in STANDING_TENSORS}
+        return cls(**tensors, adv_gates=rows["adv_gates"].astype(str).tolist())
+
+    def copy(self) -> Standing:
+        """An independent copy (an attack's outcome starts from the standing one)."""
+        return Standing(**{key: getattr(self, key).clone() for key in STANDING_TENSORS},
+                        adv_gates=list(self.adv_gates))
+
+    def take_fooled(self, outcome: Standing, labels: Tensor) -> None:
+        """Samples that ``outcome`` fools and that stood until now take it as their standing outcome."""
+        newly = (outcome.adv_pred != labels) & (self.adv_pred == labels)
+        if not newly.any():
+            return
+        keep = newly.cpu()
+        for key in STANDING_TENSORS:
+            getattr(self, key)[newly if key == "adv_pred" else keep] = getattr(outcome, key)[
+                newly if key == "adv_pred" else keep]
+        for i in keep.nonzero().squeeze(1).tolist():
+            self.adv_gates[i] = outcome.adv_gates[i]
+
 @dataclass(frozen=True)
 class UnitRequest:
     """One unit as a source outside the run sees it (an earlier run's records): which records it needs, and the
@@ -85,6 +131,20 @@ class UnitStore:
     load: Callable[[str], pd.DataFrame | None]
     save: Callable[[str, pd.DataFrame, str | None], None]
     reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
+
+class BatchStorage(Protocol):
+    """Where a run keeps its finished work (:class:`aigrobust.runs.RunFolder` is one): whole batches by (model
+    label, batch number), and the finished units of a batch still in progress."""
+
+    def done_batch(self, model: str, batch: int) -> pd.DataFrame | None:
+        """The records of a batch finished earlier, or None."""
+
+    def save_batch(self, model: str, batch: int, frame: pd.DataFrame) -> None:
+        """Keep a finished batch's records (its units are then no longer needed)."""
+
+    def units_for(self, model: str, batch: int) -> UnitStore:
+        """The store of the finished units of a batch in progress."""
+
 
 @dataclass
 class _Setting:
@@ -133,7 +193,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
     for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model)):
         setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, clean_cache)
-        standing = _clean_standing(setting, spec.epsilons, len(labels))
+        standing = {eps: Standing.clean(setting, len(labels)) for eps in spec.epsilons}
         for a, attack in enumerate(attacks):
             if attack.goal == "gates" and not model.is_gated:
                 continue
@@ -215,23 +275,15 @@ def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defen
                     gate_patterns(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
                     clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
-def _clean_standing(setting: _Setting, epsilons: Sequence[float], n: int) -> dict[float, dict[str, Any]]:
-    """Per epsilon, the outcome that stands for each sample so far: the clean input to start with (a clean mistake
-    is its own adversarial), replaced by the first adversarial that fools it."""
-    return {eps: {"adv_pred": setting.clean_pred.clone(), "linf": torch.zeros(n), "l2": torch.zeros(n),
-                  "adv_gates": list(setting.clean_gates), "hamming": torch.zeros(n),
-                  "adv_flops": setting.clean_trace_flops.clone(), "adv_draw_acc": setting.clean_draw_acc.clone()}
-            for eps in epsilons}
-
 def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
-              standing: dict[float, dict[str, Any]], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
+              standing: dict[float, Standing], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
               ) -> pd.DataFrame:
     """One attack under one setting at every epsilon: its records; ``standing`` takes the samples it fooled."""
     n = len(labels)
     everyone = torch.arange(n, device=labels.device)
     early = spec.early_exit and attack.goal == "misclassify"
     if early:  # per epsilon, only the samples that still stand
-        groups = [((eps,), (standing[eps]["adv_pred"] == labels).nonzero().squeeze(1)) for eps in spec.epsilons]
+        groups = [((eps,), (standing[eps].adv_pred == labels).nonzero().squeeze(1)) for eps in spec.epsilons]
     else:
         groups = [(spec.epsilons, everyone)]
     frames = []
@@ -246,19 +298,19 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
         for k, eps in enumerate(eps_group):
             values, evaluated, success = _outcome(setting, standing[eps], result, k, attack.goal, images, labels, idx)
             if attack.goal == "misclassify":
-                success[~evaluated] = (values["adv_pred"] != labels).cpu()[~evaluated]
-                _update_standing(standing[eps], values, labels)
+                success[~evaluated] = (values.adv_pred != labels).cpu()[~evaluated]
+                standing[eps].take_fooled(values, labels)
             rows = (everyone if early else idx).cpu().tolist()
             frames.append(_unit_records(model_name, setting, attack, eps, rows, values, evaluated, success, labels,
                                         sample_ids))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
 
-def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, goal: str, images: Tensor,
-             labels: Tensor, idx: Tensor) -> tuple[dict[str, Any], Tensor, Tensor]:
+def _outcome(setting: _Setting, standing: Standing, result: Any, k: int, goal: str, images: Tensor,
+             labels: Tensor, idx: Tensor) -> tuple[Standing, Tensor, Tensor]:
     """Each sample's values at one epsilon: the attacked samples' adversarial outcome, the standing one for the
     rest; which samples were attacked; and the success of each."""
     n = len(labels)
-    values = {key: (value.clone() if isinstance(value, Tensor) else list(value)) for key, value in standing.items()}
+    values = standing.copy()
     evaluated = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)
     if result is None:
@@ -272,33 +324,21 @@ def _outcome(setting: _Setting, standing: dict[str, Any], result: Any, k: int, g
     ham = ((adv_trace.decisions != setting.clean_decisions[idx]).float().mean(1) if n_blocks
            else torch.zeros(len(idx)))
     pos = idx.cpu()
-    values["adv_pred"][idx] = pred
-    values["linf"][pos] = delta.abs().amax(1).cpu()
-    values["l2"][pos] = delta.norm(dim=1).cpu()
-    values["hamming"][pos] = ham.cpu()
-    values["adv_flops"][pos] = adv_trace.flops.detach().cpu()
-    values["adv_draw_acc"][pos] = draw_accuracy(setting.deployed, adv, labels[idx], setting.judge_draws, pred)
+    values.adv_pred[idx] = pred
+    values.linf[pos] = delta.abs().amax(1).cpu()
+    values.l2[pos] = delta.norm(dim=1).cpu()
+    values.hamming[pos] = ham.cpu()
+    values.adv_flops[pos] = adv_trace.flops.detach().cpu()
+    values.adv_draw_acc[pos] = draw_accuracy(setting.deployed, adv, labels[idx], setting.judge_draws, pred)
     gates_now = gate_patterns(adv_trace.decisions)
     for j, i in enumerate(pos.tolist()):
-        values["adv_gates"][i] = gates_now[j]
+        values.adv_gates[i] = gates_now[j]
     evaluated[pos] = True
     # misclassification is read off the prediction just made; gate goals need the attack's judge
     success[pos] = ((pred != labels[idx]) if goal == "misclassify" else result.success[k]).cpu()
     return values, evaluated, success
 
-def _update_standing(standing: dict[str, Any], values: dict[str, Any], labels: Tensor) -> None:
-    """Samples fooled now that stood until now take this attack's outcome as their standing one."""
-    newly = (values["adv_pred"] != labels) & (standing["adv_pred"] == labels)
-    if not newly.any():
-        return
-    keep = newly.cpu()
-    for key in STANDING_TENSORS:
-        mask = newly if key == "adv_pred" else keep
-        standing[key][mask] = values[key][mask]
-    for i in keep.nonzero().squeeze(1).tolist():
-        standing["adv_gates"][i] = values["adv_gates"][i]
-
-def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], labels: Tensor, goal: str) -> None:
+def _replay_unit(frame: pd.DataFrame, standing: dict[float, Standing], labels: Tensor, goal: str) -> None:
     """Apply a saved unit's records to ``standing`` as computing it would have (its rows hold every sample of the
     batch in order, per epsilon)."""
     if goal != "misclassify":
@@ -307,22 +347,19 @@ def _replay_unit(frame: pd.DataFrame, standing: dict[float, dict[str, Any]], lab
         target = standing[_standing_key(standing, float(eps))]
         if len(rows) != len(labels):
             raise ValueError(f"a saved unit holds {len(rows)} rows at epsilon {eps}, not the batch's {len(labels)}")
-        values: dict[str, Any] = {key: torch.as_tensor(rows[key].to_numpy(copy=True), dtype=target[key].dtype,
-                                                       device=target[key].device) for key in STANDING_TENSORS}
-        values["adv_gates"] = rows["adv_gates"].astype(str).tolist()
-        _update_standing(target, values, labels)
+        target.take_fooled(Standing.from_rows(rows, target), labels)
 
-def _standing_key(standing: dict[float, Any], eps: float) -> float:
+def _standing_key(standing: dict[float, Standing], eps: float) -> float:
     # epsilons come back from CSV as the same float64; match exactly, else the nearest (never more than 1e-12 off)
     return eps if eps in standing else min(standing, key=lambda e: abs(e - eps))
 
 def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float, rows: list[int],
-                  values: dict[str, Any], evaluated: Tensor, success: Tensor, labels: Tensor,
+                  values: Standing, evaluated: Tensor, success: Tensor, labels: Tensor,
                   sample_ids: Sequence[int]) -> pd.DataFrame:
     """The records of ``rows`` at one epsilon of one unit."""
     label_np = labels.cpu().numpy()
     clean_np = setting.clean_pred.cpu().numpy()
-    adv_np = values["adv_pred"].cpu().numpy()
+    adv_np = values.adv_pred.cpu().numpy()
     return pd.DataFrame({
         "model": model_name,
         "defense": setting.defense_name,
@@ -337,16 +374,16 @@ def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float
         "clean_correct": (clean_np == label_np)[rows],
         "adv_correct": (adv_np == label_np)[rows],
         "success": success.numpy()[rows],
-        "linf": values["linf"].numpy()[rows],
-        "l2": values["l2"].numpy()[rows],
+        "linf": values.linf.numpy()[rows],
+        "l2": values.l2.numpy()[rows],
         "clean_gates": [setting.clean_gates[i] for i in rows],
-        "adv_gates": [values["adv_gates"][i] for i in rows],
-        "hamming": values["hamming"].numpy()[rows],
+        "adv_gates": [values.adv_gates[i] for i in rows],
+        "hamming": values.hamming.numpy()[rows],
         "clean_flops": setting.clean_flops[rows],
-        "adv_flops": values["adv_flops"].numpy()[rows],
+        "adv_flops": values.adv_flops.numpy()[rows],
         "goal": attack.goal,
         "evaluated": evaluated.numpy()[rows],
-        "adv_draw_acc": values["adv_draw_acc"].numpy()[rows],
+        "adv_draw_acc": values.adv_draw_acc.numpy()[rows],
     })
 
 def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Dataset, labels: Tensor,
@@ -391,14 +428,12 @@ def run_evaluation(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     on_batch: Callable[[str, int], None] | None = None,
-    done_batches: Callable[[str, int], pd.DataFrame | None] | None = None,
-    save_batch: Callable[[str, int, pd.DataFrame], None] | None = None,
+    storage: BatchStorage | None = None,
     shard: tuple[int, int] = (0, 1),
-    units_for: Callable[[str, int], UnitStore] | None = None,
     describe: Callable[[str], None] | None = None,
 ) -> EvalRun:
-    """Evaluate every model on the samples; ``done_batches``/``save_batch`` let a caller resume and persist whole
-    batches, ``units_for(model, batch)`` the units inside a batch (so a kill loses at most one unit).
+    """Evaluate every model on the samples; ``storage`` (a run folder) keeps finished batches and the finished
+    units of the batch in progress, so a rerun resumes and a kill loses at most one unit.
 
     ``shard=(rank, world)`` evaluates only the batches with ``batch % world == rank`` (the records returned are
     those of this shard; a merge reads every shard's saved batches)."""
@@ -411,15 +446,15 @@ def run_evaluation(
         for b, x, y, ids in iterate_numbered_batches(images, labels, sample_ids, batch_size):
             if b % world != rank:
                 continue
-            cached = done_batches(entry.name, b) if done_batches is not None else None
+            cached = storage.done_batch(entry.name, b) if storage is not None else None
             if cached is not None:
                 frames.append(cached)
             else:
                 frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
-                                       units=units_for(entry.name, b) if units_for is not None else None,
+                                       units=storage.units_for(entry.name, b) if storage is not None else None,
                                        describe=describe)
-                if save_batch is not None:
-                    save_batch(entry.name, b, frame)
+                if storage is not None:
+                    storage.save_batch(entry.name, b, frame)
                 frames.append(frame)
             if on_batch is not None:
                 on_batch(entry.name, len(y))
