@@ -396,7 +396,7 @@ def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> 
     from aigrobust.runs import FinishedRun, RunFolderError
 
     try:
-        run = FinishedRun.open(Path(run_dir)).document
+        run = FinishedRun.open(Path(run_dir)).document.to_dict()
     except RunFolderError as err:
         raise BaselineError(f"{run_dir} is not a finished run folder ({err})") from None
     if "models" not in run:

@@ -350,7 +350,7 @@ def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
         subset = data.subset(range(min(n_probe, len(data))))
         images, labels = subset.tensors()
         for label, model in models.items():
-            source = run.document["models"][label].get("source")
+            source = run.document.models[label].source
             if (label, source) in probed:
                 continue
             probed.add((label, source))

@@ -579,7 +579,7 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
     from aigrobust.data import CIFAR10_CLASSES
 
     provenance: dict[str, Any] = {"runs": [str(run.root) for run in runs]}
-    provenance.update({str(run.root): run.document for run in runs if run.document})
+    provenance.update({str(run.root): run.document.to_dict() for run in runs if not run.document.is_empty})
     full_flops: dict[str, float] = {}
     for run in reversed(runs):  # runs listed first win, as for their records
         full_flops.update(run.full_flops)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.evaluation import UnitRequest
+from aigrobust.run_document import RunDocument
 from aigrobust.run_records import COPIED_FROM, RunFolderError
 from aigrobust.runs import FinishedRun
 
@@ -88,32 +89,33 @@ def _epsilon_index(value: float, epsilons: tuple[float, ...]) -> int:
     return -1
 
 
-def open_donor(path: Path, document: dict[str, Any]) -> RecordDonor:
+def open_donor(path: Path, document: dict[str, Any] | RunDocument) -> RecordDonor:
     """The finished run at ``path`` as a source of units for the run described by ``document`` (its run.json).
 
     Raises RunFolderError, naming what differs, where the earlier run cannot supply this one: not finished, other
     data, another model under a shared label, or another spec in a field the records depend on."""
     root = Path(path)
     earlier = FinishedRun.open(root)
-    if "models" not in earlier.document:
+    ours_typed = document if isinstance(document, RunDocument) else RunDocument.from_dict(document)
+    theirs_typed = earlier.document
+    if not theirs_typed.models:
         raise RunFolderError(f"--reuse-from {root}: not a finished run folder (no readable run.json)")
-    ours, theirs = document.get("spec", {}), earlier.spec
+    ours, theirs = ours_typed.spec, earlier.spec
     for name in MUST_MATCH:
         if ours.get(name) != theirs.get(name):
             raise RunFolderError(f"--reuse-from {root}: its {name} is {theirs.get(name)!r}, this run's "
                                  f"{ours.get(name)!r}; records carry over only under the same {name}")
-    our_data, their_data = document.get("dataset", {}), earlier.document.get("dataset", {})
-    if our_data.get("sha256") != their_data.get("sha256"):
+    if ours_typed.data_sha256 != theirs_typed.data_sha256:
         raise RunFolderError(f"--reuse-from {root}: it attacked other images (dataset sha256 "
-                             f"{str(their_data.get('sha256'))[:12]}, this run's {str(our_data.get('sha256'))[:12]})")
-    shared = set(document.get("models", {})) & set(earlier.document["models"])
+                             f"{str(theirs_typed.data_sha256)[:12]}, this run's {str(ours_typed.data_sha256)[:12]})")
+    shared = set(ours_typed.models) & set(theirs_typed.models)
     for label in sorted(shared):
-        if document["models"][label] != earlier.document["models"][label]:
-            raise RunFolderError(f"--reuse-from {root}: its model {label!r} is {earlier.document['models'][label]}, "
-                                 f"this run's {document['models'][label]}")
+        if ours_typed.models[label] != theirs_typed.models[label]:
+            raise RunFolderError(f"--reuse-from {root}: its model {label!r} is {theirs_typed.models[label].to_dict()}, "
+                                 f"this run's {ours_typed.models[label].to_dict()}")
     if not shared:
         raise RunFolderError(f"--reuse-from {root}: it holds none of this run's models "
-                             f"({', '.join(sorted(document.get('models', {})))})")
+                             f"({', '.join(sorted(ours_typed.models))})")
     records = earlier.records()
     records = records[records["model"].isin(shared)]
     units = {tuple(str(v) for v in key): group for key, group in records.groupby(UNIT_COLUMNS, sort=False)}

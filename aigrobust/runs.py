@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from aigrobust.files import append_line, atomic_write_bytes
+from aigrobust.run_document import RunDocument
 from aigrobust.run_lock import FolderLock, LockRefused
 from aigrobust.run_records import (
     INTEGRITY_KEY,
@@ -245,7 +246,7 @@ class FinishedRun:
     floors), the records (checked against run.json), and on request the models and data the run used."""
 
     root: Path
-    document: dict[str, Any]
+    document: RunDocument  # empty for a folder holding only records
     extras: dict[str, Any]
 
     @classmethod
@@ -253,15 +254,16 @@ class FinishedRun:
         """Read a run folder; a folder holding only records (no run.json) opens too, with an empty document."""
         root = Path(path)
         document = read_json(root / SPEC_FILE, required=False)
-        if document is not None and not isinstance(document, dict):
-            raise RunFolderError(f"{root / SPEC_FILE} is not a run document")
+        typed = RunDocument() if document is None else RunDocument.from_dict(document, root / SPEC_FILE)
         extras = read_json(root / SUMMARY_FILE, required=False) or {}
-        return cls(root, document or {}, {k: v for k, v in extras.items() if k != "summary"})
+        if not isinstance(extras, dict):
+            raise RunFolderError(f"{root / SUMMARY_FILE} is not a run summary (not a JSON object)")
+        return cls(root, typed, {k: v for k, v in extras.items() if k != "summary"})
 
     @property
     def spec(self) -> dict[str, Any]:
         """The evaluation spec (as EvalSpec.to_dict wrote it)."""
-        return dict(self.document.get("spec", {}))
+        return dict(self.document.spec)
 
     @property
     def noise_floor(self) -> dict[str, float]:
@@ -298,22 +300,22 @@ class FinishedRun:
         """The run's models by label, loaded as the run loaded them (shipped weights or their checkpoint)."""
         from aigrobust.factory import create_model, load_checkpoint
 
-        if "models" not in self.document:
+        if not self.document.models:
             raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
         from aigrobust.checkpoints import weights_sha256
 
         models = {}
-        for label, info in self.document["models"].items():
-            source = info.get("source", "pretrained")
-            if str(info["model"]).startswith("code:"):  # a user's network: its code, then its weights file
+        for label, pin in self.document.models.items():
+            source = pin.source
+            if pin.model.startswith("code:"):  # a user's network: its code, then its weights file
                 from aigrobust.user_models import load_user_model
 
-                models[label] = load_user_model(str(info["model"])[5:], None if source == "code" else Path(source),
-                                                info.get("output_index"))[0]
+                models[label] = load_user_model(pin.model[5:], None if source == "code" else Path(source),
+                                                pin.output_index)[0]
             else:
-                models[label] = (create_model(info["model"], pretrained=True) if source == "pretrained"
+                models[label] = (create_model(pin.model, pretrained=True) if source == "pretrained"
                                  else load_checkpoint(Path(source))[0]).eval()
-            pinned = info.get("weights_sha256")
+            pinned = pin.weights_sha256
             if pinned is not None and weights_sha256(models[label].state_dict()) != pinned:
                 raise RunFolderError(f"{label}'s weights ({source}) changed since the run {self.root} used them "
                                      f"(pinned sha256 {str(pinned)[:12]}); its records describe another network")
@@ -323,6 +325,6 @@ class FinishedRun:
         """The test split the run attacked (its dataset and folder as run.json recorded them)."""
         from aigrobust.data import load_dataset
 
-        info = self.document.get("data", {})
+        info = self.document.data
         return load_dataset(info.get("dataset", "cifar10"), "test",
                             Path(info["data_dir"]) if info.get("data_dir") else None, False)

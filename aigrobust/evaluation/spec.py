@@ -166,5 +166,8 @@ class EvalSpec:
                       for name in SPEC_FIELDS if name in data})
 
 def run_document(spec: EvalSpec, extra: dict[str, Any]) -> dict[str, Any]:
-    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume)."""
-    return json.loads(json.dumps({"spec": spec.to_dict(), **extra}, sort_keys=True))
+    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume), in the layout of
+    :class:`aigrobust.run_document.RunDocument`."""
+    from aigrobust.run_document import RunDocument
+
+    return RunDocument.from_dict(json.loads(json.dumps({"spec": spec.to_dict(), **extra}))).to_dict()

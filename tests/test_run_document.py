@@ -1,0 +1,49 @@
+"""run.json as a typed document (issue 31): every committed run folder's document reads and writes back unchanged,
+and a damaged one is refused in one line naming the file, not a traceback further on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aigrobust.run_document import ModelPin, RunDocument
+from aigrobust.run_records import RunFolderError
+from aigrobust.runs import FinishedRun
+from tests.conftest import PROJECT_ROOT
+
+COMMITTED = sorted(PROJECT_ROOT.glob("reports/**/run.json"))
+
+
+def test_committed_documents_read_and_write_back_unchanged() -> None:
+    assert len(COMMITTED) >= 10
+    for path in COMMITTED:
+        data = json.loads(path.read_text())
+        document = RunDocument.from_dict(data, path)
+        assert document.to_dict() == json.loads(json.dumps(data, sort_keys=True)), path
+        assert document.models and all(isinstance(pin, ModelPin) for pin in document.models.values())
+
+
+def test_a_document_of_another_version_keeps_what_it_does_not_know() -> None:
+    data = {"spec": {"attacks": ["fgsm:distance=linf"]}, "models": {"m": {"model": "resnet20"}}, "written_by": "v9"}
+    document = RunDocument.from_dict(data)
+    assert document.models["m"] == ModelPin("resnet20", "pretrained") and document.other == {"written_by": "v9"}
+    assert document.to_dict()["written_by"] == "v9"
+
+
+@pytest.mark.parametrize("damage, words", [
+    ([], "not a JSON object"),
+    ({"models": ["resnet20"]}, "'models' must be an object"),
+    ({"models": {"m": {"model": 7}}}, "model 'm''s name must be text"),
+    ({"models": {"m": {"model": "resnet20", "weights_sha256": ["x"]}}}, "weights_sha256 must be text"),
+    ({"models": {"m": {"model": "resnet20", "output_index": -1}}}, "output_index must be a whole number"),
+    ({"batch_size": True}, "batch_size must be a whole number"),
+    ({"spec": "fgsm"}, "'spec' must be an object"),
+    ({"records": 5}, "'records' must be an object"),
+])
+def test_a_damaged_document_is_one_line(tmp_path: Path, damage: object, words: str) -> None:
+    (tmp_path / "run.json").write_text(json.dumps(damage))
+    with pytest.raises(RunFolderError, match="run.json") as err:
+        FinishedRun.open(tmp_path)
+    assert words in str(err.value) and "\n" not in str(err.value)
