@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.errors import AigrobustError
-from aigrobust.files import atomic_write_bytes, file_sha256
+from aigrobust.files import atomic_write_bytes, file_sha256, unusable_file
 from aigrobust.metrics import GROUP, WORST, format_eps, summarize
 
 FORMAT = "aigrobust-baseline"
@@ -50,8 +50,9 @@ class Comparison:
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read a baseline file and validate it as a typed document (every field checked before any work)."""
     path = Path(path)
-    if not path.is_file():
-        raise BaselineError(f"baseline not found: {path}")
+    why = unusable_file(path)
+    if why is not None:
+        raise BaselineError(f"baseline {path} {why}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from aigrobust.errors import CheckpointError
-from aigrobust.files import atomic_write_bytes
+from aigrobust.files import atomic_write_bytes, unusable_file
 from aigrobust.models.base import ResNetBase
 from aigrobust.registry import UnknownModelError, build_model
 
@@ -96,8 +96,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from safetensors.torch import load
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    why = unusable_file(path)
+    if why is not None:
+        raise CheckpointError(f"checkpoint {path} {why}")
     raw = path.read_bytes()
     try:
         state = load(raw)

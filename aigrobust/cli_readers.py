@@ -11,6 +11,7 @@ import click
 from aigrobust import cli_inputs as inputs
 from aigrobust.cli_types import DISK_ERRORS, BadInput
 from aigrobust.errors import CheckpointError, DataError
+from aigrobust.files import unusable_file
 
 
 @click.command("models")
@@ -62,6 +63,9 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
         refuse_foreign_folder(out_dir)
     except ValueError as err:
         raise BadInput(str(err)) from None
+    why = unusable_file(preface_path) if preface_path is not None else None
+    if why is not None:
+        raise BadInput(f"the preface {preface_path} {why}")
     try:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:

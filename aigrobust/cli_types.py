@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 import click
 
+from aigrobust.files import unusable_file
+
 EXIT_DISK = 74  # sysexits' EX_IOERR: the disk, not the input, stopped the command
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
@@ -99,8 +101,9 @@ class CheckpointType(click.ParamType):
         label, sep, path = str(value).partition("=")
         if not sep or not label or "/" in label or Path(str(value)).exists():
             label, path = "", str(value)
-        if not Path(path).is_file():
-            self.fail(f"checkpoint not found: {path}", param, ctx)
+        why = unusable_file(Path(path))
+        if why is not None:
+            self.fail(f"checkpoint {path} {why}", param, ctx)
         return CheckpointRef(label, Path(path))
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from aigrobust.errors import DataError
+from aigrobust.files import unusable_file
 from aigrobust.registry import DATASETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -81,6 +82,9 @@ def to_tensor_images(images: np.ndarray) -> Tensor:
 def load_npz(path: Path, classes: Sequence[str] = CIFAR10_CLASSES, name: str = "cifar10") -> ArrayDataset:
     """A .npz file with ``images`` (uint8 N,H,W,3) and ``labels`` (int N)."""
     path = Path(path)
+    why = unusable_file(path)
+    if why is not None:
+        raise DataError(f"{path} {why}")
     try:
         with np.load(path) as archive:
             if "images" not in archive or "labels" not in archive:
@@ -226,6 +230,10 @@ class ImageFolderDataset(Dataset):
                                 "by wnid or by class number (0 .. 999), else the labels would be in another order")
             self._all_labels = np.asarray(self.inner.targets, dtype=np.int64)
             self.classes = tuple(names)
+        for sample, _ in self.inner.samples:  # a pipe named like an image would block its decoder for ever
+            why = unusable_file(Path(sample))
+            if why is not None:
+                raise DataError(f"{sample} {why}; replace or remove it")
         self.name = "imagenet"
         self.source = str(folder)
         self.note = ""

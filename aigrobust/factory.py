@@ -17,6 +17,7 @@ from aigrobust.checkpoints import (
     read_checkpoint,
 )
 from aigrobust.converters import convert_checkpoint, convert_torchvision
+from aigrobust.files import unusable_file
 from aigrobust.models.base import ResNetBase
 from aigrobust.registry import ModelInfo, build_model, get_model_info, pretrained_file, split_tag
 
@@ -41,8 +42,9 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
     ``expect_model`` (a registry name) makes a checkpoint of another architecture an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    why = unusable_file(path)
+    if why is not None:
+        raise CheckpointError(f"checkpoint {path} {why}")
     if path.suffix == ".safetensors" or is_safetensors(path):  # by content, not by suffix: a renamed file is still what it is
         state, meta = read_checkpoint(path)
         model = build_from_metadata(meta)

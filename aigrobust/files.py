@@ -9,9 +9,26 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+
+def unusable_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None where it can: missing, a folder, a broken link, or not a
+    regular file (reading a pipe, socket or device would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a broken link" if os.path.islink(path) else "not found"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a pipe, socket or device)"
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -23,6 +23,7 @@ DEFAULT_TAG = "std"  # a bare name means this tag, as timm's bare names mean the
 PINNED_SHA256 = {
     "aig20.safetensors": "5ce03348dbdb41a74774470c021acdfbb05be83ec63d523fb273c88dac1e3e18",
     "resnet20.safetensors": "575b1187b2a44503d07fa364649162c0f64bb56b5efc728aba057108651e9f97",
+    "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28 (issue 29)
 }
 DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from aigrobust.errors import AigrobustError
+from aigrobust.files import unusable_file
 from aigrobust.metrics import GROUP
 
 if TYPE_CHECKING:
@@ -206,6 +207,9 @@ def _check_same_network(label: str, run_a: FinishedRun, rows_a: pd.DataFrame, ru
 
 
 def read_json(path: Path, required: bool) -> Any:
+    why = unusable_file(path)
+    if why is not None and why != "not found":
+        raise RunFolderError(f"{path} {why}")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -129,7 +129,9 @@ class RunFolder:
                 probe.write_bytes(b"")
                 probe.unlink()
         except OSError as err:
-            raise RunFolderError(f"output folder {self.root} is not writable ({err.strerror})") from None
+            why = ("exists and is not a folder" if self.root.exists() and not self.root.is_dir()
+                   else f"is not writable ({err.strerror})")
+            raise RunFolderError(f"output folder {self.root} {why}") from None
         self._lock: FolderLock | None = None
         if lock:
             try:

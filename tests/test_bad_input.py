@@ -82,10 +82,25 @@ def files(tmp_path_factory) -> dict[str, Path]:
     baseline = root / "baseline.json"
     baseline.write_text('{"format": "aigrobust-baseline", "spec": ')
     paths["baseline"] = baseline
+    _pipes(root, paths)
     _bad_data(root, paths)
     _bad_checkpoints(root, paths)
     _bad_runs(root, paths)
     return paths
+
+
+def _pipes(root: Path, paths: dict[str, Path]) -> None:
+    """Named pipes where a file is expected: reading one would block for ever."""
+    import os
+
+    for name, where in (("pipe_data", "cifar10_test.npz"), ("pipe_run", "run.json")):
+        (root / name).mkdir()
+        os.mkfifo(root / name / where)
+        paths[name] = root / name
+    os.mkfifo(root / "pipe.safetensors")
+    paths["pipe_checkpoint"] = root / "pipe.safetensors"
+    os.mkfifo(root / "pipe_baseline.json")
+    paths["pipe_baseline"] = root / "pipe_baseline.json"
 
 
 def _bad_data(root: Path, paths: dict[str, Path]) -> None:
@@ -273,6 +288,13 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "32x32"),
         ("labels out of range", [*attack[:3], "--data-dir", str(p["bad_labels"]), "--eps", "0.1", "--out", str(out)],
          "labels must lie in 0..9"),
+        ("data file is a pipe", ["attack", "--checkpoint", str(p["good"]), "--data-dir", str(p["pipe_data"]),
+                                 "--out", str(out), "--eps", "0.1"], "is not a regular file"),
+        ("checkpoint is a pipe", ["attack", "--checkpoint", str(p["pipe_checkpoint"]), "--data-dir", str(p["data"]),
+                                  "--out", str(out), "--eps", "0.1"], "is not a regular file"),
+        ("run.json is a pipe", ["report", str(p["pipe_run"]), "--out", str(out)], "is not a regular file"),
+        ("baseline is a pipe", ["check", "--baseline", str(p["pipe_baseline"])], "is not a regular file"),
+        ("output is a file", [*attack[:5], "--eps", "0.1", "--out", str(p["blocker"])], "exists and is not a folder"),
         ("output folder not writable", [*attack[:5], "--eps", "0.1", "--out", str(p["blocker"] / "run")],
          "not writable"),
         ("baseline JSON malformed", ["check", "--baseline", str(p["baseline"])], "not valid JSON"),
