@@ -510,7 +510,9 @@ class Findings:
             u = self.universal
             lines[-1] += (f"One perturbation for all images (fitted on {u['fit_data']['n']} training images, "
                           f"{format_eps(u['epsilon'])}) takes back {pct(u['judge_recovery'])}% on "
-                          f"{u['judge_data']['n']} unseen test images (noise: {pct(u['noise_recovery'])}%). ")
+                          f"{u['judge_data']['n']} unseen test images (noise: {pct(u['noise_recovery'])}%): it opens the late "
+                          "gates but pushes early ones the wrong way on some images, whose 'open' direction differs "
+                          "from image to image (benchmarks/README.md, target 14). ")
         lines += ["", *self.gate_resistance(first, eps)]
         lines += ["", f"**For a user deploying {self.gated} to save compute:** its savings are an average over "
                   f"benign inputs, not a bound. An attacker with a budget of {format_eps(e)} takes back "

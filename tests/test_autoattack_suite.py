@@ -88,7 +88,9 @@ def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path
     # the full table says that each attack's row is the chain up to it, not the attack alone
     assert "early exit: the attacks ran as a chain (fgsm, pgd)" in out
     document = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert document["spec"]["attacks"] == list(SUITES["quick"]) and document["spec"]["early_exit"] is True
+    # run.json pins each attack by its canonical spec
+    assert document["spec"]["attacks"] == [attack_from_spec(a).spec for a in SUITES["quick"]]
+    assert document["spec"]["early_exit"] is True
     summary = pd.DataFrame(json.loads((tmp_path / "run" / "summary.json").read_text())["summary"])
     assert {"FGSM", "PGD-20", "worst-case"} <= set(summary["attack_label"])
     # an --attack given beside a suite joins it; the default fgsm does not repeat it
@@ -96,7 +98,8 @@ def test_suite_quick_runs_fgsm_and_pgd20_with_early_exit(synthetic_npz_dir: Path
                     "apgd-dlr:steps=3", "--data-dir", str(synthetic_npz_dir), "--n-samples", "8",
                     "--out", str(tmp_path / "run2"))
     assert code == 0, out
-    assert json.loads((tmp_path / "run2" / "run.json").read_text())["spec"]["attacks"][-1] == "apgd-dlr:steps=3"
+    assert json.loads((tmp_path / "run2" / "run.json").read_text())["spec"]["attacks"][-1] == attack_from_spec(
+        "apgd-dlr:steps=3").spec
     assert "early exit" not in out  # the compact table shows the worst case alone
 
 
