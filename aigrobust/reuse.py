@@ -21,7 +21,7 @@ import pandas as pd
 from aigrobust.evaluation import UnitRequest
 from aigrobust.run_document import RunDocument
 from aigrobust.run_records import COPIED_FROM, RunFolderError
-from aigrobust.runs import FinishedRun
+from aigrobust.runs import FinishedRun, today_specs
 
 # run.json spec fields a sample's records depend on besides its setting (the attack chain matters whole: with early
 # exit an attack sees only the samples the attacks before it left standing)
@@ -100,7 +100,9 @@ def open_donor(path: Path, document: dict[str, Any] | RunDocument) -> RecordDono
     theirs_typed = earlier.document
     if not theirs_typed.models:
         raise RunFolderError(f"--reuse-from {root}: not a finished run folder (no readable run.json)")
-    ours, theirs = ours_typed.spec, earlier.spec
+    # attacks compared as canonical specs: a donor written before run.json held them names them as typed
+    ours = {**ours_typed.spec, "attacks": today_specs([str(a) for a in ours_typed.spec.get("attacks", [])])}
+    theirs = {**earlier.spec, "attacks": earlier.attack_specs()}
     for name in MUST_MATCH:
         if ours.get(name) != theirs.get(name):
             raise RunFolderError(f"--reuse-from {root}: its {name} is {theirs.get(name)!r}, this run's "

@@ -267,6 +267,19 @@ class FinishedRun:
         """The evaluation spec (as EvalSpec.to_dict wrote it)."""
         return dict(self.document.spec)
 
+    def attack_specs(self) -> list[str]:
+        """The run's attacks as canonical specs: as run.json stores them, or, for a folder written before it did,
+        as its records ran them (today's canonical spec for an attack its records do not hold)."""
+        from attacks import attack_kind
+
+        texts = [str(t) for t in self.spec.get("attacks", [])]
+        today = today_specs(texts)
+        if today == texts:
+            return texts
+        ran = {attack_kind(str(a)): str(a) for a in self.records()["attack"].unique()}
+        return [text if text == canonical else ran.get(attack_kind(text), canonical)
+                for text, canonical in zip(texts, today)]
+
     @property
     def noise_floor(self) -> dict[str, float]:
         """Per model, the share of gate decisions two clean stochastic draws disagree on (stochastic-gate runs)."""

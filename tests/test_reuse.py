@@ -124,3 +124,21 @@ def test_a_report_says_when_a_run_was_computed_on_more_than_one_device(synthetic
     text = (tmp_path / "two" / "index.md").read_text()
     assert (f"mixed was computed on more than one device (cuda NVIDIA H100 80GB HBM3 (torch 2.11): {count // 2} units; "
             f"{cpu}: {count - count // 2} units)") in text
+
+
+def test_a_donor_written_before_run_json_held_canonical_specs_still_supplies(synthetic_npz_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """run.json once named attacks as typed ('fgsm'); such a donor is compared by the specs its records ran."""
+    from aigrobust.reuse import open_donor
+    from aigrobust.runs import FinishedRun
+
+    checkpoint = _tiny_checkpoint(tmp_path)
+    earlier = tmp_path / "earlier"
+    assert _attack(checkpoint, synthetic_npz_dir, earlier, "--batch-size", "16")[0] == 0
+    ours = FinishedRun.open(earlier).document.to_dict()  # canonical, as a run of today writes it
+    spec_path = earlier / "run.json"
+    old = json.loads(spec_path.read_text())
+    typed = [spec.split(":")[0] for spec in old["spec"]["attacks"]]  # as an older version stored them
+    spec_path.write_text(json.dumps({**old, "spec": {**old["spec"], "attacks": typed}}))
+    assert FinishedRun.open(earlier).attack_specs() == ours["spec"]["attacks"]
+    assert open_donor(earlier, ours) is not None
