@@ -107,7 +107,7 @@ def find_npz(folder: Path, split: str) -> Path:
     """The one .npz in ``folder`` whose name mentions ``split`` ('train' or 'test'); several is an error, not a
     silent pick, since each would give other figures."""
     folder = Path(folder)
-    if folder.is_file():
+    if folder.exists() and not folder.is_dir():  # a file named directly (a pipe too: its reader says what it is)
         return folder
     if not folder.is_dir():
         raise DataError(f"data path {folder} does not exist")
