@@ -78,7 +78,8 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
                     defense_grads=tuple(defense_grads), early_exit=early_exit)
     run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size, device=device)
     full_flops = {e.name: float(e.model.flop_profile(tuple(images.shape[1:])).full) for e in entries}
-    return Summary(table=summarize(run.records, full_flops=full_flops), records=run.records, spec=spec)
+    return Summary(table=summarize(run.records, full_flops=full_flops, input_values=int(images[0].numel())),
+                   records=run.records, spec=spec)
 
 
 def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:

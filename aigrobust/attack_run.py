@@ -131,12 +131,13 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
     """Summarise (with the stochastic-gate noise floor beside every stability figure) and finalise the folder."""
     shape = tuple(data[0][0].shape)  # one image (C, H, W): the models' full FLOPs at this input size
     full_flops = {e.name: float(e.model.flop_profile(shape).full) for e in entries}
-    summary = summarize(records, full_flops=full_flops)
+    input_values = int(np.prod(shape))
+    summary = summarize(records, full_flops=full_flops, input_values=input_values)
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
         noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries if e.model.is_gated}
         summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
     origins = folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__,
-                                                       "full_flops": full_flops})
+                                                       "full_flops": full_flops, "input_values": input_values})
     return SealedRun(records, summary, noise, origins)

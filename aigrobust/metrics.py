@@ -198,11 +198,12 @@ def worst_over(records: pd.DataFrame, dimension: str, label: str = WORST) -> pd.
 
 
 def summarize(records: pd.DataFrame, include_worst: bool = True,
-              full_flops: Mapping[str, float] | None = None) -> pd.DataFrame:
+              full_flops: Mapping[str, float] | None = None, input_values: int | None = None) -> pd.DataFrame:
     """One row per (model, defense, defense_grad, attack, gate_grad, epsilon) with every headline metric.
 
     ``full_flops`` (per model label: the FLOPs with every block open) adds the FLOPs-weighted recovery of the saved
-    compute; the block-counted recovery and the FLOPs-ratio spread need only the records."""
+    compute; the block-counted recovery and the FLOPs-ratio spread need only the records. ``input_values`` (values
+    per image, C x H x W) adds the perturbation's MSE and PSNR (:func:`perturbation_size`)."""
     frames = [records]
     if include_worst and not records.empty:
         cls = records[records["goal"] == "misclassify"]
@@ -219,7 +220,8 @@ def summarize(records: pd.DataFrame, include_worst: bool = True,
     rows = []
     for key, group in data.groupby(GROUP, sort=False):
         full = (full_flops or {}).get(str(key[0]))
-        rows.append({**dict(zip(GROUP, key)), **_metrics(group), **compute_metrics(group, full)})
+        rows.append({**dict(zip(GROUP, key)), **_metrics(group), **compute_metrics(group, full),
+                     **perturbation_size(group, input_values)})
     summary = pd.DataFrame(rows)
     if not summary.empty:  # the short name tables and legends show, beside the canonical spec that identifies
         from attacks import attack_label
@@ -270,6 +272,19 @@ def _metrics(group: pd.DataFrame) -> dict[str, float]:
         "robust_acc_draws": float((clean * draws).mean()),
         "robust_every_draw": float((clean & (draws >= 1 - 1e-9)).mean()),
     }
+
+
+def perturbation_size(group: pd.DataFrame, input_values: int | None) -> dict[str, float]:
+    """How visible the perturbations are, as ILFO and GradAuto report them (images in [0, 1]): over the perturbed
+    samples, the mean MSE (L2 squared over the ``input_values`` values of an image) and the mean PSNR in dB,
+    10 log10(1 / MSE). NaN without ``input_values`` or perturbed samples."""
+    nan = float("nan")
+    l2 = group["l2"].to_numpy(dtype=float)
+    moved = l2[l2 > 0]
+    if not input_values or not len(moved):
+        return {"mse_mean": nan, "psnr_mean": nan}
+    mse = moved**2 / input_values
+    return {"mse_mean": float(mse.mean()), "psnr_mean": float((10 * np.log10(1 / mse)).mean())}
 
 
 def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dict[str, float]:

@@ -521,14 +521,15 @@ def _class_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
 def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
                  extra_flags: Sequence[SanityFlag] = (), provenance: dict[str, Any] | None = None,
                  sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None,
-                 full_flops: dict[str, float] | None = None) -> Report:
+                 full_flops: dict[str, float] | None = None, input_values: int | None = None) -> Report:
     """Aggregate records into tables, every registered figure and sanity flags; ``sample_images`` reads the images
     of given sample ids (HxWx3 uint8) for the gate raster (without it the raster shows the patterns alone);
-    ``full_flops`` (per model label, every block open) adds the FLOPs-weighted recovery, efficacy and its curve."""
+    ``full_flops`` (per model label, every block open) adds the FLOPs-weighted recovery, efficacy and its curve;
+    ``input_values`` (values per image) the perturbations' MSE and PSNR."""
     if records.empty:
         raise ValueError("no records to report")
     full = dict(full_flops or {})
-    summary = summarize(records, full_flops=full)
+    summary = summarize(records, full_flops=full, input_values=input_values)
     layers = layer_rates(records[records["gate_grad"] != "none"]) if (records["gate_grad"] != "none").any() \
         else pd.DataFrame()
     gated_rows = records[(records["defense"] == "none") & (records["gate_grad"] != "none")]  # plain models: all open
@@ -583,8 +584,10 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
     full_flops: dict[str, float] = {}
     for run in reversed(runs):  # runs listed first win, as for their records
         full_flops.update(run.full_flops)
+    sizes = {run.input_values for run in runs} - {None}  # one image size per report (one norm, one data set)
     report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance,
-                          sample_images=lambda ids: images_from_runs(runs, ids), full_flops=full_flops)
+                          sample_images=lambda ids: images_from_runs(runs, ids), full_flops=full_flops,
+                          input_values=sizes.pop() if len(sizes) == 1 else None)
     report.preface = preface
     for run in runs:
         for model_name, value in run.noise_floor.items():

@@ -292,6 +292,13 @@ class FinishedRun:
         return {str(k): int(v) for k, v in (self.extras.get("unit_origins") or {}).items()}
 
     @property
+    def input_values(self) -> int | None:
+        """Values per image (C x H x W) of the run's images, for the perturbation's MSE and PSNR; None for runs
+        sealed before it was noted."""
+        value = self.extras.get("input_values")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    @property
     def full_flops(self) -> dict[str, float]:
         """Per model, the FLOPs with every block open at the run's input size (what the share of saved compute
         an attack takes back is measured against). Runs sealed before it was noted give it through their summary's

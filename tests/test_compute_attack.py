@@ -238,3 +238,37 @@ def test_a_baseline_reruns_the_attack_its_metrics_were_measured_with(tmp_path) -
     attacks = load_baseline(tmp_path / "baseline.json")["spec"]["attacks"]
     assert earlier in attacks and attack_from_spec(text).spec not in attacks
     assert attack_from_spec("fgsm").spec in attacks  # the others: today's canonical specs, as measured
+
+
+def test_the_perturbation_size_by_hand() -> None:
+    import math
+
+    import pandas as pd
+
+    from aigrobust.metrics import perturbation_size
+
+    group = pd.DataFrame({"l2": [0.0, 0.5, 1.0]})  # the unperturbed sample is left out
+    size = perturbation_size(group, input_values=100)
+    assert size["mse_mean"] == pytest.approx((0.25 / 100 + 1 / 100) / 2)
+    assert size["psnr_mean"] == pytest.approx((10 * math.log10(400) + 10 * math.log10(100)) / 2)
+    assert math.isnan(perturbation_size(group, None)["psnr_mean"])
+
+
+def test_a_run_reports_the_psnr_of_its_perturbations(synthetic_npz_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from click.testing import CliRunner
+
+    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.cli import cli
+
+    save_checkpoint(create_model("tiny_aig"), tmp_path / "tiny.safetensors")
+    result = CliRunner().invoke(cli, ["attack", "--checkpoint", str(tmp_path / "tiny.safetensors"),
+                                      "--attack", "compute-inflation-l2:steps=2",
+                                      "--eps", "0.5", "--n-samples", "4", "--data-dir", str(synthetic_npz_dir),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert document["input_values"] == 3 * 32 * 32
+    attacked = [row for row in document["summary"] if row["epsilon"] > 0]
+    assert attacked and all(0 < row["psnr_mean"] < 100 for row in attacked if row["l2_mean"] > 0)
