@@ -70,26 +70,13 @@ def load_baseline(path: Path) -> dict[str, Any]:
     except BaselineError as err:
         raise BaselineError(f"{path}: {err}") from None
     data["metrics"] = upgrade_metric_keys(data["metrics"], data["spec"]["attacks"])
-    data["spec"] = {**data["spec"], "attacks": measured_attacks(data["spec"]["attacks"], data["metrics"])}
+    # the attacks as its metrics were measured, so ``check`` reruns those (a text written before an attack's defaults
+    # changed means what it meant then) and compares like with like
+    from aigrobust.evaluation import specs_as_ran
+
+    data["spec"] = {**data["spec"], "attacks": specs_as_ran(data["spec"]["attacks"],
+                                                            (str(row["attack"]) for row in data["metrics"]))}
     return data
-
-
-def measured_attacks(attack_texts: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    """The baseline's attacks as the canonical specs its metrics were measured with: a text written before an
-    attack's defaults changed ('compute-inflation:steps=20') means what it meant then, so ``check`` reruns that
-    attack rather than today's and compares like with like. Texts whose attack the metrics do not name, or name
-    under several specs, stay as they are (a missing metric then says so)."""
-    from attacks import attack_from_spec, attack_kind
-
-    measured: dict[str, set[str]] = {}
-    for row in rows:
-        measured.setdefault(attack_kind(str(row["attack"])), set()).add(str(row["attack"]))
-    pinned = []
-    for text in attack_texts:
-        today = attack_from_spec(text).spec
-        specs = measured.get(attack_kind(text), set())
-        pinned.append(next(iter(specs)) if today not in specs and len(specs) == 1 else today)
-    return pinned
 
 
 def upgrade_metric_keys(rows: list[dict[str, Any]], attack_texts: list[str]) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+NOT_FOUND = "not found"  # unusable_file's word for a path with nothing there (some readers accept that)
+
 
 def unusable_file(path: Path) -> str | None:
     """Why ``path`` cannot be read as a file, or None where it can: missing, a folder, a broken link, or not a
@@ -21,7 +23,7 @@ def unusable_file(path: Path) -> str | None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        return "is a broken link" if os.path.islink(path) else "not found"
+        return "is a broken link" if os.path.islink(path) else NOT_FOUND
     except OSError as err:
         return f"cannot be read ({err.strerror})"
     if stat.S_ISDIR(mode):

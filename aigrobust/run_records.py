@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from aigrobust.errors import AigrobustError
-from aigrobust.files import unusable_file
+from aigrobust.files import NOT_FOUND, unusable_file
 from aigrobust.metrics import GROUP
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def _check_same_network(label: str, run_a: FinishedRun, rows_a: pd.DataFrame, ru
 
 def read_json(path: Path, required: bool) -> Any:
     why = unusable_file(path)
-    if why is not None and why != "not found":
+    if why is not None and why != NOT_FOUND:  # absent is for ``required`` to judge
         raise RunFolderError(f"{path} {why}")
     try:
         return json.loads(path.read_text())

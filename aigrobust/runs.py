@@ -59,22 +59,10 @@ def upgrade_pins(previous: Any, now: dict[str, Any]) -> dict[str, Any]:
     return {**now, "models": models}
 
 
-def today_specs(texts: list[str]) -> list[str]:
-    """Attack texts as canonical specs under today's defaults (a text that does not parse stays as it is: the
-    comparison or the run names it)."""
-    from attacks import attack_from_spec
-
-    specs = []
-    for text in texts:
-        try:
-            specs.append(attack_from_spec(text).spec)
-        except (ValueError, KeyError):
-            specs.append(text)
-    return specs
-
-
 def canonical_document(document: dict[str, Any]) -> dict[str, Any]:
     """A run document with its attacks as canonical specs (today's defaults), whoever built it."""
+    from aigrobust.evaluation import today_specs
+
     spec = document.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("attacks"), list):
         return document
@@ -82,34 +70,22 @@ def canonical_document(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def upgrade_attack_texts(root: Path, previous: Any) -> Any:
-    """``previous`` (a run.json) with its attacks as canonical specs. Run folders written before run.json stored
-    them name attacks as typed ('compute-inflation'): such a text reads as the spec the folder's finished records
-    ran where they hold the attack (an attack whose defaults changed since must not resume as a different one), else
-    as today's canonical spec, so an old folder still resumes under the same command."""
-    from attacks import attack_kind, short_name_spec
+    """``previous`` (a run.json) with its attacks as canonical specs, read by what the folder's saved batches ran
+    (:func:`aigrobust.evaluation.specs_as_ran`), so an old folder resumes under the same command and never as a
+    different attack."""
+    from aigrobust.evaluation import specs_as_ran, today_specs
 
     spec = previous.get("spec") if isinstance(previous, dict) else None
     texts = spec.get("attacks") if isinstance(spec, dict) else None
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or today_specs(texts) == texts:
         return previous
-    today = today_specs(texts)
-    if today == texts:
-        return previous
-    recorded: dict[str, str] = {}  # attack name -> the spec its finished records ran
+    ran: set[str] = set()
     for part in sorted((root / PARTS_DIR).rglob("*.csv.gz")):
         try:
-            names = pd.read_csv(part, usecols=["attack"])["attack"].astype(str).unique()
+            ran.update(pd.read_csv(part, usecols=["attack"])["attack"].astype(str).unique())
         except (OSError, ValueError, EOFError):
             continue  # a part cut short: the resume recomputes it
-        for name in names:
-            recorded.setdefault(attack_kind(name), name)
-    upgraded = []
-    for text, canonical in zip(texts, today):
-        ran = recorded.get(attack_kind(text))
-        if ran is not None and ":" not in ran:  # records of short names: the defaults of their day
-            ran = short_name_spec(text)
-        upgraded.append(ran if ran is not None and text != canonical else canonical)
-    return {**previous, "spec": {**spec, "attacks": upgraded}}
+    return {**previous, "spec": {**spec, "attacks": specs_as_ran(texts, sorted(ran))}}
 
 
 class RunFolder:
@@ -270,15 +246,12 @@ class FinishedRun:
     def attack_specs(self) -> list[str]:
         """The run's attacks as canonical specs: as run.json stores them, or, for a folder written before it did,
         as its records ran them (today's canonical spec for an attack its records do not hold)."""
-        from attacks import attack_kind
+        from aigrobust.evaluation import specs_as_ran, today_specs
 
         texts = [str(t) for t in self.spec.get("attacks", [])]
-        today = today_specs(texts)
-        if today == texts:
+        if today_specs(texts) == texts:
             return texts
-        ran = {attack_kind(str(a)): str(a) for a in self.records()["attack"].unique()}
-        return [text if text == canonical else ran.get(attack_kind(text), canonical)
-                for text, canonical in zip(texts, today)]
+        return specs_as_ran(texts, read_records(self.root)["attack"].unique())
 
     @property
     def noise_floor(self) -> dict[str, float]:

@@ -40,13 +40,13 @@ def main(n_images: int, epsilons: tuple[str, ...], single_gate: bool, delta: str
     with torch.no_grad():
         clean = model.forward_with_gates(x)[1]
     clean_margin = gate_log_odds(clean.p_on)
+    profile = model.flop_profile(tuple(x.shape[1:]))
+    costs, full = profile.residual, profile.full
     for eps_text in epsilons:
         adv = ComputeInflation().run_one(model, model, x, y, float(Fraction(eps_text)), SampleNoise(0, range(n_images)))
         with torch.no_grad():
             attacked = model.forward_with_gates(adv)[1]
         margin = gate_log_odds(attacked.p_on)
-        costs = model.flop_profile(tuple(x.shape[1:])).residual
-        full = model.flop_profile(tuple(x.shape[1:])).full
         extra = 0.0  # FLOPs of the gates a single-gate attack opens that the joint one left closed
         click.echo(f"aig20, {n_images} images, Linf {eps_text}: block, open clean -> attacked, median log-odds of the "
                    "gates still closed (clean -> attacked)")

@@ -48,6 +48,8 @@ from aigrobust.evaluation.spec import (  # noqa: F401
     refuse_mixed_norms,
     refuse_repeated_attacks,
     run_document,
+    specs_as_ran,
+    today_specs,
     with_zero,
 )
 from aigrobust.evaluation.views import (  # noqa: F401

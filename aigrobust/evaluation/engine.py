@@ -100,8 +100,8 @@ class Standing:
             return
         keep = newly.cpu()
         for key in STANDING_TENSORS:
-            getattr(self, key)[newly if key == "adv_pred" else keep] = getattr(outcome, key)[
-                newly if key == "adv_pred" else keep]
+            mask = newly if key == "adv_pred" else keep  # adv_pred lives on the model's device, the rest on the CPU
+            getattr(self, key)[mask] = getattr(outcome, key)[mask]
         for i in keep.nonzero().squeeze(1).tolist():
             self.adv_gates[i] = outcome.adv_gates[i]
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad, GateMode
-from attacks import NORM_NAMES, Attack, attack_from_spec, short_name_spec
+from attacks import NORM_NAMES, Attack, attack_from_spec, attack_kind, short_name_spec
 
 
 def parse_epsilon(text: str | float) -> float:
@@ -71,6 +71,36 @@ def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
         spec = short_name_spec(text)
         names.setdefault(attack_from_spec(spec).name, []).append(spec)
     return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
+
+def today_specs(texts: Sequence[str]) -> list[str]:
+    """Attack texts as canonical specs under today's defaults (a text that does not parse stays as it is: the
+    comparison or the run that reads it names it)."""
+    specs = []
+    for text in texts:
+        try:
+            specs.append(attack_from_spec(text).spec)
+        except (ValueError, KeyError):
+            specs.append(str(text))
+    return specs
+
+
+def specs_as_ran(texts: Sequence[str], ran: Iterable[str]) -> list[str]:
+    """Attack texts of a stored run (a run.json, a baseline) as the canonical specs its records or metrics ``ran``.
+    A text written before its attack's defaults changed ('compute-inflation:steps=20') reads as the one spec of that
+    attack that ran, not as today's meaning; where that spec is today's, or the attack ran under several specs or
+    none, as today's canonical spec. Records of short names ('pgd', older still) read with the defaults of their
+    day (:func:`canonical_attack_names`)."""
+    short_names = canonical_attack_names(texts)
+    by_kind: dict[str, set[str]] = {}
+    for spec in ran:
+        spec = short_names.get(str(spec), str(spec))
+        by_kind.setdefault(attack_kind(spec), set()).add(spec)
+    pinned = []
+    for text, today in zip(texts, today_specs(texts)):
+        specs = by_kind.get(attack_kind(str(text)), set())
+        pinned.append(next(iter(specs)) if today not in specs and len(specs) == 1 else today)
+    return pinned
+
 
 @dataclass(frozen=True)
 class ModelEntry:
