@@ -4,11 +4,12 @@
 #   1. finish the three adversarial training runs (30 epochs of N-FGSM at 8/255, one-cycle; resumed from
 #      reports/cifar10-robust/training where no local run exists) and ship their best checkpoints as the pretrained
 #      tags resnet20.at, aig20.at and aig20.at_compute (their sha256 must then be pinned in aigrobust/registry.py)
-#   2. attack them beside the standard models: AutoAttack's standard suite at 8/255 (1000 images) and 2/255 (500),
-#      the gated models under every gate gradient; the compute attack and gate flips; JPEG-75 with BPDA and the
-#      differentiable JPEG
+#   2. attack them beside the standard models: AutoAttack's standard suite (exact gate gradients) at 8/255 (1000
+#      images) and 2/255 (500); FGSM, PGD and APGD-CE under every gate gradient; the compute attack, its noise
+#      control and gate flips; JPEG-75 with BPDA and the differentiable JPEG
 #   3. the report: reports/cifar10-robust/study
-# Smoke test (minutes, tiny budgets, into runs/robust-smoke): SMOKE=1 STAGES=attacks bash scripts/study_robust.sh
+# Smoke test (about a minute, tiny budgets, into runs/robust-smoke): SMOKE=1 STAGES=attacks bash scripts/study_robust.sh
+# Two workers by default (WORKERS=N), one thread each; a killed worker leaves its run resumable, rerun to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -43,30 +44,57 @@ for run in resnet20 aig20 aig20_compute; do
   echo "shipped ${TAG[$run]}: pin it in aigrobust/registry.py (PINNED_SHA256): $(sha256sum "$out/best.safetensors")"
 done
 
-# 2. attacks (each run resumes; a finished one is skipped)
+# 2. attacks: a queue of runs, each resumable; WORKERS processes (default 2, one thread each) walk the same queue and
+# each takes the next run no other worker holds (flock on a lock file beside the run), so runs finish one by one and
+# the report can be written from those finished. The issue's settings: the standard suite with exact gate gradients,
+# FGSM, PGD and APGD-CE under every gate gradient, the compute attack with its noise control and gate flips, JPEG-75.
 if [ "$SMOKE" = 1 ]; then  # the smoke test attacks whatever checkpoints the runs hold now
-  MODELS=(--checkpoint resnet20-at="$TRAINING/resnet20/best.safetensors"
-          --checkpoint aig20-at="$TRAINING/aig20/best.safetensors"
-          --checkpoint aig20-at-compute="$TRAINING/aig20_compute/best.safetensors")
+  declare -A CKPT=([resnet20.at]="--checkpoint resnet20-at=$TRAINING/resnet20/best.safetensors"
+                   [aig20.at]="--checkpoint aig20-at=$TRAINING/aig20/best.safetensors"
+                   [aig20.at_compute]="--checkpoint aig20-at-compute=$TRAINING/aig20_compute/best.safetensors")
 else
-  MODELS=(--model resnet20.at --model aig20.at --model aig20.at_compute)
+  declare -A CKPT=([resnet20.at]="--model resnet20.at" [aig20.at]="--model aig20.at"
+                   [aig20.at_compute]="--model aig20.at_compute")
 fi
-STANDARD=(--model resnet20 --model aig20)
-resume_if() { [ -f "$1/run.json" ] && [ ! -f "$1/records.csv.gz" ] && echo --resume || true; }
-run_attack() { local out=$1; shift; [ -f "$out/records.csv.gz" ] || aigrobust attack "$@" --out "$out" $(resume_if "$out"); }
+ROBUST="${CKPT[resnet20.at]} ${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
+ROBUST_GATED="${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
 common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
+# name | arguments (longest runs spread through the queue so two workers finish together)
+QUEUE=(
+  "standard-8-resnet20.at|${CKPT[resnet20.at]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
+  "standard-8-plain|--model resnet20 --model aig20 ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
+  "jpeg|$ROBUST --model resnet20 --model aig20 --defense jpeg:75 --defense-grad bpda --defense-grad diff --attack fgsm --attack pgd:steps=20 --eps 8/255 --early-exit $(common $N_SMALL)"
+  "grads-8|$ROBUST_GATED --model aig20 --gate-grad all --attack fgsm --attack pgd:steps=20 --attack apgd --eps 8/255 $(common $N_SMALL)"
+  "gates|$ROBUST --model aig20 --attack $COMPUTE --attack random-noise --attack $FLIP --eps 2/255 --eps 8/255 $(common $N_SMALL)"
+  "standard-8-aig20.at|${CKPT[aig20.at]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
+  "standard-8-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
+  "standard-2|$ROBUST --model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+)
+run_queue() {  # one worker: every unfinished run that no other worker holds, in queue order
+  local entry name out
+  for entry in "${QUEUE[@]}"; do
+    name=${entry%%|*}; out="$RUNS/$name"
+    [ -f "$out/records.csv.gz" ] && continue
+    mkdir -p "$RUNS"
+    (
+      flock -n 9 || exit 0  # another worker holds it
+      [ -f "$out/records.csv.gz" ] && exit 0
+      resume=(); [ -f "$out/run.json" ] && resume=(--resume)
+      echo "$(date -u +%FT%TZ) worker $1: $name"
+      # shellcheck disable=SC2086  # the entry's arguments are words
+      OMP_NUM_THREADS=1 aigrobust attack ${entry#*|} --out "$out" "${resume[@]}"
+    ) 9>"$RUNS/.$name.queue-lock"
+  done
+}
 if stage attacks; then
-  # shellcheck disable=SC2046  # common's words are options
-  run_attack "$RUNS/standard-8" "${MODELS[@]}" "${STANDARD[@]}" --gate-grad all "${SUITE[@]}" --eps 8/255 $(common $N_LARGE)
-  run_attack "$RUNS/standard-2" "${MODELS[@]}" "${STANDARD[@]}" --gate-grad all "${SUITE[@]}" --eps 2/255 $(common $N_SMALL)
-  run_attack "$RUNS/gates" "${MODELS[@]}" --model aig20 --attack "$COMPUTE" --attack random-noise --attack "$FLIP" \
-    --eps 2/255 --eps 8/255 $(common $N_LARGE)
-  run_attack "$RUNS/jpeg" "${MODELS[@]}" "${STANDARD[@]}" --defense jpeg:75 --defense-grad bpda --defense-grad diff \
-    --attack fgsm --attack pgd:steps=20 --eps 8/255 --early-exit $(common $N_SMALL)
+  for ((w = 1; w <= ${WORKERS:-2}; w++)); do run_queue "$w" & sleep 2; done
+  wait
 fi
 
 # 3. the report (the runs listed first win where two hold the same sample)
 if stage report; then
-  aigrobust report "$RUNS/standard-8" "$RUNS/standard-2" "$RUNS/gates" "$RUNS/jpeg" \
+  finished=(); for entry in "${QUEUE[@]}"; do
+    [ -f "$RUNS/${entry%%|*}/records.csv.gz" ] && finished+=("$RUNS/${entry%%|*}"); done
+  aigrobust report "${finished[@]}" \
     --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets (issue 29)"
 fi
