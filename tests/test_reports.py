@@ -537,3 +537,48 @@ def test_epsilons_print_as_fractions_of_255_below_one_and_as_numbers_otherwise()
 
     assert [format_eps(e) for e in (0.0, 2 / 255, 8 / 255, 0.03, 0.5, 1.0, 2.0)] == \
         ["0", "2/255", "8/255", "0.03", "0.5", "1", "2"]
+
+
+def test_robust_findings_judge_the_goals_from_paired_per_sample_records() -> None:
+    """Synthetic records with known answers: the plain robust model holds 40 of 100 images under the whole standard
+    suite, the gated one 30 of those 40 (10 points behind: goal missed), the compute-robust one 28 (2 behind its
+    gated twin, FLOPs 1.02x under the compute attack: met)."""
+    import numpy as np
+    import pandas as pd
+    from robust_findings import Models, RobustFindings
+
+    from attacks import SUITES, attack_from_spec
+
+    n, eps = 100, 8 / 255
+    suite = [attack_from_spec(spec).spec for spec in SUITES["standard"]]
+    compute = attack_from_spec("compute-inflation").spec
+    robust_on = {"resnet20.at": 40, "aig20.at": 30, "aig20.at_compute": 28}
+    flops = {"resnet20.at": (100.0, 100.0), "aig20.at": (78.0, 95.0), "aig20.at_compute": (60.0, 61.2)}
+    rows = []
+    for model, kept in robust_on.items():
+        gates = "" if model == "resnet20.at" else "1010"
+        for sample in range(n):
+            clean_flops, adv_flops = flops[model]
+            base = dict(model=model, defense="none", defense_grad="none", gate_grad="exact" if gates else "none",
+                        sample=sample, clean_correct=sample < 80, clean_gates=gates or np.nan,
+                        adv_gates=gates or np.nan, hamming=0.0, clean_flops=clean_flops, goal="misclassify")
+            # the last attack of the suite is the one that fools the samples beyond `kept`
+            for i, spec in enumerate(suite):
+                fooled = sample >= kept and i == len(suite) - 1
+                rows.append({**base, "attack": spec, "epsilon": eps, "adv_correct": sample < 80 and not fooled,
+                             "adv_flops": clean_flops})
+            if gates:
+                for e, adv in ((0.0, clean_flops), (eps, adv_flops)):
+                    rows.append({**base, "attack": compute, "epsilon": e, "adv_correct": sample < 80,
+                                 "adv_flops": adv, "goal": "gates"})
+    findings = RobustFindings(pd.DataFrame(rows), Models())
+    assert findings.standard("aig20.at").sum() == 30
+    difference, lo, hi, common = findings.difference(findings.standard("aig20.at"), findings.standard("resnet20.at"))
+    assert common == n and difference == pytest.approx(-0.10) and lo <= -0.10 <= hi and hi < 0
+    ratio, lo, hi, _ = findings.flops_ratio("aig20.at_compute", "compute-inflation", eps)
+    assert ratio == pytest.approx(1.02) and lo == pytest.approx(1.02) == hi  # the same ratio on every image
+    goals = "\n".join(findings.goal_table())
+    status = {line.split("|")[1].strip(): line.rstrip(" |").rsplit("|", 1)[1].strip()
+              for line in goals.splitlines() if line.startswith("| aig20") or line.startswith("| resnet20")}
+    assert status == {"resnet20.at": "met", "aig20.at": "missed", "aig20.at_compute": "met"}
+    assert "40.0 [" in goals and "0.780" in goals and "1.020" in goals

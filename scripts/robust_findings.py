@@ -1,0 +1,318 @@
+"""The robust-models study's answers (issue 29) in plain words, every number computed from the runs' records.
+
+    python scripts/robust_findings.py runs/robust/standard-8-resnet20.at ... --out runs/robust/findings.md
+
+The output is Markdown for ``aigrobust report --preface``. Runs listed first win where two runs hold the same sample
+under the same setting (as in ``aigrobust report``). Models are found by their labels (``--plain-at``,
+``--gated-at``, ``--compute-at`` for the three robust models; ``--plain``, ``--gated`` for the standard twins).
+Intervals: Wilson for a share; for a difference between two models on the same images, or a mean FLOPs ratio, a
+percentile bootstrap over the images (2000 resamples, seed 0), so the pairing of the images is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from study_findings import STANDARD_NAMES, pct, short_names, table
+
+from aigrobust.metrics import wilson_interval
+from aigrobust.reports import format_eps
+from aigrobust.run_records import combine_runs
+from aigrobust.runs import FinishedRun
+
+LARGE, SMALL = 8 / 255, 2 / 255
+BOOTSTRAP_DRAWS = 2000
+# the attacks run under every gate gradient, by short name: APGD-CE with its defaults is the standard suite's
+CLASSIC = {"fgsm": "FGSM", "pgd": "PGD-20", "standard:apgd-ce": "APGD-CE"}
+GATE_GRADS = ("exact", "straight-through", "soft")
+
+
+def interval(values: np.ndarray, statistic=np.mean, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``statistic`` over the rows of ``values`` (resampled together, so a
+    pair of columns keeps its pairing)."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    picks = rng.integers(0, n, size=(draws, n))
+    stats = np.array([statistic(values[p]) for p in picks])
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def points(value: float) -> str:
+    """A difference of two shares in percentage points, signed."""
+    return "n/a" if not np.isfinite(value) else f"{100 * value:+.1f}"
+
+
+@dataclass(frozen=True)
+class Models:
+    """The labels the records use for the five models."""
+
+    plain_at: str = "resnet20.at"
+    gated_at: str = "aig20.at"
+    compute_at: str = "aig20.at_compute"
+    plain: str = "resnet20"
+    gated: str = "aig20"
+
+
+class RobustFindings:
+    """Per-sample figures of the robust study and the answers (a)-(c) with the issue's goal table."""
+
+    def __init__(self, records: pd.DataFrame, models: Models) -> None:
+        self.records = short_names(records)
+        self.m = models
+        self.present = set(self.records["model"])
+
+    # --- per-sample views -------------------------------------------------------------------------------------
+    def rows(self, model: str, attacks: tuple[str, ...], epsilon: float, gate_grads: tuple[str, ...] = ("exact", "none"),
+             defense: str = "none", defense_grads: tuple[str, ...] = ("none",)) -> pd.DataFrame:
+        r = self.records
+        return r[(r["model"] == model) & r["attack_name"].isin(attacks) & np.isclose(r["epsilon"], epsilon)
+                 & r["gate_grad"].isin(gate_grads) & (r["defense"] == defense) & r["defense_grad"].isin(defense_grads)]
+
+    def robust_per_sample(self, model: str, attacks: tuple[str, ...], epsilon: float, **where) -> pd.Series:
+        """Per sample: right on the clean image and under every one of ``attacks`` (AutoAttack's AND)."""
+        rows = self.rows(model, attacks, epsilon, **where)
+        if rows.empty:
+            return pd.Series(dtype=bool)
+        right = rows["clean_correct"].astype(bool) & rows["adv_correct"].astype(bool)
+        return right.groupby(rows["sample"]).all()
+
+    def standard(self, model: str, epsilon: float = LARGE) -> pd.Series:
+        """Per sample robust under the whole standard suite (exact gate gradients); empty unless every attack of the
+        suite ran for this model."""
+        rows = self.rows(model, STANDARD_NAMES, epsilon)
+        if set(rows["attack_name"]) != set(STANDARD_NAMES):
+            return pd.Series(dtype=bool)
+        return self.robust_per_sample(model, STANDARD_NAMES, epsilon)
+
+    def clean_per_sample(self, model: str) -> pd.Series:
+        r = self.records[self.records["model"] == model]
+        return r.groupby("sample")["clean_correct"].first().astype(bool)
+
+    def flops(self, model: str, attack: str, epsilon: float) -> pd.DataFrame:
+        """Per sample clean and attacked FLOPs under one attack (exact gate gradients)."""
+        rows = self.rows(model, (attack,), epsilon, gate_grads=("exact",))
+        return rows.groupby("sample")[["clean_flops", "adv_flops"]].first()
+
+    def full_flops(self) -> float:
+        """FLOPs of the plain robust twin (every block runs), per image."""
+        r = self.records[self.records["model"].isin([self.m.plain_at, self.m.plain])]
+        return float(r["clean_flops"].iloc[0]) if len(r) else float("nan")
+
+    # --- figures ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def share(flags: pd.Series) -> str:
+        if flags.empty:
+            return "not run"
+        lo, hi = wilson_interval(int(flags.sum()), len(flags))
+        return f"{pct(flags.mean())} [{pct(lo)}, {pct(hi)}] (n={len(flags)})"
+
+    @staticmethod
+    def difference(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int]:
+        """Mean of a - b over the samples both hold, with its paired bootstrap interval."""
+        common = a.index.intersection(b.index)
+        if not len(common):
+            return (float("nan"), float("nan"), float("nan"), 0)
+        pair = np.stack([a[common].to_numpy(float), b[common].to_numpy(float)], axis=1)
+        lo, hi = interval(pair, lambda p: p[:, 0].mean() - p[:, 1].mean())
+        return float(pair[:, 0].mean() - pair[:, 1].mean()), lo, hi, len(common)
+
+    def flops_ratio(self, model: str, attack: str, epsilon: float) -> tuple[float, float, float, int]:
+        """Mean attacked FLOPs over mean clean FLOPs, with its bootstrap interval."""
+        f = self.flops(model, attack, epsilon)
+        if f.empty:
+            return (float("nan"), float("nan"), float("nan"), 0)
+        values = f.to_numpy(float)
+        lo, hi = interval(values, lambda v: v[:, 1].mean() / v[:, 0].mean())
+        return float(values[:, 1].mean() / values[:, 0].mean()), lo, hi, len(values)
+
+    def recovery(self, model: str, attack: str, epsilon: float) -> tuple[float, float, float]:
+        """Share of the saved FLOPs (full minus clean) an attack took back, with its bootstrap interval."""
+        f = self.flops(model, attack, epsilon)
+        full = self.full_flops()
+        if f.empty or not np.isfinite(full):
+            return (float("nan"),) * 3
+        v = f.to_numpy(float)
+
+        def taken_back(x: np.ndarray) -> float:
+            return float((x[:, 1] - x[:, 0]).sum() / (full - x[:, 0]).sum())
+
+        lo, hi = interval(v, taken_back)
+        return taken_back(v), lo, hi
+
+    # --- sections -------------------------------------------------------------------------------------------------
+    def goal_table(self) -> list[str]:
+        m, full = self.m, self.full_flops()
+        robust = {name: self.standard(name) for name in (m.plain_at, m.gated_at, m.compute_at)}
+        rate = {name: float(s.mean()) if len(s) else float("nan") for name, s in robust.items()}
+        ratio = {name: self.flops_ratio(name, "compute-inflation", LARGE) for name in (m.gated_at, m.compute_at)}
+        clean_flops = {name: self.flops(name, "compute-inflation", 0.0)["clean_flops"].mean()
+                       for name in (m.gated_at, m.compute_at)}
+        clean = {name: self.clean_per_sample(name) for name in robust}
+
+        def status(ok: bool | None) -> str:
+            return "not run" if ok is None else ("met" if ok else "missed")
+
+        def known(*values: float) -> bool:
+            return all(np.isfinite(v) for v in values)
+
+        plain_ok = (rate[m.plain_at] >= 0.38 and clean[m.plain_at].mean() >= 0.75) if known(rate[m.plain_at]) else None
+        gap_gated = rate[m.gated_at] - rate[m.plain_at]
+        gated_ok = ((gap_gated >= -0.02 and clean_flops[m.gated_at] / full <= 0.80)
+                    if known(gap_gated, clean_flops[m.gated_at]) else None)
+        gap_compute = rate[m.compute_at] - rate[m.gated_at]
+        compute_ok = ((ratio[m.compute_at][0] <= 1.05 and gap_compute >= -0.03)
+                      if known(gap_compute, ratio[m.compute_at][0]) else None)
+        rows = [
+            [m.plain_at, pct(clean[m.plain_at].mean()), self.share(robust[m.plain_at]), "1.000", "-",
+             ">= 38% robust, >= 75% clean", status(plain_ok)],
+            [m.gated_at, pct(clean[m.gated_at].mean()), self.share(robust[m.gated_at]),
+             f"{clean_flops[m.gated_at] / full:.3f}", f"{ratio[m.gated_at][0]:.3f}",
+             f"within 2 points of {m.plain_at} ({points(gap_gated)}), <= 0.80 FLOPs", status(gated_ok)],
+            [m.compute_at, pct(clean[m.compute_at].mean()), self.share(robust[m.compute_at]),
+             f"{clean_flops[m.compute_at] / full:.3f}",
+             f"{ratio[m.compute_at][0]:.3f} [{ratio[m.compute_at][1]:.3f}, {ratio[m.compute_at][2]:.3f}]",
+             f"<= 1.05x under the compute attack; within 3 points of {m.gated_at} ({points(gap_compute)})",
+             status(compute_ok)],
+        ]
+        return ["## The issue's goals", "",
+                "Robust accuracy under AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000; exact gate "
+                f"gradients) at 8/255; FLOPs per image as a share of {m.plain_at}'s; the compute attack "
+                "(compute-inflation, today's defaults) at 8/255 on the images its run holds.", "",
+                *table(["model", "clean %", "standard suite 8/255 % [95%]", "FLOPs clean / plain",
+                        "FLOPs attacked / clean", "goal", "status"], rows), ""]
+
+    def question_a(self) -> list[str]:
+        m = self.m
+        lines = ["## (a) Does adversarial training work for a gated network as well as for its plain twin?", ""]
+        for eps in (LARGE, SMALL):
+            a, b = self.standard(m.gated_at, eps), self.standard(m.plain_at, eps)
+            if a.empty or b.empty:
+                continue
+            d, lo, hi, n = self.difference(a, b)
+            c, clo, chi, _ = self.difference(self.clean_per_sample(m.gated_at), self.clean_per_sample(m.plain_at))
+            lines.append(f"- {format_eps(eps)}, standard suite, {n} images: {m.gated_at} {pct(a.mean())}%, "
+                         f"{m.plain_at} {pct(b.mean())}%: **{points(d)} points** [{points(lo)}, {points(hi)}]; "
+                         f"clean accuracy {points(c)} [{points(clo)}, {points(chi)}].")
+        for name in (m.plain, m.gated):
+            s = self.standard(name)
+            if not s.empty:
+                lines.append(f"- Standard {name} (no adversarial training), standard suite 8/255: {self.share(s)}.")
+        return lines + [""]
+
+    def question_b(self) -> list[str]:
+        m, full = self.m, self.full_flops()
+        lines = ["## (b) Do its gates still save compute once it is robust, on clean and on attacked images?", ""]
+        rows = []
+        for name in (m.gated_at, m.compute_at, m.gated):
+            clean = self.flops(name, "compute-inflation", 0.0)
+            if clean.empty:
+                continue
+            row = [name, f"{clean['clean_flops'].mean() / full:.3f}"]
+            for attack, eps in (("standard:apgd-ce", LARGE), ("random-noise", LARGE),
+                                ("compute-inflation", SMALL), ("compute-inflation", LARGE)):
+                f = self.flops(name, attack, eps)
+                row.append(f"{f['adv_flops'].mean() / full:.3f}" if len(f) else "not run")
+            r, lo, hi = self.recovery(name, "compute-inflation", LARGE)
+            row.append(f"{pct(r)} [{pct(lo)}, {pct(hi)}]")
+            rows.append(row)
+        lines += table(["model", "clean", "APGD-CE 8/255 images", "noise 8/255", "compute attack 2/255",
+                        "compute attack 8/255", "saved FLOPs taken back at 8/255 % [95%]"], rows)
+        return lines + ["", f"FLOPs per image as a share of the full network ({full / 1e6:.1f} MFLOPs, what "
+                        f"{m.plain_at} runs on every image).", ""]
+
+    def question_c(self) -> list[str]:
+        m = self.m
+        lines = ["## (c) Does compute-robust training hold the FLOPs under the compute attack, and at what cost?", ""]
+        for name in (m.compute_at, m.gated_at, m.gated):
+            r, lo, hi, n = self.flops_ratio(name, "compute-inflation", LARGE)
+            if n:
+                lines.append(f"- {name}: FLOPs attacked / clean at 8/255 **{r:.3f}** [{lo:.3f}, {hi:.3f}] ({n} images)")
+        a, b = self.standard(m.compute_at), self.standard(m.gated_at)
+        if len(a) and len(b):
+            d, lo, hi, n = self.difference(a, b)
+            c, clo, chi, _ = self.difference(self.clean_per_sample(m.compute_at), self.clean_per_sample(m.gated_at))
+            lines.append(f"- Its price: standard-suite robust accuracy {points(d)} points [{points(lo)}, {points(hi)}] "
+                         f"against {m.gated_at} ({n} images); clean accuracy {points(c)} [{points(clo)}, {points(chi)}].")
+        return lines + [""]
+
+    def gate_gradients(self) -> list[str]:
+        rows = []
+        for name in (self.m.gated_at, self.m.compute_at, self.m.gated):
+            for attack, label in CLASSIC.items():
+                row = [name, label]
+                per_grad = [self.robust_per_sample(name, (attack,), LARGE, gate_grads=(g,)) for g in GATE_GRADS]
+                if all(s.empty for s in per_grad):
+                    continue
+                row += [pct(s.mean()) if len(s) else "not run" for s in per_grad]
+                both = pd.concat(per_grad, axis=1).dropna()
+                row.append(pct(both.all(axis=1).mean()) if len(both) else "n/a")
+                rows.append(row)
+        if not rows:
+            return []
+        return ["## Which gate gradient finds more (8/255, robust accuracy %; lower = stronger attack)", "",
+                *table(["model", "attack", *GATE_GRADS, "worst of the three"], rows), ""]
+
+    def stability(self) -> list[str]:
+        rows = []
+        for name in (self.m.plain_at, self.m.gated_at, self.m.compute_at, self.m.gated):
+            for attack, eps in (("random-noise", LARGE), ("gate-flip", SMALL), ("gate-flip", LARGE),
+                                ("standard:apgd-ce", LARGE)):
+                r = self.rows(name, (attack,), eps)
+                if r.empty or r["clean_gates"].isna().all():  # a plain model has no gates
+                    continue
+                same = (r["clean_gates"].astype(str) == r["adv_gates"].astype(str))
+                rows.append([name, f"{attack} {format_eps(eps)}", f"{self.share(same)}",
+                             f"{r['hamming'].mean():.3f}"])
+        if not rows:
+            return []
+        return ["## Gate stability: the share of images whose every gate decision stays the same", "",
+                *table(["model", "attack", "same gates % [95%]", "mean Hamming (share of gates flipped)"], rows), ""]
+
+    def jpeg(self) -> list[str]:
+        rows = []
+        for name in (self.m.plain_at, self.m.gated_at, self.m.compute_at, self.m.plain, self.m.gated):
+            cells = [name]
+            for grads in (("bpda",), ("diff",), ("bpda", "diff")):
+                s = self.robust_per_sample(name, ("fgsm", "pgd"), LARGE, defense="jpeg:75", defense_grads=grads)
+                cells.append(self.share(s))
+            if cells[1] != "not run":
+                rows.append(cells)
+        if not rows:
+            return []
+        return ["## JPEG-75 against an adaptive attacker (FGSM and PGD-20 at 8/255, robust accuracy %)", "",
+                *table(["model", "BPDA", "differentiable JPEG", "worst of both"], rows), ""]
+
+    def markdown(self) -> str:
+        parts = ["## Findings in plain words", "",
+                 f"Models: {self.m.plain_at}, {self.m.gated_at} and {self.m.compute_at}, each trained with "
+                 "`aigrobust train` for 30 epochs of N-FGSM at 8/255 (one-cycle, the same budget; the gated ones "
+                 "with target rate 0.6, the last also attacking the compute in training), beside the standard "
+                 f"{self.m.plain} and {self.m.gated}. Every figure below is computed from the records of the runs "
+                 "this report is made from.", ""]
+        for section in (self.goal_table, self.question_a, self.question_b, self.question_c, self.gate_gradients,
+                        self.stability, self.jpeg):
+            parts += section()
+        return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    for field, default in vars(Models()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", default=default, help=f"label (default {default})")
+    args = parser.parse_args()
+    records, _ = combine_runs([FinishedRun.open(r) for r in args.runs])
+    models = Models(**{field: getattr(args, field) for field in vars(Models())})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(RobustFindings(records, models).markdown())
+
+
+if __name__ == "__main__":
+    main()
