@@ -91,10 +91,13 @@ if stage attacks; then
   wait
 fi
 
-# 3. the report (the runs listed first win where two hold the same sample)
+# 3. the findings (issue 29's goals and answers) and the report, from the runs finished so far (the runs listed
+# first win where two hold the same sample)
 if stage report; then
   finished=(); for entry in "${QUEUE[@]}"; do
     [ -f "$RUNS/${entry%%|*}/records.csv.gz" ] && finished+=("$RUNS/${entry%%|*}"); done
-  aigrobust report "${finished[@]}" \
+  python scripts/robust_findings.py "${finished[@]}" --out "$RUNS/findings.md" \
+    $([ "$SMOKE" = 1 ] && echo --plain-at resnet20-at --gated-at aig20-at --compute-at aig20-at-compute)
+  aigrobust report "${finished[@]}" --preface "$RUNS/findings.md" \
     --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets (issue 29)"
 fi
