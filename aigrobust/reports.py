@@ -192,25 +192,23 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
 
 
 def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Gate flip rate over layer and epsilon, one panel per model and attack (no defense)."""
+    """Gate flip rate per residual block: one row per model, attack, gate gradient and epsilon (no defense), in one
+    image whose height grows with its rows, so a study with dozens of settings stays readable (one panel per setting
+    collapsed to nothing there)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import PowerNorm
 
-    data = layers[(layers["defense"] == "none")]
-    groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
-    panel = min(1.8, 9.5 / max(1, len(groups)))  # the whole figure stays under 10 inches however many panels
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, panel * len(groups) + 0.5), squeeze=False,
-                             layout="constrained")
-    image = None
+    data = layers[(layers["defense"] == "none") & (layers["epsilon"] > 0)]
+    grid = data.pivot_table(index=["model", "attack", "gate_grad", "epsilon"], columns="layer", values="flip_rate",
+                            sort=False)
+    labels = [f"{model}: {_short(attack)}, {grad}, {format_eps(eps)}" for model, attack, grad, eps in grid.index]
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * max(1, len(labels))), layout="constrained")
     norm = PowerNorm(gamma=0.5, vmin=0, vmax=1)  # square-root scale: a 2% flip rate is still visibly not 0
-    for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
-        grid = rows.pivot_table(index="epsilon", columns="layer", values="flip_rate")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", norm=norm, cmap="viridis")
-        ax.set_yticks(range(len(grid.index)), [format_eps(e) for e in grid.index], fontsize=7)
-        ax.set_title(f"{model}: {_short(attack)}, gate grad {grad}", fontsize=9)
-    axes[-1, 0].set_xlabel("residual block")
-    if image is not None:
-        fig.colorbar(image, ax=axes[:, 0].tolist(), label="flip rate")
+    image = ax.imshow(grid.to_numpy(), aspect="auto", norm=norm, cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=7)
+    ax.set_xlabel("residual block")
+    fig.colorbar(image, ax=ax, label="flip rate", shrink=min(1.0, 6 / max(1, len(labels)) + 0.3))
     return save_figure(fig)
 
 
