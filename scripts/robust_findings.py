@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
-from aigrobust.metrics import wilson_interval
+from aigrobust.metrics import gate_matrix, wilson_interval
 from aigrobust.reports import format_eps
 from aigrobust.run_records import combine_runs
 from aigrobust.runs import FinishedRun
@@ -223,8 +223,29 @@ class RobustFindings:
             rows.append(row)
         lines += table(["model", "clean", "APGD-CE 8/255 images", "noise 8/255", "compute attack 2/255",
                         "compute attack 8/255", "saved FLOPs taken back at 8/255 % [95%]"], rows)
-        return lines + ["", f"FLOPs per image as a share of the full network ({full / 1e6:.1f} MFLOPs, what "
-                        f"{m.plain_at} runs on every image).", ""]
+        lines += ["", f"FLOPs per image as a share of the full network ({full / 1e6:.1f} MFLOPs, what "
+                  f"{m.plain_at} runs on every image).", "", *self.routing()]
+        return lines + [""]
+
+    def routing(self) -> list[str]:
+        """How much the gates depend on the image (clean test images): each gate's execution rate, and the share of
+        images that take the most common path. A gate open (or shut) for every image is a fixed pruning, not a
+        decision; routing collapse under adversarial training shows here."""
+        rows = []
+        for name in (self.m.gated_at, self.m.compute_at, self.m.gated):
+            r = self.records[self.records["model"] == name].drop_duplicates("sample")
+            if r.empty or r["clean_gates"].isna().all():
+                continue
+            gates = gate_matrix(r["clean_gates"])
+            paths = r["clean_gates"].astype(str).value_counts()
+            decided = int(((gates.mean(0) > 0.02) & (gates.mean(0) < 0.98)).sum())
+            rows.append([name, " ".join(f"{v:.2f}" for v in gates.mean(0)), f"{decided} of {gates.shape[1]}",
+                         str(len(paths)), pct(paths.iloc[0] / len(r))])
+        if not rows:
+            return []
+        return ["How input-dependent the gates are (clean test images):", "",
+                *table(["model", "execution rate per gate", "gates that decide (open for 2-98%)", "distinct paths",
+                        "images on the most common path %"], rows)]
 
     def question_c(self) -> list[str]:
         m = self.m
