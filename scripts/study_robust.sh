@@ -19,10 +19,15 @@ STAGES=${STAGES:-"train attacks report"}
 DEVICE=${DEVICE:-auto}
 SMOKE=${SMOKE:-0}
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
-N_LARGE=1000; N_SMALL=500; SUITE=(--suite standard); COMPUTE=compute-inflation; FLIP=gate-flip
+N_LARGE=1000; N_SMALL=500; N_CHECK=200; SUITE=(--suite standard); COMPUTE=compute-inflation; FLIP=gate-flip
+# the compute attack's strength check on the models trained against it: more steps, another loss and schedule, restarts
+COMPUTE_STEPS=compute-inflation:steps=300; COMPUTE_APGD=compute-inflation:gate_loss=hinge,schedule=apgd
+COMPUTE_RESTARTS=compute-inflation:restarts=3,random_start=true
 if [ "$SMOKE" = 1 ]; then
   RUNS=runs/robust-smoke; N_LARGE=8; N_SMALL=8; SUITE=(--attack apgd:steps=2)
-  COMPUTE=compute-inflation:steps=2; FLIP=gate-flip:steps=2
+  COMPUTE=compute-inflation:steps=2; FLIP=gate-flip:steps=2; N_CHECK=8; COMPUTE_STEPS=compute-inflation:steps=3
+  COMPUTE_APGD=compute-inflation:steps=2,gate_loss=hinge,schedule=apgd
+  COMPUTE_RESTARTS=compute-inflation:steps=2,restarts=2,random_start=true
 fi
 
 # 1. training, then shipping the best checkpoint (by PGD-10 on the held-out split) as a pretrained tag
@@ -66,6 +71,7 @@ QUEUE=(
   "jpeg|$ROBUST --model resnet20 --model aig20 --defense jpeg:75 --defense-grad bpda --defense-grad diff --attack fgsm --attack pgd:steps=20 --eps 8/255 --early-exit $(common $N_SMALL)"
   "grads-8|$ROBUST_GATED --model aig20 --gate-grad all --attack fgsm --attack pgd:steps=20 --attack apgd --eps 8/255 $(common $N_SMALL)"
   "gates|$ROBUST --model aig20 --attack $COMPUTE --attack random-noise --attack $FLIP --eps 2/255 --eps 8/255 $(common $N_SMALL)"
+  "compute-variants|${CKPT[aig20.at_compute]} ${CKPT[aig20.at]} --attack $COMPUTE_STEPS --attack $COMPUTE_APGD --attack $COMPUTE_RESTARTS --eps 8/255 --n-samples $N_CHECK --batch-size 200 --data-dir $DATA --device $DEVICE"
   "standard-8-aig20.at|${CKPT[aig20.at]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
   "standard-8-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
   "standard-2|$ROBUST --model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
