@@ -69,8 +69,10 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="CIFAR-10: a folder of .npz files (else torchvision's cache); ImageNet: ROOT with train/ and val/.")
 @click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
-@click.option("--init", "init", default=None, help="Start the residual branches from 'torchvision' (ImageNet models: "
-              "a download) or a local weights file (torchvision layout, akamaster's, ours); gates start fresh.")
+@click.option("--init", "init", default=None, help="Start from other weights: 'torchvision' (ImageNet models: a "
+              "download), a weights file (ours, akamaster's, torchvision's layout) or a shipped name (resnet20.at). "
+              "The same architecture gives every weight; the plain twin of a gated model its residual branches, "
+              "the gates starting fresh.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
@@ -136,6 +138,14 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                            schedule=schedule)
     if val_samples is None:
         val_samples = 1000 if inner is not None else 0
+    if init not in (None, "torchvision"):  # a source that does not fit is refused before the data is read
+        from aigrobust.factory import create_model
+        from aigrobust.training import initialise_from
+
+        try:
+            initialise_from(create_model(model_name, **kwargs), init)
+        except TrainingError as err:
+            raise BadInput(str(err)) from None
     train_data, heldout = inputs.training_data(info.default_dataset, data_dir, download, max_train_samples, seed,
                                                augment=not no_augment, validation_samples=val_samples)
     try:

@@ -76,7 +76,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # CUDA only
     channels_last: bool = True  # CPU and CUDA: NHWC convolutions are faster on both
-    init: str | None = None  # 'torchvision' or a torchvision-layout file: residual weights to start from
+    init: str | None = None  # 'torchvision', a weights file or a shipped name: weights to start from
     adversarial: str | None = None  # the inner attack's spec (attacks.inner), stored canonical
     compute_penalty: float = 4.0  # weight of per-sample execution above the target rate (adversarial compute=W > 0)
     ema: float | None = None  # decay of an exponential moving average of the weights (validated and saved)
@@ -185,11 +185,14 @@ def imagenet_defaults(batch_size: int) -> dict[str, Any]:
 
 
 def initialise_from(model: ResNetBase, init: str) -> None:
-    """Residual weights from torchvision's ResNet ('torchvision': its download; else a local file in torchvision's
-    layout, read with weights_only=True); gates keep their fresh initialisation, as the reference code does."""
-    from aigrobust.converters import convert_checkpoint
-    from aigrobust.factory import load_pretrained_into
-    from aigrobust.registry import get_model_info
+    """Start ``model`` from other weights: 'torchvision' (ImageNet models: torchvision's download), a weights file
+    (ours, akamaster's, the ConvNet-AIG reference code's or torchvision's layout, read with weights_only=True) or a
+    registered name with shipped weights ('resnet20.at', 'aig20'). The source is the same architecture (every weight
+    taken, gates included: fine-tuning a gated model keeps its gates) or the plain twin of a gated model (the
+    residual weights taken; the gates keep their fresh initialisation, as the reference code does). The source's
+    input normalisation comes along: its weights were trained under it."""
+    from aigrobust.factory import load_checkpoint, load_pretrained_into
+    from aigrobust.registry import UnknownModelError, get_model_info
 
     if init == "torchvision":
         try:
@@ -198,13 +201,28 @@ def initialise_from(model: ResNetBase, init: str) -> None:
             raise TrainingError(str(err)) from None
         return
     path = Path(init)
-    if not path.is_file():
-        raise TrainingError(f"--init {init}: no such file (give 'torchvision' or a torchvision-layout weights file)")
     try:
-        source, _ = convert_checkpoint(path, model.registry_name)
+        if path.exists():
+            source, _ = load_checkpoint(path)
+        else:
+            try:
+                get_model_info(init)
+            except UnknownModelError as err:
+                raise TrainingError(f"--init {init}: no such file, and {err.args[0]} (give 'torchvision', a weights "
+                                    "file or a shipped name such as resnet20.at)") from None
+            source = create_model(init, pretrained=True)
     except CheckpointError as err:
         raise TrainingError(f"--init {init}: {err}") from None
-    load_state_checked(model, source.state_dict(), str(path))
+    ours, theirs = model.state_dict(), source.state_dict()
+    misfit = sorted(k for k, v in theirs.items() if k not in ours or ours[k].shape != v.shape)
+    missing = sorted(k for k in ours if k not in theirs and ".gate." not in k)
+    if misfit or missing:
+        names = ", ".join((misfit + missing)[:3])
+        raise TrainingError(f"--init {init}: it holds {source.registry_name} weights, which do not fit "
+                            f"{model.registry_name} ({len(misfit)} weights without a place, {len(missing)} missing: "
+                            f"{names}); give the same architecture or the plain twin of a gated model")
+    load_state_checked(model, {**ours, **theirs}, str(init))
+    model.normalize.set_statistics(source.normalize.mean.flatten().tolist(), source.normalize.std.flatten().tolist())
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:

@@ -345,6 +345,11 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("--init torchvision for a CIFAR model", ["train", "--model", "tiny_resnet", "--data-dir", str(p["data"]),
                                                    "--out", str(out), "--init", "torchvision"],
          "torchvision has no weights for tiny_resnet"),
+        ("--init from a gated model into a plain one", ["train", "--model", "tiny_resnet", "--data-dir", str(p["data"]),
+                                                        "--out", str(out), "--init", str(p["good"])],
+         "weights, which do not fit tiny_resnet"),
+        ("--init naming nothing", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]), "--out", str(out),
+                                   "--init", "resnet20.robust"], "unknown pretrained tag 'robust' for resnet20"),
         # numbers that collide or overflow (issue 33)
         ("an epsilon that rounds into 0", [*attack, "--eps", "1e-9"], "below the resolution"),
         ("a seed of 2^63", [*attack, "--eps", "0.1", "--seed", str(2**63)], "--seed"),

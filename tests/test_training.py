@@ -143,3 +143,50 @@ def test_cuda_asked_where_there_is_none() -> None:
     with pytest.raises(TrainingError, match="no CUDA device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_init_takes_a_checkpoint_of_the_same_model_or_the_plain_twin_with_its_normalisation(tmp_path: Path) -> None:
+    """--init: the same architecture gives every weight (a gated model keeps its gates, for fine-tuning); the plain
+    twin gives the residual branches, the gates keep their fresh initialisation; the source's input normalisation
+    comes along; another architecture is refused naming what does not fit. Regression: a checkpoint of ours holding
+    a gated model was read as the ConvNet-AIG reference layout and refused."""
+    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.factory import create_model
+    from aigrobust.training import TrainingError, initialise_from
+
+    torch.manual_seed(1)
+    plain, gated = create_model("tiny_resnet"), create_model("tiny_aig")
+    plain.normalize.set_statistics([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+    save_checkpoint(plain, tmp_path / "plain.safetensors")
+    save_checkpoint(gated, tmp_path / "gated.safetensors")
+
+    torch.manual_seed(2)
+    fresh = create_model("tiny_aig")
+    fresh_gates = {k: v.clone() for k, v in fresh.state_dict().items() if ".gate." in k}
+    initialise_from(fresh, str(tmp_path / "plain.safetensors"))
+    state = fresh.state_dict()
+    for k, v in plain.state_dict().items():
+        assert torch.equal(state[k], v), k
+    assert fresh_gates and all(torch.equal(state[k], v) for k, v in fresh_gates.items())
+    assert fresh.normalize.as_dict() == plain.normalize.as_dict()
+
+    torch.manual_seed(3)
+    again = create_model("tiny_aig")
+    initialise_from(again, str(tmp_path / "gated.safetensors"))
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in gated.state_dict().items())
+
+    with pytest.raises(TrainingError, match="holds tiny_aig weights, which do not fit tiny_resnet"):
+        initialise_from(create_model("tiny_resnet"), str(tmp_path / "gated.safetensors"))
+    with pytest.raises(TrainingError, match="no such file, and unknown model"):
+        initialise_from(create_model("tiny_aig"), str(tmp_path / "missing.safetensors"))
+
+
+def test_init_from_a_shipped_name() -> None:
+    """--init resnet20.at starts aig20 from the shipped robust twin's residual branches."""
+    from aigrobust.factory import create_model
+    from aigrobust.training import initialise_from
+
+    model = create_model("aig20")
+    initialise_from(model, "resnet20.at")
+    source = create_model("resnet20.at", pretrained=True).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
