@@ -23,7 +23,7 @@ from aigrobust.metrics import gate_matrix, wilson_interval
 from aigrobust.reports import format_eps
 from aigrobust.run_records import combine_runs
 from aigrobust.runs import FinishedRun
-from attacks import attack_from_spec, attack_label, split_spec
+from attacks import attack_from_spec, attack_label
 
 LARGE, SMALL = 8 / 255, 2 / 255
 BOOTSTRAP_DRAWS = 2000
@@ -31,7 +31,6 @@ BOOTSTRAP_DRAWS = 2000
 CLASSIC = {"fgsm": "FGSM", "pgd": "PGD-20", "standard:apgd-ce": "APGD-CE"}
 GATE_GRADS = ("exact", "straight-through", "soft")
 COMPUTE_DEFAULT = attack_from_spec("compute-inflation").spec
-COMPUTE_DEFAULT_SETTINGS = split_spec(COMPUTE_DEFAULT)[1]
 
 
 def interval(values: np.ndarray, statistic=np.mean, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float]:
@@ -44,15 +43,6 @@ def interval(values: np.ndarray, statistic=np.mean, draws: int = BOOTSTRAP_DRAWS
     picks = rng.integers(0, n, size=(draws, n))
     stats = np.array([statistic(values[p]) for p in picks])
     return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
-def changed_settings(spec: str) -> str:
-    """The settings of a compute-attack spec that differ from today's defaults ('defaults' if none)."""
-    if ":" not in spec:  # 'worst of all'
-        return ""
-    settings = split_spec(spec)[1]
-    changed = [f"{k}={v}" for k, v in settings.items() if COMPUTE_DEFAULT_SETTINGS.get(k) != v]
-    return ", ".join(changed) or "defaults"
 
 
 def points(value: float) -> str:
@@ -292,15 +282,15 @@ class RobustFindings:
             adv = adv.assign(**{"worst of all": adv.max(axis=1)})
             for spec in [*specs, "worst of all"]:
                 ratio = adv[spec].mean() / clean.mean()
-                lines.append([name, attack_label(spec) if spec != "worst of all" else spec, changed_settings(spec),
-                              str(len(adv)), f"{ratio:.3f}"])
+                lines.append([name, attack_label(spec) if spec != "worst of all" else spec, str(len(adv)),
+                              f"{ratio:.3f}"])
         if not lines:
             return []
         return ["## Is the compute attack strong enough to judge the compute-robust model?", "",
                 "Every variant of the compute attack that ran at 8/255, on the images they share; 'worst of all' "
                 "takes per image the most FLOPs any variant found. A model that only masks the default attack's "
                 "gradients would fall to a variant.", "",
-                *table(["model", "attack", "settings", "images", "FLOPs attacked / clean"], lines), ""]
+                *table(["model", "attack", "images", "FLOPs attacked / clean"], lines), ""]
 
     def gate_gradients(self) -> list[str]:
         rows = []
