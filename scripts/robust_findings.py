@@ -160,30 +160,38 @@ class RobustFindings:
                        for name in (m.gated_at, m.compute_at)}
         clean = {name: self.clean_per_sample(name) for name in robust}
 
-        def status(ok: bool | None) -> str:
-            return "not run" if ok is None else ("met" if ok else "missed")
+        def status(*parts: tuple[str, bool | None]) -> str:
+            """'met', or 'missed: ...' naming each part missed; 'not run' where a figure is absent."""
+            if any(ok is None for _, ok in parts):
+                return "not run"
+            missed = [what for what, ok in parts if not ok]
+            return "met" if not missed else "missed: " + ", ".join(missed)
 
         def known(*values: float) -> bool:
             return all(np.isfinite(v) for v in values)
 
-        plain_ok = (rate[m.plain_at] >= 0.38 and clean[m.plain_at].mean() >= 0.75) if known(rate[m.plain_at]) else None
         gap_gated = rate[m.gated_at] - rate[m.plain_at]
-        gated_ok = ((gap_gated >= -0.02 and clean_flops[m.gated_at] / full <= 0.80)
-                    if known(gap_gated, clean_flops[m.gated_at]) else None)
         gap_compute = rate[m.compute_at] - rate[m.gated_at]
-        compute_ok = ((ratio[m.compute_at][0] <= 1.05 and gap_compute >= -0.03)
-                      if known(gap_compute, ratio[m.compute_at][0]) else None)
+        def part(ok: bool, *values: float) -> bool | None:
+            return bool(ok) if known(*values) else None
+
+        plain_status = status(("robust", part(rate[m.plain_at] >= 0.38, rate[m.plain_at])),
+                              ("clean", part(clean[m.plain_at].mean() >= 0.75, clean[m.plain_at].mean())))
+        gated_status = status(("robust", part(gap_gated >= -0.02, gap_gated)),
+                              ("FLOPs", part(clean_flops[m.gated_at] / full <= 0.80, clean_flops[m.gated_at])))
+        compute_status = status(("FLOPs", part(ratio[m.compute_at][0] <= 1.05, ratio[m.compute_at][0])),
+                                ("robust", part(gap_compute >= -0.03, gap_compute)))
         rows = [
             [m.plain_at, pct(clean[m.plain_at].mean()), self.share(robust[m.plain_at]), "1.000", "-",
-             ">= 38% robust, >= 75% clean", status(plain_ok)],
+             ">= 38% robust, >= 75% clean", plain_status],
             [m.gated_at, pct(clean[m.gated_at].mean()), self.share(robust[m.gated_at]),
              f"{clean_flops[m.gated_at] / full:.3f}", f"{ratio[m.gated_at][0]:.3f}",
-             f"within 2 points of {m.plain_at} ({points(gap_gated)}), <= 0.80 FLOPs", status(gated_ok)],
+             f"within 2 points of {m.plain_at} ({points(gap_gated)}), <= 0.80 FLOPs", gated_status],
             [m.compute_at, pct(clean[m.compute_at].mean()), self.share(robust[m.compute_at]),
              f"{clean_flops[m.compute_at] / full:.3f}",
              f"{ratio[m.compute_at][0]:.3f} [{ratio[m.compute_at][1]:.3f}, {ratio[m.compute_at][2]:.3f}]",
              f"<= 1.05x under the compute attack; within 3 points of {m.gated_at} ({points(gap_compute)})",
-             status(compute_ok)],
+             compute_status],
         ]
         return ["## The issue's goals", "",
                 "Robust accuracy under AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000; exact gate "

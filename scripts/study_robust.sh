@@ -97,13 +97,21 @@ if stage attacks; then
   wait
 fi
 
-# 3. the findings (issue 29's goals and answers) and the report, from the runs finished so far (the runs listed
-# first win where two hold the same sample)
+# 3. the findings (issue 29's goals and answers) and the report, from the runs finished so far, copied (records,
+# run.json, summaries) into reports/cifar10-robust/runs/study so that the report is rebuilt from committed files (the
+# runs listed first win where two hold the same sample)
 if stage report; then
+  PUBLISHED=${PUBLISHED:-reports/cifar10-robust/runs/study}
+  [ "$SMOKE" = 1 ] && PUBLISHED=$RUNS/published
   finished=(); for entry in "${QUEUE[@]}"; do
-    [ -f "$RUNS/${entry%%|*}/records.csv.gz" ] && finished+=("$RUNS/${entry%%|*}"); done
-  python scripts/robust_findings.py "${finished[@]}" --out "$RUNS/findings.md" \
+    name=${entry%%|*}
+    [ -f "$RUNS/$name/records.csv.gz" ] || continue
+    mkdir -p "$PUBLISHED/$name"
+    cp "$RUNS/$name"/{run.json,records.csv.gz,summary.csv,summary.json} "$PUBLISHED/$name/"
+    finished+=("$PUBLISHED/$name")
+  done
+  python scripts/robust_findings.py "${finished[@]}" --out "$PUBLISHED/findings.md" \
     $([ "$SMOKE" = 1 ] && echo --plain-at resnet20-at --gated-at aig20-at --compute-at aig20-at-compute)
-  aigrobust report "${finished[@]}" --preface "$RUNS/findings.md" \
+  aigrobust report "${finished[@]}" --preface "$PUBLISHED/findings.md" \
     --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets (issue 29)"
 fi
