@@ -308,14 +308,15 @@ class RobustFindings:
                 per_grad = [self.robust_per_sample(name, (attack,), LARGE, gate_grads=(g,)) for g in GATE_GRADS]
                 if all(s.empty for s in per_grad):
                     continue
-                row += [pct(s.mean()) if len(s) else "not run" for s in per_grad]
-                both = pd.concat(per_grad, axis=1).dropna()
-                row.append(pct(both.all(axis=1).mean()) if len(both) else "n/a")
+                # on the images every gradient ran (a gradient run on more images elsewhere must not skew its column)
+                both = pd.concat([s for s in per_grad if len(s)], axis=1).dropna()
+                row += [pct(s[both.index].mean()) if len(s) else "not run" for s in per_grad]
+                row += [pct(both.all(axis=1).mean()), str(len(both))]
                 rows.append(row)
         if not rows:
             return []
         return ["## Which gate gradient finds more (8/255, robust accuracy %; lower = stronger attack)", "",
-                *table(["model", "attack", *GATE_GRADS, "worst of the three"], rows), ""]
+                *table(["model", "attack", *GATE_GRADS, "worst of the three", "images"], rows), ""]
 
     def stability(self) -> list[str]:
         rows = []
