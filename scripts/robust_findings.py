@@ -12,8 +12,10 @@ percentile bootstrap over the images (2000 resamples, seed 0), so the pairing of
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +35,8 @@ GATE_GRADS = ("exact", "straight-through", "soft")
 COMPUTE_DEFAULT = attack_from_spec("compute-inflation").spec
 
 
-def interval(values: np.ndarray, statistic=np.mean, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float]:
+def interval(values: np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean, draws: int = BOOTSTRAP_DRAWS,
+             seed: int = 0) -> tuple[float, float]:
     """95% percentile-bootstrap interval of ``statistic`` over the rows of ``values`` (resampled together, so a
     pair of columns keeps its pairing)."""
     rng = np.random.default_rng(seed)
@@ -72,11 +75,12 @@ class RobustFindings:
     # --- per-sample views -------------------------------------------------------------------------------------
     def rows(self, model: str, attacks: tuple[str, ...], epsilon: float, gate_grads: tuple[str, ...] = ("exact", "none"),
              defense: str = "none", defense_grads: tuple[str, ...] = ("none",)) -> pd.DataFrame:
+        """The records of one model under some attacks (by short name) at one epsilon, gate gradients and defense."""
         r = self.records
         return r[(r["model"] == model) & r["attack_name"].isin(attacks) & np.isclose(r["epsilon"], epsilon)
                  & r["gate_grad"].isin(gate_grads) & (r["defense"] == defense) & r["defense_grad"].isin(defense_grads)]
 
-    def robust_per_sample(self, model: str, attacks: tuple[str, ...], epsilon: float, **where) -> pd.Series:
+    def robust_per_sample(self, model: str, attacks: tuple[str, ...], epsilon: float, **where: Any) -> pd.Series:
         """Per sample: right on the clean image and under every one of ``attacks`` (AutoAttack's AND)."""
         rows = self.rows(model, attacks, epsilon, **where)
         if rows.empty:
@@ -93,6 +97,7 @@ class RobustFindings:
         return self.robust_per_sample(model, STANDARD_NAMES, epsilon)
 
     def clean_per_sample(self, model: str) -> pd.Series:
+        """Per sample: right on the clean image."""
         r = self.records[self.records["model"] == model]
         return r.groupby("sample")["clean_correct"].first().astype(bool)
 
@@ -112,6 +117,7 @@ class RobustFindings:
     # --- figures ------------------------------------------------------------------------------------------------
     @staticmethod
     def share(flags: pd.Series) -> str:
+        """A share of per-sample flags with its Wilson interval and n, or 'not run'."""
         if flags.empty:
             return "not run"
         lo, hi = wilson_interval(int(flags.sum()), len(flags))
@@ -152,6 +158,7 @@ class RobustFindings:
 
     # --- sections -------------------------------------------------------------------------------------------------
     def goal_table(self) -> list[str]:
+        """The issue's goal table: each robust model's figures, its goal and which part of it is met."""
         m, full = self.m, self.full_flops()
         robust = {name: self.standard(name) for name in (m.plain_at, m.gated_at, m.compute_at)}
         rate = {name: float(s.mean()) if len(s) else float("nan") for name, s in robust.items()}
@@ -201,6 +208,7 @@ class RobustFindings:
                         "FLOPs attacked / clean", "goal", "status"], rows), ""]
 
     def question_a(self) -> list[str]:
+        """(a): the gated robust model against its plain twin, paired on the same images, per epsilon."""
         m = self.m
         lines = ["## (a) Does adversarial training work for a gated network as well as for its plain twin?", ""]
         for eps in (LARGE, SMALL):
@@ -219,6 +227,7 @@ class RobustFindings:
         return lines + [""]
 
     def question_b(self) -> list[str]:
+        """(b): FLOPs clean, on accuracy attacks' images, under noise and the compute attack; the routing."""
         m, full = self.m, self.full_flops()
         lines = ["## (b) Do its gates still save compute once it is robust, on clean and on attacked images?", ""]
         rows = []
@@ -261,6 +270,7 @@ class RobustFindings:
                         "images on the most common path %"], rows)]
 
     def question_c(self) -> list[str]:
+        """(c): the compute attack's FLOPs ratio per gated model and the compute-robust model's accuracy price."""
         m = self.m
         lines = ["## (c) Does compute-robust training hold the FLOPs under the compute attack, and at what cost?", ""]
         for name in (m.compute_at, m.gated_at, m.gated):
@@ -301,6 +311,7 @@ class RobustFindings:
                 *table(["model", "attack", "images", "FLOPs attacked / clean"], lines), ""]
 
     def gate_gradients(self) -> list[str]:
+        """Robust accuracy per gate gradient (exact, straight-through, soft) and their per-image worst case."""
         rows = []
         for name in (self.m.gated_at, self.m.compute_at, self.m.gated):
             for attack, label in CLASSIC.items():
@@ -319,6 +330,7 @@ class RobustFindings:
                 *table(["model", "attack", *GATE_GRADS, "worst of the three", "images"], rows), ""]
 
     def stability(self) -> list[str]:
+        """The share of images whose gates all stay the same, per attack (noise as the control)."""
         rows = []
         for name in (self.m.plain_at, self.m.gated_at, self.m.compute_at, self.m.gated):
             for attack, eps in (("random-noise", LARGE), ("gate-flip", SMALL), ("gate-flip", LARGE),
@@ -335,6 +347,7 @@ class RobustFindings:
                 *table(["model", "attack", "same gates % [95%]", "mean Hamming (share of gates flipped)"], rows), ""]
 
     def jpeg(self) -> list[str]:
+        """JPEG-75 against BPDA and the differentiable JPEG, and the per-image worst of both."""
         rows = []
         for name in (self.m.plain_at, self.m.gated_at, self.m.compute_at, self.m.plain, self.m.gated):
             cells = [name]
@@ -349,6 +362,7 @@ class RobustFindings:
                 *table(["model", "BPDA", "differentiable JPEG", "worst of both"], rows), ""]
 
     def markdown(self) -> str:
+        """The whole findings section."""
         parts = ["## Findings in plain words", "",
                  f"Models: {self.m.plain_at}, {self.m.gated_at} and {self.m.compute_at}, each trained with "
                  "`aigrobust train` for 30 epochs of N-FGSM at 8/255 (one-cycle, the same budget; the gated ones "
