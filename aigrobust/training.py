@@ -464,8 +464,13 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
         except CheckpointError as err:
             raise TrainingError(f"cannot resume: {err}") from None
     load_state_checked(model, weights, str(state_path))
+    # the input statistics the run trained under; a state written before they were saved began when --init left
+    # the model's own defaults in place
+    norm = state.get("normalization") or create_model(config.model, **config.model_kwargs).normalize.as_dict()
+    model.normalize.set_statistics(norm["mean"], norm["std"])
     if run.ema_model is not None:
         load_state_checked(run.ema_model, state["ema"], str(state_path))
+        run.ema_model.normalize.set_statistics(norm["mean"], norm["std"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.data_generator.set_state(state["data_generator"])
     model.set_gate_generator_state(state["gate_generator"])
@@ -704,6 +709,7 @@ def _state(config: TrainConfig, model: ResNetBase, optimizer: torch.optim.Optimi
         "data_generator": data_generator.get_state(),
         "gate_generator": model.gate_generator_state(),
         "history": json.dumps([asdict(r) for r in history]),
+        "normalization": model.normalize.as_dict(),  # not in the weights; --init may have set it
     }
     if ema_model is not None:
         state["ema"] = {k: v.detach().cpu().clone() for k, v in ema_model.state_dict().items()}

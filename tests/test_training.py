@@ -190,3 +190,39 @@ def test_init_from_a_shipped_name() -> None:
     initialise_from(model, "resnet20.at")
     source = create_model("resnet20.at", pretrained=True).state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+
+
+def test_a_resumed_run_keeps_the_input_statistics_it_trained_under(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """The input normalisation is not in the weights: --init sets it from the source, the state file pins it, and a
+    resume restores it even when the source has changed since (a state from before it was pinned resumes with the
+    model's own defaults, as --init then left them)."""
+    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.factory import create_model
+
+    data = load_cifar10("train", synthetic_npz_dir)
+    source = create_model("tiny_resnet")
+    source.normalize.set_statistics([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+    init = tmp_path / "source.safetensors"
+    save_checkpoint(source, init)
+    config = _small_config(epochs=2, init=str(init))
+
+    def kill_after_first(record) -> None:  # type: ignore[no-untyped-def]
+        if record.epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config, data, tmp_path / "run", on_epoch=kill_after_first)
+    changed = create_model("tiny_resnet")  # the source file is replaced by weights with other statistics
+    save_checkpoint(changed, init)
+    resumed = train(config, data, tmp_path / "run", resume=True)
+    _, meta = read_checkpoint(resumed.checkpoint)
+    assert meta["normalization"] == source.normalize.as_dict()
+
+    state_path = tmp_path / "run" / "train_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    state.pop("normalization")
+    state["epoch"] = 1
+    torch.save(state, state_path)
+    older = train(_small_config(epochs=2, init=str(init)), data, tmp_path / "run", resume=True)
+    _, meta = read_checkpoint(older.checkpoint)
+    assert meta["normalization"] == create_model("tiny_aig").normalize.as_dict()
