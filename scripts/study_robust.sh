@@ -74,7 +74,10 @@ QUEUE=(
   "compute-variants|${CKPT[aig20.at_compute]} ${CKPT[aig20.at]} --attack $COMPUTE_STEPS --attack $COMPUTE_APGD --attack $COMPUTE_RESTARTS --eps 8/255 --n-samples $N_CHECK --batch-size 200 --data-dir $DATA --device $DEVICE"
   "standard-8-aig20.at|${CKPT[aig20.at]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
   "standard-8-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 8/255 $(common $N_LARGE)"
-  "standard-2|$ROBUST --model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+  "standard-2-resnet20.at|${CKPT[resnet20.at]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+  "standard-2-aig20.at|${CKPT[aig20.at]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+  "standard-2-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+  "standard-2-plain|--model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
 )
 run_queue() {  # one worker: every unfinished run that no other worker holds, in queue order
   local entry name out
