@@ -123,7 +123,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     import torch
     from tqdm import tqdm
 
-    from aigrobust.training import TrainConfig, TrainingError, train
+    from aigrobust.training import STATE_FILE, TrainConfig, TrainingError, train
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -138,7 +138,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                            schedule=schedule)
     if val_samples is None:
         val_samples = 1000 if inner is not None else 0
-    if init not in (None, "torchvision"):  # a source that does not fit is refused before the data is read
+    # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
+    if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
         from aigrobust.factory import create_model
         from aigrobust.training import initialise_from
 

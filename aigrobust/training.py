@@ -202,15 +202,10 @@ def initialise_from(model: ResNetBase, init: str) -> None:
         return
     path = Path(init)
     try:
-        if path.exists():
-            source, _ = load_checkpoint(path)
-        else:
-            try:
-                get_model_info(init)
-            except UnknownModelError as err:
-                raise TrainingError(f"--init {init}: no such file, and {err.args[0]} (give 'torchvision', a weights "
-                                    "file or a shipped name such as resnet20.at)") from None
-            source = create_model(init, pretrained=True)
+        source = load_checkpoint(path)[0] if path.exists() else create_model(init, pretrained=True)
+    except UnknownModelError as err:
+        raise TrainingError(f"--init {init}: no such file, and {err.args[0]} (give 'torchvision', a weights "
+                            "file or a shipped name such as resnet20.at)") from None
     except CheckpointError as err:
         raise TrainingError(f"--init {init}: {err}") from None
     ours, theirs = model.state_dict(), source.state_dict()
@@ -431,7 +426,9 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     """A fresh run from the seed, or the run the state file in ``out_dir`` describes (same configuration only)."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_kwargs)
-    if config.init is not None:
+    state_path = out_dir / STATE_FILE
+    resuming = resume and state_path.exists()
+    if config.init is not None and not resuming:  # a resume takes weights and input statistics from its state
         initialise_from(model, config.init)
     model.reset_gate_generator(config.seed)
     if config.adversarial is not None:
@@ -443,8 +440,7 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     run = _Run(model, _make_optimizer(model, config), torch.Generator().manual_seed(config.seed), [])
     if config.ema is not None:
         run.ema_model = copy.deepcopy(model).eval()
-    state_path = out_dir / STATE_FILE
-    if not (resume and state_path.exists()):
+    if not resuming:
         return run
     state = _load_state(state_path)
     now = json.loads(json.dumps(config.as_dict()))

@@ -226,3 +226,9 @@ def test_a_resumed_run_keeps_the_input_statistics_it_trained_under(synthetic_npz
     older = train(_small_config(epochs=2, init=str(init)), data, tmp_path / "run", resume=True)
     _, meta = read_checkpoint(older.checkpoint)
     assert meta["normalization"] == create_model("tiny_aig").normalize.as_dict()
+
+    init.unlink()  # a resume reads its state, not the source it began from
+    state = torch.load(state_path, weights_only=False)
+    state["epoch"] = 1
+    torch.save(state, state_path)
+    train(config, data, tmp_path / "run", resume=True)
