@@ -31,7 +31,7 @@ from aigrobust.metrics import (
     layer_rates,
     summarize,
 )
-from aigrobust.run_records import COPIED_FROM
+from aigrobust.run_records import COPIED_FROM, combined_full_flops
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -579,9 +579,7 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
 
     provenance: dict[str, Any] = {"runs": [str(run.root) for run in runs]}
     provenance.update({str(run.root): run.document.to_dict() for run in runs if not run.document.is_empty})
-    full_flops: dict[str, float] = {}
-    for run in reversed(runs):  # runs listed first win, as for their records
-        full_flops.update(run.full_flops)
+    full_flops = combined_full_flops(list(runs))
     sizes = {run.input_values for run in runs} - {None}  # one image size per report (one norm, one data set)
     report = build_report(records, title, classes=list(CIFAR10_CLASSES), extra_flags=flags, provenance=provenance,
                           sample_images=lambda ids: images_from_runs(runs, ids), full_flops=full_flops,

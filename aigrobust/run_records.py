@@ -166,6 +166,15 @@ def combine_runs(runs: list[FinishedRun]) -> tuple[pd.DataFrame, int]:
     return combine_records(frames)
 
 
+def combined_full_flops(runs: list[FinishedRun]) -> dict[str, float]:
+    """Per model label, the FLOPs with every block open, as the runs noted them (runs listed first win, as for
+    their records)."""
+    full_flops: dict[str, float] = {}
+    for run in reversed(runs):
+        full_flops.update(run.full_flops)
+    return full_flops
+
+
 def _refuse_mixed_norms(runs: list[FinishedRun], frames: list[pd.DataFrame]) -> None:
     """A report's worst case, tables and sanity checks compare attacks at one epsilon: one norm per report."""
     from attacks import NORM_NAMES, attack_norm

@@ -12,7 +12,7 @@ percentile bootstrap over the images (2000 resamples, seed 0), so the pairing of
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from study_findings import STANDARD_NAMES, pct, short_names, table
 
 from aigrobust.metrics import gate_matrix, wilson_interval
 from aigrobust.reports import format_eps
-from aigrobust.run_records import combine_runs
+from aigrobust.run_records import combine_runs, combined_full_flops
 from aigrobust.runs import FinishedRun
 from attacks import attack_from_spec, attack_label
 
@@ -67,10 +67,11 @@ class Models:
 class RobustFindings:
     """Per-sample figures of the robust study and the answers (a)-(c) with the issue's goal table."""
 
-    def __init__(self, records: pd.DataFrame, models: Models) -> None:
+    def __init__(self, records: pd.DataFrame, models: Models, full_flops: Mapping[str, float]) -> None:
+        """``full_flops``: per model label, the FLOPs with every block open (:func:`combined_full_flops`)."""
         self.records = short_names(records)
         self.m = models
-        self.present = set(self.records["model"])
+        self.full = dict(full_flops)
 
     # --- per-sample views -------------------------------------------------------------------------------------
     def rows(self, model: str, attacks: tuple[str, ...], epsilon: float, gate_grads: tuple[str, ...] = ("exact", "none"),
@@ -109,10 +110,9 @@ class RobustFindings:
             rows = rows[rows["attack"] == COMPUTE_DEFAULT]
         return rows.groupby("sample")[["clean_flops", "adv_flops"]].first()
 
-    def full_flops(self) -> float:
-        """FLOPs of the plain robust twin (every block runs), per image."""
-        r = self.records[self.records["model"].isin([self.m.plain_at, self.m.plain])]
-        return float(r["clean_flops"].iloc[0]) if len(r) else float("nan")
+    def plain_flops(self) -> float:
+        """FLOPs per image of the plain robust twin (every block runs): what the shares of FLOPs are of."""
+        return self.full.get(self.m.plain_at, self.full.get(self.m.plain, float("nan")))
 
     # --- figures ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -145,7 +145,7 @@ class RobustFindings:
     def recovery(self, model: str, attack: str, epsilon: float) -> tuple[float, float, float]:
         """Share of the saved FLOPs (full minus clean) an attack took back, with its bootstrap interval."""
         f = self.flops(model, attack, epsilon)
-        full = self.full_flops()
+        full = self.full.get(model, float("nan"))  # the gated model's own, gates included
         if f.empty or not np.isfinite(full):
             return (float("nan"),) * 3
         v = f.to_numpy(float)
@@ -159,7 +159,7 @@ class RobustFindings:
     # --- sections -------------------------------------------------------------------------------------------------
     def goal_table(self) -> list[str]:
         """The issue's goal table: each robust model's figures, its goal and which part of it is met."""
-        m, full = self.m, self.full_flops()
+        m, full = self.m, self.plain_flops()
         robust = {name: self.standard(name) for name in (m.plain_at, m.gated_at, m.compute_at)}
         rate = {name: float(s.mean()) if len(s) else float("nan") for name, s in robust.items()}
         ratio = {name: self.flops_ratio(name, "compute-inflation", LARGE) for name in (m.gated_at, m.compute_at)}
@@ -228,7 +228,7 @@ class RobustFindings:
 
     def question_b(self) -> list[str]:
         """(b): FLOPs clean, on accuracy attacks' images, under noise and the compute attack; the routing."""
-        m, full = self.m, self.full_flops()
+        m, full = self.m, self.plain_flops()
         lines = ["## (b) Do its gates still save compute once it is robust, on clean and on attacked images?", ""]
         rows = []
         for name in (m.gated_at, m.compute_at, m.gated):
@@ -382,10 +382,11 @@ def main() -> None:
     for field, default in vars(Models()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", default=default, help=f"label (default {default})")
     args = parser.parse_args()
-    records, _ = combine_runs([FinishedRun.open(r) for r in args.runs])
+    runs = [FinishedRun.open(r) for r in args.runs]
+    records, _ = combine_runs(runs)
     models = Models(**{field: getattr(args, field) for field in vars(Models())})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(RobustFindings(records, models).markdown())
+    args.out.write_text(RobustFindings(records, models, combined_full_flops(runs)).markdown())
 
 
 if __name__ == "__main__":

@@ -571,7 +571,7 @@ def test_robust_findings_judge_the_goals_from_paired_per_sample_records() -> Non
                 for e, adv in ((0.0, clean_flops), (eps, adv_flops)):
                     rows.append({**base, "attack": compute, "epsilon": e, "adv_correct": sample < 80,
                                  "adv_flops": adv, "goal": "gates"})
-    findings = RobustFindings(pd.DataFrame(rows), Models())
+    findings = RobustFindings(pd.DataFrame(rows), Models(), {model: 100.0 for model in robust_on})
     assert findings.standard("aig20.at").sum() == 30
     difference, lo, hi, common = findings.difference(findings.standard("aig20.at"), findings.standard("resnet20.at"))
     assert common == n and difference == pytest.approx(-0.10) and lo <= -0.10 <= hi and hi < 0
