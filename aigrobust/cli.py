@@ -85,6 +85,9 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--gate-lambda", type=FiniteFloatRange(min=0), default=2.0, show_default=True,
               help="Weight of the target-rate loss.")
 @click.option("--gate-lr-factor", type=FiniteFloatRange(min=0), default=1.0, show_default=True)
+@click.option("--target-warmup", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
+              help="Over this fraction of the run, lower every gate's target from 1.0 (all blocks run) to its own "
+              "(gated models): a start from a plain network's weights (--init) keeps them while the gates learn.")
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
@@ -110,7 +113,8 @@ for _command in (models_command, attacks_command, report_command, check_command,
               "(--adversarial ...,compute=W).")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
-                  target_rate: float | None, gate_lambda: float, gate_lr_factor: float, shortcut: str | None,
+                  target_rate: float | None, gate_lambda: float, gate_lr_factor: float,
+                  target_warmup: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
                   threads: int | None, resume: bool, checkpoint_every: int, adversarial: str | None,
                   val_samples: int | None, ema: float | None, compute_penalty: float) -> None:
@@ -151,7 +155,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                                                augment=not no_augment, validation_samples=val_samples)
     try:
         config = TrainConfig(model=model_name, model_kwargs=kwargs, batch_size=batch_size, momentum=momentum,
-                             gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor, augment=not no_augment,
+                             gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor,
+                             target_warmup=target_warmup, augment=not no_augment,
                              seed=seed, device=device, bf16=not no_bf16, init=init, adversarial=inner,
                              compute_penalty=compute_penalty, ema=ema, **recipe)
     except ValueError as err:

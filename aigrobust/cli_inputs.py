@@ -61,8 +61,10 @@ def check_gate_use(entries: list[Any], gate_mode: str) -> None:
         raise BadInput(f"--gate-grad says how attack gradients pass gates, and none of {names} has any")
 
 
-def check_gate_options(model_name: str, options: tuple[str, ...] = ("target_rate", "gate_lambda", "gate_lr_factor")
-                     ) -> None:
+GATE_OPTIONS = ("target_rate", "gate_lambda", "gate_lr_factor", "target_warmup")
+
+
+def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS) -> None:
     """Refuse gate options given on the command line for a model without gates: training would ignore them and
     the checkpoint would still record them."""
     from aigrobust.factory import create_model

@@ -71,6 +71,9 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run, for the step schedule
     gate_lambda: float = 2.0
     gate_lr_factor: float = 1.0
+    # fraction of the run over which every gate's target falls linearly from 1.0 (all blocks run) to its own: a
+    # start from a plain network's weights keeps what they learnt while the gates learn to skip (0: no warm-up)
+    target_warmup: float = 0.0
     augment: bool = True
     seed: int = 0
     device: str = "auto"
@@ -104,6 +107,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
+        if not 0 <= float(self.target_warmup) <= 1:
+            raise ValueError(f"target_warmup takes a fraction of the run in [0, 1], got {self.target_warmup!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in checkpoints and compared on resume)."""
@@ -234,6 +239,16 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
         return config.lr * (0.04 + 0.96 * progress / warm)
     rest = (progress - warm) / (1 - warm)
     return config.lr * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * rest)))
+
+
+def warmed_up_targets(targets: Tensor, warmup: float, step: int, total_steps: int) -> Tensor:
+    """The gates' target rates at optimiser step ``step`` of ``total_steps``: 1.0 at the start, falling linearly to
+    ``targets`` over the first ``warmup`` of the run, ``targets`` from then on (a pure function of the step, so a
+    resume continues the same schedule)."""
+    if warmup <= 0:
+        return targets
+    progress = min(1.0, step / max(1.0, warmup * total_steps))
+    return 1.0 - (1.0 - targets) * progress
 
 
 def augment_batch(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
@@ -479,7 +494,7 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     return run
 
 
-_ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema")
+_ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema", "target_warmup")
 
 
 class _Loop:
@@ -585,10 +600,12 @@ class _Loop:
             rate_loss = torch.zeros((), device=device)
             if self.targets is not None:
                 # under adversarial training the gates see (and the target rate holds on) the attacked batch
-                rate_loss = target_rate_loss(gate_values[:, self.gated_cols], self.targets[: len(self.gated_cols)])
+                targets = warmed_up_targets(self.targets, config.target_warmup, epoch * self.steps_per_epoch + step,
+                                            self.steps_per_epoch * config.epochs)
+                rate_loss = target_rate_loss(gate_values[:, self.gated_cols], targets[: len(self.gated_cols)])
                 loss = loss + config.gate_lambda * rate_loss
                 if self.inner is not None and self.inner.compute > 0:
-                    loss = loss + config.compute_penalty * self._excess_execution(gate_values)
+                    loss = loss + config.compute_penalty * self._excess_execution(gate_values, targets)
         if not torch.isfinite(loss.detach()):
             # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
             # (finite, from an earlier epoch or step) stays the newest one on disk
@@ -627,13 +644,14 @@ class _Loop:
             adversarial = adversarial.contiguous(memory_format=torch.channels_last)
         return adversarial
 
-    def _excess_execution(self, gate_values: Tensor) -> Tensor:
-        """Mean over the batch of the squared FLOPs-weighted execution above the target rate, per sample: a batch
-        mean at the target can hide images that open everything, which is what a compute attacker finds."""
-        assert self.costs is not None and self.targets is not None
+    def _excess_execution(self, gate_values: Tensor, targets: Tensor) -> Tensor:
+        """Mean over the batch of the squared FLOPs-weighted execution above the target rates ``targets`` (this
+        step's), per sample: a batch mean at the target can hide images that open everything, which is what a
+        compute attacker finds."""
+        assert self.costs is not None
         costs = self.costs[self.gated_cols]
         executed = (gate_values[:, self.gated_cols] * costs).sum(1) / costs.sum()
-        target = (self.targets[: len(self.gated_cols)] * costs).sum() / costs.sum()
+        target = (targets[: len(self.gated_cols)] * costs).sum() / costs.sum()
         return (F.relu(executed - target) ** 2).mean()
 
 

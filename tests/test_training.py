@@ -20,6 +20,7 @@ from aigrobust.training import (
     learning_rate,
     resolve_device,
     train,
+    warmed_up_targets,
 )
 
 
@@ -78,9 +79,12 @@ def test_resume_after_epoch_k_ends_with_the_same_weights(synthetic_npz_dir: Path
         train(_small_config(lr=0.1), data, tmp_path / "resumed", resume=True)
 
 
-def test_resume_mid_epoch_ends_with_the_same_weights(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target_warmup", [0.0, 0.75], ids=["fixed-target", "target-warm-up"])
+def test_resume_mid_epoch_ends_with_the_same_weights(synthetic_npz_dir: Path, tmp_path: Path,
+                                                     target_warmup: float) -> None:
     data = load_cifar10("train", synthetic_npz_dir)
-    config = _small_config(epochs=2, batch_size=16)  # 6 steps per epoch
+    # 6 steps per epoch; under a warm-up the targets depend on the step, which the resumed run must continue from
+    config = _small_config(epochs=2, batch_size=16, target_warmup=target_warmup)
     straight = train(config, data, tmp_path / "straight")
 
     def kill_at_step_5_of_epoch_2(epoch: int, step: int, steps: int, loss: float) -> None:
@@ -232,3 +236,28 @@ def test_a_resumed_run_keeps_the_input_statistics_it_trained_under(synthetic_npz
     state["epoch"] = 1
     torch.save(state, state_path)
     train(config, data, tmp_path / "run", resume=True)
+
+
+def test_target_warm_up_falls_linearly_from_all_blocks_to_the_targets() -> None:
+    targets = torch.tensor([0.6, 0.2])
+    assert torch.equal(warmed_up_targets(targets, 0.0, 0, 100), targets)
+    assert torch.allclose(warmed_up_targets(targets, 0.5, 0, 100), torch.ones(2))
+    assert torch.allclose(warmed_up_targets(targets, 0.5, 25, 100), torch.tensor([0.8, 0.6]))
+    for step in (50, 99):
+        assert torch.allclose(warmed_up_targets(targets, 0.5, step, 100), targets)
+
+
+def test_target_warm_up_keeps_the_gates_open_early_in_the_run(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """Same seed and budget: with the targets starting at 1.0 the gates execute more in the first epoch than with
+    the targets at 0.3 from the first step; a warm-up is stored in the checkpoint's recipe."""
+    data = load_cifar10("train", synthetic_npz_dir)
+    rates = {}
+    for warmup in (0.0, 1.0):
+        config = _small_config(model_kwargs={"target_rate": 0.3}, epochs=2, batch_size=16, gate_lambda=20.0,
+                               gate_lr_factor=10.0, target_warmup=warmup)
+        result = train(config, data, tmp_path / f"warmup-{warmup}")
+        rates[warmup] = float(np.mean(result.history[0].train_execution_rates))
+        assert read_checkpoint(result.checkpoint)[1]["recipe"]["target_warmup"] == warmup
+    assert rates[1.0] > rates[0.0] + 0.2, rates
+    with pytest.raises(ValueError, match="target_warmup"):
+        _small_config(target_warmup=1.5)
