@@ -319,11 +319,18 @@ def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dic
         out["efficacy_adv"] = float((1 - adv / full_flops).mean())
         saved = full_flops - clean
         if saved.sum() > 0:
-            out["recovery"] = float((adv - clean).sum() / saved.sum())
+            out["recovery"] = saved_compute_recovery(clean, adv, full_flops)
             per_sample = (adv - clean)[saved > 0] / saved[saved > 0]
             out.update(recovery_median=float(np.median(per_sample)), recovery_p95=float(np.percentile(per_sample, 95)),
                        recovery_max=float(per_sample.max()))
     return out
+
+
+def saved_compute_recovery(clean_flops: np.ndarray, adv_flops: np.ndarray, full_flops: float) -> float:
+    """The share of the compute the gates saved (``full_flops`` minus clean, summed over the images) that the
+    attack took back (attacked minus clean, summed); NaN where the gates saved nothing."""
+    saved = float((full_flops - clean_flops).sum())
+    return float((adv_flops - clean_flops).sum() / saved) if saved > 0 else float("nan")
 
 
 def layer_rates(records: pd.DataFrame) -> pd.DataFrame:

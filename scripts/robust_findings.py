@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
-from aigrobust.metrics import gate_matrix, wilson_interval
+from aigrobust.metrics import gate_matrix, saved_compute_recovery, wilson_interval
 from aigrobust.reports import format_eps
 from aigrobust.run_records import combine_runs, combined_full_flops
 from aigrobust.runs import FinishedRun
@@ -151,7 +151,7 @@ class RobustFindings:
         v = f.to_numpy(float)
 
         def taken_back(x: np.ndarray) -> float:
-            return float((x[:, 1] - x[:, 0]).sum() / (full - x[:, 0]).sum())
+            return saved_compute_recovery(x[:, 0], x[:, 1], full)
 
         lo, hi = interval(v, taken_back)
         return taken_back(v), lo, hi

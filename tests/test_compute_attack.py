@@ -77,9 +77,10 @@ def test_settings_are_checked() -> None:
 
 
 def test_compute_metrics_by_hand() -> None:
+    import numpy as np
     import pandas as pd
 
-    from aigrobust.metrics import compute_metrics
+    from aigrobust.metrics import compute_metrics, saved_compute_recovery
 
     # three blocks; full cost 10 + 3 x 10 = 40 FLOPs; sample 0 runs one block clean and all three attacked,
     # sample 1 runs two and then three, sample 2 already runs all three
@@ -95,6 +96,9 @@ def test_compute_metrics_by_hand() -> None:
     assert m["recovery"] == pytest.approx(10 / 30) and m["recovery_blocks"] == pytest.approx(1 / 3)
     assert m["recovery_median"] == pytest.approx(0.25) and m["recovery_max"] == pytest.approx(0.5)
     assert compute_metrics(half)["recovery"] != compute_metrics(half)["recovery"]  # NaN without the full FLOPs
+    # the formula alone (the study's bootstrap resamples it): NaN where the gates saved nothing
+    assert saved_compute_recovery(half["clean_flops"].to_numpy(), half["adv_flops"].to_numpy(), 40.0) == m["recovery"]
+    assert np.isnan(saved_compute_recovery(np.array([40.0]), np.array([40.0]), 40.0))
 
 
 def test_random_noise_is_the_control_the_attack_must_beat(aig20_batch) -> None:  # type: ignore[no-untyped-def]
