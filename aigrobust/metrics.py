@@ -26,8 +26,8 @@ def format_eps(eps: float) -> str:
 
 def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per model and defense setting, one column per epsilon: the worst case over every attack and gate
-    gradient that ran (robust accuracy % and its 95% interval), then, at the largest epsilon, executed FLOPs
-    adversarial / clean and the share of unchanged gate patterns."""
+    gradient that ran (robust accuracy % and its 95% interval; '-' where a setting did not run at an epsilon), then,
+    at the largest epsilon, executed FLOPs adversarial / clean and the share of unchanged gate patterns."""
     data = summary[summary["goal"] == "misclassify"]
     rows = []
     for (model, defense, defense_grad), group in data.groupby(["model", "defense", "defense_grad"], sort=False):
@@ -46,7 +46,7 @@ def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
         row[f"FLOPs adv/clean ({format_eps(last['epsilon'])})"] = f"{last['flops_ratio']:.3f}"
         row[f"same gates ({format_eps(last['epsilon'])})"] = f"{100 * last['unchanged_gates']:.1f}%"
         rows.append(row)
-    return _in_model_order(rows, summary)
+    return _in_model_order(rows, summary).fillna("-")  # '-': this setting did not run at that epsilon
 
 
 def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -309,7 +309,9 @@ def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dic
            "all_open_clean": nan, "recovery_blocks": nan, "recovery": nan, "recovery_median": nan,
            "recovery_p95": nan, "recovery_max": nan, "efficacy_clean": nan, "efficacy_adv": nan}
     if gates_clean.shape[1] and gates_clean.shape == gates_adv.shape:
-        open_clean, open_adv = gates_clean.sum(1), gates_adv.sum(1)
+        # signed counts: an attack (or noise) that closes gates makes open_adv - open_clean negative, which
+        # unsigned sums of the uint8 matrix would wrap around to ~1.8e19
+        open_clean, open_adv = gates_clean.sum(1, dtype=np.int64), gates_adv.sum(1, dtype=np.int64)
         saved_blocks = gates_clean.shape[1] - open_clean
         out["all_open_clean"] = float((saved_blocks == 0).mean())
         if saved_blocks.sum() > 0:

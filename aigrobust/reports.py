@@ -368,7 +368,19 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
 
 
 # --- assembly -----------------------------------------------------------------------------------------------------
-def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half_width: float) -> list[str]:
+def sample_counts_sentence(records: pd.DataFrame) -> str:
+    """How many samples each figure aggregates and the widest 95% interval that gives: one n, or the range where
+    the runs differ (a study that puts 1000-image runs beside 200-image ones)."""
+    sizes = records.groupby(["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]).size()
+    low, high = int(sizes.min()), int(sizes.max())
+    half = 100 * 1.96 * np.sqrt(0.25 / low)
+    if low == high:
+        return f"n = {low} samples per setting: a 95% interval on an accuracy is at most +-{half:.1f} points."
+    return (f"n = {low} to {high} samples per setting (each row's n is in summary.csv): a 95% interval on an accuracy "
+            f"is at most +-{half:.1f} points (at n = {low}).")
+
+
+def threat_model(records: pd.DataFrame, provenance: dict[str, Any]) -> list[str]:
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
     gate-gradient modes, defenses and how attackers treated them, samples and the interval width they give."""
     from attacks import attack_label, attack_norm
@@ -403,7 +415,7 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], n: int, half
     if not defended.empty:
         settings = ", ".join(f"{d} ({', '.join(sorted(set(g['defense_grad'])))})" for d, g in defended.groupby("defense"))
         lines.append(f"Defenses, with how the attacker treats them: {settings}; 'none' is always the reference.")
-    lines.append(f"n = {n} samples per setting: a 95% interval on an accuracy is at most +-{half_width:.1f} points.")
+    lines.append(sample_counts_sentence(records))
     return lines
 
 
@@ -534,12 +546,9 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     class_table = class_rates(gated_rows, list(classes) if classes else None) if not gated_rows.empty else pd.DataFrame()
     flags = record_checks(records) + list(extra_flags)
     report = Report(title, summary, layers, class_table, flags, provenance=dict(provenance or {}))
-    n = int(records.groupby(["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]).size().min())
-    half = 100 * 1.96 * np.sqrt(0.25 / n)
-    report.notes.append(f"Each figure aggregates {n} samples; a 95% confidence interval on an accuracy is at most "
-                        f"+-{half:.1f} points (Wilson intervals in the tables).")
+    report.notes.append(f"{sample_counts_sentence(records)} Wilson intervals in the tables.")
     report.worst_case = compact_table(summary)
-    report.threat_model = threat_model(records, report.provenance, n, half)
+    report.threat_model = threat_model(records, report.provenance)
     gate_eps = gate_figure_epsilon(records) if not layers.empty else 0.0
     inputs = FigureInputs(records, summary, layers, class_table, gate_eps, full, sample_images)
     for entry in FIGURES.values():
@@ -684,7 +693,8 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
     parts += [f"{note}" for note in report.notes] + [""]
     if not report.worst_case.empty:
         parts += ["## Headline", "", "Worst case over every attack and gate gradient, robust accuracy % [95% interval]; "
-                  "FLOPs and unchanged gate patterns at the largest epsilon.", "", to_markdown(report.worst_case), ""]
+                  "FLOPs and unchanged gate patterns at the largest epsilon; '-': not run at that epsilon.", "",
+                  to_markdown(report.worst_case), ""]
     if report.threat_model:
         parts += ["## Threat model", ""] + [f"- {line}" for line in report.threat_model] + [""]
     joint = joint_table(report.summary)

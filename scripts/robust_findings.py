@@ -124,9 +124,12 @@ class RobustFindings:
         return f"{pct(flags.mean())} [{pct(lo)}, {pct(hi)}] (n={len(flags)})"
 
     @staticmethod
-    def difference(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int]:
-        """Mean of a - b over the samples both hold, with its paired bootstrap interval."""
+    def difference(a: pd.Series, b: pd.Series, on: pd.Index | None = None) -> tuple[float, float, float, int]:
+        """Mean of a - b over the samples both hold (and ``on`` names, where given: the images another comparison
+        was made on), with its paired bootstrap interval."""
         common = a.index.intersection(b.index)
+        if on is not None:
+            common = common.intersection(on)
         if not len(common):
             return (float("nan"), float("nan"), float("nan"), 0)
         pair = np.stack([a[common].to_numpy(float), b[common].to_numpy(float)], axis=1)
@@ -216,14 +219,17 @@ class RobustFindings:
             if a.empty or b.empty:
                 continue
             d, lo, hi, n = self.difference(a, b)
-            c, clo, chi, _ = self.difference(self.clean_per_sample(m.gated_at), self.clean_per_sample(m.plain_at))
+            c, clo, chi, _ = self.difference(self.clean_per_sample(m.gated_at), self.clean_per_sample(m.plain_at),
+                                             on=a.index.intersection(b.index))
             lines.append(f"- {format_eps(eps)}, standard suite, {n} images: {m.gated_at} {pct(a.mean())}%, "
                          f"{m.plain_at} {pct(b.mean())}%: **{points(d)} points** [{points(lo)}, {points(hi)}]; "
-                         f"clean accuracy {points(c)} [{points(clo)}, {points(chi)}].")
+                         f"clean accuracy on the same images {points(c)} [{points(clo)}, {points(chi)}].")
         for name in (m.plain, m.gated):
-            s = self.standard(name)
-            if not s.empty:
-                lines.append(f"- Standard {name} (no adversarial training), standard suite 8/255: {self.share(s)}.")
+            for eps in (LARGE, SMALL):
+                s = self.standard(name, eps)
+                if not s.empty:
+                    lines.append(f"- Standard {name} (no adversarial training), standard suite {format_eps(eps)}: "
+                                 f"{self.share(s)}.")
         return lines + [""]
 
     def question_b(self) -> list[str]:
@@ -277,12 +283,15 @@ class RobustFindings:
             r, lo, hi, n = self.flops_ratio(name, "compute-inflation", LARGE)
             if n:
                 lines.append(f"- {name}: FLOPs attacked / clean at 8/255 **{r:.3f}** [{lo:.3f}, {hi:.3f}] ({n} images)")
-        a, b = self.standard(m.compute_at), self.standard(m.gated_at)
-        if len(a) and len(b):
-            d, lo, hi, n = self.difference(a, b)
-            c, clo, chi, _ = self.difference(self.clean_per_sample(m.compute_at), self.clean_per_sample(m.gated_at))
-            lines.append(f"- Its price: standard-suite robust accuracy {points(d)} points [{points(lo)}, {points(hi)}] "
-                         f"against {m.gated_at} ({n} images); clean accuracy {points(c)} [{points(clo)}, {points(chi)}].")
+        for eps in (LARGE, SMALL):
+            a, b = self.standard(m.compute_at, eps), self.standard(m.gated_at, eps)
+            if len(a) and len(b):
+                d, lo, hi, n = self.difference(a, b)
+                c, clo, chi, _ = self.difference(self.clean_per_sample(m.compute_at),
+                                                 self.clean_per_sample(m.gated_at), on=a.index.intersection(b.index))
+                lines.append(f"- Its price at {format_eps(eps)}: standard-suite robust accuracy {points(d)} points "
+                             f"[{points(lo)}, {points(hi)}] against {m.gated_at} ({n} images); clean accuracy on the "
+                             f"same images {points(c)} [{points(clo)}, {points(chi)}].")
         return lines + [""]
 
     def compute_check(self) -> list[str]:

@@ -96,8 +96,16 @@ def test_compute_metrics_by_hand() -> None:
     assert m["recovery"] == pytest.approx(10 / 30) and m["recovery_blocks"] == pytest.approx(1 / 3)
     assert m["recovery_median"] == pytest.approx(0.25) and m["recovery_max"] == pytest.approx(0.5)
     assert compute_metrics(half)["recovery"] != compute_metrics(half)["recovery"]  # NaN without the full FLOPs
+    # noise that closes more gates than it opens takes back a negative share (unsigned gate counts wrapped to 1e17)
+    closing = group.assign(clean_gates=["110", "110", "111"], adv_gates=["100", "111", "111"],
+                           clean_flops=[30.0, 30.0, 40.0], adv_flops=[20.0, 40.0, 40.0])
+    m = compute_metrics(closing, full_flops=40.0)
+    assert m["recovery_blocks"] == 0.0 and m["recovery"] == 0.0
+    closing = closing.assign(adv_gates=["100", "110", "111"], adv_flops=[20.0, 30.0, 40.0])
+    m = compute_metrics(closing, full_flops=40.0)
+    assert m["recovery_blocks"] == pytest.approx(-0.5) and m["recovery"] == pytest.approx(-0.5)
     # the formula alone (the study's bootstrap resamples it): NaN where the gates saved nothing
-    assert saved_compute_recovery(half["clean_flops"].to_numpy(), half["adv_flops"].to_numpy(), 40.0) == m["recovery"]
+    assert saved_compute_recovery(closing["clean_flops"].to_numpy(), closing["adv_flops"].to_numpy(), 40.0) == -0.5
     assert np.isnan(saved_compute_recovery(np.array([40.0]), np.array([40.0]), 40.0))
 
 

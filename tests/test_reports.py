@@ -582,3 +582,31 @@ def test_robust_findings_judge_the_goals_from_paired_per_sample_records() -> Non
               for line in goals.splitlines() if line.startswith("| aig20") or line.startswith("| resnet20")}
     assert status == {"resnet20.at": "met", "aig20.at": "missed: robust", "aig20.at_compute": "met"}
     assert "40.0 [" in goals and "0.780" in goals and "1.020" in goals
+
+
+def test_the_sample_count_sentence_gives_the_range_where_runs_differ_in_size() -> None:
+    """A study that puts 1000-image runs beside 200-image ones says so, with the widest interval (at the smallest n);
+    the compact table marks a setting that did not run at an epsilon instead of printing nan."""
+    import pandas as pd
+
+    from aigrobust.metrics import compact_table
+    from aigrobust.reports import sample_counts_sentence
+
+    def rows(model: str, n: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
+        return pd.DataFrame([{"model": model, "defense": "none", "defense_grad": "none", "attack": "fgsm",
+                              "gate_grad": "none", "epsilon": eps, "sample": s} for eps in epsilons for s in range(n)])
+
+    same = rows("a", 48, (0.0, 0.1))
+    assert sample_counts_sentence(same) == ("n = 48 samples per setting: a 95% interval on an accuracy is at most "
+                                            "+-14.1 points.")
+    mixed = pd.concat([rows("a", 200, (0.0, 0.1)), rows("b", 1000, (0.0,))])
+    assert sample_counts_sentence(mixed).startswith("n = 200 to 1000 samples per setting")
+    assert "+-6.9 points (at n = 200)" in sample_counts_sentence(mixed)
+    summary = pd.DataFrame([{"model": m, "defense": "none", "defense_grad": "none", "attack": "fgsm",
+                             "gate_grad": "none", "goal": "misclassify", "epsilon": eps, "robust_acc": 0.5,
+                             "robust_acc_lo": 0.4, "robust_acc_hi": 0.6, "flops_ratio": 1.0, "unchanged_gates": 1.0}
+                            for m, epsilons in (("a", (0.0, 2 / 255, 8 / 255)), ("b", (0.0, 8 / 255)))
+                            for eps in epsilons])
+    table = compact_table(summary)
+    assert table.loc[table["model"] == "b", "2/255"].item() == "-"
+    assert table.loc[table["model"] == "a", "2/255"].item() == "50.0 [40.0, 60.0]"
