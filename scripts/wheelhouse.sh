@@ -24,13 +24,14 @@ done
 [ -z "$have" ] || [ -f "$have" ] || { echo "--have $have: no such file" >&2; exit 2; }
 # pip matches a manylinux tag exactly: offer the asked one and the older ones a newer glibc also runs
 platforms=(--platform "$platform")
-case $platform in
-  manylinux*)
-    machine=${platform##manylinux_[0-9]*_[0-9]*_}
-    for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do
-      platforms+=(--platform "${tag}_${machine}")
-    done ;;
-esac
+# (a regex, not a glob: the glob's '*' after each digit reached into the machine, giving 'manylinux_2_17_64')
+if [[ $platform =~ ^manylinux_[0-9]+_[0-9]+_(.+)$ ]]; then
+  machine=${BASH_REMATCH[1]}
+  for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do
+    [ "${tag}_${machine}" = "$platform" ] || platforms+=(--platform "${tag}_${machine}")
+  done
+fi
+if [ -n "${WHEELHOUSE_PRINT_PLATFORMS:-}" ]; then echo "${platforms[*]}"; exit 0; fi  # for the test
 normalise() { tr 'A-Z_.' 'a-z--'; }
 mkdir -p "$out"
 missing=()

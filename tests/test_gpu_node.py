@@ -62,3 +62,22 @@ def test_the_wheels_bring_what_they_need() -> None:
                 continue
             needed = _normalise(re.split(r"[\s;<>=!~\[(]", requirement.strip())[0])
             assert needed in available, f"{name} needs {needed}: add it to scripts/gpu_node/wheels.txt"
+
+
+def test_the_wheelhouse_also_offers_the_older_manylinux_tags_of_the_same_machine() -> None:
+    """pip matches a platform tag exactly, so a wheel built for manylinux_2_17 (kornia_rs 0.2.0 for cp312) is found
+    for a manylinux_2_28 node only if that tag is offered too; a greedy glob once cut 'x86_64' down to '64'."""
+    import os
+    import subprocess
+
+    def offered(platform: str) -> list[str]:
+        done = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "wheelhouse.sh"), "3.12", platform],
+                              env={**os.environ, "WHEELHOUSE_PRINT_PLATFORMS": "1"}, capture_output=True, text=True,
+                              check=True)
+        return done.stdout.split()[1::2]
+
+    assert offered("manylinux_2_28_x86_64") == ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
+                                                "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+                                                "manylinux2014_x86_64", "manylinux1_x86_64"]
+    assert offered("manylinux_2_31_aarch64")[:2] == ["manylinux_2_31_aarch64", "manylinux_2_28_aarch64"]
+    assert offered("macosx_11_0_arm64") == ["macosx_11_0_arm64"]
