@@ -380,9 +380,10 @@ def sample_counts_sentence(records: pd.DataFrame) -> str:
             f"is at most +-{half:.1f} points (at n = {low}).")
 
 
-def threat_model(records: pd.DataFrame, provenance: dict[str, Any]) -> list[str]:
+def threat_model(records: pd.DataFrame, provenance: dict[str, Any], sample_counts: str) -> list[str]:
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
-    gate-gradient modes, defenses and how attackers treated them, samples and the interval width they give."""
+    gate-gradient modes, defenses and how attackers treated them, and ``sample_counts``
+    (:func:`sample_counts_sentence`: the samples and the interval width they give)."""
     from attacks import attack_label, attack_norm
 
     specs = [doc["spec"] for doc in provenance.values() if isinstance(doc, dict) and isinstance(doc.get("spec"), dict)]
@@ -415,7 +416,7 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any]) -> list[str]
     if not defended.empty:
         settings = ", ".join(f"{d} ({', '.join(sorted(set(g['defense_grad'])))})" for d, g in defended.groupby("defense"))
         lines.append(f"Defenses, with how the attacker treats them: {settings}; 'none' is always the reference.")
-    lines.append(sample_counts_sentence(records))
+    lines.append(sample_counts)
     return lines
 
 
@@ -546,9 +547,10 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     class_table = class_rates(gated_rows, list(classes) if classes else None) if not gated_rows.empty else pd.DataFrame()
     flags = record_checks(records) + list(extra_flags)
     report = Report(title, summary, layers, class_table, flags, provenance=dict(provenance or {}))
-    report.notes.append(f"{sample_counts_sentence(records)} Wilson intervals in the tables.")
+    sample_counts = sample_counts_sentence(records)
+    report.notes.append(f"{sample_counts} Wilson intervals in the tables.")
     report.worst_case = compact_table(summary)
-    report.threat_model = threat_model(records, report.provenance)
+    report.threat_model = threat_model(records, report.provenance, sample_counts)
     gate_eps = gate_figure_epsilon(records) if not layers.empty else 0.0
     inputs = FigureInputs(records, summary, layers, class_table, gate_eps, full, sample_images)
     for entry in FIGURES.values():

@@ -585,7 +585,8 @@ class _Loop:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = learning_rate(config, epoch * self.steps_per_epoch + step, self.steps_per_epoch * config.epochs)
+        position, total_steps = epoch * self.steps_per_epoch + step, self.steps_per_epoch * config.epochs
+        lr = learning_rate(config, position, total_steps)
         for group in self.run.optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
@@ -600,8 +601,7 @@ class _Loop:
             rate_loss = torch.zeros((), device=device)
             if self.targets is not None:
                 # under adversarial training the gates see (and the target rate holds on) the attacked batch
-                targets = warmed_up_targets(self.targets, config.target_warmup, epoch * self.steps_per_epoch + step,
-                                            self.steps_per_epoch * config.epochs)
+                targets = warmed_up_targets(self.targets, config.target_warmup, position, total_steps)
                 rate_loss = target_rate_loss(gate_values[:, self.gated_cols], targets[: len(self.gated_cols)])
                 loss = loss + config.gate_lambda * rate_loss
                 if self.inner is not None and self.inner.compute > 0:

@@ -136,6 +136,19 @@ class RobustFindings:
         lo, hi = interval(pair, lambda p: p[:, 0].mean() - p[:, 1].mean())
         return float(pair[:, 0].mean() - pair[:, 1].mean()), lo, hi, len(common)
 
+    def paired_standard(self, model: str, other: str, epsilon: float) -> str | None:
+        """``model`` against ``other`` under the standard suite at ``epsilon``, paired on the images both ran, with
+        the clean-accuracy difference on those same images; None where either did not run it."""
+        a, b = self.standard(model, epsilon), self.standard(other, epsilon)
+        if a.empty or b.empty:
+            return None
+        d, lo, hi, n = self.difference(a, b)
+        c, clo, chi, _ = self.difference(self.clean_per_sample(model), self.clean_per_sample(other),
+                                         on=a.index.intersection(b.index))
+        return (f"{n} images: {model} {pct(a.mean())}%, {other} {pct(b.mean())}%: **{points(d)} points** "
+                f"[{points(lo)}, {points(hi)}]; clean accuracy on the same images {points(c)} [{points(clo)}, "
+                f"{points(chi)}]")
+
     def flops_ratio(self, model: str, attack: str, epsilon: float) -> tuple[float, float, float, int]:
         """Mean attacked FLOPs over mean clean FLOPs, with its bootstrap interval."""
         f = self.flops(model, attack, epsilon)
@@ -215,15 +228,9 @@ class RobustFindings:
         m = self.m
         lines = ["## (a) Does adversarial training work for a gated network as well as for its plain twin?", ""]
         for eps in (LARGE, SMALL):
-            a, b = self.standard(m.gated_at, eps), self.standard(m.plain_at, eps)
-            if a.empty or b.empty:
-                continue
-            d, lo, hi, n = self.difference(a, b)
-            c, clo, chi, _ = self.difference(self.clean_per_sample(m.gated_at), self.clean_per_sample(m.plain_at),
-                                             on=a.index.intersection(b.index))
-            lines.append(f"- {format_eps(eps)}, standard suite, {n} images: {m.gated_at} {pct(a.mean())}%, "
-                         f"{m.plain_at} {pct(b.mean())}%: **{points(d)} points** [{points(lo)}, {points(hi)}]; "
-                         f"clean accuracy on the same images {points(c)} [{points(clo)}, {points(chi)}].")
+            compared = self.paired_standard(m.gated_at, m.plain_at, eps)
+            if compared is not None:
+                lines.append(f"- {format_eps(eps)}, standard suite, {compared}.")
         for name in (m.plain, m.gated):
             for eps in (LARGE, SMALL):
                 s = self.standard(name, eps)
@@ -284,14 +291,9 @@ class RobustFindings:
             if n:
                 lines.append(f"- {name}: FLOPs attacked / clean at 8/255 **{r:.3f}** [{lo:.3f}, {hi:.3f}] ({n} images)")
         for eps in (LARGE, SMALL):
-            a, b = self.standard(m.compute_at, eps), self.standard(m.gated_at, eps)
-            if len(a) and len(b):
-                d, lo, hi, n = self.difference(a, b)
-                c, clo, chi, _ = self.difference(self.clean_per_sample(m.compute_at),
-                                                 self.clean_per_sample(m.gated_at), on=a.index.intersection(b.index))
-                lines.append(f"- Its price at {format_eps(eps)}: standard-suite robust accuracy {points(d)} points "
-                             f"[{points(lo)}, {points(hi)}] against {m.gated_at} ({n} images); clean accuracy on the "
-                             f"same images {points(c)} [{points(clo)}, {points(chi)}].")
+            compared = self.paired_standard(m.compute_at, m.gated_at, eps)
+            if compared is not None:
+                lines.append(f"- Its price at {format_eps(eps)}, standard suite, {compared}.")
         return lines + [""]
 
     def compute_check(self) -> list[str]:
