@@ -337,16 +337,63 @@ def open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
         raise BadInput(str(err)) from None
 
 
-def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
-    """Masking probes on each model of the runs, once per model even where several runs share it."""
+def named_code(model_codes: tuple[str, ...]) -> tuple[dict[str, str], set[str]]:
+    """``[LABEL=]MODULE:CALLABLE`` as given to ``report`` and ``check``: code named for one label, and code allowed
+    wherever a run folder names exactly it."""
+    by_label: dict[str, str] = {}
+    anywhere: set[str] = set()
+    for given in model_codes:
+        label, sep, target = given.partition("=")
+        module, colon, attribute = (target if sep else given).partition(":")
+        if not module or not colon or not attribute or (sep and not label):
+            raise BadInput(f"--model-code {given!r}: give [LABEL=]MODULE:CALLABLE, e.g. mynet=mypkg.nets:build")
+        if sep:
+            by_label[label] = target
+        else:
+            anywhere.add(given)
+    return by_label, anywhere
+
+
+def trusted_code(run: Any, model_codes: tuple[str, ...], trust_code: bool) -> tuple[dict[str, str], list[Any]]:
+    """Which user code of ``run`` may be imported (label -> MODULE:CALLABLE) and a sanity flag for each network whose
+    probes are skipped. Code runs only where the user named it on the command line (``--model-code``) or said
+    ``--trust-code``, which prints what it will import: a run folder is data, and data never names code to run."""
+    from aigrobust.masking import STATUS_NA, SanityFlag
+
+    by_label, anywhere = named_code(model_codes)
+    allowed, skipped = {}, []
+    for label, target in run.code_models().items():
+        if label in by_label:
+            allowed[label] = by_label[label]
+        elif target in anywhere:
+            allowed[label] = target
+        elif trust_code:
+            click.echo(f"--trust-code: importing {target.partition(':')[0]} and calling {target} for {label!r} "
+                       f"(named by {run.root / 'run.json'})", err=True)
+            allowed[label] = target
+        else:
+            skipped.append(SanityFlag("model probes", label, STATUS_NA,
+                                      f"skipped: its network is user code ({target}) that {run.root} names, and code "
+                                      "named by a run folder is never imported; give --model-code "
+                                      f"{label}={target} (or --trust-code) to probe it"))
+    return allowed, skipped
+
+
+def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = (),
+                trust_code: bool = False) -> list[Any]:
+    """Masking probes on each model of the runs, once per model even where several runs share it; a user's network
+    only where its code was named (:func:`trusted_code`), else one n/a flag saying why."""
     from aigrobust.masking import model_probes
     from aigrobust.runs import RunFolderError
+    from aigrobust.user_models import ModelCodeError
 
     flags, probed = [], set()
     for run in runs:
+        code, skipped = trusted_code(run, model_codes, trust_code)
+        flags += skipped
         try:
-            models, data = run.models(), run.data()
-        except (RunFolderError, CheckpointError, DataError) as err:  # say a run moved from another machine
+            models, data = run.models(code), run.data()
+        except (RunFolderError, CheckpointError, DataError, ModelCodeError) as err:  # e.g. a run from elsewhere
             raise BadInput(f"{err} (the model probes reload {run.root}'s models and images; --no-probe skips "
                            "them)") from None
         subset = data.subset(range(min(n_probe, len(data))))
@@ -356,6 +403,7 @@ def probe_flags(runs: list[Any], n_probe: int) -> list[Any]:
             if (label, source) in probed:
                 continue
             probed.add((label, source))
+            model.flop_profile(tuple(images.shape[1:]))  # a wrapped user network learns its class count here
             flags += model_probes(label, model, images, labels, model.num_classes)
     return flags
 

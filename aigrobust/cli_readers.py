@@ -48,10 +48,15 @@ def attacks_command() -> None:
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
 @click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
+              help="Code you trust that built a run's own network (as given to `attack --model-code`): the probes "
+              "import it. Code a run folder names is never imported on its own word.")
+@click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
+              "(each import is printed first): only for run folders you trust.")
 @click.option("--preface", "preface_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Markdown file placed under the title (e.g. a study's findings in plain words).")
 def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int,
-                   preface_path: Path | None) -> None:
+                   model_codes: tuple[str, ...], trust_code: bool, preface_path: Path | None) -> None:
     """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs.
 
     Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
@@ -72,7 +77,8 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
         raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
     runs = inputs.open_runs(run_dirs)
     records = inputs.read_runs(runs)
-    report = report_from_runs(runs, records, title, inputs.probe_flags(runs, n_probe) if probe else [], preface)
+    flags = inputs.probe_flags(runs, n_probe, model_codes, trust_code) if probe else []
+    report = report_from_runs(runs, records, title, flags, preface)
     try:
         written = write_report(report, out_dir)
     except OSError as err:
@@ -83,6 +89,9 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     click.echo(f"report: {out_dir / 'index.html'} and index.md ({len(written)} files, {len(report.figures)} figures)")
     for flag in warnings:
         click.echo(f"warning: {flag.model}: {flag.sentence}")
+    for flag in flags:
+        if flag.check == "model probes" and flag.status != "warn":
+            click.echo(f"note: {flag.model}: model probes {flag.sentence}", err=True)
 
 
 @click.command("check")
@@ -94,11 +103,17 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
 @click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
               help="Run the gradient-masking sanity checks on a run folder (repeatable).")
 @click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
+              help="Code you trust that built a run's own network (as given to `attack --model-code`): the probes "
+              "import it. Code a run folder names is never imported on its own word.")
+@click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
+              "(each import is printed first): only for run folders you trust.")
 @click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="A folder outside the baseline's own from which its checkpoints and data may be read (repeatable); "
               "any other path the baseline names is refused before it is opened.")
 def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
-                  n_probe: int, allowed_roots: tuple[Path, ...]) -> None:
+                  n_probe: int, model_codes: tuple[str, ...], trust_code: bool,
+                  allowed_roots: tuple[Path, ...]) -> None:
     """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking.
 
     \b
@@ -120,7 +135,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
     failed = False
     if sanity_runs:
         runs = inputs.open_runs(sanity_runs)
-        flags = record_checks(inputs.read_runs(runs)) + inputs.probe_flags(runs, n_probe)
+        flags = record_checks(inputs.read_runs(runs)) + inputs.probe_flags(runs, n_probe, model_codes, trust_code)
         for flag in flags:
             click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
         failed |= any(f.status == "warn" for f in flags)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from aigrobust.run_records import (
     read_records,
     upgrade_attack_names,
 )
+from aigrobust.user_models import CODE_PREFIX
 
 
 def describe_differences(before: Any, now: Any, prefix: str = "") -> str:
@@ -291,21 +293,34 @@ class FinishedRun:
         their canonical spec get it from run.json's attack specs."""
         return upgrade_attack_names(read_records(self.root), self.spec.get("attacks", []))
 
-    def models(self) -> dict[str, Any]:
-        """The run's models by label, loaded as the run loaded them (shipped weights or their checkpoint)."""
+    def code_models(self) -> dict[str, str]:
+        """Per label, the ``module:callable`` that run.json says built a user's network (what the run would import:
+        never imported on the folder's word alone)."""
+        return {label: pin.model[len(CODE_PREFIX):] for label, pin in self.document.models.items()
+                if pin.model.startswith(CODE_PREFIX)}
+
+    def models(self, code: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The run's models by label, loaded as the run loaded them (shipped weights or their checkpoint).
+
+        A user's network is built only from ``code`` (label -> ``module:callable``), code the caller named: what
+        run.json names is data and is never imported on its own word. Labels of user code missing from ``code`` are
+        left out (:meth:`code_models` lists them)."""
         from aigrobust.factory import create_model, load_checkpoint
 
         if not self.document.models:
             raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
         from aigrobust.checkpoints import weights_sha256
 
+        code = dict(code or {})
         models = {}
         for label, pin in self.document.models.items():
             source = pin.source
-            if pin.model.startswith("code:"):  # a user's network: its code, then its weights file
+            if pin.model.startswith(CODE_PREFIX):  # a user's network: the code the caller named, then its weights
+                if label not in code:
+                    continue
                 from aigrobust.user_models import load_user_model
 
-                models[label] = load_user_model(pin.model[5:], None if source == "code" else Path(source),
+                models[label] = load_user_model(code[label], None if source == "code" else Path(source),
                                                 pin.output_index)[0]
             else:
                 models[label] = (create_model(pin.model, pretrained=True) if source == "pretrained"
