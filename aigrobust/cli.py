@@ -111,13 +111,16 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--compute-penalty", type=FiniteFloatRange(min=0), default=4.0, show_default=True,
               help="Weight of per-sample execution above the target rate on compute-attacked batches "
               "(--adversarial ...,compute=W).")
+@click.option("--inner-network", type=click.Choice(["training", "deployed"]), default="training", show_default=True,
+              help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics) "
+              "or as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics).")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float,
                   target_warmup: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
                   threads: int | None, resume: bool, checkpoint_every: int, adversarial: str | None,
-                  val_samples: int | None, ema: float | None, compute_penalty: float) -> None:
+                  val_samples: int | None, ema: float | None, compute_penalty: float, inner_network: str) -> None:
     """Train a model on CIFAR-10 or ImageNet, checkpointing every epoch (resumable with --resume).
 
     ImageNet models take the paper's recipe unless told otherwise: SGD momentum 0.9, lr 0.1 per 256 images,
@@ -135,6 +138,9 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     inputs.check_gate_options(model_name)
     inputs.check_start_options(model_name, init, shortcut)
     inner = inputs.check_adversarial_options(model_name, adversarial, compute_penalty)
+    if inner is None and inner_network != "training":
+        raise BadInput(f"--inner-network {inner_network} chooses what --adversarial's attack runs on: give "
+                       "--adversarial METHOD")
     info = get_model_info(model_name)
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))
@@ -158,7 +164,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                              gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor,
                              target_warmup=target_warmup, augment=not no_augment,
                              seed=seed, device=device, bf16=not no_bf16, init=init, adversarial=inner,
-                             compute_penalty=compute_penalty, ema=ema, **recipe)
+                             compute_penalty=compute_penalty, ema=ema, inner_network=inner_network, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)

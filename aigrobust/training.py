@@ -41,6 +41,7 @@ MODEL_FILE = "last.safetensors"
 FINAL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"  # adversarial training: the epoch with the highest validation PGD-10 accuracy
 LOG_FILE = "log.jsonl"
+INNER_NETWORKS = ("training", "deployed")
 OVERFITTING_DROP = 0.20  # validation robust accuracy falling this much within one epoch: catastrophic overfitting
 
 
@@ -83,6 +84,9 @@ class TrainConfig:
     adversarial: str | None = None  # the inner attack's spec (attacks.inner), stored canonical
     compute_penalty: float = 4.0  # weight of per-sample execution above the target rate (adversarial compute=W > 0)
     ema: float | None = None  # decay of an exponential moving average of the weights (validated and saved)
+    # the network the inner attack runs on: 'training' (Gumbel gates, batch statistics, as the step sees it) or
+    # 'deployed' (hard gates with a straight-through gradient, running statistics, as evaluation attacks it)
+    inner_network: str = "training"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
@@ -107,6 +111,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
+        if self.inner_network not in INNER_NETWORKS:
+            raise ValueError(f"inner_network takes one of {', '.join(INNER_NETWORKS)}, got {self.inner_network!r}")
         if not 0 <= float(self.target_warmup) <= 1:
             raise ValueError(f"target_warmup takes a fraction of the run in [0, 1], got {self.target_warmup!r}")
 
@@ -494,7 +500,7 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     return run
 
 
-_ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema", "target_warmup")
+_ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema", "target_warmup", "inner_network")
 
 
 class _Loop:
@@ -627,8 +633,8 @@ class _Loop:
 
 
     def _adversarial_batch(self, x: Tensor, y: Tensor, epoch: int, step: int) -> Tensor:
-        """The inner attack on the model as it trains (Gumbel gates, batch statistics); its noise is keyed by
-        (seed, rank, epoch, step), so a resumed run draws the same."""
+        """The inner attack on the model as it trains (Gumbel gates, batch statistics) or as it is deployed
+        (``inner_network``); its noise is keyed by (seed, rank, epoch, step), so a resumed run draws the same."""
         assert self.inner is not None
         key = (self.config.seed * 1_000_003 + (epoch * 100_003 + step) * 7_919 + self.rank) % (2**63)
         generator = torch.Generator().manual_seed(key)
@@ -639,7 +645,16 @@ class _Loop:
             return logits, (trace.p_on[:, self.gated_cols] if self.gated_cols else None)
 
         costs = self.costs[self.gated_cols] if self.costs is not None and self.gated_cols else None
-        adversarial = self.inner.perturb(forward, x, y, generator, costs)
+        if self.config.inner_network == "deployed":
+            # the network evaluation will attack: hard gates (straight-through gradient), running statistics
+            model.eval()
+            try:
+                with model.gate_settings(mode="hard", grad="straight-through"):
+                    adversarial = self.inner.perturb(forward, x, y, generator, costs)
+            finally:
+                model.train()
+        else:
+            adversarial = self.inner.perturb(forward, x, y, generator, costs)
         if self.config.channels_last:
             adversarial = adversarial.contiguous(memory_format=torch.channels_last)
         return adversarial

@@ -207,3 +207,31 @@ def test_cli_adversarial_training_logs_validation_figures(synthetic_npz_dir: Pat
                                        "--out", str(tmp_path / "other"), "--adversarial", "n-fgsm",
                                        "--val-samples", "96"])
     assert refused.exit_code == 2 and "leaves nothing to train on" in refused.output
+
+
+@pytest.mark.parametrize("network", ["training", "deployed"])
+def test_the_inner_attack_runs_on_the_network_asked_for(network: str, synthetic_npz_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'deployed': the inner attack sees hard gates with a straight-through gradient and running statistics (what
+    evaluation attacks); the training step still sees sampled gates in training mode."""
+    from aigrobust.models.base import ResNetBase
+    from aigrobust.models.gates import GateGrad
+
+    seen: list[tuple[bool, GateGrad, bool]] = []
+    original = ResNetBase.forward_with_gates
+
+    def spy(self: ResNetBase, x: torch.Tensor):  # type: ignore[no-untyped-def]
+        seen.append((self.training, self.gate_config.grad, torch.is_grad_enabled() and x.requires_grad))
+        return original(self, x)
+
+    monkeypatch.setattr(ResNetBase, "forward_with_gates", spy)
+    config = TrainConfig(model="tiny_aig", model_kwargs={"target_rate": 0.6}, epochs=1, batch_size=32, lr=0.05,
+                         seed=1, adversarial="n-fgsm", inner_network=network)
+    train(config, load_cifar10("train", synthetic_npz_dir), tmp_path / network)
+    attacked = [(training, grad) for training, grad, wants_input_grad in seen if wants_input_grad]
+    expected = (False, GateGrad.STRAIGHT_THROUGH) if network == "deployed" else (True, GateGrad.EXACT)
+    assert attacked and set(attacked) == {expected}
+    assert any(training for training, _, _ in seen)  # the step itself trains on sampled gates
+    assert seen[-1][:2] == (True, GateGrad.EXACT)  # after an inner attack on the deployed network, as before
+    with pytest.raises(ValueError, match="inner_network"):
+        TrainConfig(model="tiny_aig", adversarial="n-fgsm", inner_network="deploy")
