@@ -23,11 +23,11 @@ _EXPORTS = {
     "as_evaluable": "aigrobust.models.adapter",
     "normalized": "aigrobust.models.adapter",
     "Summary": "aigrobust.api",
-    "create_model": "aigrobust.factory",
+    "create_model": "aigrobust.models.factory",
     "evaluate": "aigrobust.api",
-    "get_model_info": "aigrobust.registry",
-    "list_models": "aigrobust.registry",
-    "list_pretrained": "aigrobust.registry",
+    "get_model_info": "aigrobust.models.registry",
+    "list_models": "aigrobust.models.registry",
+    "list_pretrained": "aigrobust.models.registry",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
-from aigrobust.metrics import WORST, summarize
+from aigrobust.evaluation.metrics import WORST, summarize
 from attacks import attack_from_spec
 from attacks.base import validate_inputs
 
@@ -97,9 +97,9 @@ def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
-    from aigrobust.factory import create_model
-    from aigrobust.model_facts import weights_available
     from aigrobust.models.adapter import as_evaluable
+    from aigrobust.models.factory import create_model
+    from aigrobust.models.facts import weights_available
 
     if isinstance(models, (nn.Module, str)):
         models = [models]

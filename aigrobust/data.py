@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from aigrobust.datasets import DATASETS
 from aigrobust.errors import DataError
 from aigrobust.files import unusable_file
-from aigrobust.registry import DATASETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_CACHE = Path(os.environ.get("AIGROBUST_CACHE", Path.home() / ".cache" / "aigrobust"))

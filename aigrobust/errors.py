@@ -23,3 +23,10 @@ class DataError(AigrobustError, ValueError):
         if message.startswith("Caught DataError") and marker in message:
             message = message.rsplit(marker, 1)[1].strip()
         super().__init__(message)
+
+
+class UnknownModelError(AigrobustError, KeyError):
+    """A model name that is not registered; the message suggests the closest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from aigrobust.training import TrainConfig, train
+from aigrobust.training.loop import TrainConfig, train
 from benchmarks.common import machine_line
 from benchmarks.training_overhead import training_data
 

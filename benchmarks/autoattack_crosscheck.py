@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from aigrobust.data import load_npz
-from aigrobust.factory import create_model, load_checkpoint
+from aigrobust.models.factory import create_model, load_checkpoint
 from attacks import SUITES, attack_from_spec
 
 ROOT = Path(__file__).resolve().parents[1]

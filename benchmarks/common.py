@@ -21,7 +21,7 @@ def machine_line() -> str:
 def benchmark_model(name: str = "resnet20") -> tuple[torch.nn.Module, str]:
     """The external pretrained model where ../shared/data has it, else randomly initialised weights."""
     from aigrobust import create_model
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     path = SHARED / "pretrained" / "resnet20-12fca82f.th"
     if name == "resnet20" and path.is_file():

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from aigrobust.data import CIFAR10_CLASSES, ArrayDataset, load_npz
-from aigrobust.training import TrainConfig, train
+from aigrobust.training.loop import TrainConfig, train
 from benchmarks.common import SHARED, machine_line
 
 

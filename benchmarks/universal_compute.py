@@ -13,7 +13,7 @@ import numpy as np
 
 from aigrobust import create_model
 from aigrobust.data import load_npz
-from aigrobust.universal_run import universal_compute
+from aigrobust.runs.universal import universal_compute
 from benchmarks.common import SHARED, machine_line
 
 
@@ -24,7 +24,7 @@ from benchmarks.common import SHARED, machine_line
 @click.option("--steps", type=int, default=50, show_default=True)
 @click.option("--gate-loss", default="hinge", show_default=True, type=click.Choice(["hinge", "prob"]))
 def main(n_fit: int, n_judge: int, eps: str, steps: int, gate_loss: str) -> None:
-    """Fit, judge, print (the measurement is aigrobust.universal_run's, as `aigrobust universal` makes it)."""
+    """Fit, judge, print (the measurement is aigrobust.runs.universal's, as `aigrobust universal` makes it)."""
     model = create_model("aig20", pretrained=True).eval()
     train = load_npz(SHARED / "cifar10_train_jpeg75.npz")
     pick = np.sort(np.random.default_rng(0).permutation(len(train))[:n_fit])

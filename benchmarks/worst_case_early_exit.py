@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, run_evaluation
-from aigrobust.metrics import summarize
+from aigrobust.evaluation.metrics import summarize
 from benchmarks.common import benchmark_batch, benchmark_model, machine_line
 
 ATTACKS = ("fgsm", "pgd:steps=10", "apgd:steps=20")

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
-from aigrobust.metrics import gate_matrix, saved_compute_recovery, wilson_interval
-from aigrobust.reports import format_eps
-from aigrobust.run_records import combine_runs, combined_full_flops
-from aigrobust.runs import FinishedRun
+from aigrobust.evaluation.metrics import gate_matrix, saved_compute_recovery, wilson_interval
+from aigrobust.reporting.report import format_eps
+from aigrobust.runs.folder import FinishedRun
+from aigrobust.runs.records import combine_runs, combined_full_flops
 from attacks import attack_from_spec, attack_label
 
 LARGE, SMALL = 8 / 255, 2 / 255

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import torch
 
-from aigrobust.checkpoints import read_checkpoint
+from aigrobust.models.checkpoints import read_checkpoint
 
 
 @click.command()

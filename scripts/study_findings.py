@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from aigrobust import create_model
-from aigrobust.metrics import WORST, gate_matrix, layer_rates, summarize
-from aigrobust.reports import format_eps, to_markdown
-from aigrobust.run_records import combine_runs
-from aigrobust.runs import FinishedRun
+from aigrobust.evaluation.metrics import WORST, gate_matrix, layer_rates, summarize
+from aigrobust.reporting.report import format_eps, to_markdown
+from aigrobust.runs.folder import FinishedRun
+from aigrobust.runs.records import combine_runs
 from attacks import SUITES, attack_from_spec, attack_kind, attack_label, split_spec
 
 NO_DEFENSE = ("none", "none")  # (defense, defense_grad) of the undefended rows

@@ -3,7 +3,7 @@
 # stopped, so a later session (or a GPU node) runs the same script again to continue.
 #   1. finish the three adversarial training runs (30 epochs of N-FGSM at 8/255, one-cycle; resumed from
 #      reports/cifar10-robust/training where no local run exists) and ship their best checkpoints as the pretrained
-#      tags resnet20.at, aig20.at and aig20.at_compute (their sha256 must then be pinned in aigrobust/registry.py)
+#      tags resnet20.at, aig20.at and aig20.at_compute (their sha256 must then be pinned in aigrobust/models/registry.py)
 #   2. attack them beside the standard models: AutoAttack's standard suite (exact gate gradients) at 8/255 (1000
 #      images) and 2/255 (500); FGSM, PGD and APGD-CE under every gate gradient; the compute attack, its noise
 #      control and gate flips; JPEG-75 with BPDA and the differentiable JPEG
@@ -46,7 +46,7 @@ for run in resnet20 aig20 aig20_compute; do
   # shellcheck disable=SC2086  # ARGS holds several options
   aigrobust train ${ARGS[$run]} "${RECIPE[@]}" --out "$out" --resume
   cp "$out/best.safetensors" "aigrobust/pretrained/${TAG[$run]}.safetensors"
-  echo "shipped ${TAG[$run]}: pin it in aigrobust/registry.py (PINNED_SHA256): $(sha256sum "$out/best.safetensors")"
+  echo "shipped ${TAG[$run]}: pin it in aigrobust/models/registry.py (PINNED_SHA256): $(sha256sum "$out/best.safetensors")"
 done
 
 # 2. attacks: a queue of runs, each resumable; WORKERS processes (default 2, one thread each) walk the same queue and

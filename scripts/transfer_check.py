@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from aigrobust import create_model
 from aigrobust.data import DataError, load_dataset
 from aigrobust.evaluation import parse_epsilon
-from aigrobust.registry import UnknownModelError
+from aigrobust.models.registry import UnknownModelError
 from attacks import Attack, attack_from_spec
 from defenses import AttackerDefenseView, DefendedModel, Defense, DefenseSpecError, parse_defense
 

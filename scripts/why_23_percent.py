@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from aigrobust import create_model
 from aigrobust.data import load_npz
-from aigrobust.factory import load_checkpoint
-from aigrobust.training import augment_batch
+from aigrobust.models.factory import load_checkpoint
+from aigrobust.training.loop import augment_batch
 from attacks import attack_from_spec
 from defenses import pillow_jpeg_round_trip
 

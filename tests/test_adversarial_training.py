@@ -11,15 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aigrobust.checkpoints import read_checkpoint
 from aigrobust.cli import cli
 from aigrobust.data import load_cifar10
-from aigrobust.factory import create_model, load_checkpoint
-from aigrobust.robust_validation import validate_robust
-from aigrobust.training import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning, train
+from aigrobust.models.checkpoints import read_checkpoint
+from aigrobust.models.factory import create_model, load_checkpoint
+from aigrobust.training.inner_attacks import FGSMRS, NFGSM, TRADES, PGDTraining, inner_attack_from_spec
+from aigrobust.training.loop import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning, train
+from aigrobust.training.validation import validate_robust
 from attacks import FGSM
 from attacks.gradient import IterativeAttack
-from attacks.inner import FGSMRS, NFGSM, TRADES, PGDTraining, inner_attack_from_spec
 from tests.conftest import varied_images
 
 EPS = 8 / 255

@@ -53,7 +53,7 @@ def test_one_attack_given_twice_is_refused_before_any_work(synthetic_npz_dir: Pa
 
 
 def test_records_with_short_attack_names_get_the_canonical_spec_of_their_run(tmp_path: Path) -> None:
-    from aigrobust.runs import upgrade_attack_names
+    from aigrobust.runs.folder import upgrade_attack_names
 
     records = pd.DataFrame({"attack": ["fgsm", "pgd", "apgd-ce"], "model": ["m"] * 3})
     upgraded = upgrade_attack_names(records, ["fgsm", "pgd:steps=20,stop_at_success=false", "apgd:steps=50"])
@@ -66,8 +66,8 @@ def test_records_with_short_attack_names_get_the_canonical_spec_of_their_run(tmp
 
 
 def test_stochastic_gates_average_draws_and_are_judged_on_fresh_ones(synthetic_npz_dir: Path, tmp_path: Path) -> None:
-    from aigrobust.masking import record_checks
-    from aigrobust.runs import read_records
+    from aigrobust.reporting.sanity import record_checks
+    from aigrobust.runs.folder import read_records
 
     # the shipped aig20 on real images: its stochastic gates change some predictions from draw to draw
     checkpoint = PROJECT_ROOT / "aigrobust" / "pretrained" / "aig20.safetensors"
@@ -95,7 +95,7 @@ def test_stochastic_gates_average_draws_and_are_judged_on_fresh_ones(synthetic_n
 def test_a_plain_model_beside_stochastic_gates_gets_no_noise_floor(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     """A plain ResNet has no gates to draw: no 'stochastic gates flip 0.000' line for it (a gated model gets one)."""
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
 
     plain = tmp_path / "plain.safetensors"
     save_checkpoint(create_model("tiny_resnet"), plain, dataset="cifar10")

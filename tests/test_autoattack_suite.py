@@ -43,7 +43,7 @@ def test_boundary_step_reaches_the_hyperplane_with_the_smallest_step(norm: str) 
 
 
 def test_targeted_attacks_stay_in_the_ball_and_fool_a_real_network(cifar_test) -> None:
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     model, _ = load_checkpoint(require(PRETRAINED / "resnet20-12fca82f.th"))
     model.eval()

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from aigrobust import create_model
-from aigrobust.checkpoints import save_checkpoint
 from aigrobust.cli import cli
+from aigrobust.models.checkpoints import save_checkpoint
 
 
 def _with_hostile_kwargs(source: Path, target: Path) -> Path:
@@ -19,7 +19,7 @@ def _with_hostile_kwargs(source: Path, target: Path) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from aigrobust.checkpoints import METADATA_KEY, model_sha256
+    from aigrobust.models.checkpoints import METADATA_KEY, model_sha256
 
     with safe_open(str(source), "pt") as handle:
         metadata = handle.metadata()
@@ -124,7 +124,7 @@ def _with_metadata(source: Path, target: Path, edit, rehash: bool) -> Path:
 
     from safetensors.torch import load, save
 
-    from aigrobust.checkpoints import METADATA_KEY, model_sha256
+    from aigrobust.models.checkpoints import METADATA_KEY, model_sha256
 
     raw = source.read_bytes()
     meta = json.loads(json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"][METADATA_KEY])
@@ -523,7 +523,7 @@ def test_training_stops_at_a_non_finite_loss_and_saves_nothing_non_finite(tmp_pa
     import torch
 
     from aigrobust.data import ArrayDataset
-    from aigrobust.training import TrainConfig, TrainingError, train
+    from aigrobust.training.loop import TrainConfig, TrainingError, train
 
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32),
@@ -534,7 +534,7 @@ def test_training_stops_at_a_non_finite_loss_and_saves_nothing_non_finite(tmp_pa
     with pytest.raises(ValueError, match="finite"):
         TrainConfig(model="tiny_aig", lr=float("nan"))
     for f in (tmp_path / "run").rglob("*.safetensors"):
-        from aigrobust.checkpoints import read_checkpoint
+        from aigrobust.models.checkpoints import read_checkpoint
 
         state, _ = read_checkpoint(f)
         assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())

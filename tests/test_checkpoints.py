@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from aigrobust import create_model
-from aigrobust.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
-from aigrobust.clean_accuracy import evaluate_clean
-from aigrobust.converters import convert_torchvision
-from aigrobust.factory import load_checkpoint
+from aigrobust.evaluation.clean_accuracy import evaluate_clean
+from aigrobust.models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from aigrobust.models.converters import convert_torchvision
+from aigrobust.models.factory import load_checkpoint
 from tests.conftest import PRETRAINED, half_closed, require, varied_images
 
 
@@ -58,7 +58,7 @@ def test_checkpoint_of_another_architecture_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a tiny_resnet, not a resnet20"):
         load_checkpoint(path, expect_model="resnet20")
     state, _ = read_checkpoint(path)
-    from aigrobust.checkpoints import load_state_checked
+    from aigrobust.models.checkpoints import load_state_checked
 
     with pytest.raises(CheckpointError, match=r"does not fit resnet20: .*shape mismatch"):
         load_state_checked(create_model("resnet20"), state, "x")

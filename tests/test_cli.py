@@ -117,7 +117,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 def _tiny_checkpoint(tmp_path: Path) -> Path:
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
     from tests.conftest import half_closed
 
     path = tmp_path / "tiny_aig.safetensors"
@@ -134,7 +134,7 @@ def _attack_args(checkpoint: Path, data_dir: Path, out: Path, *extra: str) -> li
 def test_attack_writes_records_summary_and_prints_the_table(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    from aigrobust.runs import read_records
+    from aigrobust.runs.folder import read_records
 
     checkpoint = _tiny_checkpoint(tmp_path)
     code, out = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "run", "--table", "full"))
@@ -170,7 +170,7 @@ def test_resume_reuses_finished_batches(synthetic_npz_dir: Path, tmp_path: Path)
     code, _ = run(*_attack_args(checkpoint, synthetic_npz_dir, tmp_path / "full"))
     assert code == 0
     # simulate an interrupted run: spec written, first batch done, nothing final
-    from aigrobust.runs import RunFolder
+    from aigrobust.runs.folder import RunFolder
 
     partial = tmp_path / "partial"
     code, _ = run(*_attack_args(checkpoint, synthetic_npz_dir, partial))
@@ -178,7 +178,7 @@ def test_resume_reuses_finished_batches(synthetic_npz_dir: Path, tmp_path: Path)
     spec = json.loads((partial / "run.json").read_text())
     (partial / "records.csv.gz").unlink()
     folder = RunFolder(partial, spec, resume=True)
-    from aigrobust.runs import read_records
+    from aigrobust.runs.folder import read_records
 
     first = read_records(tmp_path / "full")
     folder.save_batch("tiny_aig", 0, first[first["sample"] < 10].reset_index(drop=True))

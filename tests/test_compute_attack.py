@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aigrobust.factory import create_model
+from aigrobust.models.factory import create_model
 from attacks import AttackSpecError, attack_from_spec, get_attack
 from tests.conftest import PROJECT_ROOT
 
@@ -80,7 +80,7 @@ def test_compute_metrics_by_hand() -> None:
     import numpy as np
     import pandas as pd
 
-    from aigrobust.metrics import compute_metrics, saved_compute_recovery
+    from aigrobust.evaluation.metrics import compute_metrics, saved_compute_recovery
 
     # three blocks; full cost 10 + 3 x 10 = 40 FLOPs; sample 0 runs one block clean and all three attacked,
     # sample 1 runs two and then three, sample 2 already runs all three
@@ -137,7 +137,7 @@ def test_a_universal_perturbation_is_one_delta_that_raises_flops_on_unseen_image
 def test_the_joint_table_puts_both_goals_side_by_side() -> None:
     import pandas as pd
 
-    from aigrobust.metrics import joint_table
+    from aigrobust.evaluation.metrics import joint_table
 
     base = {"model": "aig20", "defense": "none", "defense_grad": "oblivious", "gate_grad": "exact", "epsilon": 8 / 255}
     summary = pd.DataFrame([
@@ -159,8 +159,8 @@ def test_the_universal_command_fits_on_training_images_and_judges_on_unseen_ones
     from click.testing import CliRunner
     from safetensors.torch import load_file
 
-    from aigrobust.checkpoints import save_checkpoint
     from aigrobust.cli import cli
+    from aigrobust.models.checkpoints import save_checkpoint
     from tests.conftest import half_closed
 
     checkpoint = tmp_path / "tiny.safetensors"
@@ -188,7 +188,7 @@ STUDY_GATES = PROJECT_ROOT / "reports" / "cifar10" / "records" / "gates"  # writ
 
 
 def test_records_of_short_names_read_as_the_attack_that_made_them() -> None:
-    from aigrobust.runs import FinishedRun
+    from aigrobust.runs.folder import FinishedRun
     from attacks import short_name_spec
 
     attacks = set(FinishedRun.open(STUDY_GATES).records()["attack"])
@@ -217,8 +217,8 @@ def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_p
 
     import pandas as pd
 
-    from aigrobust.run_records import PARTS_DIR, RunFolderError
-    from aigrobust.runs import RunFolder
+    from aigrobust.runs.folder import RunFolder
+    from aigrobust.runs.records import PARTS_DIR, RunFolderError
 
     intermediate = attack_from_spec(HINGE_APGD.replace("steps=20", "steps=100")).spec  # defaults of 2026-12-02 08:14
     root = tmp_path / "run"
@@ -238,7 +238,7 @@ def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_p
 def test_a_baseline_reruns_the_attack_its_metrics_were_measured_with(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from aigrobust.baseline import load_baseline
+    from aigrobust.checks.baseline import load_baseline
 
     data = json.loads((PROJECT_ROOT / "reports" / "ci" / "baseline.json").read_text())
     text = next(a for a in data["spec"]["attacks"] if a.startswith("compute-inflation"))
@@ -257,7 +257,7 @@ def test_the_perturbation_size_by_hand() -> None:
 
     import pandas as pd
 
-    from aigrobust.metrics import perturbation_size
+    from aigrobust.evaluation.metrics import perturbation_size
 
     group = pd.DataFrame({"l2": [0.0, 0.5, 1.0]})  # the unperturbed sample is left out
     size = perturbation_size(group, input_values=100)
@@ -271,8 +271,8 @@ def test_a_run_reports_the_psnr_of_its_perturbations(synthetic_npz_dir, tmp_path
 
     from click.testing import CliRunner
 
-    from aigrobust.checkpoints import save_checkpoint
     from aigrobust.cli import cli
+    from aigrobust.models.checkpoints import save_checkpoint
 
     save_checkpoint(create_model("tiny_aig"), tmp_path / "tiny.safetensors")
     result = CliRunner().invoke(cli, ["attack", "--checkpoint", str(tmp_path / "tiny.safetensors"),

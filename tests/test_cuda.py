@@ -63,8 +63,8 @@ def test_attacks_and_defenses_run_on_cuda() -> None:
 @cuda
 def test_one_training_step_and_a_cuda_checkpoint_reloads_on_the_cpu(tmp_path: Path) -> None:
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     model = create_model("tiny_aig").cuda().train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

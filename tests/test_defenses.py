@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from aigrobust.cli import cli
-from aigrobust.factory import load_checkpoint
+from aigrobust.models.factory import load_checkpoint
 from defenses import (
     JPEG,
     AttackerDefenseView,

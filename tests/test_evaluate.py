@@ -7,7 +7,7 @@ import pytest
 
 from aigrobust import create_model
 from aigrobust.evaluation import EvalSpec, ModelEntry, run_evaluation
-from aigrobust.metrics import summarize
+from aigrobust.evaluation.metrics import summarize
 from tests.conftest import half_closed, varied_images
 
 
@@ -115,7 +115,8 @@ def test_one_eot_average_per_gradient_over_every_random_part(gate_mode: str) -> 
     EOT draws the defense too (no 20 x 20 nesting); an attack with its own eot_draws gets a single-draw view."""
     import torch
 
-    from aigrobust.evaluation import EOTView, _prepare_setting
+    from aigrobust.evaluation import EOTView
+    from aigrobust.evaluation.engine import _prepare_setting
     from attacks import attack_from_spec
     from defenses import AttackerDefenseView, DefenseGrad
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aigrobust import cli as cli_module
-from aigrobust import runs
+from aigrobust.cli import commands as cli_module
+from aigrobust.runs import folder as runs
 from tests.conftest import half_closed
 
 
 def _checkpoint(tmp_path: Path) -> Path:
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
 
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(half_closed(create_model("tiny_aig")), path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +16,75 @@ from tests.conftest import PROJECT_ROOT
 PACKAGES = ("aigrobust", "attacks", "defenses")
 
 
+ARCHITECTURE = PROJECT_ROOT / "docs" / "architecture.md"
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _module_level_imports(path: Path, known: set[str]) -> set[str]:
-    """Project modules imported at module level (imports inside functions run later and cannot form a cycle)."""
-    found = set()
-    for node in ast.parse(path.read_text()).body:
+def _project_modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in (PROJECT_ROOT / pkg).rglob("*.py")}
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """Project modules ``path`` imports anywhere: at module level and inside functions alike (only imports under
+    ``if TYPE_CHECKING:``, which never run, are left out). ``from pkg import sub`` names the submodule."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree)
+                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        found |= {n for n in names if n in known}
-    return found
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                module = ".".join(base[: len(base) - node.level + 1] + ([module] if module else []))
+            subs = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in known]
+            names = subs if len(subs) == len(node.names) else [module, *subs]
+        for imported in names:
+            while imported and imported not in known:  # 'pkg.module.attr' -> 'pkg.module'
+                imported = imported.rpartition(".")[0]
+            if imported:
+                found.add(imported)
+    return found - {name}
 
 
-def test_no_import_cycle_anywhere() -> None:
-    files = {_module_name(p): p for pkg in PACKAGES for p in (PROJECT_ROOT / pkg).rglob("*.py")}
-    graph = {name: _module_level_imports(path, set(files)) - {name} for name, path in files.items()}
+def import_graph() -> dict[str, set[str]]:
+    """Every project module and the project modules it imports (anywhere in it)."""
+    files = _project_modules()
+    return {name: _imports(path, name, set(files)) for name, path in files.items()}
+
+
+def documented_layers() -> list[tuple[int, tuple[str, ...]]]:
+    """The layer table of docs/architecture.md: (layer, the modules and packages it names)."""
+    rows = []
+    for line in ARCHITECTURE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            rows.append((int(cells[0]), tuple(re.findall(r"`([\w.]+)`", cells[1]))))
+    return rows
+
+
+def layer_of(module: str, layers: list[tuple[int, tuple[str, ...]]]) -> int | None:
+    """The layer of the longest documented name that ``module`` is or lies in."""
+    best: tuple[int, int] | None = None
+    for layer, names in layers:
+        for named in names:
+            if (module == named or module.startswith(named + ".")) and (best is None or len(named) > best[1]):
+                best = (layer, len(named))
+    return best[0] if best else None
+
+
+def test_no_import_cycle_anywhere_counting_imports_inside_functions() -> None:
+    graph = import_graph()
     state: dict[str, int] = {}
 
     def visit(node: str, trail: list[str]) -> None:
@@ -53,10 +102,31 @@ def test_no_import_cycle_anywhere() -> None:
     assert len(graph) > 30
 
 
+def test_every_import_follows_the_documented_layers() -> None:
+    layers = documented_layers()
+    assert [layer for layer, _ in layers] == list(range(len(layers))) and len(layers) >= 8
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != "aigrobust" and layer_of(m, layers) is None)
+    assert unplaced == [], f"modules docs/architecture.md does not place: {unplaced}"
+    upward = sorted(f"{a} (layer {layer_of(a, layers)}) imports {b} (layer {layer_of(b, layers)})"
+                    for a, imported in graph.items() for b in imported
+                    if (layer_of(b, layers) or 0) > (layer_of(a, layers) or 0))
+    assert upward == [], "imports against the layers of docs/architecture.md:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_imports_inside_functions_and_relative_ones(tmp_path: Path) -> None:
+    module = tmp_path / "mod.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import b\n"
+                      "def f():\n    import a.x\n    from a import y\n")
+    known = {"a", "a.x", "a.y", "b"}
+    assert _imports(module, "mod", known) == {"a.x", "a.y"}
+    assert layer_of("aigrobust.models.registry", documented_layers()) == layer_of("aigrobust.models",
+                                                                                 documented_layers())
+
+
 def test_light_modules_import_alone_without_torch() -> None:
     # the command line, the registry, the error types and the file helpers must not load torch when imported
-    for module in ("aigrobust", "aigrobust.cli", "aigrobust.registry", "aigrobust.errors", "aigrobust.files",
-                   "aigrobust.model_facts"):
+    for module in ("aigrobust", "aigrobust.cli", "aigrobust.errors", "aigrobust.files", "aigrobust.datasets"):
         code = f"import sys, {module}; print('torch' in sys.modules)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
         assert out.stdout.strip() == "False", module
@@ -97,8 +167,8 @@ def test_every_module_imports_alone() -> None:
 
 
 def test_stored_model_facts_match_a_fresh_count() -> None:
-    from aigrobust.model_facts import measure_facts, stored_facts
-    from aigrobust.registry import list_models
+    from aigrobust.models.facts import measure_facts, stored_facts
+    from aigrobust.models.registry import list_models
 
     stored = stored_facts()
     assert set(stored) == set(list_models())
@@ -128,8 +198,8 @@ def test_every_error_the_library_defines_has_one_base() -> None:
     found = []
     for package in ("aigrobust", "attacks", "defenses"):
         root = importlib.import_module(package)
-        names = [package] + [f"{package}.{m.name}" for m in pkgutil.walk_packages(root.__path__)
-                             if not m.name.startswith(("__main__", "cli"))]
+        names = [package] + [m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")
+                             if not m.name.startswith(("aigrobust.__main__", "aigrobust.cli"))]
         for name in names:
             module = importlib.import_module(name)
             for _, cls in inspect.getmembers(module, inspect.isclass):
@@ -144,7 +214,7 @@ def test_the_cli_turns_any_library_error_into_one_line_in_one_place() -> None:
     from click.testing import CliRunner
 
     from aigrobust.cli import cli
-    from aigrobust.registry import UnknownModelError
+    from aigrobust.models.registry import UnknownModelError
 
     @click.command("raise-library-error")
     def raising() -> None:

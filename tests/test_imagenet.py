@@ -119,7 +119,7 @@ def test_memory_stays_flat_in_the_number_of_folder_images(imagenet_folder: Path,
     import sys
 
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
 
     big = tmp_path / "big"
     for copy in range(20):
@@ -161,7 +161,7 @@ def test_train_aig50_from_a_resnet50_file_then_eval_and_attack_it(imagenet_folde
     assert result.exit_code == 0, result.output
     log = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert log["epoch"] == 1 and len(log["heldout_execution_rates"]) == 16
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     model, meta = load_checkpoint(out / "model.safetensors")
     assert model.registry_name == "aig50" and meta["recipe"]["lr"] == pytest.approx(0.1 * 4 / 256)
@@ -176,6 +176,7 @@ def test_train_aig50_from_a_resnet50_file_then_eval_and_attack_it(imagenet_folde
     np.testing.assert_equal(len(json.loads((tmp_path / "attack" / "run.json").read_text())["dataset"]["files"]), 4)
 
 
+@pytest.mark.slow  # torchrun training runs by default on CIFAR-10 (test_reliability); this is the ImageNet path
 def test_torchrun_trains_aig50_on_the_folder_with_two_processes(imagenet_folder: Path, stand_in_resnet50: Path,
                                                                  tmp_path: Path) -> None:
     """ImageNet-folder training under torchrun: two CPU processes (gloo) each take their share of every global
@@ -200,7 +201,7 @@ def test_torchrun_trains_aig50_on_the_folder_with_two_processes(imagenet_folder:
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["epoch"] == 1 and len(log[0]["heldout_execution_rates"]) == 16
     assert 0 <= log[0]["heldout_accuracy"] <= 1 and log[0]["heldout_top5"] >= log[0]["heldout_accuracy"]
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     model, meta = load_checkpoint(out / "model.safetensors")
     assert model.registry_name == "aig50" and meta["recipe"]["lr"] == pytest.approx(0.1 * 8 / 256)

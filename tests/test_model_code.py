@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from aigrobust.cli import cli
-from aigrobust.runs import FinishedRun
+from aigrobust.runs.folder import FinishedRun
 from tests.user_nets import build
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from aigrobust import GateExecution, GateGrad, GateMode, create_model, list_models
 from aigrobust.models.gates import GATE_BIAS_OFF_ON
-from aigrobust.registry import UnknownModelError
+from aigrobust.models.registry import UnknownModelError
 from tests.conftest import half_closed, varied_images
 
 
@@ -212,7 +212,7 @@ def test_stochastic_gates_draw_by_seed_input_and_draw_name_never_by_batch() -> N
 
 
 def test_the_randomness_probe_sees_stochastic_gates_through_their_keyed_draws() -> None:
-    from aigrobust.masking import model_probes
+    from aigrobust.checks.probes import model_probes
 
     model = half_closed(create_model("aig20")).eval()  # gates open for some inputs only: draws differ
     x, y = varied_images(16), torch.arange(16) % 10

@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import aigrobust.registry as registry
-from aigrobust.checkpoints import CheckpointError, save_checkpoint
+import aigrobust.models.registry as registry
 from aigrobust.cli import cli
-from aigrobust.factory import create_model
-from aigrobust.runs import FinishedRun, RunFolderError
+from aigrobust.models.checkpoints import CheckpointError, save_checkpoint
+from aigrobust.models.factory import create_model
+from aigrobust.runs.folder import FinishedRun, RunFolderError
 from tests.conftest import half_closed
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import aigrobust.registry as registry
+import aigrobust.models.registry as registry
 from aigrobust.cli import cli
-from aigrobust.factory import create_model
-from aigrobust.registry import UnknownModelError, list_pretrained, pretrained_tags
-from aigrobust.runs import FinishedRun
+from aigrobust.models.factory import create_model
+from aigrobust.models.registry import UnknownModelError, list_pretrained, pretrained_tags
+from aigrobust.runs.folder import FinishedRun
 
 
 def test_std_is_the_bare_name() -> None:
@@ -37,7 +37,7 @@ def test_a_tagged_file_loads_and_runs_name_it(monkeypatch: pytest.MonkeyPatch, t
     shipped = tmp_path / "pretrained"
     shutil.copytree(registry.PRETRAINED_DIR, shipped, ignore=shutil.ignore_patterns("*.md"))
     # a second set of weights under a tag: the std weights with the last layer's bias shifted
-    from aigrobust.checkpoints import read_checkpoint, save_checkpoint
+    from aigrobust.models.checkpoints import read_checkpoint, save_checkpoint
 
     model = create_model("tiny_resnet")
     save_checkpoint(model, shipped / "tiny_resnet.at.safetensors", dataset="cifar10")

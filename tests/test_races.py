@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aigrobust.run_lock import LOCK_FILE
-from aigrobust.runs import RunFolder, RunFolderError
+from aigrobust.runs.folder import RunFolder, RunFolderError
+from aigrobust.runs.lock import LOCK_FILE
 
 
 def _contend(root: str, spec_id: int, barrier: mp.Barrier, results: mp.Queue) -> None:  # type: ignore[type-arg]

@@ -16,7 +16,7 @@ from tests.conftest import half_closed
 
 def _checkpoint(tmp_path: Path) -> Path:
     from aigrobust import create_model
-    from aigrobust.checkpoints import save_checkpoint
+    from aigrobust.models.checkpoints import save_checkpoint
 
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(half_closed(create_model("tiny_aig")), path)
@@ -85,7 +85,7 @@ def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(syntheti
 def test_torchrun_training_with_distributed_data_parallel(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from aigrobust.factory import load_checkpoint
+    from aigrobust.models.factory import load_checkpoint
 
     torchrun = shutil.which("torchrun")
     if torchrun is None:
@@ -106,7 +106,7 @@ def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_
     import numpy as np
     import torch
 
-    from aigrobust.checkpoints import read_checkpoint
+    from aigrobust.models.checkpoints import read_checkpoint
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
@@ -193,8 +193,8 @@ def test_a_lock_whose_pid_was_reused_is_stale_and_a_foreign_host_lock_is_named(t
     does not block a resume; a lock written on another host is refused with its host and what to do."""
     import socket
 
-    from aigrobust.run_lock import LOCK_FILE, LockHolder
-    from aigrobust.runs import RunFolder, RunFolderError
+    from aigrobust.runs.folder import RunFolder, RunFolderError
+    from aigrobust.runs.lock import LOCK_FILE, LockHolder
 
     spec = {"spec": {"attacks": ["fgsm"]}}
     folder = RunFolder(tmp_path / "run", spec, resume=False)
@@ -220,7 +220,7 @@ def test_sigterm_and_sigint_end_an_attack_cleanly_and_resume_finishes_it(synthet
                                                                           tmp_path: Path) -> None:
     """Issue 33, class 3: one line naming the signal, exit 128 + signum, the lock released, --resume gives the
     bytes of an uninterrupted run (one reference run serves both signals)."""
-    from aigrobust.run_lock import LOCK_FILE
+    from aigrobust.runs.lock import LOCK_FILE
 
     checkpoint = _checkpoint(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from aigrobust import reports
-from aigrobust.checkpoints import save_checkpoint
-from aigrobust.cli import EXIT_DISK, cli, main
+from aigrobust.cli.commands import EXIT_DISK, cli, main
 from aigrobust.files import signals_deferred, swap_in
-from aigrobust.runs import FinishedRun
+from aigrobust.models.checkpoints import save_checkpoint
+from aigrobust.reporting import report as reports
+from aigrobust.runs.folder import FinishedRun
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -11,12 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aigrobust.checkpoints import save_checkpoint
+from aigrobust.checks.probes import model_probes
 from aigrobust.cli import cli
 from aigrobust.evaluation import EvalSpec, ModelEntry
-from aigrobust.factory import load_checkpoint
-from aigrobust.masking import model_probes, record_checks
-from aigrobust.metrics import wilson_interval
+from aigrobust.evaluation.metrics import wilson_interval
+from aigrobust.models.checkpoints import save_checkpoint
+from aigrobust.models.factory import load_checkpoint
+from aigrobust.reporting.sanity import record_checks
 from tests.conftest import PRETRAINED, PROJECT_ROOT, SHARED_DATA, require
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
@@ -101,8 +102,8 @@ def test_report_renders_every_figure_in_headless_chromium(run_dir: Path, tmp_pat
 
 
 def test_gate_raster_picks_changed_patterns_first_and_shows_the_images(run_dir: Path) -> None:
-    from aigrobust.reports import gate_raster_rows, images_from_runs
-    from aigrobust.runs import FinishedRun
+    from aigrobust.reporting.report import gate_raster_rows, images_from_runs
+    from aigrobust.runs.folder import FinishedRun
 
     run = FinishedRun.open(run_dir)
     records = run.records()
@@ -281,7 +282,7 @@ def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
     import pandas as pd
     from study_findings import Findings
 
-    from aigrobust.runs import read_records
+    from aigrobust.runs.folder import read_records
 
     records = read_records(run_dir)
     text = Findings(records, gated="tiny", plain="resnet20", arch="tiny_aig").markdown()
@@ -295,7 +296,7 @@ def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
 
 
 def test_markdown_through_markdown_it_with_safe_links_and_escaped_html() -> None:
-    from aigrobust.reports import latex_escape, markdown_to_html
+    from aigrobust.reporting.report import latex_escape, markdown_to_html
 
     page = markdown_to_html("# Title\n\n1. one\n2. two\n\n- a\n  - nested\n\n```\nx <b>\n```\n\n*em* and **strong** "
                             "[bad](javascript:alert(1)) [web](https://example.org) [rel](docs/a.md) "
@@ -312,7 +313,7 @@ def test_markdown_through_markdown_it_with_safe_links_and_escaped_html() -> None
 def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
     import pandas as pd
 
-    from aigrobust.reports import Report, _html_index
+    from aigrobust.reporting.report import Report, _html_index
 
     empty = pd.DataFrame()
     report = Report(title="t <b>", summary=empty, layers=empty, classes=empty, flags=[], notes=["a < b"])
@@ -328,7 +329,7 @@ def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
 def test_gate_figures_use_the_epsilon_where_gate_attacks_ran() -> None:
     import pandas as pd
 
-    from aigrobust.reports import gate_figure_epsilon
+    from aigrobust.reporting.report import gate_figure_epsilon
 
     def rows(attack: str, goal: str, epsilons: list[float]) -> pd.DataFrame:
         return pd.DataFrame({"attack": attack, "goal": goal, "epsilon": epsilons})
@@ -346,8 +347,8 @@ def test_study_findings_read_the_standard_protocol_apart_from_the_classic_chain(
     import pandas as pd
     from study_findings import STANDARD, Findings
 
-    from aigrobust.metrics import summarize
-    from aigrobust.runs import read_records
+    from aigrobust.evaluation.metrics import summarize
+    from aigrobust.runs.folder import read_records
     from attacks import SUITES, attack_from_spec
 
     records = read_records(run_dir)
@@ -381,8 +382,8 @@ def test_study_findings_put_the_standard_protocol_against_jpeg_beside_the_classi
     import pandas as pd
     from study_findings import Findings
 
-    from aigrobust.metrics import summarize
-    from aigrobust.runs import read_records
+    from aigrobust.evaluation.metrics import summarize
+    from aigrobust.runs.folder import read_records
     from attacks import SUITES, attack_from_spec
 
     records = read_records(run_dir)
@@ -422,7 +423,7 @@ def test_study_findings_read_the_recipe_control_from_its_numbers(run_dir: Path) 
     follows the numbers, not a fixed sentence."""
     from study_findings import Findings
 
-    from aigrobust.runs import read_records
+    from aigrobust.runs.folder import read_records
 
     def arm(robust: float, epochs: int = 10, weight_decay: float = 5e-4) -> dict:
         return {"apgd_robust_2_255": robust, "recipe": {"epochs": epochs, "weight_decay": weight_decay},
@@ -452,8 +453,8 @@ def test_report_refuses_runs_that_give_one_name_to_two_networks_or_image_sets(
     """Joined runs merge rows by model label and sample id: a label naming another network, a sample id naming
     another image, or a gated model under another gate mode would mix into one figure without a word."""
     from aigrobust import create_model
-    from aigrobust.run_records import combine_runs
-    from aigrobust.runs import FinishedRun
+    from aigrobust.runs.folder import FinishedRun
+    from aigrobust.runs.records import combine_runs
 
     untrained = tmp_path / "untrained.safetensors"
     save_checkpoint(create_model("resnet20"), untrained, dataset="cifar10")  # a resnet20, not the one trained here
@@ -533,7 +534,7 @@ def test_linf_and_l2_attacks_never_share_a_run_or_a_report(gated_checkpoint: Pat
 
 
 def test_epsilons_print_as_fractions_of_255_below_one_and_as_numbers_otherwise() -> None:
-    from aigrobust.metrics import format_eps
+    from aigrobust.evaluation.metrics import format_eps
 
     assert [format_eps(e) for e in (0.0, 2 / 255, 8 / 255, 0.03, 0.5, 1.0, 2.0)] == \
         ["0", "2/255", "8/255", "0.03", "0.5", "1", "2"]
@@ -589,8 +590,8 @@ def test_the_sample_count_sentence_gives_the_range_where_runs_differ_in_size() -
     the compact table marks a setting that did not run at an epsilon instead of printing nan."""
     import pandas as pd
 
-    from aigrobust.metrics import compact_table
-    from aigrobust.reports import sample_counts_sentence
+    from aigrobust.evaluation.metrics import compact_table
+    from aigrobust.reporting.report import sample_counts_sentence
 
     def rows(model: str, n: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
         return pd.DataFrame([{"model": model, "defense": "none", "defense_grad": "none", "attack": "fgsm",

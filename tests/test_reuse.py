@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from aigrobust.evaluation import UnitRequest
-from aigrobust.runs import RunFolderError
+from aigrobust.runs.folder import RunFolderError
 from tests.test_cli import _tiny_checkpoint, assert_one_line_error, run
 
 
@@ -81,8 +81,8 @@ def test_an_earlier_run_that_cannot_supply_this_one_is_refused_before_anything_i
 def test_copied_rows_must_reproduce_the_batch_clean_outcome(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     """The per-unit check behind the folder-level one: rows whose labels or clean predictions differ from what this
     run computed are refused, not mixed in."""
-    from aigrobust.reuse import open_donor
-    from aigrobust.runs import FinishedRun
+    from aigrobust.runs.folder import FinishedRun
+    from aigrobust.runs.reuse import open_donor
 
     checkpoint = _tiny_checkpoint(tmp_path)
     earlier = tmp_path / "earlier"
@@ -129,8 +129,8 @@ def test_a_report_says_when_a_run_was_computed_on_more_than_one_device(synthetic
 def test_a_donor_written_before_run_json_held_canonical_specs_still_supplies(synthetic_npz_dir: Path,
                                                                             tmp_path: Path) -> None:
     """run.json once named attacks as typed ('fgsm'); such a donor is compared by the specs its records ran."""
-    from aigrobust.reuse import open_donor
-    from aigrobust.runs import FinishedRun
+    from aigrobust.runs.folder import FinishedRun
+    from aigrobust.runs.reuse import open_donor
 
     checkpoint = _tiny_checkpoint(tmp_path)
     earlier = tmp_path / "earlier"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aigrobust.run_document import ModelPin, RunDocument
-from aigrobust.run_records import RunFolderError
-from aigrobust.runs import FinishedRun
+from aigrobust.runs.document import ModelPin, RunDocument
+from aigrobust.runs.folder import FinishedRun
+from aigrobust.runs.records import RunFolderError
 from tests.conftest import PROJECT_ROOT
 
 COMMITTED = sorted(PROJECT_ROOT.glob("reports/**/run.json"))

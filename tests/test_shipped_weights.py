@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from aigrobust import create_model
-from aigrobust.checkpoints import read_checkpoint
-from aigrobust.clean_accuracy import evaluate_clean
-from aigrobust.registry import PRETRAINED_DIR
+from aigrobust.evaluation.clean_accuracy import evaluate_clean
+from aigrobust.models.checkpoints import read_checkpoint
+from aigrobust.models.registry import PRETRAINED_DIR
 
 SHIPPED = sorted(Path(PRETRAINED_DIR).glob("*.safetensors"))
 

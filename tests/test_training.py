@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from aigrobust.checkpoints import read_checkpoint
 from aigrobust.data import load_cifar10
-from aigrobust.factory import load_checkpoint
-from aigrobust.training import (
+from aigrobust.models.checkpoints import read_checkpoint
+from aigrobust.models.factory import load_checkpoint
+from aigrobust.training.loop import (
     LOG_FILE,
     TrainConfig,
     TrainingError,
@@ -154,9 +154,9 @@ def test_init_takes_a_checkpoint_of_the_same_model_or_the_plain_twin_with_its_no
     twin gives the residual branches, the gates keep their fresh initialisation; the source's input normalisation
     comes along; another architecture is refused naming what does not fit. Regression: a checkpoint of ours holding
     a gated model was read as the ConvNet-AIG reference layout and refused."""
-    from aigrobust.checkpoints import save_checkpoint
-    from aigrobust.factory import create_model
-    from aigrobust.training import TrainingError, initialise_from
+    from aigrobust.models.checkpoints import save_checkpoint
+    from aigrobust.models.factory import create_model
+    from aigrobust.training.loop import TrainingError, initialise_from
 
     torch.manual_seed(1)
     plain, gated = create_model("tiny_resnet"), create_model("tiny_aig")
@@ -187,8 +187,8 @@ def test_init_takes_a_checkpoint_of_the_same_model_or_the_plain_twin_with_its_no
 
 def test_init_from_a_shipped_name() -> None:
     """--init resnet20.at starts aig20 from the shipped robust twin's residual branches."""
-    from aigrobust.factory import create_model
-    from aigrobust.training import initialise_from
+    from aigrobust.models.factory import create_model
+    from aigrobust.training.loop import initialise_from
 
     model = create_model("aig20")
     initialise_from(model, "resnet20.at")
@@ -200,8 +200,8 @@ def test_a_resumed_run_keeps_the_input_statistics_it_trained_under(synthetic_npz
     """The input normalisation is not in the weights: --init sets it from the source, the state file pins it, and a
     resume restores it even when the source has changed since (a state from before it was pinned resumes with the
     model's own defaults, as --init then left them)."""
-    from aigrobust.checkpoints import save_checkpoint
-    from aigrobust.factory import create_model
+    from aigrobust.models.checkpoints import save_checkpoint
+    from aigrobust.models.factory import create_model
 
     data = load_cifar10("train", synthetic_npz_dir)
     source = create_model("tiny_resnet")

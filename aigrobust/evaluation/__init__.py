@@ -2,7 +2,7 @@
 
 One long table, one row per (model, defense, defense_grad, attack, gate_grad, epsilon, sample): label, clean and
 adversarial prediction, perturbation norms, clean and adversarial gate patterns, executed FLOPs. Every reported
-figure is an aggregate of these rows (see :mod:`aigrobust.metrics`). Four parts: :mod:`.spec` (what runs),
+figure is an aggregate of these rows (see :mod:`aigrobust.evaluation.metrics`). Four parts: :mod:`.spec` (what runs),
 :mod:`.views` (the attacker's views of a model), :mod:`.engine` (running it in resumable units) and
 :mod:`.records` (the rows' canonical form).
 """
@@ -14,24 +14,12 @@ from aigrobust.evaluation.engine import (  # noqa: F401
     Standing,
     UnitRequest,
     UnitStore,
-    _gate_grads,
-    _outcome,
-    _prepare_setting,
-    _replay_unit,
-    _reused_unit,
-    _run_unit,
-    _Setting,
-    _settings,
-    _standing_key,
-    _streamed_batches,
-    _unit_records,
     evaluate_batch,
     iterate_numbered_batches,
     run_evaluation,
     stochastic_noise_floor,
 )
 from aigrobust.evaluation.records import (  # noqa: F401
-    _DTYPES,
     NO_GATES,
     RECORD_COLUMNS,
     canonical_order,
@@ -47,7 +35,6 @@ from aigrobust.evaluation.spec import (  # noqa: F401
     parse_epsilon,
     refuse_mixed_norms,
     refuse_repeated_attacks,
-    run_document,
     specs_as_ran,
     today_specs,
     with_zero,

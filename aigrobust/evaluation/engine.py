@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from aigrobust.evaluation.metrics import format_eps
 from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, canonical_order, gate_patterns, normalize_records
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
-from aigrobust.metrics import format_eps
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import GateGrad
 from aigrobust.randomness import keyed_draw
@@ -133,7 +133,7 @@ class UnitStore:
     reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
 
 class BatchStorage(Protocol):
-    """Where a run keeps its finished work (:class:`aigrobust.runs.RunFolder` is one): whole batches by (model
+    """Where a run keeps its finished work (:class:`aigrobust.runs.folder.RunFolder` is one): whole batches by (model
     label, batch number), and the finished units of a batch still in progress."""
 
     def done_batch(self, model: str, batch: int) -> pd.DataFrame | None:

@@ -4,7 +4,6 @@ models it runs on, epsilon parsing, and the run document written beside the reco
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -194,10 +193,3 @@ class EvalSpec:
         """The spec a :meth:`to_dict` document describes (its attack and defense specs parsed once)."""
         return cls(**{name: (tuple(data[name]) if isinstance(data[name], list) else data[name])
                       for name in SPEC_FIELDS if name in data})
-
-def run_document(spec: EvalSpec, extra: dict[str, Any]) -> dict[str, Any]:
-    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume), in the layout of
-    :class:`aigrobust.run_document.RunDocument`."""
-    from aigrobust.run_document import RunDocument
-
-    return RunDocument.from_dict(json.loads(json.dumps({"spec": spec.to_dict(), **extra}))).to_dict()

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from aigrobust.models.base import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, ResNetBase, init_resnet_weights
 from aigrobust.models.gates import Gate
-from aigrobust.registry import register_model
+from aigrobust.models.registry import register_model
 
 SHORTCUT_STYLES = ("A", "B")
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)

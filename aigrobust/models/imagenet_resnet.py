@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, ResNetBase, init_resnet_weights
 from aigrobust.models.gates import Gate
-from aigrobust.registry import register_model
+from aigrobust.models.registry import register_model
 
 DEFAULT_TARGET_RATE = 0.7
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from aigrobust.errors import AigrobustError
+from aigrobust.evaluation.metrics import GROUP
 from aigrobust.files import NOT_FOUND, unusable_file
-from aigrobust.metrics import GROUP
 
 if TYPE_CHECKING:
-    from aigrobust.runs import FinishedRun
+    from aigrobust.runs.folder import FinishedRun
 
 RECORDS_FILE = "records.csv.gz"
 SUMMARY_FILE = "summary.json"

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.evaluation import UnitRequest, today_specs
-from aigrobust.run_document import RunDocument
-from aigrobust.run_records import COPIED_FROM, RunFolderError
-from aigrobust.runs import FinishedRun
+from aigrobust.runs.document import RunDocument
+from aigrobust.runs.folder import FinishedRun
+from aigrobust.runs.records import COPIED_FROM, RunFolderError
 
 # run.json spec fields a sample's records depend on besides its setting (the attack chain matters whole: with early
 # exit an attack sees only the samples the attacks before it left standing)

@@ -16,7 +16,7 @@ Methods (settings are typed and range-checked; ``spec`` is canonical, every defa
 
 ``compute=W`` (gated networks only) adds W times a compute objective to every method's inner loss: each gate's
 log-odds of 'on' (capped, weighted by its block's FLOPs), so the adversarial batch also tries to open gates; the
-training loss then penalises per-sample execution above the target rate on those inputs (``aigrobust.training``).
+training loss then penalises per-sample execution above the target rate on those inputs (``aigrobust.training.loop``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Sanity checks for signs of gradient masking (Athalye et al. 2018; Carlini et al. 2019; AutoAttack).
-
-Record-based checks read only the per-sample records; model probes run a few forward/backward passes on the model.
-Each check yields a :class:`SanityFlag` with a one-sentence explanation, so reports can show them as they are.
+"""Sanity checks for signs of gradient masking that read only the records (Athalye et al. 2018; Carlini et al.
+2019; AutoAttack): monotone in epsilon, iterative at least as strong as single-step, black box not stronger than
+white box. Each check yields a :class:`SanityFlag` with a one-sentence explanation, so reports show them as they
+are; the probes that run the model are :mod:`aigrobust.checks.probes`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from aigrobust.metrics import format_eps, summarize
-from aigrobust.randomness import keyed_draw
+from aigrobust.evaluation.metrics import format_eps, summarize
 
 ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "apgd-dlr", "apgd-dlr-l2", "apgd-t", "apgd-t-l2", "fab-t",
              "fab-t-l2", "mifgsm")
@@ -38,7 +34,8 @@ class SanityFlag:
         return asdict(self)
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
+    """A share as a percentage with one decimal."""
     return f"{100 * value:.1f}%"
 
 
@@ -75,7 +72,7 @@ def _random_model_flag(model: str, records: pd.DataFrame) -> list[SanityFlag]:
     if split == 0:
         return []
     return [SanityFlag("random-model", model, STATUS_WARN,
-                       f"The model is random at test time: {_pct(split)} of the judged inputs are right in some draws "
+                       f"The model is random at test time: {percent(split)} of the judged inputs are right in some draws "
                        "and wrong in others. Attack gradients averaged several draws (EOT, --eot-draws), and "
                        "robust_acc_draws / robust_every_draw give the accuracy over draws and the share right in "
                        "every draw; a single-draw robust_acc overstates robustness.")]
@@ -147,48 +144,6 @@ def _blackbox_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFl
                           f"attack ({where}): white-box gradients are masked.")
     return SanityFlag("blackbox-not-better", model, STATUS_OK,
                       "The black-box Square attack does not beat the white-box attacks.")
-
-
-def zero_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """Share of samples whose input gradient of the cross-entropy is exactly zero."""
-    x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(x).float(), labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if grad is None:
-        return 1.0
-    return float((grad.flatten(1).abs().amax(1) == 0).float().mean())
-
-
-def model_probes(name: str, model: nn.Module, images: Tensor, labels: Tensor, num_classes: int,
-                 large_eps: float = 0.5, pgd_steps: int = 20) -> list[SanityFlag]:
-    """Probes on the model: zero input gradients, eval-mode randomness, and accuracy at a very large epsilon."""
-    from attacks import get_attack
-
-    model.eval()
-    flags = []
-    share = zero_gradient_share(model, images, labels)
-    flags.append(SanityFlag("zero-gradients", name, STATUS_WARN if share > 0.05 else STATUS_OK,
-                            f"{_pct(share)} of samples have an all-zero input gradient"
-                            + (": gradient-based attacks cannot move them (masking)." if share > 0.05 else ".")))
-    with torch.no_grad():  # two named draws: keyed random layers repeat a draw on the same input by design
-        with keyed_draw(model, "probe/1"):
-            first = model(images)
-        with keyed_draw(model, "probe/2"):
-            second = model(images)
-    random = not torch.equal(first, second)
-    flags.append(SanityFlag("eval-randomness", name, STATUS_WARN if random else STATUS_OK,
-                            "Two eval-mode passes give different logits: attacks must use EOT to be meaningful."
-                            if random else "Eval-mode outputs repeat exactly."))
-    result = get_attack("pgd", steps=pgd_steps)(model, images, labels, [large_eps])
-    accuracy = float((~result.success[0]).float().mean())
-    chance = 1.0 / num_classes
-    status = STATUS_WARN if accuracy > chance + 0.02 else STATUS_OK
-    flags.append(SanityFlag("large-epsilon", name, status,
-                            f"PGD at eps {format_eps(large_eps)} leaves {_pct(accuracy)} accuracy (chance {_pct(chance)})"
-                            + (": an attack this large must win, so gradients are masked." if status == STATUS_WARN
-                               else ".")))
-    return flags
 
 
 def flags_table(flags: Sequence[SanityFlag]) -> pd.DataFrame:

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.errors import AigrobustError
+from aigrobust.evaluation.metrics import GROUP, WORST, format_eps, summarize
 from aigrobust.files import atomic_write_bytes, file_sha256, unusable_file
-from aigrobust.metrics import GROUP, WORST, format_eps, summarize
 
 FORMAT = "aigrobust-baseline"
 KEYS = GROUP  # the one setting key: model, defense, defense_grad, attack, gate_grad, epsilon
@@ -125,7 +125,7 @@ def _check_metrics(metrics: Any) -> None:
 def _check_spec(spec: Any) -> None:
     from aigrobust.data import DATASETS
     from aigrobust.evaluation import parse_epsilon
-    from aigrobust.registry import UnknownModelError, get_model_info
+    from aigrobust.models.registry import UnknownModelError, get_model_info
     if not isinstance(spec, dict):
         raise BaselineError("spec must be an object")
     for key in ("models", "dataset", "sample_indices", "attacks", "epsilons"):
@@ -352,8 +352,8 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     """Run a baseline's stored evaluation spec and return its records."""
     from aigrobust.data import load_dataset
     from aigrobust.evaluation import ModelEntry, run_evaluation
-    from aigrobust.factory import create_model, load_checkpoint
-    from aigrobust.registry import split_tag
+    from aigrobust.models.factory import create_model, load_checkpoint
+    from aigrobust.models.registry import split_tag
 
     entries = []
     for label, entry in spec["models"].items():
@@ -381,7 +381,7 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
 
 def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> dict[str, Any]:
     """A baseline spec from a finished run folder (its run.json and records)."""
-    from aigrobust.runs import FinishedRun, RunFolderError
+    from aigrobust.runs.folder import FinishedRun, RunFolderError
 
     try:
         run = FinishedRun.open(Path(run_dir)).document.to_dict()

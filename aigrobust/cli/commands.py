@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from aigrobust import cli_inputs as inputs
-from aigrobust.cli_inputs import known_models
-from aigrobust.cli_readers import attacks_command, check_command, models_command, report_command
-from aigrobust.cli_types import (
+from aigrobust.cli import inputs
+from aigrobust.cli.inputs import known_models
+from aigrobust.cli.readers import attacks_command, check_command, models_command, report_command
+from aigrobust.cli.types import (
     ATTACK_SPEC,
     DEFENSE_SPEC,
     DISK_ERRORS,
@@ -31,11 +31,11 @@ from aigrobust.cli_types import (
     OneLineErrors,
     Parsed,
 )
-from aigrobust.cli_universal import universal_command
+from aigrobust.cli.universal import universal_command
+from aigrobust.datasets import DATASETS
 from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
 from aigrobust.errors import CheckpointError
-from aigrobust.registry import DATASETS, get_model_info
 
 
 def _defense_examples() -> str:
@@ -130,7 +130,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     import torch
     from tqdm import tqdm
 
-    from aigrobust.training import STATE_FILE, TrainConfig, TrainingError, train
+    from aigrobust.models.registry import get_model_info
+    from aigrobust.training.loop import STATE_FILE, TrainConfig, TrainingError, train
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -150,8 +151,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
         val_samples = 1000 if inner is not None else 0
     # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
     if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
-        from aigrobust.factory import create_model
-        from aigrobust.training import initialise_from
+        from aigrobust.models.factory import create_model
+        from aigrobust.training.loop import initialise_from
 
         try:
             initialise_from(create_model(model_name, **kwargs), init)
@@ -218,7 +219,8 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
     """Clean accuracy, per-layer execution rates and mean executed FLOPs."""
     from tqdm import tqdm
 
-    from aigrobust.clean_accuracy import evaluate_clean
+    from aigrobust.evaluation.clean_accuracy import evaluate_clean
+    from aigrobust.models.registry import get_model_info
 
     dev = inputs.device(device)
     if model_name is not None:
@@ -318,11 +320,11 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --model aig20 --eps 8/255 --attack apgd --gate-grad all --defense jpeg:75 --defense-grad bpda
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
-    from aigrobust.attack_run import evaluate_into, open_folder, run_info, seal
-    from aigrobust.evaluation import run_document
-    from aigrobust.metrics import table_text
-    from aigrobust.reuse import open_donors
-    from aigrobust.run_records import COPIED_FROM, RunFolderError
+    from aigrobust.evaluation.metrics import table_text
+    from aigrobust.runs.attack import evaluate_into, open_folder, run_info, seal
+    from aigrobust.runs.document import run_document
+    from aigrobust.runs.records import COPIED_FROM, RunFolderError
+    from aigrobust.runs.reuse import open_donors
 
     inputs.check_attack_options(epsilons, defenses, defense_grads, gate_mode)
     known_models(models)  # a bad name fails before any data is read

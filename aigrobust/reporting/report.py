@@ -1,6 +1,6 @@
 """Robustness reports from per-sample records: tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md/html.
 
-Every number comes from :mod:`aigrobust.metrics` over the records, so a table and a figure of the same quantity
+Every number comes from :mod:`aigrobust.evaluation.metrics` over the records, so a table and a figure of the same quantity
 cannot disagree.
 """
 
@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.files import atomic_write_bytes, swap_in
-from aigrobust.masking import SanityFlag, flags_table, record_checks
-from aigrobust.metrics import (
+from aigrobust.evaluation.metrics import (
     WORST,
     class_rates,
     compact_table,
@@ -31,7 +29,9 @@ from aigrobust.metrics import (
     layer_rates,
     summarize,
 )
-from aigrobust.run_records import COPIED_FROM, combined_full_flops
+from aigrobust.files import atomic_write_bytes, swap_in
+from aigrobust.reporting.sanity import SanityFlag, flags_table, record_checks
+from aigrobust.runs.records import COPIED_FROM, combined_full_flops
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -615,7 +615,7 @@ REPORT_FILES = ("summary.csv", "summary.md", "summary.tex", "layer_rates.csv", "
 def refuse_foreign_folder(out_dir: Path) -> None:
     """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote: an attack
     run's folder, or a folder holding a report's file names without the ``provenance.json`` every report writes."""
-    from aigrobust.run_records import PARTS_DIR, RECORDS_FILE, SPEC_FILE
+    from aigrobust.runs.records import PARTS_DIR, RECORDS_FILE, SPEC_FILE
 
     out_dir = Path(out_dir)
     if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):
@@ -724,7 +724,7 @@ def _markdown_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) ->
     return "\n".join(parts)
 
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FOLD_ROWS = 30  # longer tables fold away in the HTML page
 
 

@@ -1,7 +1,7 @@
 """Stored facts about each registered model (parameters, full FLOPs per image, gated blocks, weights available),
 so listing models does not build and count the 224-pixel networks every time.
 
-The figures live in ``models/facts.json``; ``python -m aigrobust.model_facts`` measures every model and rewrites
+The figures live in ``models/facts.json``; ``python -m aigrobust.models.facts`` measures every model and rewrites
 the file (a test checks that the stored figures match a fresh count).
 """
 
@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FACTS_FILE = Path(__file__).resolve().parent / "models" / "facts.json"
+FACTS_FILE = Path(__file__).resolve().parent / "facts.json"
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ModelFacts:
 
 def measure_facts(name: str) -> ModelFacts:
     """Build ``name`` with fresh weights and count its facts."""
-    from aigrobust.registry import build_model, get_model_info
+    from aigrobust.models.registry import build_model, get_model_info
 
     model = build_model(name).eval()
     flops = model.flop_profile(get_model_info(name).input_shape).full
@@ -43,7 +43,7 @@ def stored_facts() -> dict[str, ModelFacts]:
 def weights_available(name: str) -> str:
     """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
     (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
-    from aigrobust.registry import get_model_info, pretrained_tags
+    from aigrobust.models.registry import get_model_info, pretrained_tags
 
     if pretrained_tags(name):
         return "shipped"
@@ -56,7 +56,7 @@ def weights_available(name: str) -> str:
 def model_rows(pattern: str = "*", measure: bool = False) -> list[dict[str, object]]:
     """One row per registered model matching ``pattern``: family, facts (stored, or counted now with ``measure``),
     the weights it has, its input size and description."""
-    from aigrobust.registry import get_model_info, list_models, pretrained_tags
+    from aigrobust.models.registry import get_model_info, list_models, pretrained_tags
 
     stored = {} if measure else stored_facts()
     rows: list[dict[str, object]] = []
@@ -88,7 +88,7 @@ def models_table(rows: list[dict[str, object]]) -> str:
 def write_facts() -> dict[str, ModelFacts]:
     """Measure every registered model and rewrite ``models/facts.json``."""
     from aigrobust.files import atomic_write_bytes
-    from aigrobust.registry import list_models
+    from aigrobust.models.registry import list_models
 
     facts = {name: measure_facts(name) for name in list_models()}
     text = json.dumps({name: asdict(f) for name, f in facts.items()}, indent=2, sort_keys=True) + "\n"

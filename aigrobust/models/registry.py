@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aigrobust.errors import AigrobustError
+from aigrobust.datasets import DATASETS  # noqa: F401  (the datasets a model names as its own)
+from aigrobust.errors import UnknownModelError  # noqa: F401  (raised here; defined with every error type)
 
 if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
 
 
 # shipped weights: NAME.safetensors (the default tag, 'std') and NAME.TAG.safetensors (e.g. aig20.at)
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_TAG = "std"  # a bare name means this tag, as timm's bare names mean their default pretrained tag
 # sha256 of each shipped file, pinned in the code: a shipped file changed on disk is refused even where its own
 # declared hashes were recomputed to match (shipping new weights means adding their pin here)
@@ -27,14 +28,8 @@ PINNED_SHA256 = {
     "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4 (issue 29)
     "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28 (issue 29)
 }
-DATASETS = ("cifar10", "imagenet", "foolbox-cifar10", "foolbox-imagenet")  # what models are trained and evaluated on
 
 
-class UnknownModelError(AigrobustError, KeyError):
-    """A model name that is not registered; the message suggests the closest names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -74,14 +69,8 @@ def register_model(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the model families registers them.
-    import aigrobust.models  # noqa: F401
-
-
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (and ``family`` if given), sorted naturally."""
-    _ensure_loaded()
     names = [n for n, info in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (family in (None, info.family))]
     return sorted(names, key=_natural_key)
 
@@ -119,7 +108,6 @@ def list_pretrained(pattern: str = "*") -> list[str]:
 def get_model_info(name: str) -> ModelInfo:
     """Registry entry for ``name`` (a tagged name's architecture); raises :class:`UnknownModelError` with
     suggestions, for an unknown tag too."""
-    _ensure_loaded()
     arch, tag = split_tag(name)
     if tag is not None and arch in _REGISTRY:
         if tag not in pretrained_tags(arch):

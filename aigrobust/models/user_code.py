@@ -56,7 +56,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a torch file (weights_only); a {'state_dict': ...} wrapper is unwrapped."""
     import torch
 
-    from aigrobust.checkpoints import is_safetensors
+    from aigrobust.models.checkpoints import is_safetensors
 
     try:
         if is_safetensors(path):

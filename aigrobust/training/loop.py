@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
-from aigrobust.clean_accuracy import evaluate_clean
 from aigrobust.data import ArrayDataset
 from aigrobust.errors import AigrobustError
-from aigrobust.factory import create_model
+from aigrobust.evaluation.clean_accuracy import evaluate_clean
 from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
+from aigrobust.models.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
+from aigrobust.models.factory import create_model
 from aigrobust.models.gates import target_rate_loss
-from attacks.inner import InnerAttack
+from aigrobust.training.inner_attacks import InnerAttack
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class TrainConfig:
     bf16: bool = True  # CUDA only
     channels_last: bool = True  # CPU and CUDA: NHWC convolutions are faster on both
     init: str | None = None  # 'torchvision', a weights file or a shipped name: weights to start from
-    adversarial: str | None = None  # the inner attack's spec (attacks.inner), stored canonical
+    adversarial: str | None = None  # the inner attack's spec (aigrobust.training.inner_attacks), stored canonical
     compute_penalty: float = 4.0  # weight of per-sample execution above the target rate (adversarial compute=W > 0)
     ema: float | None = None  # decay of an exponential moving average of the weights (validated and saved)
     # the network the inner attack runs on: 'training' (Gumbel gates, batch statistics, as the step sees it) or
@@ -91,7 +91,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
         if self.adversarial is not None:
-            from attacks.inner import InnerSpecError, inner_attack_from_spec
+            from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
             try:
                 object.__setattr__(self, "adversarial", inner_attack_from_spec(self.adversarial).spec)
@@ -202,8 +202,8 @@ def initialise_from(model: ResNetBase, init: str) -> None:
     taken, gates included: fine-tuning a gated model keeps its gates) or the plain twin of a gated model (the
     residual weights taken; the gates keep their fresh initialisation, as the reference code does). The source's
     input normalisation comes along: its weights were trained under it."""
-    from aigrobust.factory import load_checkpoint, load_pretrained_into
-    from aigrobust.registry import UnknownModelError, get_model_info
+    from aigrobust.models.factory import load_checkpoint, load_pretrained_into
+    from aigrobust.models.registry import UnknownModelError, get_model_info
 
     if init == "torchvision":
         try:
@@ -426,7 +426,7 @@ def overfitting_warning(previous: float | None, current: float) -> str | None:
 def _robust_figures(run: _Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
     """The epoch's validation figures under PGD-10 as EpochRecord fields: clean ones in the held-out fields, the
     best-so-far flag, and a warning where robust accuracy fell by more than OVERFITTING_DROP since the last epoch."""
-    from aigrobust.robust_validation import validate_robust
+    from aigrobust.training.validation import validate_robust
 
     figures = validate_robust(run.published, heldout, eps, device=device, seed=seed)
     earlier = [r.heldout_robust_accuracy for r in run.history if r.heldout_robust_accuracy is not None]
@@ -453,7 +453,7 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
         initialise_from(model, config.init)
     model.reset_gate_generator(config.seed)
     if config.adversarial is not None:
-        from attacks.inner import inner_attack_from_spec
+        from aigrobust.training.inner_attacks import inner_attack_from_spec
 
         if inner_attack_from_spec(config.adversarial).compute > 0 and not model.is_gated:
             raise TrainingError(f"--adversarial {config.adversarial}: compute > 0 attacks the gates, and "
@@ -469,7 +469,7 @@ def _start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
     saved = {**{k: v for k, v in TrainConfig(model=config.model).as_dict().items() if k in _ADDED_SETTINGS},
              **(state.get("config") or {})}
     if saved != now:
-        from aigrobust.runs import describe_differences
+        from aigrobust.runs.folder import describe_differences
 
         raise TrainingError(f"{out_dir} was started with another configuration "
                             f"({describe_differences(saved, now)}); resume needs the same one")
@@ -534,7 +534,7 @@ class _Loop:
         self.inner: InnerAttack | None = None
         self.costs: Tensor | None = None  # per block FLOPs over their mean: the compute objective's weights
         if config.adversarial is not None:
-            from attacks.inner import inner_attack_from_spec
+            from aigrobust.training.inner_attacks import inner_attack_from_spec
 
             self.inner = inner_attack_from_spec(config.adversarial)
             shape = tuple(train_data[0][0].shape)

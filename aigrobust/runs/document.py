@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aigrobust.run_records import INTEGRITY_KEY, RunFolderError
+from aigrobust.runs.records import INTEGRITY_KEY, RunFolderError
 
 KNOWN_KEYS = ("spec", "models", "dataset", "batch_size", "data", INTEGRITY_KEY)
 
@@ -132,3 +132,9 @@ class RunDocument:
         from aigrobust.evaluation import EvalSpec
 
         return EvalSpec.from_dict(self.spec)
+
+
+def run_document(spec: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """A run's spec and facts as run.json holds them (JSON-ready; compared on resume), in the layout of
+    :class:`RunDocument`."""
+    return RunDocument.from_dict(json.loads(json.dumps({"spec": spec.to_dict(), **extra}))).to_dict()

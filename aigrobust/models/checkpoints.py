@@ -23,7 +23,7 @@ from torch import Tensor
 from aigrobust.errors import CheckpointError
 from aigrobust.files import atomic_write_bytes, unusable_file
 from aigrobust.models.base import ResNetBase
-from aigrobust.registry import UnknownModelError, build_model
+from aigrobust.models.registry import UnknownModelError, build_model
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CheckpointError(f"{path}: weights sha256 {actual[:12]} does not match the metadata's {str(expected)[:12]}")
     if "model_sha256" not in meta:
         raise CheckpointError(f"{path}: format {meta.get('format_version')} checkpoint without a hash over its "
-                              "metadata; re-save it with aigrobust.checkpoints.upgrade_checkpoint(path) if you trust it")
+                              "metadata; re-save it with aigrobust.models.checkpoints.upgrade_checkpoint(path) if you trust it")
     if meta["model_sha256"] != model_sha256(actual, meta):
         raise CheckpointError(f"{path}: its metadata ({', '.join(OUTPUT_METADATA)}) was changed after saving: "
                               "model sha256 does not match")

@@ -1,6 +1,6 @@
 """A run folder: records written per batch (atomically), resumable, and finalised into one table and a summary;
-a finished run read back (``FinishedRun``). Its lock lives in :mod:`aigrobust.run_lock`, reading and joining
-records in :mod:`aigrobust.run_records`."""
+a finished run read back (``FinishedRun``). Its lock lives in :mod:`aigrobust.runs.lock`, reading and joining
+records in :mod:`aigrobust.runs.records`."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from aigrobust.files import append_line, atomic_write_bytes
-from aigrobust.run_document import RunDocument
-from aigrobust.run_lock import FolderLock, LockRefused
-from aigrobust.run_records import (
+from aigrobust.models.user_code import CODE_PREFIX
+from aigrobust.runs.document import RunDocument
+from aigrobust.runs.lock import FolderLock, LockRefused
+from aigrobust.runs.records import (
     INTEGRITY_KEY,
     PARTS_DIR,
     PROVENANCE_FILE,
@@ -33,7 +34,6 @@ from aigrobust.run_records import (
     read_records,
     upgrade_attack_names,
 )
-from aigrobust.user_models import CODE_PREFIX
 
 
 def describe_differences(before: Any, now: Any, prefix: str = "") -> str:
@@ -305,11 +305,11 @@ class FinishedRun:
         A user's network is built only from ``code`` (label -> ``module:callable``), code the caller named: what
         run.json names is data and is never imported on its own word. Labels of user code missing from ``code`` are
         left out (:meth:`code_models` lists them)."""
-        from aigrobust.factory import create_model, load_checkpoint
+        from aigrobust.models.factory import create_model, load_checkpoint
 
         if not self.document.models:
             raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
-        from aigrobust.checkpoints import weights_sha256
+        from aigrobust.models.checkpoints import weights_sha256
 
         code = dict(code or {})
         models = {}
@@ -318,7 +318,7 @@ class FinishedRun:
             if pin.model.startswith(CODE_PREFIX):  # a user's network: the code the caller named, then its weights
                 if label not in code:
                     continue
-                from aigrobust.user_models import load_user_model
+                from aigrobust.models.user_code import load_user_model
 
                 models[label] = load_user_model(code[label], None if source == "code" else Path(source),
                                                 pin.output_index)[0]

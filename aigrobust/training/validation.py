@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from aigrobust.clean_accuracy import iterate_batches
+from aigrobust.evaluation.clean_accuracy import iterate_batches
 from aigrobust.models.base import ResNetBase
 
 VALIDATION_ATTACK = "pgd:steps=10,rel_stepsize=0.25"  # Madry's evaluation budget: 10 steps of eps/4, random start

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from aigrobust import cli_inputs as inputs
-from aigrobust.cli_types import DISK_ERRORS, BadInput
+from aigrobust.cli import inputs
+from aigrobust.cli.types import DISK_ERRORS, BadInput
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.files import unusable_file
 
@@ -22,7 +22,7 @@ from aigrobust.files import unusable_file
 def models_command(pattern: str, details: bool, as_json: bool) -> None:
     """List registered models with parameters, full FLOPs (per image, at the model's input size), gated blocks and
     the weights each has (shipped, torchvision, none)."""
-    from aigrobust.model_facts import model_rows, models_table
+    from aigrobust.models.facts import model_rows, models_table
 
     rows = model_rows(pattern, measure=details)
     if not rows:
@@ -62,7 +62,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
     followed by a subset run that repeats its reference rows).
     """
-    from aigrobust.reports import refuse_foreign_folder, report_from_runs, write_report
+    from aigrobust.reporting.report import refuse_foreign_folder, report_from_runs, write_report
 
     try:
         refuse_foreign_folder(out_dir)
@@ -122,8 +122,15 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
       aigrobust check --baseline ci/baseline.json --init-from runs/ci
       aigrobust check --sanity runs/quickstart
     """
-    from aigrobust.baseline import BaselineError, display_key, make_baseline, recheck, spec_from_run, write_baseline
-    from aigrobust.masking import record_checks
+    from aigrobust.checks.baseline import (
+        BaselineError,
+        display_key,
+        make_baseline,
+        recheck,
+        spec_from_run,
+        write_baseline,
+    )
+    from aigrobust.reporting.sanity import record_checks
 
     if not baseline_path and not sanity_runs:
         raise BadInput("give --baseline FILE and/or --sanity RUN")

@@ -8,7 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from aigrobust.checkpoints import (
+from aigrobust.files import unusable_file
+from aigrobust.models.base import ResNetBase
+from aigrobust.models.checkpoints import (
     CheckpointError,
     build_from_metadata,
     is_safetensors,
@@ -16,10 +18,8 @@ from aigrobust.checkpoints import (
     normalization_statistics,
     read_checkpoint,
 )
-from aigrobust.converters import convert_checkpoint, convert_torchvision
-from aigrobust.files import unusable_file
-from aigrobust.models.base import ResNetBase
-from aigrobust.registry import ModelInfo, build_model, get_model_info, pretrained_file, split_tag
+from aigrobust.models.converters import convert_checkpoint, convert_torchvision
+from aigrobust.models.registry import ModelInfo, build_model, get_model_info, pretrained_file, split_tag
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _check_pinned(shipped: Path) -> None:
     """The shipped file must be the one this version of aigrobust pins, byte for byte."""
     import hashlib
 
-    from aigrobust.registry import PINNED_SHA256
+    from aigrobust.models.registry import PINNED_SHA256
 
     pinned = PINNED_SHA256.get(shipped.name)
     actual = hashlib.sha256(shipped.read_bytes()).hexdigest()

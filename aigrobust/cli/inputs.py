@@ -12,15 +12,16 @@ from typing import Any
 
 import click
 
-from aigrobust.cli_types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed
-from aigrobust.errors import CheckpointError, DataError
-from aigrobust.registry import UnknownModelError, get_model_info
+from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed
+from aigrobust.errors import CheckpointError, DataError, UnknownModelError
 
 log = logging.getLogger("aigrobust")
 
 
 def known_models(names: tuple[str, ...] | list[str]) -> None:
     """Fail on the first unregistered model name (before any data is read)."""
+    from aigrobust.models.registry import get_model_info
+
     for name in names:
         try:
             get_model_info(name)
@@ -67,7 +68,7 @@ GATE_OPTIONS = ("target_rate", "gate_lambda", "gate_lr_factor", "target_warmup")
 def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS) -> None:
     """Refuse gate options given on the command line for a model without gates: training would ignore them and
     the checkpoint would still record them."""
-    from aigrobust.factory import create_model
+    from aigrobust.models.factory import create_model
 
     given = [name for name in options if given_on_command_line(name)]
     if given and not create_model(model_name).is_gated:
@@ -79,7 +80,7 @@ def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS)
 def check_start_options(model_name: str, init: str | None, shortcut: str | None) -> None:
     """Refuse, before any data is read, ``--init torchvision`` for a model torchvision has no weights for (it would
     start from our shipped weights instead) and ``--shortcut`` for ImageNet models (torchvision's projections)."""
-    from aigrobust.registry import get_model_info
+    from aigrobust.models.registry import get_model_info
 
     info = get_model_info(model_name)
     if init == "torchvision" and not info.torchvision_weights:
@@ -91,7 +92,7 @@ def check_start_options(model_name: str, init: str | None, shortcut: str | None)
 
 def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
-    from aigrobust.factory import create_model, load_checkpoint
+    from aigrobust.models.factory import create_model, load_checkpoint
 
     try:
         if checkpoint is not None:
@@ -132,6 +133,7 @@ def first_samples(data: Any, n_samples: int | None) -> Any:
 def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
     from aigrobust.models.dynamic import GatedAdapter
+    from aigrobust.models.registry import get_model_info
 
     if hasattr(model, "output_index") or isinstance(model, GatedAdapter):  # a user's module: its class count shows
         from aigrobust.models.adapter import ModelOutputError  # on one image of the data
@@ -162,7 +164,7 @@ def check_classes(name: str, model: Any, data: Any) -> None:
 
 def device(name: str) -> Any:
     """'auto', 'cpu' or 'cuda[:N]' as a torch device."""
-    from aigrobust.training import TrainingError, resolve_device
+    from aigrobust.training.loop import TrainingError, resolve_device
 
     try:
         return resolve_device(name)
@@ -187,7 +189,7 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     of each, they pair in order (each checkpoint must hold the model named beside it); otherwise a checkpoint labelled
     with a --model name stands for it and the other --model names load their own weights."""
     from aigrobust.evaluation import ModelEntry
-    from aigrobust.registry import list_models
+    from aigrobust.models.registry import list_models
 
     known_models(models)
     registered = set(list_models())  # a label that is a model's name must hold that model (aig20=resnet20.pt would not)
@@ -202,7 +204,7 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
                            "that is not a model's")
         entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
     if pretrained_names(models, checkpoints):
-        from aigrobust.factory import create_model
+        from aigrobust.models.factory import create_model
 
         for name in pretrained_names(models, checkpoints):
             try:
@@ -236,7 +238,7 @@ def refuse_colliding_labels(entries: list[Any]) -> None:
 def require_weights(models: tuple[str, ...], labelled_checkpoints: bool = True, otherwise: str = "") -> None:
     """Fail, before any data is read, on a model with no weights to attack, saying what to pass: ``--checkpoint
     NAME=PATH`` where the command labels checkpoints, else ``--checkpoint PATH``; ``otherwise`` adds an alternative."""
-    from aigrobust.model_facts import weights_available
+    from aigrobust.models.facts import weights_available
 
     for name in models:
         weights = weights_available(name)
@@ -282,6 +284,8 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
                   data_dir: Path | None, download: bool, n_samples: int | None, model_codes: tuple[str, ...] = (),
                   output_index: int | None = None) -> tuple[Any, list[Any], str]:
     """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
+    from aigrobust.models.registry import get_model_info
+
     if model_codes:
         entries = user_model_entries(model_codes, checkpoints, output_index)
         if models:
@@ -308,7 +312,7 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
     """--model-code IMPORT:CALLABLE networks, each with the --checkpoint given in the same position (its weights;
     none: the callable's own initialisation, with a warning), named by their import path."""
     from aigrobust.evaluation import ModelEntry
-    from aigrobust.user_models import ModelCodeError, load_user_model
+    from aigrobust.models.user_code import ModelCodeError, load_user_model
 
     if checkpoints and len(checkpoints) != len(model_codes):
         raise BadInput(f"{len(model_codes)} --model-code and {len(checkpoints)} --checkpoint: give one weights file "
@@ -329,7 +333,7 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
 
 def open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
     """Finished run folders, each checked as it is opened."""
-    from aigrobust.runs import FinishedRun, RunFolderError
+    from aigrobust.runs.folder import FinishedRun, RunFolderError
 
     try:
         return [FinishedRun.open(r) for r in run_dirs]
@@ -358,7 +362,7 @@ def trusted_code(run: Any, model_codes: tuple[str, ...], trust_code: bool) -> tu
     """Which user code of ``run`` may be imported (label -> MODULE:CALLABLE) and a sanity flag for each network whose
     probes are skipped. Code runs only where the user named it on the command line (``--model-code``) or said
     ``--trust-code``, which prints what it will import: a run folder is data, and data never names code to run."""
-    from aigrobust.masking import STATUS_NA, SanityFlag
+    from aigrobust.reporting.sanity import STATUS_NA, SanityFlag
 
     by_label, anywhere = named_code(model_codes)
     allowed, skipped = {}, []
@@ -383,9 +387,9 @@ def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = ()
                 trust_code: bool = False) -> list[Any]:
     """Masking probes on each model of the runs, once per model even where several runs share it; a user's network
     only where its code was named (:func:`trusted_code`), else one n/a flag saying why."""
-    from aigrobust.masking import model_probes
-    from aigrobust.runs import RunFolderError
-    from aigrobust.user_models import ModelCodeError
+    from aigrobust.checks.probes import model_probes
+    from aigrobust.models.user_code import ModelCodeError
+    from aigrobust.runs.folder import RunFolderError
 
     flags, probed = [], set()
     for run in runs:
@@ -411,7 +415,7 @@ def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = ()
 def read_runs(runs: list[Any]) -> Any:
     """The runs' records joined; where two hold the same sample under the same setting, the earlier run's. Runs
     that give one model label to two networks, or one sample to two images, are refused."""
-    from aigrobust.run_records import RunFolderError, combine_runs
+    from aigrobust.runs.records import RunFolderError, combine_runs
 
     try:
         records, dropped = combine_runs(runs)
@@ -426,7 +430,7 @@ def read_runs(runs: list[Any]) -> Any:
 def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
     """The training settings: those given on the command line, the rest from the paper's ImageNet recipe for
     ImageNet models (the options' own defaults for CIFAR-10)."""
-    from aigrobust.training import imagenet_defaults
+    from aigrobust.training.loop import imagenet_defaults
 
     context = click.get_current_context()
     chosen = {k: v for k, v in given.items()}
@@ -489,8 +493,8 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
 def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float) -> str | None:
     """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
     compute=W for a model without gates, or --compute-penalty without a compute attack to apply it to."""
-    from aigrobust.factory import create_model
-    from attacks.inner import InnerSpecError, inner_attack_from_spec
+    from aigrobust.models.factory import create_model
+    from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
     given = given_on_command_line("compute_penalty")
     if adversarial is None:

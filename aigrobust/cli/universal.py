@@ -1,5 +1,5 @@
 """``aigrobust universal``: one compute perturbation for every image, fitted on training images and judged on test
-images it never saw (issue 30). A thin command over :func:`aigrobust.universal_run.universal_compute`."""
+images it never saw (issue 30). A thin command over :func:`aigrobust.runs.universal.universal_compute`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from aigrobust import cli_inputs as inputs
-from aigrobust.cli_types import BadInput, CheckpointRef, CheckpointType, EpsilonType
+from aigrobust.cli import inputs
+from aigrobust.cli.types import BadInput, CheckpointRef, CheckpointType, EpsilonType
 
 RESULT_FILE = "universal.json"
 DELTA_FILE = "delta.safetensors"
@@ -49,7 +49,7 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     from aigrobust.data import load_dataset
     from aigrobust.errors import DataError
     from aigrobust.files import atomic_write_bytes
-    from aigrobust.universal_run import universal_compute
+    from aigrobust.runs.universal import universal_compute
 
     if (out_dir / RESULT_FILE).exists():
         raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")

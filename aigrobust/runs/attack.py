@@ -14,19 +14,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aigrobust.checkpoints import weights_sha256
 from aigrobust.distributed import barrier, finish
 from aigrobust.evaluation import (
     EvalSpec,
     ModelEntry,
     UnitRequest,
     UnitStore,
-    run_document,
     run_evaluation,
     stochastic_noise_floor,
 )
-from aigrobust.metrics import summarize
-from aigrobust.runs import RunFolder
+from aigrobust.evaluation.metrics import summarize
+from aigrobust.models.checkpoints import weights_sha256
+from aigrobust.runs.document import run_document
+from aigrobust.runs.folder import RunFolder
 
 
 class SealedRun(NamedTuple):
@@ -79,7 +79,7 @@ def device_description(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class ReusingStorage:
-    """A run folder whose units not yet saved may be supplied by ``reuse`` (see :mod:`aigrobust.reuse`)."""
+    """A run folder whose units not yet saved may be supplied by ``reuse`` (see :mod:`aigrobust.runs.reuse`)."""
 
     folder: RunFolder
     reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None
@@ -104,7 +104,7 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
                   ) -> pd.DataFrame | None:
     """Every batch of every model into the folder; the records on rank 0, None on the other ranks.
 
-    ``reuse`` (see :mod:`aigrobust.reuse`) supplies units from earlier runs instead of attacking again."""
+    ``reuse`` (see :mod:`aigrobust.runs.reuse`) supplies units from earlier runs instead of attacking again."""
     # in-memory uint8 arrays are converted batch by batch, image folders decoded batch by batch by a DataLoader:
     # either way memory stays flat in the number of samples
     folder.made_on = device_description(device)

@@ -1,0 +1,1 @@
+"""Training: the configuration and loop, the inner attacks of adversarial training, validation."""
