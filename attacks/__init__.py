@@ -82,15 +82,35 @@ _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+OBJECTIVES = ("accuracy", "gates", "compute")  # what an attack is after: the label, the gate pattern, the FLOPs
+METHODS = ("single-step", "iterative", "black-box", "random")  # how it searches
+
+
+@dataclass(frozen=True)
+class AttackRole:
+    """What an attack is, as every part that groups attacks reads it (sanity checks, metrics, reports): its
+    objective, how it searches, and whether it is a control (noise of the same norm beside a real attack)."""
+
+    objective: str = "accuracy"
+    method: str = "iterative"
+    control: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES or self.method not in METHODS:
+            raise ValueError(f"an attack's objective is one of {', '.join(OBJECTIVES)} and its method one of "
+                             f"{', '.join(METHODS)}; got {self.objective!r}, {self.method!r}")
+
+
 @dataclass(frozen=True)
 class AttackEntry:
-    """One registered attack: its class, the settings its name fixes, its short label for tables, and rules for
-    settings of its own (beside the shared ones in ``_SETTING_RULES``)."""
+    """One registered attack: its class, the settings its name fixes, its short label for tables, rules for
+    settings of its own (beside the shared ones in ``_SETTING_RULES``) and its role."""
 
     cls: type[Attack]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
     rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+    role: AttackRole = field(default_factory=AttackRole)
     # the defaults in force while records held short names (before 2026-11-26), where they differ from today's
     short_name_defaults: Mapping[str, Any] = field(default_factory=dict)
 
@@ -104,19 +124,39 @@ _ATTACKS: dict[str, AttackEntry] = {}
 
 def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
                     rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
-                    short_name_defaults: Mapping[str, Any] | None = None) -> None:
-    """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks`` and
-    the help texts read. ``fixed`` settings are part of the name ('pgd-l2' fixes distance='l2'); ``rules`` check
-    settings the shared rules do not know (``{key: (check, wording)}``); ``short_name_defaults``: where a default
-    changed after records began to carry canonical specs, the old value, so records written before still read as
-    the attack that made them (:func:`short_name_spec`)."""
+                    short_name_defaults: Mapping[str, Any] | None = None, role: AttackRole | None = None) -> None:
+    """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks``, the
+    help texts and everything that groups attacks by what they are (:func:`attack_role`) read. ``fixed`` settings are
+    part of the name ('pgd-l2' fixes distance='l2'); ``rules`` check settings the shared rules do not know
+    (``{key: (check, wording)}``); ``short_name_defaults``: where a default changed after records began to carry
+    canonical specs, the old value, so records written before still read as the attack that made them
+    (:func:`short_name_spec`); ``role``: its objective, method and whether it is a control (default: an iterative
+    accuracy attack)."""
     if name in _ATTACKS:
         raise ValueError(f"attack {name!r} is registered twice")
-    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), dict(short_name_defaults or {}))
+    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole(),
+                                 dict(short_name_defaults or {}))
 
 
-register_attack("fgsm", FGSM, label="FGSM")
-register_attack("fgm-l2", FGSM, fixed={"distance": "l2"}, label="FGM-L2")
+def unregister_attack(name: str) -> None:
+    """Remove a registered attack (a plug-in's or a test's own); unknown names raise :class:`UnknownAttackError`."""
+    if name not in _ATTACKS:
+        raise UnknownAttackError(f"unknown attack {name!r}")
+    del _ATTACKS[name]
+
+
+def attack_role(spec: str) -> AttackRole | None:
+    """What the attack a spec names is (objective, method, control), from its registration; foolbox attacks are
+    iterative accuracy attacks; None for a name no longer registered (old records)."""
+    name, _ = _name_and_settings(str(spec))
+    if name.startswith("foolbox:"):
+        return AttackRole()
+    entry = _ATTACKS.get(name)
+    return entry.role if entry is not None else None
+
+
+register_attack("fgsm", FGSM, label="FGSM", role=AttackRole(method="single-step"))
+register_attack("fgm-l2", FGSM, fixed={"distance": "l2"}, label="FGM-L2", role=AttackRole(method="single-step"))
 register_attack("bim", BIM, label="BIM")
 register_attack("pgd", PGD, label="PGD")
 register_attack("pgd-l2", PGD, fixed={"distance": "l2"}, label="PGD-L2")
@@ -126,7 +166,7 @@ register_attack("apgd-l2", APGD, fixed={"distance": "l2", "loss": "ce"}, label="
 register_attack("apgd-dlr", APGD, fixed={"loss": "dlr"}, label="APGD-DLR")
 register_attack("apgd-t", APGDTargeted, label="APGD-T")
 register_attack("fab-t", FABTargeted, label="FAB-T")
-register_attack("square", SquareAttack, label="Square")
+register_attack("square", SquareAttack, label="Square", role=AttackRole(method="black-box"))
 _COMPUTE_RULES = {
     "gate_loss": (lambda v: v in ("prob", "hinge", "pnorm", "capped"), "prob, hinge, pnorm or capped"),
     "kappa": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -137,12 +177,15 @@ _COMPUTE_RULES = {
 }
 # until 2026-12-02: 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2 (the old rule)
 _COMPUTE_BEFORE = {"steps": 20, "gate_loss": "capped", "kappa": 2.0, "schedule": "fixed"}
-register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, short_name_defaults=_COMPUTE_BEFORE)
-register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES)
+_COMPUTE = AttackRole(objective="compute")
+register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, short_name_defaults=_COMPUTE_BEFORE,
+                role=_COMPUTE)
+register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES, role=_COMPUTE)
 register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES,
-                short_name_defaults=_COMPUTE_BEFORE)
-register_attack("gate-flip", GateFlip)
-register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: _positive_int(v), "a positive integer")})
+                short_name_defaults=_COMPUTE_BEFORE, role=_COMPUTE)
+register_attack("gate-flip", GateFlip, role=AttackRole(objective="gates"))
+register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: _positive_int(v), "a positive integer")},
+                role=AttackRole(objective="compute", method="random", control=True))
 
 
 def _rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None:
@@ -365,7 +408,7 @@ def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> At
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "AttackEntry", "Distance", "SUITES", "register_attack", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "AttackEntry", "AttackRole", "Distance", "SUITES", "register_attack", "unregister_attack", "attack_role", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "short_name_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

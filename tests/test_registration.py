@@ -13,6 +13,7 @@ import attacks
 from aigrobust.cli import cli
 from attacks import Attack, AttackSpecError, attack_from_spec, attack_label, register_attack
 from attacks.base import DISTANCES
+from tests.conftest import half_closed
 
 
 class ToyShift(Attack):
@@ -96,3 +97,61 @@ def test_a_toy_defense_is_one_registration() -> None:
             parse_defense("toyq:1")
     finally:
         del defenses._DEFENSES["toyq"]
+
+
+class ToyOpen(Attack):
+    """A toy compute attack: every pixel +eps, judged by executed FLOPs (the registration is the point)."""
+
+    name = "toy-open"
+    goal = "gates"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.distance = DISTANCES["linf"]
+
+    def run_one(self, model, gradient_model, inputs, labels, eps, noise):  # type: ignore[no-untyped-def]
+        return inputs + eps
+
+    def succeeded(self, model, inputs, clipped, labels):  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            return model.forward_with_gates(clipped)[1].flops > model.forward_with_gates(inputs)[1].flops
+
+
+class ToyBlackBox(ToyShift):
+    """A toy black-box accuracy attack."""
+
+    name = "toy-black-box"
+
+
+def test_a_toy_compute_and_a_toy_black_box_attack_reach_checks_tables_and_report() -> None:
+    """What an attack is comes from its registration: a new compute attack appears in the efficiency table, the
+    joint table and the report's compute figure, a new black-box attack in the black-box sanity check, and no other
+    module names them."""
+    from aigrobust import evaluate
+    from aigrobust.evaluation.metrics import efficiency_table, joint_table, summarize
+    from aigrobust.models.registry import build_model
+    from aigrobust.reporting.report import build_report
+    from aigrobust.reporting.sanity import record_checks
+    from attacks import AttackRole, unregister_attack
+
+    register_attack("toy-open", ToyOpen, label="Toy-Open", role=AttackRole(objective="compute"))
+    register_attack("toy-black-box", ToyBlackBox, label="Toy-BB", role=AttackRole(method="black-box"))
+    try:
+        model = half_closed(build_model("tiny_aig")).eval()  # gates that save compute, for the attack to take back
+        x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        result = evaluate({"toy-net": model}, x, y, attacks=["fgsm", "toy-black-box", "toy-open"],
+                          epsilons=[8 / 255])
+        full = {"toy-net": float(model.flop_profile((3, 32, 32)).full)}
+        summary = summarize(result.records, full_flops=full)
+        assert {"toy-open", "Toy-Open"} & set(efficiency_table(summary)["attack"])
+        assert not joint_table(summary).empty  # the strongest compute attack beside the worst accuracy attack
+        flags = {f.check: f for f in record_checks(result.records)}
+        assert flags["blackbox-not-better"].status != "n/a", flags["blackbox-not-better"]
+        assert "toy-black-box" in flags["blackbox-not-better"].sentence or flags["blackbox-not-better"].status == "ok"
+        report = build_report(result.records, "toy", full_flops=full)
+        assert "efficacy_curve" in report.figures
+    finally:
+        unregister_attack("toy-open")
+        unregister_attack("toy-black-box")

@@ -12,11 +12,9 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from aigrobust.evaluation.metrics import format_eps, summarize
+from attacks import attack_kind, attack_role
 
-ITERATIVE = ("pgd", "pgd-l2", "bim", "apgd-ce", "apgd-ce-l2", "apgd-dlr", "apgd-dlr-l2", "apgd-t", "apgd-t-l2", "fab-t",
-             "fab-t-l2", "mifgsm")
-SINGLE_STEP = ("fgsm", "fgm-l2")
-WHITE_BOX = ITERATIVE + SINGLE_STEP
+WHITE_BOX = ("single-step", "iterative")  # the methods that follow the model's gradient
 STATUS_OK, STATUS_WARN, STATUS_NA = "ok", "warn", "n/a"
 
 
@@ -51,11 +49,13 @@ def record_checks(records: pd.DataFrame, monotone_tolerance: float = 0.005, iter
     summary = summarize(records[records["goal"] == "misclassify"], include_worst=False)
     if summary.empty:  # only attacks on the gates ran: nothing to compare accuracies by
         return [flag for model, rows in records.groupby("model", sort=False) for flag in _random_model_flag(model, rows)]
-    from attacks import attack_kind
-
-    # the checks compare kinds of attack ('pgd', 'square'), whatever their settings
-    kinds = {spec: attack_kind(spec) for spec in set(summary["attack"])}
-    summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds))
+    # the checks compare kinds of attack ('pgd', 'square'), whatever their settings, grouped by the method each
+    # attack's registration names (attacks no longer registered take part in none)
+    specs = set(summary["attack"])
+    kinds = {spec: attack_kind(spec) for spec in specs}
+    methods = {spec: (role.method if (role := attack_role(spec)) is not None else "") for spec in specs}
+    summary = summary.assign(attack_spec=summary["attack"], attack=summary["attack"].map(kinds),
+                             method=summary["attack"].map(methods))
     for model, rows in summary.groupby("model", sort=False):
         flags += [_monotone_flag(model, rows, monotone_tolerance), _iterative_flag(model, rows, iterative_tolerance),
                   _blackbox_flag(model, rows, blackbox_tolerance)]
@@ -117,8 +117,7 @@ def _largest_gap(rows: pd.DataFrame, weaker: Sequence[str], stronger: Sequence[s
 
 def _iterative_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
     """Iterative attacks at least as strong as single-step ones."""
-    attacks = set(rows["attack"])
-    iterative, single = [a for a in attacks if a in ITERATIVE], [a for a in attacks if a in SINGLE_STEP]
+    iterative, single = _kinds(rows, "iterative"), _kinds(rows, "single-step")
     if not (iterative and single):
         return SanityFlag("iterative-beats-single-step", model, STATUS_NA,
                           "Not testable: the run needs both a single-step and an iterative attack.")
@@ -132,18 +131,24 @@ def _iterative_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityF
 
 
 def _blackbox_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
-    """The black-box Square attack not beating the white-box ones."""
-    attacks = set(rows["attack"])
-    if not ("square" in attacks and attacks & set(WHITE_BOX)):
+    """The black-box attacks (Square) not beating the white-box ones."""
+    black, white = _kinds(rows, "black-box"), [k for method in WHITE_BOX for k in _kinds(rows, method)]
+    if not (black and white):
         return SanityFlag("blackbox-not-better", model, STATUS_NA,
                           "Not testable: the run needs the Square attack and a white-box attack.")
-    gap, where = _largest_gap(rows, ["square"], WHITE_BOX)
+    named = "the black-box Square attack" if black == ["square"] else f"the black-box attacks ({', '.join(black)})"
+    gap, where = _largest_gap(rows, black, white)
     if gap > tolerance:
         return SanityFlag("blackbox-not-better", model, STATUS_WARN,
-                          f"The black-box Square attack leaves {_points(gap)} less accuracy than the best white-box "
+                          f"{named[0].upper()}{named[1:]} leaves {_points(gap)} less accuracy than the best white-box "
                           f"attack ({where}): white-box gradients are masked.")
     return SanityFlag("blackbox-not-better", model, STATUS_OK,
-                      "The black-box Square attack does not beat the white-box attacks.")
+                      f"{named[0].upper()}{named[1:]} does not beat the white-box attacks.")
+
+
+def _kinds(rows: pd.DataFrame, method: str) -> list[str]:
+    """The kinds of attack in ``rows`` whose registration names ``method``."""
+    return sorted(set(rows.loc[rows["method"] == method, "attack"]))
 
 
 def flags_table(flags: Sequence[SanityFlag]) -> pd.DataFrame:
