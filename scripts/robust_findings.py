@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
-from aigrobust.evaluation.metrics import gate_matrix, saved_compute_recovery, wilson_interval
-from aigrobust.reporting.report import format_eps
+from aigrobust.evaluation.metrics import format_eps, gate_matrix, saved_compute_recovery, wilson_interval
 from aigrobust.runs.folder import FinishedRun
 from aigrobust.runs.records import combine_runs, combined_full_flops
 from attacks import attack_from_spec, attack_label

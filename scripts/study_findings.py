@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from aigrobust import create_model
-from aigrobust.evaluation.metrics import WORST, gate_matrix, layer_rates, summarize
-from aigrobust.reporting.report import format_eps, to_markdown
+from aigrobust.evaluation.metrics import WORST, format_eps, gate_matrix, layer_rates, summarize
+from aigrobust.reporting.tables import to_markdown
 from aigrobust.runs.folder import FinishedRun
 from aigrobust.runs.records import combine_runs
 from attacks import SUITES, attack_from_spec, attack_kind, attack_label, split_spec

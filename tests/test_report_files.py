@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from aigrobust.cli.commands import EXIT_DISK, cli, main
 from aigrobust.files import signals_deferred, swap_in
 from aigrobust.models.checkpoints import save_checkpoint
+from aigrobust.reporting import figures, plots
 from aigrobust.reporting import report as reports
 from aigrobust.runs.folder import FinishedRun
 
@@ -56,16 +57,16 @@ def extra_figure() -> Iterator[str]:
     """A figure registered for one test, removed after it."""
     name = "test_extra_figure"
 
-    @reports.register_figure(name, "A figure registered by a test.")
-    def _draw(inputs: reports.FigureInputs) -> tuple[bytes, bytes] | None:
+    @figures.register_figure(name, "A figure registered by a test.")
+    def _draw(inputs: figures.FigureInputs) -> tuple[bytes, bytes] | None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots()
         ax.plot(range(len(inputs.records)))
-        return reports.save_figure(fig)
+        return plots.save_figure(fig)
 
     yield name
-    reports.FIGURES.pop(name, None)
+    figures.FIGURES.pop(name, None)
 
 
 def test_runs_note_their_models_full_flops_and_older_runs_recover_them(compute_run: Path) -> None:
@@ -96,7 +97,7 @@ def test_report_draws_the_efficacy_curve_and_fills_the_flops_weighted_recovery(c
     assert compute["recovery"].tolist() == pytest.approx(sealed["recovery"].tolist())
     assert compute["recovery"].notna().all()
     page = (tmp_path / "report" / "index.md").read_text()
-    assert reports.figure_caption("efficacy_curve") in page
+    assert figures.figure_caption("efficacy_curve") in page
 
 
 def test_a_registered_figure_is_drawn_captioned_and_names_are_checked(compute_run: Path, tmp_path: Path,
@@ -107,9 +108,9 @@ def test_a_registered_figure_is_drawn_captioned_and_names_are_checked(compute_ru
     assert "A figure registered by a test." in (tmp_path / "report" / "index.md").read_text()
     assert "A figure registered by a test." in (tmp_path / "report" / "index.html").read_text()
     with pytest.raises(ValueError, match="already registered"):
-        reports.register_figure(extra_figure, "again")
+        figures.register_figure(extra_figure, "again")
     with pytest.raises(ValueError, match="letters, digits"):
-        reports.register_figure("../escape", "a path")
+        figures.register_figure("../escape", "a path")
 
 
 def test_a_new_report_replaces_the_old_whole_and_keeps_what_no_report_wrote(compute_run: Path, tmp_path: Path,
@@ -121,7 +122,7 @@ def test_a_new_report_replaces_the_old_whole_and_keeps_what_no_report_wrote(comp
     (out / "README.md").write_text("the user's own notes")
     (out / "records").mkdir()
     (out / "records" / "kept.csv").write_text("a,b\n")
-    reports.FIGURES.pop(extra_figure)  # the next report no longer draws it
+    figures.FIGURES.pop(extra_figure)  # the next report no longer draws it
     code, output = invoke("report", str(compute_run), "--out", str(out), "--no-probe")
     assert code == 0, output
     assert not (out / "figures" / f"{extra_figure}.png").exists()  # a stale figure does not outlive its report

@@ -102,7 +102,8 @@ def test_report_renders_every_figure_in_headless_chromium(run_dir: Path, tmp_pat
 
 
 def test_gate_raster_picks_changed_patterns_first_and_shows_the_images(run_dir: Path) -> None:
-    from aigrobust.reporting.report import gate_raster_rows, images_from_runs
+    from aigrobust.reporting.plots import gate_raster_rows
+    from aigrobust.reporting.report import images_from_runs
     from aigrobust.runs.folder import FinishedRun
 
     run = FinishedRun.open(run_dir)
@@ -296,7 +297,8 @@ def test_study_findings_answer_from_the_records(run_dir: Path) -> None:
 
 
 def test_markdown_through_markdown_it_with_safe_links_and_escaped_html() -> None:
-    from aigrobust.reporting.report import latex_escape, markdown_to_html
+    from aigrobust.reporting.pages import markdown_to_html
+    from aigrobust.reporting.tables import latex_escape
 
     page = markdown_to_html("# Title\n\n1. one\n2. two\n\n- a\n  - nested\n\n```\nx <b>\n```\n\n*em* and **strong** "
                             "[bad](javascript:alert(1)) [web](https://example.org) [rel](docs/a.md) "
@@ -313,23 +315,24 @@ def test_markdown_through_markdown_it_with_safe_links_and_escaped_html() -> None
 def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
     import pandas as pd
 
-    from aigrobust.reporting.report import Report, _html_index
+    from aigrobust.reporting.pages import html_index
+    from aigrobust.reporting.tables import Report
 
     empty = pd.DataFrame()
     report = Report(title="t <b>", summary=empty, layers=empty, classes=empty, flags=[], notes=["a < b"])
     flags = pd.DataFrame([{"check": "c1", "model": "m", "status": "ok", "sentence": "fine"},
                           {"check": "c2", "model": "m", "status": "warn", "sentence": "masked?"}])
     long = pd.DataFrame({"x": range(31)})
-    page = _html_index(report, long, flags)
+    page = html_index(report, long, flags)
     assert page.index("masked?") < page.index("fine")  # warnings first
     assert "<details><summary>31 rows" in page and "t &lt;b&gt;" in page and "a &lt; b" in page  # autoescaped
-    assert "<details>" not in _html_index(report, long.head(30), flags)
+    assert "<details>" not in html_index(report, long.head(30), flags)
 
 
 def test_gate_figures_use_the_epsilon_where_gate_attacks_ran() -> None:
     import pandas as pd
 
-    from aigrobust.reporting.report import gate_figure_epsilon
+    from aigrobust.reporting.plots import gate_figure_epsilon
 
     def rows(attack: str, goal: str, epsilons: list[float]) -> pd.DataFrame:
         return pd.DataFrame({"attack": attack, "goal": goal, "epsilon": epsilons})
@@ -591,7 +594,7 @@ def test_the_sample_count_sentence_gives_the_range_where_runs_differ_in_size() -
     import pandas as pd
 
     from aigrobust.evaluation.metrics import compact_table
-    from aigrobust.reporting.report import sample_counts_sentence
+    from aigrobust.reporting.tables import sample_counts_sentence
 
     def rows(model: str, n: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
         return pd.DataFrame([{"model": model, "defense": "none", "defense_grad": "none", "attack": "fgsm",

@@ -1,0 +1,130 @@
+"""The figures a report draws: a registry of named figure builders (:func:`register_figure`), each taking the report's aggregated inputs and returning (PNG, SVG) bytes or None where it does not apply."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from aigrobust.reporting.plots import (
+    figure_accuracy_vs_epsilon,
+    figure_class_rates,
+    figure_efficacy_curve,
+    figure_flip_heatmap,
+    figure_flops,
+    figure_gate_raster,
+    figure_layer_rates,
+    gate_raster_rows,
+)
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """What a report figure is drawn from: the records and the tables the report derives from them."""
+
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    layers: pd.DataFrame
+    classes: pd.DataFrame
+    gate_epsilon: float  # where the gate figures look: see gate_figure_epsilon
+    full_flops: dict[str, float]  # per model label, FLOPs with every block open (empty where unknown)
+    sample_images: Callable[[list[int]], dict[int, np.ndarray]] | None = None
+
+
+FigureBuilder = Callable[[FigureInputs], "tuple[bytes, bytes] | None"]
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """A registered report figure: its file name, its caption, and what draws it (None: nothing to show here)."""
+
+    name: str
+    caption: str
+    build: FigureBuilder
+    gated_only: bool = False  # drawn only where the records hold a gated model
+
+
+FIGURES: dict[str, FigureEntry] = {}
+
+
+def register_figure(name: str, caption: str, gated_only: bool = False) -> Callable[[FigureBuilder], FigureBuilder]:
+    """Decorator: add a figure to every report, in registration order. The builder takes :class:`FigureInputs`
+    and returns (png, svg) bytes, or None where the records hold nothing for it (the figure is then left out);
+    ``gated_only`` figures are not asked where no gated model ran.
+    ``name`` is the file name under figures/ and must be new and a plain word (letters, digits, _ and -)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"figure name {name!r} must be letters, digits, _ or -")
+    if name in FIGURES:
+        raise ValueError(f"a figure named {name!r} is already registered")
+
+    def add(build: FigureBuilder) -> FigureBuilder:
+        FIGURES[name] = FigureEntry(name, caption, build, gated_only)
+        return build
+
+    return add
+
+
+def figure_caption(name: str) -> str:
+    """The registered caption of a figure (its name where none is registered)."""
+    entry = FIGURES.get(name)
+    return entry.caption if entry is not None else name
+
+
+@register_figure("accuracy_vs_epsilon",
+                 "Robust accuracy versus epsilon, per model and attack, one panel per defense setting (gated models: "
+                 "worst case over gate-gradient modes where several were run); shaded: the 95% interval of the "
+                 "worst case.")
+def _accuracy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    if not (inputs.summary["goal"] == "misclassify").any():  # only attacks on the gates ran
+        return None
+    return figure_accuracy_vs_epsilon(inputs.summary)
+
+
+@register_figure("layer_execution_rates",
+                 "Per-block execution rate on clean versus adversarial inputs, at the epsilon where the gate attacks "
+                 "(else the most attacks) ran.", gated_only=True)
+def _layer_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_layer_rates(inputs.layers, inputs.gate_epsilon)
+
+
+@register_figure("gate_flip_heatmap",
+                 "Share of samples whose gate flips, per block (columns) and epsilon (rows); square-root colour "
+                 "scale, so small rates stay visible.", gated_only=True)
+def _flip_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_flip_heatmap(inputs.layers)
+
+
+@register_figure("flops_clean_vs_adversarial",
+                 "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate attacks (else the "
+                 "most attacks) ran.", gated_only=True)
+def _flops_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_flops(inputs.summary, inputs.gate_epsilon)
+
+
+@register_figure("efficacy_curve",
+                 "DeepSloth's efficacy curve per gated model: the share of images (y) that run at most a given share "
+                 "of the full network's FLOPs (x), clean and under each compute attack and its random-noise control "
+                 "at the largest epsilon they ran; the area above a curve is its efficacy (1: nothing computed, 0: "
+                 "every block for every image). An attack that takes back the savings pushes its curve to the right "
+                 "edge.")
+def _efficacy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_efficacy_curve(inputs.records, inputs.full_flops)
+
+
+@register_figure("gate_raster",
+                 "Gate patterns of a few test images, clean against adversarial (the attack that changed the most "
+                 "patterns, at the epsilon of the gate figures), with each image beside its rows.", gated_only=True)
+def _raster_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    raster = gate_raster_rows(inputs.records, inputs.gate_epsilon)
+    if raster.empty:
+        return None
+    ids = [int(i) for i in raster["sample"]]
+    return figure_gate_raster(raster, inputs.sample_images(ids) if inputs.sample_images else {})
+
+
+@register_figure("class_execution_rates", "Clean execution rate of each block per class.")
+def _class_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return None if inputs.classes.empty else figure_class_rates(inputs.classes)
