@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from aigrobust.training.loop import TrainConfig, train
+from aigrobust.training.config import TrainConfig
+from aigrobust.training.loop import train
 from benchmarks.common import machine_line
 from benchmarks.training_overhead import training_data
 

@@ -13,7 +13,8 @@ import click
 import numpy as np
 
 from aigrobust.data import CIFAR10_CLASSES, ArrayDataset, load_npz
-from aigrobust.training.loop import TrainConfig, train
+from aigrobust.training.config import TrainConfig
+from aigrobust.training.loop import train
 from benchmarks.common import SHARED, machine_line
 
 

@@ -15,8 +15,9 @@ from aigrobust.cli import cli
 from aigrobust.data import load_cifar10
 from aigrobust.models.checkpoints import read_checkpoint
 from aigrobust.models.factory import create_model, load_checkpoint
+from aigrobust.training.config import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning
 from aigrobust.training.inner_attacks import FGSMRS, NFGSM, TRADES, PGDTraining, inner_attack_from_spec
-from aigrobust.training.loop import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning, train
+from aigrobust.training.loop import train
 from aigrobust.training.validation import validate_robust
 from attacks import FGSM
 from attacks.gradient import IterativeAttack

@@ -115,7 +115,8 @@ def test_gate_gradient_view_changes_only_gradients(tiny_gated) -> None:
 
 
 def _trained_tiny(cifar_train, cifar_test, tmp_path_factory) -> torch.nn.Module:
-    from aigrobust.training.loop import TrainConfig, train
+    from aigrobust.training.config import TrainConfig
+    from aigrobust.training.loop import train
 
     picks = np.random.default_rng(1).permutation(len(cifar_train))[:5000]
     config = TrainConfig(model="tiny_aig", model_kwargs={"target_rate": 0.5}, epochs=1, batch_size=64, lr=0.2,

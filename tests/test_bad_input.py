@@ -523,7 +523,8 @@ def test_training_stops_at_a_non_finite_loss_and_saves_nothing_non_finite(tmp_pa
     import torch
 
     from aigrobust.data import ArrayDataset
-    from aigrobust.training.loop import TrainConfig, TrainingError, train
+    from aigrobust.training.config import TrainConfig, TrainingError
+    from aigrobust.training.loop import train
 
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32),

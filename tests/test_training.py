@@ -12,16 +12,8 @@ import torch
 from aigrobust.data import load_cifar10
 from aigrobust.models.checkpoints import read_checkpoint
 from aigrobust.models.factory import load_checkpoint
-from aigrobust.training.loop import (
-    LOG_FILE,
-    TrainConfig,
-    TrainingError,
-    augment_batch,
-    learning_rate,
-    resolve_device,
-    train,
-    warmed_up_targets,
-)
+from aigrobust.training.config import LOG_FILE, TrainConfig, TrainingError, learning_rate, warmed_up_targets
+from aigrobust.training.loop import augment_batch, resolve_device, train
 
 
 def test_short_real_training_run_learns_and_moves_gates_toward_target(cifar_train, cifar_test, tmp_path: Path) -> None:
@@ -156,7 +148,8 @@ def test_init_takes_a_checkpoint_of_the_same_model_or_the_plain_twin_with_its_no
     a gated model was read as the ConvNet-AIG reference layout and refused."""
     from aigrobust.models.checkpoints import save_checkpoint
     from aigrobust.models.factory import create_model
-    from aigrobust.training.loop import TrainingError, initialise_from
+    from aigrobust.training.config import TrainingError
+    from aigrobust.training.state import initialise_from
 
     torch.manual_seed(1)
     plain, gated = create_model("tiny_resnet"), create_model("tiny_aig")
@@ -188,7 +181,7 @@ def test_init_takes_a_checkpoint_of_the_same_model_or_the_plain_twin_with_its_no
 def test_init_from_a_shipped_name() -> None:
     """--init resnet20.at starts aig20 from the shipped robust twin's residual branches."""
     from aigrobust.models.factory import create_model
-    from aigrobust.training.loop import initialise_from
+    from aigrobust.training.state import initialise_from
 
     model = create_model("aig20")
     initialise_from(model, "resnet20.at")

@@ -131,7 +131,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     from tqdm import tqdm
 
     from aigrobust.models.registry import get_model_info
-    from aigrobust.training.loop import STATE_FILE, TrainConfig, TrainingError, train
+    from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
+    from aigrobust.training.loop import train
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -152,7 +153,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
     if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
         from aigrobust.models.factory import create_model
-        from aigrobust.training.loop import initialise_from
+        from aigrobust.training.state import initialise_from
 
         try:
             initialise_from(create_model(model_name, **kwargs), init)

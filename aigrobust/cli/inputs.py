@@ -164,7 +164,8 @@ def check_classes(name: str, model: Any, data: Any) -> None:
 
 def device(name: str) -> Any:
     """'auto', 'cpu' or 'cuda[:N]' as a torch device."""
-    from aigrobust.training.loop import TrainingError, resolve_device
+    from aigrobust.training.config import TrainingError
+    from aigrobust.training.loop import resolve_device
 
     try:
         return resolve_device(name)
@@ -430,7 +431,7 @@ def read_runs(runs: list[Any]) -> Any:
 def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
     """The training settings: those given on the command line, the rest from the paper's ImageNet recipe for
     ImageNet models (the options' own defaults for CIFAR-10)."""
-    from aigrobust.training.loop import imagenet_defaults
+    from aigrobust.training.config import imagenet_defaults
 
     context = click.get_current_context()
     chosen = {k: v for k, v in given.items()}
