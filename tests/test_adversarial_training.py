@@ -210,19 +210,21 @@ def test_cli_adversarial_training_logs_validation_figures(synthetic_npz_dir: Pat
     assert refused.exit_code == 2 and "leaves nothing to train on" in refused.output
 
 
-@pytest.mark.parametrize("network", ["training", "deployed"])
+@pytest.mark.parametrize("network", ["training", "deployed", "running-statistics"])
 def test_the_inner_attack_runs_on_the_network_asked_for(network: str, synthetic_npz_dir: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """'deployed': the inner attack sees hard gates with a straight-through gradient and running statistics (what
     evaluation attacks); the training step still sees sampled gates in training mode."""
     from aigrobust.models.base import ResNetBase
-    from aigrobust.models.gates import GateGrad
+    from aigrobust.models.gates import GateGrad, GateMode
 
     seen: list[tuple[bool, GateGrad, bool]] = []
+    seen_modes: list[tuple[bool, GateGrad, bool, GateMode]] = []
     original = ResNetBase.forward_with_gates
 
     def spy(self: ResNetBase, x: torch.Tensor):  # type: ignore[no-untyped-def]
         seen.append((self.training, self.gate_config.grad, torch.is_grad_enabled() and x.requires_grad))
+        seen_modes.append((*seen[-1], self.gate_config.mode))
         return original(self, x)
 
     monkeypatch.setattr(ResNetBase, "forward_with_gates", spy)
@@ -230,8 +232,10 @@ def test_the_inner_attack_runs_on_the_network_asked_for(network: str, synthetic_
                          seed=1, adversarial="n-fgsm", inner_network=network)
     train(config, load_cifar10("train", synthetic_npz_dir), tmp_path / network)
     attacked = [(training, grad) for training, grad, wants_input_grad in seen if wants_input_grad]
-    expected = (False, GateGrad.STRAIGHT_THROUGH) if network == "deployed" else (True, GateGrad.EXACT)
+    expected = (True, GateGrad.EXACT) if network == "training" else (False, GateGrad.STRAIGHT_THROUGH)
     assert attacked and set(attacked) == {expected}
+    modes = {mode for training, _, _, mode in seen_modes if not training}
+    assert modes == {"training": set(), "deployed": {GateMode.HARD}, "running-statistics": {GateMode.STOCHASTIC}}[network]
     assert any(training for training, _, _ in seen)  # the step itself trains on sampled gates
     assert seen[-1][:2] == (True, GateGrad.EXACT)  # after an inner attack on the deployed network, as before
     with pytest.raises(ValueError, match="inner_network"):

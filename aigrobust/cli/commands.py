@@ -111,9 +111,11 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--compute-penalty", type=FiniteFloatRange(min=0), default=4.0, show_default=True,
               help="Weight of per-sample execution above the target rate on compute-attacked batches "
               "(--adversarial ...,compute=W).")
-@click.option("--inner-network", type=click.Choice(["training", "deployed"]), default="training", show_default=True,
-              help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics) "
-              "or as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics).")
+@click.option("--inner-network", type=click.Choice(["training", "deployed", "running-statistics"]), default="training",
+              show_default=True,
+              help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics), "
+              "as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics), or "
+              "sampled gates with running statistics (the control between the two).")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float,

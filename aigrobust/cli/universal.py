@@ -51,8 +51,14 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     from aigrobust.files import atomic_write_bytes
     from aigrobust.runs.universal import universal_compute
 
+    from aigrobust.runs.records import enclosing_run_folder
+
     if (out_dir / RESULT_FILE).exists():
         raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")
+    around = enclosing_run_folder(out_dir / RESULT_FILE)
+    if around is not None:
+        raise BadInput(f"{out_dir} lies in the attack run folder {around}: a resume or rerun of it replaces what it "
+                       "finds; pick an --out outside it")
     inputs.require_weights(inputs.pretrained_names(models, checkpoints))
     entries = inputs.model_entries(models, checkpoints)
     if len(entries) != 1:

@@ -43,11 +43,12 @@ def stored_facts() -> dict[str, ModelFacts]:
 def weights_available(name: str) -> str:
     """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
     (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
-    from aigrobust.models.registry import get_model_info, pretrained_tags
+    from aigrobust.models.registry import get_model_info, pretrained_tags, split_tag
 
-    if pretrained_tags(name):
+    arch, tag = split_tag(name)
+    info = get_model_info(name)  # an unknown name or tag raises here
+    if tag is not None or pretrained_tags(arch):  # a tag get_model_info accepts is a shipped one
         return "shipped"
-    info = get_model_info(name)
     if not info.torchvision_weights:
         return "none"
     return "torchvision*" if info.name.startswith("aig") else "torchvision"

@@ -117,11 +117,15 @@ REPORT_FILES = ("summary.csv", "summary.md", "summary.tex", "layer_rates.csv", "
 
 
 def refuse_foreign_folder(out_dir: Path) -> None:
-    """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote: an attack
-    run's folder, or a folder holding a report's file names without the ``provenance.json`` every report writes."""
-    from aigrobust.runs.records import PARTS_DIR, RECORDS_FILE, SPEC_FILE
+    """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote or lose the
+    report later: an attack run's folder or a folder inside one (its hidden parts too), or a folder holding a report's file names without the ``provenance.json`` every report writes."""
+    from aigrobust.runs.records import PARTS_DIR, RECORDS_FILE, SPEC_FILE, enclosing_run_folder
 
     out_dir = Path(out_dir)
+    around = enclosing_run_folder(out_dir)
+    if around is not None:
+        raise ValueError(f"{out_dir} lies inside the attack run folder {around}: its next --resume or rerun would "
+                         "replace the report; give the report a folder outside it")
     if any((out_dir / name).exists() for name in (SPEC_FILE, RECORDS_FILE, PARTS_DIR)):
         raise ValueError(f"{out_dir} is an attack run folder: the report would overwrite its summary.csv; give the "
                          "report its own --out")

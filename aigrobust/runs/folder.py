@@ -36,6 +36,15 @@ from aigrobust.runs.records import (
 )
 
 
+def label_folder(label: str) -> str:
+    """The folder name of a model label's parts: the label itself where it is a safe name, else its safe characters
+    and a hash of the whole label ('a b' and 'a_b' never share a folder; '.' and '..' never name one)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    if safe == label and not label.startswith("."):
+        return label
+    return f"{safe.lstrip('.')}~{hashlib.sha256(label.encode()).hexdigest()[:12]}"
+
+
 def describe_differences(before: Any, now: Any, prefix: str = "") -> str:
     """What differs between two stored documents (a run's spec, a training run's configuration), by dotted key
     (nested objects one key at a time), for the messages that refuse a resume."""
@@ -151,13 +160,19 @@ class RunFolder:
             self._lock.release()  # type: ignore[union-attr]
 
     def _part(self, model: str, batch: int) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-        return self.root / PARTS_DIR / safe / f"batch-{batch:05d}.csv.gz"
+        return self.root / PARTS_DIR / label_folder(model) / f"batch-{batch:05d}.csv.gz"
 
     def done_batch(self, model: str, batch: int) -> pd.DataFrame | None:
-        """The records of a batch finished earlier, or None."""
+        """The records of a batch finished earlier, or None; a file that holds another model's rows is refused."""
         path = self._part(model, batch)
-        return read_records(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        frame = read_records(path)
+        others = sorted(set(frame["model"].astype(str)) - {model})
+        if others:
+            raise RunFolderError(f"{path} holds records of {', '.join(map(repr, others))}, not of {model!r}: the "
+                                 "run folder was edited or written by another version; start the run afresh")
+        return frame
 
     def save_batch(self, model: str, batch: int, frame: pd.DataFrame) -> None:
         """Persist one batch's records atomically (its units are then no longer needed)."""

@@ -75,6 +75,7 @@ def read_records(path: Path) -> pd.DataFrame:
     _refuse_malformed_rows(frame, path)
     if expected is not None and len(frame) != expected.get("rows"):
         raise RunFolderError(f"{path}: {len(frame)} rows where run.json recorded {expected.get('rows')}")
+    _refuse_repeated_samples(frame, path, _recorded_samples(path.parent) if expected is not None else None)
     if "adv_draw_acc" not in frame.columns and "adv_correct" in frame.columns:  # records of deterministic models,
         frame["adv_draw_acc"] = frame["adv_correct"].astype(float)              # written before draws were judged
     return frame
@@ -105,6 +106,45 @@ def _refuse_malformed_rows(frame: pd.DataFrame, path: Path) -> None:
                 row = int((~ok).to_numpy().nonzero()[0][0])
                 raise RunFolderError(f"{path}: row {row + 1} is cut short or malformed ({column} = "
                                      f"{frame[column].iloc[row]!r}): the file was truncated or edited")
+
+
+def enclosing_run_folder(path: Path) -> Path | None:
+    """The attack run folder ``path`` lies inside (run.json or hidden parts in an ancestor, or a parts folder on the
+    way), or None: nothing else may write there, since a resume or a rerun replaces what it finds."""
+    resolved = Path(path).resolve()
+    for folder in resolved.parents:
+        if folder.name == PARTS_DIR or (folder / SPEC_FILE).is_file() or (folder / PARTS_DIR).is_dir():
+            return folder.parent if folder.name == PARTS_DIR else folder
+    return resolved.parent if resolved.name == PARTS_DIR else None
+
+
+def _refuse_repeated_samples(frame: pd.DataFrame, path: Path, n: int | None) -> None:
+    """Records hold one row per setting and sample: a repeated (setting, sample) would count an image twice, and a
+    setting with another number of samples than the run attacked (``n``, from run.json) describes another run."""
+    repeated = frame.duplicated(RECORD_KEY)
+    if bool(repeated.any()):
+        row = frame[repeated].iloc[0]
+        raise RunFolderError(f"{path}: {int(repeated.sum())} rows repeat a setting and sample (e.g. sample "
+                             f"{row['sample']} of {row['model']}, {row['attack']}): records hold one row per setting "
+                             "and sample; the file was edited or forged")
+    if n is None:
+        return
+    counts = frame.groupby(GROUP, sort=False)["sample"].nunique()
+    off = counts[counts != n]
+    if len(off):
+        raise RunFolderError(f"{path}: {int(off.iloc[0])} samples under {' / '.join(map(str, off.index[0]))} where "
+                             f"run.json says the run attacked {n}: the records do not belong to this run.json")
+
+
+def _recorded_samples(folder: Path) -> int | None:
+    """The number of images run.json says the run attacked (None where it does not say)."""
+    try:
+        spec = read_json(folder / SPEC_FILE, required=False)
+    except RunFolderError:
+        return None
+    dataset = spec.get("dataset") if isinstance(spec, dict) else None
+    n = dataset.get("n") if isinstance(dataset, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def _recorded_integrity(folder: Path) -> dict[str, Any] | None:

@@ -29,7 +29,9 @@ BEST_FILE = "best.safetensors"  # adversarial training: the epoch with the highe
 LOG_FILE = "log.jsonl"
 
 
-INNER_NETWORKS = ("training", "deployed")
+# the network the inner attack runs on: as it trains (sampled gates, batch statistics), as it is deployed (hard
+# gates, running statistics), or the control between them (sampled gates, running statistics)
+INNER_NETWORKS = ("training", "deployed", "running-statistics")
 
 
 OVERFITTING_DROP = 0.20  # validation robust accuracy falling this much within one epoch: catastrophic overfitting

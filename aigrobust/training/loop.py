@@ -311,11 +311,14 @@ class _Loop:
             return logits, (trace.p_on[:, self.gated_cols] if self.gated_cols else None)
 
         costs = self.costs[self.gated_cols] if self.costs is not None and self.gated_cols else None
-        if self.config.inner_network == "deployed":
-            # the network evaluation will attack: hard gates (straight-through gradient), running statistics
+        if self.config.inner_network != "training":
+            # 'deployed': the network evaluation attacks (hard gates, running statistics); 'running-statistics':
+            # gates sampled as in training, batch norm as deployed (which of the two matters); both with the
+            # straight-through gate gradient that training's gates use
+            mode = "hard" if self.config.inner_network == "deployed" else "stochastic"
             model.eval()
             try:
-                with model.gate_settings(mode="hard", grad="straight-through"):
+                with model.gate_settings(mode=mode, grad="straight-through"):
                     adversarial = self.inner.perturb(forward, x, y, generator, costs)
             finally:
                 model.train()
