@@ -49,9 +49,8 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     from aigrobust.data import load_dataset
     from aigrobust.errors import DataError
     from aigrobust.files import atomic_write_bytes
-    from aigrobust.runs.universal import universal_compute
-
     from aigrobust.runs.records import enclosing_run_folder
+    from aigrobust.runs.universal import universal_compute
 
     if (out_dir / RESULT_FILE).exists():
         raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")
