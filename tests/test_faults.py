@@ -77,7 +77,8 @@ def test_repeated_sample_ids_are_refused_with_one_line(synthetic_npz_dir: Path, 
     records = pd.read_csv(run / "records.csv.gz", dtype={"clean_gates": str, "adv_gates": str})
     records["sample"] = 0
     records.to_csv(forged / "records.csv.gz", index=False)
-    result = CliRunner().invoke(cli, ["report", str(forged), "--no-probe", "--out", str(tmp_path / "rep")])
+    result = CliRunner().invoke(cli, ["report", str(forged), "--no-probe", "--unsealed", "--out",
+                                      str(tmp_path / "rep")])
     assert result.exit_code == 2 and "repeat a setting and sample" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -110,3 +111,20 @@ def test_a_shipped_tag_loads_by_its_tag() -> None:
     assert weights_available("resnet20.std") == "shipped" == weights_available("resnet20")
     assert weights_available("aig20.at") == "shipped"
     require_weights(("resnet20.std", "aig20.at"))  # no BadInput
+
+
+def test_records_without_run_json_are_refused_unless_unsealed(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """``report --no-probe`` accepted truncated records without run.json (n = 64, 64, 21)."""
+    run = _finished_run(synthetic_npz_dir, tmp_path)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    records = pd.read_csv(run / "records.csv.gz", dtype={"clean_gates": str, "adv_gates": str})
+    records.iloc[: len(records) - 3].to_csv(bare / "records.csv.gz", index=False)  # cut: nothing can tell
+    for command in (["report", str(bare), "--no-probe", "--out", str(tmp_path / "rep")], ["check", "--sanity", str(bare)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2 and "has no run.json" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "rep").exists()
+    result = CliRunner().invoke(cli, ["report", str(bare), "--no-probe", "--unsealed", "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "Unsealed records" in (tmp_path / "rep" / "index.md").read_text()

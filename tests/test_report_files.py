@@ -221,7 +221,7 @@ def test_records_cut_mid_row_without_run_json_are_refused_with_the_row(compute_r
     loose = tmp_path / "loose"
     loose.mkdir()
     (loose / "records.csv.gz").write_bytes(gzip.compress(("\n".join(cut) + "\n").encode()))
-    code, output = invoke("report", str(loose), "--out", str(tmp_path / "report"), "--no-probe")
+    code, output = invoke("report", str(loose), "--out", str(tmp_path / "report"), "--no-probe", "--unsealed")
     assert code == 2, output
     assert "row 10 is cut short or malformed" in output and "Traceback" not in output
     assert not (tmp_path / "report" / "index.md").exists()

@@ -332,14 +332,31 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
     return entries
 
 
-def open_runs(run_dirs: tuple[Path, ...]) -> list[Any]:
-    """Finished run folders, each checked as it is opened."""
+def open_runs(run_dirs: tuple[Path, ...], unsealed: bool = False) -> list[Any]:
+    """Finished run folders, each checked as it is opened. A folder of records without run.json cannot prove them
+    whole (run.json holds their row count and hash): refused unless ``unsealed``."""
     from aigrobust.runs.folder import FinishedRun, RunFolderError
+    from aigrobust.runs.records import RECORDS_FILE, SPEC_FILE
 
+    bare = [r for r in run_dirs if (Path(r) / RECORDS_FILE).exists() and not (Path(r) / SPEC_FILE).exists()]
+    if bare and not unsealed:
+        raise BadInput(f"{bare[0]} has no {SPEC_FILE}: its records cannot prove they are whole (run.json holds their "
+                       "row count and hash); give --unsealed to read them anyway, with a warning in the output")
     try:
         return [FinishedRun.open(r) for r in run_dirs]
     except RunFolderError as err:
         raise BadInput(str(err)) from None
+
+
+def unsealed_warning(runs: list[Any]) -> str | None:
+    """The warning a report or check carries for run folders read without run.json (``--unsealed``)."""
+    from aigrobust.runs.records import SPEC_FILE
+
+    bare = [str(run.root) for run in runs if not (run.root / SPEC_FILE).exists()]
+    if not bare:
+        return None
+    return (f"Unsealed records: {', '.join(bare)} have no {SPEC_FILE}, so nothing proves them whole or unedited "
+            "(read with --unsealed); figures from them may count fewer or other samples than were attacked.")
 
 
 def named_code(model_codes: tuple[str, ...]) -> tuple[dict[str, str], set[str]]:

@@ -53,10 +53,12 @@ def attacks_command() -> None:
               "import it. Code a run folder names is never imported on its own word.")
 @click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
               "(each import is printed first): only for run folders you trust.")
+@click.option("--unsealed", is_flag=True, help="Also read run folders without run.json (their records cannot "
+              "prove they are whole); the output says so.")
 @click.option("--preface", "preface_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Markdown file placed under the title (e.g. a study's findings in plain words).")
 def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int,
-                   model_codes: tuple[str, ...], trust_code: bool, preface_path: Path | None) -> None:
+                   model_codes: tuple[str, ...], trust_code: bool, unsealed: bool, preface_path: Path | None) -> None:
     """Tables (Markdown, CSV, LaTeX), figures (PNG, SVG), index.md and a self-contained index.html from runs.
 
     Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
@@ -75,10 +77,14 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:
         raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
-    runs = inputs.open_runs(run_dirs)
+    runs = inputs.open_runs(run_dirs, unsealed)
     records = inputs.read_runs(runs)
     flags = inputs.probe_flags(runs, n_probe, model_codes, trust_code) if probe else []
     report = report_from_runs(runs, records, title, flags, preface)
+    warning = inputs.unsealed_warning(runs)
+    if warning is not None:
+        report.notes.insert(0, warning)
+        click.echo(f"warning: {warning}", err=True)
     try:
         written = write_report(report, out_dir)
     except OSError as err:
@@ -108,11 +114,13 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
               "import it. Code a run folder names is never imported on its own word.")
 @click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
               "(each import is printed first): only for run folders you trust.")
+@click.option("--unsealed", is_flag=True, help="Also read run folders without run.json (their records cannot "
+              "prove they are whole); the output says so.")
 @click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="A folder outside the baseline's own from which its checkpoints and data may be read (repeatable); "
               "any other path the baseline names is refused before it is opened.")
 def check_command(baseline_path: Path | None, update: bool, init_run: Path | None, sanity_runs: tuple[Path, ...],
-                  n_probe: int, model_codes: tuple[str, ...], trust_code: bool,
+                  n_probe: int, model_codes: tuple[str, ...], trust_code: bool, unsealed: bool,
                   allowed_roots: tuple[Path, ...]) -> None:
     """CI checks: regression against a baseline (exit 1 on regression) and sanity checks for masking.
 
@@ -141,7 +149,10 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
                        "another --baseline path")
     failed = False
     if sanity_runs:
-        runs = inputs.open_runs(sanity_runs)
+        runs = inputs.open_runs(sanity_runs, unsealed)
+        warning = inputs.unsealed_warning(runs)
+        if warning is not None:
+            click.echo(f"WARN  unsealed-records             {warning}")
         flags = record_checks(inputs.read_runs(runs)) + inputs.probe_flags(runs, n_probe, model_codes, trust_code)
         for flag in flags:
             click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
@@ -149,7 +160,7 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
     if baseline_path is not None:
         try:
             if init_run is not None:
-                records = inputs.read_runs(inputs.open_runs((init_run,)))
+                records = inputs.read_runs(inputs.open_runs((init_run,), unsealed))
                 document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
                 write_baseline(baseline_path, document)
                 click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
