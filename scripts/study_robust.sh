@@ -33,11 +33,13 @@ fi
 # 1. training, then shipping the best checkpoint (by PGD-10 on the held-out split) as a pretrained tag
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0
         --checkpoint-every 50)
-declare -A TAG=([resnet20]=resnet20.at [aig20]=aig20.at [aig20_compute]=aig20.at_compute)
+declare -A TAG=([resnet20]=resnet20.at [aig20]=aig20.at [aig20_compute]=aig20.at_compute [resnet32]=resnet32.at)
 declare -A ARGS=([resnet20]="--model resnet20 --adversarial n-fgsm:eps=8/255"
                  [aig20]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255"
-                 [aig20_compute]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255,compute=1 --compute-penalty 4")
-for run in resnet20 aig20 aig20_compute; do
+                 [aig20_compute]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255,compute=1 --compute-penalty 4"
+                 [resnet32]="--model resnet32 --adversarial n-fgsm:eps=8/255")
+# TRAIN_RUNS: which runs to continue (resnet32, the deeper plain reference, trains with the same recipe)
+for run in ${TRAIN_RUNS:-resnet20 aig20 aig20_compute resnet32}; do
   stage train || break
   out="$TRAINING/$run"
   if [ ! -f "$out/train_state.pt" ]; then

@@ -356,7 +356,7 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("--init naming nothing", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]), "--out", str(out),
                                    "--init", "resnet20.robust"], "unknown pretrained tag 'robust' for resnet20"),
         # numbers that collide or overflow (issue 33)
-        ("an epsilon that rounds into 0", [*attack, "--eps", "1e-9"], "below the resolution"),
+        ("an epsilon that rounds into 0", [*attack, "--eps", "1e-9"], "not above the resolution"),
         ("a seed of 2^63", [*attack, "--eps", "0.1", "--seed", str(2**63)], "--seed"),
         ("a learning rate past any sane range", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]),
                                                  "--out", str(out), "--lr", "1e39"], "--lr"),
@@ -364,9 +364,9 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         *[(f"train --adversarial {spec}", ["train", "--model", model, "--data-dir", str(p["data"]), "--out", str(out),
                                            "--adversarial", spec], needle)
           for model, spec, needle in (
-              ("tiny_aig", "n-fgsm:eps=0", "eps takes a number in (0, 1]"),
-              ("tiny_aig", "n-fgsm:eps=1.5", "eps takes a number in (0, 1]"),
-              ("tiny_aig", "n-fgsm:eps=nan", "eps takes a number in (0, 1]"),
+              ("tiny_aig", "n-fgsm:eps=0", "eps takes a number above 1e-07 and at most 1"),
+              ("tiny_aig", "n-fgsm:eps=1.5", "eps takes a number above 1e-07 and at most 1"),
+              ("tiny_aig", "n-fgsm:eps=nan", "eps takes a number above 1e-07 and at most 1"),
               ("tiny_aig", "madry", "unknown adversarial training method 'madry'"),
               ("tiny_aig", "pgd:stepz=3", "pgd has no setting 'stepz'"),
               ("tiny_aig", "pgd:steps=2.5", "steps takes a positive integer"),

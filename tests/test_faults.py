@@ -128,3 +128,58 @@ def test_records_without_run_json_are_refused_unless_unsealed(synthetic_npz_dir:
     result = CliRunner().invoke(cli, ["report", str(bare), "--no-probe", "--unsealed", "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     assert "Unsealed records" in (tmp_path / "rep" / "index.md").read_text()
+
+
+def test_the_stop_line_offers_resume_only_where_the_command_has_it() -> None:
+    """The SIGTERM line offered --resume on check and report, which have none."""
+    from aigrobust.cli.commands import RESUMABLE_COMMANDS, _how_to_continue, cli
+
+    for command in ("report", "check", "models", "universal", "eval"):
+        assert "--resume" not in _how_to_continue(["-v", command, "x"])
+    for command in RESUMABLE_COMMANDS:
+        assert "--resume" in _how_to_continue([command, "--out", "x"])
+        assert any(p.name == "resume" for p in cli.commands[command].params)
+    assert not any(p.name == "resume" for name in ("report", "check", "universal")
+                   for p in cli.commands[name].params)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--weight-decay", "1e39"), ("--gate-lambda", "1e39"),
+                                               ("--compute-penalty", "1e39"), ("--gate-lr-factor", "1e39")])
+def test_training_numbers_have_ranges(synthetic_npz_dir: Path, tmp_path: Path, option: str, value: str) -> None:
+    """``train --weight-decay 1e39`` ended in an overflow traceback."""
+    result = CliRunner().invoke(cli, ["train", "--model", "tiny_aig", "--data-dir", str(synthetic_npz_dir), "--out",
+                                      str(tmp_path / "run"), "--epochs", "1", option, value])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "range" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+    from aigrobust.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="takes a number in"):
+        TrainConfig(model="tiny_aig", weight_decay=1e39)
+
+
+def test_training_on_one_class_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    from aigrobust.data import load_cifar10
+    from aigrobust.training.config import TrainConfig, TrainingError
+    from aigrobust.training.loop import train
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cifar10_train.npz", images=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             labels=np.full(20, 3, dtype=np.int64))
+    with pytest.raises(TrainingError, match="one class only"):
+        train(TrainConfig(model="tiny_aig", epochs=1), load_cifar10("train", tmp_path), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_epsilon_floors_agree_between_attack_universal_and_training(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """``--eps 1e-7`` was refused as 'below the resolution 1e-07'; ``universal --eps 0`` ran; training accepted an
+    eps that attacks refuse."""
+    from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
+
+    result = CliRunner().invoke(cli, ["attack", "--model", "resnet20", "--eps", "1e-7", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "not above the resolution" in result.output, result.output
+    result = CliRunner().invoke(cli, ["universal", "--model", "aig20", "--eps", "0", "--out", str(tmp_path / "u")])
+    assert result.exit_code == 2 and "radius 0 changes nothing" in result.output, result.output
+    with pytest.raises(InnerSpecError, match="above 1e-07"):
+        inner_attack_from_spec("n-fgsm:eps=1e-9")

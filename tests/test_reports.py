@@ -614,3 +614,54 @@ def test_the_sample_count_sentence_gives_the_range_where_runs_differ_in_size() -
     table = compact_table(summary)
     assert table.loc[table["model"] == "b", "2/255"].item() == "-"
     assert table.loc[table["model"] == "a", "2/255"].item() == "50.0 [40.0, 60.0]"
+
+
+def test_robust_accuracy_against_flops_points_and_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figure that answers 'does gating buy robustness per FLOP': each point is the records' worst case and mean
+    executed FLOPs; plain models of two costs make the reference line; one legend of at most 8 entries, outside the
+    axes; at most 2000 px wide."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from aigrobust.reporting import plots
+    from aigrobust.reporting.tables import robustness_per_flop_points
+
+    rows = []
+    specs = {"pgd:steps=10": "misclassify", "compute-inflation:steps=5": "gates"}
+    for model, flops, robust in (("plain-small", 40e6, 0.3), ("plain-big", 80e6, 0.5), ("gated", 50e6, 0.45)):
+        for sample in range(20):
+            for attack, goal in specs.items():
+                clean_flops = flops + (sample % 4) * 1e6 if model == "gated" else flops
+                rows.append({"model": model, "defense": "none", "defense_grad": "none", "attack": attack,
+                             "gate_grad": "exact" if model == "gated" else "none", "epsilon": 8 / 255,
+                             "sample": sample, "goal": goal, "clean_flops": clean_flops,
+                             "adv_flops": clean_flops * (1.2 if goal == "gates" else 1.0),
+                             "robust": sample < robust * 20 or goal == "gates"})
+    records = pd.DataFrame(rows)
+    summary = pd.DataFrame([
+        {"model": m, "defense": "none", "attack": a, "epsilon": 8 / 255, "goal": g,
+         "robust_acc": float(grp["robust"].mean()), "robust_acc_lo": float(grp["robust"].mean()) - 0.1,
+         "robust_acc_hi": float(grp["robust"].mean()) + 0.1, "adv_flops": float(grp["adv_flops"].mean())}
+        for (m, a, g), grp in records.groupby(["model", "attack", "goal"], sort=False)])
+    points = robustness_per_flop_points(records, summary).set_index("model")
+    assert points.loc["plain-big", "robust_acc"] == pytest.approx(0.5)
+    assert points.loc["gated", "mflops"] == pytest.approx(51.5)  # 50 + mean of 0, 1, 2, 3
+    assert points.loc["gated", "mflops_attacked"] == pytest.approx(51.5 * 1.2)
+    assert points.loc["gated", "gated"] and not points.loc["plain-big", "gated"]
+    assert points.loc["plain-big", "mflops_ci"] == 0 < points.loc["gated", "mflops_ci"]
+    seen = {}
+    original = plots.save_figure
+
+    def capture(fig):  # type: ignore[no-untyped-def]
+        seen["legend"] = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen["lines"] = [line for ax in fig.axes for line in ax.get_lines()]
+        return original(fig)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    png, _ = plots.figure_robustness_per_flop(robustness_per_flop_points(records, summary))
+    assert Image.open(io.BytesIO(png)).size[0] <= 2000
+    assert 1 <= len(seen["legend"]) <= 8 and "plain models (most robust per cost)" in seen["legend"]
+    reference = [line for line in seen["lines"] if line.get_label().startswith("plain models")]
+    assert list(reference[0].get_xdata()) == [40.0, 80.0] and list(reference[0].get_ydata()) == [30.0, 50.0]

@@ -78,13 +78,13 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True)
 @click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(0, 1), default=1e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
               help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
 @click.option("--target-rate", type=FiniteFloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
-@click.option("--gate-lambda", type=FiniteFloatRange(min=0), default=2.0, show_default=True,
+@click.option("--gate-lambda", type=FiniteFloatRange(0, 1000), default=2.0, show_default=True,
               help="Weight of the target-rate loss.")
-@click.option("--gate-lr-factor", type=FiniteFloatRange(min=0), default=1.0, show_default=True)
+@click.option("--gate-lr-factor", type=FiniteFloatRange(0, 1000), default=1.0, show_default=True)
 @click.option("--target-warmup", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
               help="Over this fraction of the run, lower every gate's target from 1.0 (all blocks run) to its own "
               "(gated models): a start from a plain network's weights (--init) keeps them while the gates learn.")
@@ -108,7 +108,7 @@ for _command in (models_command, attacks_command, report_command, check_command,
 @click.option("--ema", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is "
               "validated and saved.")
-@click.option("--compute-penalty", type=FiniteFloatRange(min=0), default=4.0, show_default=True,
+@click.option("--compute-penalty", type=FiniteFloatRange(0, 1000), default=4.0, show_default=True,
               help="Weight of per-sample execution above the target rate on compute-attacked batches "
               "(--adversarial ...,compute=W).")
 @click.option("--inner-network", type=click.Choice(["training", "deployed", "running-statistics"]), default="training",
@@ -384,6 +384,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+RESUMABLE_COMMANDS = ("attack", "train")  # the commands with --resume
+
+
+def _how_to_continue(arguments: list[str]) -> str:
+    """What to run after a stop: the same command with --resume where it has one, else the same command again."""
+    command = next((a for a in arguments if not a.startswith("-")), "")
+    if command in RESUMABLE_COMMANDS:
+        return "run the same command with --resume to continue"
+    return "run the same command again (its outputs are written whole or not at all)"
+
+
 def main() -> None:
     """Console-script entry point. SIGINT and SIGTERM end a command the same way: what was saved stays (run
     folders, training checkpoints: ``--resume`` continues), locks are released, one line on stderr, exit 128 + the
@@ -402,11 +413,10 @@ def main() -> None:
             raise
         where = f" writing {err.filename}" if err.filename else ""
         click.echo(f"aigrobust: {err.strerror or os.strerror(err.errno)}{where}; what was saved before is kept and "
-                   "whole: free space, then run the same command again (--resume continues a run or a training)",
-                   err=True)
+                   f"whole: free space, then {_how_to_continue(sys.argv[1:])}", err=True)
         sys.exit(EXIT_DISK)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
-        click.echo(f"aigrobust: stopped by {name}; what was saved is kept (--resume continues a run or a training)",
+        click.echo(f"aigrobust: stopped by {name}; what was saved is kept: {_how_to_continue(sys.argv[1:])}",
                    err=True)
         sys.exit(128 + stop.signum)

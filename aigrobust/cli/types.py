@@ -43,17 +43,24 @@ class Parsed(NamedTuple):
 
 
 class EpsilonType(click.ParamType):
-    """'0.03' or '8/255' -> a float in [0, 1]."""
+    """'0.03' or '8/255' -> a float in [0, 1]; ``positive`` refuses 0 (where a radius of 0 leaves nothing to do)."""
 
     name = "epsilon"
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         from aigrobust.evaluation import parse_epsilon
 
         try:
-            return parse_epsilon(value)
+            epsilon = parse_epsilon(value)
         except ValueError as err:
             self.fail(str(err), param, ctx)
+        if self.positive and epsilon == 0:
+            self.fail(f"epsilon {value!r} is 0: a perturbation of radius 0 changes nothing; give a radius above 0",
+                      param, ctx)
+        return epsilon
 
 
 class SpecType(click.ParamType):

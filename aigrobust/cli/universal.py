@@ -19,7 +19,7 @@ DELTA_FILE = "delta.safetensors"
 @click.option("--model", "models", multiple=True, help="Registered gated model with shipped weights.")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=CheckpointType(),
               help="[LABEL=]PATH of a gated model's checkpoint.")
-@click.option("--eps", "epsilon", type=EpsilonType(), required=True, help="Linf radius, e.g. 8/255.")
+@click.option("--eps", "epsilon", type=EpsilonType(positive=True), required=True, help="Linf radius, e.g. 8/255.")
 @click.option("--fit", "n_fit", type=click.IntRange(min=1), default=512, show_default=True,
               help="Training images the perturbation is fitted on (a seeded pick).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=1000, show_default=True,

@@ -28,7 +28,8 @@ def parse_epsilon(text: str | float) -> float:
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"epsilon {text!r} is outside [0, 1] (pixel units; 8/255 is accepted)")
     if 0.0 < value <= EPSILON_RESOLUTION:  # it would merge into the clean reference: nothing would be attacked
-        raise ValueError(f"epsilon {text!r} is below the resolution {EPSILON_RESOLUTION:g} and would be taken for 0")
+        raise ValueError(f"epsilon {text!r} is not above the resolution {EPSILON_RESOLUTION:g} (epsilons this close to 0 "
+                         "are taken for 0); give 0 or a larger epsilon")
     return value
 
 EPSILON_RESOLUTION = 1e-7  # epsilons closer than this are one epsilon ('8/255' and '0.031372549')

@@ -17,8 +17,10 @@ from aigrobust.reporting.plots import (
     figure_flops,
     figure_gate_raster,
     figure_layer_rates,
+    figure_robustness_per_flop,
     gate_raster_rows,
 )
+from aigrobust.reporting.tables import robustness_per_flop_points
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,12 @@ def _raster_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
 @register_figure("class_execution_rates", "Clean execution rate of each block per class.")
 def _class_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
     return None if inputs.classes.empty else figure_class_rates(inputs.classes)
+
+
+@register_figure("robust_accuracy_vs_flops",
+                 "Robust accuracy (worst case over the accuracy attacks run, 95% interval) against executed MFLOPs per "
+                 "clean image (95% interval over images), undefended, one panel per epsilon; an arrow leads to the "
+                 "FLOPs under the strongest compute attack run; the grey line joins the most robust plain model at each cost "
+                 "(where plain models of two or more costs ran): a gated model above it buys robustness per FLOP.", gated_only=True)
+def _robust_flops_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    return figure_robustness_per_flop(robustness_per_flop_points(inputs.records, inputs.summary))

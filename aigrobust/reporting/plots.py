@@ -275,3 +275,50 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
         ax.set_title(str(model), fontsize=9)
         ax.legend(fontsize=6, loc="upper left")
     return save_figure(fig)
+
+
+def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | None:
+    """Robust accuracy (y, worst case, 95% interval) against executed MFLOPs per image (x, 95% interval), one panel
+    per epsilon: a marker per model, an arrow to the FLOPs its strongest compute attack forces, and the plain models
+    (FLOPs fixed; the most robust at each cost) joined as the reference line a gated model must sit above to buy
+    robustness per FLOP."""
+    import matplotlib.pyplot as plt
+
+    if points.empty:
+        return None
+    epsilons = sorted(points["epsilon"].unique())
+    models = list(dict.fromkeys(points["model"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    columns = min(3, len(epsilons))  # at most three panels a row: the figure stays under 2000 px wide
+    rows = -(-len(epsilons) // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(4.2 * columns + 1.8, 3.4 * rows), squeeze=False,
+                             layout="constrained")
+    axes = list(grid.flat)
+    for ax in axes[len(epsilons):]:
+        fig.delaxes(ax)  # no empty cell
+    axes = axes[: len(epsilons)]
+    for ax, eps in zip(axes, epsilons):
+        at = points[np.isclose(points["epsilon"], eps)]
+        # the reference: at each cost the most robust plain model, joined across costs (needs two costs)
+        plain = at[~at["gated"]].groupby("mflops", sort=True)["robust_acc"].max()
+        if len(plain) > 1:
+            ax.plot(plain.index, 100 * plain.to_numpy(), color="0.55", linewidth=1.2, zorder=1,
+                    label="plain models (most robust per cost)")
+        for row in at.itertuples():
+            y = 100 * row.robust_acc
+            yerr = [[y - 100 * row.robust_acc_lo], [100 * row.robust_acc_hi - y]]
+            ax.errorbar(row.mflops, y, xerr=row.mflops_ci, yerr=yerr, fmt="o" if row.gated else "s",
+                        color=colours[row.model], markersize=5, capsize=2, linewidth=1, label=str(row.model), zorder=3)
+            if row.mflops_attacked == row.mflops_attacked and row.mflops_attacked > row.mflops:
+                ax.annotate("", xy=(row.mflops_attacked, y), xytext=(row.mflops, y), zorder=2,
+                            arrowprops={"arrowstyle": "->", "color": colours[row.model], "linewidth": 1})
+        ax.set_title(f"eps {format_eps(float(eps))}", fontsize=9)
+        ax.set_xlabel("executed MFLOPs per image")  # the caption says what the arrows are
+        ax.set_ylabel("robust accuracy % (worst case)")
+        ax.grid(alpha=0.3)
+    unique: dict[str, Any] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        unique.update({label: handle for label, handle in zip(labels, handles) if label not in unique})
+    fig.legend(list(unique.values())[:8], list(unique)[:8], loc="outside right center", fontsize=8, frameon=False)
+    return save_figure(fig)

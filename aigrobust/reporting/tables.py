@@ -134,3 +134,34 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], sample_count
         lines.append(f"Defenses, with how the attacker treats them: {settings}; 'none' is always the reference.")
     lines.append(sample_counts)
     return lines
+
+
+def robustness_per_flop_points(records: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and epsilon above 0 (undefended): robust accuracy under the worst case over every accuracy
+    attack run (with its 95% interval), executed MFLOPs per clean image (with a 95% interval over images), and the
+    MFLOPs under the strongest compute attack run (NaN without one); ``gated`` says whether its FLOPs vary."""
+    undefended = summary[(summary["defense"] == "none") & (summary["epsilon"] > 0)
+                         & (summary["goal"] == "misclassify")]
+    rows = []
+    for (model, eps), group in undefended.groupby(["model", "epsilon"], sort=False):
+        worst = group.loc[group["robust_acc"].idxmin()]
+        clean = records[(records["model"] == model) & (records["defense"] == "none")
+                        & np.isclose(records["epsilon"], eps)]
+        per_image = clean.drop_duplicates("sample")["clean_flops"].to_numpy(dtype=float) / 1e6
+        spread = 1.96 * per_image.std(ddof=1) / np.sqrt(len(per_image)) if len(per_image) > 1 else 0.0
+        compute = summary[(summary["model"] == model) & (summary["defense"] == "none")
+                          & np.isclose(summary["epsilon"], eps)
+                          & summary["attack"].map(lambda spec: _is_compute_attack(str(spec)))]
+        rows.append({"model": model, "epsilon": float(eps), "robust_acc": float(worst["robust_acc"]),
+                     "robust_acc_lo": float(worst["robust_acc_lo"]), "robust_acc_hi": float(worst["robust_acc_hi"]),
+                     "mflops": float(per_image.mean()), "mflops_ci": float(spread),
+                     "mflops_attacked": float(compute["adv_flops"].max() / 1e6) if len(compute) else float("nan"),
+                     "gated": bool(np.ptp(per_image) > 0) if len(per_image) else False})
+    return pd.DataFrame(rows)
+
+
+def _is_compute_attack(spec: str) -> bool:
+    from attacks import attack_role
+
+    role = attack_role(spec)
+    return role is not None and role.objective == "compute" and not role.control

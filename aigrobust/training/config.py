@@ -103,6 +103,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
+        for name, top in (("weight_decay", 1.0), ("gate_lambda", 1000.0), ("gate_lr_factor", 1000.0),
+                          ("compute_penalty", 1000.0)):  # the command line's ranges: larger values overflow
+            if not 0 <= float(getattr(self, name)) <= top:
+                raise ValueError(f"{name} takes a number in [0, {top:g}], got {getattr(self, name)!r}")
         if self.inner_network not in INNER_NETWORKS:
             raise ValueError(f"inner_network takes one of {', '.join(INNER_NETWORKS)}, got {self.inner_network!r}")
         if not 0 <= float(self.target_warmup) <= 1:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aigrobust.errors import AigrobustError
+from aigrobust.evaluation.spec import EPSILON_RESOLUTION
 from attacks.base import LinfDistance
 from attacks.compute_attack import gate_log_odds
 
@@ -74,8 +75,10 @@ class InnerAttack(abc.ABC):
             value = getattr(self, f.name)
             if f.name != "steps" and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
-        if not (isinstance(self.eps, (int, float)) and 0 < self.eps <= 1):
-            raise InnerSpecError(f"{self.method}: eps takes a number in (0, 1], got {self.eps!r}")
+        if not (isinstance(self.eps, (int, float)) and EPSILON_RESOLUTION < self.eps <= 1):
+            # the evaluation's own floor: a radius it would take for 0 is no adversarial training either
+            raise InnerSpecError(f"{self.method}: eps takes a number above {EPSILON_RESOLUTION:g} and at most 1, got "
+                                 f"{self.eps!r}")
         if not (isinstance(self.compute, (int, float)) and math.isfinite(self.compute) and self.compute >= 0):
             raise InnerSpecError(f"{self.method}: compute takes a number >= 0, got {self.compute!r}")
 

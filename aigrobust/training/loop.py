@@ -98,6 +98,10 @@ def train(
     state_path = out_dir / STATE_FILE
     if state_path.exists() and not resume:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
+    labels = getattr(train_data, "labels", None)  # arrays in memory; an image folder's classes are its folders
+    if labels is not None and len(labels) and len(np.unique(np.asarray(labels))) < 2:
+        raise TrainingError(f"the training data holds one class only ({len(labels)} images of class "
+                            f"{int(np.asarray(labels)[0])}): a classifier needs at least two to learn anything")
     run = start_or_resume(config, out_dir, resume)
     model = run.model
     for module in (model, run.ema_model):
