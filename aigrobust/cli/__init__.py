@@ -1,5 +1,5 @@
 """The ``aigrobust`` command line: thin click commands over the library, one module per command group
-(:mod:`.commands` the group, ``train``, ``eval`` and ``attack``; :mod:`.readers` the commands that read what exists;
+(:mod:`.commands` the group, ``eval`` and ``attack``; :mod:`.train`; :mod:`.readers` the commands that read what exists;
 :mod:`.universal`), their option types (:mod:`.types`) and the checks of their inputs (:mod:`.inputs`)."""
 
 from aigrobust.cli.commands import cli, main

@@ -1,6 +1,8 @@
-"""The ``aigrobust`` command line: a thin click command per library function.
+"""The ``aigrobust`` group, its ``eval`` and ``attack`` commands and the entry point: thin click commands over the
+library.
 
-Only this module prints, parses arguments and owns progress bars; user errors become one line and a non-zero exit.
+Only the cli package prints, parses arguments and owns progress bars; user errors become one line and a non-zero
+exit.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from aigrobust.cli import inputs
 from aigrobust.cli.inputs import known_models
 from aigrobust.cli.readers import attacks_command, check_command, models_command, report_command
+from aigrobust.cli.train import train_command
 from aigrobust.cli.types import (
     ATTACK_SPEC,
     DEFENSE_SPEC,
@@ -26,16 +28,13 @@ from aigrobust.cli.types import (
     CheckpointRef,
     CheckpointType,
     EpsilonType,
-    FiniteFloatRange,
     LazyHelpOption,
     OneLineErrors,
     Parsed,
 )
 from aigrobust.cli.universal import universal_command
 from aigrobust.datasets import DATASETS
-from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
-from aigrobust.errors import CheckpointError
 
 
 def _defense_examples() -> str:
@@ -60,145 +59,9 @@ def cli(verbose: int) -> None:
 
 
 # the commands that read what exists (the registries, finished runs, baselines) live in cli_readers
-for _command in (models_command, attacks_command, report_command, check_command, universal_command):
+for _command in (train_command, models_command, attacks_command, report_command, check_command, universal_command):
     cli.add_command(_command)
 
-
-@cli.command("train")
-@click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="CIFAR-10: a folder of .npz files (else torchvision's cache); ImageNet: ROOT with train/ and val/.")
-@click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
-@click.option("--init", "init", default=None, help="Start from other weights: 'torchvision' (ImageNet models: a "
-              "download), a weights file (ours, akamaster's, torchvision's layout) or a shipped name (resnet20.at). "
-              "The same architecture gives every weight; the plain twin of a gated model its residual branches, "
-              "the gates starting fresh.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
-@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True)
-@click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(0, 1), default=1e-4, show_default=True)
-@click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
-              help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
-@click.option("--target-rate", type=FiniteFloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
-@click.option("--gate-lambda", type=FiniteFloatRange(0, 1000), default=2.0, show_default=True,
-              help="Weight of the target-rate loss.")
-@click.option("--gate-lr-factor", type=FiniteFloatRange(0, 1000), default=1.0, show_default=True)
-@click.option("--target-warmup", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
-              help="Over this fraction of the run, lower every gate's target from 1.0 (all blocks run) to its own "
-              "(gated models): a start from a plain network's weights (--init) keeps them while the gates learn.")
-@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
-@click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
-@click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).")
-@click.option("--adversarial", default=None, metavar="METHOD[:key=value,...]",
-              help="Adversarial training: n-fgsm (the recommended one), fgsm-rs, pgd or trades, e.g. "
-              "n-fgsm:eps=8/255; compute=W (gated models) also attacks and defends the compute. Validates on "
-              "--val-samples held out of the training set (PGD-10 each epoch; best.safetensors keeps the best).")
-@click.option("--val-samples", type=click.IntRange(min=0), default=None,
-              help="Training images held out for validation [default: 1000 with --adversarial, else 0: the test "
-              "split's figures are shown].")
-@click.option("--ema", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is "
-              "validated and saved.")
-@click.option("--compute-penalty", type=FiniteFloatRange(0, 1000), default=4.0, show_default=True,
-              help="Weight of per-sample execution above the target rate on compute-attacked batches "
-              "(--adversarial ...,compute=W).")
-@click.option("--inner-network", type=click.Choice(["training", "deployed", "running-statistics"]), default="training",
-              show_default=True,
-              help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics), "
-              "as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics), or "
-              "sampled gates with running statistics (the control between the two).")
-def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
-                  batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
-                  target_rate: float | None, gate_lambda: float, gate_lr_factor: float,
-                  target_warmup: float, shortcut: str | None,
-                  max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
-                  threads: int | None, resume: bool, checkpoint_every: int, adversarial: str | None,
-                  val_samples: int | None, ema: float | None, compute_penalty: float, inner_network: str) -> None:
-    """Train a model on CIFAR-10 or ImageNet, checkpointing every epoch (resumable with --resume).
-
-    ImageNet models take the paper's recipe unless told otherwise: SGD momentum 0.9, lr 0.1 per 256 images,
-    weight decay 1e-4, lr x0.1 every 30 epochs, 100 epochs; images stream from ROOT/train through DataLoader
-    workers (RandomResizedCrop 224 and flip), held-out figures from a class-balanced subset of ROOT/val.
-    """
-    import torch
-    from tqdm import tqdm
-
-    from aigrobust.models.registry import get_model_info
-    from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
-    from aigrobust.training.loop import train
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    known_models([model_name])
-    inputs.check_gate_options(model_name)
-    inputs.check_start_options(model_name, init, shortcut)
-    inner = inputs.check_adversarial_options(model_name, adversarial, compute_penalty)
-    if inner is None and inner_network != "training":
-        raise BadInput(f"--inner-network {inner_network} chooses what --adversarial's attack runs on: give "
-                       "--adversarial METHOD")
-    info = get_model_info(model_name)
-    kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
-    rank, world = rank_and_world(inputs.device(device))
-    recipe = inputs.recipe(info.default_dataset, batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                           schedule=schedule)
-    if val_samples is None:
-        val_samples = 1000 if inner is not None else 0
-    # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
-    if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
-        from aigrobust.models.factory import create_model
-        from aigrobust.training.state import initialise_from
-
-        try:
-            initialise_from(create_model(model_name, **kwargs), init)
-        except TrainingError as err:
-            raise BadInput(str(err)) from None
-    train_data, heldout = inputs.training_data(info.default_dataset, data_dir, download, max_train_samples, seed,
-                                               augment=not no_augment, validation_samples=val_samples)
-    try:
-        config = TrainConfig(model=model_name, model_kwargs=kwargs, batch_size=batch_size, momentum=momentum,
-                             gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor,
-                             target_warmup=target_warmup, augment=not no_augment,
-                             seed=seed, device=device, bf16=not no_bf16, init=init, adversarial=inner,
-                             compute_penalty=compute_penalty, ema=ema, inner_network=inner_network, **recipe)
-    except ValueError as err:
-        raise BadInput(str(err)) from None
-    bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
-
-    def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
-        if bar.total != steps:
-            bar.reset(total=steps)
-        bar.set_description(f"epoch {epoch}/{config.epochs}")
-        rate = bar.format_dict.get("rate")  # batches per second, once tqdm has measured it
-        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * batch_size:.0f}" if rate else "-")
-        bar.update(1)
-
-    def on_epoch(r: Any) -> None:
-        if rank == 0:
-            tqdm.write(r.log_line())
-
-    try:
-        result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
-                       on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
-    except (TrainingError, CheckpointError, OSError) as err:
-        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
-            raise  # main() says it in one line; the last checkpoint stays whole
-        raise BadInput(str(err)) from None
-    finally:
-        bar.close()
-        if world > 1:
-            finish_distributed()
-    if rank == 0:
-        click.echo(f"saved {result.checkpoint}" + (f" (DistributedDataParallel over {world} processes)"
-                                                   if world > 1 else ""))
 
 @cli.command("eval")
 @click.option("--model", "model_name", default=None, help="Registered model name.")

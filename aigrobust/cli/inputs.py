@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed
+from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed, given_on_command_line
 from aigrobust.errors import CheckpointError, DataError, UnknownModelError
 
 log = logging.getLogger("aigrobust")
@@ -27,11 +27,6 @@ def known_models(names: tuple[str, ...] | list[str]) -> None:
             get_model_info(name)
         except UnknownModelError as err:
             raise BadInput(str(err)) from None
-
-
-def given_on_command_line(name: str) -> bool:
-    """Whether the current command's parameter ``name`` was typed (not left at its default)."""
-    return click.get_current_context().get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
 
 def check_attack_options(epsilons: tuple[float, ...], defenses: tuple[Any, ...], defense_grads: tuple[str, ...],
@@ -60,34 +55,6 @@ def check_gate_use(entries: list[Any], gate_mode: str) -> None:
         raise BadInput(f"--gate-mode stochastic draws gates, and none of {names} has any")
     if given_on_command_line("gate_grads"):
         raise BadInput(f"--gate-grad says how attack gradients pass gates, and none of {names} has any")
-
-
-GATE_OPTIONS = ("target_rate", "gate_lambda", "gate_lr_factor", "target_warmup")
-
-
-def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS) -> None:
-    """Refuse gate options given on the command line for a model without gates: training would ignore them and
-    the checkpoint would still record them."""
-    from aigrobust.models.factory import create_model
-
-    given = [name for name in options if given_on_command_line(name)]
-    if given and not create_model(model_name).is_gated:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise BadInput(f"{model_name} has no gates: {flags} {'apply' if len(given) > 1 else 'applies'} to gated "
-                       "models (aig*)")
-
-
-def check_start_options(model_name: str, init: str | None, shortcut: str | None) -> None:
-    """Refuse, before any data is read, ``--init torchvision`` for a model torchvision has no weights for (it would
-    start from our shipped weights instead) and ``--shortcut`` for ImageNet models (torchvision's projections)."""
-    from aigrobust.models.registry import get_model_info
-
-    info = get_model_info(model_name)
-    if init == "torchvision" and not info.torchvision_weights:
-        raise BadInput(f"--init torchvision: torchvision has no weights for {model_name} (ImageNet models only); "
-                       "give a weights file to start from instead")
-    if shortcut is not None and info.family == "imagenet":
-        raise BadInput(f"--shortcut applies to CIFAR ResNets; {model_name} has torchvision's projection shortcuts")
 
 
 def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
@@ -330,205 +297,6 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
         entries.append(ModelEntry((ref.label if ref and ref.label else target), model,
                                   source=str(ref.path.resolve()) if ref else "code"))
     return entries
-
-
-def open_runs(run_dirs: tuple[Path, ...], unsealed: bool = False) -> list[Any]:
-    """Finished run folders, each checked as it is opened. A folder of records without run.json cannot prove them
-    whole (run.json holds their row count and hash): refused unless ``unsealed``."""
-    from aigrobust.runs.folder import FinishedRun, RunFolderError
-    from aigrobust.runs.records import RECORDS_FILE, SPEC_FILE
-
-    bare = [r for r in run_dirs if (Path(r) / RECORDS_FILE).exists() and not (Path(r) / SPEC_FILE).exists()]
-    if bare and not unsealed:
-        raise BadInput(f"{bare[0]} has no {SPEC_FILE}: its records cannot prove they are whole (run.json holds their "
-                       "row count and hash); give --unsealed to read them anyway, with a warning in the output")
-    try:
-        return [FinishedRun.open(r) for r in run_dirs]
-    except RunFolderError as err:
-        raise BadInput(str(err)) from None
-
-
-def unsealed_warning(runs: list[Any]) -> str | None:
-    """The warning a report or check carries for run folders read without run.json (``--unsealed``)."""
-    from aigrobust.runs.records import SPEC_FILE
-
-    bare = [str(run.root) for run in runs if not (run.root / SPEC_FILE).exists()]
-    if not bare:
-        return None
-    return (f"Unsealed records: {', '.join(bare)} have no {SPEC_FILE}, so nothing proves them whole or unedited "
-            "(read with --unsealed); figures from them may count fewer or other samples than were attacked.")
-
-
-def named_code(model_codes: tuple[str, ...]) -> tuple[dict[str, str], set[str]]:
-    """``[LABEL=]MODULE:CALLABLE`` as given to ``report`` and ``check``: code named for one label, and code allowed
-    wherever a run folder names exactly it."""
-    by_label: dict[str, str] = {}
-    anywhere: set[str] = set()
-    for given in model_codes:
-        label, sep, target = given.partition("=")
-        module, colon, attribute = (target if sep else given).partition(":")
-        if not module or not colon or not attribute or (sep and not label):
-            raise BadInput(f"--model-code {given!r}: give [LABEL=]MODULE:CALLABLE, e.g. mynet=mypkg.nets:build")
-        if sep:
-            by_label[label] = target
-        else:
-            anywhere.add(given)
-    return by_label, anywhere
-
-
-def trusted_code(run: Any, model_codes: tuple[str, ...], trust_code: bool) -> tuple[dict[str, str], list[Any]]:
-    """Which user code of ``run`` may be imported (label -> MODULE:CALLABLE) and a sanity flag for each network whose
-    probes are skipped. Code runs only where the user named it on the command line (``--model-code``) or said
-    ``--trust-code``, which prints what it will import: a run folder is data, and data never names code to run."""
-    from aigrobust.reporting.sanity import STATUS_NA, SanityFlag
-
-    by_label, anywhere = named_code(model_codes)
-    allowed, skipped = {}, []
-    for label, target in run.code_models().items():
-        if label in by_label:
-            allowed[label] = by_label[label]
-        elif target in anywhere:
-            allowed[label] = target
-        elif trust_code:
-            click.echo(f"--trust-code: importing {target.partition(':')[0]} and calling {target} for {label!r} "
-                       f"(named by {run.root / 'run.json'})", err=True)
-            allowed[label] = target
-        else:
-            skipped.append(SanityFlag("model probes", label, STATUS_NA,
-                                      f"skipped: its network is user code ({target}) that {run.root} names, and code "
-                                      "named by a run folder is never imported; give --model-code "
-                                      f"{label}={target} (or --trust-code) to probe it"))
-    return allowed, skipped
-
-
-def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = (),
-                trust_code: bool = False) -> list[Any]:
-    """Masking probes on each model of the runs, once per model even where several runs share it; a user's network
-    only where its code was named (:func:`trusted_code`), else one n/a flag saying why."""
-    from aigrobust.checks.probes import model_probes
-    from aigrobust.models.user_code import ModelCodeError
-    from aigrobust.runs.folder import RunFolderError
-
-    flags, probed = [], set()
-    for run in runs:
-        code, skipped = trusted_code(run, model_codes, trust_code)
-        flags += skipped
-        try:
-            models, data = run.models(code), run.data()
-        except (RunFolderError, CheckpointError, DataError, ModelCodeError) as err:  # e.g. a run from elsewhere
-            raise BadInput(f"{err} (the model probes reload {run.root}'s models and images; --no-probe skips "
-                           "them)") from None
-        subset = data.subset(range(min(n_probe, len(data))))
-        images, labels = subset.tensors()
-        for label, model in models.items():
-            source = run.document.models[label].source
-            if (label, source) in probed:
-                continue
-            probed.add((label, source))
-            model.flop_profile(tuple(images.shape[1:]))  # a wrapped user network learns its class count here
-            flags += model_probes(label, model, images, labels, model.num_classes)
-    return flags
-
-
-def read_runs(runs: list[Any]) -> Any:
-    """The runs' records joined; where two hold the same sample under the same setting, the earlier run's. Runs
-    that give one model label to two networks, or one sample to two images, are refused."""
-    from aigrobust.runs.records import RunFolderError, combine_runs
-
-    try:
-        records, dropped = combine_runs(runs)
-    except RunFolderError as err:
-        raise BadInput(str(err)) from None
-    if dropped:  # e.g. a subset run that repeats the reference rows of a full run listed before it
-        log.info("%d records repeat a sample already read from an earlier run; the earlier run's are kept",
-                 dropped)
-    return records
-
-
-def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
-    """The training settings: those given on the command line, the rest from the paper's ImageNet recipe for
-    ImageNet models (the options' own defaults for CIFAR-10)."""
-    from aigrobust.training.config import imagenet_defaults
-
-    context = click.get_current_context()
-    chosen = {k: v for k, v in given.items()}
-    if dataset == "imagenet":
-        defaults = imagenet_defaults(batch_size)
-        for key in given:
-            if context.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
-                chosen[key] = defaults[key]
-        chosen["milestones"] = defaults["milestones"]
-    return chosen
-
-
-def training_data(dataset: str, data_dir: Path | None, download: bool, max_train_samples: int | None, seed: int,
-                  augment: bool = True, heldout_samples: int = 1000, validation_samples: int = 0) -> tuple[Any, Any]:
-    """The training split (a seeded subset of ``max_train_samples``) and held-out data for the per-epoch figures
-    (None, with a warning, where absent): CIFAR-10's test split, or a class-balanced ``heldout_samples`` of an
-    ImageNet folder's val/ (its train/ streams from disk with random crops and flips). With
-    ``validation_samples`` the held-out data is instead a seeded split cut from the training set (never trained
-    on), so nothing picked from the per-epoch figures has seen the test images."""
-    import numpy as np
-
-    from aigrobust.data import ImageFolderDataset, load_dataset
-
-    try:
-        if dataset == "imagenet":
-            if data_dir is None:
-                raise DataError("training an ImageNet model needs --data-dir IMAGENET (holding train/<wnid>/*.JPEG "
-                                "and val/<wnid>/*.JPEG)")
-            train_data: Any = ImageFolderDataset(data_dir, "train", augment=augment)
-        else:
-            train_data = load_dataset("cifar10", "train", data_dir, download)
-    except DataError as err:
-        raise BadInput(str(err)) from None
-    if validation_samples:
-        if validation_samples >= len(train_data):
-            raise BadInput(f"--val-samples {validation_samples} leaves nothing to train on: the training split holds "
-                           f"{len(train_data)} images")
-        order = np.random.default_rng([seed, 17]).permutation(len(train_data))
-        # an image folder's training view crops and flips at random: validate on its plain view
-        plain = ImageFolderDataset(data_dir, "train") if dataset == "imagenet" else train_data  # type: ignore[arg-type]
-        heldout = plain.subset(np.sort(order[:validation_samples]))
-        train_data = train_data.subset(np.sort(order[validation_samples:]))
-    else:
-        try:
-            heldout = load_dataset(dataset, "test", data_dir, download)
-            if hasattr(heldout, "balanced_subset"):
-                heldout = heldout.balanced_subset(heldout_samples, seed=seed)
-        except DataError:
-            heldout = None
-            click.echo("warning: no held-out split found; no held-out accuracy per epoch", err=True)
-    if max_train_samples is not None and max_train_samples < len(train_data):
-        pick = np.random.default_rng(seed).permutation(len(train_data))[:max_train_samples]
-        train_data = train_data.subset(np.sort(pick))
-    elif max_train_samples is not None and max_train_samples > len(train_data):
-        click.echo(f"note: --max-train-samples {max_train_samples} asks for more images than the training split "
-                   f"holds; all {len(train_data)} are used", err=True)
-    return train_data, heldout
-
-
-def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float) -> str | None:
-    """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
-    compute=W for a model without gates, or --compute-penalty without a compute attack to apply it to."""
-    from aigrobust.models.factory import create_model
-    from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
-
-    given = given_on_command_line("compute_penalty")
-    if adversarial is None:
-        if given:
-            raise BadInput("--compute-penalty applies to compute-attacked batches: give --adversarial METHOD:compute=W")
-        return None
-    try:
-        inner = inner_attack_from_spec(adversarial)
-    except InnerSpecError as err:
-        raise BadInput(f"--adversarial {adversarial}: {err}") from None
-    if inner.compute > 0 and not create_model(model_name).is_gated:
-        raise BadInput(f"--adversarial {adversarial}: compute={inner.compute:g} attacks the gates, and {model_name} "
-                       "has none")
-    if given and inner.compute == 0:
-        raise BadInput("--compute-penalty applies to compute-attacked batches: add compute=W to --adversarial")
-    return inner.spec
 
 
 def with_suite(suite: str, attacks: tuple[Parsed, ...]) -> tuple[Parsed, ...]:

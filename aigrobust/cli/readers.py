@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from aigrobust.cli import inputs
+from aigrobust.cli import run_inputs
 from aigrobust.cli.types import DISK_ERRORS, BadInput
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.files import unusable_file
@@ -77,11 +77,11 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
         preface = preface_path.read_text() if preface_path is not None else ""
     except (OSError, UnicodeDecodeError) as err:
         raise BadInput(f"cannot read the preface {preface_path}: {err}") from None
-    runs = inputs.open_runs(run_dirs, unsealed)
-    records = inputs.read_runs(runs)
-    flags = inputs.probe_flags(runs, n_probe, model_codes, trust_code) if probe else []
+    runs = run_inputs.open_runs(run_dirs, unsealed)
+    records = run_inputs.read_runs(runs)
+    flags = run_inputs.probe_flags(runs, n_probe, model_codes, trust_code) if probe else []
     report = report_from_runs(runs, records, title, flags, preface)
-    warning = inputs.unsealed_warning(runs)
+    warning = run_inputs.unsealed_warning(runs)
     if warning is not None:
         report.notes.insert(0, warning)
         click.echo(f"warning: {warning}", err=True)
@@ -149,18 +149,18 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
                        "another --baseline path")
     failed = False
     if sanity_runs:
-        runs = inputs.open_runs(sanity_runs, unsealed)
-        warning = inputs.unsealed_warning(runs)
+        runs = run_inputs.open_runs(sanity_runs, unsealed)
+        warning = run_inputs.unsealed_warning(runs)
         if warning is not None:
             click.echo(f"WARN  unsealed-records             {warning}")
-        flags = record_checks(inputs.read_runs(runs)) + inputs.probe_flags(runs, n_probe, model_codes, trust_code)
+        flags = record_checks(run_inputs.read_runs(runs)) + run_inputs.probe_flags(runs, n_probe, model_codes, trust_code)
         for flag in flags:
             click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
         failed |= any(f.status == "warn" for f in flags)
     if baseline_path is not None:
         try:
             if init_run is not None:
-                records = inputs.read_runs(inputs.open_runs((init_run,), unsealed))
+                records = run_inputs.read_runs(run_inputs.open_runs((init_run,), unsealed))
                 document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
                 write_baseline(baseline_path, document)
                 click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")

@@ -143,3 +143,8 @@ class OneLineErrors(click.Group):
             raise BadInput(f"{err.format_message()} (see {where} --help)") from None
         except AigrobustError as err:
             raise BadInput(str(err).strip("'\"")) from None
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the current command's parameter ``name`` was typed (not left at its default)."""
+    return click.get_current_context().get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
