@@ -238,7 +238,7 @@ def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_p
 def test_a_baseline_reruns_the_attack_its_metrics_were_measured_with(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from aigrobust.checks.baseline import load_baseline
+    from aigrobust.checks.baseline_document import load_baseline
 
     data = json.loads((PROJECT_ROOT / "reports" / "ci" / "baseline.json").read_text())
     text = next(a for a in data["spec"]["attacks"] if a.startswith("compute-inflation"))

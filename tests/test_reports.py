@@ -75,7 +75,7 @@ def test_report_writes_tables_figures_and_indexes(run_dir: Path, tmp_path: Path)
     assert "jpeg:75" in md and "bpda" in md and "worst-case" in md and "straight-through" in md
     html_text = (out / "index.html").read_text()
     # self-contained: six inline SVG figures, nothing read from figures/
-    assert html_text.count("<figure id=") == 6 and "figures/" not in html_text
+    assert html_text.count("<figure id=") == 7 and "figures/" not in html_text
     assert 'id="gate-raster-' in html_text and 'id="band-' in html_text
     tex = (out / "summary.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\%" in tex

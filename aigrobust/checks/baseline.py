@@ -9,9 +9,7 @@ by more than their tolerances.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +18,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from aigrobust.errors import AigrobustError
-from aigrobust.evaluation.metrics import GROUP, WORST, format_eps, summarize
-from aigrobust.files import atomic_write_bytes, file_sha256, unusable_file
-
-FORMAT = "aigrobust-baseline"
-KEYS = GROUP  # the one setting key: model, defense, defense_grad, attack, gate_grad, epsilon
-DEFAULT_TOLERANCES = {"robust_acc": 0.02, "adv_flops_rel": 0.02, "unchanged_gates": 0.03}
-MAX_TOLERANCE = 0.1  # a looser tolerance would let a real regression pass (1e9 passes anything)
-METRIC_FIELDS = ("robust_acc", "adv_flops", "unchanged_gates")
-
-
-class BaselineError(AigrobustError, ValueError):
-    """A baseline file that cannot be used (missing, malformed, or naming missing files)."""
+from aigrobust.checks.baseline_document import (
+    DEFAULT_TOLERANCES,
+    FORMAT,
+    KEYS,
+    BaselineError,
+    build_eval_spec,
+    load_baseline,
+)
+from aigrobust.evaluation.metrics import format_eps, summarize
+from aigrobust.files import atomic_write_bytes, file_sha256
 
 
 @dataclass(frozen=True)
@@ -45,152 +40,6 @@ class Comparison:
     now: float
     tolerance: float
     holds: bool
-
-
-def load_baseline(path: Path) -> dict[str, Any]:
-    """Read a baseline file and validate it as a typed document (every field checked before any work)."""
-    path = Path(path)
-    why = unusable_file(path)
-    if why is not None:
-        raise BaselineError(f"baseline {path} {why}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BaselineError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BaselineError(f"{path} is not an aigrobust baseline (format {data.get('format')!r})"
-                            if isinstance(data, dict) else f"{path} is not an aigrobust baseline")
-    for key in ("spec", "metrics", "tolerances"):
-        if key not in data:
-            raise BaselineError(f"{path} lacks '{key}'")
-    try:
-        _check_spec(data["spec"])
-        _check_tolerances(data["tolerances"])
-        _check_metrics(data["metrics"])
-    except BaselineError as err:
-        raise BaselineError(f"{path}: {err}") from None
-    data["metrics"] = upgrade_metric_keys(data["metrics"], data["spec"]["attacks"])
-    # the attacks as its metrics were measured, so ``check`` reruns those (a text written before an attack's defaults
-    # changed means what it meant then) and compares like with like
-    from aigrobust.evaluation import specs_as_ran
-
-    data["spec"] = {**data["spec"], "attacks": specs_as_ran(data["spec"]["attacks"],
-                                                            (str(row["attack"]) for row in data["metrics"]))}
-    return data
-
-
-def upgrade_metric_keys(rows: list[dict[str, Any]], attack_texts: list[str]) -> list[dict[str, Any]]:
-    """Baselines written before settings had their present names: an attack's short name ('pgd') becomes the
-    canonical spec of the baseline's attack of that name, and a worst case over gate or defense gradients, once
-    spelled 'worst', is spelled WORST like the worst case over attacks."""
-    from aigrobust.evaluation import canonical_attack_names
-
-    names = canonical_attack_names(attack_texts)
-    renamed = {"worst": WORST}
-    return [{**row, "attack": names.get(row["attack"], row["attack"]),
-             "gate_grad": renamed.get(row["gate_grad"], row["gate_grad"]),
-             "defense_grad": renamed.get(row["defense_grad"], row["defense_grad"])} for row in rows]
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_tolerances(tolerances: Any) -> None:
-    if not isinstance(tolerances, dict):
-        raise BaselineError("tolerances must be an object")
-    for name, value in tolerances.items():
-        if name not in DEFAULT_TOLERANCES:
-            raise BaselineError(f"unknown tolerance {name!r}; known: {', '.join(DEFAULT_TOLERANCES)}")
-        if not _finite(value) or not 0 <= value <= MAX_TOLERANCE:
-            raise BaselineError(f"tolerance {name} must be a number in [0, {MAX_TOLERANCE}], got {value!r}")
-
-
-def _check_metrics(metrics: Any) -> None:
-    if not isinstance(metrics, list) or not metrics:
-        raise BaselineError("metrics must be a non-empty list (a baseline that checks nothing passes anything)")
-    for i, row in enumerate(metrics):
-        if not isinstance(row, dict):
-            raise BaselineError(f"metric {i} is not an object")
-        for key in KEYS[:-1]:
-            if not isinstance(row.get(key), str):
-                raise BaselineError(f"metric {i} lacks {key!r} (a string)")
-        if not _finite(row.get("epsilon")) or not 0 <= row["epsilon"] <= 1:
-            raise BaselineError(f"metric {i}: epsilon must be a number in [0, 1], got {row.get('epsilon')!r}")
-        for key in METRIC_FIELDS:
-            if not _finite(row.get(key)):
-                raise BaselineError(f"metric {i} ({row['model']} {row['attack']}) lacks {key!r} (a number)")
-
-
-def _check_spec(spec: Any) -> None:
-    from aigrobust.data import DATASETS
-    from aigrobust.evaluation import parse_epsilon
-    from aigrobust.models.registry import UnknownModelError, get_model_info
-    if not isinstance(spec, dict):
-        raise BaselineError("spec must be an object")
-    for key in ("models", "dataset", "sample_indices", "attacks", "epsilons"):
-        if key not in spec:
-            raise BaselineError(f"spec lacks '{key}'")
-    models = spec["models"]
-    if not isinstance(models, dict) or not models:
-        raise BaselineError("spec models must be an object of label -> {model, checkpoint, sha256}")
-    for label, entry in models.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
-            raise BaselineError(f"spec model {label!r} must be an object naming its model")
-        try:
-            get_model_info(entry["model"])
-        except UnknownModelError as err:
-            raise BaselineError(f"spec model {label!r}: {err}") from None
-        if not isinstance(entry.get("checkpoint"), (str, type(None))):
-            raise BaselineError(f"spec model {label!r}: checkpoint must be a relative path or null")
-        if entry.get("checkpoint") is not None and not _is_sha256(entry.get("sha256")):
-            raise BaselineError(f"spec model {label!r}: its checkpoint's sha256 is missing or malformed (without it a "
-                                "replaced checkpoint would pass unnoticed)")
-    if not _is_sha256(spec.get("data_sha256")):
-        raise BaselineError("spec data_sha256 is missing or malformed: the fingerprint of the baseline's images, "
-                            "without which another image set would pass unnoticed")
-    if spec["dataset"] not in DATASETS:
-        raise BaselineError(f"spec dataset must be one of {', '.join(DATASETS)}, got {spec['dataset']!r}")
-    indices = spec["sample_indices"]
-    if (not isinstance(indices, list) or not indices
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)):
-        raise BaselineError("spec sample_indices must be a non-empty list of sample numbers")
-    repeated = sorted({i for i in indices if indices.count(i) > 1}) if len(set(indices)) < len(indices) else []
-    if repeated:  # a sample counted twice would weigh twice in every rate and collide in the per-sample records
-        raise BaselineError(f"spec sample_indices repeats sample {repeated[0]}"
-                            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""))
-    if not isinstance(spec["attacks"], list) or not spec["attacks"]:
-        raise BaselineError("spec attacks must be a non-empty list of attack specs")
-    if not isinstance(spec["epsilons"], list) or not spec["epsilons"]:
-        raise BaselineError("spec epsilons must be a non-empty list")
-    batch_size = spec.get("batch_size", 256)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise BaselineError(f"spec batch_size must be a positive integer, got {batch_size!r}")
-    try:
-        for eps in spec["epsilons"]:
-            if isinstance(eps, bool):
-                raise ValueError(f"epsilon {eps!r} is not a number")
-            parse_epsilon(eps)
-        _build_eval_spec(spec)
-    except (ValueError, KeyError) as err:  # unknown attacks, bad epsilons, gate or defense settings
-        raise BaselineError(f"spec: {str(err).strip(chr(39))}") from None
-
-
-def _is_sha256(value: object) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
-
-
-def _build_eval_spec(spec: dict[str, Any]) -> Any:
-    from aigrobust.evaluation import EvalSpec
-
-    seed = spec.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return EvalSpec(attacks=tuple(spec["attacks"]), epsilons=tuple(spec["epsilons"]),
-                    gate_grads=tuple(spec.get("gate_grads", ("exact",))), gate_mode=spec.get("gate_mode", "hard"),
-                    seed=seed, defenses=tuple(spec.get("defenses", ("none",))),
-                    defense_grads=tuple(spec.get("defense_grads", ("oblivious", "bpda", "diff"))),
-                    early_exit=bool(spec.get("early_exit", False)))
 
 
 def contained_path(base: Path, value: str, allowed_roots: tuple[Path, ...], what: str) -> Path:
@@ -372,7 +221,7 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     if expected and data.fingerprint() != expected:  # type: ignore[attr-defined]
         raise BaselineError(f"the baseline's images differ from the data found: sha256 {data.fingerprint()[:16]} "  # type: ignore[attr-defined]
                             f"where the baseline recorded {str(expected)[:16]}")
-    eval_spec = _build_eval_spec(spec)
+    eval_spec = build_eval_spec(spec)
     images, labels = data.tensors()  # type: ignore[attr-defined]
     run = run_evaluation(entries, eval_spec, images, labels, np.asarray(data.indices),  # type: ignore[attr-defined]
                          batch_size=int(spec.get("batch_size", 256)))

@@ -130,14 +130,8 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
       aigrobust check --baseline ci/baseline.json --init-from runs/ci
       aigrobust check --sanity runs/quickstart
     """
-    from aigrobust.checks.baseline import (
-        BaselineError,
-        display_key,
-        make_baseline,
-        recheck,
-        spec_from_run,
-        write_baseline,
-    )
+    from aigrobust.checks.baseline import display_key, make_baseline, recheck, spec_from_run, write_baseline
+    from aigrobust.checks.baseline_document import BaselineError
     from aigrobust.reporting.sanity import record_checks
 
     if not baseline_path and not sanity_runs:

@@ -4,57 +4,25 @@ and replayed on resume, with each sample's standing outcome carried from attack 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from aigrobust.evaluation.batches import iterate_numbered_batches
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, canonical_order, gate_patterns, normalize_records
+from aigrobust.evaluation.settings import settings_for
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
+from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore
 from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.models.base import ResNetBase
-from aigrobust.models.gates import GateGrad
 from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_label
-
-
-def _gate_grads(spec: EvalSpec, model: Any) -> tuple[str, ...]:
-    """The gate-gradient modes to run on ``model``: none without gates; where the network offers fewer modes than
-    ours (``supported_gate_grads``, e.g. a user's network through GatedAdapter), 'all' means all it offers and a
-    mode it lacks, named alone, is refused."""
-    if not model.is_gated:
-        return (NO_GATES,)
-    offered = getattr(model, "supported_gate_grads", None)
-    if offered is None:
-        return spec.gate_grads
-    offered = tuple(str(GateGrad(g)) for g in offered)
-    if set(spec.gate_grads) == {str(g) for g in GateGrad}:  # 'all'
-        return offered
-    missing = [g for g in spec.gate_grads if g not in offered]
-    if missing:
-        raise ValueError(f"{model.registry_name} offers gate gradient {', '.join(offered)} only, not "
-                         f"{', '.join(missing)}")
-    return spec.gate_grads
-
-def _settings(spec: EvalSpec, model: Any) -> list[tuple[str, str, str]]:
-    """(defense, defense_grad, gate_grad) combinations to run for one model."""
-    combos = []
-    gate_grads = _gate_grads(spec, model)
-    for defense_spec in spec.defenses:
-        defense = spec.defense(defense_spec)
-        if defense.name == "none":
-            grads: tuple[str, ...] = ("none",)
-        else:
-            grads = tuple(g for g in spec.defense_grads if g != "eot" or defense.randomized)
-        for defense_grad in grads:
-            for gate_grad in gate_grads:
-                combos.append((defense_spec, defense_grad, gate_grad))
-    return combos
 
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
 STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
@@ -105,46 +73,6 @@ class Standing:
         for i in keep.nonzero().squeeze(1).tolist():
             self.adv_gates[i] = outcome.adv_gates[i]
 
-@dataclass(frozen=True)
-class UnitRequest:
-    """One unit as a source outside the run sees it (an earlier run's records): which records it needs, and the
-    batch's clean outcome so the source can prove its model and images are this run's."""
-
-    model: str
-    defense: str
-    defense_grad: str
-    gate_grad: str
-    attack: str  # the canonical spec
-    epsilons: tuple[float, ...]
-    sample_ids: tuple[int, ...]
-    labels: np.ndarray
-    clean_pred: np.ndarray
-    clean_gates: tuple[str, ...]
-
-@dataclass
-class UnitStore:
-    """Where finished units of a batch (one defense setting x one attack) are kept, so a killed run loses at most
-    the unit in progress: ``load(unit)`` returns a saved unit's records or None, ``save(unit, frame, origin)`` keeps
-    one (``origin``: None for a unit computed here, else where it was copied from). ``reuse(request)``, where given,
-    supplies a unit not yet saved from elsewhere as (records, origin), or None: compute it."""
-
-    load: Callable[[str], pd.DataFrame | None]
-    save: Callable[[str, pd.DataFrame, str | None], None]
-    reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None = None
-
-class BatchStorage(Protocol):
-    """Where a run keeps its finished work (:class:`aigrobust.runs.folder.RunFolder` is one): whole batches by (model
-    label, batch number), and the finished units of a batch still in progress."""
-
-    def done_batch(self, model: str, batch: int) -> pd.DataFrame | None:
-        """The records of a batch finished earlier, or None."""
-
-    def save_batch(self, model: str, batch: int, frame: pd.DataFrame) -> None:
-        """Keep a finished batch's records (its units are then no longer needed)."""
-
-    def units_for(self, model: str, batch: int) -> UnitStore:
-        """The store of the finished units of a batch in progress."""
-
 
 @dataclass
 class _Setting:
@@ -191,7 +119,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     model.eval()
     frames = []
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
-    for s, (defense_spec, defense_grad, gate_grad) in enumerate(_settings(spec, model)):
+    for s, (defense_spec, defense_grad, gate_grad) in enumerate(settings_for(spec, model)):
         setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, clean_cache)
         standing = {eps: Standing.clean(setting, len(labels)) for eps in spec.epsilons}
         for a, attack in enumerate(attacks):
@@ -386,30 +314,6 @@ def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float
         "adv_draw_acc": values.adv_draw_acc.numpy()[rows],
     })
 
-def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Dataset, labels: Tensor,
-                             sample_ids: np.ndarray, batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1], uint8
-    (N, H, W, C) as stored, or a dataset of (image, label) items read by a DataLoader with worker processes (an image
-    folder); either way one batch at a time is in memory."""
-    from aigrobust.data import to_tensor_images
-
-    if not isinstance(images, (Tensor, np.ndarray)):
-        yield from _streamed_batches(images, labels, sample_ids, batch_size)
-        return
-    for b, start in enumerate(range(0, len(labels), batch_size)):
-        stop = start + batch_size
-        batch = images[start:stop]
-        if isinstance(batch, np.ndarray):
-            batch = to_tensor_images(batch)
-        yield b, batch, labels[start:stop], sample_ids[start:stop]
-
-def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
-                      batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    from aigrobust.data import streaming_loader
-
-    for b, (batch, _) in enumerate(streaming_loader(dataset, batch_size)):
-        start = b * batch_size
-        yield b, batch, labels[start:start + len(batch)], sample_ids[start:start + len(batch)]
 
 @dataclass
 class EvalRun:

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.errors import AigrobustError
-from aigrobust.models.base import FlopProfile, InputNormalization, _count_flops
 from aigrobust.models.gates import GateMode, GateTrace
+from aigrobust.models.layers import FlopProfile, InputNormalization, count_flops
 
 
 class ModelOutputError(AigrobustError, TypeError):
@@ -84,7 +84,7 @@ class PlainModel(nn.Module):
             self.eval()
             try:
                 with torch.no_grad():
-                    flops, out = _count_flops(self, x)
+                    flops, out = count_flops(self, x)
             finally:
                 self.train(was_training)
             self._classes = int(out.shape[-1])

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.models.base import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, ResNetBase, init_resnet_weights
+from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import Gate
+from aigrobust.models.layers import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, init_resnet_weights
 from aigrobust.models.registry import register_model
 
 SHORTCUT_STYLES = ("A", "B")

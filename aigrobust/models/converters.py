@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResNetBase
+from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import CheckpointError, load_state_checked, model_metadata
+from aigrobust.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from aigrobust.models.registry import build_model as create_model
 
 log = logging.getLogger(__name__)

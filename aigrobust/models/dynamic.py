@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.models.adapter import ModelOutputError
-from aigrobust.models.base import FlopProfile, _count_flops
 from aigrobust.models.gates import GateGrad, GateMode, GateTrace
+from aigrobust.models.layers import FlopProfile, count_flops
 
 
 @runtime_checkable
@@ -120,7 +120,7 @@ class GatedAdapter(nn.Module):
             self.eval()
             try:
                 with torch.no_grad():
-                    measured, (logits, gate_logits) = _count_flops(self.module, x)
+                    measured, (logits, gate_logits) = count_flops(self.module, x)
             finally:
                 self.train(was_training)
             ran = float((gate_logits[0] > 0).double() @ torch.tensor(self.block_flops, dtype=torch.float64))

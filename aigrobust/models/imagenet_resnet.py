@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aigrobust.models.base import IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, ResNetBase, init_resnet_weights
+from aigrobust.models.base import ResNetBase
 from aigrobust.models.gates import Gate
+from aigrobust.models.layers import IMAGENET_MEAN, IMAGENET_STD, ResidualBlock, init_resnet_weights
 from aigrobust.models.registry import register_model
 
 DEFAULT_TARGET_RATE = 0.7
