@@ -183,3 +183,31 @@ def test_epsilon_floors_agree_between_attack_universal_and_training(synthetic_np
     assert result.exit_code == 2 and "radius 0 changes nothing" in result.output, result.output
     with pytest.raises(InnerSpecError, match="above 1e-07"):
         inner_attack_from_spec("n-fgsm:eps=1e-9")
+
+
+def test_resume_of_a_finished_run_answers_from_its_sealed_records(synthetic_npz_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``attack --resume`` on a run that had finished attacked everything again (the README's main job, which
+    carries --resume, cost its minutes twice)."""
+    run = _finished_run(synthetic_npz_dir, tmp_path)
+    first = CliRunner().invoke(cli, ["attack", "--data-dir", str(synthetic_npz_dir), "--eps", "4/255", "--attack",
+                                     "fgsm", "--n-samples", "12", "--out", str(run), "--checkpoint",
+                                     f"tiny={tmp_path / 'tiny.safetensors'}", "--resume"])
+    before = (run / "records.csv.gz").read_bytes()
+
+    def no_attack(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a finished run was attacked again")
+
+    monkeypatch.setattr("aigrobust.runs.attack.run_evaluation", no_attack)
+    again = CliRunner().invoke(cli, ["attack", "--data-dir", str(synthetic_npz_dir), "--eps", "4/255", "--attack",
+                                     "fgsm", "--n-samples", "12", "--out", str(run), "--checkpoint",
+                                     f"tiny={tmp_path / 'tiny.safetensors'}", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "finished: its sealed records answer" in again.output
+    table = [line for line in first.output.splitlines() if "tiny" in line]
+    assert table and all(line in again.output for line in table)
+    assert (run / "records.csv.gz").read_bytes() == before
+    other = CliRunner().invoke(cli, ["attack", "--data-dir", str(synthetic_npz_dir), "--eps", "8/255", "--attack",
+                                     "fgsm", "--n-samples", "12", "--out", str(run), "--checkpoint",
+                                     f"tiny={tmp_path / 'tiny.safetensors'}", "--resume"])
+    assert other.exit_code == 2 and "another spec" in other.output  # a changed command is still refused

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -186,10 +187,9 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --model aig20 --eps 8/255 --attack apgd --gate-grad all --defense jpeg:75 --defense-grad bpda
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
-    from aigrobust.evaluation.metrics import table_text
-    from aigrobust.runs.attack import evaluate_into, open_folder, run_info, seal
+    from aigrobust.runs.attack import answer_finished, evaluate_into, open_folder, run_info, seal
     from aigrobust.runs.document import run_document
-    from aigrobust.runs.records import COPIED_FROM, RunFolderError
+    from aigrobust.runs.records import RunFolderError
     from aigrobust.runs.reuse import open_donors
 
     inputs.check_attack_options(epsilons, defenses, defense_grads, gate_mode)
@@ -211,15 +211,28 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         folder = open_folder(out_dir, spec, info, resume, rank, world)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
-    try:
-        with inputs.progress_bar(len(entries) * len(data), rank) as bar:
-            records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
-                                    bar.set_description_str, reuse=donors)
-    except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
-        raise BadInput(str(err)) from None
-    if records is None:
-        return  # a torchrun rank other than 0: rank 0 writes the results
-    sealed = seal(folder, records, entries, spec, data, dev)
+    sealed = answer_finished(folder) if resume and world == 1 else None
+    if sealed is not None:
+        click.echo(f"{out_dir} holds this run, finished: its sealed records answer (nothing is attacked again)",
+                   err=True)
+    else:
+        try:
+            with inputs.progress_bar(len(entries) * len(data), rank) as bar:
+                records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
+                                        bar.set_description_str, reuse=donors)
+        except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
+            raise BadInput(str(err)) from None
+        if records is None:
+            return  # a torchrun rank other than 0: rank 0 writes the results
+        sealed = seal(folder, records, entries, spec, data, dev)
+    _show_sealed(sealed, spec, table, out_dir)
+
+
+def _show_sealed(sealed: Any, spec: Any, table: str, out_dir: Path) -> None:
+    """The table a finished attack run prints, with where its files are."""
+    from aigrobust.evaluation.metrics import table_text
+    from aigrobust.runs.records import COPIED_FROM
+
     # counted over every process and every resume of the run, not only this one
     for origin, count in sealed.unit_origins.items():
         if origin.startswith(COPIED_FROM):
@@ -232,7 +245,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                    "the samples the ones before it left standing, so each attack's row is the chain up to it")
     more = "every attack and gate gradient: --table full or " if table == "compact" else ""
     click.echo(f"robust accuracy % [95% interval]; {more}{out_dir / 'summary.csv'}; per-sample records: "
-               f"{out_dir / 'records.csv.gz'} ({len(records)} rows)")
+               f"{out_dir / 'records.csv.gz'} ({len(sealed.records)} rows)")
 
 
 class Interrupted(BaseException):

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -41,20 +43,31 @@ def attacks_command() -> None:
     click.echo("\n".join(attack_catalogue()))
 
 
+def run_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that reads finished run folders (``report``, ``check``), declared once: probe
+    size, the user code the probes may import, and folders without run.json."""
+    options = [
+        click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
+                     help="Code you trust that built a run's own network (as given to `attack --model-code`): the "
+                     "probes import it. Code a run folder names is never imported on its own word."),
+        click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own "
+                     "networks (each import is printed first): only for run folders you trust."),
+        click.option("--unsealed", is_flag=True, help="Also read run folders without run.json (their records "
+                     "cannot prove they are whole); the output says so."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder.")
 @click.option("--title", default="aigrobust robustness report", show_default=True)
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
-@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
-              help="Code you trust that built a run's own network (as given to `attack --model-code`): the probes "
-              "import it. Code a run folder names is never imported on its own word.")
-@click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
-              "(each import is printed first): only for run folders you trust.")
-@click.option("--unsealed", is_flag=True, help="Also read run folders without run.json (their records cannot "
-              "prove they are whole); the output says so.")
+@run_reading_options
 @click.option("--preface", "preface_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Markdown file placed under the title (e.g. a study's findings in plain words).")
 def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe: bool, n_probe: int,
@@ -108,14 +121,7 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
               help="Create --baseline from a finished attack run folder (an existing one only with --update).")
 @click.option("--sanity", "sanity_runs", multiple=True, type=click.Path(path_type=Path),
               help="Run the gradient-masking sanity checks on a run folder (repeatable).")
-@click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
-              help="Code you trust that built a run's own network (as given to `attack --model-code`): the probes "
-              "import it. Code a run folder names is never imported on its own word.")
-@click.option("--trust-code", is_flag=True, help="Import the code the run folders name for their own networks "
-              "(each import is printed first): only for run folders you trust.")
-@click.option("--unsealed", is_flag=True, help="Also read run folders without run.json (their records cannot "
-              "prove they are whole); the output says so.")
+@run_reading_options
 @click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="A folder outside the baseline's own from which its checkpoints and data may be read (repeatable); "
               "any other path the baseline names is refused before it is opened.")

@@ -27,6 +27,7 @@ from aigrobust.evaluation.metrics import summarize
 from aigrobust.models.checkpoints import weights_sha256
 from aigrobust.runs.document import run_document
 from aigrobust.runs.folder import RunFolder
+from aigrobust.runs.records import read_records
 
 
 class SealedRun(NamedTuple):
@@ -141,3 +142,21 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
     origins = folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__,
                                                        "full_flops": full_flops, "input_values": input_values})
     return SealedRun(records, summary, noise, origins)
+
+
+def answer_finished(folder: RunFolder) -> SealedRun | None:
+    """The sealed outcome of a run that already finished in ``folder`` with the same command (run.json holds the row
+    count and hash of its records), read back instead of attacking again; None where it has not finished."""
+    from aigrobust.runs.folder import FinishedRun
+    from aigrobust.runs.records import INTEGRITY_KEY, RECORDS_FILE, SPEC_FILE, read_json
+
+    document = read_json(folder.root / SPEC_FILE, required=False)
+    if not (isinstance(document, dict) and isinstance(document.get(INTEGRITY_KEY), dict)
+            and (folder.root / RECORDS_FILE).is_file()):
+        return None
+    run = FinishedRun.open(folder.root)
+    records = read_records(folder.root)  # refused if it no longer matches the row count and hash
+    summary = summarize(records, full_flops=run.full_flops, input_values=run.input_values)
+    if run.noise_floor:
+        summary["noise_floor_hamming"] = summary["model"].map(run.noise_floor).fillna(0.0)
+    return SealedRun(records, summary, run.noise_floor, run.unit_origins)
