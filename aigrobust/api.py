@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
+from aigrobust.evaluation.fit import check_fit
 from aigrobust.evaluation.metrics import WORST, summarize
 from attacks import attack_from_spec
 from attacks.base import validate_inputs
@@ -55,7 +57,26 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     ``models``: a model, a registered name (its shipped or torchvision weights), or several as a list or as a
     mapping from the names the records should carry. Attack and defense specs are the command line's
     (``"pgd:steps=20"``, ``"jpeg:75"``); epsilons may be numbers or fractions (``"8/255"``). Bad input raises
-    ``ValueError`` naming it, before any attack runs."""
+    ``ValueError`` naming it, before any attack runs. Your modules are evaluated in eval mode and left in the mode
+    they were given in."""
+    given = [models] if isinstance(models, nn.Module) else list(models.values()) if isinstance(models, Mapping) \
+        else list(models) if isinstance(models, Sequence) and not isinstance(models, str) else []
+    modes = [(m, m.training) for top in given if isinstance(top, nn.Module) for m in top.modules()]
+    try:
+        return _evaluate(models, images, labels, attacks=attacks, epsilons=epsilons, defenses=defenses,
+                         defense_grads=defense_grads, gate_grads=gate_grads, gate_mode=gate_mode, seed=seed,
+                         batch_size=batch_size, early_exit=early_exit, device=device)
+    finally:
+        for module, training in modes:  # the caller's modules as they came, whatever happened
+            module.training = training
+
+
+def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], epsilons: Sequence[float | str],
+              defenses: Sequence[str], defense_grads: Sequence[str], gate_grads: Sequence[str], gate_mode: str,
+              seed: int, batch_size: int, early_exit: bool, device: torch.device | str) -> Summary:
+    """:func:`evaluate` once the caller's modules' modes are saved."""
+    if isinstance(epsilons, (str, float, int)) or not len(epsilons):
+        raise ValueError("give epsilons as a non-empty list, e.g. [8/255] (0 is added as the clean reference)")
     entries = _entries(models)
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
         raise ValueError("images must be a float tensor (N, C, H, W) with values in [0, 1]")
@@ -67,9 +88,11 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
         raise ValueError(f"labels must be a 1-D tensor of integer class indices, got {tuple(labels.shape)} "
                          f"{labels.dtype}")
     labels = labels.to(torch.int64)
+    images = images.detach()  # the attacks make their own leaves; a caller's graph stays the caller's
     validate_inputs(images, labels)  # finite [0, 1] pixels: the attacks' own check, before any model runs
     for entry in entries:
-        _check_fit(entry, images, labels)
+        _check_declared_input(entry, images)
+        check_fit(entry.name, entry.model, images, labels, deterministic=gate_mode != "stochastic")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # the spec parses every attack and defense once, here, so a bad one fails before the first batch
@@ -82,18 +105,19 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
                    records=run.records, spec=spec)
 
 
-def _check_fit(entry: ModelEntry, images: Tensor, labels: Tensor) -> None:
-    """One image through the model: the images' shape must fit it and every label must name one of its classes."""
+def _check_declared_input(entry: ModelEntry, images: Tensor) -> None:
+    """A registered model's images must have its declared shape: a CIFAR ResNet also runs 64x64 images (its pooling
+    is global), and would be evaluated on inputs it was never meant for."""
+    from aigrobust.models.registry import UnknownModelError, get_model_info
+
     try:
-        with torch.no_grad():
-            n_classes = int(entry.model(images[:1].to(next(entry.model.parameters(), images).device)).shape[-1])
-    except (RuntimeError, ValueError) as err:
+        declared = tuple(get_model_info(str(getattr(entry.model, "registry_name", ""))).input_shape)
+    except UnknownModelError:
+        return  # a user's network: its first pass says whether the images fit
+    if tuple(images.shape[1:]) != declared:
         hint = " (channels last? permute(0, 3, 1, 2))" if images.shape[-1] == 3 and images.shape[1] != 3 else ""
-        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {entry.name}{hint}: "
-                         f"{str(err).splitlines()[0]}") from None
-    if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1} ({entry.name} predicts {n_classes} classes), got "
-                         f"{int(labels.min())}..{int(labels.max())}")
+        raise ValueError(f"images of shape {tuple(images.shape[1:])} (C, H, W) do not fit {entry.name}, which takes "
+                         f"{declared}{hint}")
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
@@ -109,6 +133,9 @@ def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
         raise ValueError("give at least one model")
     entries = []
     for name, model in named:
+        if not isinstance(model, (nn.Module, str)):
+            raise ValueError(f"{name}: a model must be a torch nn.Module or a registered name, got "
+                             f"{type(model).__name__}")
         if isinstance(model, str) and weights_available(model) == "torchvision*":  # as the CLI refuses it
             raise ValueError(f"{model}'s gates have no published weights (torchvision has only its residual "
                              "branches): pass a trained model, e.g. load_checkpoint(path)[0]")

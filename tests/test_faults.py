@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from aigrobust.cli import cli
@@ -211,3 +212,76 @@ def test_resume_of_a_finished_run_answers_from_its_sealed_records(synthetic_npz_
                                      "fgsm", "--n-samples", "12", "--out", str(run), "--checkpoint",
                                      f"tiny={tmp_path / 'tiny.safetensors'}", "--resume"])
     assert other.exit_code == 2 and "another spec" in other.output  # a changed command is still refused
+
+
+class _NaNNet(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 10), float("nan"))
+
+
+class _CountingNet(torch.nn.Module):
+    """Its output depends on how often it was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x.flatten(1)) + self.calls
+
+
+class _TrainingNet(torch.nn.Module):
+    """Forces its batch norm into training mode inside forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(3)
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.train()
+        return self.linear(self.norm(x).flatten(1))
+
+
+class _IntegerNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).round().long()
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    (_NaNNet(), "non-finite logits"), (_CountingNet(), "different logits in two passes"),
+    (_TrainingNet(), "training mode"), (_IntegerNet(), "floating-point logits"), ([5], "nn.Module"),
+])
+def test_a_network_is_checked_before_it_is_believed(model: object, message: str) -> None:
+    """NaN logits once gave robust = clean accuracy; a call-counting or training-mode network gave figures that
+    depend on order and batch size; [5] and integer logits failed deep inside the engine."""
+    import aigrobust
+
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=message):
+        aigrobust.evaluate({"net": model}, x, torch.arange(4))  # type: ignore[dict-item]
+
+
+def test_evaluate_checks_shapes_and_epsilons_and_leaves_modules_as_given() -> None:
+    """64x64 or one-channel images once ran on a 32x32 RGB network; epsilons=[] said nothing; images with
+    requires_grad raised inside the engine; the caller's module came back in eval mode."""
+    import aigrobust
+
+    model = create_model("tiny_resnet")
+    model.train()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(4)
+    for images, message in ((torch.rand(4, 3, 64, 64), "do not fit"), (torch.rand(4, 1, 32, 32), "do not fit")):
+        with pytest.raises(ValueError, match=message):
+            aigrobust.evaluate({"tiny": model}, images, y)
+    with pytest.raises(ValueError, match="non-empty list"):
+        aigrobust.evaluate({"tiny": model}, x, y, epsilons=[])
+    summary = aigrobust.evaluate({"tiny": model}, x.clone().requires_grad_(True), y, epsilons=[4 / 255])
+    assert len(summary.records) == 8
+    assert model.training and all(m.training for m in model.modules())  # as it was given

@@ -200,7 +200,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     dev = inputs.device(device)
     spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples,
-                                                  model_codes, output_index)
+                                                  model_codes, output_index, deterministic=gate_mode != "stochastic")
     inputs.check_gate_use(entries, gate_mode)
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)

@@ -250,8 +250,10 @@ def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_gra
 
 def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,
                   data_dir: Path | None, download: bool, n_samples: int | None, model_codes: tuple[str, ...] = (),
-                  output_index: int | None = None) -> tuple[Any, list[Any], str]:
-    """The test data (its first ``n_samples``), the models to attack (checked against it) and the dataset's name."""
+                  output_index: int | None = None, deterministic: bool = True) -> tuple[Any, list[Any], str]:
+    """The test data (its first ``n_samples``), the models to attack (checked against it: classes, input shape, the
+    fit check; ``deterministic``: two passes must agree) and the dataset's name."""
+    from aigrobust.evaluation.fit import check_fit
     from aigrobust.models.registry import get_model_info
 
     if model_codes:
@@ -270,6 +272,12 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     data = first_samples(data, n_samples)  # image folders stay on disk: batches stream through a DataLoader
     for entry in entries:
         check_classes(entry.name, entry.model, data)
+    probe_images, probe_labels = data.subset(range(min(2, len(data)))).tensors()
+    for entry in entries:  # the library's fit check, as evaluate() makes it: one line and nothing written
+        try:
+            check_fit(entry.name, entry.model, probe_images, probe_labels, deterministic=deterministic)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
     if getattr(data, "note", ""):
         click.echo(f"note: {data.note}", err=True)
     return data, entries, dataset
