@@ -285,3 +285,42 @@ def test_evaluate_checks_shapes_and_epsilons_and_leaves_modules_as_given() -> No
     summary = aigrobust.evaluate({"tiny": model}, x.clone().requires_grad_(True), y, epsilons=[4 / 255])
     assert len(summary.records) == 8
     assert model.training and all(m.training for m in model.modules())  # as it was given
+
+
+def test_resume_restores_the_best_model_a_kill_left_unwritten(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """A kill -9 right after the resume point of the best epoch lost best.safetensors for good (the log said epoch 1
+    was best; the file never appeared). The resume point is now written last, and a resume restores what it names."""
+    from aigrobust.data import load_cifar10
+    from aigrobust.models.checkpoints import read_checkpoint
+    from aigrobust.training.config import BEST_FILE, STATE_FILE, TrainConfig
+    from aigrobust.training.loop import train
+
+    data = load_cifar10("train", synthetic_npz_dir)
+    heldout = load_cifar10("test", synthetic_npz_dir)
+    config = TrainConfig(model="tiny_aig", epochs=1, batch_size=32, adversarial="fgsm-rs:eps=4/255")
+    out = tmp_path / "run"
+    train(config, data, out, heldout=heldout)
+    written = sorted(p.name for p in out.iterdir())
+    assert BEST_FILE in written and STATE_FILE in written
+    original, _ = read_checkpoint(out / BEST_FILE)
+    (out / BEST_FILE).unlink()  # as a kill between the state and the best model left it
+    train(config, data, out, heldout=heldout, resume=True)
+    restored, _ = read_checkpoint(out / BEST_FILE)
+    assert original.keys() == restored.keys() and all(torch.equal(original[k], restored[k]) for k in original)
+
+
+def test_the_resume_point_is_written_after_every_file_it_implies(synthetic_npz_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrobust.data import load_cifar10
+    from aigrobust.training import state
+    from aigrobust.training.config import TrainConfig
+    from aigrobust.training.loop import train
+
+    order: list[str] = []
+    original_save_state, original_checkpoint = state.save_state, state.save_checkpoint
+    monkeypatch.setattr(state, "save_state", lambda path, s: (order.append(path.name), original_save_state(path, s)))
+    monkeypatch.setattr(state, "save_checkpoint", lambda model, path, **m: (order.append(path.name),
+                                                                           original_checkpoint(model, path, **m))[1])
+    train(TrainConfig(model="tiny_aig", epochs=1, batch_size=32, adversarial="fgsm-rs:eps=4/255"),
+          load_cifar10("train", synthetic_npz_dir), tmp_path / "run", heldout=load_cifar10("test", synthetic_npz_dir))
+    assert order[-1] == "train_state.pt" and "best.safetensors" in order[:-1]

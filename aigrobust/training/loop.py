@@ -43,6 +43,7 @@ from aigrobust.training.state import (
     checkpoint_metadata,
     data_metadata,
     require_finite_weights,
+    restore_named_files,
     run_state,
     save_epoch,
     save_state,
@@ -111,6 +112,8 @@ def train(
                 module.to(memory_format=torch.channels_last)
     loop = _Loop(config, run, train_data, device, state_path, checkpoint_every, on_batch)
     data_meta = data_metadata(train_data, heldout)
+    if resume and run.mid_epoch is None:
+        restore_named_files(config, run, data_meta, out_dir)
     for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
         lr, tally = loop.epoch(epoch)

@@ -202,18 +202,34 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
 
 def save_epoch(config: TrainConfig, run: Run, epoch: int, record: EpochRecord, data_meta: Mapping[str, Any],
                 out_dir: Path) -> None:
-    """The end-of-epoch files: the state (weights included) is the resume point, last.safetensors the usable
-    model, log.jsonl one line per epoch."""
+    """The end-of-epoch files: last.safetensors the usable model (and best.safetensors), log.jsonl one line per
+    epoch, and last the state (weights included), the resume point: a kill between two writes leaves a resume point
+    whose every file exists (the epoch after it is trained again, to the same weights)."""
     require_finite_weights(run.model, f"after epoch {epoch + 1}")
-    save_state(out_dir / STATE_FILE, run_state(config, run.model, run.optimizer, run.data_generator, epoch + 1,
-                                             run.history, ema_model=run.ema_model))
     metadata = checkpoint_metadata(config, data_meta, record, epoch + 1)
     save_checkpoint(run.published, out_dir / MODEL_FILE, **metadata)
     if record.best:
         save_checkpoint(run.published, out_dir / BEST_FILE, **metadata)
-    # the whole history, rewritten atomically: a full disk or a kill between the state and the log cannot leave a
-    # log that lacks an epoch the state holds, or a line cut in half
+    # the whole history, rewritten atomically: never a line cut in half
     atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(asdict(r)) + "\n" for r in run.history).encode())
+    save_state(out_dir / STATE_FILE, run_state(config, run.model, run.optimizer, run.data_generator, epoch + 1,
+                                             run.history, ema_model=run.ema_model))
+
+
+def restore_named_files(config: TrainConfig, run: Run, data_meta: Mapping[str, Any], out_dir: Path) -> None:
+    """On resume, the files the history names must exist: best.safetensors where an epoch was the best. Folders
+    whose resume point was written before them (a kill in between) get it back from the state where the best epoch
+    is the last one finished; otherwise the run says it cannot."""
+    best = [i for i, r in enumerate(run.history) if r.best]
+    if not best or (out_dir / BEST_FILE).exists():
+        return
+    if best[-1] != len(run.history) - 1:
+        raise TrainingError(f"{out_dir}: the log names epoch {best[-1] + 1} as the best, but {BEST_FILE} is missing and "
+                            f"the resume point holds epoch {len(run.history)}'s weights: its best model is lost; "
+                            "start the run afresh in another --out")
+    record = run.history[-1]
+    save_checkpoint(run.published, out_dir / BEST_FILE,
+                    **checkpoint_metadata(config, data_meta, record, len(run.history)))
 
 
 def data_metadata(train_data: ArrayDataset, heldout: ArrayDataset | None) -> dict[str, Any]:
