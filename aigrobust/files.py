@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+from aigrobust.errors import AigrobustError
 
 NOT_FOUND = "not found"  # unusable_file's word for a path with nothing there (some readers accept that)
 
@@ -130,3 +135,56 @@ def swap_in(staging: Path, target: Path, owned: Iterable[str]) -> None:
         for name in stale:
             os.replace(target / name, aside / name)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+JSON_MAX_BYTES = 256 * 2**20  # far above any run.json, summary or baseline aigrobust writes
+JSON_MAX_DEPTH = 64  # aigrobust's documents nest a handful of levels
+JSON_MAX_INT = 2**63 - 1  # seeds, counts and sizes: what a 64-bit integer holds
+
+
+class JSONLimitError(AigrobustError, ValueError):
+    """A JSON document past the limits every reader of aigrobust applies (size, nesting, integer size) or not
+    JSON at all; the message is one line."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or abs(int(text)) > JSON_MAX_INT:
+        raise JSONLimitError(f"holds the integer {text[:24]}{'...' if len(text) > 24 else ''}, larger than "
+                             f"{JSON_MAX_INT} (no field takes one)")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JSONLimitError(f"holds the number {text[:24]}, past what a 64-bit float holds")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise JSONLimitError(f"holds {name}, which is not JSON")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """A JSON document parsed within the limits (size, nesting depth, integers of 64 bits, no NaN or Infinity):
+    the one JSON reader for every file the tool reads. Raises :class:`JSONLimitError` in one line."""
+    if len(text) > JSON_MAX_BYTES:
+        raise JSONLimitError(f"is {len(text):,} bytes, more than the {JSON_MAX_BYTES:,} any document here holds")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise JSONLimitError(f"is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    # nesting counted outside strings, before the parser recurses into it
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:\\.|[^"\\])*"', "", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > JSON_MAX_DEPTH:
+            raise JSONLimitError(f"nests deeper than {JSON_MAX_DEPTH} levels")
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as err:
+        raise JSONLimitError(f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except RecursionError:
+        raise JSONLimitError(f"nests deeper than {JSON_MAX_DEPTH} levels") from None

@@ -57,16 +57,16 @@ def _number(v: Any) -> bool:
 
 # What each setting takes, wherever it appears (native attacks and foolbox's alike): a check and its wording.
 _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "steps": (_positive_int, "a positive integer"),
-    "restarts": (_positive_int, "a positive integer"),
-    "n_queries": (_positive_int, "a positive integer"),
-    "n_target_classes": (_positive_int, "a positive integer"),
+    "steps": (lambda v: _positive_int(v) and v <= 100_000, "a positive integer up to 100000"),
+    "restarts": (lambda v: _positive_int(v) and v <= 1000, "a positive integer up to 1000"),
+    "n_queries": (lambda v: _positive_int(v) and v <= 10_000_000, "a positive integer up to 10000000"),
+    "n_target_classes": (lambda v: _positive_int(v) and v <= 1000, "a positive integer up to 1000"),
     "eta": (lambda v: _number(v) and v >= 1, "a number >= 1"),
     "beta": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "alpha_max": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "loss": (lambda v: v in ("ce", "dlr"), "ce or dlr"),
-    "eot_draws": (_positive_int, "a positive integer"),
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "eot_draws": (lambda v: _positive_int(v) and v <= 10_000, "a positive integer up to 10000"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
     "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
     "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
     "stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),

@@ -307,8 +307,8 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         # attack settings: typed and range-checked when parsed, before anything is written
         *[(f"attack spec {spec}", [*attack, "--eps", "0.1", "--attack", spec], needle) for spec, needle in (
             ("pgd:distance=foo", "distance takes linf or l2, got 'foo'"),
-            ("pgd:steps=1.5", "steps takes a positive integer, got 1.5"),
-            ("pgd:steps=abc", "steps takes a positive integer, got 'abc'"),
+            ("pgd:steps=1.5", "steps takes a positive integer up to 100000, got 1.5"),
+            ("pgd:steps=abc", "steps takes a positive integer up to 100000, got 'abc'"),
             ("pgd:steps=0", "steps takes a positive integer"),
             ("pgd:rel_stepsize=-0.5", "rel_stepsize takes a number > 0"),
             ("pgd:rel_stepsize=nan", "rel_stepsize takes a number > 0"),
@@ -405,7 +405,7 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         # checkpoint metadata: covered by the model hash, and checked when read
         ("normalization edited after saving", ["eval", "--checkpoint", str(p["edited_norm"])], "changed after saving"),
         ("std zero", ["eval", "--checkpoint", str(p["zero_std"])], "std must be above zero"),
-        ("std nan", ["eval", "--checkpoint", str(p["nan_std"])], "three finite numbers"),
+        ("std nan", ["eval", "--checkpoint", str(p["nan_std"])], "holds NaN, which is not JSON"),
         ("mean 'abc'", ["eval", "--checkpoint", str(p["mean_abc"])], "three finite numbers"),
         ("metadata a JSON list", ["eval", "--checkpoint", str(p["meta_list"])], "not an object"),
         ("model_kwargs that do not fit", ["eval", "--checkpoint", str(p["bad_kwargs"])], "do not fit tiny_aig"),

@@ -324,3 +324,56 @@ def test_the_resume_point_is_written_after_every_file_it_implies(synthetic_npz_d
     train(TrainConfig(model="tiny_aig", epochs=1, batch_size=32, adversarial="fgsm-rs:eps=4/255"),
           load_cifar10("train", synthetic_npz_dir), tmp_path / "run", heldout=load_cifar10("test", synthetic_npz_dir))
     assert order[-1] == "train_state.pt" and "best.safetensors" in order[:-1]
+
+
+HOSTILE_JSON = ["[" * 100_000 + "]" * 100_000, '{"seed": ' + str(2**70) + "}", "9" * 5000, '{"a": NaN}',
+                '{"a": 1e999}', "{", "\xff", '{"model": {"a": ' * 80 + "1" + "}" * 80 + "}"]
+
+
+def test_every_reader_is_bounded_for_hostile_json(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """A baseline nested 100,000 deep, holding a 5,000-digit integer or "seed": 2**70, and a run.json nested
+    100,000 deep gave tracebacks: one JSON reader with depth, size and integer limits now reads every file."""
+    run = _finished_run(synthetic_npz_dir, tmp_path)
+    for i, text in enumerate(HOSTILE_JSON):
+        (run / "run.json").write_text(text)
+        result = CliRunner().invoke(cli, ["report", str(run), "--no-probe", "--out", str(tmp_path / f"r{i}")])
+        assert result.exit_code == 2 and "Traceback" not in result.output, (text[:40], result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        baseline = tmp_path / f"baseline{i}.json"
+        baseline.write_text(text)
+        result = CliRunner().invoke(cli, ["check", "--baseline", str(baseline)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, (text[:40], result.output)
+
+
+def test_a_baseline_cannot_ask_for_unbounded_work() -> None:
+    """A baseline attack 'pgd:steps=1000000000' ran without bound."""
+    from attacks import AttackSpecError, attack_from_spec
+
+    for spec in ("pgd:steps=1000000000", "square:n_queries=100000000000", "apgd:restarts=100000",
+                 "pgd:seed=" + str(2**70)):
+        with pytest.raises(AttackSpecError, match="up to|in \\[0, 2\\*\\*63\\)"):
+            attack_from_spec(spec)
+
+
+def test_random_json_reaches_readers_only_as_their_documented_errors() -> None:
+    """Property: whatever JSON (or near-JSON) a file holds, the readers answer with a value or their one error type."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from aigrobust.files import JSONLimitError, parse_json
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+    documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                             | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=30)
+
+    @settings(max_examples=150, deadline=None)
+    @given(documents, st.integers(min_value=0, max_value=12), st.text(max_size=4))
+    def check(document: object, cut: int, noise: str) -> None:
+        text = json.dumps(document)
+        for candidate in (text, text[: max(0, len(text) - cut)] + noise):
+            try:
+                parse_json(candidate)
+            except JSONLimitError as err:
+                assert "\n" not in str(err)
+
+    check()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.metrics import GROUP, WORST
-from aigrobust.files import unusable_file
+from aigrobust.files import JSONLimitError, parse_json, unusable_file
 
 FORMAT = "aigrobust-baseline"
 
@@ -38,9 +37,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
     if why is not None:
         raise BaselineError(f"baseline {path} {why}")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BaselineError(f"{path} is not valid JSON ({err})") from None
+        data = parse_json(path.read_bytes())
+    except JSONLimitError as err:
+        raise BaselineError(f"{path} {err}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BaselineError(f"{path} is not an aigrobust baseline (format {data.get('format')!r})"
                             if isinstance(data, dict) else f"{path} is not an aigrobust baseline")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from aigrobust.errors import CheckpointError
-from aigrobust.files import atomic_write_bytes, unusable_file
+from aigrobust.files import JSONLimitError, atomic_write_bytes, parse_json, unusable_file
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.registry import UnknownModelError, build_model
 
@@ -110,10 +110,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if meta_json is None:
         raise CheckpointError(f"{path} is a safetensors file without aigrobust metadata; use a converter")
     try:
-        meta = json.loads(meta_json)
-    except (json.JSONDecodeError, RecursionError, ValueError):  # nested past the parser's depth, 5000-digit numbers
-        raise CheckpointError(f"{path}: its aigrobust metadata is not valid JSON (or nested or sized past what a "
-                              "checkpoint holds)") from None
+        meta = parse_json(meta_json)
+    except JSONLimitError as err:
+        raise CheckpointError(f"{path}: its aigrobust metadata {err}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its aigrobust metadata is a JSON {type(meta).__name__}, not an object")
     expected = meta.get("weights_sha256")

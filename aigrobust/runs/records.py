@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ import pandas as pd
 
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.metrics import GROUP
-from aigrobust.files import NOT_FOUND, unusable_file
+from aigrobust.files import NOT_FOUND, JSONLimitError, parse_json, unusable_file
 
 if TYPE_CHECKING:
     from aigrobust.runs.folder import FinishedRun
@@ -260,10 +259,12 @@ def read_json(path: Path, required: bool) -> Any:
     if why is not None and why != NOT_FOUND:  # absent is for ``required`` to judge
         raise RunFolderError(f"{path} {why}")
     try:
-        return json.loads(path.read_text())
+        return parse_json(path.read_bytes())
     except FileNotFoundError:
         if required:
             raise RunFolderError(f"{path} is missing") from None
         return None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{path} is unreadable ({err})") from None
+    except JSONLimitError as err:
+        raise RunFolderError(f"{path} {err}") from None
+    except OSError as err:
+        raise RunFolderError(f"{path} is unreadable ({err.strerror or err})") from None
