@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,49 @@ def streaming_loader(dataset: Dataset, batch_size: int | None = None,
                       pin_memory=torch.cuda.is_available(), generator=generator)
 
 
+MAX_FOLDER_ENTRIES = 3_000_000  # ImageNet's train split holds 1.28 million images: a walk past this is no dataset
+
+
+def list_image_folder(root: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
+                      is_valid_file: Any = None, allow_empty: bool = False) -> list[tuple[str, int]]:
+    """(path, class) of every image under ``root``/<class>/, walked without following links (a link loop cannot
+    multiply the images, and no link leads out of the root) and refused past :data:`MAX_FOLDER_ENTRIES` entries
+    (a data folder of '/' is no dataset): torchvision's listing with those two bounds."""
+    suffixes = tuple(e.lower() for e in (extensions or ()))
+    samples, visited = [], 0
+    for name in sorted(class_to_idx):
+        top = os.path.join(root, name)
+        if os.path.islink(top):
+            continue
+        walked = []
+        for folder, dirs, files in os.walk(top, followlinks=False):
+            visited += len(dirs) + len(files)
+            if visited > MAX_FOLDER_ENTRIES:
+                raise DataError(f"{root} holds more than {MAX_FOLDER_ENTRIES:,} entries: not an image folder (give "
+                                "the folder that holds the class folders)")
+            walked.append((folder, files))
+        for folder, files in sorted(walked):  # torchvision's order: folders by path, files by name
+            for file in sorted(files):
+                path = os.path.join(folder, file)
+                if os.path.islink(path) and not os.path.realpath(path).startswith(os.path.realpath(root) + os.sep):
+                    continue  # a link out of the data root
+                ok = is_valid_file(path) if is_valid_file is not None else file.lower().endswith(suffixes)
+                if ok:
+                    samples.append((path, class_to_idx[name]))
+    if not samples and not allow_empty:
+        raise FileNotFoundError(f"no images under {root}")
+    return samples
+
+
+def _bounded_image_folder(torchvision: Any) -> Any:
+    """torchvision's ImageFolder listing its files with :func:`list_image_folder`."""
+
+    class BoundedImageFolder(torchvision.datasets.ImageFolder):
+        make_dataset = staticmethod(list_image_folder)
+
+    return BoundedImageFolder
+
+
 class ImageFolderDataset(Dataset):
     """An ImageNet-style folder (class sub-folders), read image by image: resized to 256 and centre-cropped to 224,
     in [0, 1]. Nothing is decoded until an item is asked for, so a DataLoader streams it in flat memory.
@@ -214,7 +258,7 @@ class ImageFolderDataset(Dataset):
         pipeline = ([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if augment
                     else [transforms.Resize(256), transforms.CenterCrop(224)])
         try:
-            self.inner = torchvision.datasets.ImageFolder(
+            self.inner = _bounded_image_folder(torchvision)(
                 str(folder), transform=transforms.Compose([*pipeline, transforms.ToTensor()]))
         except (FileNotFoundError, RuntimeError) as err:
             raise DataError(f"{folder}: not an image folder tree ({err})") from None

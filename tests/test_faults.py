@@ -377,3 +377,29 @@ def test_random_json_reaches_readers_only_as_their_documented_errors() -> None:
                 assert "\n" not in str(err)
 
     check()
+
+
+def test_image_folders_are_walked_without_links_and_with_a_bound(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink loop in an image folder turned 10 images into 410; a data folder of '/' walked the whole disk."""
+    import os
+
+    from PIL import Image
+
+    from aigrobust import data
+    from aigrobust.errors import DataError
+
+    root = tmp_path / "val"
+    for cls in ("0", "1"):
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / cls / f"{i}.JPEG")
+    os.symlink(root, root / "0" / "loop")  # a loop back to the root
+    outside = tmp_path / "outside.JPEG"
+    Image.new("RGB", (8, 8)).save(outside)
+    os.symlink(outside, root / "1" / "out.JPEG")  # a link out of the data root
+    dataset = data.ImageFolderDataset(tmp_path, "val")
+    assert len(dataset) == 10
+    monkeypatch.setattr(data, "MAX_FOLDER_ENTRIES", 6)
+    with pytest.raises(DataError, match="more than 6 entries"):
+        data.ImageFolderDataset(tmp_path, "val")
