@@ -403,3 +403,25 @@ def test_image_folders_are_walked_without_links_and_with_a_bound(tmp_path: Path,
     monkeypatch.setattr(data, "MAX_FOLDER_ENTRIES", 6)
     with pytest.raises(DataError, match="more than 6 entries"):
         data.ImageFolderDataset(tmp_path, "val")
+
+
+def test_an_output_index_past_the_outputs_is_one_line_and_leaves_nothing(synthetic_npz_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """``--output-index`` past a user network's outputs ended with exit 1 and a traceback behind it."""
+    out = tmp_path / "run"
+    code, output = _attack(synthetic_npz_dir, out, "--model-code", "tests.user_nets:build_with_extra",
+                           "--output-index", "5")
+    assert code == 2 and "names none of them" in output, output
+    assert not out.exists()
+
+
+def test_a_diverged_loss_names_every_weight_it_may_come_from() -> None:
+    from aigrobust.training.loop import _Loop
+
+    loop = _Loop.__new__(_Loop)
+    loop.config = type("C", (), {"gate_lambda": 2.0, "compute_penalty": 40.0})()
+    loop.targets = torch.ones(3)
+    loop.inner = type("I", (), {"compute": 1.0})()
+    assert loop._other_weights() == ", or --gate-lambda 2 or --compute-penalty 40"
+    loop.targets, loop.inner = None, None
+    assert loop._other_weights() == ""

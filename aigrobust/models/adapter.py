@@ -53,6 +53,10 @@ class PlainModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.module(x)
         if self.output_index is not None and isinstance(out, (tuple, list)):
+            if not -len(out) <= self.output_index < len(out):
+                raise ModelOutputError(f"{self.registry_name} returns {len(out)} outputs: output_index "
+                                       f"(--output-index) {self.output_index} names none of them; give 0 to "
+                                       f"{len(out) - 1}")
             out = out[self.output_index]
         if not isinstance(out, Tensor):
             kind = type(out).__name__

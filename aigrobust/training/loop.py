@@ -289,7 +289,8 @@ class _Loop:
             # a diverged run is stopped before the optimiser writes NaN into the weights; the last checkpoint
             # (finite, from an earlier epoch or step) stays the newest one on disk
             raise TrainingError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: "
-                                "training diverged (lower --lr); no checkpoint of this step was written")
+                                f"training diverged (lower --lr{self._other_weights()}); no checkpoint of this step "
+                                "was written")
         self.run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.run.optimizer.step()
@@ -334,6 +335,13 @@ class _Loop:
         if self.config.channels_last:
             adversarial = adversarial.contiguous(memory_format=torch.channels_last)
         return adversarial
+
+    def _other_weights(self) -> str:
+        """The other loss weights of this run a diverged loss may come from, for its message."""
+        named = [f"--gate-lambda {self.config.gate_lambda:g}"] if self.targets is not None else []
+        if self.inner is not None and self.inner.compute > 0:
+            named.append(f"--compute-penalty {self.config.compute_penalty:g}")
+        return f", or {' or '.join(named)}" if named else ""
 
     def _excess_execution(self, gate_values: Tensor, targets: Tensor) -> Tensor:
         """Mean over the batch of the squared FLOPs-weighted execution above the target rates ``targets`` (this
