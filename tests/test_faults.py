@@ -425,3 +425,22 @@ def test_a_diverged_loss_names_every_weight_it_may_come_from() -> None:
     assert loop._other_weights() == ", or --gate-lambda 2 or --compute-penalty 40"
     loop.targets, loop.inner = None, None
     assert loop._other_weights() == ""
+
+
+def test_universal_refuses_to_call_training_images_unseen(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    """``universal`` called the test images unseen without checking that they differ from the fitting ones."""
+    import shutil
+
+    from tests.conftest import half_closed
+
+    same = tmp_path / "same"
+    same.mkdir()
+    shutil.copy(synthetic_npz_dir / "cifar10_train.npz", same / "cifar10_train.npz")
+    shutil.copy(synthetic_npz_dir / "cifar10_train.npz", same / "cifar10_test.npz")  # the test split is the train one
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(half_closed(create_model("tiny_aig")), checkpoint)
+    result = CliRunner().invoke(cli, ["universal", "--checkpoint", f"tiny={checkpoint}", "--eps", "8/255", "--fit",
+                                      "32", "--steps", "1", "--n-samples", "20", "--data-dir", str(same), "--out",
+                                      str(tmp_path / "u")])
+    assert result.exit_code == 2 and "would not be unseen" in result.output, result.output
+    assert not (tmp_path / "u" / "universal.json").exists()

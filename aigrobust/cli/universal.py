@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -76,6 +77,10 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     fit = train.subset(pick)
     fit_images, _ = fit.tensors()
     judge_images, _ = test.tensors()
+    shared = _shared_images(fit_images, judge_images)
+    if shared:
+        raise BadInput(f"{shared} of the {len(test)} test images are also among the {n_fit} fitting images (the same "
+                       "pixels): they would not be unseen; give a --data-dir whose train and test files differ")
     result = universal_compute(entry.model, fit_images, list(fit.indices), judge_images, list(test.indices), epsilon,
                                steps=steps, gate_loss=gate_loss, seed=seed)
     document = {"model": entry.name, "source": entry.source, "fit_data": {"split": "train", "n": n_fit, "seed": seed,
@@ -87,3 +92,11 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
                f"unseen test images: recovery of the saved FLOPs {100 * result.fit_recovery:.1f}% (fitting), "
                f"{100 * result.judge_recovery:.1f}% (unseen); random sign noise {100 * result.noise_recovery:.1f}%; "
                f"{out_dir / RESULT_FILE}")
+
+
+def _shared_images(fitting: Any, judged: Any) -> int:
+    """How many judged images have exactly the pixels of a fitting image."""
+    import hashlib
+
+    seen = {hashlib.sha256(image.numpy().tobytes()).digest() for image in fitting}
+    return sum(hashlib.sha256(image.numpy().tobytes()).digest() in seen for image in judged)

@@ -82,16 +82,6 @@ class ResNetBase(nn.Module):
         return self.gate_config.grad
 
     @property
-    def gate_execution(self) -> GateExecution:
-        """Skip or mask closed branches (the current GateConfig's)."""
-        return self.gate_config.execution
-
-    @property
-    def gate_seed(self) -> int:
-        """The seed of stochastic draws (the current GateConfig's)."""
-        return self.gate_config.seed
-
-    @property
     def draw_key(self) -> str:
         """The name of the current stochastic draw (aigrobust.randomness.keyed_draw sets it, replacing the config)."""
         return self.gate_config.draw_key

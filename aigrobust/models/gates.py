@@ -148,11 +148,6 @@ class GateTrace:
         """The same trace without autograd history."""
         return GateTrace(self.decisions, self.p_on.detach(), self.gate_values.detach(), self.flops.detach())
 
-    @property
-    def execution_rate(self) -> Tensor:
-        """Share of samples whose branch ran, per block: shape (L,)."""
-        return self.decisions.float().mean(dim=0)
-
 
 def target_rate_loss(gate_values: Tensor, targets: Tensor) -> Tensor:
     """Mean over gated layers of (t_l - mean over the batch of g_l)^2; ``gate_values`` is (N, L), ``targets`` (L,)."""
