@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from attacks.compute_attack import ComputeInflation, RandomNoise
 from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
 from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
+from attacks.settings import SETTING_RULES, finite_number, positive_int, rule_from_default
 from attacks.square import SquareAttack
 
 # AutoAttack's protocols as attack lists, each run as a per-sample worst case with early exit: an attack works only
@@ -47,41 +47,6 @@ class AttackSpecError(AigrobustError, ValueError):
     """A setting of an attack that is unknown, of the wrong type or out of range; the message is one line."""
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# What each setting takes, wherever it appears (native attacks and foolbox's alike): a check and its wording.
-_SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "steps": (lambda v: _positive_int(v) and v <= 100_000, "a positive integer up to 100000"),
-    "restarts": (lambda v: _positive_int(v) and v <= 1000, "a positive integer up to 1000"),
-    "n_queries": (lambda v: _positive_int(v) and v <= 10_000_000, "a positive integer up to 10000000"),
-    "n_target_classes": (lambda v: _positive_int(v) and v <= 1000, "a positive integer up to 1000"),
-    "eta": (lambda v: _number(v) and v >= 1, "a number >= 1"),
-    "beta": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "alpha_max": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "loss": (lambda v: v in ("ce", "dlr"), "ce or dlr"),
-    "eot_draws": (lambda v: _positive_int(v) and v <= 10_000, "a positive integer up to 10000"),
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
-    "rel_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "abs_stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "stepsize": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "p_init": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "rho": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "label_weight": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "random_start": (lambda v: isinstance(v, bool), "true or false"),
-    "keep_label": (lambda v: isinstance(v, bool), "true or false"),
-    "stop_at_success": (lambda v: isinstance(v, bool), "true or false"),
-    "distance": (lambda v: v in DISTANCES, " or ".join(DISTANCES)),
-}
-
-
 OBJECTIVES = ("accuracy", "gates", "compute")  # what an attack is after: the label, the gate pattern, the FLOPs
 METHODS = ("single-step", "iterative", "black-box", "random")  # how it searches
 
@@ -104,7 +69,7 @@ class AttackRole:
 @dataclass(frozen=True)
 class AttackEntry:
     """One registered attack: its class, the settings its name fixes, its short label for tables, rules for
-    settings of its own (beside the shared ones in ``_SETTING_RULES``) and its role."""
+    settings of its own (beside the shared ones in ``SETTING_RULES``) and its role."""
 
     cls: type[Attack]
     fixed: Mapping[str, Any] = field(default_factory=dict)
@@ -169,8 +134,8 @@ register_attack("fab-t", FABTargeted, label="FAB-T")
 register_attack("square", SquareAttack, label="Square", role=AttackRole(method="black-box"))
 _COMPUTE_RULES = {
     "gate_loss": (lambda v: v in ("prob", "hinge", "pnorm", "capped"), "prob, hinge, pnorm or capped"),
-    "kappa": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "p": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+    "kappa": (lambda v: finite_number(v) and v > 0, "a number > 0"),
+    "p": (lambda v: finite_number(v) and v >= 1, "a number >= 1"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in ("adam", "apgd", "fixed"), "adam, apgd or fixed"),
@@ -184,19 +149,8 @@ register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2
 register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES,
                 short_name_defaults=_COMPUTE_BEFORE, role=_COMPUTE)
 register_attack("gate-flip", GateFlip, role=AttackRole(objective="gates"))
-register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: _positive_int(v), "a positive integer")},
+register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: positive_int(v), "a positive integer")},
                 role=AttackRole(objective="compute", method="random", control=True))
-
-
-def _rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None:
-    """A type check from a constructor default (foolbox settings without a rule of ours)."""
-    if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool), "true or false")
-    if isinstance(default, int):
-        return (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-    if isinstance(default, float):
-        return (_number, "a finite number")
-    return None
 
 
 def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
@@ -209,8 +163,8 @@ def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str,
         if key not in params and not takes_any:
             raise AttackSpecError(f"attack {name!r} has no setting {key!r}; it takes {', '.join(known) or 'none'}")
         own = _ATTACKS[name].rules if name in _ATTACKS else {}
-        rule = (own.get(key) or _SETTING_RULES.get(key)
-                or (_rule_from_default(params[key].default) if key in params else None))
+        rule = (own.get(key) or SETTING_RULES.get(key)
+                or (rule_from_default(params[key].default) if key in params else None))
         if rule is not None and not rule[0](value):
             raise AttackSpecError(f"attack {name!r}: {key} takes {rule[1]}, got {value!r}")
 

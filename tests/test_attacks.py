@@ -9,15 +9,7 @@ import torch
 from aigrobust import create_model
 from aigrobust.evaluation import AttackerGateView, parse_epsilon, with_zero
 from aigrobust.models.factory import load_checkpoint
-from attacks import (
-    FGSM,
-    PGD,
-    UnknownAttackError,
-    apgd_checkpoints,
-    attack_from_spec,
-    get_attack,
-    list_attacks,
-)
+from attacks import FGSM, PGD, UnknownAttackError, apgd_checkpoints, attack_from_spec, get_attack, list_attacks
 from attacks.square import square_fraction
 from tests.conftest import PRETRAINED, half_closed, require, varied_images
 

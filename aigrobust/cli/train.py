@@ -86,7 +86,6 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     workers (RandomResizedCrop 224 and flip), held-out figures from a class-balanced subset of ROOT/val.
     """
     import torch
-    from tqdm import tqdm
 
     from aigrobust.models.registry import get_model_info
     from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
@@ -110,13 +109,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
         val_samples = 1000 if inner is not None else 0
     # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
     if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
-        from aigrobust.models.factory import create_model
-        from aigrobust.training.state import initialise_from
-
-        try:
-            initialise_from(create_model(model_name, **kwargs), init)
-        except TrainingError as err:
-            raise BadInput(str(err)) from None
+        _refuse_unfit_source(model_name, kwargs, init)
     train_data, heldout = training_inputs.training_data(info.default_dataset, data_dir, download, max_train_samples, seed,
                                                augment=not no_augment, validation_samples=val_samples)
     try:
@@ -127,20 +120,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                              compute_penalty=compute_penalty, ema=ema, inner_network=inner_network, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
-    bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
-
-    def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
-        if bar.total != steps:
-            bar.reset(total=steps)
-        bar.set_description(f"epoch {epoch}/{config.epochs}")
-        rate = bar.format_dict.get("rate")  # batches per second, once tqdm has measured it
-        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * batch_size:.0f}" if rate else "-")
-        bar.update(1)
-
-    def on_epoch(r: Any) -> None:
-        if rank == 0:
-            tqdm.write(r.log_line())
-
+    bar, on_batch, on_epoch = _progress(config.epochs, batch_size, rank)
     try:
         result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
                        on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
@@ -155,3 +135,37 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     if rank == 0:
         click.echo(f"saved {result.checkpoint}" + (f" (DistributedDataParallel over {world} processes)"
                                                    if world > 1 else ""))
+
+
+def _refuse_unfit_source(model_name: str, kwargs: dict[str, Any], init: str) -> None:
+    """``--init`` weights that do not fit the model, refused in one line before any data is read."""
+    from aigrobust.models.factory import create_model
+    from aigrobust.training.config import TrainingError
+    from aigrobust.training.state import initialise_from
+
+    try:
+        initialise_from(create_model(model_name, **kwargs), init)
+    except TrainingError as err:
+        raise BadInput(str(err)) from None
+
+
+def _progress(epochs: int, batch_size: int, rank: int) -> tuple[Any, Any, Any]:
+    """A progress bar over each epoch's batches (images per second beside the loss) and the per-epoch log line,
+    both on the first process only: the bar and the two callbacks ``train`` takes."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
+
+    def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
+        if bar.total != steps:
+            bar.reset(total=steps)
+        bar.set_description(f"epoch {epoch}/{epochs}")
+        rate = bar.format_dict.get("rate")  # batches per second, once tqdm has measured it
+        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * batch_size:.0f}" if rate else "-")
+        bar.update(1)
+
+    def on_epoch(record: Any) -> None:
+        if rank == 0:
+            tqdm.write(record.log_line())
+
+    return bar, on_batch, on_epoch
