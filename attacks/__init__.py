@@ -76,7 +76,7 @@ class AttackEntry:
     label: str | None = None
     rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
     role: AttackRole = field(default_factory=AttackRole)
-    # the defaults in force while records held short names (before 2026-11-26), where they differ from today's
+    # the defaults in force while records held short names, where they differ from today's
     short_name_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, **kwargs: Any) -> Attack:
@@ -140,7 +140,7 @@ _COMPUTE_RULES = {
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in ("adam", "apgd", "fixed"), "adam, apgd or fixed"),
 }
-# until 2026-12-02: 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2 (the old rule)
+# the earlier rule: 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2 (the old rule)
 _COMPUTE_BEFORE = {"steps": 20, "gate_loss": "capped", "kappa": 2.0, "schedule": "fixed"}
 _COMPUTE = AttackRole(objective="compute")
 register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, short_name_defaults=_COMPUTE_BEFORE,
@@ -328,7 +328,7 @@ def _parse_value(text: str) -> Any:
 
 
 def short_name_spec(text: str) -> str:
-    """The canonical spec an attack text meant when records held short names (before 2026-11-26): its settings over
+    """The canonical spec an attack text meant when records held short names: its settings over
     the defaults then in force (:attr:`AttackEntry.short_name_defaults`), so an old run's records and run.json read
     as the attack that made them, not as today's defaults."""
     name, _ = _name_and_settings(text)

@@ -1,4 +1,4 @@
-"""The GPU figures issue 13 asks for, in one run: evaluation throughput of resnet50 and aig50 (batch 64 and 256,
+"""The GPU figures in one run: evaluation throughput of resnet50 and aig50 (batch 64 and 256,
 fp32 and bf16), PGD-10 on resnet50 against torchattacks' PGD (ratio), an aig50 training step against resnet50's
 (ratio), and the JPEG defense at 224 px on the device against the CPU path.
 

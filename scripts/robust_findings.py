@@ -1,4 +1,4 @@
-"""The robust-models study's answers (issue 29) in plain words, every number computed from the runs' records.
+"""The robust-models study's answers in plain words, every number computed from the runs' records.
 
     python scripts/robust_findings.py runs/robust/standard-8-resnet20.at ... --out runs/robust/findings.md
 

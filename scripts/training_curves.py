@@ -1,4 +1,4 @@
-"""Training curves of adversarial training runs (issue 29), from their log.jsonl files: per epoch, clean and PGD-10
+"""Training curves of adversarial training runs, from their log.jsonl files: per epoch, clean and PGD-10
 accuracy on the held-out split (left) and executed FLOPs on clean and attacked held-out images (right), one line
 colour per run (solid: clean, dashed: PGD-10); an epoch with a catastrophic-overfitting warning is marked with x.
 

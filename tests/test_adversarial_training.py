@@ -1,4 +1,4 @@
-"""Adversarial training (issue 29): inner attacks against the evaluation attacks, robustness gained on real images,
+"""Adversarial training: inner attacks against the evaluation attacks, robustness gained on real images,
 the catastrophic-overfitting detector, the best checkpoint, EMA and resume after a kill."""
 
 from __future__ import annotations

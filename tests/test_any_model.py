@@ -1,4 +1,4 @@
-"""Any model in (issue 31, first steps): a plain torchvision classifier through aigrobust.evaluate with every
+"""Any model in: a plain torchvision classifier through aigrobust.evaluate with every
 accuracy attack and its static FLOPs; a model returning (logits, extra) refused with one line or unwrapped; a
 model trained on normalised input wrapped with normalized()."""
 

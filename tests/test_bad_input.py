@@ -355,12 +355,12 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
          "weights, which do not fit tiny_resnet"),
         ("--init naming nothing", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]), "--out", str(out),
                                    "--init", "resnet20.robust"], "unknown pretrained tag 'robust' for resnet20"),
-        # numbers that collide or overflow (issue 33)
+        # numbers that collide or overflow
         ("an epsilon that rounds into 0", [*attack, "--eps", "1e-9"], "not above the resolution"),
         ("a seed of 2^63", [*attack, "--eps", "0.1", "--seed", str(2**63)], "--seed"),
         ("a learning rate past any sane range", ["train", "--model", "tiny_aig", "--data-dir", str(p["data"]),
                                                  "--out", str(out), "--lr", "1e39"], "--lr"),
-        # adversarial training settings (issue 29)
+        # adversarial training settings
         *[(f"train --adversarial {spec}", ["train", "--model", model, "--data-dir", str(p["data"]), "--out", str(out),
                                            "--adversarial", spec], needle)
           for model, spec, needle in (

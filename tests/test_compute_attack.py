@@ -1,4 +1,4 @@
-"""The compute-inflation attack at full strength (issue 30): stronger than the old rule at the same budget on the
+"""The compute-inflation attack at full strength: stronger than the old rule at the same budget on the
 shipped aig20, inside its ball in Linf and L2, label kept where asked, canonical settings checked."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from attacks import AttackSpecError, attack_from_spec, get_attack
 from tests.conftest import PROJECT_ROOT
 
 EPS = 8 / 255
-# the attack as it was before issue 30 (20 signed steps on capped log-odds), reachable through its settings
+# the compute attack's earlier rule (20 signed steps on capped log-odds), reachable through its settings
 LEGACY = "compute-inflation:steps=20,gate_loss=capped,kappa=2.0,normalize=false,deconflict=false,schedule=fixed"
 
 
@@ -220,7 +220,7 @@ def test_a_folder_started_under_other_defaults_resumes_only_as_what_it_ran(tmp_p
     from aigrobust.runs.folder import RunFolder
     from aigrobust.runs.records import PARTS_DIR, RunFolderError
 
-    intermediate = attack_from_spec(HINGE_APGD.replace("steps=20", "steps=100")).spec  # defaults of 2026-12-02 08:14
+    intermediate = attack_from_spec(HINGE_APGD.replace("steps=20", "steps=100")).spec  # an intermediate set of defaults
     root = tmp_path / "run"
     (root / PARTS_DIR / "aig20").mkdir(parents=True)
     old = {"spec": {"attacks": ["fgsm", "compute-inflation"], "seed": 0}}  # as run.json named attacks then: typed

@@ -1,4 +1,4 @@
-"""The documentation site (issue 32): it builds in strict mode (broken links, missing references fail), its CLI
+"""The documentation site: it builds in strict mode (broken links, missing references fail), its CLI
 reference is generated from click itself, and every Python block of the guides runs against the shipped models."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Any dynamic network in (issue 31): a SkipNet-style network written in the tests, not with aigrobust's classes,
+"""Any dynamic network in: a SkipNet-style network written in the tests, not with aigrobust's classes,
 goes through GatedAdapter and gets gate stability, gate flips and compute inflation with real numbers, through the
 API and the CLI; what it does not offer (other gate modes, other gradients) is refused, never ignored."""
 

@@ -1,4 +1,4 @@
-"""The air-gapped GPU node (issue 34): every third-party package the code imports is either on the node or in the
+"""The air-gapped GPU node: every third-party package the code imports is either on the node or in the
 wheel list scripts/wheelhouse.sh builds, with everything those wheels need, so a new dependency cannot be forgotten."""
 
 from __future__ import annotations

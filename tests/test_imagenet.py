@@ -208,7 +208,7 @@ def test_torchrun_trains_aig50_on_the_folder_with_two_processes(imagenet_folder:
 
 
 def test_a_cifar_network_given_imagenet_images_is_refused(imagenet_folder: Path, tmp_path: Path) -> None:
-    # issue 33, class 5: it ran at chance on 224-pixel images without a word
+    # it ran at chance on 224-pixel images without a word
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["attack", "--model", "resnet20", "--dataset", "imagenet", "--data-dir",
                                       str(imagenet_folder), "--n-samples", "4", "--eps", "2/255", "--out", str(out)])

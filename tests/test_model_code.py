@@ -1,4 +1,4 @@
-"""--model-code MODULE:CALLABLE (issue 31): a user's own network through the CLI, named by its import path and
+"""--model-code MODULE:CALLABLE: a user's own network through the CLI, named by its import path and
 its weights file's sha256, reloaded by reports; a (logits, extra) network refused with one line or unwrapped."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A run pins what it is made of (issue 33, class 2): shipped weights are pinned by the package; a run records each
+"""A run pins what it is made of: shipped weights are pinned by the package; a run records each
 model's weights hash, and a resume or a report on weights changed in between is refused."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Two writers on one run folder (issue 33, class 1): the lock is taken or refused atomically, the loser is told
+"""Two writers on one run folder: the lock is taken or refused atomically, the loser is told
 the truth, and a killed holder leaves no lock behind."""
 
 from __future__ import annotations

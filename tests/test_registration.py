@@ -1,4 +1,4 @@
-"""One place to add a part (issue 31): a toy attack is its class and one register_attack call, and the parser, the
+"""One place to add a part: a toy attack is its class and one register_attack call, and the parser, the
 canonical spec, the label, the setting rules and `aigrobust attacks` all know it."""
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_
     b, _ = read_checkpoint(killed / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    # SIGTERM (issue 33, class 3): one line, exit 143, the last checkpoint whole, --resume to the same weights
+    # SIGTERM: one line, exit 143, the last checkpoint whole, --resume to the same weights
     termed = tmp_path / "termed"
     process = subprocess.Popen(command(termed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

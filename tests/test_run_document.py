@@ -1,4 +1,4 @@
-"""run.json as a typed document (issue 31): every committed run folder's document reads and writes back unchanged,
+"""run.json as a typed document: every committed run folder's document reads and writes back unchanged,
 and a damaged one is refused in one line naming the file, not a traceback further on."""
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def test_shipped_weights_reproduce_their_recorded_accuracy(path: Path, cifar_tes
 
 def test_shipped_weights_are_listed_or_the_study_has_not_run_yet() -> None:
     if not SHIPPED:
-        pytest.skip("no weights shipped yet: scripts/study_cifar10.sh trains and ships them (issue 6)")
+        pytest.skip("no weights shipped yet: scripts/study_cifar10.sh trains and ships them")
     for path in SHIPPED:
         _, meta = read_checkpoint(path)
         assert meta["model"] == path.stem.split(".")[0] and meta["dataset"] == "cifar10"  # NAME or NAME.TAG

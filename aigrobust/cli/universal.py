@@ -1,5 +1,5 @@
 """``aigrobust universal``: one compute perturbation for every image, fitted on training images and judged on test
-images it never saw (issue 30). A thin command over :func:`aigrobust.runs.universal.universal_compute`."""
+images it never saw. A thin command over :func:`aigrobust.runs.universal.universal_compute`."""
 
 from __future__ import annotations
 

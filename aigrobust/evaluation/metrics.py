@@ -301,7 +301,7 @@ def perturbation_size(group: pd.DataFrame, input_values: int | None) -> dict[str
 
 
 def compute_metrics(group: pd.DataFrame, full_flops: float | None = None) -> dict[str, float]:
-    """Efficiency robustness of one setting, in every measure the field uses (issue 30):
+    """Efficiency robustness of one setting, in every measure the field uses:
 
     * ``recovery``: the share of the saved compute an attack took back, FLOPs-weighted,
       sum(F_adv - F_clean) / sum(F_max - F_clean) (ILFO, GradAuto); per sample its median, p95 and max;

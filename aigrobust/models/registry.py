@@ -24,9 +24,9 @@ DEFAULT_TAG = "std"  # a bare name means this tag, as timm's bare names mean the
 PINNED_SHA256 = {
     "aig20.safetensors": "5ce03348dbdb41a74774470c021acdfbb05be83ec63d523fb273c88dac1e3e18",
     "resnet20.safetensors": "575b1187b2a44503d07fa364649162c0f64bb56b5efc728aba057108651e9f97",
-    "aig20.at.safetensors": "1faa94d47cbc2e2b141b4b80e9ea38e3225a862d56e1613b85c05ab440d94740",  # N-FGSM 8/255, target rate 0.6, best of epoch 28 (issue 29)
-    "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4 (issue 29)
-    "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28 (issue 29)
+    "aig20.at.safetensors": "1faa94d47cbc2e2b141b4b80e9ea38e3225a862d56e1613b85c05ab440d94740",  # N-FGSM 8/255, target rate 0.6, best of epoch 28
+    "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4
+    "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28
 }
 
 

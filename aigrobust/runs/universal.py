@@ -1,4 +1,4 @@
-"""A universal compute perturbation judged as DeepSloth and SlowFormer judge theirs (issue 30): one delta fitted on
+"""A universal compute perturbation judged as DeepSloth and SlowFormer judge theirs: one delta fitted on
 training images, its effect measured on test images it never saw, beside random sign noise of the same norm.
 
 :func:`universal_compute` fits and measures; it writes nothing (``aigrobust universal`` writes the folder).
