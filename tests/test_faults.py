@@ -444,3 +444,21 @@ def test_universal_refuses_to_call_training_images_unseen(synthetic_npz_dir: Pat
                                       str(tmp_path / "u")])
     assert result.exit_code == 2 and "would not be unseen" in result.output, result.output
     assert not (tmp_path / "u" / "universal.json").exists()
+
+
+def test_a_runs_images_must_be_the_ones_it_attacked_before_probes_decode_them(synthetic_npz_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A run.json naming other data (a moved or edited data folder) had its probes run on whatever was there."""
+    import numpy as np
+
+    run = _finished_run(synthetic_npz_dir, tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    rng = np.random.default_rng(1)
+    np.savez(other / "cifar10_test.npz", images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             labels=rng.integers(0, 10, 40).astype(np.int64))
+    document = json.loads((run / "run.json").read_text())
+    document["data"]["data_dir"] = str(other)
+    (run / "run.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(cli, ["check", "--sanity", str(run)])
+    assert result.exit_code == 2 and "are not the ones" in result.output, result.output

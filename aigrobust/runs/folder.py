@@ -351,5 +351,15 @@ class FinishedRun:
         from aigrobust.data import load_dataset
 
         info = self.document.data
-        return load_dataset(info.get("dataset", "cifar10"), "test",
+        data = load_dataset(info.get("dataset", "cifar10"), "test",
                             Path(info["data_dir"]) if info.get("data_dir") else None, False)
+        recorded, n = self.document.data_sha256, self.document.dataset.get("n")
+        if recorded and isinstance(n, int) and not isinstance(n, bool) and 0 < n <= len(data):
+            # before any image is decoded: the images found there must be the ones the run attacked
+            found = data.subset(range(n)).fingerprint()
+            if found != recorded:
+                raise RunFolderError(f"the images at {data.source} are not the ones {self.root} attacked (sha256 "
+                                     f"{found[:12]} of its first {n}, run.json records {recorded[:12]})")
+        elif recorded and isinstance(n, int) and n > len(data):
+            raise RunFolderError(f"{data.source} holds {len(data)} images, fewer than the {n} {self.root} attacked")
+        return data
