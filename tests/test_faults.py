@@ -245,6 +245,17 @@ class _TrainingNet(torch.nn.Module):
         return self.linear(self.norm(x).flatten(1))
 
 
+class _ElsewhereNet(torch.nn.Module):
+    """Logits on another device than its parameters and inputs ('meta' stands for any other device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.empty(len(x), 10, device="meta")
+
+
 class _IntegerNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -257,6 +268,7 @@ class _IntegerNet(torch.nn.Module):
 @pytest.mark.parametrize(("model", "message"), [
     (_NaNNet(), "non-finite logits"), (_CountingNet(), "different logits in two passes"),
     (_TrainingNet(), "training mode"), (_IntegerNet(), "floating-point logits"), ([5], "nn.Module"),
+    (_ElsewhereNet(), "logits on meta"),
 ])
 def test_a_network_is_checked_before_it_is_believed(model: object, message: str) -> None:
     """NaN logits once gave robust = clean accuracy; a call-counting or training-mode network gave figures that
@@ -462,3 +474,44 @@ def test_a_runs_images_must_be_the_ones_it_attacked_before_probes_decode_them(sy
     (run / "run.json").write_text(json.dumps(document))
     result = CliRunner().invoke(cli, ["check", "--sanity", str(run)])
     assert result.exit_code == 2 and "are not the ones" in result.output, result.output
+
+
+def test_random_option_values_get_only_documented_exit_codes(tmp_path: Path) -> None:
+    """Property: any value for any numeric or spec option of attack, train, universal, report and check ends in
+    exit 0, 1 or 2 with no traceback (the data folder is absent, so nothing heavy runs)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    values = (st.integers(-(2**70), 2**70).map(str) | st.floats(allow_nan=True, allow_infinity=True).map(str)
+              | st.sampled_from(["", "-", "8/255", "1/0", "nan", "abc", "pgd:steps=0", "jpeg:1e9", "a=b=c", "0x10",
+                                 "1e39", "-0", "∞", "n-fgsm:eps=2", "tiny_aig.zz"]))
+    options = {
+        "attack": ["--eps", "--attack", "--defense", "--batch-size", "--n-samples", "--seed", "--eot-draws",
+                   "--gate-grad", "--suite", "--table", "--model"],
+        "train": ["--epochs", "--batch-size", "--lr", "--momentum", "--weight-decay", "--target-rate",
+                  "--gate-lambda", "--adversarial", "--ema", "--val-samples", "--checkpoint-every", "--target-warmup"],
+        "universal": ["--eps", "--fit", "--n-samples", "--steps", "--seed"],
+        "report": ["--n-probe", "--title", "--model-code"],
+        "check": ["--n-probe", "--baseline", "--sanity"],
+    }
+    base = {"attack": ["attack", "--model", "tiny_aig", "--data-dir", str(tmp_path / "absent"), "--out",
+                       str(tmp_path / "run")],
+            "train": ["train", "--model", "tiny_aig", "--data-dir", str(tmp_path / "absent"), "--out",
+                      str(tmp_path / "train")],
+            "universal": ["universal", "--model", "aig20", "--data-dir", str(tmp_path / "absent"), "--out",
+                          str(tmp_path / "u"), "--eps", "8/255"],
+            "report": ["report", str(tmp_path / "absent-run"), "--out", str(tmp_path / "rep")],
+            "check": ["check"]}
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(sorted(options)), st.data())
+    def check(command: str, data: st.DataObject) -> None:
+        option = data.draw(st.sampled_from(options[command]))
+        value = data.draw(values)
+        result = CliRunner().invoke(cli, [*base[command], option, value])
+        assert result.exit_code in (0, 1, 2), (command, option, value, result.exit_code, result.output)
+        assert "Traceback" not in result.output, (command, option, value, result.output)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError((command, option, value, repr(result.exception)))
+
+    check()
