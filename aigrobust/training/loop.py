@@ -117,29 +117,7 @@ def train(
     for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
         lr, tally = loop.epoch(epoch)
-        if loop.inner is not None and heldout is not None:
-            robust = _robust_figures(run, heldout, loop.inner.eps, device, config.seed)
-            evaluation = None
-        else:
-            robust = {}
-            evaluation = (evaluate_clean(run.published, heldout, batch_size=256, device=device)
-                          if heldout is not None else None)
-        record = EpochRecord(
-            epoch=epoch + 1,
-            lr=lr,
-            train_loss=tally.loss / tally.seen,
-            train_accuracy=tally.correct / tally.seen,
-            rate_loss=tally.rate / tally.seen,
-            train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
-            **({} if robust else {
-                "heldout_accuracy": evaluation.accuracy if evaluation else None,
-                "heldout_execution_rates": (tuple(round(v, 4) for v in evaluation.execution_rates)
-                                            if evaluation else ()),
-                "heldout_flops_ratio": evaluation.flops_ratio if evaluation else None}),
-            seconds=time.perf_counter() - started,
-            heldout_top5=evaluation.top5_accuracy if evaluation else None,
-            **robust,
-        )
+        record = _epoch_record(loop, run, heldout, device, epoch, lr, tally, started)
         run.history.append(record)
         if record.warning:
             log.warning("epoch %d: %s", epoch + 1, record.warning)
@@ -154,6 +132,35 @@ def train(
         save_checkpoint(run.published, final_path, **checkpoint_metadata(config, data_meta, last, last.epoch))
     run.published.eval()
     return TrainResult(model=run.published, checkpoint=final_path, history=tuple(run.history))
+
+
+def _epoch_record(loop: _Loop, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
+                  tally: Any, started: float) -> EpochRecord:
+    """One epoch's figures: the training tally, and on the held-out images PGD-10 (adversarial training) or clean
+    accuracy, execution rates and FLOPs."""
+    if loop.inner is not None and heldout is not None:
+        robust = _robust_figures(run, heldout, loop.inner.eps, device, loop.config.seed)
+        evaluation = None
+    else:
+        robust = {}
+        evaluation = (evaluate_clean(run.published, heldout, batch_size=256, device=device)
+                      if heldout is not None else None)
+    return EpochRecord(
+        epoch=epoch + 1,
+        lr=lr,
+        train_loss=tally.loss / tally.seen,
+        train_accuracy=tally.correct / tally.seen,
+        rate_loss=tally.rate / tally.seen,
+        train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
+        **({} if robust else {
+            "heldout_accuracy": evaluation.accuracy if evaluation else None,
+            "heldout_execution_rates": (tuple(round(v, 4) for v in evaluation.execution_rates)
+                                        if evaluation else ()),
+            "heldout_flops_ratio": evaluation.flops_ratio if evaluation else None}),
+        seconds=time.perf_counter() - started,
+        heldout_top5=evaluation.top5_accuracy if evaluation else None,
+        **robust,
+    )
 
 
 def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
