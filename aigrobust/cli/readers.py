@@ -136,10 +136,6 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
       aigrobust check --baseline ci/baseline.json --init-from runs/ci
       aigrobust check --sanity runs/quickstart
     """
-    from aigrobust.checks.baseline import display_key, make_baseline, recheck, spec_from_run, write_baseline
-    from aigrobust.checks.baseline_document import BaselineError
-    from aigrobust.reporting.sanity import record_checks
-
     if not baseline_path and not sanity_runs:
         raise BadInput("give --baseline FILE and/or --sanity RUN")
     if baseline_path is None and (init_run is not None or update):
@@ -149,35 +145,53 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
                        "another --baseline path")
     failed = False
     if sanity_runs:
-        runs = run_inputs.open_runs(sanity_runs, unsealed)
-        warning = run_inputs.unsealed_warning(runs)
-        if warning is not None:
-            click.echo(f"WARN  unsealed-records             {warning}")
-        flags = record_checks(run_inputs.read_runs(runs)) + run_inputs.probe_flags(runs, n_probe, model_codes, trust_code)
-        for flag in flags:
-            click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
-        failed |= any(f.status == "warn" for f in flags)
+        failed |= _sanity_checks(sanity_runs, n_probe, model_codes, trust_code, unsealed)
     if baseline_path is not None:
-        try:
-            if init_run is not None:
-                records = run_inputs.read_runs(run_inputs.open_runs((init_run,), unsealed))
-                document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
-                write_baseline(baseline_path, document)
-                click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
-                return
-            check = recheck(baseline_path, allowed_roots)
-        except (BaselineError, CheckpointError, DataError) as err:
-            raise BadInput(str(err)) from None
-        for note in check.notes:
-            click.echo(f"note: {note}")
-        if update:
-            write_baseline(baseline_path, {**check.document, "metrics": check.now})
-            moved = [r for r in check.results if abs(r.now - r.baseline) > 1e-9]
-            click.echo(f"baseline updated: {len(moved)} metrics moved")
-            for r in moved:
-                click.echo(f"  {display_key(r.key)} {r.metric}: {r.baseline:.4g} -> {r.now:.4g}")
-            return
-        click.echo("\n".join(check.table_lines()))
-        failed |= check.regressions > 0
+        failed |= _baseline_check(baseline_path, update, init_run, unsealed, allowed_roots)
     if failed:
         raise SystemExit(1)
+
+
+def _sanity_checks(sanity_runs: tuple[Path, ...], n_probe: int, model_codes: tuple[str, ...], trust_code: bool,
+                   unsealed: bool) -> bool:
+    """The record checks and model probes on the runs, a line each; whether any warned."""
+    from aigrobust.reporting.sanity import record_checks
+
+    runs = run_inputs.open_runs(sanity_runs, unsealed)
+    warning = run_inputs.unsealed_warning(runs)
+    if warning is not None:
+        click.echo(f"WARN  unsealed-records             {warning}")
+    flags = record_checks(run_inputs.read_runs(runs)) + run_inputs.probe_flags(runs, n_probe, model_codes, trust_code)
+    for flag in flags:
+        click.echo(f"{flag.status.upper():<5} {flag.check:<28} {flag.model}: {flag.sentence}")
+    return any(f.status == "warn" for f in flags)
+
+
+def _baseline_check(baseline_path: Path, update: bool, init_run: Path | None, unsealed: bool,
+                    allowed_roots: tuple[Path, ...]) -> bool:
+    """A baseline written from a run (``init_run``), updated, or checked (its table printed); whether a metric
+    regressed."""
+    from aigrobust.checks.baseline import display_key, make_baseline, recheck, spec_from_run, write_baseline
+    from aigrobust.checks.baseline_document import BaselineError
+
+    try:
+        if init_run is not None:
+            records = run_inputs.read_runs(run_inputs.open_runs((init_run,), unsealed))
+            document = make_baseline(spec_from_run(init_run, baseline_path, records), records)
+            write_baseline(baseline_path, document)
+            click.echo(f"baseline written: {baseline_path} ({len(document['metrics'])} settings)")
+            return False
+        check = recheck(baseline_path, allowed_roots)
+    except (BaselineError, CheckpointError, DataError) as err:
+        raise BadInput(str(err)) from None
+    for note in check.notes:
+        click.echo(f"note: {note}")
+    if update:
+        write_baseline(baseline_path, {**check.document, "metrics": check.now})
+        moved = [r for r in check.results if abs(r.now - r.baseline) > 1e-9]
+        click.echo(f"baseline updated: {len(moved)} metrics moved")
+        for r in moved:
+            click.echo(f"  {display_key(r.key)} {r.metric}: {r.baseline:.4g} -> {r.now:.4g}")
+        return False
+    click.echo("\n".join(check.table_lines()))
+    return check.regressions > 0
