@@ -50,22 +50,10 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     from aigrobust.data import load_dataset
     from aigrobust.errors import DataError
     from aigrobust.files import atomic_write_bytes
-    from aigrobust.runs.records import enclosing_run_folder
     from aigrobust.runs.universal import universal_compute
 
-    if (out_dir / RESULT_FILE).exists():
-        raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")
-    around = enclosing_run_folder(out_dir / RESULT_FILE)
-    if around is not None:
-        raise BadInput(f"{out_dir} lies in the attack run folder {around}: a resume or rerun of it replaces what it "
-                       "finds; pick an --out outside it")
-    inputs.require_weights(inputs.pretrained_names(models, checkpoints))
-    entries = inputs.model_entries(models, checkpoints)
-    if len(entries) != 1:
-        raise BadInput("give one model (--model or --checkpoint): a universal perturbation is fitted to one network")
-    entry = entries[0]
-    if not entry.model.is_gated:
-        raise BadInput(f"{entry.name} has no gates: a compute perturbation needs a gated model")
+    _refuse_output_folder(out_dir)
+    entry = _one_gated_model(models, checkpoints)
     try:
         train = load_dataset("cifar10", "train", data_dir, False)
         test = inputs.first_samples(inputs.heldout_split("cifar10", data_dir, False), n_samples)
@@ -92,6 +80,29 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
                f"unseen test images: recovery of the saved FLOPs {100 * result.fit_recovery:.1f}% (fitting), "
                f"{100 * result.judge_recovery:.1f}% (unseen); random sign noise {100 * result.noise_recovery:.1f}%; "
                f"{out_dir / RESULT_FILE}")
+
+
+def _refuse_output_folder(out_dir: Path) -> None:
+    """An --out that holds a universal result already, or lies in an attack run folder, refused in one line."""
+    from aigrobust.runs.records import enclosing_run_folder
+
+    if (out_dir / RESULT_FILE).exists():
+        raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")
+    around = enclosing_run_folder(out_dir / RESULT_FILE)
+    if around is not None:
+        raise BadInput(f"{out_dir} lies in the attack run folder {around}: a resume or rerun of it replaces what it "
+                       "finds; pick an --out outside it")
+
+
+def _one_gated_model(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...]) -> Any:
+    """The one gated model a universal perturbation is fitted to, or one line saying what is wrong."""
+    inputs.require_weights(inputs.pretrained_names(models, checkpoints))
+    entries = inputs.model_entries(models, checkpoints)
+    if len(entries) != 1:
+        raise BadInput("give one model (--model or --checkpoint): a universal perturbation is fitted to one network")
+    if not entries[0].model.is_gated:
+        raise BadInput(f"{entries[0].name} has no gates: a compute perturbation needs a gated model")
+    return entries[0]
 
 
 def _shared_images(fitting: Any, judged: Any) -> int:
