@@ -173,6 +173,16 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
 
         raise TrainingError(f"{out_dir} was started with another configuration "
                             f"({describe_differences(saved, now)}); resume needs the same one")
+    _restore(run, state, config, out_dir)
+    log.info("resuming %s at epoch %d step %d", out_dir, run.start_epoch + 1, int(state.get("step", 0)))
+    return run
+
+
+
+def _restore(run: Run, state: dict[str, Any], config: TrainConfig, out_dir: Path) -> None:
+    """Put a resume point's weights, input statistics, optimizer, generators, history and position into ``run``."""
+    state_path = out_dir / STATE_FILE
+    model = run.model
     if "model" in state:  # weights travel inside the state file: one atomic unit
         weights = state["model"]
     else:  # files written before the weights moved into the state (per-epoch only)
@@ -196,8 +206,6 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
     run.start_epoch = int(state["epoch"])
     if int(state.get("step", 0)) > 0:
         run.mid_epoch = {"step": int(state["step"]), "order": state["order"], "sums": state["sums"]}
-    log.info("resuming %s at epoch %d step %d", out_dir, run.start_epoch + 1, int(state.get("step", 0)))
-    return run
 
 
 def save_epoch(config: TrainConfig, run: Run, epoch: int, record: EpochRecord, data_meta: Mapping[str, Any],
