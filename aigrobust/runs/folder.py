@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from aigrobust.files import append_line, atomic_write_bytes
+from aigrobust.files import JSONLimitError, append_line, atomic_write_bytes, parse_json
 from aigrobust.models.user_code import CODE_PREFIX
 from aigrobust.runs.document import RunDocument
 from aigrobust.runs.lock import FolderLock, LockRefused
@@ -126,33 +126,37 @@ class RunFolder:
             except LockRefused as err:
                 raise RunFolderError(str(err)) from None
         try:
-            spec_path = self.root / SPEC_FILE
-            if spec_path.exists():
-                try:
-                    previous = json.loads(spec_path.read_text())
-                except json.JSONDecodeError:
-                    raise RunFolderError(f"{spec_path} is corrupt; pick another --out") from None
-                if not resume:
-                    raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or pick another "
-                                         "--out")
-                if isinstance(previous, dict):
-                    previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
-                previous = upgrade_attack_texts(self.root, previous)
-                now = upgrade_pins(previous, json.loads(json.dumps(self.spec)))
-                if previous != now:
-                    raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "
-                                         "--resume needs the same command")
-                for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
-                    debris.unlink(missing_ok=True)
-            else:
-                foreign = [n for n in (RECORDS_FILE, SUMMARY_TABLE, SUMMARY_FILE, PARTS_DIR) if (self.root / n).exists()]
-                if foreign:  # a report folder, or a run whose run.json was lost: never overwrite what it holds
-                    raise RunFolderError(f"{self.root} holds {', '.join(foreign)} but no {SPEC_FILE} (not an aigrobust "
-                                         "run): the run would overwrite it; pick another --out")
-                atomic_write_bytes(spec_path, json.dumps(self.spec, indent=2, sort_keys=True).encode())
+            self._open_document(resume)
         except BaseException:
             self.release()  # a refused folder keeps no lock of ours
             raise
+
+    def _open_document(self, resume: bool) -> None:
+        """Check run.json against this run's spec (a resume of the same command only), or write it for a new run
+        in a folder that holds no one else's files."""
+        spec_path = self.root / SPEC_FILE
+        if not spec_path.exists():
+            foreign = [n for n in (RECORDS_FILE, SUMMARY_TABLE, SUMMARY_FILE, PARTS_DIR) if (self.root / n).exists()]
+            if foreign:  # a report folder, or a run whose run.json was lost: never overwrite what it holds
+                raise RunFolderError(f"{self.root} holds {', '.join(foreign)} but no {SPEC_FILE} (not an aigrobust "
+                                     "run): the run would overwrite it; pick another --out")
+            atomic_write_bytes(spec_path, json.dumps(self.spec, indent=2, sort_keys=True).encode())
+            return
+        try:
+            previous = parse_json(spec_path.read_bytes())
+        except JSONLimitError as err:
+            raise RunFolderError(f"{spec_path} is corrupt ({err}); pick another --out") from None
+        if not resume:
+            raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or pick another --out")
+        if isinstance(previous, dict):
+            previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
+        previous = upgrade_attack_texts(self.root, previous)
+        now = upgrade_pins(previous, json.loads(json.dumps(self.spec)))
+        if previous != now:
+            raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "
+                                 "--resume needs the same command")
+        for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
+            debris.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Drop the folder's lock (also at interpreter exit)."""
