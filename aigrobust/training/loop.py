@@ -99,10 +99,7 @@ def train(
     state_path = out_dir / STATE_FILE
     if state_path.exists() and not resume:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
-    labels = getattr(train_data, "labels", None)  # arrays in memory; an image folder's classes are its folders
-    if labels is not None and len(labels) and len(np.unique(np.asarray(labels))) < 2:
-        raise TrainingError(f"the training data holds one class only ({len(labels)} images of class "
-                            f"{int(np.asarray(labels)[0])}): a classifier needs at least two to learn anything")
+    _refuse_one_class(train_data)
     run = start_or_resume(config, out_dir, resume)
     model = run.model
     for module in (model, run.ema_model):
@@ -132,6 +129,15 @@ def train(
         save_checkpoint(run.published, final_path, **checkpoint_metadata(config, data_meta, last, last.epoch))
     run.published.eval()
     return TrainResult(model=run.published, checkpoint=final_path, history=tuple(run.history))
+
+
+def _refuse_one_class(train_data: ArrayDataset) -> None:
+    """Training data of one class teaches nothing: refused before any step (an image folder's classes are its
+    folders, checked when it is read)."""
+    labels = getattr(train_data, "labels", None)
+    if labels is not None and len(labels) and len(np.unique(np.asarray(labels))) < 2:
+        raise TrainingError(f"the training data holds one class only ({len(labels)} images of class "
+                            f"{int(np.asarray(labels)[0])}): a classifier needs at least two to learn anything")
 
 
 def _epoch_record(loop: _Loop, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
