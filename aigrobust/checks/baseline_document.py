@@ -106,29 +106,16 @@ def check_metrics(metrics: Any) -> None:
 
 
 def check_spec(spec: Any) -> None:
-    from aigrobust.data import DATASETS
+    """A baseline's spec, every field typed and in range before anything runs; one ``BaselineError`` line."""
+    from aigrobust.datasets import DATASETS
     from aigrobust.evaluation import parse_epsilon
-    from aigrobust.models.registry import UnknownModelError, get_model_info
+
     if not isinstance(spec, dict):
         raise BaselineError("spec must be an object")
     for key in ("models", "dataset", "sample_indices", "attacks", "epsilons"):
         if key not in spec:
             raise BaselineError(f"spec lacks '{key}'")
-    models = spec["models"]
-    if not isinstance(models, dict) or not models:
-        raise BaselineError("spec models must be an object of label -> {model, checkpoint, sha256}")
-    for label, entry in models.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
-            raise BaselineError(f"spec model {label!r} must be an object naming its model")
-        try:
-            get_model_info(entry["model"])
-        except UnknownModelError as err:
-            raise BaselineError(f"spec model {label!r}: {err}") from None
-        if not isinstance(entry.get("checkpoint"), (str, type(None))):
-            raise BaselineError(f"spec model {label!r}: checkpoint must be a relative path or null")
-        if entry.get("checkpoint") is not None and not _is_sha256(entry.get("sha256")):
-            raise BaselineError(f"spec model {label!r}: its checkpoint's sha256 is missing or malformed (without it a "
-                                "replaced checkpoint would pass unnoticed)")
+    _check_models(spec["models"])
     if not _is_sha256(spec.get("data_sha256")):
         raise BaselineError("spec data_sha256 is missing or malformed: the fingerprint of the baseline's images, "
                             "without which another image set would pass unnoticed")
@@ -157,6 +144,27 @@ def check_spec(spec: Any) -> None:
         build_eval_spec(spec)
     except (ValueError, KeyError) as err:  # unknown attacks, bad epsilons, gate or defense settings
         raise BaselineError(f"spec: {str(err).strip(chr(39))}") from None
+
+
+
+def _check_models(models: Any) -> None:
+    """The spec's models: label -> {model, checkpoint, sha256}, each a registered model, a checkpoint pinned."""
+    from aigrobust.models.registry import UnknownModelError, get_model_info
+
+    if not isinstance(models, dict) or not models:
+        raise BaselineError("spec models must be an object of label -> {model, checkpoint, sha256}")
+    for label, entry in models.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise BaselineError(f"spec model {label!r} must be an object naming its model")
+        try:
+            get_model_info(entry["model"])
+        except UnknownModelError as err:
+            raise BaselineError(f"spec model {label!r}: {err}") from None
+        if not isinstance(entry.get("checkpoint"), (str, type(None))):
+            raise BaselineError(f"spec model {label!r}: checkpoint must be a relative path or null")
+        if entry.get("checkpoint") is not None and not _is_sha256(entry.get("sha256")):
+            raise BaselineError(f"spec model {label!r}: its checkpoint's sha256 is missing or malformed (without it a "
+                                "replaced checkpoint would pass unnoticed)")
 
 
 def _is_sha256(value: object) -> bool:
