@@ -187,7 +187,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
       aigrobust attack --model aig20 --eps 8/255 --attack apgd --gate-grad all --defense jpeg:75 --defense-grad bpda
       aigrobust attack --checkpoint mine=runs/aig20/last.safetensors --eps 0.03 --data-dir ../shared/data --resume
     """
-    from aigrobust.runs.attack import answer_finished, evaluate_into, open_folder, run_info, seal
+    from aigrobust.runs.attack import answer_finished, open_folder, run_info
     from aigrobust.runs.document import run_document
     from aigrobust.runs.records import RunFolderError
     from aigrobust.runs.reuse import open_donors
@@ -216,16 +216,24 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         click.echo(f"{out_dir} holds this run, finished: its sealed records answer (nothing is attacked again)",
                    err=True)
     else:
-        try:
-            with inputs.progress_bar(len(entries) * len(data), rank) as bar:
-                records = evaluate_into(folder, entries, spec, data, batch_size, dev, rank, world, bar.update,
-                                        bar.set_description_str, reuse=donors)
-        except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
-            raise BadInput(str(err)) from None
-        if records is None:
-            return  # a torchrun rank other than 0: rank 0 writes the results
-        sealed = seal(folder, records, entries, spec, data, dev)
-    _show_sealed(sealed, spec, table, out_dir)
+        sealed = _attack_into(folder, entries, spec, data, batch_size, dev, rank, world, donors)
+    if sealed is not None:  # None on a torchrun rank other than 0: rank 0 writes the results
+        _show_sealed(sealed, spec, table, out_dir)
+
+
+def _attack_into(folder: Any, entries: list[Any], spec: Any, data: Any, batch_size: int, device: Any, rank: int,
+                 world: int, donors: Any) -> Any:
+    """Every model attacked into the run folder, then sealed; None on the other ranks of a torchrun."""
+    from aigrobust.runs.attack import evaluate_into, seal
+    from aigrobust.runs.records import RunFolderError
+
+    try:
+        with inputs.progress_bar(len(entries) * len(data), rank) as bar:
+            records = evaluate_into(folder, entries, spec, data, batch_size, device, rank, world, bar.update,
+                                    bar.set_description_str, reuse=donors)
+    except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
+        raise BadInput(str(err)) from None
+    return None if records is None else seal(folder, records, entries, spec, data, device)
 
 
 def _show_sealed(sealed: Any, spec: Any, table: str, out_dir: Path) -> None:
