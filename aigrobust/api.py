@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
-from aigrobust.evaluation.fit import check_fit
+from aigrobust.evaluation.fit import channels_last_hint, check_fit, declared_input_shape
 from aigrobust.evaluation.metrics import WORST, summarize
 from attacks import attack_from_spec
 from attacks.base import validate_inputs
@@ -108,16 +108,10 @@ def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], 
 def _check_declared_input(entry: ModelEntry, images: Tensor) -> None:
     """A registered model's images must have its declared shape: a CIFAR ResNet also runs 64x64 images (its pooling
     is global), and would be evaluated on inputs it was never meant for."""
-    from aigrobust.models.registry import UnknownModelError, get_model_info
-
-    try:
-        declared = tuple(get_model_info(str(getattr(entry.model, "registry_name", ""))).input_shape)
-    except UnknownModelError:
-        return  # a user's network: its first pass says whether the images fit
-    if tuple(images.shape[1:]) != declared:
-        hint = " (channels last? permute(0, 3, 1, 2))" if images.shape[-1] == 3 and images.shape[1] != 3 else ""
+    declared = declared_input_shape(entry.model)
+    if declared is not None and tuple(images.shape[1:]) != declared:
         raise ValueError(f"images of shape {tuple(images.shape[1:])} (C, H, W) do not fit {entry.name}, which takes "
-                         f"{declared}{hint}")
+                         f"{declared}{channels_last_hint(images)}")
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:

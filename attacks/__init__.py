@@ -120,6 +120,18 @@ def attack_role(spec: str) -> AttackRole | None:
     return entry.role if entry is not None else None
 
 
+def attack_objective(spec: object) -> str:
+    """What the attack a spec names is after ('accuracy', 'gates', 'compute'); '' for a name no longer registered."""
+    role = attack_role(str(spec))
+    return role.objective if role is not None else ""
+
+
+def is_compute_attack(spec: object, controls: bool = False) -> bool:
+    """Whether a spec names a compute attack; its noise control counts only with ``controls``."""
+    role = attack_role(str(spec))
+    return role is not None and role.objective == "compute" and (controls or not role.control)
+
+
 register_attack("fgsm", FGSM, label="FGSM", role=AttackRole(method="single-step"))
 register_attack("fgm-l2", FGSM, fixed={"distance": "l2"}, label="FGM-L2", role=AttackRole(method="single-step"))
 register_attack("bim", BIM, label="BIM")
@@ -362,7 +374,7 @@ def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> At
 
 __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
-    "AttackEntry", "AttackRole", "Distance", "SUITES", "register_attack", "unregister_attack", "attack_role", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
+    "AttackEntry", "AttackRole", "Distance", "SUITES", "register_attack", "unregister_attack", "attack_role", "attack_objective", "is_compute_attack", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
     "attack_from_spec", "short_name_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -100,7 +100,6 @@ def first_samples(data: Any, n_samples: int | None) -> Any:
 def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
     from aigrobust.models.dynamic import GatedAdapter
-    from aigrobust.models.registry import get_model_info
 
     if hasattr(model, "output_index") or isinstance(model, GatedAdapter):  # a user's module: its class count shows
         from aigrobust.models.adapter import ModelOutputError  # on one image of the data
@@ -113,10 +112,9 @@ def check_classes(name: str, model: Any, data: Any) -> None:
         except (RuntimeError, ValueError) as err:
             raise BadInput(f"{name} does not take images of shape {shape}: {str(err).splitlines()[0]}") from None
     else:  # one of ours: its registered input size (a CIFAR network given 224-pixel images is not evaluated)
-        try:
-            expected = tuple(get_model_info(model.registry_name).input_shape)
-        except UnknownModelError:
-            expected = None
+        from aigrobust.evaluation.fit import declared_input_shape
+
+        expected = declared_input_shape(model)
         shape = tuple(data[0][0].shape) if len(data) else None
         if expected is not None and shape is not None and shape != expected:
             raise BadInput(f"{name} takes images of {'x'.join(map(str, expected))}, but the data's are "

@@ -26,8 +26,7 @@ def check_fit(name: str, model: nn.Module, images: Tensor, labels: Tensor, deter
     except ModelOutputError:
         raise  # already one line naming the network and what to give
     except (RuntimeError, ValueError, TypeError) as err:
-        hint = " (channels last? permute(0, 3, 1, 2))" if images.shape[-1] == 3 and images.shape[1] != 3 else ""
-        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {name}{hint}: "
+        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {name}{channels_last_hint(images)}: "
                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     _check_logits(name, first, len(probe), device)
     if not bool(torch.isfinite(first).all()):
@@ -46,6 +45,21 @@ def check_fit(name: str, model: nn.Module, images: Tensor, labels: Tensor, deter
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1} ({name} predicts {n_classes} classes), got "
                          f"{int(labels.min())}..{int(labels.max())}")
+
+
+def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The (C, H, W) a registered model takes; None for a user's network (its first pass says what fits)."""
+    from aigrobust.models.registry import UnknownModelError, get_model_info
+
+    try:
+        return tuple(get_model_info(str(getattr(model, "registry_name", ""))).input_shape)
+    except UnknownModelError:
+        return None
+
+
+def channels_last_hint(images: Tensor) -> str:
+    """What to say where (N, H, W, 3) images were given for (N, 3, H, W)."""
+    return " (channels last? permute(0, 3, 1, 2))" if images.shape[-1] == 3 and images.shape[1] != 3 else ""
 
 
 def _check_logits(name: str, logits: object, n: int, device: torch.device) -> None:

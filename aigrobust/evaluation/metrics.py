@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from attacks import attack_label, attack_role
+from attacks import attack_label, attack_objective, is_compute_attack
 
 GROUP = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"]
 WORST = "worst-case"  # the worst case over attacks, gate gradients or defense gradients: one spelling
@@ -51,19 +51,6 @@ def compact_table(summary: pd.DataFrame) -> pd.DataFrame:
     return _in_model_order(rows, summary).fillna("-")  # '-': this setting did not run at that epsilon
 
 
-def _objective(spec: object) -> str:
-    """What the attack a spec names is after ('accuracy', 'gates', 'compute'), from its registration; '' for a
-    name no longer registered."""
-    role = attack_role(str(spec))
-    return role.objective if role is not None else ""
-
-
-def _compute_attack(spec: object) -> bool:
-    """A compute attack that is not a control (noise of the same norm)."""
-    role = attack_role(str(spec))
-    return role is not None and role.objective == "compute" and not role.control
-
-
 def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The attacks on the gates themselves (gate-flip, compute-inflation), which aim at no misclassification: one row
     per model, defense setting, attack and gate gradient, one column per epsilon above 0 with the share of samples
@@ -77,7 +64,7 @@ def gate_attack_table(summary: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {"model": model, "defense": "none" if defense == "none" else f"{defense} {defense_grad}",
                                   "gate attack": label, "gate grad": gate_grad}
         for r in group.sort_values("epsilon").itertuples():
-            compute = _objective(r.attack) == "compute"
+            compute = attack_objective(r.attack) == "compute"
             recovery = getattr(r, "recovery", float("nan")) if compute else float("nan")
             taken = f", {100 * recovery:.0f}% of the saved FLOPs back" if recovery == recovery else ""
             row[format_eps(r.epsilon)] = f"{100 * r.goal_success_rate:.1f} ({r.flops_ratio:.3f}{taken})"
@@ -90,7 +77,7 @@ def efficiency_table(summary: pd.DataFrame) -> pd.DataFrame:
     control), gate gradient and epsilon: the per-image FLOPs ratio (mean of FLOPs over mean, median, p95, max), the
     share of the saved compute taken back (FLOPs-weighted where the full FLOPs are known; GradMDM's block count)
     the share of images that already run every block, and DeepSloth's efficacy clean and attacked."""
-    data = summary[(summary["epsilon"] > 0) & (summary["attack"].map(_objective) == "compute")]
+    data = summary[(summary["epsilon"] > 0) & (summary["attack"].map(attack_objective) == "compute")]
     data = data[data["recovery_blocks"].notna()] if "recovery_blocks" in data.columns else data.iloc[0:0]
 
     def pct(v: float) -> str:
@@ -115,7 +102,7 @@ def joint_table(summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     attacked = summary[summary["epsilon"] > 0]
     accuracy = attacked[attacked["goal"] == "misclassify"]
-    compute = attacked[attacked["attack"].map(_compute_attack)]
+    compute = attacked[attacked["attack"].map(is_compute_attack)]
     if accuracy.empty or compute.empty:
         return pd.DataFrame()
     rows = []

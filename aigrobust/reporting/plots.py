@@ -246,10 +246,10 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
     without the models' full FLOPs."""
     import matplotlib.pyplot as plt
 
-    from attacks import attack_label, attack_role
+    from attacks import attack_label, is_compute_attack
 
     compute = records[(records["defense"] == "none") & (records["epsilon"] > 0)
-                      & records["attack"].map(lambda spec: getattr(attack_role(str(spec)), "objective", "") == "compute")]
+                      & records["attack"].map(lambda spec: is_compute_attack(spec, controls=True))]
     compute = compute[compute["model"].astype(str).map(lambda m: full_flops.get(m, 0.0) > 0)]
     if compute.empty:
         return None
@@ -267,7 +267,7 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
                 clean_drawn = True
             _efficacy_step(ax, at["adv_flops"].to_numpy() / full,
                            f"{attack_label(str(attack))} {gate_grad} {format_eps(eps)}",
-                           linestyle="--" if getattr(attack_role(str(attack)), "control", False) else "-")
+                           linestyle="-" if is_compute_attack(attack) else "--")  # dashed: the noise control
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("executed FLOPs / every block open")

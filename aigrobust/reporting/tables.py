@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.evaluation.metrics import (
-    format_eps,
-)
+from aigrobust.evaluation.metrics import format_eps
 from aigrobust.reporting.sanity import SanityFlag
+from attacks import is_compute_attack
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -83,7 +82,6 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- assembly -----------------------------------------------------------------------------------------------------
 def sample_counts_sentence(records: pd.DataFrame) -> str:
     """How many samples each figure aggregates and the widest 95% interval that gives: one n, or the range where
     the runs differ (a study that puts 1000-image runs beside 200-image ones)."""
@@ -151,17 +149,10 @@ def robustness_per_flop_points(records: pd.DataFrame, summary: pd.DataFrame) -> 
         spread = 1.96 * per_image.std(ddof=1) / np.sqrt(len(per_image)) if len(per_image) > 1 else 0.0
         compute = summary[(summary["model"] == model) & (summary["defense"] == "none")
                           & np.isclose(summary["epsilon"], eps)
-                          & summary["attack"].map(lambda spec: _is_compute_attack(str(spec)))]
+                          & summary["attack"].map(is_compute_attack)]
         rows.append({"model": model, "epsilon": float(eps), "robust_acc": float(worst["robust_acc"]),
                      "robust_acc_lo": float(worst["robust_acc_lo"]), "robust_acc_hi": float(worst["robust_acc_hi"]),
                      "mflops": float(per_image.mean()), "mflops_ci": float(spread),
                      "mflops_attacked": float(compute["adv_flops"].max() / 1e6) if len(compute) else float("nan"),
                      "gated": bool(np.ptp(per_image) > 0) if len(per_image) else False})
     return pd.DataFrame(rows)
-
-
-def _is_compute_attack(spec: str) -> bool:
-    from attacks import attack_role
-
-    role = attack_role(spec)
-    return role is not None and role.objective == "compute" and not role.control

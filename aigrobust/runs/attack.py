@@ -133,12 +133,11 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
     shape = tuple(data[0][0].shape)  # one image (C, H, W): the models' full FLOPs at this input size
     full_flops = {e.name: float(e.model.flop_profile(shape).full) for e in entries}
     input_values = int(np.prod(shape))
-    summary = summarize(records, full_flops=full_flops, input_values=input_values)
     noise: dict[str, float] = {}
     if spec.gate_mode == "stochastic":
         probe = data.subset(range(min(len(data), 512))).tensors()[0].to(device)
         noise = {e.name: stochastic_noise_floor(e.model, probe) for e in entries if e.model.is_gated}
-        summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
+    summary = _summary(records, full_flops, input_values, noise if spec.gate_mode == "stochastic" else None)
     origins = folder.finalize(records, summary, {"noise_floor_hamming": noise, "torch": torch.__version__,
                                                        "full_flops": full_flops, "input_values": input_values})
     return SealedRun(records, summary, noise, origins)
@@ -148,15 +147,21 @@ def answer_finished(folder: RunFolder) -> SealedRun | None:
     """The sealed outcome of a run that already finished in ``folder`` with the same command (run.json holds the row
     count and hash of its records), read back instead of attacking again; None where it has not finished."""
     from aigrobust.runs.folder import FinishedRun
-    from aigrobust.runs.records import INTEGRITY_KEY, RECORDS_FILE, SPEC_FILE, read_json
+    from aigrobust.runs.records import RECORDS_FILE
 
-    document = read_json(folder.root / SPEC_FILE, required=False)
-    if not (isinstance(document, dict) and isinstance(document.get(INTEGRITY_KEY), dict)
-            and (folder.root / RECORDS_FILE).is_file()):
-        return None
     run = FinishedRun.open(folder.root)
+    if run.document.records is None or not (folder.root / RECORDS_FILE).is_file():
+        return None
     records = read_records(folder.root)  # refused if it no longer matches the row count and hash
-    summary = summarize(records, full_flops=run.full_flops, input_values=run.input_values)
-    if run.noise_floor:
-        summary["noise_floor_hamming"] = summary["model"].map(run.noise_floor).fillna(0.0)
-    return SealedRun(records, summary, run.noise_floor, run.unit_origins)
+    noise = run.noise_floor if run.spec.get("gate_mode") == "stochastic" else None
+    return SealedRun(records, _summary(records, run.full_flops, run.input_values, noise), run.noise_floor,
+                     run.unit_origins)
+
+
+def _summary(records: pd.DataFrame, full_flops: dict[str, float], input_values: int | None,
+             noise: dict[str, float] | None) -> pd.DataFrame:
+    """A run's summary table; with ``noise`` (stochastic gates) the noise floor beside every stability figure."""
+    summary = summarize(records, full_flops=full_flops, input_values=input_values)
+    if noise is not None:
+        summary["noise_floor_hamming"] = summary["model"].map(noise).fillna(0.0)
+    return summary

@@ -46,8 +46,9 @@ def read_records(path: Path) -> pd.DataFrame:
     finished, so a truncated or edited file is refused instead of giving figures over fewer samples."""
     path = Path(path)
     expected: dict[str, Any] | None = None
+    attacked: int | None = None
     if path.is_dir():
-        expected = _recorded_integrity(path)
+        expected, attacked = _recorded_seal(path)
         path = path / RECORDS_FILE
     if not path.is_file() and (path.parent / PARTS_DIR).is_dir():
         saved = len(list((path.parent / PARTS_DIR).glob("*/batch-*.csv.gz")))
@@ -74,7 +75,7 @@ def read_records(path: Path) -> pd.DataFrame:
     _refuse_malformed_rows(frame, path)
     if expected is not None and len(frame) != expected.get("rows"):
         raise RunFolderError(f"{path}: {len(frame)} rows where run.json recorded {expected.get('rows')}")
-    _refuse_repeated_samples(frame, path, _recorded_samples(path.parent) if expected is not None else None)
+    _refuse_repeated_samples(frame, path, attacked if expected is not None else None)
     if "adv_draw_acc" not in frame.columns and "adv_correct" in frame.columns:  # records of deterministic models,
         frame["adv_draw_acc"] = frame["adv_correct"].astype(float)              # written before draws were judged
     return frame
@@ -135,24 +136,19 @@ def _refuse_repeated_samples(frame: pd.DataFrame, path: Path, n: int | None) -> 
                              f"run.json says the run attacked {n}: the records do not belong to this run.json")
 
 
-def _recorded_samples(folder: Path) -> int | None:
-    """The number of images run.json says the run attacked (None where it does not say)."""
+def _recorded_seal(folder: Path) -> tuple[dict[str, Any] | None, int | None]:
+    """From run.json, read once: the seal of the finished records (row count and sha256) and the number of images
+    the run attacked; None for what it does not hold (an unreadable run.json, whose other readers say why, or none)."""
     try:
         spec = read_json(folder / SPEC_FILE, required=False)
     except RunFolderError:
-        return None
-    dataset = spec.get("dataset") if isinstance(spec, dict) else None
+        return None, None
+    if not isinstance(spec, dict):
+        return None, None
+    seal, dataset = spec.get(INTEGRITY_KEY), spec.get("dataset")
     n = dataset.get("n") if isinstance(dataset, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
-
-
-def _recorded_integrity(folder: Path) -> dict[str, Any] | None:
-    try:
-        spec = read_json(folder / SPEC_FILE, required=False)
-    except RunFolderError:
-        return None  # an unreadable run.json: nothing to compare with (the run's other readers say why)
-    value = spec.get(INTEGRITY_KEY) if isinstance(spec, dict) else None
-    return value if isinstance(value, dict) else None  # None too for folders without run.json
+    return (seal if isinstance(seal, dict) else None,
+            n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None)
 
 
 RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting
