@@ -477,8 +477,9 @@ def test_a_runs_images_must_be_the_ones_it_attacked_before_probes_decode_them(sy
 
 
 def test_random_option_values_get_only_documented_exit_codes(tmp_path: Path) -> None:
-    """Property: any value for any numeric or spec option of attack, train, universal, report and check ends in
-    exit 0, 1 or 2 with no traceback (the data folder is absent, so nothing heavy runs)."""
+    """Property: any value for any option of attack, train, universal, report, check, eval and models (a flag is
+    followed by a stray argument, read as models' pattern) ends in exit 0, 1 or 2 with no traceback (the data folder
+    is absent, so nothing heavy runs)."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -493,6 +494,8 @@ def test_random_option_values_get_only_documented_exit_codes(tmp_path: Path) -> 
         "universal": ["--eps", "--fit", "--n-samples", "--steps", "--seed"],
         "report": ["--n-probe", "--title", "--model-code"],
         "check": ["--n-probe", "--baseline", "--sanity"],
+        "eval": ["--n-samples", "--batch-size", "--gate-mode", "--model", "--dataset"],
+        "models": ["--details", "--json"],
     }
     base = {"attack": ["attack", "--model", "tiny_aig", "--data-dir", str(tmp_path / "absent"), "--out",
                        str(tmp_path / "run")],
@@ -501,7 +504,9 @@ def test_random_option_values_get_only_documented_exit_codes(tmp_path: Path) -> 
             "universal": ["universal", "--model", "aig20", "--data-dir", str(tmp_path / "absent"), "--out",
                           str(tmp_path / "u"), "--eps", "8/255"],
             "report": ["report", str(tmp_path / "absent-run"), "--out", str(tmp_path / "rep")],
-            "check": ["check"]}
+            "check": ["check"],
+            "eval": ["eval", "--model", "tiny_aig", "--random-weights", "--data-dir", str(tmp_path / "absent")],
+            "models": ["models"]}
 
     @settings(max_examples=60, deadline=None)
     @given(st.sampled_from(sorted(options)), st.data())
