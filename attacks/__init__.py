@@ -14,6 +14,7 @@ from typing import Any
 
 from aigrobust.errors import AigrobustError
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
+from attacks.compute_attack import LOSSES as COMPUTE_LOSSES
 from attacks.compute_attack import ComputeInflation, RandomNoise
 from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
@@ -145,7 +146,7 @@ register_attack("apgd-t", APGDTargeted, label="APGD-T")
 register_attack("fab-t", FABTargeted, label="FAB-T")
 register_attack("square", SquareAttack, label="Square", role=AttackRole(method="black-box"))
 _COMPUTE_RULES = {
-    "gate_loss": (lambda v: v in ("prob", "hinge", "pnorm", "capped"), "prob, hinge, pnorm or capped"),
+    "gate_loss": (lambda v: v in COMPUTE_LOSSES, f"{', '.join(COMPUTE_LOSSES[:-1])} or {COMPUTE_LOSSES[-1]}"),
     "kappa": (lambda v: finite_number(v) and v > 0, "a number > 0"),
     "p": (lambda v: finite_number(v) and v >= 1, "a number >= 1"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),

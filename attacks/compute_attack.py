@@ -10,7 +10,9 @@ the hinge/normalised/deconflicted/APGD variant 0.901 and 0.280):
   clamped at the threshold to the power ``p`` (3.5): gates nearest to opening pull hardest, gates already open add
   nothing; ``"hinge"``, a hinge on the gate's log-odds ``-relu(kappa - m)`` (open gates kept open with margin
   ``kappa``); ``"pnorm"``, the hinge's shortfall to the power ``p``; ``"capped"``, the capped log-odds sum. Each gate
-  is weighted by its block's FLOPs;
+  is weighted by its block's FLOPs. For early-exit networks (whose trace holds ``exit_logits``) ``"uniform"`` is
+  DeepSloth's objective (Hong et al., ICLR 2021): every internal classifier reached pushed toward the uniform
+  distribution (minus its cross-entropy to uniform), unweighted;
 * per-gate gradient normalisation (``normalize``, GradMDM) and removal of the conflict between "turn on" and "keep
   on" gradients (``deconflict``, GradAuto's observation, PCGrad's cure): both off by default, as on aig20 they
   spread the step over gates that cannot be opened (0.297 against 0.337 at 2/255 on 50 images);
@@ -37,7 +39,7 @@ from attacks.base import DISTANCES, Attack, Model
 from attacks.gradient import apgd_checkpoints
 from attacks.noise import SampleNoise
 
-LOSSES = ("prob", "hinge", "pnorm", "capped")
+LOSSES = ("prob", "hinge", "pnorm", "capped", "uniform")
 SCHEDULES = ("apgd", "fixed", "adam")
 
 
@@ -67,6 +69,9 @@ class ComputeInflation(Attack):
         super().__init__(seed)
         if gate_loss not in LOSSES:
             raise ValueError(f"gate_loss must be one of {', '.join(LOSSES)}")
+        if gate_loss == "uniform" and (normalize or deconflict):
+            raise ValueError("gate_loss=uniform has one term per exit, not per gate: normalize and deconflict "
+                             "do not apply")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if steps < 1 or restarts < 1:
@@ -84,7 +89,12 @@ class ComputeInflation(Attack):
 
     # ----- the objective -----
     def gate_terms(self, trace: Any, costs: Tensor) -> Tensor:
-        """Per sample and gate, the (N, L) terms whose sum the attack ascends."""
+        """Per sample and gate, the (N, L) terms whose sum the attack ascends (``uniform``: per sample and exit)."""
+        if self.gate_loss == "uniform":
+            if getattr(trace, "exit_logits", None) is None:
+                raise ValueError("gate_loss=uniform pushes an early-exit network's exits toward uniform; this "
+                                 "network has gates, not exits (use prob, hinge, pnorm or capped)")
+            return F.log_softmax(trace.exit_logits.float(), dim=-1).mean(-1)  # -CE(uniform) up to a constant
         m = gate_log_odds(trace.p_on)
         if self.gate_loss == "hinge":
             return -F.relu(self.kappa - m) * costs

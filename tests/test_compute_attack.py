@@ -64,7 +64,7 @@ def test_keep_label_keeps_the_label_where_it_counts_a_success(aig20_batch) -> No
 
 
 def test_settings_are_checked() -> None:
-    for spec, needle in (("compute-inflation:gate_loss=l1", "gate_loss takes prob, hinge, pnorm or capped"),
+    for spec, needle in (("compute-inflation:gate_loss=l1", "gate_loss takes prob, hinge, pnorm, capped or uniform"),
                          ("compute-inflation:kappa=0", "kappa takes a number > 0"),
                          ("compute-inflation:schedule=cosine", "schedule takes adam, apgd or fixed"),
                          ("compute-inflation:normalize=1", "normalize takes true or false")):

@@ -19,7 +19,8 @@ def test_registry_lists_families_and_patterns() -> None:
     for name in ("resnet50", "resnet101", "aig50", "aig101", "tiny_resnet", "tiny_aig"):
         assert name in names
     assert list_models("aig*") == ["aig20", "aig32", "aig44", "aig50", "aig56", "aig101", "aig110"]
-    assert list_models(family="test") == ["tiny_aig", "tiny_resnet"]
+    assert list_models(family="test") == ["tiny_aig", "tiny_resnet", "tiny_sdn"]
+    assert list_models("sdn*") == ["sdn20", "sdn32", "sdn56"]
 
 
 def test_unknown_model_suggests_close_names() -> None:

@@ -72,13 +72,20 @@ from aigrobust.errors import CheckpointError
               help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics), "
               "as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics), or "
               "sampled gates with running statistics (the control between the two).")
+@click.option("--exits-only", is_flag=True,
+              help="Early-exit networks: train the exits only, on the frozen backbone of --init (SDN's IC-only).")
+@click.option("--exit-accuracy-loss", type=FiniteFloatRange(0, 1), default=0.01, show_default=True,
+              metavar="FRACTION", help="Early-exit networks: after each epoch the exit threshold is set on the "
+              "held-out images (--val-samples) to the most permissive one that loses at most this much accuracy "
+              "against no early exit.")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float,
                   target_warmup: float, shortcut: str | None,
                   max_train_samples: int | None, no_augment: bool, seed: int, device: str, no_bf16: bool,
                   threads: int | None, resume: bool, checkpoint_every: int, adversarial: str | None,
-                  val_samples: int | None, ema: float | None, compute_penalty: float, inner_network: str) -> None:
+                  val_samples: int | None, ema: float | None, compute_penalty: float, inner_network: str,
+                  exits_only: bool, exit_accuracy_loss: float) -> None:
     """Train a model on CIFAR-10 or ImageNet, checkpointing every epoch (resumable with --resume).
 
     ImageNet models take the paper's recipe unless told otherwise: SGD momentum 0.9, lr 0.1 per 256 images,
@@ -87,6 +94,7 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     """
     import torch
 
+    from aigrobust.models.factory import create_model
     from aigrobust.models.registry import get_model_info
     from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
     from aigrobust.training.loop import train
@@ -105,8 +113,13 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     rank, world = rank_and_world(inputs.device(device))
     recipe = training_inputs.recipe(info.default_dataset, batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay,
                            schedule=schedule)
+    early_exit = hasattr(create_model(model_name), "calibrate_exits")
+    if exits_only and not early_exit:
+        raise BadInput(f"--exits-only trains an early-exit network's exits; {model_name} has none")
     if val_samples is None:
-        val_samples = 1000 if inner is not None else 0
+        val_samples = 1000 if inner is not None or early_exit else 0
+    if early_exit and val_samples == 0:
+        raise BadInput(f"{model_name} calibrates its exit threshold on held-out images: give --val-samples N > 0")
     # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
     if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
         _refuse_unfit_source(model_name, kwargs, init)
@@ -117,7 +130,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                              gate_lambda=gate_lambda, gate_lr_factor=gate_lr_factor,
                              target_warmup=target_warmup, augment=not no_augment,
                              seed=seed, device=device, bf16=not no_bf16, init=init, adversarial=inner,
-                             compute_penalty=compute_penalty, ema=ema, inner_network=inner_network, **recipe)
+                             compute_penalty=compute_penalty, ema=ema, inner_network=inner_network,
+                             exits_only=exits_only, exit_accuracy_loss=exit_accuracy_loss, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
     bar, on_batch, on_epoch = _progress(config.epochs, batch_size, rank)

@@ -21,6 +21,7 @@ from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore
 from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.models.base import ResNetBase
+from aigrobust.models.gates import GateMode
 from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_label
 
@@ -366,8 +367,9 @@ def run_evaluation(
     return EvalRun(records=canonical_order(normalize_records(records), sample_ids), spec=spec)
 
 def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:
-    """Mean normalised Hamming distance between two seeded stochastic draws on the same clean images."""
-    if not model.is_gated:
+    """Mean normalised Hamming distance between two seeded stochastic draws on the same clean images (0 for a
+    network whose decisions have no stochastic mode: an early-exit network, a user's network through an adapter)."""
+    if not model.is_gated or GateMode.STOCHASTIC not in getattr(model, "supported_gate_modes", GateMode):
         return 0.0
     patterns = []
     with torch.no_grad(), model.gate_settings(mode="stochastic"):

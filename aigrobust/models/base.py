@@ -64,11 +64,25 @@ class ResNetBase(nn.Module):
         """Number of residual blocks (the L of a trace)."""
         return len(self.residual_blocks())
 
+    @property
+    def decided_blocks(self) -> int:
+        """Blocks that a per-image decision may skip (here the gated ones)."""
+        return sum(b.gate is not None for b in self.residual_blocks())
+
     def gate_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the gates (the reference code trains them with their own learning-rate factor)."""
         for block in self.residual_blocks():
             if block.gate is not None:
                 yield from block.gate.parameters()
+
+    def is_decision_state(self, key: str) -> bool:
+        """Whether a state-dict key belongs to the parts that decide what runs (gates here, exits in early-exit
+        networks): starting from a plain network's weights, these keep their fresh initialisation."""
+        return ".gate." in key
+
+    def auxiliary_loss(self, trace: GateTrace, labels: Tensor) -> Tensor | None:
+        """A training loss beyond the final classifier's cross-entropy (an early-exit network's exits); None here."""
+        return None
 
     # --- gate settings: views of the one GateConfig, and the ways to replace it ------------------------------------
     @property
@@ -291,28 +305,33 @@ class ResNetBase(nn.Module):
             return self._flop_profiles[key]
         was_training = self.training
         param = next(self.parameters())
-        x = torch.zeros((1, *key), device=param.device, dtype=param.dtype)
         self.eval()
         try:
-            with torch.no_grad(), self.gate_settings(mode=GateMode.OPEN):
-                h = self.normalize(x)
-                stem, h = count_flops(self.stem, h)
-                gates, shortcuts, residual = [], [], []
-                for index, block in enumerate(self.residual_blocks()):
-                    gate_flops = count_flops(block.gate, h)[0] if block.gate is not None else 0.0
-                    shortcut_flops, _ = count_flops(block.shortcut_path, h)
-                    residual_flops, _ = count_flops(block.residual, h)
-                    gates.append(gate_flops)
-                    shortcuts.append(shortcut_flops)
-                    residual.append(residual_flops)
-                    h = self._run_block(block, h, index, self.gate_config, None)[0]
-                head, _ = count_flops(self.head, h)
-                measured_total, _ = count_flops(self, x)
+            with torch.no_grad():
+                profile = self._measure_flop_profile(torch.zeros((1, *key), device=param.device, dtype=param.dtype))
         finally:
             self.train(was_training)
-        profile = FlopProfile(key, stem, head, tuple(gates), tuple(shortcuts), tuple(residual), measured_total)
         self._flop_profiles[key] = profile
         return profile
+
+    def _measure_flop_profile(self, x: Tensor) -> FlopProfile:
+        """Count each part's FLOPs on one blank image ``x`` (in eval mode, without autograd)."""
+        with self.gate_settings(mode=GateMode.OPEN):
+            h = self.normalize(x)
+            stem, h = count_flops(self.stem, h)
+            gates, shortcuts, residual = [], [], []
+            for index, block in enumerate(self.residual_blocks()):
+                gate_flops = count_flops(block.gate, h)[0] if block.gate is not None else 0.0
+                shortcut_flops, _ = count_flops(block.shortcut_path, h)
+                residual_flops, _ = count_flops(block.residual, h)
+                gates.append(gate_flops)
+                shortcuts.append(shortcut_flops)
+                residual.append(residual_flops)
+                h = self._run_block(block, h, index, self.gate_config, None)[0]
+            head, _ = count_flops(self.head, h)
+            measured_total, _ = count_flops(self, x)
+        return FlopProfile(tuple(x.shape[1:]), stem, head, tuple(gates), tuple(shortcuts), tuple(residual),
+                           measured_total)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         # Moving or casting the model invalidates nothing in FLOP counts, but keep caches simple and exact.

@@ -121,7 +121,8 @@ class CifarResNet(ResNetBase):
         return self.linear(x.mean(dim=(2, 3)))
 
 
-def _blocks_for_depth(depth: int) -> int:
+def blocks_for_depth(depth: int) -> int:
+    """Residual blocks per stage of a CIFAR ResNet of ``depth`` layers (6n + 2)."""
     if (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     return (depth - 2) // 6
@@ -129,7 +130,7 @@ def _blocks_for_depth(depth: int) -> int:
 
 def _make_cifar(depth: int, gated: bool):  # type: ignore[no-untyped-def]
     def build(**kwargs: object) -> CifarResNet:
-        return CifarResNet(_blocks_for_depth(depth), gated=gated, **kwargs)  # type: ignore[arg-type]
+        return CifarResNet(blocks_for_depth(depth), gated=gated, **kwargs)  # type: ignore[arg-type]
 
     return build
 

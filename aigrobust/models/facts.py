@@ -30,7 +30,7 @@ def measure_facts(name: str) -> ModelFacts:
     model = build_model(name).eval()
     flops = model.flop_profile(get_model_info(name).input_shape).full
     return ModelFacts(params=sum(p.numel() for p in model.parameters()), gflops=round(flops / 1e9, 6),
-                      gated_blocks=sum(b.gate is not None for b in model.residual_blocks()))
+                      gated_blocks=model.decided_blocks)
 
 
 def stored_facts() -> dict[str, ModelFacts]:

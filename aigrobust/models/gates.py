@@ -137,16 +137,20 @@ class GateTrace:
     gate_values: (N, L) float, the multiplier actually applied to F (differentiable in train mode; used by the
         target-rate loss).
     flops: (N,) float, FLOPs the deployed network executes for the sample (fixed parts plus open branches).
+    exit_logits: (N, K, classes) float, an early-exit network's internal classifiers' logits (zeros where an exit
+        was not reached); None for gated networks.
     """
 
     decisions: Tensor
     p_on: Tensor
     gate_values: Tensor
     flops: Tensor
+    exit_logits: Tensor | None = None
 
     def detach(self) -> GateTrace:
         """The same trace without autograd history."""
-        return GateTrace(self.decisions, self.p_on.detach(), self.gate_values.detach(), self.flops.detach())
+        return GateTrace(self.decisions, self.p_on.detach(), self.gate_values.detach(), self.flops.detach(),
+                         None if self.exit_logits is None else self.exit_logits.detach())
 
 
 def target_rate_loss(gate_values: Tensor, targets: Tensor) -> Tensor:

@@ -79,6 +79,10 @@ class TrainConfig:
     # the network the inner attack runs on: 'training' (Gumbel gates, batch statistics, as the step sees it) or
     # 'deployed' (hard gates with a straight-through gradient, running statistics, as evaluation attacks it)
     inner_network: str = "training"
+    # early-exit networks: train the exits only on the frozen backbone (SDN's "IC-only"); the threshold is
+    # calibrated on the held-out images after each epoch for at most this accuracy loss (a fraction)
+    exits_only: bool = False
+    exit_accuracy_loss: float = 0.01
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
@@ -109,6 +113,8 @@ class TrainConfig:
                 raise ValueError(f"{name} takes a number in [0, {top:g}], got {getattr(self, name)!r}")
         if self.inner_network not in INNER_NETWORKS:
             raise ValueError(f"inner_network takes one of {', '.join(INNER_NETWORKS)}, got {self.inner_network!r}")
+        if not 0 <= float(self.exit_accuracy_loss) <= 1:
+            raise ValueError(f"exit_accuracy_loss takes a fraction in [0, 1], got {self.exit_accuracy_loss!r}")
         if not 0 <= float(self.target_warmup) <= 1:
             raise ValueError(f"target_warmup takes a fraction of the run in [0, 1], got {self.target_warmup!r}")
 
@@ -215,4 +221,5 @@ def overfitting_warning(previous: float | None, current: float) -> str | None:
             f"epoch; {BEST_FILE} keeps the best epoch")
 
 
-ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema", "target_warmup", "inner_network")
+ADDED_SETTINGS = ("adversarial", "compute_penalty", "ema", "target_warmup", "inner_network", "exits_only",
+                  "exit_accuracy_loss")

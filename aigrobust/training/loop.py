@@ -143,7 +143,10 @@ def _refuse_one_class(train_data: ArrayDataset) -> None:
 def _epoch_record(loop: _Loop, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
                   tally: Any, started: float) -> EpochRecord:
     """One epoch's figures: the training tally, and on the held-out images PGD-10 (adversarial training) or clean
-    accuracy, execution rates and FLOPs."""
+    accuracy, execution rates and FLOPs. An early-exit network's threshold is calibrated on the held-out images
+    first, so that the figures (and the checkpoints) describe the network as it will be deployed."""
+    if heldout is not None and hasattr(run.published, "calibrate_exits"):
+        _calibrate_exits(run, heldout, loop.config.exit_accuracy_loss, device)
     if loop.inner is not None and heldout is not None:
         robust = _robust_figures(run, heldout, loop.inner.eps, device, loop.config.seed)
         evaluation = None
@@ -167,6 +170,14 @@ def _epoch_record(loop: _Loop, run: Run, heldout: ArrayDataset | None, device: t
         heldout_top5=evaluation.top5_accuracy if evaluation else None,
         **robust,
     )
+
+
+def _calibrate_exits(run: Run, heldout: ArrayDataset, accuracy_loss: float, device: torch.device) -> None:
+    """Set the exits' threshold on the held-out images; the trained model takes the published one's."""
+    images = torch.from_numpy(np.ascontiguousarray(heldout.images)).permute(0, 3, 1, 2).float().div_(255.0)
+    labels = torch.from_numpy(heldout.labels.astype(np.int64))
+    threshold = run.published.calibrate_exits(images.to(device), labels.to(device), accuracy_loss)  # type: ignore[operator]
+    run.model.exit_threshold.fill_(threshold)  # type: ignore[union-attr]
 
 
 def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
@@ -214,8 +225,8 @@ class _Loop:
             self.augment_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.rank)
             model.reset_gate_generator(config.seed * 1_000_003 + self.rank)
             self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module)
-        self.targets = (torch.tensor(model.target_rates, dtype=torch.float32, device=device) if model.is_gated
-                        else None)
+        self.targets = (torch.tensor(model.target_rates, dtype=torch.float32, device=device)
+                        if model.is_gated and model.target_rates else None)
         self.gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
         self.inner: InnerAttack | None = None
         self.costs: Tensor | None = None  # per block FLOPs over their mean: the compute objective's weights
@@ -287,9 +298,11 @@ class _Loop:
                 if self.inner.needs_clean_logits:
                     clean_logits = self.step_module(x)[0]
                 x = self._adversarial_batch(x, y, epoch, step)
-            logits, gate_values, decisions = self.step_module(x)
+            logits, gate_values, decisions, extra = self.step_module(x, y)
             loss = (F.cross_entropy(logits.float(), y) if self.inner is None
                     else self.inner.training_loss(logits, y, clean_logits))
+            if extra is not None:  # an early-exit network's exits
+                loss = loss + extra
             rate_loss = torch.zeros((), device=device)
             if self.targets is not None:
                 # under adversarial training the gates see (and the target rate holds on) the attacked batch
@@ -377,15 +390,16 @@ def _update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 class _TrainStep(torch.nn.Module):
-    """One forward for training: (logits, gate values, decisions); a module so DistributedDataParallel can wrap it."""
+    """One forward for training: (logits, gate values, decisions, the model's auxiliary loss); a module so DistributedDataParallel can wrap it."""
 
     def __init__(self, model: ResNetBase) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         logits, trace = self.model.forward_with_gates(x)
-        return logits, trace.gate_values, trace.decisions
+        extra = self.model.auxiliary_loss(trace, labels) if labels is not None else None
+        return logits, trace.gate_values, trace.decisions, extra
 
 
 def _rank_world() -> tuple[int, int]:

@@ -59,7 +59,7 @@ def initialise_from(model: ResNetBase, init: str) -> None:
         raise TrainingError(f"--init {init}: {err}") from None
     ours, theirs = model.state_dict(), source.state_dict()
     misfit = sorted(k for k, v in theirs.items() if k not in ours or ours[k].shape != v.shape)
-    missing = sorted(k for k in ours if k not in theirs and ".gate." not in k)
+    missing = sorted(k for k in ours if k not in theirs and not model.is_decision_state(k))
     if misfit or missing:
         names = ", ".join((misfit + missing)[:3])
         raise TrainingError(f"--init {init}: it holds {source.registry_name} weights, which do not fit "
@@ -96,8 +96,9 @@ def load_state(path: Path) -> dict[str, Any]:
 def make_optimizer(model: ResNetBase, config: TrainConfig) -> torch.optim.SGD:
     """SGD over the model's parameters, the gates' at ``gate_lr_factor`` times the learning rate."""
     gate_ids = {id(p) for p in model.gate_parameters()}
-    base = [p for p in model.parameters() if id(p) not in gate_ids]
-    gates = [p for p in model.parameters() if id(p) in gate_ids]
+    trained = [p for p in model.parameters() if p.requires_grad]  # a frozen backbone (exits-only) stays out
+    base = [p for p in trained if id(p) not in gate_ids]
+    gates = [p for p in trained if id(p) in gate_ids]
     groups = [{"params": base, "lr_factor": 1.0}]
     if gates:
         groups.append({"params": gates, "lr_factor": config.gate_lr_factor})
@@ -152,6 +153,10 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
     if config.init is not None and not resuming:  # a resume takes weights and input statistics from its state
         initialise_from(model, config.init)
     model.reset_gate_generator(config.seed)
+    if config.exits_only:
+        if not hasattr(model, "freeze_backbone"):
+            raise TrainingError(f"--exits-only trains an early-exit network's exits; {config.model} has none")
+        model.freeze_backbone()
     if config.adversarial is not None:
         from aigrobust.training.inner_attacks import inner_attack_from_spec
 
