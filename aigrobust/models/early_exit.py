@@ -260,20 +260,23 @@ class EarlyExitResNet(CifarResNet):
         assert out is not None
         return out, self._trace(torch.stack(margin_cols, 1), taken, torch.stack(logit_cols, 1), shape)
 
-    def _run_all(self, x: Tensor, config: GateConfig) -> tuple[Tensor, GateTrace, Tensor]:
-        """Every block and exit on every image: (logits as ``config.grad`` says, trace, final classifier's logits).
-
-        straight-through: the exit taken forward, the gradient of the soft mixture backward; soft: the mixture
-        (each exit's logits weighted by the probability of leaving there); mask and training: the exit taken."""
-        shape = tuple(int(s) for s in x.shape[1:])
+    def _every_classifier(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Every block on every image: each exit's logits (N, K, C) and the final classifier's (N, C)."""
         h = self.stem(self.normalize(x))
         zs: list[Tensor] = []
         for b, block in enumerate(self.residual_blocks()):
             h = F.relu(block.shortcut_path(h) + block.residual(h))
             if len(zs) < self.num_exits and b + 1 == self.exit_after[len(zs)]:
                 zs.append(self.exits[len(zs)](h).float())
-        final = self.head(h).float()
-        exit_logits = torch.stack(zs, 1)  # (N, K, C)
+        return torch.stack(zs, 1), self.head(h).float()
+
+    def _run_all(self, x: Tensor, config: GateConfig) -> tuple[Tensor, GateTrace, Tensor]:
+        """Every block and exit on every image: (logits as ``config.grad`` says, trace, final classifier's logits).
+
+        straight-through: the exit taken forward, the gradient of the soft mixture backward; soft: the mixture
+        (each exit's logits weighted by the probability of leaving there); mask and training: the exit taken."""
+        shape = tuple(int(s) for s in x.shape[1:])
+        exit_logits, final = self._every_classifier(x)
         margins = self._continue_margin(exit_logits)
         taken = self._first_exit(margins <= 0)
         trace = self._trace(margins, taken, exit_logits, shape)
@@ -312,8 +315,7 @@ class EarlyExitResNet(CifarResNet):
                 k += 1
             costs.append(cost)
         costs[-1] += count_flops(self.head, h)[0]
-        with self.gate_settings(mode=GateMode.OPEN):  # an independent count: one pass through every block and exit
-            measured_total, _ = count_flops(self, x)
+        measured_total, _ = count_flops(self._every_classifier, x)  # an independent count: one pass through all
         return FlopProfile(tuple(x.shape[1:]), stem=stem, head=0.0, gates=(), shortcuts=(), residual=tuple(costs),
                            measured_total=measured_total)
 
