@@ -14,6 +14,7 @@ _EXPORTS = {
     "AigrobustError": "aigrobust.errors",
     "DynamicNetwork": "aigrobust.models.dynamic",
     "GatedAdapter": "aigrobust.models.dynamic",
+    "EarlyExitAdapter": "aigrobust.models.dynamic",
     "GateExecution": "aigrobust.models.gates",
     "GateGrad": "aigrobust.models.gates",
     "GateMode": "aigrobust.models.gates",

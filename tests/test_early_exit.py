@@ -166,3 +166,32 @@ def test_records_and_reports_take_an_early_exit_network_as_they_are(synthetic_np
     report = CliRunner().invoke(cli, ["report", str(out), "--out", str(tmp_path / "report"), "--no-probe"])
     assert report.exit_code == 0, report.output
     assert "sdn" in (tmp_path / "report" / "index.md").read_text()
+
+
+def test_a_users_early_exit_network_goes_in_through_the_adapter(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    from tests.user_nets import build_branchy
+
+    net = build_branchy()
+    assert isinstance(net, aigrobust.DynamicNetwork)
+    x = varied_images(32)
+    logits, trace = net.forward_with_gates(x)
+    assert trace.decisions.shape == (32, 2) and 0 < float(trace.decisions[:, 0].float().mean()) < 1
+    profile = net.flop_profile((3, 32, 32))
+    assert profile.fixed > 0 and len(set(trace.flops.tolist())) > 1
+    y = logits.argmax(1)
+    summary = aigrobust.evaluate({"branchy": net}, x, y, attacks=["compute-inflation:steps=20,gate_loss=uniform",
+                                                                  "random-noise", "fgsm"],
+                                 epsilons=["8/255"], gate_grads=["exact", "straight-through", "soft"])
+    rows = summary.table[summary.table["epsilon"] > 0]
+    assert {"exact", "straight-through", "soft"} <= set(rows["gate_grad"])
+    attacked = rows[rows["attack_label"].str.contains("uniform") & (rows["gate_grad"] == "exact")].iloc[0]
+    control = rows[(rows["attack_label"] == "random-noise") & (rows["gate_grad"] == "exact")].iloc[0]
+    assert attacked.adv_flops > attacked.clean_flops and attacked.recovery > control.recovery + 0.2
+    with pytest.raises(ValueError, match="gate mode 'stochastic' is not offered by branchy-style"):
+        net.set_gate_mode("stochastic")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["attack", "--model-code", "tests.user_nets:build_branchy", "--data-dir",
+                                      str(synthetic_npz_dir), "--eps", "8/255", "--attack",
+                                      "compute-inflation:steps=5,gate_loss=uniform", "--n-samples", "16", "--out",
+                                      str(out)])
+    assert result.exit_code == 0, result.output

@@ -99,3 +99,47 @@ def build_imagenet_tiny() -> nn.Module:
     """A tiny 1000-class classifier for ImageNet-sized images (folder tests without a ResNet-50's cost)."""
     torch.manual_seed(0)
     return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 1000))
+
+
+class BranchyStyle(nn.Module):
+    """A BranchyNet-style early-exit network written without aigrobust's classes: three convolution stages, a
+    classifier after the first two and a final one; every classifier runs (the adapter decides the exit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                     nn.Conv2d(8, 8, 3, padding=1)])
+        self.classifiers = nn.ModuleList(nn.Linear(8 * 4 * 4, 10) for _ in range(3))
+        self.register_buffer("sharpness", torch.ones(3))  # per classifier, a temperature set by build_branchy
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, logits = x, []
+        for stage, classifier, sharpness in zip(self.stages, self.classifiers, self.sharpness):
+            h = torch.relu(stage(h))
+            logits.append(classifier(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)) * sharpness)
+        return logits[-1], torch.stack(logits[:-1], 1)
+
+
+def build_branchy() -> nn.Module:
+    """The BranchyNet-style network through EarlyExitAdapter with threshold 0.5, each exit's temperature set so that
+    its median confidence on random images is 0.5 (some images leave at each exit, some reach the final one)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from aigrobust import EarlyExitAdapter
+
+    torch.manual_seed(0)
+    net = BranchyStyle().eval()
+    with torch.no_grad():
+        probe = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        for k in range(2):
+            low, high = 0.0, 10_000.0
+            for _ in range(60):  # bisection: the median confidence grows with the sharpness
+                net.sharpness[k] = (low + high) / 2
+                median = float(torch.softmax(net(probe)[1][:, k], 1).amax(1).median())
+                low, high = (float(net.sharpness[k]), high) if median < 0.5 else (low, float(net.sharpness[k]))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            net.stages[1](torch.zeros(1, 8, 32, 32))
+            net.classifiers[1](torch.zeros(1, 8 * 4 * 4))
+    segment = float(counter.get_total_flops())
+    return EarlyExitAdapter(net, [segment, segment], threshold=0.5, name="branchy-style")

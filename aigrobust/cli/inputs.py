@@ -99,9 +99,9 @@ def first_samples(data: Any, n_samples: int | None) -> Any:
 
 def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
-    from aigrobust.models.dynamic import GatedAdapter
+    from aigrobust.models.dynamic import UserNetworkAdapter
 
-    if hasattr(model, "output_index") or isinstance(model, GatedAdapter):  # a user's module: its class count shows
+    if hasattr(model, "output_index") or isinstance(model, UserNetworkAdapter):  # a user's module: its class count shows
         from aigrobust.models.adapter import ModelOutputError  # on one image of the data
 
         shape = tuple(data[0][0].shape)

@@ -12,14 +12,17 @@ What the evaluation really needs of a gated network, and nothing more (:class:`D
 * ``set_gate_mode`` / ``gate_settings``: the gate modes and attacker gradient modes it supports, named in
   ``supported_gate_modes`` and ``supported_gate_grads`` (a setting it lacks is refused, never silently ignored).
 
-Our ResNets implement it natively. :class:`GatedAdapter` implements it for a module whose forward returns
-``(logits, gate_logits)``, ``gate_logits`` of shape (N, L) holding each gated block's log-odds of running (> 0: it
-runs), given the FLOPs of each gated block: hard gates, attacked through the network's own gradient ("exact").
+Our ResNets (gated and early-exit) implement it natively. :class:`GatedAdapter` implements it for a module whose
+forward returns ``(logits, gate_logits)``, ``gate_logits`` of shape (N, L) holding each gated block's log-odds of
+running (> 0: it runs), given the FLOPs of each gated block: hard gates, attacked through the network's own gradient
+("exact"). :class:`EarlyExitAdapter` implements it for an early-exit network whose forward returns
+``(final_logits, exit_logits)``, given the FLOPs of each segment after an exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,7 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.models.adapter import ModelOutputError
-from aigrobust.models.gates import GateGrad, GateMode, GateTrace
+from aigrobust.models.early_exit import (
+    EXIT_CRITERIA,
+    continue_margin,
+    exit_logits_as_deployed,
+    exit_trace,
+    first_exit,
+)
+from aigrobust.models.gates import GateConfig, GateExecution, GateGrad, GateMode, GateTrace
 from aigrobust.models.layers import FlopProfile, count_flops
 
 
@@ -48,7 +58,44 @@ class DynamicNetwork(Protocol):
                       ) -> contextlib.AbstractContextManager[Any]: ...
 
 
-class GatedAdapter(nn.Module):
+class UserNetworkAdapter(nn.Module):
+    """What both adapters share: the user's module, its name, its FLOPs profiles and the class count they reveal."""
+
+    is_gated = True
+
+    def __init__(self, module: nn.Module, name: str | None) -> None:
+        super().__init__()
+        self.module = module
+        self.registry_name = name or type(module).__name__
+        self.model_kwargs: dict[str, Any] = {}
+        self._profiles: dict[tuple[int, ...], FlopProfile] = {}
+        self._classes = 0
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the module predicts (known once one input shape has been profiled)."""
+        if not self._profiles:
+            raise ValueError("num_classes is known once one input shape has been seen (call flop_profile(shape))")
+        return self._classes
+
+    def _pair(self, x: Tensor, adapter: str, wanted: str) -> tuple[Tensor, Tensor]:
+        """The module's two outputs on ``x``, or a ModelOutputError naming what was ``wanted``."""
+        out = self.module(x)
+        if not (isinstance(out, (tuple, list)) and len(out) >= 2 and all(isinstance(t, Tensor) for t in out[:2])):
+            raise ModelOutputError(f"{self.registry_name} must return {wanted} for {adapter}, got "
+                                   f"{type(out).__name__}")
+        return out[0], out[1]
+
+    def residual_blocks(self) -> list[nn.Module]:
+        """None that our tools could reach inside: the module's blocks are its own."""
+        return []
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        self._profiles = {}
+        return super()._apply(fn, recurse)
+
+
+class GatedAdapter(UserNetworkAdapter):
     """A user's dynamic network through :class:`DynamicNetwork`.
 
     ``module(x)`` must return ``(logits, gate_logits)``: logits (N, classes) of the deployed network and, per sample
@@ -58,42 +105,25 @@ class GatedAdapter(nn.Module):
     given: the pass's FLOPs less the blocks that pass ran). Gates are hard; attacks use the network's own gradient
     (``exact``), the only gradient mode an opaque network offers."""
 
-    is_gated = True
     supported_gate_modes = (GateMode.HARD,)
     supported_gate_grads = (GateGrad.EXACT,)
 
     def __init__(self, module: nn.Module, block_flops: Sequence[float], name: str | None = None,
                  fixed_flops: float | None = None) -> None:
-        super().__init__()
+        super().__init__(module, name)
         if not block_flops or any(not float(f) > 0 for f in block_flops):
             raise ValueError("block_flops must hold one positive FLOPs count per gated block")
-        self.module = module
         self.block_flops = tuple(float(f) for f in block_flops)
         self.fixed_flops = fixed_flops
-        self.registry_name = name or type(module).__name__
-        self.model_kwargs: dict[str, Any] = {}
         self.gate_mode = GateMode.HARD
-        self._profiles: dict[tuple[int, ...], FlopProfile] = {}
-        self._classes = 0
 
     @property
     def num_blocks(self) -> int:
         """Gated blocks."""
         return len(self.block_flops)
 
-    @property
-    def num_classes(self) -> int:
-        """Classes the module predicts (known once one input shape has been profiled)."""
-        if not self._profiles:
-            raise ValueError("num_classes is known once one input shape has been seen (call flop_profile(shape))")
-        return self._classes
-
     def _outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.module(x)
-        if not (isinstance(out, (tuple, list)) and len(out) >= 2 and all(isinstance(t, Tensor) for t in out[:2])):
-            raise ModelOutputError(f"{self.registry_name} must return (logits, gate_logits) for GatedAdapter, got "
-                                   f"{type(out).__name__}")
-        logits, gate_logits = out[0], out[1]
+        logits, gate_logits = self._pair(x, "GatedAdapter", "(logits, gate_logits)")
         if gate_logits.shape != (x.shape[0], self.num_blocks):
             raise ModelOutputError(f"{self.registry_name} returned gate log-odds of shape {tuple(gate_logits.shape)};"
                                    f" ({x.shape[0]}, {self.num_blocks}) were expected (one per gated block)")
@@ -131,10 +161,6 @@ class GatedAdapter(nn.Module):
                                                   self.block_flops))
         return self._profiles[key]
 
-    def residual_blocks(self) -> list[nn.Module]:
-        """None that our tools could reach inside: the module's blocks are its own."""
-        return []
-
     def set_gate_mode(self, mode: GateMode | str, seed: int | None = None) -> None:
         """Only hard gates: the network decides as it was built to."""
         self.gate_mode = self._checked_mode(mode)
@@ -156,6 +182,92 @@ class GatedAdapter(nn.Module):
                              "(through GatedAdapter: exact)")
         yield self
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
-        self._profiles = {}
-        return super()._apply(fn, recurse)
+
+class EarlyExitAdapter(UserNetworkAdapter):
+    """A user's early-exit network through :class:`~aigrobust.models.dynamic.DynamicNetwork`.
+
+    ``module(x)`` returns ``(final_logits, exit_logits)``: the final classifier's logits (N, C) and every internal
+    classifier's (N, K, C), all computed; the adapter decides the exit each image takes (``criterion`` against
+    ``threshold``, as :class:`EarlyExitResNet` does) and accounts the FLOPs the deployed network would run.
+    ``segment_flops`` (K values): what runs for an image that continues past exit k, up to and including the next
+    exit (the last: the final classifier); ``fixed_flops``: what runs before the first exit decision (counted from
+    one pass when not given: the pass's FLOPs less the segments). A trace's units are the K segments. All three
+    gate gradients apply (every exit is computed); modes ``hard`` and ``open``."""
+
+    supported_gate_modes = (GateMode.HARD, GateMode.OPEN)
+    supported_gate_grads = (GateGrad.EXACT, GateGrad.STRAIGHT_THROUGH, GateGrad.SOFT)
+
+    def __init__(self, module: nn.Module, segment_flops: Sequence[float], threshold: float,
+                 criterion: str = "confidence", name: str | None = None, fixed_flops: float | None = None) -> None:
+        super().__init__(module, name)
+        if not segment_flops or any(not float(f) > 0 for f in segment_flops):
+            raise ValueError("segment_flops must hold one positive FLOPs count per exit")
+        if criterion not in EXIT_CRITERIA:
+            raise ValueError(f"criterion must be one of {', '.join(EXIT_CRITERIA)}, got {criterion!r}")
+        self.segment_flops = tuple(float(f) for f in segment_flops)
+        self.threshold, self.criterion, self.fixed_flops = float(threshold), criterion, fixed_flops
+        self.gate_config = GateConfig()
+
+    @property
+    def num_blocks(self) -> int:
+        """Trace units: the segments after each exit."""
+        return len(self.segment_flops)
+
+    def _outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        final, exits = self._pair(x, "EarlyExitAdapter", "(final_logits, exit_logits)")
+        if exits.dim() != 3 or exits.shape[:2] != (x.shape[0], self.num_blocks) or exits.shape[2] != final.shape[1]:
+            raise ModelOutputError(f"{self.registry_name} returned exit logits of shape {tuple(exits.shape)}; "
+                                   f"({x.shape[0]}, {self.num_blocks}, {final.shape[1]}) were expected (one row of "
+                                   "logits per exit)")
+        return final.float(), exits.float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_gates(x)[0]
+
+    def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
+        """Logits of the exit each image takes (as the gate gradient says) and the trace."""
+        final, exit_logits = self._outputs(x)
+        profile = self.flop_profile(tuple(x.shape[1:]))
+        margins = continue_margin(exit_logits, self.threshold, self.criterion)
+        taken = first_exit(margins <= 0)
+        trace = exit_trace(margins, taken, exit_logits, range(self.num_blocks), profile)
+        return exit_logits_as_deployed(exit_logits, final, margins, taken, trace, self.gate_config, profile)
+
+    def flop_profile(self, image_shape: tuple[int, ...]) -> FlopProfile:
+        """Fixed FLOPs and each segment's, at ``image_shape``."""
+        key = tuple(int(s) for s in image_shape)
+        if key not in self._profiles:
+            param = next(self.module.parameters(), None)
+            x = torch.zeros((1, *key), device=param.device if param is not None else "cpu")
+            with torch.no_grad():
+                measured, (final, _) = count_flops(self.module, x)
+            self._classes = int(final.shape[-1])
+            fixed = self.fixed_flops if self.fixed_flops is not None else max(measured - sum(self.segment_flops), 0.0)
+            self._profiles[key] = FlopProfile(key, stem=float(fixed), head=0.0, gates=(), shortcuts=(),
+                                              residual=self.segment_flops,
+                                              measured_total=float(fixed) + sum(self.segment_flops))
+        return self._profiles[key]
+
+    def set_gate_mode(self, mode: GateMode | str, seed: int | None = None) -> None:
+        """``hard`` (exit at the first confident classifier) or ``open`` (never exit early)."""
+        mode = GateMode(mode)
+        if mode not in self.supported_gate_modes:
+            raise ValueError(f"gate mode {mode.value!r} is not offered by {self.registry_name} (through "
+                             f"EarlyExitAdapter: {', '.join(m.value for m in self.supported_gate_modes)})")
+        self.gate_config = dataclasses.replace(self.gate_config, mode=mode)
+
+    @contextlib.contextmanager
+    def gate_settings(self, mode: GateMode | str | None = None, grad: GateGrad | str | None = None,
+                      execution: GateExecution | str | None = None) -> Iterator[EarlyExitAdapter]:
+        """Change the mode and gradient for the block; the previous ones back on exit."""
+        saved = self.gate_config
+        try:
+            if mode is not None:
+                self.set_gate_mode(mode)
+            if grad is not None:
+                self.gate_config = dataclasses.replace(self.gate_config, grad=GateGrad(grad))
+            if execution is not None:
+                self.gate_config = dataclasses.replace(self.gate_config, execution=GateExecution(execution))
+            yield self
+        finally:
+            self.gate_config = saved

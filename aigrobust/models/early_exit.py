@@ -52,6 +52,84 @@ def sdn_exit_positions(n_blocks: int) -> tuple[int, ...]:
     return tuple(sorted({min(max(round(f * n_blocks), 1), n_blocks - 1) for f in SDN_EXIT_FRACTIONS}))
 
 
+def exit_scores(z: Tensor, criterion: str) -> Tensor:
+    """Per image (and exit): max softmax (``confidence``) or entropy over log(classes) (``entropy``)."""
+    log_p = F.log_softmax(z.float(), dim=-1)
+    if criterion == "confidence":
+        return log_p.exp().amax(-1)
+    return -(log_p.exp() * log_p).sum(-1) / torch.log(torch.tensor(float(z.shape[-1])))
+
+
+def continue_margin(z: Tensor, threshold: Tensor | float, criterion: str) -> Tensor:
+    """How far an image is from leaving at the exit with logits ``z``: > 0 exactly where it continues."""
+    score = exit_scores(z, criterion)
+    threshold = torch.as_tensor(threshold, dtype=torch.float32, device=score.device)
+    return threshold - score if criterion == "confidence" else score - threshold
+
+
+def first_exit(leaves: Tensor) -> Tensor:
+    """(N, K) bool 'leaves at exit k' -> index of the first exit taken (K: the final classifier)."""
+    n, k = leaves.shape
+    index = torch.arange(k, device=leaves.device).expand(n, k)
+    return torch.where(leaves, index, torch.full_like(index, k)).amin(1)
+
+
+def exit_trace(margins: Tensor, taken: Tensor, exit_logits: Tensor, deciding: Sequence[int],
+               profile: FlopProfile) -> GateTrace:
+    """The trace of an early-exit network from each image's continue margins (N, K) and exit taken (N,);
+    ``deciding[u]`` is the exit that decides whether unit ``u`` runs (-1: before the first exit, always runs)."""
+    n, num_exits = margins.shape
+    decide = torch.tensor(tuple(deciding), device=margins.device)  # (L,)
+    decisions = (decide.unsqueeze(0) < taken.unsqueeze(1)) | (decide < 0).unsqueeze(0)
+    p_continue = torch.sigmoid(CONTINUE_SHARPNESS * margins)  # (N, K)
+    # a unit beyond the exit taken is opened by continuing there: that exit's probability stands for it
+    which = torch.minimum(decide.clamp_min(0).unsqueeze(0).expand(n, -1), taken.clamp_max(num_exits - 1).unsqueeze(1))
+    p_on = torch.where((decide < 0).unsqueeze(0), torch.ones_like(which, dtype=p_continue.dtype),
+                       p_continue.gather(1, which))
+    return GateTrace(decisions=decisions, p_on=p_on, gate_values=decisions.to(p_on.dtype),
+                     flops=profile.executed(decisions), exit_logits=exit_logits)
+
+
+def exit_logits_as_deployed(exit_logits: Tensor, final: Tensor, margins: Tensor, taken: Tensor, trace: GateTrace,
+                            config: GateConfig, profile: FlopProfile) -> tuple[Tensor, GateTrace]:
+    """The logits and trace of a network whose every exit was computed, as ``config`` says: ``open``, the final
+    classifier on every image; straight-through, the exit taken forward and the soft mixture's gradient backward;
+    soft, the mixture itself (each exit's logits weighted by the probability of leaving there); otherwise (exact,
+    mask) the exit taken."""
+    every = torch.cat([exit_logits, final.unsqueeze(1)], 1)  # (N, K + 1, C)
+    hard = F.one_hot(taken, margins.shape[1] + 1).to(every.dtype)
+    if config.mode is GateMode.OPEN or config.grad is GateGrad.SOFT:  # every unit runs
+        ran = torch.ones_like(trace.decisions)
+        trace = GateTrace(decisions=ran, p_on=trace.p_on, gate_values=ran.to(trace.p_on),
+                          flops=profile.executed(ran), exit_logits=exit_logits)
+    if config.mode is GateMode.OPEN:
+        return final, trace
+    if config.grad in (GateGrad.STRAIGHT_THROUGH, GateGrad.SOFT):
+        p_continue = torch.sigmoid(CONTINUE_SHARPNESS * margins)
+        reach = torch.cat([torch.ones_like(p_continue[:, :1]), torch.cumprod(p_continue, 1)], 1)  # (N, K + 1)
+        soft = reach * torch.cat([1 - p_continue, torch.ones_like(p_continue[:, :1])], 1)
+        weights = soft if config.grad is GateGrad.SOFT else hard + (soft - soft.detach())
+        return (weights.unsqueeze(2) * every).sum(1), trace
+    return (hard.unsqueeze(2) * every).sum(1), trace
+
+
+def calibrated_threshold(exit_logits: Tensor, final: Tensor, labels: Tensor, accuracy_loss: float,
+                         criterion: str) -> float:
+    """The most permissive threshold whose accuracy stays within ``accuracy_loss`` (a fraction) of the final
+    classifier's on these images."""
+    labels = labels.to(final.device)
+    reference = float((final.argmax(1) == labels).float().mean())
+    scores = exit_scores(exit_logits, criterion)  # (N, K): confidence (higher leaves) or entropy (lower leaves)
+    candidates = torch.unique(torch.cat([scores.flatten(), torch.tensor([0.0, 1.0], device=scores.device)])).tolist()
+    predictions_at = torch.cat([exit_logits, final.unsqueeze(1)], 1).argmax(2)  # (N, K + 1)
+    for threshold in (candidates if criterion == "confidence" else reversed(candidates)):
+        leaves = scores >= threshold if criterion == "confidence" else scores <= threshold
+        predictions = predictions_at.gather(1, first_exit(leaves).unsqueeze(1)).squeeze(1)
+        if float((predictions == labels).float().mean()) >= reference - accuracy_loss - 1e-12:
+            return float(threshold)
+    return 1.0 if criterion == "confidence" else 0.0
+
+
 class ExitHead(nn.Module):
     """An internal classifier: SDN's mixed max/average pooling to 4 x 4 (the mix learned), then a linear layer."""
 
@@ -150,7 +228,7 @@ class EarlyExitResNet(CifarResNet):
     @torch.no_grad()
     def calibrate_exits(self, images: Tensor, labels: Tensor, accuracy_loss: float, batch_size: int = 250) -> float:
         """Set the threshold to the most permissive one whose accuracy on ``images`` stays within ``accuracy_loss``
-        (a fraction) of the network without early exits; ties keep the lower FLOPs. Returns the threshold."""
+        (a fraction) of the network without early exits. Returns the threshold."""
         was_training = self.training
         self.eval()
         try:
@@ -161,19 +239,7 @@ class EarlyExitResNet(CifarResNet):
                 final.append(z_final)
         finally:
             self.train(was_training)
-        zs, z_final = torch.cat(exit_logits), torch.cat(final)
-        labels = labels.to(z_final.device)
-        reference = float((z_final.argmax(1) == labels).float().mean())
-        scores = self._exit_scores(zs)  # (N, K): confidence (higher leaves) or normalised entropy (lower leaves)
-        candidates = torch.unique(torch.cat([scores.flatten(), torch.tensor([0.0, 1.0], device=scores.device)]))
-        best = 1.0 if self.criterion == "confidence" else 0.0
-        for threshold in (candidates.tolist() if self.criterion == "confidence" else reversed(candidates.tolist())):
-            leaves = scores >= threshold if self.criterion == "confidence" else scores <= threshold
-            taken = self._first_exit(leaves)
-            predictions = torch.cat([zs, z_final.unsqueeze(1)], 1).argmax(2).gather(1, taken.unsqueeze(1)).squeeze(1)
-            if float((predictions == labels).float().mean()) >= reference - accuracy_loss - 1e-12:
-                best = threshold
-                break
+        best = calibrated_threshold(torch.cat(exit_logits), torch.cat(final), labels, accuracy_loss, self.criterion)
         self.exit_threshold.fill_(best)
         return best
 
@@ -192,38 +258,11 @@ class EarlyExitResNet(CifarResNet):
         logits, trace, _ = self._run_all(x, config)
         return logits, trace
 
-    def _exit_scores(self, z: Tensor) -> Tensor:
-        """Per image (and exit): max softmax (confidence) or entropy over log(classes) (entropy)."""
-        log_p = F.log_softmax(z.float(), dim=-1)
-        if self.criterion == "confidence":
-            return log_p.exp().amax(-1)
-        return -(log_p.exp() * log_p).sum(-1) / torch.log(torch.tensor(float(z.shape[-1])))
-
     def _continue_margin(self, z: Tensor) -> Tensor:
-        """How far an image is from leaving at the exit with logits ``z``: > 0 exactly where it continues."""
-        score, threshold = self._exit_scores(z), self.exit_threshold.float()
-        return threshold - score if self.criterion == "confidence" else score - threshold
-
-    def _first_exit(self, leaves: Tensor) -> Tensor:
-        """(N, K) bool 'leaves at exit k' -> index of the first exit taken (K: the final classifier)."""
-        n, k = leaves.shape
-        index = torch.arange(k, device=leaves.device).expand(n, k)
-        return torch.where(leaves, index, torch.full_like(index, k)).amin(1)
+        return continue_margin(z, self.exit_threshold, self.criterion)
 
     def _trace(self, margins: Tensor, taken: Tensor, exit_logits: Tensor, shape: tuple[int, ...]) -> GateTrace:
-        """The trace from each image's continue margins (N, K) and exit taken (N,)."""
-        n = margins.shape[0]
-        deciding = torch.tensor(self._deciding_exit, device=margins.device)  # (L,)
-        decisions = (deciding.unsqueeze(0) < taken.unsqueeze(1)) | (deciding < 0).unsqueeze(0)
-        p_continue = torch.sigmoid(CONTINUE_SHARPNESS * margins)  # (N, K)
-        # a block beyond the exit taken is opened by continuing there: that exit's probability stands for it
-        which = torch.minimum(deciding.clamp_min(0).unsqueeze(0).expand(n, -1),
-                              taken.clamp_max(self.num_exits - 1).unsqueeze(1))
-        p_on = torch.where((deciding < 0).unsqueeze(0), torch.ones_like(which, dtype=p_continue.dtype),
-                           p_continue.gather(1, which))
-        flops = self.flop_profile(shape).executed(decisions)
-        return GateTrace(decisions=decisions, p_on=p_on, gate_values=decisions.to(p_on.dtype), flops=flops,
-                         exit_logits=exit_logits)
+        return exit_trace(margins, taken, exit_logits, self._deciding_exit, self.flop_profile(shape))
 
     def _run_exiting(self, x: Tensor) -> tuple[Tensor, GateTrace]:
         """The deployed network: an image's later blocks never run once it has left (autograd still works)."""
@@ -271,36 +310,18 @@ class EarlyExitResNet(CifarResNet):
         return torch.stack(zs, 1), self.head(h).float()
 
     def _run_all(self, x: Tensor, config: GateConfig) -> tuple[Tensor, GateTrace, Tensor]:
-        """Every block and exit on every image: (logits as ``config.grad`` says, trace, final classifier's logits).
-
-        straight-through: the exit taken forward, the gradient of the soft mixture backward; soft: the mixture
-        (each exit's logits weighted by the probability of leaving there); mask and training: the exit taken."""
+        """Every block and exit on every image: (logits as ``config`` says, trace, final classifier's logits); in
+        training, the final classifier's logits (the exits learn through :meth:`auxiliary_loss`)."""
         shape = tuple(int(s) for s in x.shape[1:])
         exit_logits, final = self._every_classifier(x)
         margins = self._continue_margin(exit_logits)
-        taken = self._first_exit(margins <= 0)
+        taken = first_exit(margins <= 0)
         trace = self._trace(margins, taken, exit_logits, shape)
-        every = torch.cat([exit_logits, final.unsqueeze(1)], 1)  # (N, K + 1, C)
-        hard = F.one_hot(taken, self.num_exits + 1).to(every.dtype)
         if self.training:
             return final, trace, final
-        if config.mode is GateMode.OPEN:  # no early exit: every block runs for every image
-            every_block = torch.ones_like(trace.decisions)
-            return final, GateTrace(decisions=every_block, p_on=trace.p_on, gate_values=every_block.to(trace.p_on),
-                                    flops=self.flop_profile(shape).executed(every_block),
-                                    exit_logits=exit_logits), final
-        if config.grad in (GateGrad.STRAIGHT_THROUGH, GateGrad.SOFT):
-            p_continue = torch.sigmoid(CONTINUE_SHARPNESS * margins)
-            reach = torch.cat([torch.ones_like(p_continue[:, :1]), torch.cumprod(p_continue, 1)], 1)  # (N, K + 1)
-            soft = reach * torch.cat([1 - p_continue, torch.ones_like(p_continue[:, :1])], 1)
-            weights = soft if config.grad is GateGrad.SOFT else hard + (soft - soft.detach())
-            if config.grad is GateGrad.SOFT:
-                trace = GateTrace(decisions=torch.ones_like(trace.decisions), p_on=trace.p_on,
-                                  gate_values=torch.ones_like(trace.gate_values),
-                                  flops=self.flop_profile(shape).executed(torch.ones_like(trace.decisions)),
-                                  exit_logits=exit_logits)
-            return (weights.unsqueeze(2) * every).sum(1), trace, final
-        return (hard.unsqueeze(2) * every).sum(1), trace, final
+        logits, trace = exit_logits_as_deployed(exit_logits, final, margins, taken, trace, config,
+                                                self.flop_profile(shape))
+        return logits, trace, final
 
     # --- FLOPs ------------------------------------------------------------------------------------------------
     def _measure_flop_profile(self, x: Tensor) -> FlopProfile:

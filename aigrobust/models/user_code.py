@@ -78,14 +78,14 @@ def load_user_model(target: str, weights: Path | None, output_index: int | None 
     """The user's network with its weights (strictly matched), wrapped for evaluation, and the weights file's
     sha256 ('' without a file: the callable's own initialisation)."""
     from aigrobust.models.adapter import as_evaluable
-    from aigrobust.models.dynamic import GatedAdapter
+    from aigrobust.models.dynamic import UserNetworkAdapter
 
     model = build_from_code(target)
     digest = ""
     if weights is not None:
         state = read_state_dict(weights)
         # a dynamic network's own state dict goes into the network inside its adapter
-        holder = (model.module if isinstance(model, GatedAdapter) and not all(k.startswith("module.") for k in state)
+        holder = (model.module if isinstance(model, UserNetworkAdapter) and not all(k.startswith("module.") for k in state)
                   else model)
         try:
             holder.load_state_dict(state, strict=True)
