@@ -1,4 +1,4 @@
-"""Issue 30: does wall clock follow FLOPs? Per-image latency at batch 1 on clean and on compute-attacked images.
+"""Does wall clock follow FLOPs? Per-image latency at batch 1 on clean and on compute-attacked images.
 
 Our gates really skip (hard mode, skipping execution: a closed block's residual branch is never run), so an attack
 that opens gates should cost time in proportion to the FLOPs it adds. For each model this benchmark attacks the
@@ -6,8 +6,9 @@ first test images with the compute attack, then times every image alone (batch 1
 ``--repeats`` calls, clean and attacked interleaved image by image so a slow spell of the machine hits both) and
 prints, per round, the mean latency ratio attacked / clean beside the FLOPs ratio, and how far apart they are.
 
-Models: the shipped aig20, and aig110 (54 gates; no shipped weights, so random weights, each gate's bias set so that
-it opens for half of the images: latency against FLOPs does not depend on what the weights learned).
+Models: the shipped aig20 and sdn20 (early exit: an image's blocks after its exit never run), and aig110 (54 gates;
+no shipped weights, so random weights, each gate's bias set so that it opens for half of the images: latency against
+FLOPs does not depend on what the weights learned). Early-exit networks are attacked with DeepSloth's objective.
 The attack here is the compute attack with a single gradient per step (no per-gate normalisation), enough to move
 the FLOPs: this benchmark is about time following FLOPs, not about the attack's strength.
 
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from aigrobust import create_model
 from aigrobust.data import load_npz
+from aigrobust.models.facts import weights_available
 from aigrobust.models.gates import Gate
 from attacks.compute_attack import ComputeInflation
 from attacks.noise import SampleNoise
@@ -47,8 +49,10 @@ def calibrate_half_open(model: Any, images: Tensor, seed: int = 0) -> None:
 
 
 def attacked_images(model: Any, images: Tensor, labels: Tensor, eps: float, steps: int) -> Tensor:
-    """The compute attack's images (single-gradient variant), in batches of 50."""
-    attack = ComputeInflation(steps=steps, normalize=False, deconflict=False)
+    """The compute attack's images (single-gradient variant; DeepSloth's objective for exits), in batches of 50."""
+    exits = hasattr(model, "calibrate_exits")
+    attack = ComputeInflation(steps=steps, normalize=False, deconflict=False,
+                              gate_loss="uniform" if exits else "prob")
     out = []
     for start in range(0, len(images), 50):
         x, y = images[start:start + 50], labels[start:start + 50]
@@ -95,7 +99,7 @@ def flops_ratio(model: Any, clean: Tensor, attacked: Tensor) -> tuple[float, flo
 @click.option("--rounds", type=int, default=3, show_default=True)
 @click.option("--repeats", type=int, default=5, show_default=True, help="Calls per image per round; the best counts.")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--model", "model_names", multiple=True, default=("aig20", "aig110"), show_default=True)
+@click.option("--model", "model_names", multiple=True, default=("aig20", "sdn20", "aig110"), show_default=True)
 def main(n_images: int, eps: float, steps: int, rounds: int, repeats: int, threads: int,
          model_names: tuple[str, ...]) -> None:
     """Attack, then time batch-1 latency clean against attacked, per model and round."""
@@ -103,7 +107,7 @@ def main(n_images: int, eps: float, steps: int, rounds: int, repeats: int, threa
     images, labels = load_npz(SHARED / "cifar10_test_sample.npz").subset(range(n_images)).tensors()
     click.echo(machine_line())
     for name in model_names:
-        shipped = name == "aig20"
+        shipped = weights_available(name) == "shipped"
         torch.manual_seed(0)
         model = create_model(name, pretrained=shipped).eval()
         if not shipped:
