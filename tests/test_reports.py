@@ -67,15 +67,16 @@ def test_report_writes_tables_figures_and_indexes(run_dir: Path, tmp_path: Path)
                  "class_rates.csv", "sanity_checks.csv", "provenance.json"):
         assert (out / name).is_file(), name
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    for stem in ("accuracy_vs_epsilon", "layer_execution_rates", "gate_flip_heatmap", "flops_clean_vs_adversarial",
-                 "class_execution_rates", "gate_raster"):
+    for stem in ("accuracy_vs_epsilon", "layer_execution_rates", "gate_flip_heatmap", "class_execution_rates",
+                 "gate_raster"):
         assert f"{stem}.png" in figures and f"{stem}.svg" in figures
+    assert "flops_clean_vs_adversarial.png" not in figures  # no compute attack ran: no FLOPs distribution
     md = (out / "index.md").read_text()
     assert "95%" in md and "Sanity checks" in md and "![accuracy_vs_epsilon](figures/accuracy_vs_epsilon.png)" in md
     assert "jpeg:75" in md and "bpda" in md and "worst-case" in md and "straight-through" in md
     html_text = (out / "index.html").read_text()
-    # self-contained: six inline SVG figures, nothing read from figures/
-    assert html_text.count("<figure id=") == 7 and "figures/" not in html_text
+    # self-contained: every figure inline as SVG, nothing read from figures/
+    assert html_text.count("<figure id=") == len(figures) // 2 and "figures/" not in html_text
     assert 'id="gate-raster-' in html_text and 'id="band-' in html_text
     tex = (out / "summary.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\%" in tex
@@ -103,7 +104,7 @@ def test_report_renders_every_figure_in_headless_chromium(run_dir: Path, tmp_pat
 
 
 def test_gate_raster_picks_changed_patterns_first_and_shows_the_images(run_dir: Path) -> None:
-    from aigrobust.reporting.plots import gate_raster_rows
+    from aigrobust.reporting.gate_plots import gate_raster_rows
     from aigrobust.reporting.report import images_from_runs
     from aigrobust.runs.folder import FinishedRun
 
@@ -333,7 +334,7 @@ def test_html_page_lists_warnings_first_and_folds_long_tables() -> None:
 def test_gate_figures_use_the_epsilon_where_gate_attacks_ran() -> None:
     import pandas as pd
 
-    from aigrobust.reporting.plots import gate_figure_epsilon
+    from aigrobust.reporting.gate_plots import gate_figure_epsilon
 
     def rows(attack: str, goal: str, epsilons: list[float]) -> pd.DataFrame:
         return pd.DataFrame({"attack": attack, "goal": goal, "epsilon": epsilons})
@@ -666,3 +667,57 @@ def test_robust_accuracy_against_flops_points_and_figure(monkeypatch: pytest.Mon
     assert 1 <= len(seen["legend"]) <= 8 and "plain models (most robust per cost)" in seen["legend"]
     reference = [line for line in seen["lines"] if line.get_label().startswith("plain models")]
     assert list(reference[0].get_xdata()) == [40.0, 80.0] and list(reference[0].get_ydata()) == [30.0, 50.0]
+
+
+def _overlapping_texts(fig) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Pairs of drawn, non-empty texts of a figure whose boxes overlap (by more than a pixel or two); tick labels
+    outside their axis's view are not drawn and do not count."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    hidden = set()
+    for ax in fig.axes:
+        for axis, (low, high), index in ((ax.xaxis, sorted(ax.get_xlim()), 0), (ax.yaxis, sorted(ax.get_ylim()), 1)):
+            for label in axis.get_ticklabels(which="both"):
+                if not low - 1e-9 <= label.get_position()[index] <= high + 1e-9:
+                    hidden.add(id(label))
+    boxes = []
+    for text in fig.findobj(Text):
+        drawn = text.get_visible() and (text.axes is None or text.axes.get_visible())
+        if drawn and text.get_text().strip() and id(text) not in hidden:
+            box = text.get_window_extent(renderer)
+            boxes.append((text.get_text(), box.shrunk(0.97, 0.85)))
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.width > 0 and box_b.width > 0 and box_a.overlaps(box_b)]
+
+
+def test_every_figure_of_a_busy_report_is_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The robust study's committed runs (five models, 4 defense settings, ~20 attacks, gates and exits' figures):
+    every figure at most 2000 px wide, at most 8 legend entries, no text drawn over other text."""
+    from aigrobust.reporting import gate_plots, plots
+
+    study = PROJECT_ROOT / "reports" / "cifar10-robust" / "runs" / "study"
+    checked: dict[str, list[str]] = {}
+    original = plots.save_figure
+
+    def inspect(fig):  # type: ignore[no-untyped-def]
+        import inspect as frames
+
+        caller = frames.stack()[1].function
+        width = fig.get_size_inches()[0] * 110
+        entries = sum(len(legend.get_texts()) for legend in fig.legends) + sum(
+            len(ax.get_legend().get_texts()) for ax in fig.axes if ax.get_legend() is not None)
+        problems = [f"{width:.0f} px wide"] if width > 2000 else []
+        problems += [f"{entries} legend entries"] if entries > 8 else []
+        problems += [f"'{a}' over '{b}'" for a, b in _overlapping_texts(fig)]
+        checked[caller] = problems
+        return original(fig)
+
+    monkeypatch.setattr(plots, "save_figure", inspect)
+    monkeypatch.setattr(gate_plots, "save_figure", inspect)
+    runs = [str(study / name) for name in ("gates", "jpeg", "grads-8", "standard-2-plain")]
+    code, output = invoke("report", *runs, "--out", str(tmp_path / "report"), "--no-probe")
+    assert code == 0, output
+    assert len(checked) >= 7, sorted(checked)
+    assert {name: p for name, p in checked.items() if p} == {}

@@ -9,17 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aigrobust.reporting.plots import (
-    figure_accuracy_vs_epsilon,
+from aigrobust.reporting.gate_plots import (
     figure_class_rates,
     figure_efficacy_curve,
     figure_flip_heatmap,
-    figure_flops,
+    figure_flops_ratio,
     figure_gate_raster,
     figure_layer_rates,
-    figure_robustness_per_flop,
     gate_raster_rows,
 )
+from aigrobust.reporting.plots import figure_accuracy_vs_epsilon, figure_robustness_per_flop
 from aigrobust.reporting.tables import robustness_per_flop_points
 
 
@@ -76,9 +75,10 @@ def figure_caption(name: str) -> str:
 
 
 @register_figure("accuracy_vs_epsilon",
-                 "Robust accuracy versus epsilon, per model and attack, one panel per defense setting (gated models: "
-                 "worst case over gate-gradient modes where several were run); shaded: the 95% interval of the "
-                 "worst case.")
+                 "Robust accuracy versus epsilon, one panel per defense setting, one colour per model: bold, the worst "
+                 "case over the attacks run (dynamic models: also over the gate gradients run) with its 95% interval "
+                 "shaded; faint, each single attack. Lines join only epsilons run next to each other; a lone marker "
+                 "is an epsilon whose neighbours were not run.")
 def _accuracy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
     if not (inputs.summary["goal"] == "misclassify").any():  # only attacks on the gates ran
         return None
@@ -86,8 +86,10 @@ def _accuracy_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
 
 
 @register_figure("layer_execution_rates",
-                 "Per-block execution rate on clean versus adversarial inputs, at the epsilon where the gate attacks "
-                 "(else the most attacks) ran.", gated_only=True)
+                 "Per-block execution rate, a row per dynamic model: clean, and under the strongest attack of each kind "
+                 "(accuracy, gates, compute, noise control; exact gate gradient where run), at the epsilon where the "
+                 "gate attacks (else the most attacks) ran; a panel identical to another is left out.",
+                 gated_only=True)
 def _layer_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
     return figure_layer_rates(inputs.layers, inputs.gate_epsilon)
 
@@ -100,10 +102,11 @@ def _flip_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
 
 
 @register_figure("flops_clean_vs_adversarial",
-                 "Executed FLOPs per image, clean versus adversarial, at the epsilon where the gate attacks (else the "
-                 "most attacks) ran.", gated_only=True)
+                 "Per dynamic model, the per-image ratio of executed FLOPs attacked / clean under its strongest compute "
+                 "attack (red) and under the random-noise control (grey), at the epsilon of the gate figures; boxes "
+                 "hold the middle half of the images, whiskers 5-95%, the dotted line is no change.", gated_only=True)
 def _flops_figure(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
-    return figure_flops(inputs.summary, inputs.gate_epsilon)
+    return figure_flops_ratio(inputs.records, inputs.gate_epsilon)
 
 
 @register_figure("efficacy_curve",

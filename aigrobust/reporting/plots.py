@@ -25,16 +25,54 @@ def save_figure(fig: Any) -> tuple[bytes, bytes]:
     return png.getvalue(), svg.getvalue()
 
 
-def _short(attack: str) -> str:
+def short_label(attack: str) -> str:
     """An attack's short label for legends and titles ('PGD-20'); the canonical spec is in the tables."""
     from attacks import attack_label
 
     return "worst case" if attack == WORST else attack_label(attack)
 
 
+MAX_LEGEND = 8
+
+
+def _runs_of(present: list[bool]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in ``present``."""
+    runs, start = [], None
+    for i, flag in enumerate([*present, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _curve(ax: Any, grid: list[float], curve: pd.DataFrame, scale: float, band: str | None = None,
+           **style: Any) -> None:
+    """A curve on the report's epsilon grid: lines (and, with ``band``, its 95% band under that SVG id) only between
+    epsilons that were both run and adjacent on the grid, never across one this curve skipped; a marker on every
+    point."""
+    rows = {i: row for i, e in enumerate(grid) for row in curve.itertuples() if np.isclose(row.epsilon, e)}
+    for start, stop in _runs_of([i in rows for i in range(len(grid))]):
+        part = [rows[i] for i in range(start, stop)]
+        xs = [grid[i] * scale for i in range(start, stop)]
+        ax.plot(xs, [100 * r.robust_acc for r in part], marker="o", **style)
+        if band is not None and len(part) > 1:
+            ax.fill_between(xs, [100 * r.robust_acc_lo for r in part], [100 * r.robust_acc_hi for r in part],
+                            color=style.get("color"), alpha=0.15, lw=0, gid=band)
+        elif band is not None:  # a lone point: its interval as an error bar
+            y = 100 * part[0].robust_acc
+            ax.errorbar(xs, [y], yerr=[[y - 100 * part[0].robust_acc_lo], [100 * part[0].robust_acc_hi - y]],
+                        color=style.get("color"), alpha=0.5, linewidth=1, capsize=2, gid=band)
+        style = {**style, "label": None}
+
+
 def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Robust accuracy versus epsilon: one panel per defense setting; colour = model, line style = attack."""
+    """Robust accuracy versus epsilon: one panel per defense setting that was run, one colour per model; each
+    model's worst case bold with its 95% band, its single attacks faint; no line across an epsilon a curve did not
+    run; at most eight legend entries, outside the axes."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from attacks import attack_norm
 
@@ -45,236 +83,50 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     settings = list(dict.fromkeys(zip(data["defense"], data["defense_grad"])))
     cols = min(3, len(settings))
     rows = -(-len(settings) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows + 0.8), squeeze=False, sharey=True,
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6), squeeze=False, sharey=True,
                              layout="constrained")
     for ax in axes.flat[len(settings):]:
-        ax.set_visible(False)
-    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(data["model"]))}
-    attacks = list(dict.fromkeys(a for a in data["attack"] if a != WORST))
-    styles = {a: (["--", ":", "-."][i % 3], "os^vD"[i % 5]) for i, a in enumerate(attacks)}
-    styles[WORST] = ("-", "o")
+        fig.delaxes(ax)  # no empty cell
+    models = list(dict.fromkeys(data["model"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    faint_drawn = False
+    grid = sorted(set(data["epsilon"]))  # the report's epsilons: a panel that skipped one shows the gap
     for ax, (defense, grad) in zip(axes.flat, settings):
         panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
-        for (model, attack), curve in panel.groupby(["model", "attack"], sort=False):
-            if curve["gate_grad"].nunique() > 1:
-                curve = curve[curve["gate_grad"] == WORST]
-            if attack == WORST:
-                # only where several attacks ran: a "worst case" over FGSM alone would zig-zag the line
-                single = panel[(panel["model"] == model) & (panel["attack"] != WORST)]
-                n_attacks = single.groupby("epsilon")["attack"].nunique()
-                full = set(n_attacks.index[n_attacks > 1]) | {0.0}
-                curve = curve[curve["epsilon"].isin(full)]
-            curve = curve.sort_values("epsilon")
-            line, marker = styles[attack]
-            ax.plot(curve["epsilon"] * scale, 100 * curve["robust_acc"], line, marker=marker, ms=3,
-                    color=colours[model], lw=2.0 if attack == WORST else 1.0, label=f"{model} / {_short(attack)}")
-            if attack == WORST or len(attacks) == 1:  # the 95% band of the curve a reader compares models by
-                ax.fill_between(curve["epsilon"] * scale, 100 * curve["robust_acc_lo"], 100 * curve["robust_acc_hi"],
-                                color=colours[model], alpha=0.15, lw=0,
-                                gid=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}")
-        ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})")
+        for model in models:
+            mine = panel[panel["model"] == model]
+            if mine.empty:
+                continue
+            # a gated model run under several gate gradients: its worst case over them
+            if mine["gate_grad"].nunique() > 1:
+                mine = mine[mine["gate_grad"] == WORST]
+            singles = [a for a in dict.fromkeys(mine["attack"]) if a != WORST]
+            worst = mine[mine["attack"] == WORST] if len(singles) > 1 else mine[mine["attack"] == singles[0]]
+            if len(singles) > 1:
+                # the worst case only where several attacks ran at that epsilon (not a zig-zag over FGSM alone)
+                counts = mine[mine["attack"] != WORST].groupby("epsilon")["attack"].nunique()
+                worst = worst[worst["epsilon"].isin(set(counts.index[counts > 1]) | {0.0})]
+                for attack in singles:
+                    _curve(ax, grid, mine[mine["attack"] == attack], scale,
+                           color=colours[model], linewidth=0.8, alpha=0.3, markersize=2, label=None)
+                    faint_drawn = True
+            _curve(ax, grid, worst, scale, band=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}",
+                   color=colours[model], linewidth=2.0, markersize=3.5, label=str(model))
+        ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})", fontsize=9)
         ax.set_xlabel("epsilon (/255, Linf)" if norm == "linf" else "epsilon (L2, [0, 1] pixels)")
-        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylabel("robust accuracy % (worst case)")
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    # a legend no wider than the panels: four entries a row under three panels, two under one
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(cols + 1, max(1, len(labels))), fontsize=7)
-    return save_figure(fig)
-
-
-def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
-    """Per-layer execution rate, clean versus adversarial (the paper's layer-wise figure)."""
-    import matplotlib.pyplot as plt
-
-    data = layers[(layers["defense"] == "none") & np.isclose(layers["epsilon"], epsilon)]
-    groups = list(data.groupby(["model", "attack", "gate_grad"], sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), squeeze=False, layout="constrained")
-    for ax, ((model, attack, grad), rows) in zip(axes[:, 0], groups):
-        x = rows["layer"].to_numpy()
-        ax.bar(x - 0.2, rows["clean_rate"], width=0.4, label="clean")
-        ax.bar(x + 0.2, rows["adv_rate"], width=0.4, label=f"adversarial ({format_eps(epsilon)})")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("execution rate")
-        ax.set_title(f"{model}: {_short(attack)}, gate grad {grad}", fontsize=9)
-    axes[-1, 0].set_xlabel("residual block")
-    axes[0, 0].legend(fontsize=7)
-    return save_figure(fig)
-
-
-def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Gate flip rate per residual block: one row per model, attack, gate gradient and epsilon (no defense), in one
-    image whose height grows with its rows, so a study with dozens of settings stays readable (one panel per setting
-    collapsed to nothing there)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
-
-    data = layers[(layers["defense"] == "none") & (layers["epsilon"] > 0)]
-    grid = data.pivot_table(index=["model", "attack", "gate_grad", "epsilon"], columns="layer", values="flip_rate",
-                            sort=False)
-    labels = [f"{model}: {_short(attack)}, {grad}, {format_eps(eps)}" for model, attack, grad, eps in grid.index]
-    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * max(1, len(labels))), layout="constrained")
-    norm = PowerNorm(gamma=0.5, vmin=0, vmax=1)  # square-root scale: a 2% flip rate is still visibly not 0
-    image = ax.imshow(grid.to_numpy(), aspect="auto", norm=norm, cmap="viridis", interpolation="nearest")
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=7)
-    ax.set_xlabel("residual block")
-    fig.colorbar(image, ax=ax, label="flip rate", shrink=min(1.0, 6 / max(1, len(labels)) + 0.3))
+    handles = [Line2D([], [], color=colours[m], linewidth=2.0, marker="o", markersize=3.5, label=str(m))
+               for m in models[: MAX_LEGEND - (1 if faint_drawn else 0)]]
+    if faint_drawn:
+        handles.append(Line2D([], [], color="0.4", linewidth=0.8, alpha=0.4, label="single attacks"))
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     return save_figure(fig)
 
 
 def _svg_id(text: str) -> str:
     """A string safe inside an SVG element id."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
-
-
-RASTER_SAMPLES = 6  # images in the gate raster: those whose pattern changed most first, then unchanged ones
-
-
-def gate_raster_rows(records: pd.DataFrame, epsilon: float, n: int = RASTER_SAMPLES) -> pd.DataFrame:
-    """The records the gate raster shows: one gated model, undefended, at ``epsilon``, under the attack that changed
-    the most gate patterns (exact gate gradients where run); up to ``n`` samples, most-changed first, and at least
-    one unchanged where there is one. Empty where no gated model was attacked there."""
-    rows = records[(records["defense"] == "none") & (records["gate_grad"] != "none")
-                   & np.isclose(records["epsilon"], epsilon) & (records["clean_gates"].astype(str).str.len() > 0)]
-    if rows.empty:
-        return rows
-    if (rows["gate_grad"] == "exact").any():
-        rows = rows[rows["gate_grad"] == "exact"]
-    rows = rows[rows["model"] == rows["model"].iloc[0]]
-    changed = rows.assign(_flips=[sum(a != b for a, b in zip(c, d)) for c, d in zip(rows["clean_gates"],
-                                                                                     rows["adv_gates"])])
-    attack = changed.groupby("attack", sort=False)["_flips"].mean().idxmax()
-    chosen = changed[changed["attack"] == attack].sort_values(["_flips", "sample"], ascending=[False, True],
-                                                              kind="stable")
-    flipped, still = chosen[chosen["_flips"] > 0], chosen[chosen["_flips"] == 0]
-    keep = pd.concat([flipped.head(n - min(1, len(still))), still.head(n)]).head(n)
-    return keep.drop(columns="_flips").reset_index(drop=True)
-
-
-def figure_gate_raster(rows: pd.DataFrame, images: dict[int, np.ndarray]) -> tuple[bytes, bytes]:
-    """Gate patterns, clean against adversarial, of a few sample images with the images beside them: per image one
-    row of blocks for the clean input and one for the adversarial, open blocks dark, flipped blocks marked."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 0.9 * len(rows) + 0.9), squeeze=False, layout="constrained",
-                             gridspec_kw={"width_ratios": [1, 7]})
-    cmap = ListedColormap(["#f2f2f2", "#2b5d8a"])  # closed, open
-    for (image_ax, gates_ax), row in zip(axes, rows.itertuples()):
-        picture = images.get(int(row.sample))
-        if picture is not None:
-            image_ax.imshow(picture, interpolation="nearest")
-        else:
-            image_ax.text(0.5, 0.5, "image\nnot read", ha="center", va="center", fontsize=6)
-        image_ax.set_xticks([])
-        image_ax.set_yticks([])
-        image_ax.set_ylabel(f"#{row.sample}", fontsize=7)
-        grid = np.array([[int(c) for c in row.clean_gates], [int(c) for c in row.adv_gates]])
-        gates_ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto", gid=f"gate-raster-{int(row.sample)}")
-        for layer in np.flatnonzero(grid[0] != grid[1]):
-            gates_ax.plot([layer, layer], [0, 1], "x", color="#d62728", ms=6, mew=1.5)
-        verdict = "still right" if row.adv_correct else "fooled"
-        gates_ax.set_yticks([0, 1], ["clean", f"adv ({verdict})"], fontsize=7)
-        gates_ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])], fontsize=6)
-    first = rows.iloc[0]
-    axes[0, 1].set_title(f"{first['model']}: {_short(first['attack'])}, gate grad {first['gate_grad']}, "
-                         f"{format_eps(first['epsilon'])}; dark = block runs, x = decision flipped", fontsize=8)
-    axes[-1, 1].set_xlabel("residual block")
-    return save_figure(fig)
-
-
-def gate_figure_epsilon(records: pd.DataFrame) -> float:
-    """The epsilon the gate figures show: the largest at which an attack on the gates ran, else the largest at which
-    the most attacks ran (not a large epsilon where only FGSM ran)."""
-    gates = records[records["goal"] == "gates"]
-    if not gates.empty:
-        return float(gates["epsilon"].max())
-    attacked = records[records["epsilon"] > 0]
-    if attacked.empty:
-        return 0.0
-    counts = attacked.groupby("epsilon")["attack"].nunique()
-    return float(counts[counts == counts.max()].index.max())
-
-
-def figure_flops(summary: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes]:
-    """Executed FLOPs, clean versus adversarial, at ``epsilon``, per model and attack."""
-    import matplotlib.pyplot as plt
-
-    data = summary[(summary["defense"] == "none") & (summary["attack"] != WORST) & (summary["gate_grad"] != "none")]
-    data = data[np.isclose(data["epsilon"], epsilon)]
-    labels = [f"{m}\n{_short(a)}\n{g}" for m, a, g in zip(data["model"], data["attack"], data["gate_grad"])]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.6), layout="constrained")
-    x = np.arange(len(labels))
-    ax.bar(x - 0.2, data["clean_flops"] / 1e6, width=0.4, label="clean")
-    ax.bar(x + 0.2, data["adv_flops"] / 1e6, width=0.4, label=f"adversarial ({format_eps(epsilon)})")
-    ax.set_xticks(x, labels, fontsize=6)
-    ax.set_ylabel("executed MFLOPs per image")
-    ax.legend(fontsize=7)
-    return save_figure(fig)
-
-
-def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Per-class execution rate of each gated block on clean images (one panel per model)."""
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(classes["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False, layout="constrained")
-    image = None
-    for ax, model in zip(axes[0], models):
-        grid = classes[classes["model"] == model].pivot_table(index="class", columns="layer", values="clean_rate",
-                                                               sort=False)
-        image = ax.imshow(grid.to_numpy(), aspect="auto", vmin=0, vmax=1, cmap="viridis")
-        ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=7)
-        ax.set_xlabel("residual block")
-        ax.set_title(model, fontsize=9)
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="execution rate")
-    return save_figure(fig)
-
-
-def _efficacy_step(ax: Any, cost: np.ndarray, label: str, **style: Any) -> None:
-    """One efficacy curve: the share of images at or below each normalised cost, its efficacy in the legend."""
-    cost = np.sort(np.asarray(cost, dtype=float))
-    share = np.arange(1, len(cost) + 1) / len(cost)
-    ax.step(np.concatenate([[0.0], cost, [1.0]]), np.concatenate([[0.0], share, [1.0]]), where="post",
-            label=f"{label} (efficacy {float((1 - cost).mean()):.2f})", **style)
-
-
-def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -> tuple[bytes, bytes] | None:
-    """Share of images running at most a given share of the full FLOPs, clean and under each compute attack (and
-    random-noise control) at its largest epsilon, one panel per gated model; None without compute attacks or
-    without the models' full FLOPs."""
-    import matplotlib.pyplot as plt
-
-    from attacks import attack_label, is_compute_attack
-
-    compute = records[(records["defense"] == "none") & (records["epsilon"] > 0)
-                      & records["attack"].map(lambda spec: is_compute_attack(spec, controls=True))]
-    compute = compute[compute["model"].astype(str).map(lambda m: full_flops.get(m, 0.0) > 0)]
-    if compute.empty:
-        return None
-    models = list(dict.fromkeys(compute["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False, layout="constrained")
-    for ax, model in zip(axes[0], models):
-        rows = compute[compute["model"] == model]
-        full = full_flops[str(model)]
-        clean_drawn = False
-        for (attack, gate_grad), group in rows.groupby(["attack", "gate_grad"], sort=False):
-            eps = float(group["epsilon"].max())
-            at = group[np.isclose(group["epsilon"], eps)]
-            if not clean_drawn:  # the clean FLOPs are the same under every attack of a model
-                _efficacy_step(ax, at["clean_flops"].to_numpy() / full, "clean", color="black", linewidth=1.6)
-                clean_drawn = True
-            _efficacy_step(ax, at["adv_flops"].to_numpy() / full,
-                           f"{attack_label(str(attack))} {gate_grad} {format_eps(eps)}",
-                           linestyle="-" if is_compute_attack(attack) else "--")  # dashed: the noise control
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("executed FLOPs / every block open")
-        ax.set_ylabel("share of images at or below")
-        ax.set_title(str(model), fontsize=9)
-        ax.legend(fontsize=6, loc="upper left")
-    return save_figure(fig)
 
 
 def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | None:

@@ -24,10 +24,8 @@ from aigrobust.evaluation.metrics import (
 )
 from aigrobust.files import atomic_write_bytes, swap_in
 from aigrobust.reporting.figures import FIGURES, FigureInputs
+from aigrobust.reporting.gate_plots import gate_figure_epsilon
 from aigrobust.reporting.pages import html_index, markdown_index
-from aigrobust.reporting.plots import (
-    gate_figure_epsilon,
-)
 from aigrobust.reporting.sanity import SanityFlag, flags_table, record_checks
 from aigrobust.reporting.tables import Report, headline, sample_counts_sentence, threat_model, to_latex, to_markdown
 from aigrobust.runs.records import COPIED_FROM, combined_full_flops
