@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The robust-models study (issue 29), end to end, with the project's own commands. Every step resumes where it
+# The robust-models study, end to end, with the project's own commands. Every step resumes where it
 # stopped, so a later session (or a GPU node) runs the same script again to continue.
 #   1. finish the three adversarial training runs (30 epochs of N-FGSM at 8/255, one-cycle; resumed from
 #      reports/cifar10-robust/training where no local run exists) and ship their best checkpoints as the pretrained
@@ -102,7 +102,7 @@ if stage attacks; then
   wait
 fi
 
-# 3. the findings (issue 29's goals and answers) and the report, from the runs finished so far, copied (records,
+# 3. the findings (the goals and answers) and the report, from the runs finished so far, copied (records,
 # run.json, summaries) into reports/cifar10-robust/runs/study so that the report is rebuilt from committed files (the
 # runs listed first win where two hold the same sample)
 if stage report; then
@@ -118,5 +118,5 @@ if stage report; then
   python scripts/robust_findings.py "${finished[@]}" --out "$PUBLISHED/findings.md" \
     $([ "$SMOKE" = 1 ] && echo --plain-at resnet20-at --gated-at aig20-at --compute-at aig20-at-compute)
   aigrobust report "${finished[@]}" --preface "$PUBLISHED/findings.md" \
-    --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets (issue 29)"
+    --out "${REPORT_DIR:-reports/cifar10-robust/study}" --title "CIFAR-10: robust gated and plain ResNets"
 fi
