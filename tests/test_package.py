@@ -1,0 +1,50 @@
+"""aigrobust installs like a package: a wheel built from this tree goes into a fresh virtual environment (no
+editable install, no source tree on the path) and runs there with its shipped weights, model facts and type
+marker inside."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path: Path) -> None:
+    pytest.importorskip("build", reason="the 'build' package (a dev dependency) builds the wheel")
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+                    str(PROJECT_ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(dist.glob("aigrobust-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for inside in ("aigrobust/pretrained/sdn20.safetensors", "aigrobust/pretrained/resnet20.safetensors",
+                   "aigrobust/models/facts.json", "aigrobust/py.typed", "attacks/py.typed", "defenses/py.typed",
+                   "aigrobust/templates/report.html"):
+        assert inside in names, inside
+    assert not any(name.startswith(("tests/", "reports/", "scripts/")) for name in names)
+    # a fresh environment that borrows the installed dependencies (torch is large) but not aigrobust's source
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+                   check=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import aigrobust, attacks; print(aigrobust.__file__, attacks.__file__)"],
+                           cwd=elsewhere, check=True, capture_output=True, text=True, timeout=120).stdout
+    assert str(PROJECT_ROOT) not in where and str(venv) in where, where
+    cli = venv / "bin" / "aigrobust"
+    models = subprocess.run([str(cli), "models", "sdn*"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert models.returncode == 0 and "sdn20" in models.stdout and "shipped" in models.stdout, models.stdout
+    if not (SHARED_DATA / "cifar10_test_sample.npz").is_file():
+        pytest.skip(f"{SHARED_DATA} is absent: the attack on real images is not run")
+    attack = subprocess.run([str(cli), "attack", "--model", "resnet20", "--attack", "fgsm", "--eps", "8/255",
+                             "--n-samples", "8", "--data-dir", str(SHARED_DATA), "--out", str(tmp_path / "run")],
+                            cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert attack.returncode == 0, attack.stderr
+    assert (tmp_path / "run" / "records.csv.gz").is_file()
