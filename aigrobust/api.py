@@ -51,21 +51,28 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
              epsilons: Sequence[float | str] = (8 / 255,), defenses: Sequence[str] = ("none",),
              defense_grads: Sequence[str] = ("oblivious", "bpda", "diff"), gate_grads: Sequence[str] = ("exact",),
              gate_mode: str = "hard", seed: int = 0, batch_size: int = 256, early_exit: bool = False,
-             device: torch.device | str = "cpu") -> Summary:
+             device: torch.device | str = "cpu", progress: bool = False) -> Summary:
     """Attack ``models`` on ``images`` (float (N, C, H, W) in [0, 1]) with ``labels`` at every epsilon.
 
     ``models``: a model, a registered name (its shipped or torchvision weights), or several as a list or as a
     mapping from the names the records should carry. Attack and defense specs are the command line's
     (``"pgd:steps=20"``, ``"jpeg:75"``); epsilons may be numbers or fractions (``"8/255"``). Bad input raises
     ``ValueError`` naming it, before any attack runs. Your modules are evaluated in eval mode and left in the mode
-    they were given in."""
+    they were given in. ``progress=True`` shows the command line's progress bar (images done, over every model) on
+    standard error.
+
+    >>> import torch, aigrobust
+    >>> x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    >>> summary = aigrobust.evaluate("resnet20", x, y, attacks=["fgsm"], epsilons=["8/255"])  # doctest: +SKIP
+    >>> summary.table[["model", "attack_label", "epsilon", "robust_acc"]]  # doctest: +SKIP
+    """
     given = [models] if isinstance(models, nn.Module) else list(models.values()) if isinstance(models, Mapping) \
         else list(models) if isinstance(models, Sequence) and not isinstance(models, str) else []
     modes = [(m, m.training) for top in given if isinstance(top, nn.Module) for m in top.modules()]
     try:
         return _evaluate(models, images, labels, attacks=attacks, epsilons=epsilons, defenses=defenses,
                          defense_grads=defense_grads, gate_grads=gate_grads, gate_mode=gate_mode, seed=seed,
-                         batch_size=batch_size, early_exit=early_exit, device=device)
+                         batch_size=batch_size, early_exit=early_exit, device=device, progress=progress)
     finally:
         for module, training in modes:  # the caller's modules as they came, whatever happened
             module.training = training
@@ -73,7 +80,7 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
 
 def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], epsilons: Sequence[float | str],
               defenses: Sequence[str], defense_grads: Sequence[str], gate_grads: Sequence[str], gate_mode: str,
-              seed: int, batch_size: int, early_exit: bool, device: torch.device | str) -> Summary:
+              seed: int, batch_size: int, early_exit: bool, device: torch.device | str, progress: bool) -> Summary:
     """:func:`evaluate` once the caller's modules' modes are saved."""
     if isinstance(epsilons, (str, float, int)) or not len(epsilons):
         raise ValueError("give epsilons as a non-empty list, e.g. [8/255] (0 is added as the clean reference)")
@@ -99,7 +106,11 @@ def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], 
     spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
                     defense_grads=tuple(defense_grads), early_exit=early_exit)
-    run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size, device=device)
+    from tqdm import tqdm
+
+    with tqdm(total=len(labels) * len(entries), unit="img", leave=False, disable=not progress) as bar:
+        run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size,
+                             device=device, on_batch=lambda _model, n: bar.update(n))
     full_flops = {e.name: float(e.model.flop_profile(tuple(images.shape[1:])).full) for e in entries}
     return Summary(table=summarize(run.records, full_flops=full_flops, input_values=int(images[0].numel())),
                    records=run.records, spec=spec)

@@ -135,3 +135,16 @@ def test_one_eot_average_per_gradient_over_every_random_part(gate_mode: str) -> 
         assert setting.view.model.grad is DefenseGrad.BPDA  # one draw of the defense per draw of the gates
     assert isinstance(own_eot, AttackerDefenseView) and own_eot.grad is DefenseGrad.BPDA
     assert setting.gradient_view(attack_from_spec("pgd:steps=2")) is setting.view
+
+
+def test_progress_shows_the_command_lines_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    import aigrobust
+
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
+    aigrobust.evaluate(create_model("tiny_resnet"), x, y, attacks=["fgsm"], epsilons=["8/255"], progress=True)
+    shown = capsys.readouterr().err
+    assert "8/8" in shown and "img" in shown
+    aigrobust.evaluate(create_model("tiny_resnet"), x, y, attacks=["fgsm"], epsilons=["8/255"])
+    assert capsys.readouterr().err == ""  # quiet unless asked
