@@ -19,15 +19,44 @@ DOCS = PROJECT_ROOT / "docs"
 def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]')")
     pytest.importorskip("mkdocstrings", reason="the docs extra is not installed (pip install -e '.[docs]')")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     cli_page = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     for option in ("--adversarial", "--model-code", "--defense-grad", "--baseline"):  # click's own options
         assert option in cli_page, option
+    assert "Sentinel" not in cli_page and "N/A" not in cli_page  # every default and every help rendered
+    assert "runs/&lt;date&gt;" in cli_page  # text in angle brackets shown, not swallowed as HTML
     api_page = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "evaluate" in api_page and "ComputeInflation" in api_page
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import click
+
+    from aigrobust.cli import cli
+
+    ctx = click.Context(cli)
+    silent = [f"{name} {p.opts[0]}" for name in cli.list_commands(ctx) for p in cli.get_command(ctx, name).params
+              if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+    assert silent == []
+
+
+def test_a_broken_anchor_fails_the_strict_build(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    pytest.importorskip("mkdocstrings", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    import shutil
+
+    site = tmp_path / "project"
+    shutil.copytree(DOCS, site / "docs")
+    shutil.copy(PROJECT_ROOT / "mkdocs.yml", site / "mkdocs.yml")
+    index = site / "docs" / "index.md"
+    index.write_text(index.read_text() + "\n[a section that is not there](guides/commands.md#no-such-anchor)\n")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                          cwd=site, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode != 0 and "no-such-anchor" in done.stderr + done.stdout
 
 
 def _python_blocks() -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import click
 
 from aigrobust.cli import inputs
 from aigrobust.cli.inputs import known_models
+from aigrobust.cli.options import batch_size_option, data_dir_option, device_option, download_option, seed_option
 from aigrobust.cli.readers import attacks_command, check_command, models_command, report_command
 from aigrobust.cli.train import train_command
 from aigrobust.cli.types import (
@@ -72,14 +73,15 @@ for _command in (train_command, models_command, attacks_command, report_command,
               help="--model's weights: its shipped (or torchvision) ones, or random ones (gate rates and FLOPs of an "
               "untrained model; its accuracy is chance).")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the model's own dataset.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--download", is_flag=True)
+@data_dir_option()
+@download_option()
 @click.option("--n-samples", type=click.IntRange(min=1), default=None, help="First N samples only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@batch_size_option()
 @click.option("--gate-mode", type=click.Choice(["hard", "stochastic", "soft", "open"]), default="hard",
-              show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+              show_default=True, help="How gates decide: hard (deployed), stochastic (sampled), soft (every block "
+              "scaled by its gate's probability) or open (every block runs).")
+@device_option()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bool, dataset: str | None,
                  data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, gate_mode: str,
                  device: str, as_json: bool) -> None:
@@ -154,14 +156,14 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               show_default=True, type=click.Choice(["oblivious", "bpda", "diff", "eot"]),
               help="How attackers treat a defense (eot only for randomised ones).")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the first model's dataset.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--download", is_flag=True)
+@data_dir_option()
+@download_option()
 @click.option("--n-samples", type=click.IntRange(min=1), default=None, help="First N samples of the test split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@batch_size_option()
+@seed_option()
 @click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
               "the attacks run as a chain in the order given, and each attack's row is the chain up to it).")
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/<date>-<time>-<models>, printed).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")

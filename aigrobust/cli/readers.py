@@ -47,7 +47,8 @@ def run_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of every command that reads finished run folders (``report``, ``check``), declared once: probe
     size, the user code the probes may import, and folders without run.json."""
     options = [
-        click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--n-probe", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="Test images the sanity probes run on (the probes that run a model)."),
         click.option("--model-code", "model_codes", multiple=True, metavar="[LABEL=]MODULE:CALLABLE",
                      help="Code you trust that built a run's own network (as given to `attack --model-code`): the "
                      "probes import it. Code a run folder names is never imported on its own word."),
@@ -64,7 +65,7 @@ def run_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder.")
-@click.option("--title", default="aigrobust robustness report", show_default=True)
+@click.option("--title", default="aigrobust robustness report", show_default=True, help="The report's heading.")
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="Also run model probes (zero gradients, randomness, large epsilon) on the runs' models.")
 @run_reading_options

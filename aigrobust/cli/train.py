@@ -10,6 +10,7 @@ import click
 
 from aigrobust.cli import inputs, training_inputs
 from aigrobust.cli.inputs import known_models
+from aigrobust.cli.options import batch_size_option, data_dir_option, device_option, download_option, seed_option
 from aigrobust.cli.types import (
     DISK_ERRORS,
     BadInput,
@@ -22,33 +23,36 @@ from aigrobust.errors import CheckpointError
 
 @click.command("train")
 @click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="CIFAR-10: a folder of .npz files (else torchvision's cache); ImageNet: ROOT with train/ and val/.")
-@click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
+@data_dir_option()
+@download_option()
 @click.option("--init", "init", default=None, help="Start from other weights: 'torchvision' (ImageNet models: a "
               "download), a weights file (ours, akamaster's, torchvision's layout) or a shipped name (resnet20.at). "
               "The same architecture gives every weight; the plain twin of a gated model its residual branches, "
               "the gates starting fresh.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
-@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True)
-@click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(0, 1), default=1e-4, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Passes over the training set.")
+@batch_size_option(128, "Images per optimiser step (over every process under torchrun).")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True,
+              help="Peak learning rate of SGD (the schedule shapes it).")
+@click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=FiniteFloatRange(0, 1), default=1e-4, show_default=True,
+              help="L2 weight decay of SGD.")
 @click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
               help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
 @click.option("--target-rate", type=FiniteFloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
 @click.option("--gate-lambda", type=FiniteFloatRange(0, 1000), default=2.0, show_default=True,
               help="Weight of the target-rate loss.")
-@click.option("--gate-lr-factor", type=FiniteFloatRange(0, 1000), default=1.0, show_default=True)
+@click.option("--gate-lr-factor", type=FiniteFloatRange(0, 1000), default=1.0, show_default=True,
+              help="The gates' learning rate as a multiple of --lr (the reference code trains them faster).")
 @click.option("--target-warmup", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
               help="Over this fraction of the run, lower every gate's target from 1.0 (all blocks run) to its own "
               "(gated models): a start from a plain network's weights (--init) keeps them while the gates learn.")
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@seed_option("Seeds the initialisation, the data order, augmentation, Gumbel draws and the inner attack: a resumed "
+             "run continues as if never stopped.")
+@device_option()
 @click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")

@@ -115,17 +115,23 @@ class CheckpointType(click.ParamType):
 
 
 class LazyHelpOption(click.Option):
-    """An option whose help text is computed when help is shown (from a registry that imports torch), so that
-    loading the command line stays fast."""
+    """An option whose help text is computed when it is first read (from a registry that imports torch), so that
+    loading the command line stays fast; ``--help`` and the generated reference read it alike."""
 
     def __init__(self, *args: Any, help_from: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._help_from = help_from
+        self._help_text: str | None = None
+        super().__init__(*args, **kwargs)
 
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        if self._help_from is not None:
-            self.help = self._help_from()
-        return super().get_help_record(ctx)
+    @property  # type: ignore[override]
+    def help(self) -> str | None:
+        if self._help_text is None and self._help_from is not None:
+            self._help_text = self._help_from()
+        return self._help_text
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._help_text = value
 
 
 class OneLineErrors(click.Group):

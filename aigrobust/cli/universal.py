@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from aigrobust.cli import inputs
+from aigrobust.cli.options import data_dir_option, seed_option
 from aigrobust.cli.types import BadInput, CheckpointRef, CheckpointType, EpsilonType
 
 RESULT_FILE = "universal.json"
@@ -25,13 +26,14 @@ DELTA_FILE = "delta.safetensors"
               help="Training images the perturbation is fitted on (a seeded pick).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="First test images it is judged on (never seen while fitting).")
-@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--gate-loss", type=click.Choice(["hinge", "prob"]), default="hinge", show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="Seeds the pick of fitting images and the noise control.")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder with cifar10_train*.npz and cifar10_test*.npz.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Passes of the fitting loop over the fitting images.")
+@click.option("--gate-loss", type=click.Choice(["hinge", "prob"]), default="hinge", show_default=True,
+              help="The compute attack's gate loss the perturbation ascends (see compute-inflation's gate_loss).")
+@seed_option("Seeds the pick of fitting images and the noise control.")
+@data_dir_option("Folder with cifar10_train*.npz and cifar10_test*.npz.", must_be_folder=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the perturbation (delta.safetensors) and its figures (universal.json).")
 def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], epsilon: float, n_fit: int,
                       n_samples: int, steps: int, gate_loss: str, seed: int, data_dir: Path | None,
                       out_dir: Path) -> None:

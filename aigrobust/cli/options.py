@@ -1,0 +1,42 @@
+"""Options that several commands take, declared once: the same name, type, default and help wherever they appear."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+DATA_DIR_HELP = ("CIFAR-10: a folder of .npz files in the shared format (else torchvision's cache); ImageNet: ROOT "
+                 "with train/ and val/.")
+
+
+def data_dir_option(help: str = DATA_DIR_HELP, must_be_folder: bool = False) -> Decorator:
+    """``--data-dir``: where the dataset's files are."""
+    return click.option("--data-dir", type=click.Path(path_type=Path, file_okay=not must_be_folder), default=None,
+                        help=help)
+
+
+def download_option() -> Decorator:
+    """``--download``: let torchvision fetch CIFAR-10."""
+    return click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs a network).")
+
+
+def batch_size_option(default: int = 256, help: str = "Images per forward and backward pass.") -> Decorator:
+    """``--batch-size``: images per pass (records do not depend on it)."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
+
+def seed_option(help: str = "Seeds the per-image randomness (random starts, noise, stochastic gates): the same seed, "
+                "the same records at any batch size.") -> Decorator:
+    """``--seed``."""
+    return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help=help)
+
+
+def device_option() -> Decorator:
+    """``--device``: where the models run."""
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (cuda where available), cpu, cuda or cuda:N.")
