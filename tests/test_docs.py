@@ -74,3 +74,35 @@ def test_every_python_block_of_the_docs_runs(name: str, code: str, monkeypatch: 
     monkeypatch.chdir(PROJECT_ROOT)  # the blocks read ../shared/data as a reader runs them: from the project root
     exec(compile(code, name, "exec"), {"__name__": "__docs__"})  # noqa: S102 - our own documentation
     assert capsys.readouterr().out.strip(), f"{name} printed nothing"
+
+
+def _documented(section: str) -> list[str]:
+    """The first-column names of the table under ``## section`` of the Outputs page."""
+    page = (DOCS / "reference" / "outputs.md").read_text()
+    part = page.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([a-z0-9_]+)` \|", part, flags=re.M)
+
+
+def test_the_outputs_page_documents_every_column_and_field(synthetic_npz_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    import aigrobust
+    from aigrobust.evaluation.records import RECORD_COLUMNS
+
+    assert _documented("records.csv.gz") == list(RECORD_COLUMNS)
+    summary = aigrobust.evaluate(aigrobust.create_model("tiny_aig"), torch.rand(4, 3, 32, 32), torch.arange(4),
+                                 attacks=["fgsm", "compute-inflation:steps=2"], epsilons=["8/255"])
+    assert _documented("summary.csv") == list(summary.table.columns)
+    from click.testing import CliRunner
+
+    from aigrobust.cli import cli
+
+    data = synthetic_npz_dir
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["attack", "--model", "aig20", "--attack", "fgsm", "--eps", "8/255",
+                                      "--n-samples", "4", "--data-dir", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert set(_documented("summary.json")) == set(json.loads((out / "summary.json").read_text()))
+    assert set(_documented("run.json")) >= set(json.loads((out / "run.json").read_text()))
