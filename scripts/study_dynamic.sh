@@ -82,6 +82,12 @@ if stage report; then
   for name in standard-8-resnet20.at standard-8-aig20.at standard-2-resnet20.at standard-2-aig20.at; do
     [ -f "$ROBUST/$name/records.csv.gz" ] && finished+=("$ROBUST/$name")
   done
-  aigrobust report "${finished[@]}" --preface reports/cifar10-dynamic/findings.md \
+  universal=(); for u in "$RUNS"/universal-*/universal.json; do
+    [ -f "$u" ] || continue
+    mkdir -p "$PUBLISHED/$(basename "$(dirname "$u")")" && cp "$u" "$PUBLISHED/$(basename "$(dirname "$u")")/"
+    universal+=(--universal "$PUBLISHED/$(basename "$(dirname "$u")")/universal.json")
+  done
+  python scripts/dynamic_findings.py "${finished[@]}" "${universal[@]}" --out "$PUBLISHED/findings.md"
+  aigrobust report "${finished[@]}" --preface "$PUBLISHED/findings.md" \
     --out reports/cifar10-dynamic/study --title "CIFAR-10: early-exit, gated and plain ResNets"
 fi
