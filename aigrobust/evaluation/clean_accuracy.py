@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from aigrobust.models.base import ResNetBase
+from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateMode
 
 
@@ -56,7 +56,7 @@ def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Tensor,
 
 
 def evaluate_clean(
-    model: ResNetBase,
+    model: DynamicNetwork,
     dataset: Dataset,
     batch_size: int = 256,
     device: torch.device | str = "cpu",

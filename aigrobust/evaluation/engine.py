@@ -20,7 +20,7 @@ from aigrobust.evaluation.settings import settings_for
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore
 from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
-from aigrobust.models.base import ResNetBase
+from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateMode
 from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_label
@@ -165,7 +165,7 @@ def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting
     units.save(unit, frame, supplied[1])
     return frame
 
-def _prepare_setting(model: ResNetBase, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
+def _prepare_setting(model: DynamicNetwork, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
                      images: Tensor, labels: Tensor, clean_cache: dict[str, tuple[Tensor, Any]]
                      ) -> _Setting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
@@ -366,7 +366,7 @@ def run_evaluation(
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
     return EvalRun(records=canonical_order(normalize_records(records), sample_ids), spec=spec)
 
-def stochastic_noise_floor(model: ResNetBase, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:
+def stochastic_noise_floor(model: DynamicNetwork, images: Tensor, seeds: tuple[int, int] = (1, 2)) -> float:
     """Mean normalised Hamming distance between two seeded stochastic draws on the same clean images (0 for a
     network whose decisions have no stochastic mode: an early-exit network, a user's network through an adapter)."""
     if not model.is_gated or GateMode.STOCHASTIC not in getattr(model, "supported_gate_modes", GateMode):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from aigrobust.models.base import ResNetBase
+from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad, GateMode
 from attacks import NORM_NAMES, Attack, attack_from_spec, attack_kind, short_name_spec
 
@@ -107,7 +107,7 @@ class ModelEntry:
     """A model to evaluate, under the name its records carry."""
 
     name: str
-    model: ResNetBase
+    model: DynamicNetwork
     source: str = ""
 
 SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit",

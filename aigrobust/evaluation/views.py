@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aigrobust.models.base import ResNetBase
+from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad
 from aigrobust.randomness import keyed_draw
 
@@ -17,7 +17,7 @@ from aigrobust.randomness import keyed_draw
 class AttackerGateView(nn.Module):
     """The attacker's view of a gated model: same weights, gradients through gates as ``grad`` says."""
 
-    def __init__(self, model: ResNetBase, grad: GateGrad | str) -> None:
+    def __init__(self, model: DynamicNetwork, grad: GateGrad | str) -> None:
         super().__init__()
         self.model = model
         self.grad = GateGrad(grad)
