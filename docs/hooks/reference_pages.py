@@ -1,9 +1,11 @@
-"""MkDocs hook: the command-line reference, generated from the click commands themselves (so it cannot drift from
-``--help``): per command its help, usage and a table of every option with its type, default and help."""
+"""MkDocs hooks of the reference pages: the command-line reference, generated from the click commands themselves
+(so it cannot drift from ``--help``: per command its help, usage and a table of every option with its type, default
+and help); and Sphinx roles in docstrings (``:func:`evaluate```) shown as code, not as literal role text."""
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import click
@@ -61,3 +63,11 @@ def cli_reference() -> str:
 def on_page_markdown(markdown: str, **_: Any) -> str:
     """Replace the marker with the generated reference."""
     return markdown.replace(MARKER, cli_reference()) if MARKER in markdown else markdown
+
+
+ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj):(<code>|`)")
+
+
+def on_page_content(page_html: str, **_: Any) -> str:
+    """Drop the role prefix that mkdocstrings leaves in front of a cross-reference's code."""
+    return ROLE.sub(r"\1", page_html)
