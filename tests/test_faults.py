@@ -428,9 +428,9 @@ def test_an_output_index_past_the_outputs_is_one_line_and_leaves_nothing(synthet
 
 
 def test_a_diverged_loss_names_every_weight_it_may_come_from() -> None:
-    from aigrobust.training.loop import _Loop
+    from aigrobust.training.loop import _EpochRunner
 
-    loop = _Loop.__new__(_Loop)
+    loop = _EpochRunner.__new__(_EpochRunner)
     loop.config = type("C", (), {"gate_lambda": 2.0, "compute_penalty": 40.0})()
     loop.targets = torch.ones(3)
     loop.inner = type("I", (), {"compute": 1.0})()

@@ -17,9 +17,17 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path: Path) -> None:
     pytest.importorskip("build", reason="the 'build' package (a dev dependency) builds the wheel")
+    import shutil
+
+    # built from a copy of what the package is made of: the build writes nothing into the source tree
+    source = tmp_path / "source"
+    for part in ("aigrobust", "attacks", "defenses"):
+        shutil.copytree(PROJECT_ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / part, source / part)
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
-                    str(PROJECT_ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
+                   check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("aigrobust-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for inside in ("aigrobust/pretrained/sdn20.safetensors", "aigrobust/pretrained/resnet20.safetensors",

@@ -81,13 +81,13 @@ def test_an_earlier_run_that_cannot_supply_this_one_is_refused_before_anything_i
 def test_copied_rows_must_reproduce_the_batch_clean_outcome(synthetic_npz_dir: Path, tmp_path: Path) -> None:
     """The per-unit check behind the folder-level one: rows whose labels or clean predictions differ from what this
     run computed are refused, not mixed in."""
+    from aigrobust.runs.earlier_runs import open_earlier_run
     from aigrobust.runs.folder import FinishedRun
-    from aigrobust.runs.reuse import open_donor
 
     checkpoint = _tiny_checkpoint(tmp_path)
     earlier = tmp_path / "earlier"
     assert _attack(checkpoint, synthetic_npz_dir, earlier, "--batch-size", "16")[0] == 0
-    donor = open_donor(earlier, FinishedRun.open(earlier).document)
+    earlier_run = open_earlier_run(earlier, FinishedRun.open(earlier).document)
     records = FinishedRun.open(earlier).records()
     rows = records[(records["attack"] == records["attack"].iloc[0]) & (records["epsilon"] == 0)].head(4)
     epsilons = tuple(FinishedRun.open(earlier).spec["epsilons"])
@@ -95,14 +95,14 @@ def test_copied_rows_must_reproduce_the_batch_clean_outcome(synthetic_npz_dir: P
                           attack=str(rows["attack"].iloc[0]), epsilons=epsilons,
                           sample_ids=tuple(int(s) for s in rows["sample"]), labels=rows["label"].to_numpy(),
                           clean_pred=rows["clean_pred"].to_numpy(), clean_gates=tuple(rows["clean_gates"]))
-    frame = donor.unit(request)
+    frame = earlier_run.unit(request)
     assert frame is not None and len(frame) == 4 * len(epsilons)
     assert list(frame["sample"].iloc[:4]) == list(request.sample_ids)
-    assert donor.unit(UnitRequest(**{**request.__dict__, "sample_ids": (10_000,) * 4})) is None  # not held: compute
+    assert earlier_run.unit(UnitRequest(**{**request.__dict__, "sample_ids": (10_000,) * 4})) is None  # not held: compute
     wrong = np.asarray(request.clean_pred).copy()
     wrong[0] = (wrong[0] + 1) % 10
     with pytest.raises(RunFolderError, match="clean_pred .* differ from this run's"):
-        donor.unit(UnitRequest(**{**request.__dict__, "clean_pred": wrong}))
+        earlier_run.unit(UnitRequest(**{**request.__dict__, "clean_pred": wrong}))
 
 
 def test_a_report_says_when_a_run_was_computed_on_more_than_one_device(synthetic_npz_dir: Path,
@@ -128,9 +128,9 @@ def test_a_report_says_when_a_run_was_computed_on_more_than_one_device(synthetic
 
 def test_a_donor_written_before_run_json_held_canonical_specs_still_supplies(synthetic_npz_dir: Path,
                                                                             tmp_path: Path) -> None:
-    """run.json once named attacks as typed ('fgsm'); such a donor is compared by the specs its records ran."""
+    """run.json once named attacks as typed ('fgsm'); such an earlier run is compared by the specs its records ran."""
+    from aigrobust.runs.earlier_runs import open_earlier_run
     from aigrobust.runs.folder import FinishedRun
-    from aigrobust.runs.reuse import open_donor
 
     checkpoint = _tiny_checkpoint(tmp_path)
     earlier = tmp_path / "earlier"
@@ -141,4 +141,4 @@ def test_a_donor_written_before_run_json_held_canonical_specs_still_supplies(syn
     typed = [spec.split(":")[0] for spec in old["spec"]["attacks"]]  # as an older version stored them
     spec_path.write_text(json.dumps({**old, "spec": {**old["spec"], "attacks": typed}}))
     assert FinishedRun.open(earlier).attack_specs() == ours["spec"]["attacks"]
-    assert open_donor(earlier, ours) is not None
+    assert open_earlier_run(earlier, ours) is not None

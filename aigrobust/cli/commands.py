@@ -32,7 +32,7 @@ from aigrobust.cli.types import (
     EpsilonType,
     LazyHelpOption,
     OneLineErrors,
-    Parsed,
+    ParsedSpec,
 )
 from aigrobust.cli.universal import universal_command
 from aigrobust.datasets import DATASETS
@@ -175,9 +175,9 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               "interval; full: every attack, gate gradient and epsilon (as in summary.csv).")
 def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], model_codes: tuple[str, ...],
                    output_index: int | None, epsilons: tuple[float, ...],
-                   attacks: tuple[Parsed, ...], suite: str | None, gate_grads: tuple[str, ...], gate_mode: str,
+                   attacks: tuple[ParsedSpec, ...], suite: str | None, gate_grads: tuple[str, ...], gate_mode: str,
                    eot_draws: int,
-                   defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], dataset: str | None,
+                   defenses: tuple[ParsedSpec, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
                    early_exit: bool, device: str, out_dir: Path | None, resume: bool, reuse_from: tuple[Path, ...],
                    table: str) -> None:
@@ -191,8 +191,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     """
     from aigrobust.runs.attack import answer_finished, open_folder, run_info
     from aigrobust.runs.document import run_document
+    from aigrobust.runs.earlier_runs import open_earlier_runs
     from aigrobust.runs.records import RunFolderError
-    from aigrobust.runs.reuse import open_donors
 
     inputs.check_attack_options(epsilons, defenses, defense_grads, gate_mode)
     known_models(models)  # a bad name fails before any data is read
@@ -209,7 +209,7 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
     try:
         info = run_info(entries, data, dataset, data_dir, batch_size)
         # an earlier run that cannot supply this one is refused before the run folder is made
-        donors = open_donors(list(reuse_from), run_document(spec, info))
+        earlier_runs = open_earlier_runs(list(reuse_from), run_document(spec, info))
         folder = open_folder(out_dir, spec, info, resume, rank, world)
     except RunFolderError as err:
         raise BadInput(str(err)) from None
@@ -218,13 +218,13 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         click.echo(f"{out_dir} holds this run, finished: its sealed records answer (nothing is attacked again)",
                    err=True)
     else:
-        sealed = _attack_into(folder, entries, spec, data, batch_size, dev, rank, world, donors)
+        sealed = _attack_into(folder, entries, spec, data, batch_size, dev, rank, world, earlier_runs)
     if sealed is not None:  # None on a torchrun rank other than 0: rank 0 writes the results
         _show_sealed(sealed, spec, table, out_dir)
 
 
 def _attack_into(folder: Any, entries: list[Any], spec: Any, data: Any, batch_size: int, device: Any, rank: int,
-                 world: int, donors: Any) -> Any:
+                 world: int, earlier_runs: Any) -> Any:
     """Every model attacked into the run folder, then sealed; None on the other ranks of a torchrun."""
     from aigrobust.runs.attack import evaluate_into, seal
     from aigrobust.runs.records import RunFolderError
@@ -232,7 +232,7 @@ def _attack_into(folder: Any, entries: list[Any], spec: Any, data: Any, batch_si
     try:
         with inputs.progress_bar(len(entries) * len(data), rank) as bar:
             records = evaluate_into(folder, entries, spec, data, batch_size, device, rank, world, bar.update,
-                                    bar.set_description_str, reuse=donors)
+                                    bar.set_description_str, reuse=earlier_runs)
     except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
         raise BadInput(str(err)) from None
     return None if records is None else seal(folder, records, entries, spec, data, device)

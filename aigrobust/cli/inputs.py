@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, Parsed, given_on_command_line
+from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, ParsedSpec, given_on_command_line
 from aigrobust.errors import CheckpointError, DataError, UnknownModelError
 
 log = logging.getLogger("aigrobust")
@@ -231,8 +231,8 @@ def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef
     return folder
 
 
-def eval_spec(attacks: tuple[Parsed, ...], epsilons: tuple[float, ...], gate_grads: tuple[str, ...], gate_mode: str,
-              seed: int, defenses: tuple[Parsed, ...], defense_grads: tuple[str, ...], early_exit: bool,
+def eval_spec(attacks: tuple[ParsedSpec, ...], epsilons: tuple[float, ...], gate_grads: tuple[str, ...], gate_mode: str,
+              seed: int, defenses: tuple[ParsedSpec, ...], defense_grads: tuple[str, ...], early_exit: bool,
               eot_draws: int = 20) -> Any:
     """The evaluation spec from parsed options; refuses one attack given twice (two spellings of one spec)."""
     from aigrobust.evaluation import EvalSpec
@@ -305,7 +305,7 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
     return entries
 
 
-def with_suite(suite: str, attacks: tuple[Parsed, ...]) -> tuple[Parsed, ...]:
+def with_suite(suite: str, attacks: tuple[ParsedSpec, ...]) -> tuple[ParsedSpec, ...]:
     """A suite's attacks, then any --attack given beside it (not the default fgsm)."""
     from attacks import SUITES
 

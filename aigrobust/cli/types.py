@@ -35,7 +35,7 @@ class FiniteFloatRange(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
-class Parsed(NamedTuple):
+class ParsedSpec(NamedTuple):
     """A spec as typed (what run.json stores) and the object parsed from it once."""
 
     text: str
@@ -64,15 +64,15 @@ class EpsilonType(click.ParamType):
 
 
 class SpecType(click.ParamType):
-    """A spec string -> Parsed(text, object), through ``parse`` (imported on first use: the module path and the
+    """A spec string -> ParsedSpec(text, object), through ``parse`` (imported on first use: the module path and the
     function name), failing with one line on the errors it names."""
 
     def __init__(self, name: str, module: str, parse: str, errors: tuple[str, ...]) -> None:
         self.name = name
         self._where = (module, parse, errors)
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Parsed:
-        if isinstance(value, Parsed):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ParsedSpec:
+        if isinstance(value, ParsedSpec):
             return value
         import importlib
 
@@ -80,12 +80,12 @@ class SpecType(click.ParamType):
         module = importlib.import_module(module_name)
         errors = tuple(getattr(module, e) for e in error_names)
         try:
-            return Parsed(str(value), getattr(module, parse_name)(str(value)))
+            return ParsedSpec(str(value), getattr(module, parse_name)(str(value)))
         except errors as err:
             self.fail(str(err), param, ctx)
 
 
-# 'pgd:steps=40' -> Parsed(text, Attack), every setting typed and range-checked; 'jpeg:75' -> Parsed(text, Defense)
+# 'pgd:steps=40' -> ParsedSpec(text, Attack), every setting typed and range-checked; 'jpeg:75' -> ParsedSpec(text, Defense)
 ATTACK_SPEC = SpecType("attack", "attacks", "attack_from_spec", ("UnknownAttackError", "AttackSpecError"))
 DEFENSE_SPEC = SpecType("defense", "defenses", "parse_defense", ("DefenseSpecError",))
 

@@ -13,24 +13,24 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from aigrobust.evaluation.attacker_views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.evaluation.batches import iterate_numbered_batches
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.evaluation.records import NO_GATES, RECORD_COLUMNS, canonical_order, gate_patterns, normalize_records
 from aigrobust.evaluation.settings import settings_for
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore
-from aigrobust.evaluation.views import AttackerGateView, EOTView, draw_accuracy
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateMode
 from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_label
 
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
-STANDING_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
+WORST_SO_FAR_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
 
 
 @dataclass
-class Standing:
+class WorstSoFar:
     """Per sample of a batch, at one epsilon, the outcome that stands so far: the clean input to start with (a clean
     mistake is its own adversarial), replaced by the first adversarial that fools it. Attacks with early exit work on
     the samples still standing, and each unit's records show the standing outcome of the samples it did not attack."""
@@ -44,31 +44,31 @@ class Standing:
     adv_gates: list[str]
 
     @classmethod
-    def clean(cls, setting: _Setting, n: int) -> Standing:
+    def clean(cls, setting: _PreparedSetting, n: int) -> WorstSoFar:
         """Every sample standing on its clean outcome."""
         return cls(adv_pred=setting.clean_pred.clone(), linf=torch.zeros(n), l2=torch.zeros(n),
                    hamming=torch.zeros(n), adv_flops=setting.clean_trace_flops.clone(),
                    adv_draw_acc=setting.clean_draw_acc.clone(), adv_gates=list(setting.clean_gates))
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, like: Standing) -> Standing:
+    def from_rows(cls, rows: pd.DataFrame, like: WorstSoFar) -> WorstSoFar:
         """The outcome a saved unit's records hold (one row per sample of the batch, in order)."""
         tensors = {key: torch.as_tensor(rows[key].to_numpy(copy=True), dtype=getattr(like, key).dtype,
-                                        device=getattr(like, key).device) for key in STANDING_TENSORS}
+                                        device=getattr(like, key).device) for key in WORST_SO_FAR_TENSORS}
         return cls(**tensors, adv_gates=rows["adv_gates"].astype(str).tolist())
 
-    def copy(self) -> Standing:
+    def copy(self) -> WorstSoFar:
         """An independent copy (an attack's outcome starts from the standing one)."""
-        return Standing(**{key: getattr(self, key).clone() for key in STANDING_TENSORS},
+        return WorstSoFar(**{key: getattr(self, key).clone() for key in WORST_SO_FAR_TENSORS},
                         adv_gates=list(self.adv_gates))
 
-    def take_fooled(self, outcome: Standing, labels: Tensor) -> None:
+    def take_fooled(self, outcome: WorstSoFar, labels: Tensor) -> None:
         """Samples that ``outcome`` fools and that stood until now take it as their standing outcome."""
         newly = (outcome.adv_pred != labels) & (self.adv_pred == labels)
         if not newly.any():
             return
         keep = newly.cpu()
-        for key in STANDING_TENSORS:
+        for key in WORST_SO_FAR_TENSORS:
             mask = newly if key == "adv_pred" else keep  # adv_pred lives on the model's device, the rest on the CPU
             getattr(self, key)[mask] = getattr(outcome, key)[mask]
         for i in keep.nonzero().squeeze(1).tolist():
@@ -76,7 +76,7 @@ class Standing:
 
 
 @dataclass
-class _Setting:
+class _PreparedSetting:
     """One (defense, defense grad, gate grad) combination of a batch: the deployed and attacker models and the
     clean outcome every attack starts from."""
 
@@ -122,7 +122,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
     clean_cache: dict[str, tuple[Tensor, Any]] = {}
     for s, (defense_spec, defense_grad, gate_grad) in enumerate(settings_for(spec, model)):
         setting = _prepare_setting(model, spec, defense_spec, defense_grad, gate_grad, images, labels, clean_cache)
-        standing = {eps: Standing.clean(setting, len(labels)) for eps in spec.epsilons}
+        standing = {eps: WorstSoFar.clean(setting, len(labels)) for eps in spec.epsilons}
         for a, attack in enumerate(attacks):
             if attack.goal == "gates" and not model.is_gated:
                 continue
@@ -150,7 +150,7 @@ def evaluate_batch(entry: ModelEntry, spec: EvalSpec, attacks: Sequence[Attack],
         return normalize_records(pd.DataFrame(columns=list(RECORD_COLUMNS)))
     return normalize_records(pd.concat(frames, ignore_index=True))
 
-def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting, attack: Attack, spec: EvalSpec,
+def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _PreparedSetting, attack: Attack, spec: EvalSpec,
                  labels: Tensor, sample_ids: Sequence[int]) -> pd.DataFrame | None:
     """A unit supplied by ``units.reuse`` (saved like a computed one, so a resume reads it back), or None."""
     assert units.reuse is not None
@@ -167,7 +167,7 @@ def _reused_unit(units: UnitStore, unit: str, model_name: str, setting: _Setting
 
 def _prepare_setting(model: DynamicNetwork, spec: EvalSpec, defense_spec: str, defense_grad: str, gate_grad: str,
                      images: Tensor, labels: Tensor, clean_cache: dict[str, tuple[Tensor, Any]]
-                     ) -> _Setting:
+                     ) -> _PreparedSetting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
     from defenses import AttackerDefenseView, DefendedModel
 
@@ -200,12 +200,12 @@ def _prepare_setting(model: DynamicNetwork, spec: EvalSpec, defense_spec: str, d
     judge_draws = spec.judge_draws if random_gates else 1
     clean_pred = clean_logits.argmax(1)
     clean_draws = draw_accuracy(deployed, images, labels, judge_draws, clean_pred)
-    return _Setting(defense.name, defense_grad, gate_grad, deployed, view, same_network, clean_pred,
+    return _PreparedSetting(defense.name, defense_grad, gate_grad, deployed, view, same_network, clean_pred,
                     gate_patterns(clean_trace.decisions), clean_trace.decisions, clean_trace.flops.cpu().numpy(),
                     clean_trace.flops.detach().cpu(), clean_draws, judge_draws)
 
-def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting,
-              standing: dict[float, Standing], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
+def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _PreparedSetting,
+              standing: dict[float, WorstSoFar], images: Tensor, labels: Tensor, sample_ids: Sequence[int]
               ) -> pd.DataFrame:
     """One attack under one setting at every epsilon: its records; ``standing`` takes the samples it fooled."""
     n = len(labels)
@@ -234,8 +234,8 @@ def _run_unit(model_name: str, spec: EvalSpec, attack: Attack, setting: _Setting
                                         sample_ids))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
 
-def _outcome(setting: _Setting, standing: Standing, result: Any, k: int, goal: str, images: Tensor,
-             labels: Tensor, idx: Tensor) -> tuple[Standing, Tensor, Tensor]:
+def _outcome(setting: _PreparedSetting, standing: WorstSoFar, result: Any, k: int, goal: str, images: Tensor,
+             labels: Tensor, idx: Tensor) -> tuple[WorstSoFar, Tensor, Tensor]:
     """Each sample's values at one epsilon: the attacked samples' adversarial outcome, the standing one for the
     rest; which samples were attacked; and the success of each."""
     n = len(labels)
@@ -267,7 +267,7 @@ def _outcome(setting: _Setting, standing: Standing, result: Any, k: int, goal: s
     success[pos] = ((pred != labels[idx]) if goal == "misclassify" else result.success[k]).cpu()
     return values, evaluated, success
 
-def _replay_unit(frame: pd.DataFrame, standing: dict[float, Standing], labels: Tensor, goal: str) -> None:
+def _replay_unit(frame: pd.DataFrame, standing: dict[float, WorstSoFar], labels: Tensor, goal: str) -> None:
     """Apply a saved unit's records to ``standing`` as computing it would have (its rows hold every sample of the
     batch in order, per epsilon)."""
     if goal != "misclassify":
@@ -276,14 +276,14 @@ def _replay_unit(frame: pd.DataFrame, standing: dict[float, Standing], labels: T
         target = standing[_standing_key(standing, float(eps))]
         if len(rows) != len(labels):
             raise ValueError(f"a saved unit holds {len(rows)} rows at epsilon {eps}, not the batch's {len(labels)}")
-        target.take_fooled(Standing.from_rows(rows, target), labels)
+        target.take_fooled(WorstSoFar.from_rows(rows, target), labels)
 
-def _standing_key(standing: dict[float, Standing], eps: float) -> float:
+def _standing_key(standing: dict[float, WorstSoFar], eps: float) -> float:
     # epsilons come back from CSV as the same float64; match exactly, else the nearest (never more than 1e-12 off)
     return eps if eps in standing else min(standing, key=lambda e: abs(e - eps))
 
-def _unit_records(model_name: str, setting: _Setting, attack: Attack, eps: float, rows: list[int],
-                  values: Standing, evaluated: Tensor, success: Tensor, labels: Tensor,
+def _unit_records(model_name: str, setting: _PreparedSetting, attack: Attack, eps: float, rows: list[int],
+                  values: WorstSoFar, evaluated: Tensor, success: Tensor, labels: Tensor,
                   sample_ids: Sequence[int]) -> pd.DataFrame:
     """The records of ``rows`` at one epsilon of one unit."""
     label_np = labels.cpu().numpy()

@@ -80,7 +80,7 @@ def device_description(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class ReusingStorage:
-    """A run folder whose units not yet saved may be supplied by ``reuse`` (see :mod:`aigrobust.runs.reuse`)."""
+    """A run folder whose units not yet saved may be supplied by ``reuse`` (see :mod:`aigrobust.runs.earlier_runs`)."""
 
     folder: RunFolder
     reuse: Callable[[UnitRequest], tuple[pd.DataFrame, str] | None] | None
@@ -105,7 +105,7 @@ def evaluate_into(folder: RunFolder, entries: list[ModelEntry], spec: EvalSpec, 
                   ) -> pd.DataFrame | None:
     """Every batch of every model into the folder; the records on rank 0, None on the other ranks.
 
-    ``reuse`` (see :mod:`aigrobust.runs.reuse`) supplies units from earlier runs instead of attacking again."""
+    ``reuse`` (see :mod:`aigrobust.runs.earlier_runs`) supplies units from earlier runs instead of attacking again."""
     # in-memory uint8 arrays are converted batch by batch, image folders decoded batch by batch by a DataLoader:
     # either way memory stays flat in the number of samples
     folder.made_on = device_description(device)

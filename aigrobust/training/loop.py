@@ -107,7 +107,7 @@ def train(
             module.to(device)
             if config.channels_last:
                 module.to(memory_format=torch.channels_last)
-    loop = _Loop(config, run, train_data, device, state_path, checkpoint_every, on_batch)
+    loop = _EpochRunner(config, run, train_data, device, state_path, checkpoint_every, on_batch)
     data_meta = data_metadata(train_data, heldout)
     if resume and run.mid_epoch is None:
         restore_named_files(config, run, data_meta, out_dir)
@@ -140,7 +140,7 @@ def _refuse_one_class(train_data: ArrayDataset) -> None:
                             f"{int(np.asarray(labels)[0])}): a classifier needs at least two to learn anything")
 
 
-def _epoch_record(loop: _Loop, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
+def _epoch_record(loop: _EpochRunner, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
                   tally: Any, started: float) -> EpochRecord:
     """One epoch's figures: the training tally, and on the held-out images PGD-10 (adversarial training) or clean
     accuracy, execution rates and FLOPs. An early-exit network's threshold is calibrated on the held-out images
@@ -200,7 +200,7 @@ def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.d
     }
 
 
-class _Loop:
+class _EpochRunner:
     """The optimiser steps of each epoch: data order, augmentation, the loss with the target-rate term, and the
     mid-epoch checkpoints; under torchrun each rank takes its share of the global batch."""
 

@@ -30,7 +30,7 @@ UNIT_COLUMNS = ["model", "defense", "defense_grad", "gate_grad", "attack"]
 
 
 @dataclass
-class RecordDonor:
+class EarlierRun:
     """One earlier, finished run whose records can supply units."""
 
     root: Path
@@ -67,17 +67,17 @@ class RecordDonor:
 
 
 @dataclass
-class RecordDonors:
+class EarlierRuns:
     """Earlier runs tried in the order given; the first that holds a unit supplies it."""
 
-    donors: list[RecordDonor]
+    earlier_runs: list[EarlierRun]
 
     def __call__(self, request: UnitRequest) -> tuple[pd.DataFrame, str] | None:
         """The unit's rows and the run they came from, or None where no earlier run holds it."""
-        for donor in self.donors:
-            frame = donor.unit(request)
+        for earlier_run in self.earlier_runs:
+            frame = earlier_run.unit(request)
             if frame is not None:
-                return frame, f"{COPIED_FROM}{donor.root.resolve()}"
+                return frame, f"{COPIED_FROM}{earlier_run.root.resolve()}"
         return None
 
 
@@ -89,7 +89,7 @@ def _epsilon_index(value: float, epsilons: tuple[float, ...]) -> int:
     return -1
 
 
-def open_donor(path: Path, document: dict[str, Any] | RunDocument) -> RecordDonor:
+def open_earlier_run(path: Path, document: dict[str, Any] | RunDocument) -> EarlierRun:
     """The finished run at ``path`` as a source of units for the run described by ``document`` (its run.json).
 
     Raises RunFolderError, naming what differs, where the earlier run cannot supply this one: not finished, other
@@ -100,7 +100,7 @@ def open_donor(path: Path, document: dict[str, Any] | RunDocument) -> RecordDono
     theirs_typed = earlier.document
     if not theirs_typed.models:
         raise RunFolderError(f"--reuse-from {root}: not a finished run folder (no readable run.json)")
-    # attacks compared as canonical specs: a donor written before run.json held them names them as typed
+    # attacks compared as canonical specs: an earlier run written before run.json held them names them as typed
     ours = {**ours_typed.spec, "attacks": today_specs([str(a) for a in ours_typed.spec.get("attacks", [])])}
     theirs = {**earlier.spec, "attacks": earlier.attack_specs()}
     for name in MUST_MATCH:
@@ -121,9 +121,9 @@ def open_donor(path: Path, document: dict[str, Any] | RunDocument) -> RecordDono
     records = earlier.records()
     records = records[records["model"].isin(shared)]
     units = {tuple(str(v) for v in key): group for key, group in records.groupby(UNIT_COLUMNS, sort=False)}
-    return RecordDonor(root, units)
+    return EarlierRun(root, units)
 
 
-def open_donors(paths: list[Path], document: dict[str, Any]) -> RecordDonors | None:
+def open_earlier_runs(paths: list[Path], document: dict[str, Any]) -> EarlierRuns | None:
     """The earlier runs named by ``--reuse-from`` (None where none was named)."""
-    return RecordDonors([open_donor(p, document) for p in paths]) if paths else None
+    return EarlierRuns([open_earlier_run(p, document) for p in paths]) if paths else None
