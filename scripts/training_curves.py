@@ -42,19 +42,19 @@ def main(runs: tuple[str, ...], out_path: Path) -> None:
         rows = read_log(Path(folder))
         epochs = [int(r["epoch"]) for r in rows]  # type: ignore[call-overload]
         color = f"C{index}"
-        acc_ax.plot(epochs, [r["heldout_accuracy"] for r in rows], color=color, label=f"{label} clean")
-        acc_ax.plot(epochs, [r["heldout_robust_accuracy"] for r in rows], color=color, linestyle="--",
+        acc_ax.plot(epochs, [100 * r["heldout_accuracy"] for r in rows], color=color, label=f"{label} clean")
+        acc_ax.plot(epochs, [100 * r["heldout_robust_accuracy"] for r in rows], color=color, linestyle="--",
                     label=f"{label} PGD-10")
         for r in rows:
             if r.get("warning"):
-                acc_ax.plot(r["epoch"], r["heldout_robust_accuracy"], "x", color=color, markersize=9)
+                acc_ax.plot(r["epoch"], 100 * r["heldout_robust_accuracy"], "x", color=color, markersize=9)
         if rows and rows[0].get("heldout_flops_ratio") is not None and any(
                 r.get("heldout_flops_ratio", 1.0) != 1.0 for r in rows):
             flops_ax.plot(epochs, [r["heldout_flops_ratio"] for r in rows], color=color, label=f"{label} clean")
             flops_ax.plot(epochs, [r["heldout_adversarial_flops_ratio"] for r in rows], color=color, linestyle="--",
                           label=f"{label} PGD-10")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("held-out accuracy")
+    acc_ax.set_ylabel("held-out accuracy (%)")
     acc_ax.legend(fontsize=7)
     flops_ax.set_xlabel("epoch")
     flops_ax.set_ylabel("executed FLOPs / every block open")
