@@ -29,9 +29,12 @@ def _rows(runs: list[Path]) -> pd.DataFrame:
     for run in runs:
         frame = pd.read_csv(run / "summary.csv")
         frames.append(frame.assign(run=run.name))
-    # a row that two runs hold (the same model, setting, attack and epsilon): the first run listed wins
-    return pd.concat(frames, ignore_index=True).drop_duplicates(
-        ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon"])
+    # a row that two runs hold (the same model, setting, attack and epsilon): the first run listed wins; a worst case
+    # is over its own run's attacks, so each run keeps its own
+    rows = pd.concat(frames, ignore_index=True)
+    own = rows["run"].where(rows["attack"] == WORST, "")
+    return rows.assign(_own=own).drop_duplicates(
+        ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "_own"]).drop(columns="_own")
 
 
 def robustness_table(rows: pd.DataFrame) -> list[str]:
