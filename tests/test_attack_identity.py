@@ -53,7 +53,7 @@ def test_one_attack_given_twice_is_refused_before_any_work(synthetic_npz_dir: Pa
 
 
 def test_records_with_short_attack_names_get_the_canonical_spec_of_their_run(tmp_path: Path) -> None:
-    from aigrobust.runs.folder import upgrade_attack_names
+    from aigrobust.runs.migrate import upgrade_attack_names
 
     records = pd.DataFrame({"attack": ["fgsm", "pgd", "apgd-ce"], "model": ["m"] * 3})
     upgraded = upgrade_attack_names(records, ["fgsm", "pgd:steps=20,stop_at_success=false", "apgd:steps=50"])

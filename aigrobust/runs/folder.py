@@ -20,6 +20,7 @@ from aigrobust.files import JSONLimitError, append_line, atomic_write_bytes, par
 from aigrobust.models.user_code import CODE_PREFIX
 from aigrobust.runs.document import RunDocument
 from aigrobust.runs.lock import FolderLock, LockRefused
+from aigrobust.runs.migrate import canonical_document, upgrade_attack_names, upgrade_attack_texts, upgrade_pins
 from aigrobust.runs.records import (
     INTEGRITY_KEY,
     PARTS_DIR,
@@ -32,7 +33,6 @@ from aigrobust.runs.records import (
     csv_bytes,
     read_json,
     read_records,
-    upgrade_attack_names,
 )
 
 
@@ -56,47 +56,6 @@ def describe_differences(before: Any, now: Any, prefix: str = "") -> str:
              for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     text = "; ".join(parts)
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def upgrade_pins(previous: Any, now: dict[str, Any]) -> dict[str, Any]:
-    """``now`` as a run folder written before weights were pinned would have recorded it (without each model's
-    weights_sha256), so such a folder still resumes; folders that pin them are compared hash for hash."""
-    old_models = previous.get("models") if isinstance(previous, dict) else None
-    if not isinstance(old_models, dict) or not isinstance(now.get("models"), dict):
-        return now
-    models = {label: ({k: v for k, v in entry.items() if k != "weights_sha256"}
-                      if isinstance(entry, dict) and "weights_sha256" not in (old_models.get(label) or {}) else entry)
-              for label, entry in now["models"].items()}
-    return {**now, "models": models}
-
-
-def canonical_document(document: dict[str, Any]) -> dict[str, Any]:
-    """A run document with its attacks as canonical specs (today's defaults), whoever built it."""
-    from aigrobust.evaluation import today_specs
-
-    spec = document.get("spec")
-    if not isinstance(spec, dict) or not isinstance(spec.get("attacks"), list):
-        return document
-    return {**document, "spec": {**spec, "attacks": today_specs([str(t) for t in spec["attacks"]])}}
-
-
-def upgrade_attack_texts(root: Path, previous: Any) -> Any:
-    """``previous`` (a run.json) with its attacks as canonical specs, read by what the folder's saved batches ran
-    (:func:`aigrobust.evaluation.specs_as_ran`), so an old folder resumes under the same command and never as a
-    different attack."""
-    from aigrobust.evaluation import specs_as_ran, today_specs
-
-    spec = previous.get("spec") if isinstance(previous, dict) else None
-    texts = spec.get("attacks") if isinstance(spec, dict) else None
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or today_specs(texts) == texts:
-        return previous
-    ran: set[str] = set()
-    for part in sorted((root / PARTS_DIR).rglob("*.csv.gz")):
-        try:
-            ran.update(pd.read_csv(part, usecols=["attack"])["attack"].astype(str).unique())
-        except (OSError, ValueError, EOFError):
-            continue  # a part cut short: the resume recomputes it
-    return {**previous, "spec": {**spec, "attacks": specs_as_ran(texts, sorted(ran))}}
 
 
 class RunFolder:

@@ -154,17 +154,6 @@ def _recorded_seal(folder: Path) -> tuple[dict[str, Any] | None, int | None]:
 RECORD_KEY = [*GROUP, "sample"]  # one row per sample and setting
 
 
-def upgrade_attack_names(records: pd.DataFrame, attack_texts: list[str]) -> pd.DataFrame:
-    """Records whose ``attack`` column holds an attack's short name ('pgd', written before records carried the
-    canonical spec) get the canonical spec of the run's attack of that name; canonical records pass unchanged."""
-    if records.empty or not attack_texts or records["attack"].astype(str).str.contains(":").all():
-        return records
-    from aigrobust.evaluation import canonical_attack_names
-
-    names = canonical_attack_names(attack_texts)
-    return records.assign(attack=records["attack"].map(lambda a: names.get(a, a)))
-
-
 def combine_records(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
     """Concatenate the records of several runs; where two runs hold the same sample under the same setting
     (the key :data:`RECORD_KEY`), the run listed first wins, so no sample counts twice in one figure.
