@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aigrobust.errors import AigrobustError
+from aigrobust.registry import Registry
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
 from attacks.compute_attack import LOSSES as COMPUTE_LOSSES
 from attacks.compute_attack import ComputeInflation, RandomNoise
@@ -85,7 +85,7 @@ class AttackEntry:
         return self.cls(**{**kwargs, **self.fixed})
 
 
-_ATTACKS: dict[str, AttackEntry] = {}
+_ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 
 def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
@@ -98,10 +98,8 @@ def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | 
     canonical specs, the old value, so records written before still read as the attack that made them
     (:func:`short_name_spec`); ``role``: its objective, method and whether it is a control (default: an iterative
     accuracy attack)."""
-    if name in _ATTACKS:
-        raise ValueError(f"attack {name!r} is registered twice")
-    _ATTACKS[name] = AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole(),
-                                 dict(short_name_defaults or {}))
+    _ATTACKS.add(name, AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole(),
+                                 dict(short_name_defaults or {})))
 
 
 def unregister_attack(name: str) -> None:
@@ -200,7 +198,7 @@ def get_attack(name: str, **kwargs: Any) -> Attack:
         attack.spec = canonical_spec(name, kwargs)
         return attack
     if name not in _ATTACKS:
-        close = difflib.get_close_matches(name, list(_ATTACKS), n=3, cutoff=0.5)
+        close = _ATTACKS.close_names(name)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_attacks())}, foolbox:NAME"
         raise UnknownAttackError(f"unknown attack {name!r}{hint}")
     fixed = set(_ATTACKS[name].fixed) & set(kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrobust.errors import AigrobustError
+from aigrobust.registry import Registry
 from defenses.base import AttackerDefenseView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
 from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
@@ -18,16 +19,16 @@ class DefenseEntry:
     example: str = ""
 
 
-_DEFENSES: dict[str, DefenseEntry] = {}
+_DEFENSES: Registry[DefenseEntry] = Registry("defense")
 _CAST_NAMES = {int: "an integer", float: "a number"}
 
 
 def register_defense(name: str, cls: type[Defense], cast: type = int, example: str = "") -> None:
     """Add a defense under ``name`` ('name:VALUE' in specs): the one place the parser, the help texts and the
     catalogue read. A randomised defense says so with ``randomized = True`` on its class (and ``reseed(seed)``)."""
-    if name in _DEFENSES or name == "none":
-        raise ValueError(f"defense {name!r} is registered twice")
-    _DEFENSES[name] = DefenseEntry(cls, cast, example or name)
+    if name == "none":
+        raise ValueError("defense 'none' is the reference every run holds: it cannot be registered")
+    _DEFENSES.add(name, DefenseEntry(cls, cast, example or name))
 
 
 register_defense("jpeg", JPEG, int, "jpeg:75")

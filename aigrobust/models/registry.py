@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aigrobust.datasets import DATASETS  # noqa: F401  (the datasets a model names as its own)
 from aigrobust.errors import UnknownModelError  # noqa: F401  (raised here; defined with every error type)
+from aigrobust.registry import Registry
 
 if TYPE_CHECKING:
     from aigrobust.models.base import ResNetBase
@@ -47,7 +47,7 @@ class ModelInfo:
     torchvision_weights: str | None = None
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+_REGISTRY: Registry[ModelInfo] = Registry("model")
 
 
 def register_model(
@@ -62,10 +62,8 @@ def register_model(
     """Decorator that registers a model constructor under ``name``."""
 
     def decorate(builder: Callable[..., ResNetBase]) -> Callable[..., ResNetBase]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, family, description, input_shape, default_dataset, builder,
-                                    torchvision_weights)
+        _REGISTRY.add(name, ModelInfo(name, family, description, input_shape, default_dataset, builder,
+                                      torchvision_weights))
         return builder
 
     return decorate
@@ -117,7 +115,7 @@ def get_model_info(name: str) -> ModelInfo:
             raise UnknownModelError(f"unknown pretrained tag {tag!r} for {arch}; shipped tags: {shipped}")
         return _REGISTRY[arch]
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        close = _REGISTRY.close_names(name)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
         raise UnknownModelError(f"unknown model {name!r}{hint}")
     return _REGISTRY[name]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from aigrobust.registry import Registry
 from aigrobust.reporting.gate_plots import (
     figure_class_rates,
     figure_efficacy_curve,
@@ -48,7 +49,7 @@ class FigureEntry:
     gated_only: bool = False  # drawn only where the records hold a gated model
 
 
-FIGURES: dict[str, FigureEntry] = {}
+FIGURES: Registry[FigureEntry] = Registry("figure")
 
 
 def register_figure(name: str, caption: str, gated_only: bool = False) -> Callable[[FigureBuilder], FigureBuilder]:
@@ -58,11 +59,10 @@ def register_figure(name: str, caption: str, gated_only: bool = False) -> Callab
     ``name`` is the file name under figures/ and must be new and a plain word (letters, digits, _ and -)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ValueError(f"figure name {name!r} must be letters, digits, _ or -")
-    if name in FIGURES:
-        raise ValueError(f"a figure named {name!r} is already registered")
+    FIGURES.check_free(name)
 
     def add(build: FigureBuilder) -> FigureBuilder:
-        FIGURES[name] = FigureEntry(name, caption, build, gated_only)
+        FIGURES.add(name, FigureEntry(name, caption, build, gated_only))
         return build
 
     return add

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.spec import EPSILON_RESOLUTION
+from aigrobust.registry import Registry
 from attacks.base import LinfDistance
 from attacks.compute_attack import gate_log_odds
 
@@ -241,7 +242,9 @@ class TRADES(PGDTraining):
         return F.cross_entropy(logits_clean.float(), labels) + self.beta * kl
 
 
-INNER_ATTACKS: dict[str, type[InnerAttack]] = {cls.method: cls for cls in (NFGSM, FGSMRS, PGDTraining, TRADES)}
+INNER_ATTACKS: Registry[type[InnerAttack]] = Registry("adversarial training method")
+for _method in (NFGSM, FGSMRS, PGDTraining, TRADES):
+    INNER_ATTACKS.add(_method.method, _method)
 
 
 def _format(value: Any) -> str:
