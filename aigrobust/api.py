@@ -108,7 +108,7 @@ def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], 
                     defense_grads=tuple(defense_grads), early_exit=early_exit)
     from tqdm import tqdm
 
-    with tqdm(total=len(labels) * len(entries), unit="img", leave=False, disable=not progress) as bar:
+    with tqdm(total=len(labels) * len(entries), unit="img", disable=not progress) as bar:
         run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size,
                              device=device, on_batch=lambda _model, n: bar.update(n))
     full_flops = {e.name: float(e.model.flop_profile(tuple(images.shape[1:])).full) for e in entries}

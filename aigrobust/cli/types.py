@@ -115,8 +115,8 @@ class CheckpointType(click.ParamType):
 
 
 class LazyHelpOption(click.Option):
-    """An option whose help text is computed when it is first read (from a registry that imports torch), so that
-    loading the command line stays fast; ``--help`` and the generated reference read it alike."""
+    """An option whose help text is computed when it is read (from a registry that imports torch), so that loading
+    the command line stays fast; ``--help`` and the generated reference read it alike."""
 
     def __init__(self, *args: Any, help_from: Any = None, **kwargs: Any) -> None:
         self._help_from = help_from
@@ -125,9 +125,8 @@ class LazyHelpOption(click.Option):
 
     @property  # type: ignore[override]
     def help(self) -> str | None:
-        if self._help_text is None and self._help_from is not None:
-            self._help_text = self._help_from()
-        return self._help_text
+        # computed at each reading: a part registered after the command line was built shows too
+        return self._help_from() if self._help_from is not None else self._help_text
 
     @help.setter
     def help(self, value: str | None) -> None:
