@@ -98,7 +98,6 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     """
     import torch
 
-    from aigrobust.models.factory import create_model
     from aigrobust.models.registry import get_model_info
     from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
     from aigrobust.training.loop import train
@@ -117,13 +116,8 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     rank, world = rank_and_world(inputs.device(device))
     recipe = training_inputs.recipe(info.default_dataset, batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay,
                            schedule=schedule)
-    early_exit = hasattr(create_model(model_name), "calibrate_exits")
-    if exits_only and not early_exit:
-        raise BadInput(f"--exits-only trains an early-exit network's exits; {model_name} has none")
-    if val_samples is None:
-        val_samples = 1000 if inner is not None or early_exit else 0
-    if early_exit and val_samples == 0:
-        raise BadInput(f"{model_name} calibrates its exit threshold on held-out images: give --val-samples N > 0")
+    val_samples = training_inputs.held_out_count(model_name, val_samples, adversarial=inner is not None,
+                                                 exits_only=exits_only)
     # a source that does not fit is refused before the data is read (a resume takes its weights from its state)
     if init not in (None, "torchvision") and not (resume and (out_dir / STATE_FILE).exists()):
         _refuse_unfit_source(model_name, kwargs, init)

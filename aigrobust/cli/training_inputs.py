@@ -122,3 +122,18 @@ def check_adversarial_options(model_name: str, adversarial: str | None, compute_
     if given and inner.compute == 0:
         raise BadInput("--compute-penalty applies to compute-attacked batches: add compute=W to --adversarial")
     return inner.spec
+
+
+def held_out_count(model_name: str, val_samples: int | None, adversarial: bool, exits_only: bool) -> int:
+    """How many training images to hold out: as given, else 1000 where validation needs them (adversarial training;
+    an early-exit network, whose threshold is calibrated on them), else none; refuses --exits-only without exits."""
+    from aigrobust.models.factory import create_model
+
+    early_exit = hasattr(create_model(model_name), "calibrate_exits")
+    if exits_only and not early_exit:
+        raise BadInput(f"--exits-only trains an early-exit network's exits; {model_name} has none")
+    if val_samples is None:
+        val_samples = 1000 if adversarial or early_exit else 0
+    if early_exit and val_samples == 0:
+        raise BadInput(f"{model_name} calibrates its exit threshold on held-out images: give --val-samples N > 0")
+    return val_samples

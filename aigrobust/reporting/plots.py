@@ -67,6 +67,25 @@ def _curve(ax: Any, grid: list[float], curve: pd.DataFrame, scale: float, band: 
         style = {**style, "label": None}
 
 
+def _model_curves(ax: Any, grid: list[float], mine: pd.DataFrame, scale: float, colour: Any, band: str) -> bool:
+    """One model's curves in one panel: its worst case bold with its band, each single attack faint (where several
+    ran); returns whether faint curves were drawn."""
+    if mine["gate_grad"].nunique() > 1:  # a dynamic model run under several gate gradients: the worst over them
+        mine = mine[mine["gate_grad"] == WORST]
+    singles = [a for a in dict.fromkeys(mine["attack"]) if a != WORST]
+    worst = mine[mine["attack"] == WORST] if len(singles) > 1 else mine[mine["attack"] == singles[0]]
+    if len(singles) > 1:
+        # the worst case only where several attacks ran at that epsilon (not a zig-zag over FGSM alone)
+        counts = mine[mine["attack"] != WORST].groupby("epsilon")["attack"].nunique()
+        worst = worst[worst["epsilon"].isin(set(counts.index[counts > 1]) | {0.0})]
+        for attack in singles:
+            _curve(ax, grid, mine[mine["attack"] == attack], scale, color=colour, linewidth=0.8, alpha=0.3,
+                   markersize=2, label=None)
+    _curve(ax, grid, worst, scale, band=band, color=colour, linewidth=2.0, markersize=3.5,
+           label=str(mine["model"].iloc[0]))
+    return len(singles) > 1
+
+
 def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     """Robust accuracy versus epsilon: one panel per defense setting that was run, one colour per model; each
     model's worst case bold with its 95% band, its single attacks faint; no line across an epsilon a curve did not
@@ -95,23 +114,9 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
         panel = data[(data["defense"] == defense) & (data["defense_grad"] == grad)]
         for model in models:
             mine = panel[panel["model"] == model]
-            if mine.empty:
-                continue
-            # a gated model run under several gate gradients: its worst case over them
-            if mine["gate_grad"].nunique() > 1:
-                mine = mine[mine["gate_grad"] == WORST]
-            singles = [a for a in dict.fromkeys(mine["attack"]) if a != WORST]
-            worst = mine[mine["attack"] == WORST] if len(singles) > 1 else mine[mine["attack"] == singles[0]]
-            if len(singles) > 1:
-                # the worst case only where several attacks ran at that epsilon (not a zig-zag over FGSM alone)
-                counts = mine[mine["attack"] != WORST].groupby("epsilon")["attack"].nunique()
-                worst = worst[worst["epsilon"].isin(set(counts.index[counts > 1]) | {0.0})]
-                for attack in singles:
-                    _curve(ax, grid, mine[mine["attack"] == attack], scale,
-                           color=colours[model], linewidth=0.8, alpha=0.3, markersize=2, label=None)
-                    faint_drawn = True
-            _curve(ax, grid, worst, scale, band=f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}",
-                   color=colours[model], linewidth=2.0, markersize=3.5, label=str(model))
+            if not mine.empty:
+                faint_drawn |= _model_curves(ax, grid, mine, scale, colours[model],
+                                             f"band-{_svg_id(model)}-{_svg_id(defense)}-{_svg_id(grad)}")
         ax.set_title("no defense" if defense == "none" else f"{defense} ({grad})", fontsize=9)
         ax.set_xlabel("epsilon (/255, Linf)" if norm == "linf" else "epsilon (L2, [0, 1] pixels)")
         ax.set_ylabel("robust accuracy % (worst case)")

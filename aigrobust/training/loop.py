@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from aigrobust.data import ArrayDataset
 from aigrobust.evaluation.clean_accuracy import evaluate_clean
@@ -48,7 +48,9 @@ from aigrobust.training.state import (
     save_epoch,
     save_state,
     start_or_resume,
+    update_average,
 )
+from aigrobust.training.validation import calibrate_exits
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ def _epoch_record(loop: _EpochRunner, run: Run, heldout: ArrayDataset | None, de
     accuracy, execution rates and FLOPs. An early-exit network's threshold is calibrated on the held-out images
     first, so that the figures (and the checkpoints) describe the network as it will be deployed."""
     if heldout is not None and hasattr(run.published, "calibrate_exits"):
-        _calibrate_exits(run, heldout, loop.config.exit_accuracy_loss, device)
+        calibrate_exits(run.published, run.model, heldout, loop.config.exit_accuracy_loss, device)
     if loop.inner is not None and heldout is not None:
         robust = _robust_figures(run, heldout, loop.inner.eps, device, loop.config.seed)
         evaluation = None
@@ -170,14 +172,6 @@ def _epoch_record(loop: _EpochRunner, run: Run, heldout: ArrayDataset | None, de
         heldout_top5=evaluation.top5_accuracy if evaluation else None,
         **robust,
     )
-
-
-def _calibrate_exits(run: Run, heldout: ArrayDataset, accuracy_loss: float, device: torch.device) -> None:
-    """Set the exits' threshold on the held-out images; the trained model takes the published one's."""
-    images = torch.from_numpy(np.ascontiguousarray(heldout.images)).permute(0, 3, 1, 2).float().div_(255.0)
-    labels = torch.from_numpy(heldout.labels.astype(np.int64))
-    threshold = run.published.calibrate_exits(images.to(device), labels.to(device), accuracy_loss)  # type: ignore[operator]
-    run.model.exit_threshold.fill_(threshold)  # type: ignore[union-attr]
 
 
 def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
@@ -321,7 +315,7 @@ class _EpochRunner:
         loss.backward()
         self.run.optimizer.step()
         if self.run.ema_model is not None:
-            _update_average(self.run.ema_model, self.run.model, float(config.ema))  # type: ignore[arg-type]
+            update_average(self.run.ema_model, self.run.model, float(config.ema))  # type: ignore[arg-type]
         tally.loss += float(loss.detach()) * len(y)
         tally.rate += float(rate_loss.detach()) * len(y)
         tally.correct += int((logits.detach().argmax(1) == y).sum())
@@ -378,15 +372,6 @@ class _EpochRunner:
         executed = (gate_values[:, self.gated_cols] * costs).sum(1) / costs.sum()
         target = (targets[: len(self.gated_cols)] * costs).sum() / costs.sum()
         return (F.relu(executed - target) ** 2).mean()
-
-
-def _update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
-    """average <- decay * average + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
-    with torch.no_grad():
-        for a, p in zip(average.parameters(), model.parameters()):
-            a.lerp_(p, 1.0 - decay)
-        for a, b in zip(average.buffers(), model.buffers()):
-            a.copy_(b)
 
 
 class _TrainStep(torch.nn.Module):

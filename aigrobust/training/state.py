@@ -294,3 +294,12 @@ def checkpoint_metadata(config: TrainConfig, data_meta: Mapping[str, Any], recor
         "recipe": config.as_dict(),
         "torch": torch.__version__,
     }
+
+
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
+    with torch.no_grad():
+        for a, p in zip(average.parameters(), model.parameters()):
+            a.lerp_(p, 1.0 - decay)
+        for a, b in zip(average.buffers(), model.buffers()):
+            a.copy_(b)

@@ -4,8 +4,11 @@ gate's execution rate on the clean and on the attacked images (routing collapse 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from aigrobust.evaluation.clean_accuracy import iterate_batches
@@ -67,3 +70,13 @@ def validate_robust(model: ResNetBase, dataset: Dataset, eps: float, batch_size:
         clean_execution_rates=tuple(round(float(v) / n, 4) for v in clean_open),
         adversarial_execution_rates=tuple(round(float(v) / n, 4) for v in adv_open),
         clean_flops_ratio=clean_flops / n / full, adversarial_flops_ratio=adv_flops / n / full)
+
+
+def calibrate_exits(published: nn.Module, trained: nn.Module, heldout: Any, accuracy_loss: float,
+                    device: torch.device) -> None:
+    """Set an early-exit network's threshold on the held-out images (``published``: the network the figures and
+    checkpoints describe, the weight average where one is kept); the trained network takes the same threshold."""
+    images = torch.from_numpy(np.ascontiguousarray(heldout.images)).permute(0, 3, 1, 2).float().div_(255.0)
+    labels = torch.from_numpy(heldout.labels.astype(np.int64))
+    threshold = published.calibrate_exits(images.to(device), labels.to(device), accuracy_loss)  # type: ignore[operator]
+    trained.exit_threshold.fill_(threshold)  # type: ignore[operator]
