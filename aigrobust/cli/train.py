@@ -99,18 +99,14 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     import torch
 
     from aigrobust.models.registry import get_model_info
-    from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
-    from aigrobust.training.loop import train
+    from aigrobust.training.config import STATE_FILE, TrainConfig
 
     if threads is not None:
         torch.set_num_threads(threads)
     known_models([model_name])
     training_inputs.check_gate_options(model_name)
     training_inputs.check_start_options(model_name, init, shortcut)
-    inner = training_inputs.check_adversarial_options(model_name, adversarial, compute_penalty)
-    if inner is None and inner_network != "training":
-        raise BadInput(f"--inner-network {inner_network} chooses what --adversarial's attack runs on: give "
-                       "--adversarial METHOD")
+    inner = training_inputs.check_adversarial_options(model_name, adversarial, compute_penalty, inner_network)
     info = get_model_info(model_name)
     kwargs: dict[str, Any] = {k: v for k, v in (("target_rate", target_rate), ("shortcut", shortcut)) if v is not None}
     rank, world = rank_and_world(inputs.device(device))
@@ -132,9 +128,18 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
                              exits_only=exits_only, exit_accuracy_loss=exit_accuracy_loss, **recipe)
     except ValueError as err:
         raise BadInput(str(err)) from None
-    bar, on_batch, on_epoch = _progress(config.epochs, batch_size, rank)
+    _run_training(config, train_data, heldout, out_dir, resume, checkpoint_every, rank, world)
+
+
+def _run_training(config: Any, train_data: Any, heldout: Any, out_dir: Path, resume: bool, checkpoint_every: int,
+                  rank: int, world: int) -> None:
+    """Train with a progress bar; a training or checkpoint error is one line (a full disk: main() says it)."""
+    from aigrobust.training.config import TrainingError
+    from aigrobust.training.loop import train
+
+    bar, on_batch, on_epoch = _progress(config.epochs, config.batch_size, rank)
     try:
-        result = train(config, train_data, out_dir, heldout=heldout, resume=resume,  # type: ignore[arg-type]
+        result = train(config, train_data, out_dir, heldout=heldout, resume=resume,
                        on_batch=on_batch, on_epoch=on_epoch, checkpoint_every=checkpoint_every)
     except (TrainingError, CheckpointError, OSError) as err:
         if isinstance(err, OSError) and err.errno in DISK_ERRORS:

@@ -101,14 +101,19 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
     return train_data, heldout
 
 
-def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float) -> str | None:
+def check_adversarial_options(model_name: str, adversarial: str | None, compute_penalty: float,
+                              inner_network: str = "training") -> str | None:
     """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
-    compute=W for a model without gates, or --compute-penalty without a compute attack to apply it to."""
+    compute=W for a model without gates, --compute-penalty without a compute attack to apply it to, or
+    --inner-network without an attack to run."""
     from aigrobust.models.factory import create_model
     from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
     given = given_on_command_line("compute_penalty")
     if adversarial is None:
+        if inner_network != "training":
+            raise BadInput(f"--inner-network {inner_network} chooses what --adversarial's attack runs on: give "
+                           "--adversarial METHOD")
         if given:
             raise BadInput("--compute-penalty applies to compute-attacked batches: give --adversarial METHOD:compute=W")
         return None
