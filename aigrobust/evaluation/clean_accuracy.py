@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -66,44 +67,53 @@ def evaluate_clean(
     """Accuracy and gate statistics of ``model`` on ``dataset`` in eval mode with ``gate_mode``."""
     was_training = model.training
     model.eval()
-    num_classes = model.num_classes
-    correct = 0
-    top5 = 0
-    total = 0
-    decisions_sum: Tensor | None = None
-    per_class_sum = torch.zeros(num_classes, model.num_blocks, dtype=torch.float64)
-    per_class_count = torch.zeros(num_classes, dtype=torch.float64)
-    flops_sum = 0.0
-    full = 0.0
+    sums = _CleanSums(model.num_classes, model.num_blocks)
     try:
         with torch.inference_mode(), model.gate_settings(mode=gate_mode):
             for images, labels in iterate_batches(dataset, batch_size):
                 images, labels = images.to(device), labels.to(device)
                 logits, trace = model.forward_with_gates(images)
-                full = model.flop_profile(tuple(images.shape[1:])).full
-                correct += int((logits.argmax(1) == labels).sum())
-                top5 += int((logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1).sum())
-                total += int(labels.numel())
-                d = trace.decisions.double().cpu()
-                decisions_sum = d.sum(0) if decisions_sum is None else decisions_sum + d.sum(0)
-                per_class_sum.index_add_(0, labels.cpu(), d)
-                per_class_count += torch.bincount(labels.cpu(), minlength=num_classes).double()
-                flops_sum += float(trace.flops.sum())
+                sums.full = model.flop_profile(tuple(images.shape[1:])).full
+                sums.add(logits, trace, labels)
                 if on_batch is not None:
                     on_batch(int(labels.numel()))
     finally:
         model.train(was_training)
-    if total == 0:
+    if sums.total == 0:
         raise ValueError("cannot evaluate on an empty dataset")
-    assert decisions_sum is not None
-    per_class = per_class_sum / per_class_count.clamp_min(1).unsqueeze(1)
+    total = sums.total
+    per_class = sums.per_class / sums.per_class_count.clamp_min(1).unsqueeze(1)
     return CleanEvaluation(
         n_samples=total,
-        accuracy=correct / total,
-        execution_rates=tuple(float(v) for v in decisions_sum / total),
-        mean_flops=flops_sum / total,
-        full_flops=full,
+        accuracy=sums.correct / total,
+        execution_rates=tuple(float(v) for v in sums.decisions / total),
+        mean_flops=sums.flops / total,
+        full_flops=sums.full,
         gate_mode=str(GateMode(gate_mode)),
         per_class_execution=tuple(tuple(float(v) for v in row) for row in per_class),
-        top5_accuracy=top5 / total,
+        top5_accuracy=sums.top5 / total,
     )
+
+
+class _CleanSums:
+    """Running sums of :func:`evaluate_clean` over batches."""
+
+    def __init__(self, num_classes: int, num_blocks: int) -> None:
+        self.num_classes = num_classes
+        self.correct = self.top5 = self.total = 0
+        self.decisions = torch.zeros(num_blocks, dtype=torch.float64)
+        self.per_class = torch.zeros(num_classes, num_blocks, dtype=torch.float64)
+        self.per_class_count = torch.zeros(num_classes, dtype=torch.float64)
+        self.flops = 0.0
+        self.full = 0.0
+
+    def add(self, logits: Tensor, trace: Any, labels: Tensor) -> None:
+        """One batch's logits, trace and labels."""
+        self.correct += int((logits.argmax(1) == labels).sum())
+        self.top5 += int((logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1).sum())
+        self.total += int(labels.numel())
+        d = trace.decisions.double().cpu()
+        self.decisions += d.sum(0)
+        self.per_class.index_add_(0, labels.cpu(), d)
+        self.per_class_count += torch.bincount(labels.cpu(), minlength=self.num_classes).double()
+        self.flops += float(trace.flops.sum())
