@@ -19,6 +19,15 @@ def rank_and_world(device: Any) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def joined_rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the process group already joined; (0, 1) where none was."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def barrier(world: int) -> None:
     """Wait for every rank (a no-op for one process)."""
     if world > 1:

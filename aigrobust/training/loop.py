@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aigrobust.data import ArrayDataset
+from aigrobust.distributed import joined_rank_and_world
 from aigrobust.evaluation.clean_accuracy import evaluate_clean
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import save_checkpoint
@@ -210,7 +211,7 @@ class _EpochRunner:
         self.labels = torch.from_numpy(train_data.labels.astype(np.int64))
         self.n_samples = len(self.labels)
         self.steps_per_epoch = math.ceil(self.n_samples / config.batch_size)
-        self.rank, self.world = _rank_world()
+        self.rank, self.world = joined_rank_and_world()
         model = run.model
         self.step_module: torch.nn.Module = _TrainStep(model)
         self.augment_generator = run.data_generator
@@ -265,11 +266,9 @@ class _EpochRunner:
                    for s in range(first_step, self.steps_per_epoch)]
         return iter(streaming_loader(self.dataset, batch_sampler=batches, seed=self.config.seed * 1_000_003 + epoch))
 
-    def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally,
-              streamed: tuple[Tensor, Tensor] | None = None) -> float:
-        """One optimiser step on the batch at ``step`` of ``order`` (or the ``streamed`` batch a DataLoader read for
-        it); adds to ``tally``; returns the learning rate."""
-        config, device = self.config, self.device
+    def _batch(self, step: int, order: Tensor, streamed: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """The images and labels of ``step`` (this rank's share, augmented), on the device in the step's layout."""
+        config = self.config
         if streamed is not None:
             x, y = streamed
         else:
@@ -279,9 +278,17 @@ class _EpochRunner:
             x, y = self.images[idx].float().div_(255.0), self.labels[idx]
             if config.augment:
                 x = augment_batch(x, self.augment_generator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _step(self, epoch: int, step: int, order: Tensor, tally: EpochTally,
+              streamed: tuple[Tensor, Tensor] | None = None) -> float:
+        """One optimiser step on the batch at ``step`` of ``order`` (or the ``streamed`` batch a DataLoader read for
+        it); adds to ``tally``; returns the learning rate."""
+        config, device = self.config, self.device
+        x, y = self._batch(step, order, streamed)
         position, total_steps = epoch * self.steps_per_epoch + step, self.steps_per_epoch * config.epochs
         lr = learning_rate(config, position, total_steps)
         for group in self.run.optimizer.param_groups:
@@ -385,13 +392,5 @@ class _TrainStep(torch.nn.Module):
         logits, trace = self.model.forward_with_gates(x)
         extra = self.model.auxiliary_loss(trace, labels) if labels is not None else None
         return logits, trace.gate_values, trace.decisions, extra
-
-
-def _rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
