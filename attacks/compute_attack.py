@@ -207,22 +207,14 @@ class ComputeInflation(Attack):
         checkpoints = set(apgd_checkpoints(self.steps)[1:]) if apgd else set()
         previous = x.clone()
         improved_since = torch.zeros(len(x0), device=x0.device)
-        last_check, best_sur_at_check = 0, best_sur.clone()
-        step_at_check = step.clone()
+        last_check, best_sur_at_check, step_at_check = 0, best_sur.clone(), step.clone()
         active = torch.arange(len(x0), device=x0.device)  # rows still attacked (early exit once all gates open)
         for k in range(self.steps):
             xa = x[active]
             grad, _ = self.direction(source, xa, labels[active], costs)
             view = (-1,) + (1,) * (x.dim() - 1)
-            if adam:
-                moment1[active] = 0.9 * moment1[active] + 0.1 * grad
-                moment2[active] = 0.999 * moment2[active] + 0.001 * grad * grad
-                ratio = (moment1[active] / (1 - 0.9 ** (k + 1))) / (
-                    (moment2[active] / (1 - 0.999 ** (k + 1))).sqrt() + 1e-12)
-                # Linf: Adam's per-pixel step as it is; L2: its direction, scaled to the step length
-                update = ratio if self.distance.name == "linf" else self.distance.ascent_direction(ratio)
-            else:
-                update = self.distance.ascent_direction(grad)
+            update = (self._adam_update(grad, k, active, moment1, moment2) if adam
+                      else self.distance.ascent_direction(grad))
             z = self.clip(x0[active], xa + step[active].view(view) * update, eps)
             if apgd and k > 0:
                 z = self.clip(x0[active], xa + 0.75 * (z - xa) + 0.25 * (xa - previous[active]), eps)
@@ -245,12 +237,19 @@ class ComputeInflation(Attack):
                 x = torch.where(stalled.view((-1,) + (1,) * (x.dim() - 1)), best, x)  # restart from the best point
                 improved_since.zero_()
                 last_check, best_sur_at_check = k + 1, best_sur.clone()
-            all_open = trace.decisions.all(1)
-            if not self.keep_label and bool(all_open.any()):
+            if not self.keep_label and bool((all_open := trace.decisions.all(1)).any()):
                 active = active[~all_open]
                 if len(active) == 0:
                     break
         return best, best_score, best_sur
+
+    def _adam_update(self, grad: Tensor, k: int, active: Tensor, moment1: Tensor, moment2: Tensor) -> Tensor:
+        """Adam's normalised step at iteration ``k`` for the ``active`` rows (their moments updated in place)."""
+        moment1[active] = 0.9 * moment1[active] + 0.1 * grad
+        moment2[active] = 0.999 * moment2[active] + 0.001 * grad * grad
+        ratio = (moment1[active] / (1 - 0.9 ** (k + 1))) / ((moment2[active] / (1 - 0.999 ** (k + 1))).sqrt() + 1e-12)
+        # Linf: Adam's per-pixel step as it is; L2: its direction, scaled to the step length
+        return ratio if self.distance.name == "linf" else self.distance.ascent_direction(ratio)
 
     def succeeded(self, model: Model, inputs: Tensor, clipped: Tensor, labels: Tensor) -> Tensor:
         deployed = _gated(model)
