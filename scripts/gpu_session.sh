@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The long runs, in order of value, for a GPU allocation of any length (issue 34). Run after scripts/gpu_check.sh.
+# The long runs, in order of value, for a GPU allocation of any length. Run after scripts/gpu_check.sh.
 #   bash scripts/gpu_session.sh RESULTS_DIR [DATA_DIR]
 # DATA_DIR (default ../shared/data) holds cifar10_train_jpeg75.npz and cifar10_test_sample.npz. Every run writes
 # its checkpoints, log and records under RESULTS_DIR as it goes and resumes from there with --resume, so whatever
 # minute the job is killed, what finished is kept and the rest continues on any machine (a CPU too):
-#   1-3. robust training (issue 29): resnet20.at, aig20.at, aig20.at_compute, 30 epochs of N-FGSM at 8/255, one-cycle
+#   1-3. robust training: resnet20.at, aig20.at, aig20.at_compute, 30 epochs of N-FGSM at 8/255, one-cycle
 #        (the recipe of reports/cifar10-robust/training), checkpoint every 50 steps;
 #   4.   the standard suite (APGD-CE, APGD-T, FAB-T, Square) at 8/255 on the 1000 test images, each trained model;
 #   5.   the strongest compute attack on the gated ones at 2/255 and 8/255.

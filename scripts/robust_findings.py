@@ -215,7 +215,7 @@ class RobustFindings:
              f"<= 1.05x under the compute attack; within 3 points of {m.gated_at} ({points(gap_compute)})",
              compute_status],
         ]
-        return ["## The issue's goals", "",
+        return ["## The goals", "",
                 "Robust accuracy under AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square-5000; exact gate "
                 f"gradients) at 8/255; FLOPs per image as a share of {m.plain_at}'s; the compute attack "
                 "(compute-inflation, today's defaults) at 8/255 on the images its run holds.", "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CIFAR-10 study (issue 6), end to end, with the project's own commands. Every step resumes where it stopped.
+# The CIFAR-10 study, end to end, with the project's own commands. Every step resumes where it stopped.
 #   1. train resnet20 and aig20 (target rate 0.7), same recipe and budget (about 2 min per epoch each on 2 cores)
 #   2. ship their weights as pretrained entries (skipped where shipped already, unless RETRAIN=1)
 #   3. attack our models and the external akamaster resnet20/resnet56 on the 1000 real test images
@@ -94,7 +94,7 @@ stage standard-jpeg && run_attack "$RUNS/standard-jpeg-aig20-surrogates" --check
 # attacks on the gates themselves
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/gates" --checkpoint aig20=aigrobust/pretrained/aig20.safetensors "${DATA_ARGS[@]}" --gate-grad all \
   --attack gate-flip --attack compute-inflation --attack compute-inflation-keep-label --eps 2/255 --eps 8/255
-# the compute attack at full strength (issue 30) beside its control, random noise of the same norm; and one universal
+# the compute attack at full strength beside its control, random noise of the same norm; and one universal
 # perturbation fitted on training images, judged on unseen test images
 stage attacks && [[ " $PAIRS " == *" ours "* ]] && run_attack "$RUNS/compute" --model aig20 "${DATA_ARGS[@]}" \
   --attack compute-inflation --attack random-noise --eps 2/255 --eps 8/255
