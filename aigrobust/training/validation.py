@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -76,7 +75,6 @@ def calibrate_exits(published: nn.Module, trained: nn.Module, heldout: Any, accu
                     device: torch.device) -> None:
     """Set an early-exit network's threshold on the held-out images (``published``: the network the figures and
     checkpoints describe, the weight average where one is kept); the trained network takes the same threshold."""
-    images = torch.from_numpy(np.ascontiguousarray(heldout.images)).permute(0, 3, 1, 2).float().div_(255.0)
-    labels = torch.from_numpy(heldout.labels.astype(np.int64))
+    images, labels = heldout.tensors()
     threshold = published.calibrate_exits(images.to(device), labels.to(device), accuracy_loss)  # type: ignore[operator]
     trained.exit_threshold.fill_(threshold)  # type: ignore[operator]
