@@ -520,3 +520,23 @@ def test_random_option_values_get_only_documented_exit_codes(tmp_path: Path) -> 
             raise AssertionError((command, option, value, repr(result.exception)))
 
     check()
+
+
+@pytest.mark.parametrize(("network", "after"), [("build_failing_soon", "was removed"),
+                                                ("build_failing_late", "with --resume")])
+def test_a_run_that_fails_later_says_whether_resume_or_a_rerun_continues(synthetic_npz_dir: Path, tmp_path: Path,
+                                                                         network: str, after: str) -> None:
+    """A user network raising mid-run ended in a traceback and left a folder that refused the rerun."""
+    out = tmp_path / "run"
+    args = ["attack", "--data-dir", str(synthetic_npz_dir), "--eps", "4/255", "--attack", "pgd:steps=5",
+            "--n-samples", "40", "--batch-size", "4", "--out", str(out), "--model-code", f"tests.user_nets:{network}"]
+    result = CliRunner().invoke(cli, args)
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(lines) == 1 and "a bug in the user's forward" in lines[0] and after in lines[0], result.output
+    if after == "was removed":
+        assert not out.exists()
+    else:
+        assert any(out.joinpath(".parts").rglob("*.csv.gz"))
+        again = CliRunner().invoke(cli, [*args, "--resume"])
+        assert again.exit_code == 1 and "with --resume" in again.output, again.output

@@ -143,3 +143,29 @@ def build_branchy() -> nn.Module:
             net.classifiers[1](torch.zeros(1, 8 * 4 * 4))
     segment = float(counter.get_total_flops())
     return EarlyExitAdapter(net, [segment, segment], threshold=0.5, name="branchy-style")
+
+
+class FailsAfter(SmallNet):
+    """A network whose code raises after a number of calls, as a user's bug deep into a run would."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls_left = calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls_left -= 1
+        if self.calls_left < 0:
+            raise RuntimeError("a bug in the user's forward")
+        return super().forward(x)
+
+
+def build_failing_soon() -> nn.Module:
+    """Passes the fit check's two clean passes, then fails in the first attack step."""
+    torch.manual_seed(0)
+    return FailsAfter(calls=3)
+
+
+def build_failing_late() -> nn.Module:
+    """Fails after a few batches of the run have been saved."""
+    torch.manual_seed(0)
+    return FailsAfter(calls=40)

@@ -33,6 +33,7 @@ from aigrobust.cli.types import (
     LazyHelpOption,
     OneLineErrors,
     ParsedSpec,
+    RunStopped,
 )
 from aigrobust.cli.universal import universal_command
 from aigrobust.datasets import DATASETS
@@ -235,7 +236,32 @@ def _attack_into(folder: Any, entries: list[Any], spec: Any, data: Any, batch_si
                                     bar.set_description_str, reuse=earlier_runs)
     except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
         raise BadInput(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - any other error ends the run with what its folder keeps
+        if (isinstance(err, OSError) and err.errno in DISK_ERRORS) or os.environ.get("AIGROBUST_TRACEBACK"):
+            raise
+        raise RunStopped(_stopped_line(err, folder)) from None
     return None if records is None else seal(folder, records, entries, spec, data, device)
+
+
+def _stopped_line(err: BaseException, folder: Any) -> str:
+    """What stopped a run (the error, and the innermost line of code it came from) and what its folder now keeps:
+    its finished units, which ``--resume`` continues from; a folder this command made and saved nothing into is taken
+    away, so that the same command runs again."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    if folder.discard_if_unused():
+        keeps = f"nothing was saved and {folder.root} was removed: fix the cause, then run the same command again"
+    elif folder.saved_work():
+        keeps = (f"{folder.root} keeps its {folder.saved_work()} finished parts: fix the cause, then run the same "
+                 "command with --resume to continue")
+    else:
+        keeps = (f"{folder.root} (there before this command) holds no finished part: fix the cause, then run the same "
+                 "command with --resume")
+    message = str(err).strip().splitlines()[0] if str(err).strip() else "(no message)"
+    return (f"the run stopped on {type(err).__name__}: {message}{where}; {keeps} "
+            "(AIGROBUST_TRACEBACK=1 shows the traceback)")
 
 
 def _show_sealed(sealed: Any, spec: Any, table: str, out_dir: Path) -> None:

@@ -21,6 +21,13 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class RunStopped(click.ClickException):
+    """A run that began and then stopped on an error (in the network's code, say): one line saying what stopped it
+    and what its folder keeps, exit 1."""
+
+    exit_code = 1
+
+
 class FiniteFloatRange(click.FloatRange):
     """click's FloatRange, refusing nan and inf (which compare False with every bound and would pass it)."""
 

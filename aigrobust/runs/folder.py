@@ -68,6 +68,7 @@ class RunFolder:
         self.spec = canonical_document({k: v for k, v in spec.items() if k != INTEGRITY_KEY})
         # what computes the units this process saves (set by the caller; floats differ between devices)
         self.made_on = "unrecorded device"
+        self.made_here = not self.root.exists()  # this process made the folder: it may take it away again
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if not lock:  # the writer's lock proves the folder writable; a rank without it probes
@@ -116,6 +117,20 @@ class RunFolder:
                                  "--resume needs the same command")
         for debris in self.root.rglob(".*.tmp"):  # temporary files of writes a kill cut short
             debris.unlink(missing_ok=True)
+
+    def saved_work(self) -> int:
+        """How many finished batches and units the folder holds (what ``--resume`` would continue from)."""
+        parts = self.root / PARTS_DIR
+        return len(list(parts.glob("*/batch-*.csv.gz"))) + len(list(parts.glob("*/*/*.csv.gz"))) if parts.is_dir() else 0
+
+    def discard_if_unused(self) -> bool:
+        """Take away a folder this process made and nothing was saved into (a run that stopped before its first unit),
+        so that a rerun starts afresh; True if it was taken away. A folder that existed before is left as it was."""
+        if not self.made_here or self.saved_work():
+            return False
+        self.release()
+        shutil.rmtree(self.root, ignore_errors=True)
+        return not self.root.exists()
 
     def release(self) -> None:
         """Drop the folder's lock (also at interpreter exit)."""
