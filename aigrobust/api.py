@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
 from aigrobust.evaluation.fit import channels_last_hint, check_fit, declared_input_shape
 from aigrobust.evaluation.metrics import WORST, summarize
+from aigrobust.models.folding import why_not_foldable
 from attacks import attack_from_spec
 from attacks.base import validate_inputs
 
@@ -51,7 +52,7 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
              epsilons: Sequence[float | str] = (8 / 255,), defenses: Sequence[str] = ("none",),
              defense_grads: Sequence[str] = ("oblivious", "bpda", "diff"), gate_grads: Sequence[str] = ("exact",),
              gate_mode: str = "hard", seed: int = 0, batch_size: int = 256, early_exit: bool = False,
-             device: torch.device | str = "cpu", progress: bool = False) -> Summary:
+             device: torch.device | str = "cpu", progress: bool = False, fold_batchnorm: bool = False) -> Summary:
     """Attack ``models`` on ``images`` (float (N, C, H, W) in [0, 1]) with ``labels`` at every epsilon.
 
     ``models``: a model, a registered name (its shipped or torchvision weights), or several as a list or as a
@@ -59,7 +60,8 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     (``"pgd:steps=20"``, ``"jpeg:75"``); epsilons may be numbers or fractions (``"8/255"``). Bad input raises
     ``ValueError`` naming it, before any attack runs. Your modules are evaluated in eval mode and left in the mode
     they were given in. ``progress=True`` shows the command line's progress bar (images done, over every model) on
-    standard error.
+    standard error. ``fold_batchnorm=True`` attacks copies of aigrobust's own networks with their BatchNorm folded
+    into the convolutions (faster; outcomes agree, records not bit for bit those of an unfolded run).
 
     >>> import torch, aigrobust
     >>> x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
@@ -72,7 +74,8 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     try:
         return _evaluate(models, images, labels, attacks=attacks, epsilons=epsilons, defenses=defenses,
                          defense_grads=defense_grads, gate_grads=gate_grads, gate_mode=gate_mode, seed=seed,
-                         batch_size=batch_size, early_exit=early_exit, device=device, progress=progress)
+                         batch_size=batch_size, early_exit=early_exit, device=device, progress=progress,
+                         fold_batchnorm=fold_batchnorm)
     finally:
         for module, training in modes:  # the caller's modules as they came, whatever happened
             module.training = training
@@ -80,7 +83,8 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
 
 def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], epsilons: Sequence[float | str],
               defenses: Sequence[str], defense_grads: Sequence[str], gate_grads: Sequence[str], gate_mode: str,
-              seed: int, batch_size: int, early_exit: bool, device: torch.device | str, progress: bool) -> Summary:
+              seed: int, batch_size: int, early_exit: bool, device: torch.device | str, progress: bool,
+              fold_batchnorm: bool = False) -> Summary:
     """:func:`evaluate` once the caller's modules' modes are saved."""
     if isinstance(epsilons, (str, float, int)) or not len(epsilons):
         raise ValueError("give epsilons as a non-empty list, e.g. [8/255] (0 is added as the clean reference)")
@@ -100,12 +104,15 @@ def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], 
     for entry in entries:
         _check_declared_input(entry, images)
         check_fit(entry.name, entry.model, images, labels, deterministic=gate_mode != "stochastic")
+        why = why_not_foldable(entry.model) if fold_batchnorm else None
+        if why is not None:
+            raise ValueError(f"fold_batchnorm: {entry.name}: {why}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # the spec parses every attack and defense once, here, so a bad one fails before the first batch
     spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
-                    defense_grads=tuple(defense_grads), early_exit=early_exit)
+                    defense_grads=tuple(defense_grads), early_exit=early_exit, fold_batchnorm=fold_batchnorm)
     from tqdm import tqdm
 
     with tqdm(total=len(labels) * len(entries), unit="img", disable=not progress) as bar:

@@ -164,6 +164,10 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
 @seed_option()
 @click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
               "the attacks run as a chain in the order given, and each attack's row is the chain up to it).")
+@click.option("--fold-batchnorm", is_flag=True,
+              help="Attack a copy of each network with its BatchNorm folded into the convolutions (aigrobust's "
+              "families only): about 1.3-1.5x faster input gradients on the CPU; logits equal up to float rounding, "
+              "so outcomes agree but records are not bit for bit those of an unfolded run (run.json says it folded).")
 @device_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/<date>-<time>-<models>, printed).")
@@ -180,8 +184,8 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
                    eot_draws: int,
                    defenses: tuple[ParsedSpec, ...], defense_grads: tuple[str, ...], dataset: str | None,
                    data_dir: Path | None, download: bool, n_samples: int | None, batch_size: int, seed: int,
-                   early_exit: bool, device: str, out_dir: Path | None, resume: bool, reuse_from: tuple[Path, ...],
-                   table: str) -> None:
+                   early_exit: bool, fold_batchnorm: bool, device: str, out_dir: Path | None, resume: bool,
+                   reuse_from: tuple[Path, ...], table: str) -> None:
     """Attack models at a sweep of epsilons; write per-sample records and a summary, print a compact table.
 
     \b
@@ -201,10 +205,12 @@ def attack_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ..
         attacks, early_exit = inputs.with_suite(suite, attacks), True
     grads = ("exact", "straight-through", "soft") if "all" in gate_grads else tuple(dict.fromkeys(gate_grads))
     dev = inputs.device(device)
-    spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws)
+    spec = inputs.eval_spec(attacks, epsilons, grads, gate_mode, seed, defenses, defense_grads, early_exit, eot_draws,
+                            fold_batchnorm)
     data, entries, dataset = inputs.attack_inputs(models, checkpoints, dataset, data_dir, download, n_samples,
                                                   model_codes, output_index, deterministic=gate_mode != "stochastic")
     inputs.check_gate_use(entries, gate_mode)
+    inputs.check_foldable(entries, fold_batchnorm)
     rank, world = rank_and_world(dev)
     out_dir = out_dir or inputs.default_run_folder(models, checkpoints, world)
     try:

@@ -233,7 +233,7 @@ def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef
 
 def eval_spec(attacks: tuple[ParsedSpec, ...], epsilons: tuple[float, ...], gate_grads: tuple[str, ...], gate_mode: str,
               seed: int, defenses: tuple[ParsedSpec, ...], defense_grads: tuple[str, ...], early_exit: bool,
-              eot_draws: int = 20) -> Any:
+              eot_draws: int = 20, fold_batchnorm: bool = False) -> Any:
     """The evaluation spec from parsed options; refuses one attack given twice (two spellings of one spec)."""
     from aigrobust.evaluation import EvalSpec
 
@@ -241,9 +241,19 @@ def eval_spec(attacks: tuple[ParsedSpec, ...], epsilons: tuple[float, ...], gate
         return EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=gate_grads,
                         gate_mode=gate_mode, seed=seed, defenses=tuple(d.text for d in defenses),
                         defense_grads=tuple(defense_grads), early_exit=early_exit, eot_draws=eot_draws,
-                        parsed_attacks=tuple(a.value for a in attacks), parsed_defenses=tuple(d.value for d in defenses))
+                        fold_batchnorm=fold_batchnorm, parsed_attacks=tuple(a.value for a in attacks), parsed_defenses=tuple(d.value for d in defenses))
     except ValueError as err:
         raise BadInput(str(err)) from None
+
+
+def check_foldable(entries: list[Any], fold_batchnorm: bool) -> None:
+    """With --fold-batchnorm, every model must be one of aigrobust's families with BatchNorm to fold."""
+    from aigrobust.models.folding import why_not_foldable
+
+    for entry in entries if fold_batchnorm else []:
+        why = why_not_foldable(entry.model)
+        if why is not None:
+            raise BadInput(f"--fold-batchnorm: {entry.name}: {why}")
 
 
 def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], dataset: str | None,

@@ -111,7 +111,9 @@ class ModelEntry:
     source: str = ""
 
 SPEC_FIELDS = ("attacks", "epsilons", "gate_grads", "gate_mode", "seed", "defenses", "defense_grads", "early_exit",
-               "eot_draws", "judge_draws")
+               "eot_draws", "judge_draws", "fold_batchnorm")
+# written only where set: a run that does not fold keeps the run.json it always had
+WRITTEN_WHEN_SET = ("fold_batchnorm",)
 
 @dataclass(frozen=True)
 class EvalSpec:
@@ -134,6 +136,9 @@ class EvalSpec:
     # clean and adversarial input is judged on ``judge_draws`` fresh draws (records: adv_draw_acc)
     eot_draws: int = 20
     judge_draws: int = 10
+    # attack a copy of each network with its BatchNorm folded into the convolutions (aigrobust.models.folding):
+    # faster input gradients, logits equal up to float rounding, so records equal in outcome, not bit for bit
+    fold_batchnorm: bool = False
     parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
     parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
@@ -187,6 +192,9 @@ class EvalSpec:
         setting filled in, so a later change of an attack's defaults cannot change what a stored run means."""
         data = {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in SPEC_FIELDS}
         data["attacks"] = [attack.spec for attack in self.parsed_attacks]
+        for name in WRITTEN_WHEN_SET:
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod

@@ -25,7 +25,7 @@ from aigrobust.runs.records import COPIED_FROM, RunFolderError
 
 # run.json spec fields a sample's records depend on besides its setting (the attack chain matters whole: with early
 # exit an attack sees only the samples the attacks before it left standing)
-MUST_MATCH = ("attacks", "epsilons", "seed", "gate_mode", "early_exit", "eot_draws", "judge_draws")
+MUST_MATCH = ("attacks", "epsilons", "seed", "gate_mode", "early_exit", "eot_draws", "judge_draws", "fold_batchnorm")
 UNIT_COLUMNS = ["model", "defense", "defense_grad", "gate_grad", "attack"]
 
 
