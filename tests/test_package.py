@@ -15,6 +15,24 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _check_sdist(sdist: Path) -> None:
+    """The source distribution holds the packages, their data, the licence and the README, and nothing else of the
+    tree (tests, reports, scripts)."""
+    import tarfile
+
+    names = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
+    for inside in ("LICENSE", "README.md", "pyproject.toml", "aigrobust/pretrained/resnet20.safetensors",
+                   "aigrobust/models/facts.json", "attacks/py.typed"):
+        assert inside in names, inside
+    assert not any(name.startswith(("tests/", "reports/", "scripts/", "benchmarks/")) for name in names)
+
+
 def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path: Path) -> None:
     pytest.importorskip("build", reason="the 'build' package (a dev dependency) builds the wheel")
     import shutil
@@ -23,12 +41,18 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path: Path) ->
     source = tmp_path / "source"
     for part in ("aigrobust", "attacks", "defenses"):
         shutil.copytree(PROJECT_ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for part in ("pyproject.toml", "README.md"):
+    for part in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(PROJECT_ROOT / part, source / part)
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation", "--outdir", str(dist),
+                    str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("aigrobust-*.whl"))
+    sdist = next(dist.glob("aigrobust-*.tar.gz"))
+    _check_sdist(sdist)
+    if shutil.which("twine") or _has_module("twine"):  # the index's own check of both files' metadata
+        twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
+                               capture_output=True, text=True, timeout=120)
+        assert twine.returncode == 0 and twine.stdout.count("PASSED") == 2, twine.stdout + twine.stderr
     names = set(zipfile.ZipFile(wheel).namelist())
     for inside in ("aigrobust/pretrained/sdn20.safetensors", "aigrobust/pretrained/resnet20.safetensors",
                    "aigrobust/models/facts.json", "aigrobust/py.typed", "attacks/py.typed", "defenses/py.typed",

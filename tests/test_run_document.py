@@ -47,3 +47,26 @@ def test_a_damaged_document_is_one_line(tmp_path: Path, damage: object, words: s
     with pytest.raises(RunFolderError, match="run.json") as err:
         FinishedRun.open(tmp_path)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_run_json_names_its_layout_version_and_older_or_newer_layouts_are_read_or_refused(tmp_path: Path) -> None:
+    """A new run.json carries format_version; a folder without it (every committed run) reads as version 1 and
+    resumes; a version newer than this aigrobust reads is refused in one line."""
+    from aigrobust.evaluation import EvalSpec
+    from aigrobust.runs.document import FORMAT_VERSION, run_document
+    from aigrobust.runs.folder import RunFolder
+
+    document = run_document(EvalSpec(attacks=("fgsm",), epsilons=(8 / 255,)), {"batch_size": 4})
+    assert document["format_version"] == FORMAT_VERSION
+    old = {k: v for k, v in document.items() if k != "format_version"}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps(old))
+    RunFolder(tmp_path / "old", document, resume=True).release()  # version 1 resumes under today's command
+    assert FinishedRun.open(tmp_path / "old").document.format_version == FORMAT_VERSION
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "run.json").write_text(json.dumps({**document, "format_version": FORMAT_VERSION + 1}))
+    for attempt in (lambda: RunFolder(tmp_path / "new", document, resume=True),
+                    lambda: FinishedRun.open(tmp_path / "new")):
+        with pytest.raises(RunFolderError, match="newer than this aigrobust reads") as err:
+            attempt()
+        assert "\n" not in str(err.value)

@@ -14,7 +14,8 @@ from typing import Any
 
 from aigrobust.runs.records import INTEGRITY_KEY, RunFolderError
 
-KNOWN_KEYS = ("spec", "models", "dataset", "batch_size", "data", INTEGRITY_KEY)
+FORMAT_VERSION = 2  # run.json's layout; a document without the field is version 1 (see aigrobust.runs.migrate)
+KNOWN_KEYS = ("format_version", "spec", "models", "dataset", "batch_size", "data", INTEGRITY_KEY)
 
 
 def _fail(where: Path | str, what: str) -> RunFolderError:
@@ -80,6 +81,7 @@ class RunDocument:
     batch_size: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] | None = None
+    format_version: int | None = None  # None: a document read from a folder written before the field (version 1)
     other: dict[str, Any] = field(default_factory=dict)  # keys of other versions, kept as they were
 
     @property
@@ -96,6 +98,8 @@ class RunDocument:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, in run.json's layout (sorted keys)."""
         data: dict[str, Any] = {**self.other}
+        if self.format_version is not None:
+            data["format_version"] = self.format_version
         if self.spec:
             data["spec"] = self.spec
         if self.models:
@@ -125,7 +129,8 @@ class RunDocument:
                   for label, pin in (data.get("models") or {}).items()}
         return cls(spec=dict(data.get("spec") or {}), models=models, dataset=dict(data.get("dataset") or {}),
                    batch_size=_count(data.get("batch_size"), where, "batch_size"), data=dict(data.get("data") or {}),
-                   records=records, other={k: v for k, v in data.items() if k not in KNOWN_KEYS})
+                   records=records, format_version=_count(data.get("format_version"), where, "format_version"),
+                   other={k: v for k, v in data.items() if k not in KNOWN_KEYS})
 
     def eval_spec(self) -> Any:
         """The run's :class:`aigrobust.evaluation.EvalSpec`."""
@@ -137,4 +142,5 @@ class RunDocument:
 def run_document(spec: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """A run's spec and facts as run.json holds them (JSON-ready; compared on resume), in the layout of
     :class:`RunDocument`."""
-    return RunDocument.from_dict(json.loads(json.dumps({"spec": spec.to_dict(), **extra}))).to_dict()
+    return RunDocument.from_dict(json.loads(json.dumps({"format_version": FORMAT_VERSION, "spec": spec.to_dict(),
+                                                        **extra}))).to_dict()

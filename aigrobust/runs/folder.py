@@ -20,7 +20,13 @@ from aigrobust.files import JSONLimitError, append_line, atomic_write_bytes, par
 from aigrobust.models.user_code import CODE_PREFIX
 from aigrobust.runs.document import RunDocument
 from aigrobust.runs.lock import FolderLock, LockRefused
-from aigrobust.runs.migrate import canonical_document, upgrade_attack_names, upgrade_attack_texts, upgrade_pins
+from aigrobust.runs.migrate import (
+    canonical_document,
+    upgrade_attack_names,
+    upgrade_attack_texts,
+    upgrade_format,
+    upgrade_pins,
+)
 from aigrobust.runs.records import (
     INTEGRITY_KEY,
     PARTS_DIR,
@@ -110,7 +116,7 @@ class RunFolder:
             raise RunFolderError(f"{self.root} already holds a run; pass --resume to continue it or pick another --out")
         if isinstance(previous, dict):
             previous.pop(INTEGRITY_KEY, None)  # written when the run finished; not part of the command
-        previous = upgrade_attack_texts(self.root, previous)
+        previous = upgrade_attack_texts(self.root, upgrade_format(previous, spec_path))
         now = upgrade_pins(previous, json.loads(json.dumps(self.spec)))
         if previous != now:
             raise RunFolderError(f"{self.root} holds a run with another spec ({describe_differences(previous, now)}); "
@@ -227,7 +233,8 @@ class FinishedRun:
         """Read a run folder; a folder holding only records (no run.json) opens too, with an empty document."""
         root = Path(path)
         document = read_json(root / SPEC_FILE, required=False)
-        typed = RunDocument() if document is None else RunDocument.from_dict(document, root / SPEC_FILE)
+        typed = RunDocument() if document is None else RunDocument.from_dict(upgrade_format(document, root / SPEC_FILE),
+                                                                             root / SPEC_FILE)
         extras = read_json(root / SUMMARY_FILE, required=False) or {}
         if not isinstance(extras, dict):
             raise RunFolderError(f"{root / SUMMARY_FILE} is not a run summary (not a JSON object)")

@@ -9,7 +9,9 @@ What changed, and what reads it:
   today's defaults;
 * run.json pinned no weights (``weights_sha256``) at first: :func:`upgrade_pins` compares such a folder without them;
 * records named an attack by its short name (``pgd``) before they carried the canonical spec:
-  :func:`upgrade_attack_names`.
+  :func:`upgrade_attack_names`;
+* run.json carried no ``format_version`` before version 2 (every shape above is version 1): :func:`upgrade_format`
+  names the version a folder's document is read as, and refuses one written by a newer aigrobust.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from typing import Any
 import pandas as pd
 
 from aigrobust.runs.records import PARTS_DIR
+
+
+def upgrade_format(previous: Any, where: Path) -> Any:
+    """``previous`` (a run.json) in today's layout version: a document without ``format_version`` is version 1, whose
+    differences the upgrades here read; one from a newer version than this aigrobust knows is refused."""
+    from aigrobust.runs.document import FORMAT_VERSION
+    from aigrobust.runs.records import RunFolderError
+
+    if not isinstance(previous, dict):
+        return previous
+    version = previous.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunFolderError(f"{where}: format_version {version!r} is not a layout version")
+    if version > FORMAT_VERSION:
+        raise RunFolderError(f"{where} has layout version {version}, newer than this aigrobust reads "
+                             f"({FORMAT_VERSION}): update aigrobust")
+    return {**previous, "format_version": FORMAT_VERSION}
 
 
 def upgrade_pins(previous: Any, now: dict[str, Any]) -> dict[str, Any]:
