@@ -243,7 +243,10 @@ def _attack_into(folder: Any, entries: list[Any], spec: Any, data: Any, batch_si
     except RunFolderError as err:  # copied rows that contradict this run: the units saved so far stay for --resume
         raise BadInput(str(err)) from None
     except Exception as err:  # noqa: BLE001 - any other error ends the run with what its folder keeps
-        if (isinstance(err, OSError) and err.errno in DISK_ERRORS) or os.environ.get("AIGROBUST_TRACEBACK"):
+        from aigrobust.errors import AigrobustError
+
+        worded = isinstance(err, AigrobustError) or (isinstance(err, OSError) and err.errno in DISK_ERRORS)
+        if worded or os.environ.get("AIGROBUST_TRACEBACK"):  # the library's own errors are already one line (exit 2)
             raise
         raise RunStopped(_stopped_line(err, folder)) from None
     return None if records is None else seal(folder, records, entries, spec, data, device)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from aigrobust.files import JSONLimitError, append_line, atomic_write_bytes, parse_json
 from aigrobust.models.user_code import CODE_PREFIX
-from aigrobust.runs.document import RunDocument
+from aigrobust.runs.document import FORMAT_VERSION, RunDocument
 from aigrobust.runs.lock import FolderLock, LockRefused
 from aigrobust.runs.migrate import (
     canonical_document,
@@ -71,7 +71,9 @@ class RunFolder:
         """``lock``: take the folder's lock (the writer does; the other ranks of a torchrun join without it)."""
         self.root = Path(root)
         # the command, not a past outcome; attacks canonical, so a later change of defaults cannot change its meaning
-        self.spec = canonical_document({k: v for k, v in spec.items() if k != INTEGRITY_KEY})
+        # written by today's code: today's layout version, whatever the caller's document says of it
+        self.spec = canonical_document({**{k: v for k, v in spec.items() if k != INTEGRITY_KEY},
+                                        "format_version": FORMAT_VERSION})
         # what computes the units this process saves (set by the caller; floats differ between devices)
         self.made_on = "unrecorded device"
         self.made_here = not self.root.exists()  # this process made the folder: it may take it away again
