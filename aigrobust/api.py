@@ -63,6 +63,26 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
     standard error. ``fold_batchnorm=True`` attacks copies of aigrobust's own networks with their BatchNorm folded
     into the convolutions (faster; outcomes agree, records not bit for bit those of an unfolded run).
 
+    Args:
+        models: the networks (modules, registered names, or a mapping from the names the records carry).
+        images: float (N, C, H, W) in [0, 1].
+        labels: N integer class indices.
+        attacks: attack specs, as ``--attack`` takes them.
+        epsilons: the sweep (numbers or fractions); 0, the clean reference, is always added.
+        defenses: input defenses (``"jpeg:75"``); ``"none"`` is always run.
+        defense_grads: how attackers treat a defense: ``oblivious``, ``bpda``, ``diff``, ``eot``.
+        gate_grads: how gradients pass hard gates: ``exact``, ``straight-through``, ``soft``.
+        gate_mode: the deployed network's gates: ``hard`` or ``stochastic``.
+        seed: the seed of every keyed random draw (random starts, Square's proposals, stochastic gates).
+        batch_size: images per batch (the records do not depend on it).
+        early_exit: attack a sample only while it is still robust (the attacks as a chain).
+        device: where to run.
+        progress: show a progress bar on standard error.
+        fold_batchnorm: attack BatchNorm-folded copies (see above).
+
+    Returns:
+        A :class:`Summary`: the per-sample records and the summary table, as ``aigrobust attack`` writes them.
+
     >>> import torch, aigrobust
     >>> x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     >>> summary = aigrobust.evaluate("resnet20", x, y, attacks=["fgsm"], epsilons=["8/255"])  # doctest: +SKIP

@@ -40,7 +40,14 @@ class UnknownAttackError(AigrobustError, KeyError):
 
 
 def list_attacks() -> list[str]:
-    """Native attack names (any foolbox attack is reachable as 'foolbox:ClassName')."""
+    """Native attack names (any foolbox attack is reachable as 'foolbox:ClassName').
+
+    Returns:
+        The registered names, sorted.
+
+    >>> "apgd-t" in list_attacks()
+    True
+    """
     return sorted(_ATTACKS)
 
 
@@ -181,7 +188,18 @@ def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str,
 
 
 def get_attack(name: str, **kwargs: Any) -> Attack:
-    """An attack by name with its settings (each checked for type and range before the attack is built)."""
+    """An attack by name with its settings (each checked for type and range before the attack is built).
+
+    Args:
+        name: a registered name (:func:`list_attacks`) or ``"foolbox:ClassName"``.
+        **kwargs: the attack's settings (``steps=40``, ``distance="l2"``, ``seed=1``); unknown ones are refused.
+
+    Returns:
+        The attack: call it as ``attack(model, inputs, labels, epsilons)``.
+
+    >>> get_attack("pgd", steps=40).spec
+    'pgd:steps=40,rel_stepsize=auto,abs_stepsize=auto,restarts=1,distance=linf,stop_at_success=true'
+    """
     if name.startswith("foolbox:"):
         import foolbox
 
@@ -351,8 +369,18 @@ def short_name_spec(text: str) -> str:
 
 def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> Attack:
     """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value'); 'auto' leaves a setting to the
-    attack (so every canonical spec parses back to the same attack). ``defaults``: settings the text's own override
-    (for :func:`short_name_spec`)."""
+    attack (so every canonical spec parses back to the same attack).
+
+    Args:
+        spec: the text, as the command line's ``--attack`` takes it.
+        defaults: settings the text's own override (for :func:`short_name_spec`).
+
+    Returns:
+        The attack, its canonical spec (every setting filled in) in ``.spec``.
+
+    >>> attack_from_spec("fgsm").spec
+    'fgsm:distance=linf'
+    """
     name, items = _name_and_settings(spec)
     kwargs: dict[str, Any] = dict(defaults or {})
     given: set[str] = set()

@@ -119,13 +119,41 @@ class PlainModel(nn.Module):
 
 def normalized(module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
     """``module`` behind a normalisation layer, for a classifier trained on normalised input: the result takes
-    [0, 1] images, as every attack here does."""
+    [0, 1] images, as every attack here does.
+
+    Args:
+        module: the classifier, expecting ``(x - mean) / std``.
+        mean: the per-channel mean it was trained with.
+        std: the per-channel standard deviation it was trained with.
+
+    Returns:
+        An ``nn.Sequential`` of the normalisation and ``module``.
+
+    >>> import torch
+    >>> net = normalized(torch.nn.Flatten(), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    >>> net(torch.full((1, 3, 1, 1), 0.75)).tolist()
+    [[1.0, 1.0, 1.0]]
+    """
     return nn.Sequential(InputNormalization(mean, std), module)
 
 
 def as_evaluable(module: nn.Module, name: str | None = None, output_index: int | None = None) -> nn.Module:
     """Our networks (and any module offering ``forward_with_gates`` and ``flop_profile``) as they are; anything
-    else as a :class:`PlainModel`."""
+    else as a :class:`PlainModel`.
+
+    Args:
+        module: the network; it takes [0, 1] images (see :func:`normalized`).
+        name: the name its records carry (default: the class name).
+        output_index: which output holds the logits, for a module returning several (a tuple or a list).
+
+    Returns:
+        A module the evaluation can run: per-sample gate traces and FLOPs (for a plain network, one fixed cost).
+
+    >>> import torch
+    >>> net = as_evaluable(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)))
+    >>> type(net).__name__, net.is_gated
+    ('PlainModel', False)
+    """
     if hasattr(module, "forward_with_gates") and hasattr(module, "flop_profile") and hasattr(module, "is_gated"):
         return module
     return PlainModel(module, name=name, output_index=output_index)

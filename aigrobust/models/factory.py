@@ -28,7 +28,17 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBa
     """Build a registered model. ``pretrained=True`` loads shipped CIFAR weights or torchvision's ImageNet weights;
     a tagged name picks shipped weights by tag (``"aig20.at"``: adversarially trained; a bare name means ``.std``).
 
-    Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
+    Args:
+        name: a registered name (:func:`list_models`) or a tagged one (:func:`list_pretrained`).
+        pretrained: load the weights the name ships with (refused with one line where it has none).
+        **kwargs: go to the constructor (``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
+
+    Returns:
+        The network in training mode (call ``.eval()`` before attacking it), taking [0, 1] images.
+
+    >>> model = create_model("resnet20", pretrained=True).eval()
+    >>> model.is_gated, create_model("aig20").is_gated
+    (False, True)
     """
     model = build_model(name, **kwargs)
     if pretrained:

@@ -71,7 +71,18 @@ def register_model(
 
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Registered model names matching a shell-style ``pattern`` (and ``family`` if given), sorted naturally."""
+    """Registered model names matching a shell-style ``pattern`` (and ``family`` if given), sorted naturally.
+
+    Args:
+        pattern: a shell-style pattern (``"aig*"``).
+        family: only this family (``"cifar"``, ``"aig-cifar"``, ...).
+
+    Returns:
+        The names, ``resnet20`` before ``resnet110``.
+
+    >>> list_models("sdn*")
+    ['sdn20', 'sdn32', 'sdn56']
+    """
     names = [n for n, info in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (family in (None, info.family))]
     return sorted(names, key=_natural_key)
 
@@ -101,14 +112,34 @@ def pretrained_tags(arch: str) -> list[str]:
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
-    """Every tagged name with shipped weights ('resnet20.std', 'aig20.at', ...) matching ``pattern``."""
+    """Every tagged name with shipped weights ('resnet20.std', 'aig20.at', ...) matching ``pattern``.
+
+    Args:
+        pattern: a shell-style pattern over the tagged names.
+
+    Returns:
+        The tagged names, architectures in natural order, the default tag first.
+
+    >>> list_pretrained("resnet*")
+    ['resnet20.std', 'resnet20.at', 'resnet32.at']
+    """
     names = [f"{arch}.{tag}" for arch in list_models() for tag in pretrained_tags(arch)]
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 
 def get_model_info(name: str) -> ModelInfo:
     """Registry entry for ``name`` (a tagged name's architecture); raises :class:`UnknownModelError` with
-    suggestions, for an unknown tag too."""
+    suggestions, for an unknown tag too.
+
+    Args:
+        name: a registered or tagged name.
+
+    Returns:
+        The :class:`ModelInfo`: family, description, input shape, default dataset, constructor.
+
+    >>> get_model_info("aig20.at").input_shape
+    (3, 32, 32)
+    """
     arch, tag = split_tag(name)
     if tag is not None and arch in _REGISTRY:
         if tag not in pretrained_tags(arch):
