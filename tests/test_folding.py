@@ -74,6 +74,14 @@ def test_attack_fold_batchnorm_is_recorded_agrees_in_outcome_and_cannot_resume_a
     assert (a["adv_correct"] == b["adv_correct"]).mean() >= 0.95 and (a["clean_pred"] == b["clean_pred"]).all()
     again = CliRunner().invoke(cli, [*common, "--out", str(plain), "--fold-batchnorm", "--resume"])
     assert again.exit_code == 2 and "fold_batchnorm" in again.output, again.output
+    # a baseline made from the folded run reruns it folded, and holds
+    baseline = tmp_path / "baseline.json"
+    made = CliRunner().invoke(cli, ["check", "--baseline", str(baseline), "--init-from", str(folded)])
+    assert made.exit_code == 0, made.output
+    assert json.loads(baseline.read_text())["spec"]["fold_batchnorm"] is True
+    held = CliRunner().invoke(cli, ["check", "--baseline", str(baseline), "--allow-root", str(tmp_path),
+                                    "--allow-root", str(synthetic_npz_dir)])
+    assert held.exit_code == 0, held.output
 
 
 def test_fold_batchnorm_refuses_a_users_network_in_one_line(synthetic_npz_dir: Path, tmp_path: Path) -> None:

@@ -258,4 +258,5 @@ def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> 
         "attacks": spec["attacks"], "epsilons": spec["epsilons"], "gate_grads": spec["gate_grads"],
         "gate_mode": spec["gate_mode"], "defenses": spec["defenses"], "defense_grads": spec["defense_grads"],
         "seed": spec["seed"], "batch_size": run.get("batch_size", 256), "early_exit": spec.get("early_exit", False),
+        **({"fold_batchnorm": True} if spec.get("fold_batchnorm") else {}),  # a check reruns the run as it ran
     }

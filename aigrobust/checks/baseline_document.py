@@ -181,4 +181,13 @@ def build_eval_spec(spec: dict[str, Any]) -> Any:
                     gate_grads=tuple(spec.get("gate_grads", ("exact",))), gate_mode=spec.get("gate_mode", "hard"),
                     seed=seed, defenses=tuple(spec.get("defenses", ("none",))),
                     defense_grads=tuple(spec.get("defense_grads", ("oblivious", "bpda", "diff"))),
-                    early_exit=bool(spec.get("early_exit", False)))
+                    early_exit=bool(spec.get("early_exit", False)),
+                    fold_batchnorm=_flag(spec, "fold_batchnorm"))
+
+
+def _flag(spec: dict[str, Any], name: str) -> bool:
+    """A yes/no field of a baseline spec (absent: no); anything but true or false is refused."""
+    value = spec.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
