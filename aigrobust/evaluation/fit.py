@@ -26,8 +26,10 @@ def check_fit(name: str, model: nn.Module, images: Tensor, labels: Tensor, deter
     except ModelOutputError:
         raise  # already one line naming the network and what to give
     except (RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {name}{channels_last_hint(images)}: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        said = str(err).splitlines()[0] if str(err) else "(no message)"
+        raise ValueError(f"{name} failed on two clean images of shape {tuple(probe.shape[1:])} ({type(err).__name__}: "
+                         f"{said}): the images do not fit it{channels_last_hint(images)}, or its code fails "
+                         "before any attack") from None
     _check_logits(name, first, len(probe), device)
     if not bool(torch.isfinite(first).all()):
         raise ValueError(f"{name} gives non-finite logits (NaN or inf) on clean images: every attack would be "
