@@ -348,7 +348,7 @@ def run_evaluation(
     for entry in entries:
         # NHWC convolutions: about 1.5x faster input gradients for resnet20 on this CPU, identical semantics
         entry.model.to(device=device, memory_format=torch.channels_last)
-        folded = not spec.fold_batchnorm
+        fold_pending = spec.fold_batchnorm
         for b, x, y, ids in iterate_numbered_batches(images, labels, sample_ids, batch_size):
             if b % world != rank:
                 continue
@@ -356,8 +356,8 @@ def run_evaluation(
             if cached is not None:
                 frames.append(cached)
             else:
-                if not folded:  # once, on the first batch that is attacked: its images check the folded copy
-                    entry, folded = folded_entry(entry, x[:8].to(device)), True
+                if fold_pending:  # once, on the first batch that is attacked: its images check the folded copy
+                    entry, fold_pending = folded_entry(entry, x[:8].to(device)), False
                 frame = evaluate_batch(entry, spec, attacks, x.to(device), y.to(device), ids.tolist(),
                                        units=storage.units_for(entry.name, b) if storage is not None else None,
                                        describe=describe)
