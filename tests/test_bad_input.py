@@ -277,7 +277,7 @@ def cases(p: dict[str, Path], out: Path) -> list[tuple[str, list[str], str]]:
         ("checkpoint asking for 10**10 classes, hashes recomputed", ["eval", "--checkpoint", str(p["huge_kwargs"])],
          "parameters (more than 1,000,000,000): not a network this tool builds"),
         ("checkpoint of another architecture", ["eval", "--model", "resnet20", "--checkpoint", str(p["good"])],
-         "holds a tiny_aig, not a resnet20"),
+         "holds weights of tiny_aig, not of resnet20"),
         ("checkpoint of another number of classes",
          ["eval", "--checkpoint", str(p["hundred"]), "--data-dir", str(p["data"])], "predicts 100 classes"),
         ("dataset path missing", [*attack[:3], "--data-dir", str(out / "nodata"), "--eps", "0.1", "--out", str(out)],

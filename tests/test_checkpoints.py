@@ -55,7 +55,7 @@ def test_truncated_and_missing_checkpoints_give_clear_errors(tmp_path: Path) -> 
 def test_checkpoint_of_another_architecture_is_named(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     save_checkpoint(create_model("tiny_resnet"), path)
-    with pytest.raises(CheckpointError, match="holds a tiny_resnet, not a resnet20"):
+    with pytest.raises(CheckpointError, match="holds weights of tiny_resnet, not of resnet20"):
         load_checkpoint(path, expect_model="resnet20")
     state, _ = read_checkpoint(path)
     from aigrobust.models.checkpoints import load_state_checked

@@ -140,7 +140,7 @@ def convert_checkpoint(path: Path, expect_model: str | None = None) -> tuple[Res
         model = convert_torchvision(state, expect_model)
     name = model.registry_name  # type: ignore[attr-defined]
     if expect_model is not None and name != expect_model:
-        raise CheckpointError(f"{path} holds a {name} ({layout} layout), not a {expect_model}")
+        raise CheckpointError(f"{path} holds weights of {name} ({layout} layout), not of {expect_model}")
     meta = model_metadata(model, source=str(path), source_layout=layout,
                           source_sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
     log.info("converted %s (%s layout) into %s", path, layout, name)

@@ -59,7 +59,7 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
         state, meta = read_checkpoint(path)
         model = build_from_metadata(meta)
         if expect_model is not None and meta.get("model") != expect_model:
-            raise CheckpointError(f"{path} holds a {meta.get('model')}, not a {expect_model}")
+            raise CheckpointError(f"{path} holds weights of {meta.get('model')}, not of {expect_model}")
         load_state_checked(model, state, str(path))
         model.eval()
         return model, meta
