@@ -81,7 +81,23 @@ def to_tensor_images(images: np.ndarray) -> Tensor:
 
 
 def load_npz(path: Path, classes: Sequence[str] = CIFAR10_CLASSES, name: str = "cifar10") -> ArrayDataset:
-    """A .npz file with ``images`` (uint8 N,H,W,3) and ``labels`` (int N)."""
+    """A .npz file with ``images`` (uint8 N,H,W,3) and ``labels`` (int N).
+
+    Args:
+        path: the file.
+        classes: the class names, in label order.
+        name: the dataset's name in records and reports.
+
+    Returns:
+        An :class:`ArrayDataset` (sample ids 0..N-1); its ``.tensors()`` are float [0, 1] images and int64 labels.
+
+    >>> import numpy as np, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "two.npz"
+    >>> np.savez(path, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([3, 5]))
+    >>> x, y = load_npz(path).tensors()
+    >>> tuple(x.shape), y.tolist()
+    ((2, 3, 32, 32), [3, 5])
+    """
     path = Path(path)
     why = unusable_file(path)
     if why is not None:
@@ -347,7 +363,23 @@ class ImageFolderDataset(Dataset):
 
 def load_dataset(name: str, split: str = "test", data_dir: Path | None = None, download: bool = False,
                  cache_dir: Path = DEFAULT_CACHE) -> Dataset:
-    """Any supported dataset by name: cifar10, imagenet, foolbox-cifar10, foolbox-imagenet."""
+    """Any supported dataset by name: cifar10, imagenet, foolbox-cifar10, foolbox-imagenet.
+
+    Args:
+        name: the dataset.
+        split: ``"test"`` or ``"train"`` (ImageNet: its validation folder for ``"test"``).
+        data_dir: where its files are (CIFAR-10: ``cifar10_test.npz`` / ``cifar10_train.npz``, the shared format, or
+            torchvision's folder; ImageNet: an ImageFolder tree); default: the cache.
+        download: fetch CIFAR-10 with torchvision if it is not there (refused with one line offline).
+        cache_dir: where a download goes.
+
+    Returns:
+        The images with their labels and sample ids; ``.subset(range(n))`` takes the first n, ``.tensors()`` gives
+        float [0, 1] images and labels.
+
+    >>> data = load_dataset("cifar10", "test", data_dir=Path("../shared/data"))  # doctest: +SKIP
+    >>> x, y = data.subset(range(8)).tensors()  # doctest: +SKIP
+    """
     if name == "cifar10":
         return load_cifar10(split, data_dir, download, cache_dir)
     if name == "imagenet":

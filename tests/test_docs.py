@@ -110,7 +110,8 @@ def test_the_outputs_page_documents_every_column_and_field(synthetic_npz_dir: Pa
 
 PUBLIC_FUNCTIONS = ("aigrobust:create_model", "aigrobust:evaluate", "aigrobust:get_model_info", "aigrobust:list_models",
                     "aigrobust:list_pretrained", "aigrobust:as_evaluable", "aigrobust:normalized",
-                    "attacks:get_attack", "attacks:attack_from_spec", "attacks:list_attacks")
+                    "attacks:get_attack", "attacks:attack_from_spec", "attacks:list_attacks",
+                    "aigrobust.data:load_dataset", "aigrobust.data:load_npz")
 
 
 def test_every_public_function_names_each_parameter_and_has_an_example_that_runs() -> None:
