@@ -82,6 +82,12 @@ def test_attack_fold_batchnorm_is_recorded_agrees_in_outcome_and_cannot_resume_a
     held = CliRunner().invoke(cli, ["check", "--baseline", str(baseline), "--allow-root", str(tmp_path),
                                     "--allow-root", str(synthetic_npz_dir)])
     assert held.exit_code == 0, held.output
+    document = json.loads(baseline.read_text())
+    document["spec"]["fold_batchnorm"] = "yes"
+    baseline.write_text(json.dumps(document))
+    refused = CliRunner().invoke(cli, ["check", "--baseline", str(baseline), "--allow-root", str(tmp_path),
+                                       "--allow-root", str(synthetic_npz_dir)])
+    assert refused.exit_code == 2 and "fold_batchnorm is 'yes': give true or false" in refused.output, refused.output
 
 
 def test_fold_batchnorm_refuses_a_users_network_in_one_line(synthetic_npz_dir: Path, tmp_path: Path) -> None:

@@ -189,5 +189,5 @@ def _flag(spec: dict[str, Any], name: str) -> bool:
     """A yes/no field of a baseline spec (absent: no); anything but true or false is refused."""
     value = spec.get(name, False)
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValueError(f"{name} is {value!r}: give true or false")
     return value
