@@ -43,7 +43,9 @@ class SampleNoise:
         if index.dtype == torch.bool:
             index = index.nonzero().squeeze(1)
         runs = None if self.runs is None else [self.runs[i] for i in index.tolist()]
-        return SampleNoise(self.seed, self.sample_ids[index], runs)
+        subset = SampleNoise.__new__(SampleNoise)  # the rows' hashes are taken, not computed again (Square asks each query)
+        subset.seed, subset.sample_ids, subset.runs, subset._base = self.seed, self.sample_ids[index], runs, self._base[index]
+        return subset
 
     def with_runs(self, runs: Sequence[str]) -> SampleNoise:
         """The same rows, row i named ``runs[i]`` wherever a key holds ``{run}``."""
