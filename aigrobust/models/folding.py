@@ -34,7 +34,7 @@ def _fold_children(module: nn.Module) -> int:
         names = list(children)
         for first, second in zip(names, names[1:]):
             conv, bn = children[first], children[second]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
                 setattr(module, first, fuse_conv_bn_eval(conv, bn))
                 setattr(module, second, nn.Identity())
                 folded += 1
