@@ -38,7 +38,21 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
     """Aggregate records into tables, every registered figure and sanity flags; ``sample_images`` reads the images
     of given sample ids (HxWx3 uint8) for the gate raster (without it the raster shows the patterns alone);
     ``full_flops`` (per model label, every block open) adds the FLOPs-weighted recovery, efficacy and its curve;
-    ``input_values`` (values per image) the perturbations' MSE and PSNR."""
+    ``input_values`` (values per image) the perturbations' MSE and PSNR.
+
+    Args:
+        records: per-sample records, as ``aigrobust attack`` writes them (one or several runs joined).
+        title: the report's heading.
+        classes: class names, for the per-class tables.
+        extra_flags: sanity flags found elsewhere (the probes that rerun a model), shown beside the records' own.
+        provenance: what made the records (commands, runs, devices), written into the report.
+        sample_images: reads the images of given sample ids, for the gate raster.
+        full_flops: each model's FLOPs with every block open.
+        input_values: values per image, for MSE and PSNR.
+
+    Returns:
+        The :class:`Report` (tables, figures as bytes, flags, text), which :func:`write_report` writes.
+    """
     if records.empty:
         raise ValueError("no records to report")
     full = dict(full_flops or {})
@@ -142,7 +156,15 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     The report is built whole in a hidden folder inside ``out_dir`` and then swapped in (signals held back for the
     renames): an interrupt or a full disk leaves the previous report as it was, never new tables beside old
     figures. Files of an older report that this one does not write (a figure it no longer draws) go; files that
-    no report writes (records, a README) stay."""
+    no report writes (records, a README) stay.
+
+    Args:
+        report: what :func:`build_report` returned.
+        out_dir: the report's folder (made if absent; never inside a run folder).
+
+    Returns:
+        The files written.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
