@@ -260,10 +260,11 @@ def _stopped_line(err: BaseException, folder: Any) -> str:
 
     frames = traceback.extract_tb(err.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
-    if folder.discard_if_unused():
+    saved = folder.saved_work()
+    if not saved and folder.discard_if_unused():
         keeps = f"nothing was saved and {folder.root} was removed: fix the cause, then run the same command again"
-    elif folder.saved_work():
-        keeps = (f"{folder.root} keeps its {folder.saved_work()} finished parts: fix the cause, then run the same "
+    elif saved:
+        keeps = (f"{folder.root} keeps its {saved} finished parts: fix the cause, then run the same "
                  "command with --resume to continue")
     else:
         keeps = (f"{folder.root} (there before this command) holds no finished part: fix the cause, then run the same "

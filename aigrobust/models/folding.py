@@ -83,7 +83,8 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor | None = None) -> nn.Mo
         finally:
             model.train(was_training)
         scale = float(expected.abs().amax().clamp_min(1.0))
-        if float((expected - got).abs().amax()) > FOLD_TOLERANCE * scale:
+        difference = float((expected - got).abs().amax())
+        if difference > FOLD_TOLERANCE * scale:
             raise ValueError(f"folding the BatchNorm of {type(model).__name__} changed its logits by "
-                             f"{float((expected - got).abs().amax()):.3g}: not folded")
+                             f"{difference:.3g}: not folded")
     return folded_model

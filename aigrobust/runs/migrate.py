@@ -21,15 +21,13 @@ from typing import Any
 
 import pandas as pd
 
-from aigrobust.runs.records import PARTS_DIR
+from aigrobust.runs.document import FORMAT_VERSION
+from aigrobust.runs.records import PARTS_DIR, RunFolderError
 
 
 def upgrade_format(previous: Any, where: Path) -> Any:
     """``previous`` (a run.json) in today's layout version: a document without ``format_version`` is version 1, whose
     differences the upgrades here read; one from a newer version than this aigrobust knows is refused."""
-    from aigrobust.runs.document import FORMAT_VERSION
-    from aigrobust.runs.records import RunFolderError
-
     if not isinstance(previous, dict):
         return previous
     version = previous.get("format_version", 1)
