@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -164,6 +165,34 @@ def test_baseline_check_passes_then_catches_a_planted_regression(run_dir: Path, 
     assert code == 1, output
     assert re.search(r"robust_acc .* REGRESSION", output)
     assert "changed since the baseline" in output
+
+
+def test_a_baseline_attack_on_its_first_samples_keeps_their_records(tmp_path: Path) -> None:
+    from aigrobust.checks.baseline import evaluate_spec
+
+    require(SHARED_DATA / "cifar10_test_sample.npz")
+    shipped = json.loads((PROJECT_ROOT / "reports" / "ci" / "baseline.json").read_text())
+    spec = {**shipped["spec"], "models": {"aig20": shipped["spec"]["models"]["aig20"]}, "data_sha256": None,
+            "sample_indices": shipped["spec"]["sample_indices"][:6], "attacks": ["fgsm", "compute-inflation:steps=2"],
+            "epsilons": [8 / 255], "defenses": ["none"], "gate_grads": ["exact"]}
+    base = PROJECT_ROOT / "reports" / "ci"
+    every = evaluate_spec(spec, base)
+    first = evaluate_spec({**spec, "attack_samples": {"compute-inflation:steps=2": 3}}, base)
+    keys = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "sample"]
+    computed = first["attack"].str.startswith("compute-inflation")
+    assert sorted(first.loc[computed, "sample"].unique()) == sorted(spec["sample_indices"][:3])
+    assert first.loc[~computed, "sample"].nunique() == 6
+    expected = every.merge(first[keys], on=keys).sort_values(keys, ignore_index=True)
+    assert len(expected) == len(first)  # the same rows, value for value, as the run on every sample
+    pd.testing.assert_frame_equal(first.sort_values(keys, ignore_index=True)[expected.columns], expected,
+                                  check_dtype=False)
+    for samples, wording in (({"pgd": 3}, "not one of the spec's attacks"), ({"fgsm": 0}, "from 1 to 200"),
+                             ({"fgsm": 201}, "from 1 to 200"), ([3], "must be an object")):
+        bad = tmp_path / "baseline.json"
+        bad.write_text(json.dumps({**shipped, "spec": {**shipped["spec"], "attacks": ["fgsm"],
+                                                        "attack_samples": samples}}))
+        code, output = invoke("check", "--baseline", str(bad))
+        assert code == 2 and wording in output and len(output.strip().splitlines()) == 1, output
 
 
 def test_malformed_baselines_are_usage_errors(tmp_path: Path) -> None:

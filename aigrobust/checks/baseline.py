@@ -221,11 +221,24 @@ def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     if expected and data.fingerprint() != expected:  # type: ignore[attr-defined]
         raise BaselineError(f"the baseline's images differ from the data found: sha256 {data.fingerprint()[:16]} "  # type: ignore[attr-defined]
                             f"where the baseline recorded {str(expected)[:16]}")
-    eval_spec = build_eval_spec(spec)
     images, labels = data.tensors()  # type: ignore[attr-defined]
-    run = run_evaluation(entries, eval_spec, images, labels, np.asarray(data.indices),  # type: ignore[attr-defined]
-                         batch_size=int(spec.get("batch_size", 256)))
-    return run.records
+    indices = np.asarray(data.indices)  # type: ignore[attr-defined]
+    frames = []
+    for attacks, n in attack_groups(spec):  # per-sample keyed randomness: the first n samples' records are the same
+        run = run_evaluation(entries, build_eval_spec({**spec, "attacks": attacks}), images[:n], labels[:n],
+                             indices[:n], batch_size=int(spec.get("batch_size", 256)))
+        frames.append(run.records)
+    return pd.concat(frames, ignore_index=True)
+
+
+def attack_groups(spec: dict[str, Any]) -> list[tuple[list[str], int]]:
+    """The spec's attacks grouped by how many of its samples each runs on (``attack_samples``: the first n of
+    ``sample_indices``; every sample where it is not named), the group on the most samples first."""
+    limits = spec.get("attack_samples", {})
+    groups: dict[int, list[str]] = {}
+    for attack in spec["attacks"]:
+        groups.setdefault(int(limits.get(attack, len(spec["sample_indices"]))), []).append(attack)
+    return [(attacks, n) for n, attacks in sorted(groups.items(), key=lambda group: -group[0])]
 
 
 def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> dict[str, Any]:

@@ -57,8 +57,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
     # changed means what it meant then) and compares like with like
     from aigrobust.evaluation import specs_as_ran
 
-    data["spec"] = {**data["spec"], "attacks": specs_as_ran(data["spec"]["attacks"],
-                                                            (str(row["attack"]) for row in data["metrics"]))}
+    written = data["spec"]["attacks"]
+    ran = specs_as_ran(written, (str(row["attack"]) for row in data["metrics"]))
+    samples = data["spec"].get("attack_samples", {})
+    data["spec"] = {**data["spec"], "attacks": ran,
+                    **({"attack_samples": {now: samples[then] for then, now in zip(written, ran) if then in samples}}
+                       if samples else {})}
     return data
 
 
@@ -133,6 +137,7 @@ def check_spec(spec: Any) -> None:
         raise BaselineError("spec attacks must be a non-empty list of attack specs")
     if not isinstance(spec["epsilons"], list) or not spec["epsilons"]:
         raise BaselineError("spec epsilons must be a non-empty list")
+    _check_attack_samples(spec)
     batch_size = spec.get("batch_size", 256)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise BaselineError(f"spec batch_size must be a positive integer, got {batch_size!r}")
@@ -145,6 +150,19 @@ def check_spec(spec: Any) -> None:
     except (ValueError, KeyError) as err:  # unknown attacks, bad epsilons, gate or defense settings
         raise BaselineError(f"spec: {str(err).strip(chr(39))}") from None
 
+
+
+def _check_attack_samples(spec: dict[str, Any]) -> None:
+    """``attack_samples``: attack (as the spec lists it) -> n, the attack run on the first n samples only."""
+    samples = spec.get("attack_samples", {})
+    if not isinstance(samples, dict):
+        raise BaselineError("spec attack_samples must be an object of attack -> number of samples")
+    for attack, n in samples.items():
+        if attack not in spec["attacks"]:
+            raise BaselineError(f"spec attack_samples names {attack!r}, which is not one of the spec's attacks")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(spec["sample_indices"]):
+            raise BaselineError(f"spec attack_samples: {attack} takes a number of samples from 1 to "
+                                f"{len(spec['sample_indices'])}, got {n!r}")
 
 
 def _check_models(models: Any) -> None:
