@@ -25,8 +25,21 @@ from attacks.base import validate_inputs
 
 @dataclass(frozen=True)
 class Summary:
-    """The outcome of :func:`evaluate`: ``table`` (one row per model, defense setting, attack, gate gradient and
-    epsilon, worst cases included), ``records`` (one row per sample of each) and the ``spec`` that made them."""
+    """The outcome of :func:`evaluate`.
+
+    Args:
+        table: one row per model, defense setting, attack, gate gradient and epsilon (worst cases included), with
+            robust accuracy, its interval, FLOPs clean and attacked and gate stability; the columns are listed on
+            the Outputs page.
+        records: one row per sample of each of those settings (the columns of ``records.csv.gz``).
+        spec: the :class:`~aigrobust.evaluation.EvalSpec` that made them.
+
+    >>> import pandas as pd
+    >>> from aigrobust.evaluation import EvalSpec
+    >>> summary = Summary(pd.DataFrame(), pd.DataFrame(), EvalSpec(attacks=("fgsm",), epsilons=(8 / 255,)))
+    >>> summary.spec.attacks
+    ('fgsm',)
+    """
 
     table: pd.DataFrame
     records: pd.DataFrame
@@ -85,8 +98,13 @@ def evaluate(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, 
 
     >>> import torch, aigrobust
     >>> x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    >>> summary = aigrobust.evaluate("resnet20", x, y, attacks=["fgsm"], epsilons=["8/255"])  # doctest: +SKIP
-    >>> summary.table[["model", "attack_label", "epsilon", "robust_acc"]]  # doctest: +SKIP
+    >>> summary = aigrobust.evaluate("resnet20", x, y, attacks=["fgsm"], epsilons=["8/255"])
+    >>> summary.table[["model", "attack_label"]].drop_duplicates().values.tolist()
+    [['resnet20', 'FGSM']]
+    >>> summary.table["epsilon"].round(4).tolist()
+    [0.0, 0.0314]
+    >>> 0.0 <= summary.robust_accuracy("resnet20", 8 / 255) <= 1.0
+    True
     """
     given = [models] if isinstance(models, nn.Module) else list(models.values()) if isinstance(models, Mapping) \
         else list(models) if isinstance(models, Sequence) and not isinstance(models, str) else []

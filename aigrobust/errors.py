@@ -6,7 +6,15 @@ from __future__ import annotations
 class AigrobustError(Exception):
     """The base of every error aigrobust raises on purpose (a bad spec, a missing file, a run folder that does not
     match): ``except AigrobustError`` catches them all, and each also keeps the built-in type it always had
-    (ValueError, KeyError, ...), so older ``except`` clauses still work."""
+    (ValueError, KeyError, ...), so older ``except`` clauses still work.
+
+    >>> import attacks
+    >>> try:
+    ...     attacks.get_attack("pgd", steps=0)
+    ... except AigrobustError as err:
+    ...     print(err)
+    attack 'pgd': steps takes a positive integer up to 100000, got 0
+    """
 
 
 class CheckpointError(AigrobustError, ValueError):

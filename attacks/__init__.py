@@ -99,12 +99,25 @@ def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | 
                     rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
                     short_name_defaults: Mapping[str, Any] | None = None, role: AttackRole | None = None) -> None:
     """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks``, the
-    help texts and everything that groups attacks by what they are (:func:`attack_role`) read. ``fixed`` settings are
-    part of the name ('pgd-l2' fixes distance='l2'); ``rules`` check settings the shared rules do not know
-    (``{key: (check, wording)}``); ``short_name_defaults``: where a default changed after records began to carry
-    canonical specs, the old value, so records written before still read as the attack that made them
-    (:func:`short_name_spec`); ``role``: its objective, method and whether it is a control (default: an iterative
-    accuracy attack)."""
+    help texts and everything that groups attacks by what they are (:func:`attack_role`) read.
+
+    Args:
+        name: the name in specs (``name:key=value,...``); new, lower case.
+        cls: the :class:`~attacks.base.Attack` subclass; its constructor's keywords are the settings.
+        fixed: settings that are part of the name ('pgd-l2' fixes distance='l2').
+        label: the short label of tables and legends (default: the name in capitals).
+        rules: checks of settings the shared rules do not know (``{key: (check, wording)}``).
+        short_name_defaults: where a default changed after records began to carry canonical specs, the old value,
+            so records written before still read as the attack that made them (:func:`short_name_spec`).
+        role: its objective, method and whether it is a control (default: an iterative accuracy attack).
+
+    >>> from attacks.gradient import BIM
+    >>> class QuietBIM(BIM):
+    ...     name = "quiet-bim"
+    >>> register_attack("quiet-bim", QuietBIM, label="Quiet BIM")  # doctest: +SKIP
+    >>> attack_role("apgd-t").objective, attack_role("random-noise").control  # what a registration says
+    ('accuracy', True)
+    """
     _ATTACKS.add(name, AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole(),
                                  dict(short_name_defaults or {})))
 

@@ -320,7 +320,23 @@ DISTANCES: dict[str, Distance] = {"linf": LinfDistance(), "l2": L2Distance()}
 
 
 class Attack(abc.ABC):
-    """An attack over a sweep of epsilons. Subclasses implement :meth:`run_one` (one epsilon) or override __call__."""
+    """An attack over a sweep of epsilons, foolbox's way: ``attack(model, inputs, labels, epsilons)``.
+
+    Inputs are images in [0, 1]; any PyTorch classifier goes in (normalisation inside the model). Calling it returns
+    an ``AttackResult``: the raw and the clipped adversarials per epsilon, and per-sample success judged on the
+    clipped ones. Subclasses implement :meth:`run_one` (one epsilon) or override ``__call__``.
+
+    Args:
+        seed: the key of the attack's random draws; each sample draws by (seed, its sample id), so its adversarial
+            does not depend on the batch it shares.
+
+    >>> import torch
+    >>> from attacks import FGSM
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    >>> result = FGSM()(model, torch.rand(4, 3, 8, 8), torch.arange(4), [2 / 255, 8 / 255])
+    >>> tuple(result.clipped.shape), tuple(result.success.shape)
+    ((2, 4, 3, 8, 8), (2, 4))
+    """
 
     name: str = "attack"
     distance: Distance = DISTANCES["linf"]

@@ -57,7 +57,35 @@ def _gated(model: Any) -> Any:
 
 
 class ComputeInflation(Attack):
-    """Raise the executed FLOPs as far as the ball allows (success: more FLOPs than on the clean input)."""
+    """Raise the executed FLOPs as far as the ball allows (success: more FLOPs than on the clean input).
+
+    For gated networks the objective pushes closed gates open (GradMDM's probability loss by default); for early-exit
+    networks ``gate_loss=uniform`` pushes every internal classifier toward uniform (DeepSloth), so no exit fires.
+
+    Args:
+        steps: iterations per restart.
+        gate_loss: the per-gate objective: ``prob`` (the gate's probability of running, capped at 0.5, to the power
+            ``p``), ``hinge`` (the log-odds' shortfall below ``kappa``), ``pnorm`` (that shortfall to the power ``p``),
+            ``capped`` (the log-odds capped at ``kappa``), or ``uniform`` (early exits: DeepSloth's).
+        kappa: the margin of the hinge, pnorm and capped losses, in log-odds.
+        p: the exponent of the prob and pnorm losses.
+        normalize: normalise each gate's gradient before summing (GradMDM).
+        deconflict: remove the conflict between the gradients that open closed gates and keep open ones open.
+        schedule: the step rule: ``adam`` (0.3 eps times Adam's normalised step), ``fixed`` (2.5 eps / steps) or
+            ``apgd`` (2 eps, halved as progress stalls).
+        restarts: runs from fresh starts, keeping each sample's best.
+        random_start: start each run at a random point of the ball.
+        keep_label: count only adversarials that keep the true label (``compute-inflation-keep-label``).
+        label_weight: the weight of the cross-entropy term that keeps the label.
+        rel_stepsize: the step as a fraction of epsilon (overrides the schedule's default).
+        distance: ``linf`` or ``l2`` (``compute-inflation-l2``).
+        seed: the key of each sample's random starts.
+
+    >>> from attacks import get_attack
+    >>> get_attack("compute-inflation", steps=20, gate_loss="uniform").spec.startswith(
+    ...     "compute-inflation:steps=20,gate_loss=uniform,")
+    True
+    """
 
     name = "compute-inflation"
     goal = "gates"
@@ -267,9 +295,21 @@ class ComputeInflation(Attack):
 
 class RandomNoise(Attack):
     """The control every compute (and accuracy) attack needs: random noise of the same norm, keyed per sample.
-    Linf: each pixel moved by +-eps (a corner of the ball: the largest Linf noise); L2: a Gaussian direction
-    scaled to eps. A compute attack that beats this by a wide margin is doing the work, not the perturbation.
-    Success: more executed FLOPs than on the clean input (for a network without gates, a changed label)."""
+
+    Linf: each pixel moved by +-eps (a corner of the ball: the largest Linf noise); L2: a Gaussian direction scaled
+    to eps. A compute attack that beats this by a wide margin is doing the work, not the perturbation. Success: more
+    executed FLOPs than on the clean input (for a network without gates, a changed label).
+
+    Args:
+        distance: ``linf`` or ``l2``.
+        draws: how many noise draws per sample; the one with the most executed FLOPs is kept, so more draws make a
+            stronger control.
+        seed: the key of each sample's draws.
+
+    >>> from attacks import get_attack
+    >>> get_attack("random-noise", draws=10).spec
+    'random-noise:distance=linf,draws=10'
+    """
 
     name = "random-noise"
     goal = "gates"

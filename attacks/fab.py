@@ -44,8 +44,24 @@ def boundary_step(point: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor:
 
 
 class FABTargeted(Attack):
-    """FAB-T over the ``n_target_classes`` most likely wrong classes of the clean input (AutoAttack: 9), each a run
-    of ``steps`` iterations on the samples not yet fooled; ``restarts`` > 1 starts later runs at random points."""
+    """FAB-T (Croce & Hein, ICML 2020, "minimally distorted adversarial examples with a fast adaptive boundary
+    attack"), as AutoAttack runs it: a run of ``steps`` iterations toward each of the ``n_target_classes`` most
+    likely wrong classes of the clean input, on the samples not yet fooled.
+
+    Args:
+        steps: iterations per target class (AutoAttack: 100).
+        n_target_classes: how many target classes (AutoAttack: 9).
+        restarts: > 1 starts later runs at random points in the ball.
+        alpha_max: the largest weight of the step toward the original point (FAB's biased extrapolation).
+        eta: the overshoot factor of each projection onto the linearised boundary (> 1).
+        beta: the backward step toward the clean input after a success.
+        distance: ``linf`` or ``l2``.
+        seed: the key of each sample's random restarts.
+
+    >>> from attacks import get_attack
+    >>> get_attack("fab-t", steps=50).spec
+    'fab-t:steps=50,n_target_classes=9,restarts=1,alpha_max=0.1,eta=1.05,beta=0.9,distance=linf'
+    """
 
     name = "fab-t"
 

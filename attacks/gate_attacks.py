@@ -86,6 +86,15 @@ class GateFlip(_GateAttack):
     """Flip as many gates as possible away from their clean decision (maximise the Hamming distance).
 
     Success: the clipped adversarial's gate pattern differs from the clean one.
+
+    Args:
+        steps: signed gradient steps on the gates' log-odds.
+        rel_stepsize: the step as a fraction of epsilon (default 2.5 / steps).
+        seed: the key of per-sample draws (the attack draws nothing).
+
+    >>> from attacks import get_attack
+    >>> get_attack("gate-flip", steps=40).spec
+    'gate-flip:steps=40,rel_stepsize=auto'
     """
 
     name = "gate-flip"

@@ -29,7 +29,17 @@ from attacks.noise import RUN, SampleNoise
 
 
 class FGSM(Attack):
-    """Fast gradient (sign) method: one gradient at the clean input, shared by every epsilon of the sweep."""
+    """Fast gradient (sign) method (Goodfellow et al. 2015): one gradient at the clean input, shared by every epsilon of
+    the sweep; with ``distance="l2"`` the fast gradient method (``fgm-l2``).
+
+    Args:
+        distance: ``linf`` (the gradient's sign) or ``l2`` (the normalised gradient).
+        seed: unused by the method (it draws nothing); kept so every attack takes one.
+
+    >>> from attacks import get_attack
+    >>> get_attack("fgsm").spec, get_attack("fgm-l2").spec
+    ('fgsm:distance=linf', 'fgm-l2')
+    """
 
     name = "fgsm"
 
@@ -121,7 +131,19 @@ class IterativeAttack(Attack):
 
 
 class BIM(IterativeAttack):
-    """Basic iterative method / I-FGSM (Kurakin et al. 2017): no random start, step eps/steps."""
+    """Basic iterative method / I-FGSM (Kurakin et al. 2017): no random start, ``steps`` steps of eps/steps.
+
+    Args:
+        steps: gradient steps.
+        distance: ``linf`` or ``l2``.
+        seed: the key of per-sample draws (BIM draws nothing).
+        stop_at_success: a sample keeps its first fooling iterate and leaves the batch (False: every sample runs
+            every step).
+
+    >>> from attacks import get_attack
+    >>> get_attack("bim", steps=20).spec
+    'bim:steps=20,distance=linf,stop_at_success=true'
+    """
 
     name = "bim"
 
@@ -131,7 +153,22 @@ class BIM(IterativeAttack):
 
 
 class PGD(IterativeAttack):
-    """Projected gradient descent with random start and restarts (Madry et al. 2018); step 2.5 eps / steps."""
+    """Projected gradient descent with a random start and restarts (Madry et al. 2018).
+
+    Args:
+        steps: gradient steps per restart.
+        rel_stepsize: the step as a fraction of epsilon (default 2.5 / steps: the ball crossed 2.5 times).
+        abs_stepsize: the step in pixel units, whatever the epsilon (overrides ``rel_stepsize``).
+        restarts: runs from fresh random starts, each on the samples the earlier ones did not fool.
+        distance: ``linf`` or ``l2`` (``pgd-l2``).
+        seed: the key of each sample's random starts.
+        stop_at_success: a sample keeps its first fooling iterate and leaves the batch (False: every sample runs
+            every step).
+
+    >>> from attacks import get_attack
+    >>> get_attack("pgd", steps=10, restarts=2).spec
+    'pgd:steps=10,rel_stepsize=auto,abs_stepsize=auto,restarts=2,distance=linf,stop_at_success=true'
+    """
 
     name = "pgd"
 
@@ -144,8 +181,19 @@ class PGD(IterativeAttack):
 
 
 class MIFGSM(Attack):
-    """Momentum iterative FGSM (Dong et al. 2018): accumulated L1-normalised gradients, decay ``mu``; a sample keeps
-    its first fooling iterate and leaves the batch unless ``stop_at_success=False`` (see :class:`IterativeAttack`)."""
+    """Momentum iterative FGSM (Dong et al. 2018): accumulated L1-normalised gradients.
+
+    Args:
+        steps: gradient steps, each eps/steps.
+        decay: the momentum's decay ``mu``.
+        distance: ``linf`` or ``l2``.
+        seed: the key of per-sample draws (MI-FGSM draws nothing).
+        stop_at_success: a sample keeps its first fooling iterate and leaves the batch (see :class:`IterativeAttack`).
+
+    >>> from attacks import get_attack
+    >>> get_attack("mifgsm", decay=0.5).spec
+    'mifgsm:steps=10,decay=0.5,distance=linf,stop_at_success=true'
+    """
 
     name = "mifgsm"
 
@@ -207,10 +255,28 @@ APGD_LOSSES = ("ce", "dlr")
 
 
 class APGD(Attack):
-    """Auto-PGD (Croce & Hein 2020) with the cross-entropy or the DLR loss: momentum 0.75, step 2 eps halved at
-    checkpoints when progress stalls (fewer than rho = 0.75 of the steps since the last checkpoint raised the loss,
-    or neither the step nor the best loss changed), restarting from the best point. Returns a misclassified point
-    where one was found at any iteration, else the point of highest loss."""
+    """Auto-PGD (Croce & Hein, ICML 2020) with the cross-entropy (``apgd``) or the DLR loss (``apgd-dlr``).
+
+    Step 2 eps, halved at checkpoints when progress stalls, restarting from the best point. Returns a misclassified
+    point where one was found at any iteration, else the point of highest loss.
+
+    Args:
+        steps: iterations per restart (AutoAttack: 100).
+        rho: at a checkpoint the step halves unless at least this fraction of the steps since the last one raised
+            the loss (and the step or the best loss changed).
+        alpha: the momentum's weight on the previous update (0.75).
+        restarts: runs from fresh random starts on the samples still standing.
+        distance: ``linf`` or ``l2`` (``apgd-l2``).
+        seed: the key of each sample's random starts.
+        stop_at_success: a sample leaves the batch once fooled (AutoAttack's early exit).
+        loss: ``ce`` or ``dlr`` (fixed by the names ``apgd`` and ``apgd-dlr``).
+        eot_draws: > 1: each gradient is the mean over that many draws of a randomised model or defense
+            (expectation over transformation; AutoAttack's ``rand`` version: 20).
+
+    >>> from attacks import get_attack
+    >>> get_attack("apgd-dlr", steps=50).spec
+    'apgd-dlr:steps=50,rho=0.75,alpha=0.75,restarts=1,distance=linf,stop_at_success=true,eot_draws=1'
+    """
 
     name = "apgd-ce"
 
@@ -317,8 +383,23 @@ class APGD(Attack):
 
 
 class APGDTargeted(APGD):
-    """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss toward each of the ``n_target_classes`` most likely
-    wrong classes of the clean input in turn (AutoAttack: 9), each target a full run on the samples still standing."""
+    """APGD-T (Croce & Hein, ICML 2020): APGD on the targeted DLR loss toward each of the ``n_target_classes`` most
+    likely wrong classes of the clean input in turn, each target a full run on the samples still standing.
+
+    Args:
+        steps: iterations per target and restart (AutoAttack: 100).
+        n_target_classes: how many target classes (AutoAttack: 9).
+        rho: the step-halving condition, as in :class:`APGD`.
+        alpha: the momentum's weight, as in :class:`APGD`.
+        restarts: runs per target from fresh random starts.
+        distance: ``linf`` or ``l2``.
+        seed: the key of each sample's random starts.
+        stop_at_success: a sample leaves the batch once fooled.
+
+    >>> from attacks import get_attack
+    >>> get_attack("apgd-t", n_target_classes=3).spec
+    'apgd-t:steps=100,n_target_classes=3,rho=0.75,alpha=0.75,restarts=1,distance=linf,stop_at_success=true'
+    """
 
     name = "apgd-t"
 

@@ -26,7 +26,18 @@ def square_fraction(p_init: float, iteration: int, n_queries: int) -> float:
 
 
 class SquareAttack(Attack):
-    """Random square updates of +-eps per channel, accepted when the margin loss drops; stops per sample on success."""
+    """Square attack (Andriushchenko et al., ECCV 2020): random square updates of +-eps per channel, accepted when the
+    margin loss drops; no gradient, so gradient masking does not stop it. Stops per sample on success.
+
+    Args:
+        n_queries: the query budget per sample (AutoAttack: 5000).
+        p_init: the initial fraction of the image a square covers; it shrinks on Square's schedule.
+        seed: the key of each sample's squares and signs.
+
+    >>> from attacks import get_attack
+    >>> get_attack("square", n_queries=5000).spec
+    'square:n_queries=5000,p_init=0.8'
+    """
 
     name = "square"
 

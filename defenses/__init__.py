@@ -24,8 +24,21 @@ _CAST_NAMES = {int: "an integer", float: "a number"}
 
 
 def register_defense(name: str, cls: type[Defense], cast: type = int, example: str = "") -> None:
-    """Add a defense under ``name`` ('name:VALUE' in specs): the one place the parser, the help texts and the
-    catalogue read. A randomised defense says so with ``randomized = True`` on its class (and ``reseed(seed)``)."""
+    """Add a defense under ``name`` (``name:VALUE`` in specs): the one place the parser, the help texts and the
+    catalogue read. A randomised defense says so with ``randomized = True`` on its class (and ``reseed(seed)``).
+
+    Args:
+        name: the name in specs; new, and not ``none``.
+        cls: the :class:`~defenses.base.Defense` subclass; it is built with the spec's one value.
+        cast: the type of that value (``int`` for ``jpeg:75``, ``float`` for ``randpad:0.875``).
+        example: the spelling help texts show (default: the name alone).
+
+    >>> class Blur(BitDepth):
+    ...     name = "blur"
+    >>> register_defense("blur", Blur, int, "blur:3")  # doctest: +SKIP
+    >>> defense_examples()  # what the registrations give the help texts
+    'none, jpeg:75, bits:4, median:2, randpad:0.875'
+    """
     if name == "none":
         raise ValueError("defense 'none' is the reference every run holds: it cannot be registered")
     _DEFENSES.add(name, DefenseEntry(cls, cast, example or name))
@@ -47,7 +60,19 @@ class DefenseSpecError(AigrobustError, ValueError):
 
 
 def parse_defense(spec: str) -> Defense:
-    """'none', one registered defense ('jpeg:75', 'bits:4', 'median:2', 'randpad:0.875'), or parts joined by '+'."""
+    """A defense from its spec: ``none``, one registered defense, or parts joined by ``+`` (applied in order).
+
+    Args:
+        spec: ``'none'``, ``'jpeg:75'``, ``'bits:4'``, ``'median:2'``, ``'randpad:0.875'``, or e.g.
+            ``'jpeg:50+median:2'``; a registered name alone takes its default.
+
+    Returns:
+        The :class:`~defenses.base.Defense` (a :class:`Compose` for several parts); a bad spec raises
+        ``DefenseSpecError`` naming it.
+
+    >>> parse_defense("jpeg:50+median:2").spec()
+    'jpeg:50+median:2'
+    """
     text = spec.strip().lower()
     if text in ("none", ""):
         return NoDefense()

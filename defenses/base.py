@@ -61,7 +61,15 @@ def bpda(defense: nn.Module, x: Tensor) -> Tensor:
 
 
 class Compose(Defense):
-    """Defenses applied in order, e.g. jpeg:50+median:2."""
+    """Defenses applied in order, as ``parse_defense("jpeg:50+median:2")`` builds them.
+
+    Args:
+        parts: the defenses, first applied first.
+
+    >>> from defenses import JPEG, MedianSmoothing
+    >>> Compose([JPEG(50), MedianSmoothing(2)]).spec()
+    'jpeg:50+median:2'
+    """
 
     def __init__(self, parts: list[Defense]) -> None:
         super().__init__()

@@ -34,12 +34,19 @@ def to_uint8(x: Tensor) -> Tensor:
 
 
 class JPEG(Defense):
-    """JPEG compression and decompression at ``quality`` (1..100) with the real codec (libjpeg via torchvision).
+    """JPEG compression and decompression at ``quality`` with the real codec (libjpeg via torchvision).
 
-    Settings follow Pillow's defaults (4:2:0 chroma subsampling, standard IJG tables, islow DCT), so the output
-    equals a Pillow round trip of the same uint8 image. Any image size; the batch is coded in parallel shares
-    (:func:`defenses.codec.jpeg_round_trip`).
-    ``approximation`` is kornia's differentiable JPEG (Reich et al., WACV 2024) at the same quality.
+    Settings follow Pillow's defaults (4:2:0 chroma subsampling, standard IJG tables, islow DCT), so the output equals
+    a Pillow round trip of the same uint8 image. Any image size; the batch is coded in parallel shares
+    (:func:`defenses.codec.jpeg_round_trip`). ``approximation`` is kornia's differentiable JPEG (Reich et al., WACV
+    2024) at the same quality, used by the ``diff`` defense gradient; ``bpda`` passes the gradient straight through.
+
+    Args:
+        quality: 1 to 100 (the paper's defense: 75).
+
+    >>> import torch
+    >>> JPEG(75)(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 3, 32, 32])
     """
 
     def __init__(self, quality: int = 75) -> None:
@@ -63,7 +70,15 @@ class JPEG(Defense):
 
 
 class BitDepth(Defense):
-    """Reduce each channel to ``bits`` bits (feature squeezing, Xu et al. 2018); approximation: identity."""
+    """Reduce each channel to ``bits`` bits (feature squeezing, Xu et al., NDSS 2018); approximation: the identity.
+
+    Args:
+        bits: 1 to 8 bits per channel.
+
+    >>> import torch
+    >>> BitDepth(1)(torch.tensor([[[[0.2, 0.7]]]])).flatten().tolist()
+    [0.0, 1.0]
+    """
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
@@ -78,10 +93,17 @@ class BitDepth(Defense):
 
 
 class MedianSmoothing(Defense):
-    """Median filter over a ``size`` x ``size`` window per channel (feature squeezing, Xu et al. 2018).
+    """Median filter over a ``size`` x ``size`` window per channel (feature squeezing, Xu et al., NDSS 2018).
 
     Even sizes take the window to the lower right, as Xu et al.'s 2x2 filter does (reflect padding). The median is
     piecewise differentiable, so it is its own approximation.
+
+    Args:
+        size: the window's side (2 or more).
+
+    >>> import torch
+    >>> MedianSmoothing(3)(torch.rand(1, 3, 8, 8)).shape
+    torch.Size([1, 3, 8, 8])
     """
 
     def __init__(self, size: int = 2) -> None:
@@ -103,10 +125,23 @@ class MedianSmoothing(Defense):
 
 
 class RandomResizePad(Defense):
-    """Randomised: resize to a random side in [min_size, H] and zero-pad at a random place back to H x W
-    (Xie et al., ICLR 2018, scaled so the model keeps its input size). Each image draws its own side and place,
-    keyed by (seed, the image's bytes, draw name) as stochastic gates draw theirs (aigrobust.randomness): the same
-    image meets the same transform in the same named draw, whatever batch it shares."""
+    """Randomised: resize to a random side in [min_size, H] and zero-pad at a random place back to H x W (Xie et al.,
+    ICLR 2018, scaled so the model keeps its input size).
+
+    Each image draws its own side and place, keyed by (seed, the image's bytes, draw name) as stochastic gates draw
+    theirs (aigrobust.randomness): the same image meets the same transform in the same named draw, whatever batch it
+    shares. Attack it with the ``eot`` defense gradient.
+
+    Args:
+        min_fraction: the smallest side as a fraction of the image's (0.875: 28 of 32 pixels).
+        seed: the key of the draws.
+
+    >>> import torch
+    >>> pad = RandomResizePad(0.75)
+    >>> image = torch.rand(1, 3, 32, 32)
+    >>> torch.equal(pad(image), pad(image))  # the same image, the same draw
+    True
+    """
 
     randomized = True
 

@@ -25,11 +25,23 @@ class ModelOutputError(AigrobustError, TypeError):
 
 
 class PlainModel(nn.Module):
-    """A user's classifier as a network without gates: every attack on accuracy, clean and robust accuracy, its
-    static FLOPs per sample; gate modes other than hard/open are refused where they would be silently ignored.
+    """A user's classifier as a network without gates.
 
-    ``output_index``: where the module returns a tuple or list (``(logits, extra)``), the element holding the
-    logits; without it such a module is refused with one line."""
+    Every attack on accuracy, clean and robust accuracy and its static FLOPs per sample work on it; gate modes other
+    than hard/open are refused where they would be silently ignored.
+
+    Args:
+        module: any PyTorch classifier taking images in [0, 1] (wrap it with :func:`normalized` if it expects
+            normalised inputs).
+        name: the label in records and reports (default: the module's class name).
+        output_index: where the module returns a tuple or list (``(logits, extra)``), the element holding the
+            logits; without it such a module is refused with one line.
+
+    >>> import torch
+    >>> plain = PlainModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)), name="linear")
+    >>> plain(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
 
     is_gated = False
     num_blocks = 0

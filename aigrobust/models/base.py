@@ -200,7 +200,21 @@ class ResNetBase(nn.Module):
         return block.shortcut_path(x).index_add_(0, index, branch.to(x.dtype)).relu_()
 
     def forward_with_gates(self, x: Tensor) -> tuple[Tensor, GateTrace]:
-        """Logits and the per-sample gate trace (decisions, p_on, applied gate values, executed FLOPs)."""
+        """Logits and the per-sample gate trace, in one pass.
+
+        Args:
+            x: images in [0, 1], (N, 3, H, W); the network normalises them itself.
+
+        Returns:
+            The logits (N, classes) and a :class:`~aigrobust.models.gates.GateTrace` (decisions, p_on, applied gate
+            values, executed FLOPs per sample).
+
+        >>> import torch
+        >>> from aigrobust import create_model
+        >>> logits, trace = create_model("aig20", pretrained=True).eval().forward_with_gates(torch.rand(2, 3, 32, 32))
+        >>> logits.shape, trace.decisions.shape
+        (torch.Size([2, 10]), torch.Size([2, 9]))
+        """
         profile = self.flop_profile(tuple(x.shape[1:]))
         logits, decisions, p_on, values = self._run(x, self.gate_config)
         decided = torch.stack(decisions, dim=1)

@@ -76,7 +76,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_checkpoint(model: ResNetBase, path: Path, **metadata: Any) -> dict[str, Any]:
-    """Save ``model`` as safetensors with JSON metadata (atomically); returns the metadata written."""
+    """Save ``model`` as safetensors with JSON metadata, atomically (an interrupted save leaves no half file).
+
+    Args:
+        model: a registered model (its registry name and settings go into the metadata).
+        path: the ``.safetensors`` file to write.
+        **metadata: what else to record (recipe, accuracy, ...), JSON-serialisable.
+
+    Returns:
+        The metadata written (with the weights' sha256).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from aigrobust import create_model
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     written = save_checkpoint(create_model("resnet20"), Path(folder) / "model.safetensors", note="example")
+    >>> written["model"], written["note"]
+    ('resnet20', 'example')
+    """
     from safetensors.torch import save
 
     if getattr(model, "registry_name", None) is None:
@@ -91,7 +108,19 @@ def save_checkpoint(model: ResNetBase, path: Path, **metadata: Any) -> dict[str,
 
 # --- reading ------------------------------------------------------------------------------------------------------
 def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Weights and metadata of one of our checkpoints, with the weights' sha256 verified."""
+    """Weights and metadata of one of our checkpoints, with the weights' sha256 verified.
+
+    Args:
+        path: a ``.safetensors`` file written by :func:`save_checkpoint` (or ``aigrobust train``).
+
+    Returns:
+        The weights by parameter name and the metadata.
+
+    >>> from importlib.resources import files
+    >>> weights, metadata = read_checkpoint(files("aigrobust") / "pretrained" / "aig20.safetensors")
+    >>> metadata["model"], metadata["gated"]
+    ('aig20', True)
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load
 

@@ -43,7 +43,15 @@ from aigrobust.models.layers import FlopProfile, count_flops
 
 @runtime_checkable
 class DynamicNetwork(Protocol):
-    """What the evaluation needs of a network with per-sample gates (see the module docstring)."""
+    """What the evaluation needs of a network with per-sample gates or exits (see the module docstring).
+
+    A structural type: any module with these methods is evaluated as a dynamic network (the shipped families, and
+    a user's through :class:`GatedAdapter` or :class:`EarlyExitAdapter`).
+
+    >>> from aigrobust import create_model
+    >>> isinstance(create_model("aig20"), DynamicNetwork)
+    True
+    """
 
     is_gated: bool
     registry_name: str
@@ -98,12 +106,30 @@ class UserNetworkAdapter(nn.Module):
 class GatedAdapter(UserNetworkAdapter):
     """A user's dynamic network through :class:`DynamicNetwork`.
 
-    ``module(x)`` must return ``(logits, gate_logits)``: logits (N, classes) of the deployed network and, per sample
-    and gated block, the log-odds that the block runs (N, L), computed from the input so that they carry its
-    gradient; a block runs where its log-odds are above 0. ``block_flops`` (L values) is what each gated block costs
-    one sample when it runs; ``fixed_flops`` what always runs (counted from one pass on a blank image when not
-    given: the pass's FLOPs less the blocks that pass ran). Gates are hard; attacks use the network's own gradient
-    (``exact``), the only gradient mode an opaque network offers."""
+    Gates are hard; attacks use the network's own gradient (``exact``), the only gradient mode an opaque network
+    offers.
+
+    Args:
+        module: ``module(x)`` returns ``(logits, gate_logits)``: logits (N, classes) of the deployed network and,
+            per sample and gated block, the log-odds that the block runs (N, L), computed from the input so that they
+            carry its gradient; a block runs where its log-odds are above 0.
+        block_flops: (L values) what each gated block costs one sample when it runs.
+        name: the label in records and reports (default: the module's class name).
+        fixed_flops: what always runs (counted from one pass on a blank image when not given: the pass's FLOPs less
+            the blocks that pass ran).
+
+    >>> import torch
+    >>> class TwoGates(torch.nn.Module):
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.body, self.gates = torch.nn.Linear(3 * 8 * 8, 10), torch.nn.Linear(3 * 8 * 8, 2)
+    ...     def forward(self, x):
+    ...         return self.body(x.flatten(1)), self.gates(x.flatten(1))
+    >>> gated = GatedAdapter(TwoGates(), block_flops=[1000.0, 2000.0], fixed_flops=500.0)
+    >>> logits, trace = gated.forward_with_gates(torch.rand(4, 3, 8, 8))
+    >>> trace.decisions.shape
+    torch.Size([4, 2])
+    """
 
     supported_gate_modes = (GateMode.HARD,)
     supported_gate_grads = (GateGrad.EXACT,)
@@ -186,13 +212,34 @@ class GatedAdapter(UserNetworkAdapter):
 class EarlyExitAdapter(UserNetworkAdapter):
     """A user's early-exit network through :class:`~aigrobust.models.dynamic.DynamicNetwork`.
 
-    ``module(x)`` returns ``(final_logits, exit_logits)``: the final classifier's logits (N, C) and every internal
-    classifier's (N, K, C), all computed; the adapter decides the exit each image takes (``criterion`` against
-    ``threshold``, as :class:`EarlyExitResNet` does) and accounts the FLOPs the deployed network would run.
-    ``segment_flops`` (K values): what runs for an image that continues past exit k, up to and including the next
-    exit (the last: the final classifier); ``fixed_flops``: what runs before the first exit decision (counted from
-    one pass when not given: the pass's FLOPs less the segments). A trace's units are the K segments. All three
-    gate gradients apply (every exit is computed); modes ``hard`` and ``open``."""
+    The adapter decides the exit each image takes (as :class:`~aigrobust.models.early_exit.EarlyExitResNet` does)
+    and accounts the FLOPs the deployed network would run. A trace's units are the K segments. All three gate
+    gradients apply (every exit is computed); modes ``hard`` and ``open``.
+
+    Args:
+        module: ``module(x)`` returns ``(final_logits, exit_logits)``: the final classifier's logits (N, C) and every
+            internal classifier's (N, K, C), all computed.
+        segment_flops: (K values) what runs for an image that continues past exit k, up to and including the next
+            exit (the last: the final classifier).
+        threshold: an image leaves at the first exit whose ``criterion`` passes it.
+        criterion: ``confidence`` (the largest softmax probability, at or above the threshold leaves) or
+            ``entropy`` (the entropy over log(classes), at or below it leaves).
+        name: the label in records and reports (default: the module's class name).
+        fixed_flops: what runs before the first exit decision (counted from one pass when not given: the pass's
+            FLOPs less the segments).
+
+    >>> import torch
+    >>> class OneExit(torch.nn.Module):
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.early, self.final = torch.nn.Linear(3 * 8 * 8, 10), torch.nn.Linear(3 * 8 * 8, 10)
+    ...     def forward(self, x):
+    ...         return self.final(x.flatten(1)), self.early(x.flatten(1)).unsqueeze(1)
+    >>> exiting = EarlyExitAdapter(OneExit(), segment_flops=[4000.0], threshold=0.5, fixed_flops=1000.0)
+    >>> logits, trace = exiting.forward_with_gates(torch.rand(4, 3, 8, 8))
+    >>> logits.shape
+    torch.Size([4, 10])
+    """
 
     supported_gate_modes = (GateMode.HARD, GateMode.OPEN)
     supported_gate_grads = (GateGrad.EXACT, GateGrad.STRAIGHT_THROUGH, GateGrad.SOFT)

@@ -145,7 +145,25 @@ class ExitHead(nn.Module):
 
 
 class EarlyExitResNet(CifarResNet):
-    """A CIFAR ResNet with internal classifiers: the image leaves at the first confident exit."""
+    """A CIFAR ResNet with internal classifiers: the image leaves at the first confident exit.
+
+    Args:
+        blocks_per_stage: residual blocks in each of the three stages (3 for the ResNet-20 backbone, 9 for
+            ResNet-56).
+        exit_after: the blocks (1-based, increasing, before the last) after which an internal classifier sits;
+            default SDN's placement (after about 15, 30, 45, 60, 75 and 90% of the blocks).
+        threshold: an image leaves at the first exit whose ``criterion`` passes it (calibrated in training and
+            stored in the weights file).
+        criterion: ``confidence`` (the largest softmax probability, at or above the threshold leaves) or
+            ``entropy`` (the entropy over log(classes), at or below it leaves).
+        **kwargs: the backbone's settings (``num_classes``, ...).
+
+    >>> import torch
+    >>> network = EarlyExitResNet(3, exit_after=[3, 6], threshold=0.9).eval()
+    >>> logits, trace = network.forward_with_gates(torch.rand(2, 3, 32, 32))
+    >>> tuple(trace.exit_logits.shape)
+    (2, 2, 10)
+    """
 
     supported_gate_modes = (GateMode.HARD, GateMode.OPEN)
     supported_gate_grads = (GateGrad.EXACT, GateGrad.STRAIGHT_THROUGH, GateGrad.SOFT)

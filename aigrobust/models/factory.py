@@ -49,7 +49,18 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBa
 def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNetBase, dict[str, Any]]:
     """Load any supported checkpoint into a model: ours (.safetensors) or a converted format.
 
-    ``expect_model`` (a registry name) makes a checkpoint of another architecture an error.
+    Args:
+        path: the weights file: our ``.safetensors`` (architecture and settings in its metadata), akamaster's
+            CIFAR ResNets (``.th``), the ConvNet-AIG reference code's or torchvision's files.
+        expect_model: a registry name; a checkpoint of another architecture is then an error.
+
+    Returns:
+        The model (in eval mode) and the checkpoint's metadata (model, recipe, accuracy, hashes, ...).
+
+    >>> from importlib.resources import files
+    >>> model, metadata = load_checkpoint(files("aigrobust") / "pretrained" / "resnet20.safetensors")
+    >>> model.registry_name, metadata["dataset"]
+    ('resnet20', 'cifar10')
     """
     path = Path(path)
     why = unusable_file(path)

@@ -67,12 +67,24 @@ class GateExecution(_StrEnum):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How a network's gates behave outside training, as one value: a network holds one and replaces it whole (by
-    ``set_gate_mode``, ``gate_settings``, ``keyed_draw``), and each forward reads it once, so a forward depends
-    only on its input and this value (and, in training, the seeded Gumbel generator).
+    """How a network's gates behave outside training, as one value.
 
-    mode: how gates decide; grad: how an attacker's gradient passes them; execution: skip or mask closed branches;
-    seed and draw_key: the key of stochastic gates' per-row draws (see aigrobust.randomness)."""
+    A network holds one and replaces it whole (by ``set_gate_mode``, ``gate_settings``, ``keyed_draw``), and each
+    forward reads it once, so a forward depends only on its input and this value (and, in training, the seeded
+    Gumbel generator).
+
+    Args:
+        mode: how gates decide: ``hard`` (the deployed argmax), ``soft``, ``stochastic`` (keyed draws) or ``open``
+            (every block runs).
+        grad: how an attacker's gradient passes the gates: ``exact``, ``straight-through`` or ``soft``.
+        execution: ``skip`` closed branches (the deployed network's compute) or ``mask`` them (computed, multiplied by
+            0).
+        seed: the key of stochastic gates' per-row draws (see aigrobust.randomness).
+        draw_key: the name of the draw, so that two named draws of one image differ and a repeated one does not.
+
+    >>> GateConfig(mode=GateMode.OPEN).grad.value
+    'exact'
+    """
 
     mode: GateMode = GateMode.HARD
     grad: GateGrad = GateGrad.EXACT
@@ -132,13 +144,20 @@ def gumbel_straight_through(logits: Tensor, uniform: Tensor, temperature: float 
 class GateTrace:
     """What the gates did for each sample of a batch.
 
-    decisions: (N, L) bool, True where block l's residual branch contributed for sample n.
-    p_on: (N, L) float, the gate's softmax probability of 'on' (1.0 for blocks without a gate).
-    gate_values: (N, L) float, the multiplier actually applied to F (differentiable in train mode; used by the
-        target-rate loss).
-    flops: (N,) float, FLOPs the deployed network executes for the sample (fixed parts plus open branches).
-    exit_logits: (N, K, classes) float, an early-exit network's internal classifiers' logits (zeros where an exit
-        was not reached); None for gated networks.
+    Args:
+        decisions: (N, L) bool, True where block l's residual branch contributed for sample n.
+        p_on: (N, L) float, the gate's softmax probability of 'on' (1.0 for blocks without a gate).
+        gate_values: (N, L) float, the multiplier actually applied to F (differentiable in train mode; used by the
+            target-rate loss).
+        flops: (N,) float, FLOPs the deployed network executes for the sample (fixed parts plus open branches).
+        exit_logits: (N, K, classes) float, an early-exit network's internal classifiers' logits (zeros where an
+            exit was not reached); None for gated networks.
+
+    >>> import torch
+    >>> trace = GateTrace(torch.tensor([[True, False]]), torch.tensor([[0.9, 0.2]]), torch.tensor([[1.0, 0.0]]),
+    ...                   torch.tensor([1.5e6]))
+    >>> trace.decisions.float().mean().item()
+    0.5
     """
 
     decisions: Tensor

@@ -25,7 +25,22 @@ from aigrobust.reporting.tables import robustness_per_flop_points
 
 @dataclass(frozen=True)
 class FigureInputs:
-    """What a report figure is drawn from: the records and the tables the report derives from them."""
+    """What a report figure is drawn from: the records and the tables the report derives from them.
+
+    Args:
+        records: the per-sample records (as ``records.csv.gz``).
+        summary: one row per setting with every metric (as ``summary.csv``).
+        layers: per model, setting and block, the execution rate clean and attacked.
+        classes: per model and class, clean and attacked execution and accuracy.
+        gate_epsilon: the epsilon the gate figures look at.
+        full_flops: per model label, the FLOPs with every block open (empty where unknown).
+        sample_images: reads the images of given sample ids (H x W x 3 uint8), for the gate raster; None: patterns
+            only.
+
+    >>> import dataclasses
+    >>> ", ".join(f.name for f in dataclasses.fields(FigureInputs))
+    'records, summary, layers, classes, gate_epsilon, full_flops, sample_images'
+    """
 
     records: pd.DataFrame
     summary: pd.DataFrame
@@ -53,10 +68,25 @@ FIGURES: Registry[FigureEntry] = Registry("figure")
 
 
 def register_figure(name: str, caption: str, gated_only: bool = False) -> Callable[[FigureBuilder], FigureBuilder]:
-    """Decorator: add a figure to every report, in registration order. The builder takes :class:`FigureInputs`
-    and returns (png, svg) bytes, or None where the records hold nothing for it (the figure is then left out);
-    ``gated_only`` figures are not asked where no gated model ran.
-    ``name`` is the file name under figures/ and must be new and a plain word (letters, digits, _ and -)."""
+    """Decorator: add a figure to every report, in registration order.
+
+    The builder takes :class:`FigureInputs` and returns (png, svg) bytes (:func:`~aigrobust.reporting.plots.save_figure`),
+    or None where the records hold nothing for it (the figure is then left out).
+
+    Args:
+        name: the file name under figures/; new, and a plain word (letters, digits, _ and -).
+        caption: the sentence under the figure in the report.
+        gated_only: not asked where no dynamic (gated or early-exit) model ran.
+
+    Returns:
+        The decorator, which registers the builder and returns it unchanged.
+
+    >>> @register_figure("robust_accuracy_bars", "Robust accuracy per model.")  # doctest: +SKIP
+    ... def _bars(inputs: FigureInputs) -> tuple[bytes, bytes] | None:
+    ...     ...
+    >>> list(FIGURES)[0]  # the registered figures, in the order reports draw them
+    'accuracy_vs_epsilon'
+    """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ValueError(f"figure name {name!r} must be letters, digits, _ or -")
     FIGURES.check_free(name)

@@ -13,8 +13,22 @@ from aigrobust.evaluation.metrics import WORST, format_eps
 
 
 def save_figure(fig: Any) -> tuple[bytes, bytes]:
-    """A matplotlib figure as (PNG, SVG) bytes, without dates or random ids (the same report, the same bytes);
-    the figure is closed."""
+    """A matplotlib figure as (PNG, SVG) bytes, without dates or random ids (the same report, the same bytes); the
+    figure is closed.
+
+    Args:
+        fig: a matplotlib figure.
+
+    Returns:
+        The PNG bytes and the SVG bytes.
+
+    >>> import matplotlib.pyplot as plt
+    >>> figure, axes = plt.subplots()
+    >>> _ = axes.plot([0, 1], [1, 0])
+    >>> png, svg = save_figure(figure)
+    >>> png[:4], svg.startswith(b"<?xml")
+    (b'\x89PNG', True)
+    """
     import matplotlib.pyplot as plt
 
     png, svg = io.BytesIO(), io.BytesIO()

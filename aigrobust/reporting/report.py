@@ -52,6 +52,12 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
 
     Returns:
         The :class:`Report` (tables, figures as bytes, flags, text), which :func:`write_report` writes.
+
+    >>> import torch, aigrobust
+    >>> summary = aigrobust.evaluate("aig20", torch.rand(4, 3, 32, 32), torch.arange(4), epsilons=["8/255"])
+    >>> report = build_report(summary.records, "FGSM on four random images")
+    >>> report.title, "accuracy_vs_epsilon" in report.figures
+    ('FGSM on four random images', True)
     """
     if records.empty:
         raise ValueError("no records to report")
@@ -164,6 +170,14 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
 
     Returns:
         The files written.
+
+    >>> import tempfile, torch, aigrobust
+    >>> from pathlib import Path
+    >>> summary = aigrobust.evaluate("resnet20", torch.rand(4, 3, 32, 32), torch.arange(4), epsilons=["8/255"])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     written = write_report(build_report(summary.records, "FGSM"), Path(folder) / "report")
+    ...     sorted(p.name for p in written if p.name.startswith("index"))
+    ['index.html', 'index.md']
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,44 @@ class TrainingError(AigrobustError, RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run (a resume must use the same one)."""
+    """Everything that determines a training run (a resume must use the same one); ``aigrobust train`` builds one
+    from its options.
+
+    Args:
+        model: a registered model name (``aig20``, ``resnet32``, ``sdn20``).
+        model_kwargs: the model's settings (``target_rates``, ``exit_after``, ...).
+        epochs: passes over the training images.
+        batch_size: images per optimiser step.
+        lr: the peak learning rate (SGD with momentum).
+        momentum: SGD's momentum.
+        weight_decay: L2 weight decay.
+        schedule: the learning-rate schedule: ``step`` (divided by 10 at each milestone), ``cosine`` or ``onecycle``.
+        milestones: fractions of the run where the step schedule divides the rate.
+        gate_lambda: the weight of the gates' target-rate loss (ConvNet-AIG's).
+        gate_lr_factor: the gates' learning rate relative to ``lr``.
+        target_warmup: the fraction of the run over which every gate's target falls linearly from 1.0 (all blocks
+            run) to its own, so a start from a plain network's weights keeps what they learnt while the gates learn to
+            skip (0: no warm-up).
+        augment: random crops and flips.
+        seed: the seed of the data order, augmentation, initialisation and Gumbel draws.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        bf16: bfloat16 autocast (CUDA only).
+        channels_last: NHWC convolutions (faster on the CPU and CUDA).
+        init: weights to start from: ``torchvision``, a weights file or a shipped name (``resnet20.at``).
+        adversarial: the inner attack's spec (:func:`~aigrobust.training.inner_attacks.inner_attack_from_spec`),
+            stored canonical; None: standard training.
+        compute_penalty: the weight of per-sample execution above the target rate (adversarial ``compute=W`` > 0).
+        ema: the decay of an exponential moving average of the weights, which is validated and saved; None: none.
+        inner_network: the network the inner attack runs on: ``training`` (Gumbel gates, batch statistics, as the
+            step sees it) or ``deployed`` (hard gates with a straight-through gradient, running statistics, as an
+            evaluation attacks it).
+        exits_only: early-exit networks: train the exits only, on the frozen backbone (SDN's "IC-only").
+        exit_accuracy_loss: early-exit networks: the threshold is calibrated on the held-out images after each epoch
+            for at most this accuracy loss (a fraction).
+
+    >>> TrainConfig(model="aig20", epochs=30, adversarial="n-fgsm").adversarial
+    'n-fgsm:eps=0.03137254901960784,compute=0.0,k=2.0,step=auto'
+    """
 
     model: str
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -61,26 +98,20 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: Schedule = Schedule.STEP
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run, for the step schedule
+    milestones: tuple[float, ...] = (0.5, 0.75)
     gate_lambda: float = 2.0
     gate_lr_factor: float = 1.0
-    # fraction of the run over which every gate's target falls linearly from 1.0 (all blocks run) to its own: a
-    # start from a plain network's weights keeps what they learnt while the gates learn to skip (0: no warm-up)
     target_warmup: float = 0.0
     augment: bool = True
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True  # CUDA only
-    channels_last: bool = True  # CPU and CUDA: NHWC convolutions are faster on both
-    init: str | None = None  # 'torchvision', a weights file or a shipped name: weights to start from
-    adversarial: str | None = None  # the inner attack's spec (aigrobust.training.inner_attacks), stored canonical
-    compute_penalty: float = 4.0  # weight of per-sample execution above the target rate (adversarial compute=W > 0)
-    ema: float | None = None  # decay of an exponential moving average of the weights (validated and saved)
-    # the network the inner attack runs on: 'training' (Gumbel gates, batch statistics, as the step sees it) or
-    # 'deployed' (hard gates with a straight-through gradient, running statistics, as evaluation attacks it)
+    bf16: bool = True
+    channels_last: bool = True
+    init: str | None = None
+    adversarial: str | None = None
+    compute_penalty: float = 4.0
+    ema: float | None = None
     inner_network: str = "training"
-    # early-exit networks: train the exits only on the frozen backbone (SDN's "IC-only"); the threshold is
-    # calibrated on the held-out images after each epoch for at most this accuracy loss (a fraction)
     exits_only: bool = False
     exit_accuracy_loss: float = 0.01
 

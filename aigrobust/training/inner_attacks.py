@@ -128,7 +128,18 @@ class InnerAttack(abc.ABC):
 
 @dataclass(frozen=True)
 class NFGSM(InnerAttack):
-    """N-FGSM: strong noise, one step, no projection (its perturbations reach (k + 1) eps in Linf)."""
+    """N-FGSM (de Jorge et al., NeurIPS 2022): strong noise, one step, no projection (its perturbations reach (k + 1)
+    eps in Linf), at the cost of one FGSM step.
+
+    Args:
+        eps: the Linf radius the network is trained against.
+        compute: the weight of the compute objective added to the inner loss (gated networks only; 0: none).
+        k: the noise's half-width in units of eps.
+        step: the signed step (default: eps).
+
+    >>> NFGSM(k=1.0).spec
+    'n-fgsm:eps=0.03137254901960784,compute=0.0,k=1.0,step=auto'
+    """
 
     k: float = 2.0
     step: float | None = None  # None: eps
@@ -152,7 +163,17 @@ class NFGSM(InnerAttack):
 
 @dataclass(frozen=True)
 class FGSMRS(InnerAttack):
-    """FGSM with a random start ("fast is better than free"): start U(-eps, eps), step alpha eps, projected."""
+    """FGSM with a random start (Wong et al., ICLR 2020, "fast is better than free"): start U(-eps, eps), one step of
+    alpha eps, projected.
+
+    Args:
+        eps: the Linf radius the network is trained against.
+        compute: the weight of the compute objective added to the inner loss (gated networks only; 0: none).
+        alpha: the step in units of eps.
+
+    >>> FGSMRS().spec
+    'fgsm-rs:eps=0.03137254901960784,compute=0.0,alpha=1.25'
+    """
 
     alpha: float = 1.25
 
@@ -171,7 +192,17 @@ class FGSMRS(InnerAttack):
 
 @dataclass(frozen=True)
 class PGDTraining(InnerAttack):
-    """Madry's PGD: random start in the ball, ``steps`` projected signed steps of ``step`` (default eps/4)."""
+    """Madry et al.'s PGD adversarial training: random start in the ball, ``steps`` projected signed steps.
+
+    Args:
+        eps: the Linf radius the network is trained against.
+        compute: the weight of the compute objective added to the inner loss (gated networks only; 0: none).
+        steps: projected steps.
+        step: the signed step (default eps/4).
+
+    >>> PGDTraining(steps=7).spec
+    'pgd:eps=0.03137254901960784,compute=0.0,steps=7,step=auto'
+    """
 
     steps: int = 10
     step: float | None = None
@@ -208,7 +239,19 @@ class PGDTraining(InnerAttack):
 
 @dataclass(frozen=True)
 class TRADES(PGDTraining):
-    """TRADES: the inner attack maximises KL(f(x_adv) || f(x)); the loss adds beta times that KL to the clean CE."""
+    """TRADES (Zhang et al., ICML 2019): the inner attack maximises KL(f(x_adv) || f(x)); the loss adds beta times that
+    KL to the clean cross-entropy.
+
+    Args:
+        eps: the Linf radius the network is trained against.
+        compute: the weight of the compute objective added to the inner loss (gated networks only; 0: none).
+        steps: projected steps of the inner attack.
+        step: the signed step (default eps/4).
+        beta: the weight of the robustness term (6 in the paper).
+
+    >>> TRADES(beta=3).spec
+    'trades:eps=0.03137254901960784,compute=0.0,steps=10,step=auto,beta=3.0'
+    """
 
     beta: float = 6.0
 
@@ -273,7 +316,18 @@ def _parse_number(method: str, key: str, text: str) -> Any:
 
 
 def inner_attack_from_spec(spec: str) -> InnerAttack:
-    """'n-fgsm', 'pgd:eps=8/255,steps=7', 'trades:beta=6'; a canonical spec parses back to the same attack."""
+    """An adversarial-training method from its spec, as ``aigrobust train --adversarial`` takes it.
+
+    Args:
+        spec: ``'n-fgsm'``, ``'pgd:eps=8/255,steps=7'``, ``'trades:beta=6'``; settings as ``key=value`` (fractions
+            allowed, ``auto`` for a derived default); a canonical spec parses back to the same method.
+
+    Returns:
+        The :class:`InnerAttack`; a bad spec raises ``InnerSpecError`` naming it.
+
+    >>> inner_attack_from_spec("pgd:eps=8/255,steps=7").spec
+    'pgd:eps=0.03137254901960784,compute=0.0,steps=7,step=auto'
+    """
     method, _, settings = spec.strip().partition(":")
     if method not in INNER_ATTACKS:
         raise InnerSpecError(f"unknown adversarial training method {method!r}; known: {', '.join(INNER_ATTACKS)}")

@@ -92,10 +92,36 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     checkpoint_every: int = 0,
 ) -> TrainResult:
-    """Train ``config.model`` on ``train_data``; checkpoint into ``out_dir`` every epoch (and every
-    ``checkpoint_every`` optimiser steps inside an epoch, so a killed run loses at most that many steps).
+    """Train ``config.model`` on ``train_data``, checkpointing into ``out_dir``.
 
-    ``on_batch(epoch, step, steps, loss)`` and ``on_epoch(record)`` let a caller show progress.
+    Args:
+        config: everything that determines the run (:class:`~aigrobust.training.config.TrainConfig`).
+        train_data: the training images and labels.
+        out_dir: the run's folder: ``model.safetensors`` (the final weights with their recipe), the resumable state
+            and the per-epoch log.
+        heldout: images validated after every epoch (clean accuracy, PGD-10 for adversarial training, execution
+            rates); early-exit thresholds are calibrated on them.
+        resume: continue a stopped run in ``out_dir`` (the same ``config`` only): the result equals an uninterrupted
+            run's.
+        on_batch: ``on_batch(epoch, step, steps, loss)`` after every optimiser step, for progress.
+        on_epoch: ``on_epoch(record)`` after every epoch.
+        checkpoint_every: also save every this many optimiser steps inside an epoch (0: at epoch ends only), so a
+            killed run loses at most that many steps.
+
+    Returns:
+        The :class:`TrainResult`: the model, its final checkpoint and the per-epoch records.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from aigrobust.data import ArrayDataset
+    >>> from aigrobust.training.config import TrainConfig
+    >>> images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    >>> data = ArrayDataset(images, np.arange(8) % 10, [str(c) for c in range(10)], "random", "example")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = train(TrainConfig(model="resnet20", epochs=1, batch_size=8, device="cpu"), data, Path(folder))
+    >>> len(result.history), result.checkpoint.name
+    (1, 'model.safetensors')
     """
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
