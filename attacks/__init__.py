@@ -13,13 +13,15 @@ from typing import Any
 
 from aigrobust.errors import AigrobustError
 from aigrobust.registry import Registry
+from aigrobust.specs import finite_number, format_value, parse_value, positive_int, require, spec_name
+from aigrobust.specs import split_spec as split_parts
 from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
 from attacks.compute_attack import LOSSES as COMPUTE_LOSSES
 from attacks.compute_attack import ComputeInflation, RandomNoise
 from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
 from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
-from attacks.settings import SETTING_RULES, finite_number, positive_int, rule_from_default
+from attacks.settings import SETTING_RULES, rule_from_default
 from attacks.square import SquareAttack
 
 # AutoAttack's protocols as attack lists, each run as a per-sample worst case with early exit: an attack works only
@@ -132,7 +134,7 @@ def unregister_attack(name: str) -> None:
 def attack_role(spec: str) -> AttackRole | None:
     """What the attack a spec names is (objective, method, control), from its registration; foolbox attacks are
     iterative accuracy attacks; None for a name no longer registered (old records)."""
-    name, _ = _name_and_settings(str(spec))
+    name = spec_name(str(spec))
     if name.startswith("foolbox:"):
         return AttackRole()
     entry = _ATTACKS.get(name)
@@ -196,8 +198,8 @@ def check_settings(name: str, constructor: Callable[..., Any], kwargs: dict[str,
         own = _ATTACKS[name].rules if name in _ATTACKS else {}
         rule = (own.get(key) or SETTING_RULES.get(key)
                 or (rule_from_default(params[key].default) if key in params else None))
-        if rule is not None and not rule[0](value):
-            raise AttackSpecError(f"attack {name!r}: {key} takes {rule[1]}, got {value!r}")
+        if rule is not None:
+            require(f"attack {name!r}", key, value, rule, AttackSpecError)
 
 
 def get_attack(name: str, **kwargs: Any) -> Attack:
@@ -263,40 +265,21 @@ def _settings_of(name: str) -> dict[str, Any]:
     return attack_settings(name)
 
 
-def _format_value(value: Any) -> str:
-    if value is None:
-        return "auto"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def canonical_spec(name: str, settings: dict[str, Any]) -> str:
     """The attack's identity: its name and every setting, defaults filled in, in the constructor's order
     ('pgd:steps=10,rel_stepsize=auto,...'). Two attacks with the same canonical spec run the same algorithm."""
     values = {**_settings_of(name), **{k: v for k, v in settings.items() if k != "seed"}}
-    return name + (":" + ",".join(f"{k}={_format_value(v)}" for k, v in values.items()) if values else "")
+    return name + (":" + ",".join(f"{k}={format_value(v)}" for k, v in values.items()) if values else "")
 
 
 # short display names come from each registration; the budget (steps or queries) follows them
 _BUDGET_KEYS = ("steps", "n_queries")
 
 
-def _name_and_settings(spec: str) -> tuple[str, list[str]]:
-    """'name:key=value,...' -> (name, ['key=value', ...]); foolbox names keep their 'foolbox:' prefix."""
-    if spec.startswith("foolbox:"):
-        parts = spec.split(":", 2)
-        name, settings = ":".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
-    else:
-        name, _, settings = spec.partition(":")
-    return name, list(filter(None, settings.split(",")))
-
-
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     """'name:key=value,...' -> (name, {key: value text}); foolbox names keep their 'foolbox:' prefix."""
-    name, items = _name_and_settings(spec)
-    pairs = [item.partition("=") for item in items]
-    return name, {k.strip(): v.strip() for k, _, v in pairs}
+    parts = split_parts(spec, "attack", AttackSpecError)
+    return parts.name, parts.settings
 
 
 def attack_kind(spec: str) -> str:
@@ -323,7 +306,10 @@ def attack_norm(spec: str) -> str:
 def attack_label(spec: str) -> str:
     """A short name for tables and legends: 'PGD-20', 'APGD-CE-50', 'Square-5000', with any setting that differs
     from its default after it ('PGD-10 (rel_stepsize=0.1)'). Specs without settings (old records) pass through."""
-    name, settings = split_spec(spec)
+    try:
+        name, settings = split_spec(spec)
+    except AttackSpecError:  # a text that never was a spec
+        return spec
     if not settings or (name not in _ATTACKS and not name.startswith("foolbox:")):
         return spec
     label = (_ATTACKS[name].label if name in _ATTACKS else None) or name
@@ -331,7 +317,7 @@ def attack_label(spec: str) -> str:
     if budget:
         label += "-" + budget[0]
     try:
-        defaults = {k: _format_value(v) for k, v in _settings_of(name).items()}
+        defaults = {k: format_value(v) for k, v in _settings_of(name).items()}
     except AttributeError:  # a foolbox class that this foolbox lacks
         defaults = {}
     changed = [f"{k}={v}" for k, v in settings.items() if k not in _BUDGET_KEYS and defaults.get(k) != v]
@@ -343,7 +329,7 @@ def attack_catalogue() -> list[str]:
     lines = []
     for name in list_attacks():
         defaults = attack_settings(name)
-        settings = ", ".join(f"{k}={_format_value(v)}" for k, v in defaults.items())
+        settings = ", ".join(f"{k}={format_value(v)}" for k, v in defaults.items())
         # the ball its epsilons bound: one run takes one norm, so say it beside each attack
         norm = "Linf or L2" if "distance" in defaults else NORM_NAMES[attack_norm(name)]
         lines.append(f"{name:<30} {norm:<10} {settings or '(no settings)'}")
@@ -357,24 +343,11 @@ def _constructor(name: str) -> Callable[..., Any]:
     return _ATTACKS[name].cls.__init__
 
 
-def _parse_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def short_name_spec(text: str) -> str:
     """The canonical spec an attack text meant when records held short names: its settings over
     the defaults then in force (:attr:`AttackEntry.short_name_defaults`), so an old run's records and run.json read
     as the attack that made them, not as today's defaults."""
-    name, _ = _name_and_settings(text)
-    entry = _ATTACKS.get(name)
+    entry = _ATTACKS.get(spec_name(text))
     if entry is None or not entry.short_name_defaults:
         return attack_from_spec(text).spec
     return attack_from_spec(text, defaults=entry.short_name_defaults).spec
@@ -394,22 +367,15 @@ def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> At
     >>> attack_from_spec("fgsm").spec
     'fgsm:distance=linf'
     """
-    name, items = _name_and_settings(spec)
+    parts = split_parts(spec, "attack", AttackSpecError)
     kwargs: dict[str, Any] = dict(defaults or {})
-    given: set[str] = set()
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise AttackSpecError(f"attack setting {item!r} in {spec!r} is not key=value")
-        key = key.strip().replace("-", "_")
-        if key in given:
-            raise AttackSpecError(f"attack setting {key!r} is given twice in {spec!r}")
-        given.add(key)
-        if value.strip().lower() != "auto":
-            kwargs[key] = _parse_value(value.strip())
-        else:
+    for key, text in parts.settings.items():
+        value = parse_value(text)
+        if value is None:  # 'auto': the attack's own choice, whatever the defaults say
             kwargs.pop(key, None)
-    return get_attack(name, **kwargs)
+        else:
+            kwargs[key] = value
+    return get_attack(parts.name, **kwargs)
 
 
 __all__ = [

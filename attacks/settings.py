@@ -3,25 +3,13 @@ check and its wording per setting, and a type check from a constructor's default
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any
 
+from aigrobust.specs import Rule, finite_number, positive_int
 from attacks.base import DISTANCES
 
-
-def positive_int(v: Any) -> bool:
-    """An int (not a bool) of at least 1."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def finite_number(v: Any) -> bool:
-    """An int or float (not a bool) that is finite."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 # What each setting takes, wherever it appears (native attacks and foolbox's alike): a check and its wording.
-SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+SETTING_RULES: dict[str, Rule] = {
     "steps": (lambda v: positive_int(v) and v <= 100_000, "a positive integer up to 100000"),
     "restarts": (lambda v: positive_int(v) and v <= 1000, "a positive integer up to 1000"),
     "n_queries": (lambda v: positive_int(v) and v <= 10_000_000, "a positive integer up to 10000000"),
@@ -47,7 +35,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def rule_from_default(default: Any) -> tuple[Callable[[Any], bool], str] | None:
+def rule_from_default(default: Any) -> Rule | None:
     """A type check from a constructor default (foolbox settings without a rule of ours)."""
     if isinstance(default, bool):
         return (lambda v: isinstance(v, bool), "true or false")

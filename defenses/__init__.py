@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aigrobust.errors import AigrobustError
 from aigrobust.registry import Registry
+from aigrobust.specs import split_spec
 from defenses.base import AttackerDefenseView, Compose, DefendedModel, Defense, DefenseGrad, NoDefense, bpda
 from defenses.transforms import JPEG, BitDepth, MedianSmoothing, RandomResizePad, pillow_jpeg_round_trip, to_uint8
 
@@ -78,7 +79,10 @@ def parse_defense(spec: str) -> Defense:
         return NoDefense()
     parts = []
     for part in text.split("+"):
-        name, _, value = part.partition(":")
+        split = split_spec(part, "defense", DefenseSpecError, prefixed=(), bare_value=True)
+        name, value = split.name, split.value or ""
+        if split.settings:  # 'jpeg:quality=75'
+            raise DefenseSpecError(f"{spec!r}: a defense takes its one value bare, as in {defense_examples()}")
         if name == "none":
             raise DefenseSpecError(f"'none' cannot be joined with other defenses in {spec!r}; give it alone")
         if name not in _DEFENSES:

@@ -34,6 +34,7 @@ from torch import Tensor
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.spec import EPSILON_RESOLUTION
 from aigrobust.registry import Registry
+from aigrobust.specs import finite_number, format_value, parse_value, require, split_spec
 from attacks.base import LinfDistance
 from attacks.compute_attack import gate_log_odds
 
@@ -86,7 +87,7 @@ class InnerAttack(abc.ABC):
     @property
     def spec(self) -> str:
         """'n-fgsm:eps=0.031372549019607836,compute=0.0,k=2.0,step=auto': every setting, defaults filled in."""
-        return self.method + ":" + ",".join(f"{f.name}={_format(getattr(self, f.name))}" for f in fields(self))
+        return self.method + ":" + ",".join(f"{f.name}={format_value(getattr(self, f.name))}" for f in fields(self))
 
     @property
     def needs_clean_logits(self) -> bool:
@@ -290,29 +291,18 @@ for _method in (NFGSM, FGSMRS, PGDTraining, TRADES):
     INNER_ATTACKS.add(_method.method, _method)
 
 
-def _format(value: Any) -> str:
-    if value is None:
-        return "auto"
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
 def _check(method: str, key: str, value: Any, rule: Callable[[Any], bool], wording: str) -> None:
-    number_ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and math.isfinite(value))
-    if not number_ok or not rule(value):
-        raise InnerSpecError(f"{method}: {key} takes {wording}, got {value!r}")
+    """A numeric setting (None where it is 'auto') that passes ``rule``, else one line naming it."""
 
+    def passes(v: Any) -> bool:
+        if v is not None and not finite_number(v):
+            return False
+        try:
+            return bool(rule(v))
+        except TypeError:  # 'auto' for a setting that has no automatic value
+            return False
 
-def _parse_number(method: str, key: str, text: str) -> Any:
-    if text.lower() == "auto":
-        return None
-    try:
-        if "/" in text:
-            top, _, bottom = text.partition("/")
-            return float(top) / float(bottom)
-        return int(text) if text.lstrip("-").isdigit() else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise InnerSpecError(f"{method}: {key}={text!r} is not a number") from None
+    require(method, key, value, (passes, wording), InnerSpecError)
 
 
 def inner_attack_from_spec(spec: str) -> InnerAttack:
@@ -328,22 +318,20 @@ def inner_attack_from_spec(spec: str) -> InnerAttack:
     >>> inner_attack_from_spec("pgd:eps=8/255,steps=7").spec
     'pgd:eps=0.03137254901960784,compute=0.0,steps=7,step=auto'
     """
-    method, _, settings = spec.strip().partition(":")
+    parts = split_spec(spec, "training", InnerSpecError)
+    method = parts.name
     if method not in INNER_ATTACKS:
         raise InnerSpecError(f"unknown adversarial training method {method!r}; known: {', '.join(INNER_ATTACKS)}")
     cls = INNER_ATTACKS[method]
     known = [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in settings.split(","))):
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise InnerSpecError(f"{method}: setting {item!r} is not key=value")
+    for key, text in parts.settings.items():
         if key not in known:
             raise InnerSpecError(f"{method} has no setting {key!r}; it takes {', '.join(known)}")
-        if key in kwargs:
-            raise InnerSpecError(f"{method}: setting {key!r} is given twice")
-        kwargs[key] = _parse_number(method, key, text.strip())
+        value = parse_value(text)
+        if isinstance(value, (str, bool)):
+            raise InnerSpecError(f"{method}: {key}={text!r} is not a number")
+        kwargs[key] = value
     if kwargs.get("steps") is not None and isinstance(kwargs["steps"], float):
         raise InnerSpecError(f"{method}: steps takes a positive integer, got {kwargs['steps']!r}")
     for key in ("eps", "compute"):
