@@ -15,12 +15,14 @@ from aigrobust.errors import AigrobustError
 from aigrobust.registry import Registry
 from aigrobust.specs import finite_number, format_value, parse_value, positive_int, require, spec_name
 from aigrobust.specs import split_spec as split_parts
-from attacks.base import DISTANCES, Attack, AttackResult, Distance, L2Distance, LinfDistance, validate_epsilons
+from attacks.apgd import APGD, APGDTargeted, apgd_checkpoints, dlr_loss
+from attacks.base import Attack, AttackResult, validate_epsilons
 from attacks.compute_attack import LOSSES as COMPUTE_LOSSES
 from attacks.compute_attack import ComputeInflation, RandomNoise
+from attacks.distances import DISTANCES, Distance, L2Distance, LinfDistance
 from attacks.fab import FABTargeted
 from attacks.gate_attacks import GateFlip
-from attacks.gradient import APGD, BIM, FGSM, MIFGSM, PGD, APGDTargeted, apgd_checkpoints, dlr_loss
+from attacks.gradient import BIM, FGSM, MIFGSM, PGD
 from attacks.settings import SETTING_RULES, rule_from_default
 from attacks.square import SquareAttack
 

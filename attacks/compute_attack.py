@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, Model
-from attacks.gradient import apgd_checkpoints
+from attacks.apgd import apgd_checkpoints
+from attacks.base import Attack, Model
+from attacks.distances import DISTANCES
 from attacks.noise import SampleNoise
 
 LOSSES = ("prob", "hinge", "pnorm", "capped", "uniform")

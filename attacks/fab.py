@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, Model, is_misclassified, over_target_classes
+from attacks.base import Attack, Model, is_misclassified, over_target_classes
+from attacks.distances import DISTANCES
 from attacks.noise import RUN, SampleNoise
 
 _BISECTION_STEPS = 30

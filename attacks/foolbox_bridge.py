@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, AttackResult, Model, validate_epsilons, validate_inputs
+from attacks.base import Attack, AttackResult, Model, validate_epsilons, validate_inputs
+from attacks.distances import DISTANCES
 
 
 class FoolboxAttack(Attack):

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, Model
+from attacks.base import Attack, Model
 from attacks.compute_attack import _gated
+from attacks.distances import DISTANCES
 from attacks.noise import SampleNoise
 
 GATE_MARGIN_CAP = 2.0  # a gate pushed this far (in logit margin) past its decision stops pulling the attack

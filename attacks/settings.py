@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigrobust.specs import Rule, finite_number, positive_int
-from attacks.base import DISTANCES
+from attacks.distances import DISTANCES
 
 # What each setting takes, wherever it appears (native attacks and foolbox's alike): a check and its wording.
 SETTING_RULES: dict[str, Rule] = {

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.base import DISTANCES, Attack, Model, margin
+from attacks.base import Attack, Model, margin
+from attacks.distances import DISTANCES
 from attacks.noise import SampleNoise
 
 

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from aigrobust import create_model
 from aigrobust.data import load_npz
-from attacks.base import DISTANCES
 from attacks.compute_attack import ComputeInflation
+from attacks.distances import DISTANCES
 from attacks.noise import SampleNoise
 from benchmarks.common import SHARED, machine_line
 

@@ -227,3 +227,28 @@ def test_the_cli_turns_any_library_error_into_one_line_in_one_place() -> None:
         cli.commands.pop("raise-library-error")
     assert result.exit_code == 2
     assert result.output.splitlines() == ["Error: unknown model 'x'; did you mean y?"]
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50  # its code, without the docstring
+
+
+def test_no_module_over_400_lines_and_no_function_over_50() -> None:
+    too_long = []
+    for package in PACKAGES:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            source = path.read_text()
+            name = str(path.relative_to(PROJECT_ROOT))
+            if len(source.splitlines()) > MAX_MODULE_LINES:
+                too_long.append(f"{name}: {len(source.splitlines())} lines")
+            for node in ast.walk(ast.parse(source)):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                        and isinstance(first.value.value, str):
+                    length -= first.end_lineno - first.lineno + 1  # type: ignore[operator]
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, too_long

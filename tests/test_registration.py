@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import attacks
 from aigrobust.cli import cli
 from attacks import Attack, AttackSpecError, attack_from_spec, attack_label, register_attack
-from attacks.base import DISTANCES
+from attacks.distances import DISTANCES
 from tests.conftest import half_closed
 
 

@@ -35,8 +35,8 @@ from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.spec import EPSILON_RESOLUTION
 from aigrobust.registry import Registry
 from aigrobust.specs import finite_number, format_value, parse_value, require, split_spec
-from attacks.base import LinfDistance
 from attacks.compute_attack import gate_log_odds
+from attacks.distances import LinfDistance
 
 # forward(x) -> (logits, p_on or None): p_on (N, L) differentiable gate probabilities of a gated network
 Forward = Callable[[Tensor], tuple[Tensor, "Tensor | None"]]

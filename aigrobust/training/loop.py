@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +21,6 @@ from torch import Tensor
 
 from aigrobust.data import ArrayDataset
 from aigrobust.distributed import joined_rank_and_world
-from aigrobust.evaluation.clean_accuracy import evaluate_clean
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import save_checkpoint
 from aigrobust.models.gates import target_rate_loss
@@ -34,7 +32,6 @@ from aigrobust.training.config import (
     TrainingError,
     TrainResult,
     learning_rate,
-    overfitting_warning,
     warmed_up_targets,
 )
 from aigrobust.training.inner_attacks import InnerAttack
@@ -51,7 +48,7 @@ from aigrobust.training.state import (
     start_or_resume,
     update_average,
 )
-from aigrobust.training.validation import calibrate_exits
+from aigrobust.training.validation import epoch_record
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +140,7 @@ def train(
     for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
         lr, tally = loop.epoch(epoch)
-        record = _epoch_record(loop, run, heldout, device, epoch, lr, tally, started)
+        record = epoch_record(run, config, loop.inner, heldout, device, epoch, lr, tally, started)
         run.history.append(record)
         if record.warning:
             log.warning("epoch %d: %s", epoch + 1, record.warning)
@@ -167,58 +164,6 @@ def _refuse_one_class(train_data: ArrayDataset) -> None:
     if labels is not None and len(labels) and len(np.unique(np.asarray(labels))) < 2:
         raise TrainingError(f"the training data holds one class only ({len(labels)} images of class "
                             f"{int(np.asarray(labels)[0])}): a classifier needs at least two to learn anything")
-
-
-def _epoch_record(loop: _EpochRunner, run: Run, heldout: ArrayDataset | None, device: torch.device, epoch: int, lr: float,
-                  tally: Any, started: float) -> EpochRecord:
-    """One epoch's figures: the training tally, and on the held-out images PGD-10 (adversarial training) or clean
-    accuracy, execution rates and FLOPs. An early-exit network's threshold is calibrated on the held-out images
-    first, so that the figures (and the checkpoints) describe the network as it will be deployed."""
-    if heldout is not None and hasattr(run.published, "calibrate_exits"):
-        calibrate_exits(run.published, run.model, heldout, loop.config.exit_accuracy_loss, device)
-    if loop.inner is not None and heldout is not None:
-        robust = _robust_figures(run, heldout, loop.inner.eps, device, loop.config.seed)
-        evaluation = None
-    else:
-        robust = {}
-        evaluation = (evaluate_clean(run.published, heldout, batch_size=256, device=device)
-                      if heldout is not None else None)
-    return EpochRecord(
-        epoch=epoch + 1,
-        lr=lr,
-        train_loss=tally.loss / tally.seen,
-        train_accuracy=tally.correct / tally.seen,
-        rate_loss=tally.rate / tally.seen,
-        train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
-        **({} if robust else {
-            "heldout_accuracy": evaluation.accuracy if evaluation else None,
-            "heldout_execution_rates": (tuple(round(v, 4) for v in evaluation.execution_rates)
-                                        if evaluation else ()),
-            "heldout_flops_ratio": evaluation.flops_ratio if evaluation else None}),
-        seconds=time.perf_counter() - started,
-        heldout_top5=evaluation.top5_accuracy if evaluation else None,
-        **robust,
-    )
-
-
-def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
-    """The epoch's validation figures under PGD-10 as EpochRecord fields: clean ones in the held-out fields, the
-    best-so-far flag, and a warning where robust accuracy fell by more than OVERFITTING_DROP since the last epoch."""
-    from aigrobust.training.validation import validate_robust
-
-    figures = validate_robust(run.published, heldout, eps, device=device, seed=seed)
-    earlier = [r.heldout_robust_accuracy for r in run.history if r.heldout_robust_accuracy is not None]
-    warning = overfitting_warning(earlier[-1] if earlier else None, figures.robust_accuracy)
-    return {
-        "heldout_accuracy": figures.clean_accuracy,
-        "heldout_execution_rates": figures.clean_execution_rates,
-        "heldout_flops_ratio": figures.clean_flops_ratio,
-        "heldout_robust_accuracy": figures.robust_accuracy,
-        "heldout_adversarial_execution_rates": figures.adversarial_execution_rates,
-        "heldout_adversarial_flops_ratio": figures.adversarial_flops_ratio,
-        "best": not earlier or figures.robust_accuracy > max(earlier),
-        "warning": warning,
-    }
 
 
 class _EpochRunner:

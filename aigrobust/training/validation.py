@@ -1,8 +1,10 @@
-"""Robust accuracy on a validation split during adversarial training: PGD-10 at the training radius, with each
-gate's execution rate on the clean and on the attacked images (routing collapse shows there first)."""
+"""The figures of each training epoch on the held-out images: clean accuracy, execution rates and FLOPs, and in
+adversarial training PGD-10 at the training radius, with each gate's execution rate on the clean and on the
+attacked images (routing collapse shows there first); early-exit thresholds are calibrated there first."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,8 +12,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from aigrobust.evaluation.clean_accuracy import iterate_batches
+from aigrobust.data import ArrayDataset
+from aigrobust.evaluation.clean_accuracy import evaluate_clean, iterate_batches
 from aigrobust.models.base import ResNetBase
+from aigrobust.training.config import EpochRecord, TrainConfig, overfitting_warning
+from aigrobust.training.inner_attacks import InnerAttack
+from aigrobust.training.state import Run
 
 VALIDATION_ATTACK = "pgd:steps=10,rel_stepsize=0.25"  # Madry's evaluation budget: 10 steps of eps/4, random start
 
@@ -78,3 +84,53 @@ def calibrate_exits(published: nn.Module, trained: nn.Module, heldout: Any, accu
     images, labels = heldout.tensors()
     threshold = published.calibrate_exits(images.to(device), labels.to(device), accuracy_loss)  # type: ignore[operator]
     trained.exit_threshold.fill_(threshold)  # type: ignore[operator]
+
+
+def epoch_record(run: Run, config: TrainConfig, inner: InnerAttack | None, heldout: ArrayDataset | None,
+                 device: torch.device, epoch: int, lr: float, tally: Any, started: float) -> EpochRecord:
+    """One epoch's figures: the training tally, and on the held-out images PGD-10 (adversarial training) or clean
+    accuracy, execution rates and FLOPs. An early-exit network's threshold is calibrated on the held-out images
+    first, so that the figures (and the checkpoints) describe the network as it will be deployed."""
+    if heldout is not None and hasattr(run.published, "calibrate_exits"):
+        calibrate_exits(run.published, run.model, heldout, config.exit_accuracy_loss, device)
+    if inner is not None and heldout is not None:
+        robust = _robust_figures(run, heldout, inner.eps, device, config.seed)
+        evaluation = None
+    else:
+        robust = {}
+        evaluation = (evaluate_clean(run.published, heldout, batch_size=256, device=device)
+                      if heldout is not None else None)
+    return EpochRecord(
+        epoch=epoch + 1,
+        lr=lr,
+        train_loss=tally.loss / tally.seen,
+        train_accuracy=tally.correct / tally.seen,
+        rate_loss=tally.rate / tally.seen,
+        train_execution_rates=tuple(round(float(v), 4) for v in tally.executed / tally.seen),
+        **({} if robust else {
+            "heldout_accuracy": evaluation.accuracy if evaluation else None,
+            "heldout_execution_rates": (tuple(round(v, 4) for v in evaluation.execution_rates)
+                                        if evaluation else ()),
+            "heldout_flops_ratio": evaluation.flops_ratio if evaluation else None}),
+        seconds=time.perf_counter() - started,
+        heldout_top5=evaluation.top5_accuracy if evaluation else None,
+        **robust,
+    )
+
+
+def _robust_figures(run: Run, heldout: ArrayDataset, eps: float, device: torch.device, seed: int) -> dict[str, Any]:
+    """The epoch's validation figures under PGD-10 as EpochRecord fields: clean ones in the held-out fields, the
+    best-so-far flag, and a warning where robust accuracy fell by more than OVERFITTING_DROP since the last epoch."""
+    figures = validate_robust(run.published, heldout, eps, device=device, seed=seed)
+    earlier = [r.heldout_robust_accuracy for r in run.history if r.heldout_robust_accuracy is not None]
+    warning = overfitting_warning(earlier[-1] if earlier else None, figures.robust_accuracy)
+    return {
+        "heldout_accuracy": figures.clean_accuracy,
+        "heldout_execution_rates": figures.clean_execution_rates,
+        "heldout_flops_ratio": figures.clean_flops_ratio,
+        "heldout_robust_accuracy": figures.robust_accuracy,
+        "heldout_adversarial_execution_rates": figures.adversarial_execution_rates,
+        "heldout_adversarial_flops_ratio": figures.adversarial_flops_ratio,
+        "best": not earlier or figures.robust_accuracy > max(earlier),
+        "warning": warning,
+    }
