@@ -79,12 +79,8 @@ class APGD(Attack):
         super().__init__(seed)
         if loss not in APGD_LOSSES:
             raise ValueError(f"unknown APGD loss {loss!r}; known: {', '.join(APGD_LOSSES)}")
-        self.stop_at_success = stop_at_success
-        self.steps = steps
-        self.rho = rho
-        self.alpha = alpha
-        self.restarts = restarts
-        self.loss = loss
+        self.steps, self.rho, self.alpha, self.restarts = steps, rho, alpha, restarts
+        self.loss, self.stop_at_success = loss, stop_at_success
         self.eot_draws = eot_draws  # > 1: each gradient is the mean over that many draws of a random model (EOT)
         self.distance = DISTANCES[distance]
         self.name = f"apgd-{loss}" + ("-l2" if distance == "l2" else "")
