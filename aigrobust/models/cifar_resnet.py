@@ -136,20 +136,13 @@ def _make_cifar(depth: int, gated: bool):  # type: ignore[no-untyped-def]
 
 
 for _depth in CIFAR_DEPTHS:
-    register_model(
-        f"resnet{_depth}",
-        family="cifar",
-        description=f"CIFAR ResNet-{_depth} (option A shortcuts by default; shortcut='B' for projections)",
-        input_shape=(3, 32, 32),
-        default_dataset="cifar10",
-    )(_make_cifar(_depth, gated=False))
-    register_model(
-        f"aig{_depth}",
-        family="cifar",
-        description=f"ConvNet-AIG ResNet-{_depth}, every block gated (target rate {DEFAULT_TARGET_RATE} by default)",
-        input_shape=(3, 32, 32),
-        default_dataset="cifar10",
-    )(_make_cifar(_depth, gated=True))
+    for _name, _gated, _description in (
+            (f"resnet{_depth}", False, f"CIFAR ResNet-{_depth} (option A shortcuts by default; shortcut='B' for "
+                                       "projections)"),
+            (f"aig{_depth}", True, f"ConvNet-AIG ResNet-{_depth}, every block gated (target rate "
+                                   f"{DEFAULT_TARGET_RATE} by default)")):
+        register_model(_name, family="cifar", description=_description, input_shape=(3, 32, 32),
+                       default_dataset="cifar10")(_make_cifar(_depth, gated=_gated))
 
 
 @register_model("tiny_resnet", family="test", description="tiny test ResNet (widths 4/8/16, 2 blocks per stage)",
