@@ -155,3 +155,38 @@ def test_a_toy_compute_and_a_toy_black_box_attack_reach_checks_tables_and_report
     finally:
         unregister_attack("toy-open")
         unregister_attack("toy-black-box")
+
+
+def test_a_toy_training_method_is_one_registration(synthetic_npz_dir, tmp_path) -> None:
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from aigrobust.models.checkpoints import read_checkpoint
+    from aigrobust.training.inner_attacks import INNER_ATTACKS, InnerAttack, register_training_method
+
+    @dataclass(frozen=True)
+    class UniformNoise(InnerAttack):
+        """Training on uniform noise of radius eps (no gradient): a control for adversarial training."""
+
+        draws: int = 1
+        method = "toy-noise"
+
+        def perturb(self, forward, x, labels, generator, costs=None):  # type: ignore[no-untyped-def]
+            noise = torch.rand(tuple(x.shape), generator=generator).to(x) * 2 - 1
+            return (x + self.eps * noise).clamp(0, 1).detach()
+
+    register_training_method(UniformNoise)
+    try:
+        out = Path(tmp_path) / "run"
+        result = CliRunner().invoke(cli, ["train", "--model", "tiny_resnet", "--data-dir", str(synthetic_npz_dir),
+                                          "--out", str(out), "--epochs", "1", "--batch-size", "32", "--adversarial",
+                                          "toy-noise:eps=4/255", "--val-samples", "24"])
+        assert result.exit_code == 0, result.output
+        _, meta = read_checkpoint(out / "model.safetensors")
+        assert meta["recipe"]["adversarial"] == "toy-noise:eps=0.01568627450980392,compute=0.0,draws=1"
+        refused = CliRunner().invoke(cli, ["train", "--model", "tiny_resnet", "--data-dir", str(synthetic_npz_dir),
+                                           "--out", str(Path(tmp_path) / "other"), "--adversarial", "toy-noise:draw=2"])
+        assert refused.exit_code == 2 and "toy-noise has no setting 'draw'; it takes eps, compute, draws" in refused.output
+    finally:
+        del INNER_ATTACKS["toy-noise"]
+    assert "toy-noise" not in INNER_ATTACKS

@@ -75,7 +75,7 @@ class InnerAttack(abc.ABC):
     def __post_init__(self) -> None:
         for f in fields(self):  # whole numbers given for real-valued settings read as floats: one canonical spec
             value = getattr(self, f.name)
-            if f.name != "steps" and isinstance(value, int) and not isinstance(value, bool):
+            if "float" in str(f.type) and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
         if not (isinstance(self.eps, (int, float)) and EPSILON_RESOLUTION < self.eps <= 1):
             # the evaluation's own floor: a radius it would take for 0 is no adversarial training either
@@ -287,8 +287,27 @@ class TRADES(PGDTraining):
 
 
 INNER_ATTACKS: Registry[type[InnerAttack]] = Registry("adversarial training method")
+
+
+def register_training_method(cls: type[InnerAttack]) -> type[InnerAttack]:
+    """Add an adversarial-training method under ``cls.method``: the one place ``--adversarial``, its canonical
+    spec in the checkpoint's recipe and the error messages read. Usable as a class decorator.
+
+    Args:
+        cls: a frozen dataclass subclass of :class:`InnerAttack` (its fields are the settings) with a new ``method``.
+
+    Returns:
+        ``cls`` unchanged.
+
+    >>> sorted(INNER_ATTACKS)
+    ['fgsm-rs', 'n-fgsm', 'pgd', 'trades']
+    """
+    INNER_ATTACKS.add(cls.method, cls)
+    return cls
+
+
 for _method in (NFGSM, FGSMRS, PGDTraining, TRADES):
-    INNER_ATTACKS.add(_method.method, _method)
+    register_training_method(_method)
 
 
 def _check(method: str, key: str, value: Any, rule: Callable[[Any], bool], wording: str) -> None:
@@ -343,4 +362,5 @@ def inner_attack_from_spec(spec: str) -> InnerAttack:
 
 
 __all__ = ["FGSMRS", "INNER_ATTACKS", "InnerAttack", "InnerSpecError", "NFGSM", "PGDTraining", "TRADES",
+           "register_training_method",
            "inner_attack_from_spec"]
