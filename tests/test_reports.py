@@ -750,3 +750,21 @@ def test_every_figure_of_a_busy_report_is_readable(monkeypatch: pytest.MonkeyPat
     assert code == 0, output
     assert len(checked) >= 7, sorted(checked)
     assert {name: p for name, p in checked.items() if p} == {}
+
+
+@pytest.mark.parametrize("n_models", [1, 3, 4, 7])
+def test_per_class_execution_rates_wrap_at_three_panels_a_row(n_models: int) -> None:
+    """Five dynamic models side by side made a 2200 px figure: panels wrap at three a row, every model drawn."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from aigrobust.reporting.gate_plots import figure_class_rates
+
+    classes = pd.DataFrame([{"model": f"model-{m}", "class": f"class {c}", "layer": layer, "clean_rate": (c + layer) / 20}
+                            for m in range(n_models) for c in range(10) for layer in range(9)])
+    png, svg = figure_class_rates(classes)
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width <= 2000 and height <= 396 * -(-n_models // 3) + 10
+    assert all(f"model-{m}".encode() in svg for m in range(n_models))

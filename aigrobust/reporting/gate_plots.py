@@ -226,13 +226,17 @@ def figure_flops_ratio(records: pd.DataFrame, epsilon: float) -> tuple[bytes, by
     return save_figure(fig)
 
 def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Per-class execution rate of each gated block on clean images (one panel per model)."""
+    """Per-class execution rate of each gated block on clean images (one panel per model, at most three a row)."""
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(classes["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False, layout="constrained")
+    columns = min(len(models), 3)
+    rows = -(-len(models) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
     image = None
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes.flat, models):
         grid = classes[classes["model"] == model].pivot_table(index="class", columns="layer", values="clean_rate",
                                                                sort=False)
         image = ax.imshow(grid.to_numpy(), aspect="auto", vmin=0, vmax=1, cmap="viridis")
@@ -240,7 +244,7 @@ def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
         ax.set_xlabel("residual block")
         ax.set_title(model, fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="execution rate")
+        fig.colorbar(image, ax=axes.flat[:len(models)], label="execution rate")
     return save_figure(fig)
 
 
