@@ -285,7 +285,7 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def attack_kind(spec: str) -> str:
-    """The attack's short name ('pgd', 'apgd-ce', 'square') from any spec; a name that no longer parses (old
+    """The attack's short name ('pgd', 'apgd', 'square') from any spec; a name that no longer parses (old
     records) passes unchanged."""
     try:
         return attack_from_spec(spec).name

@@ -71,7 +71,7 @@ class APGD(Attack):
     'apgd-dlr:steps=50,rho=0.75,alpha=0.75,restarts=1,distance=linf,stop_at_success=true,eot_draws=1'
     """
 
-    name = "apgd-ce"
+    name = "apgd"
 
     def __init__(self, steps: int = 100, rho: float = 0.75, alpha: float = 0.75, restarts: int = 1,
                  distance: str = "linf", seed: int = 0, stop_at_success: bool = True, loss: str = "ce",
@@ -83,7 +83,7 @@ class APGD(Attack):
         self.loss, self.stop_at_success = loss, stop_at_success
         self.eot_draws = eot_draws  # > 1: each gradient is the mean over that many draws of a random model (EOT)
         self.distance = DISTANCES[distance]
-        self.name = f"apgd-{loss}" + ("-l2" if distance == "l2" else "")
+        self.name = ("apgd" if loss == "ce" else f"apgd-{loss}") + ("-l2" if distance == "l2" else "")  # registered
 
     def _loss_and_grad(self, gradient_model: Model, x: Tensor, y: Tensor,
                        target: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:

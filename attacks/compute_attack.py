@@ -113,8 +113,8 @@ class ComputeInflation(Attack):
         # 0.3 eps times Adam's normalised step
         self.rel_stepsize = rel_stepsize
         self.distance = DISTANCES[distance]
-        if keep_label:
-            self.name = "compute-inflation-keep-label"
+        # the registered name ('compute-inflation-l2' fixes the distance)
+        self.name = "compute-inflation" + ("-keep-label" if keep_label else "") + ("-l2" if distance == "l2" else "")
 
     # ----- the objective -----
     def gate_terms(self, trace: Any, costs: Tensor) -> Tensor:

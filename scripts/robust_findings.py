@@ -29,7 +29,7 @@ from attacks import attack_from_spec, attack_label
 LARGE, SMALL = 8 / 255, 2 / 255
 BOOTSTRAP_DRAWS = 2000
 # the attacks run under every gate gradient, by short name: APGD-CE with its defaults is the standard suite's
-CLASSIC = {"fgsm": "FGSM", "pgd": "PGD-20", "standard:apgd-ce": "APGD-CE"}
+CLASSIC = {"fgsm": "FGSM", "pgd": "PGD-20", "standard:apgd": "APGD-CE"}
 GATE_GRADS = ("exact", "straight-through", "soft")
 COMPUTE_DEFAULT = attack_from_spec("compute-inflation").spec
 
@@ -248,7 +248,7 @@ class RobustFindings:
             if clean.empty:
                 continue
             row = [name, f"{clean['clean_flops'].mean() / full:.3f}"]
-            for attack, eps in (("standard:apgd-ce", LARGE), ("random-noise", LARGE),
+            for attack, eps in (("standard:apgd", LARGE), ("random-noise", LARGE),
                                 ("compute-inflation", SMALL), ("compute-inflation", LARGE)):
                 f = self.flops(name, attack, eps)
                 row.append(f"{f['adv_flops'].mean() / full:.3f}" if len(f) else "not run")
@@ -344,12 +344,12 @@ class RobustFindings:
         rows = []
         for name in (self.m.plain_at, self.m.gated_at, self.m.compute_at, self.m.gated):
             for attack, eps in (("random-noise", LARGE), ("gate-flip", SMALL), ("gate-flip", LARGE),
-                                ("standard:apgd-ce", LARGE)):
+                                ("standard:apgd", LARGE)):
                 r = self.rows(name, (attack,), eps)
                 if r.empty or r["clean_gates"].isna().all():  # a plain model has no gates
                     continue
                 same = (r["clean_gates"].astype(str) == r["adv_gates"].astype(str))
-                rows.append([name, f"{attack} {format_eps(eps)}", f"{self.share(same)}",
+                rows.append([name, f"{CLASSIC.get(attack, attack)} {format_eps(eps)}", f"{self.share(same)}",
                              f"{r['hamming'].mean():.3f}"])
         if not rows:
             return []

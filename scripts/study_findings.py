@@ -42,7 +42,7 @@ EARLIER = " (earlier rule)"  # compute inflation as it ran before its defaults c
 
 
 def short_name(spec: str) -> str:
-    """The name the questions below look an attack up by: its kind ('pgd', 'apgd-ce'), or 'standard:KIND' for an
+    """The name the questions below look an attack up by: its kind ('pgd', 'apgd'), or 'standard:KIND' for an
     attack of the standard suite (APGD-CE-100 and Square-5000 must not be mistaken for the classic chain's APGD-CE-50
     and Square-1000); compute inflation under its earlier rule is 'KIND (earlier rule)', kept apart from today's."""
     if spec in STANDARD:
@@ -257,7 +257,7 @@ class Findings:
         return lines
 
     def q3_strong(self) -> list[str]:
-        attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", WORST) if self.has(a)]
+        attacks = [a for a in ("fgsm", "pgd", "apgd", "square", WORST) if self.has(a)]
         eps = [e for e in self.epsilons("pgd")]
         lines = ["### 3. Does it survive PGD, APGD, straight-through gradients and adaptive JPEG attacks?", "",
                  "Robust accuracy (%), undefended. Gated rows: worst over gate gradients; worst-case: a sample "
@@ -272,7 +272,7 @@ class Findings:
         jpegs = sorted(d for d in set(self.summary["defense"]) if d != "none")
         settings = ["oblivious", "bpda", "diff", WORST]
         defended = self.summary[(self.summary["defense"] != "none") & (self.summary["attack"] != WORST)]
-        chain = ", ".join(self.label(a) for a in ("fgsm", "pgd", "apgd-ce", "square")
+        chain = ", ".join(self.label(a) for a in ("fgsm", "pgd", "apgd", "square")
                           if a in set(defended["attack_name"]))
         lines += ["", f"Worst case of {chain} against JPEG-defended models (%): oblivious (the attacks ignore JPEG), "
                   "BPDA (real JPEG forward, identity backward), diff (kornia's differentiable JPEG), and the worst "
@@ -409,7 +409,7 @@ class Findings:
         return short_names(summarize(classic))
 
     def q4_stability(self) -> list[str]:
-        attacks = [a for a in ("fgsm", "pgd", "apgd-ce", "square", "gate-flip") if self.has(a, self.gated)]
+        attacks = [a for a in ("fgsm", "pgd", "apgd", "square", "gate-flip") if self.has(a, self.gated)]
         eps = self.epsilons("pgd") or self.epsilons("fgsm")
         lines = ["### 4. How stable are the gate patterns under attack, and how far can the gate-flip attack push "
                  "them?", "",

@@ -106,3 +106,10 @@ def test_a_plain_model_beside_stochastic_gates_gets_no_noise_floor(synthetic_npz
     assert "gated: stochastic gates flip" in out and "plain: stochastic gates flip" not in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["noise_floor_hamming"]) == {"gated"}
+
+
+def test_an_attack_has_one_name_its_registration() -> None:
+    from attacks import get_attack, list_attacks
+
+    assert {name: get_attack(name).name for name in list_attacks()} == {name: name for name in list_attacks()}
+    assert attack_from_spec("apgd:steps=5").name == "apgd"  # records of the time said 'apgd-ce': read in migration

@@ -61,6 +61,10 @@ def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
         raise ValueError(f"attacks {named} bound different norms, and every epsilon applies to every attack: run "
                          "the Linf and the L2 attacks as two runs")
 
+# short names that records of that time held where they differ from the attack's registered name today
+RECORD_ERA_NAMES = {"apgd": "apgd-ce", "apgd-l2": "apgd-ce-l2", "compute-inflation-l2": "compute-inflation"}
+
+
 def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
     """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
     short name): short name -> canonical spec, from the spec texts in run.json, read with the defaults in force
@@ -69,7 +73,8 @@ def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
     names: dict[str, list[str]] = {}
     for text in attack_texts:
         spec = short_name_spec(text)
-        names.setdefault(attack_from_spec(spec).name, []).append(spec)
+        name = attack_from_spec(spec).name
+        names.setdefault(RECORD_ERA_NAMES.get(name, name), []).append(spec)
     return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
 
 def today_specs(texts: Sequence[str]) -> list[str]:
