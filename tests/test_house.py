@@ -252,3 +252,26 @@ def test_no_module_over_400_lines_and_no_function_over_50() -> None:
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
     assert not too_long, too_long
+
+
+def test_every_evaluation_setting_is_declared_once() -> None:
+    """EvalSpec's defaults, the attack command's options and evaluate()'s keywords all come from (or are held to)
+    aigrobust.eval_settings."""
+    import dataclasses
+    import inspect
+
+    import aigrobust
+    from aigrobust.eval_settings import EVAL_SETTINGS
+    from aigrobust.evaluation import EvalSpec
+
+    spec_defaults = {f.name: f.default for f in dataclasses.fields(EvalSpec)}
+    keywords = inspect.signature(aigrobust.evaluate).parameters
+    options = {p.name: p for p in cli.commands["attack"].params}
+    for name, setting in EVAL_SETTINGS.items():
+        if name != "attacks":  # a spec needs its attacks: no default there
+            assert spec_defaults[name] == setting.default, name
+        if name in keywords:
+            assert keywords[name].default == setting.default, name
+        option = options[name]
+        assert option.opts[0] == setting.option and option.default == setting.default, name
+        assert setting.help.split(" (")[0].split(";")[0] in (option.help or ""), name

@@ -18,7 +18,14 @@ import click
 
 from aigrobust.cli import inputs
 from aigrobust.cli.inputs import known_models
-from aigrobust.cli.options import batch_size_option, data_dir_option, device_option, download_option, seed_option
+from aigrobust.cli.options import (
+    batch_size_option,
+    data_dir_option,
+    device_option,
+    download_option,
+    eval_option,
+    seed_option,
+)
 from aigrobust.cli.readers import attacks_command, check_command, models_command, report_command
 from aigrobust.cli.train import train_command
 from aigrobust.cli.types import (
@@ -38,6 +45,7 @@ from aigrobust.cli.types import (
 from aigrobust.cli.universal import universal_command
 from aigrobust.datasets import DATASETS
 from aigrobust.distributed import rank_and_world
+from aigrobust.eval_settings import EVAL_SETTINGS, GATE_GRADS
 
 
 def _defense_examples() -> str:
@@ -137,37 +145,25 @@ def eval_command(model_name: str | None, checkpoint: Path | None, pretrained: bo
               help="For a --model-code network returning a tuple: the element holding the logits.")
 @click.option("--eps", "epsilons", multiple=True, type=EpsilonType(), help="Epsilon in [0, 1] pixel units, e.g. 0.03 "
               "or 8/255; repeatable. 0 is always added.")
-@click.option("--attack", "attacks", multiple=True, default=("fgsm",), show_default=True, type=ATTACK_SPEC,
-              help="Attack name or spec (pgd, pgd:steps=40, apgd, square, gate-flip, foolbox:LinfDeepFoolAttack).")
+@eval_option("attacks", type=ATTACK_SPEC)
 @click.option("--suite", type=click.Choice(["standard", "rand", "quick"]), default=None,
               help="standard: APGD-CE, APGD-T, FAB-T, Square-5000 (AutoAttack); rand: APGD-CE and APGD-DLR with EOT "
               "over 20 draws; quick: FGSM and PGD-20. Runs with --early-exit; --attack adds to it.")
-@click.option("--gate-grad", "gate_grads", multiple=True, default=("exact",), show_default=True,
-              type=click.Choice(["exact", "straight-through", "soft", "all"]),
-              help="How attack gradients pass hard gates; 'all' runs each and reports the worst case too.")
-@click.option("--gate-mode", type=click.Choice(["hard", "stochastic"]), default="hard", show_default=True,
-              help="stochastic: random gates; attack gradients average --eot-draws draws, each input is judged on 10.")
-@click.option("--eot-draws", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Draws each EOT gradient averages: of stochastic gates and of randomised defenses under "
-              "--defense-grad eot, drawn together where both are random.")
-@click.option("--defense", "defenses", multiple=True, default=("none",), show_default=True, type=DEFENSE_SPEC,
-              cls=LazyHelpOption, help_from=lambda: f"Input defense: {_defense_examples()}, or parts joined by '+' "
-              "(jpeg:50+median:2); repeatable. 'none' is always run as the reference.")
-@click.option("--defense-grad", "defense_grads", multiple=True, default=("oblivious", "bpda", "diff"),
-              show_default=True, type=click.Choice(["oblivious", "bpda", "diff", "eot"]),
-              help="How attackers treat a defense (eot only for randomised ones).")
+@eval_option("gate_grads", type=click.Choice([*GATE_GRADS, "all"]),
+             help=f"{EVAL_SETTINGS['gate_grads'].help} 'all' runs each and reports the worst case too.")
+@eval_option("gate_mode")
+@eval_option("eot_draws", type=click.IntRange(min=1))
+@eval_option("defenses", type=DEFENSE_SPEC, cls=LazyHelpOption,
+             help_from=lambda: f"Input defense: {_defense_examples()}. {EVAL_SETTINGS['defenses'].help}")
+@eval_option("defense_grads")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Default: the first model's dataset.")
 @data_dir_option()
 @download_option()
 @click.option("--n-samples", type=click.IntRange(min=1), default=None, help="First N samples of the test split.")
 @batch_size_option()
 @seed_option()
-@click.option("--early-exit", is_flag=True, help="Attack a sample only while still robust (faster worst case; "
-              "the attacks run as a chain in the order given, and each attack's row is the chain up to it).")
-@click.option("--fold-batchnorm", is_flag=True,
-              help="Attack a copy of each network with its BatchNorm folded into the convolutions (aigrobust's "
-              "families only): about 1.3-1.5x faster input gradients on the CPU; logits equal up to float rounding, "
-              "so outcomes agree but records are not bit for bit those of an unfolded run (run.json says it folded).")
+@eval_option("early_exit")
+@eval_option("fold_batchnorm")
 @device_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: runs/<date>-<time>-<models>, printed).")

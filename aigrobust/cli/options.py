@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from aigrobust.eval_settings import EVAL_SETTINGS
+
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 DATA_DIR_HELP = ("CIFAR-10: a folder of .npz files in the shared format (else torchvision's cache); ImageNet: ROOT "
@@ -30,10 +32,25 @@ def batch_size_option(default: int = 256, help: str = "Images per forward and ba
     return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True, help=help)
 
 
-def seed_option(help: str = "Seeds the per-image randomness (random starts, noise, stochastic gates): the same seed, "
-                "the same records at any batch size.") -> Decorator:
+def seed_option(help: str = EVAL_SETTINGS["seed"].help) -> Decorator:
     """``--seed``."""
     return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help=help)
+
+
+def eval_option(name: str, **overrides: Any) -> Decorator:
+    """The option of one evaluation setting (:mod:`aigrobust.eval_settings`): its flag, default, choices and help
+    from the one declaration; ``overrides`` add what only the command line has (a parsing type, an extra choice)."""
+    setting = EVAL_SETTINGS[name]
+    kwargs: dict[str, Any] = {"default": setting.default, "help": setting.help}
+    if isinstance(setting.default, bool):
+        kwargs["is_flag"] = True
+    else:
+        kwargs["show_default"] = True
+    if isinstance(setting.default, tuple):
+        kwargs["multiple"] = True
+    if setting.choices:
+        kwargs["type"] = click.Choice(list(setting.choices))
+    return click.option(setting.option, name, **{**kwargs, **overrides})
 
 
 def device_option() -> Decorator:

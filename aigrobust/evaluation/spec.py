@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from aigrobust.eval_settings import default
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad, GateMode
 from attacks import NORM_NAMES, Attack, attack_from_spec, attack_kind, short_name_spec
@@ -122,7 +123,8 @@ WRITTEN_WHEN_SET = ("fold_batchnorm",)
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed.
+    """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed (each
+    setting's default and meaning: :mod:`aigrobust.eval_settings`).
 
     Holds each attack and defense twice: as its spec text (what run.json stores and a resume compares) and as the
     object parsed from it, once, here or by the command line (``parsed_attacks``/``parsed_defenses``), so evaluation
@@ -131,19 +133,17 @@ class EvalSpec:
 
     attacks: tuple[str, ...]
     epsilons: tuple[float, ...]
-    gate_grads: tuple[str, ...] = ("exact",)
-    gate_mode: str = "hard"
-    seed: int = 0
-    defenses: tuple[str, ...] = ("none",)
-    defense_grads: tuple[str, ...] = ("oblivious", "bpda", "diff")
-    early_exit: bool = False  # attack a sample only while it is still robust (worst case unchanged, per-attack not)
+    gate_grads: tuple[str, ...] = default("gate_grads")
+    gate_mode: str = default("gate_mode")
+    seed: int = default("seed")
+    defenses: tuple[str, ...] = default("defenses")
+    defense_grads: tuple[str, ...] = default("defense_grads")
+    early_exit: bool = default("early_exit")
     # stochastic gates make the deployed model random: attack gradients average ``eot_draws`` draws (EOT) and each
     # clean and adversarial input is judged on ``judge_draws`` fresh draws (records: adv_draw_acc)
-    eot_draws: int = 20
+    eot_draws: int = default("eot_draws")
     judge_draws: int = 10
-    # attack a copy of each network with its BatchNorm folded into the convolutions (aigrobust.models.folding):
-    # faster input gradients, logits equal up to float rounding, so records equal in outcome, not bit for bit
-    fold_batchnorm: bool = False
+    fold_batchnorm: bool = default("fold_batchnorm")  # see aigrobust.eval_settings and aigrobust.models.folding
     parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
     parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
