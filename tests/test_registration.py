@@ -129,7 +129,7 @@ def test_a_toy_compute_and_a_toy_black_box_attack_reach_checks_tables_and_report
     module names them."""
     from aigrobust import evaluate
     from aigrobust.evaluation.metrics import efficiency_table, joint_table, summarize
-    from aigrobust.models.registry import build_model
+    from aigrobust.models.registry import untrained_model
     from aigrobust.reporting.report import build_report
     from aigrobust.reporting.sanity import record_checks
     from attacks import AttackRole, unregister_attack
@@ -137,7 +137,7 @@ def test_a_toy_compute_and_a_toy_black_box_attack_reach_checks_tables_and_report
     register_attack("toy-open", ToyOpen, label="Toy-Open", role=AttackRole(objective="compute"))
     register_attack("toy-black-box", ToyBlackBox, label="Toy-BB", role=AttackRole(method="black-box"))
     try:
-        model = half_closed(build_model("tiny_aig")).eval()  # gates that save compute, for the attack to take back
+        model = half_closed(untrained_model("tiny_aig")).eval()  # gates that save compute, for the attack to take back
         x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             y = model(x).argmax(1)

@@ -23,7 +23,7 @@ from torch import Tensor
 from aigrobust.errors import CheckpointError
 from aigrobust.files import JSONLimitError, atomic_write_bytes, parse_json, unusable_file
 from aigrobust.models.base import ResNetBase
-from aigrobust.models.registry import UnknownModelError, build_model
+from aigrobust.models.registry import UnknownModelError, untrained_model
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +217,11 @@ def build_from_metadata(meta: Mapping[str, Any]) -> ResNetBase:
         # sized on the meta device first (nothing allocated): hostile model_kwargs (num_classes=10**10) would
         # otherwise ask for terabytes before any check could run
         with torch.device("meta"):
-            size = sum(p.numel() for p in build_model(name, **dict(kwargs)).parameters())
+            size = sum(p.numel() for p in untrained_model(name, **dict(kwargs)).parameters())
         if size > MAX_PARAMETERS:
             raise CheckpointError(f"checkpoint model_kwargs {dict(kwargs)} describe a {name} of {size:,} parameters "
                                   f"(more than {MAX_PARAMETERS:,}): not a network this tool builds")
-        model = build_model(name, **dict(kwargs))
+        model = untrained_model(name, **dict(kwargs))
     except UnknownModelError as err:
         raise CheckpointError(f"checkpoint is for {err}") from None
     except CheckpointError:

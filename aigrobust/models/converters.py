@@ -18,7 +18,7 @@ from torch import Tensor
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import CheckpointError, load_state_checked, model_metadata
 from aigrobust.models.layers import IMAGENET_MEAN, IMAGENET_STD
-from aigrobust.models.registry import build_model as create_model
+from aigrobust.models.registry import untrained_model
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def convert_akamaster(state: Mapping[str, Tensor]) -> ResNetBase:
     """akamaster/pytorch_resnet_cifar10 weights (option A, ImageNet normalisation) -> our plain CIFAR ResNet."""
     depth = _cifar_depth(state)
     num_classes = int(state["linear.weight"].shape[0])
-    model = create_model(f"resnet{depth}", num_classes=num_classes)
+    model = untrained_model(f"resnet{depth}", num_classes=num_classes)
     model.normalize.set_statistics(IMAGENET_MEAN, IMAGENET_STD)  # akamaster's trainer.py normalises this way
     own = model.state_dict()
     filled = dict(state)
@@ -98,10 +98,10 @@ def convert_aig_reference(state: Mapping[str, Tensor]) -> ResNetBase:
             raise CheckpointError(f"ConvNet-AIG ImageNet checkpoint with blocks {blocks} has no registered twin")
         renamed = {re.sub(r"\.shortcut\.", ".downsample.", k): v for k, v in renamed.items()}
         renamed["fc.weight"], renamed["fc.bias"] = renamed.pop("linear.weight"), renamed.pop("linear.bias")
-        model = create_model(name, num_classes=int(renamed["fc.weight"].shape[0]))
+        model = untrained_model(name, num_classes=int(renamed["fc.weight"].shape[0]))
     else:
         depth = _cifar_depth(renamed)
-        model = create_model(f"aig{depth}", shortcut="B", num_classes=int(renamed["linear.weight"].shape[0]))
+        model = untrained_model(f"aig{depth}", shortcut="B", num_classes=int(renamed["linear.weight"].shape[0]))
     own = model.state_dict()
     for k, v in own.items():
         if k.endswith("num_batches_tracked") and k not in renamed:
@@ -119,7 +119,7 @@ def convert_torchvision(state: Mapping[str, Tensor], model_name: str | None = No
     name = model_name or f"resnet{depth}"
     if not re.fullmatch(rf"(resnet|aig){depth}", name):
         raise CheckpointError(f"torchvision ResNet-{depth} weights do not fit {name}")
-    model = create_model(name, num_classes=int(state["fc.weight"].shape[0]))
+    model = untrained_model(name, num_classes=int(state["fc.weight"].shape[0]))
     filled = dict(state)
     for k, v in model.state_dict().items():
         if ".gate." in k:

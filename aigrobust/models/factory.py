@@ -19,7 +19,7 @@ from aigrobust.models.checkpoints import (
     read_checkpoint,
 )
 from aigrobust.models.converters import convert_checkpoint, convert_torchvision
-from aigrobust.models.registry import ModelInfo, build_model, get_model_info, pretrained_file, split_tag
+from aigrobust.models.registry import ModelInfo, get_model_info, pretrained_file, split_tag, untrained_model
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ResNetBa
     >>> model.is_gated, create_model("aig20").is_gated
     (False, True)
     """
-    model = build_model(name, **kwargs)
+    model = untrained_model(name, **kwargs)
     if pretrained:
         load_pretrained_into(model, get_model_info(name), tag=split_tag(name)[1])
     return model

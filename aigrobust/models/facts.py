@@ -25,9 +25,9 @@ class ModelFacts:
 
 def measure_facts(name: str) -> ModelFacts:
     """Build ``name`` with fresh weights and count its facts."""
-    from aigrobust.models.registry import build_model, get_model_info
+    from aigrobust.models.registry import get_model_info, untrained_model
 
-    model = build_model(name).eval()
+    model = untrained_model(name).eval()
     flops = model.flop_profile(get_model_info(name).input_shape).full
     return ModelFacts(params=sum(p.numel() for p in model.parameters()), gflops=round(flops / 1e9, 6),
                       gated_blocks=model.decided_blocks)

@@ -153,8 +153,9 @@ def get_model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def build_model(name: str, **kwargs: Any) -> ResNetBase:
-    """Construct a registered model with fresh weights (the factory's ``create_model`` adds pretrained weights).
+def untrained_model(name: str, **kwargs: Any) -> ResNetBase:
+    """A registered model with fresh (untrained) weights; :func:`~aigrobust.models.factory.create_model` adds the
+    weights a name ships with.
 
     Keyword arguments go to the constructor (e.g. ``shortcut="B"``, ``target_rate=0.5``, ``num_classes=100``).
     """
