@@ -105,17 +105,17 @@ stage attacks && [ ! -f $UNIVERSAL/universal.json ] && aigrobust universal --mod
 # 5. why our models keep ~23% at 2/255 (stage why): margins, the JPEG fine-tune and its dose on akamaster's resnet20,
 #    then our recipe at other lengths and with akamaster's weight decay (each a resumable training run, about 80 s per
 #    epoch alone on 2 cores), added to the same file
-WHY=reports/cifar10/why_23_percent.json
+WHY=reports/cifar10/robustness_gap_factors.json
 if stage why; then
-  [ -f $WHY ] || python scripts/why_23_percent.py --out $WHY --dose 50 --dose 30
+  [ -f $WHY ] || python scripts/robustness_gap_factors.py --out $WHY --dose 50 --dose 30
   for arm in "5 5e-4" "10 5e-4" "40 5e-4" "10 1e-4"; do
     read -r epochs decay <<< "$arm"
-    python scripts/why_23_percent.py --out $WHY --has-recipe-arm "$epochs" "$decay" && continue
+    python scripts/robustness_gap_factors.py --out $WHY --has-recipe-arm "$epochs" "$decay" && continue
     out="$RUNS/recipe-resnet20-e$epochs-wd$decay"
     # the shipped recipe with one factor changed (a repeated option's last value wins)
     [ -f "$out/model.safetensors" ] || aigrobust -v train --model resnet20 "${RECIPE[@]}" --epochs "$epochs" \
       --weight-decay "$decay" --out "$out" $(resume_flag "$out")
-    python scripts/why_23_percent.py --out $WHY --recipe-arm "$out/model.safetensors"
+    python scripts/robustness_gap_factors.py --out $WHY --recipe-arm "$out/model.safetensors"
   done
 fi
 
@@ -129,7 +129,7 @@ for run in "$RUNS"/standard-*; do [[ $run != */standard-jpeg-* ]] && [ -f "$run/
 for run in "$RUNS"/standard-jpeg-*; do [ -f "$run/records.csv.gz" ] && STUDY_RUNS+=("$run"); done
 [ -f $WHY ] || { echo "$WHY is missing: run the why stage (STAGES=why)" >&2; exit 1; }
 python scripts/study_findings.py "${STUDY_RUNS[@]}" --train-log reports/cifar10/training/aig20/log.jsonl \
-  --why reports/cifar10/why_23_percent.json --universal $UNIVERSAL/universal.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
+  --gap-factors reports/cifar10/robustness_gap_factors.json --universal $UNIVERSAL/universal.json --out "$RUNS/findings.md" --headline-out "$RUNS/headline.md"
 aigrobust report "${STUDY_RUNS[@]}" --preface "$RUNS/findings.md" --out reports/cifar10 \
   --title "ConvNet-AIG vs ResNet on CIFAR-10: robustness and gate stability"
 # the per-sample records travel with the report, so every number in it can be recomputed from the repository

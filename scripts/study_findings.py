@@ -68,8 +68,8 @@ class Findings:
     """Looks up figures in a study's summary and writes the five answers."""
 
     def __init__(self, records: pd.DataFrame, gated: str, plain: str, arch: str, target_rate: float = 0.7,
-                 train_rates: tuple[float, ...] = (), why: dict | None = None, universal: dict | None = None) -> None:
-        self.why = why or {}
+                 train_rates: tuple[float, ...] = (), gap_factors: dict | None = None, universal: dict | None = None) -> None:
+        self.gap_factors = gap_factors or {}
         self.universal = universal  # an `aigrobust universal` result (universal.json), or None
         self.records = short_names(records)
         self.target_rate = target_rate
@@ -595,15 +595,15 @@ class Findings:
                 "stability under PGD describes the last iterate.", ""]
 
     def why_lines(self) -> list[str]:
-        """The controlled experiments on why our models keep ~23% at 2/255 (scripts/why_23_percent.py's output)."""
-        if not self.why:
+        """The controlled experiments on why our models keep ~23% at 2/255 (scripts/robustness_gap_factors.py's output)."""
+        if not self.gap_factors:
             return []
         rows = [[name, pct(m["clean_acc"]), f"{m['logit_norm']:.1f}", f"{m['margin_correct']:.2f}",
                  f"{m['grad_l1_correct']:.0f}", pct(m["first_order_robust_share"])]
-                for name, m in self.why["margins"].items()]
-        tune = self.why.get("jpeg_fine_tune")
+                for name, m in self.gap_factors["margins"].items()]
+        tune = self.gap_factors.get("jpeg_fine_tune")
         lines = ["### Why do our models keep about 23% at 2/255?", "",
-                 "One factor at a time (`python scripts/why_23_percent.py`). First the logits: mean logit norm, mean "
+                 "One factor at a time (`python scripts/robustness_gap_factors.py`). First the logits: mean logit norm, mean "
                  "margin of the right class over the runner-up, mean L1 norm of that margin's input gradient, and the "
                  "share of correct images whose margin exceeds 2/255 times that norm (robust to first order):", "",
                  *table(["model", "clean %", "logit norm", "margin", "gradient L1", "first-order robust %"], rows), ""]
@@ -615,9 +615,9 @@ class Findings:
                       f"{pct(tune['apgd_robust_2_255_before'])}% before, {pct(tune['apgd_robust_2_255_after'])}% after "
                       f"(ours: resnet20 {pct(tune['ours_apgd_robust_2_255']['resnet20 (ours)'])}%, aig20 "
                       f"{pct(tune['ours_apgd_robust_2_255']['aig20 (ours)'])}%); its first-order robust share goes "
-                      f"from {pct(self.why['margins']['akamaster-resnet20']['first_order_robust_share'])}% to "
+                      f"from {pct(self.gap_factors['margins']['akamaster-resnet20']['first_order_robust_share'])}% to "
                       f"{pct(after['first_order_robust_share'])}% and its gradient L1 from "
-                      f"{self.why['margins']['akamaster-resnet20']['grad_l1_correct']:.0f} to "
+                      f"{self.gap_factors['margins']['akamaster-resnet20']['grad_l1_correct']:.0f} to "
                       f"{after['grad_l1_correct']:.0f}.", "",
                       "**Reading:** our models' margins are half of akamaster's, but their input gradients are five "
                       "to six times smaller, so about a third of their correct images cannot be fooled to first order "
@@ -626,9 +626,9 @@ class Findings:
                       "its robust accuracy from 0.2% to 8.4%, a third of the way to ours. "
                       + ("The clean control, the same fine-tune on the PNG originals, cannot run offline (only the "
                          "JPEG copy of the training set is here); the dose below separates the data from fine-tuning "
-                         "instead." + ("" if self.why.get("recipe_epochs") else
+                         "instead." + ("" if self.gap_factors.get("recipe_epochs") else
                                        " Not run: our recipe (30 one-cycle epochs, weight decay 5e-4) at fewer and "
-                                       "more epochs.") if self.why.get("jpeg_dose") else
+                                       "more epochs.") if self.gap_factors.get("jpeg_dose") else
                          "Not separated here: a fine-tune on the PNG originals as a control (only the JPEG copy of the "
                          "training set is available offline, so part of the rise may be fine-tuning at a small "
                          "learning rate itself) and our recipe (30 one-cycle epochs, weight decay 5e-4) at fewer and "
@@ -640,11 +640,11 @@ class Findings:
     def recipe_lines(self) -> list[str]:
         """The recipe control: our resnet20 trained from scratch with the shipped recipe at other epoch counts, and
         with akamaster's weight decay."""
-        arms, tune = self.why.get("recipe_epochs"), self.why.get("jpeg_fine_tune")
+        arms, tune = self.gap_factors.get("recipe_epochs"), self.gap_factors.get("jpeg_fine_tune")
         if not arms or not tune:
             return []
         shipped = {"apgd_robust_2_255": tune["ours_apgd_robust_2_255"]["resnet20 (ours)"],
-                   "margins": self.why["margins"]["resnet20 (ours)"], "recipe": {"epochs": 30, "weight_decay": 5e-4}}
+                   "margins": self.gap_factors["margins"]["resnet20 (ours)"], "recipe": {"epochs": 30, "weight_decay": 5e-4}}
         every = sorted([*arms.values(), shipped], key=lambda a: (-a["recipe"]["weight_decay"], a["recipe"]["epochs"]))
         rows = [[f"{a['recipe']['epochs']}{' (shipped)' if a is shipped else ''}", f"{a['recipe']['weight_decay']:g}",
                  pct(a["apgd_robust_2_255"]), pct(a["margins"]["clean_acc"]), f"{a['margins']['margin_correct']:.2f}",
@@ -684,10 +684,10 @@ class Findings:
 
     def dose_lines(self) -> list[str]:
         """The dose-response control: the same fine-tune on the training images compressed once more."""
-        dose, tune = self.why.get("jpeg_dose"), self.why.get("jpeg_fine_tune")
+        dose, tune = self.gap_factors.get("jpeg_dose"), self.gap_factors.get("jpeg_fine_tune")
         if not dose or not tune:
             return []
-        before = self.why["margins"]["akamaster-resnet20"]
+        before = self.gap_factors["margins"]["akamaster-resnet20"]
         arms = [("none (akamaster's weights as published)", tune["apgd_robust_2_255_before"], before),
                 ("JPEG-75 (the images ours trained on)", tune["apgd_robust_2_255_after"], tune["margins_after"])]
         arms += [(f"JPEG-75, then JPEG-{q}", arm["apgd_robust_2_255"], arm["margins"])
@@ -707,7 +707,7 @@ class Findings:
                                    "arm comes close to our models' ~23%: training on JPEG-compressed images is the "
                                    "cause these experiments find (ours saw JPEG-75 for 30 epochs from scratch, not "
                                    "stronger JPEG for one; " + ("the recipe control below varies how long ours "
-                                   "trained)." if self.why.get("recipe_epochs") else
+                                   "trained)." if self.gap_factors.get("recipe_epochs") else
                                    "the recipe control would tell the two apart).")
                                    if monotone and rises[-1] > rises[0] else
                                    f"robust accuracy at 2/255 does not climb with the compression ({steps}), so "
@@ -740,7 +740,7 @@ def main() -> None:
                         help="The gated model's training log.jsonl (quotes its last epoch's training-time rates).")
     parser.add_argument("--target-rate", type=float, default=0.7, help="The gated model's trained target rate.")
     parser.add_argument("--arch", default="aig20", help="Registered architecture of the gated model (FLOPs).")
-    parser.add_argument("--why", type=Path, default=None, help="scripts/why_23_percent.py's output (JSON).")
+    parser.add_argument("--gap-factors", type=Path, default=None, help="scripts/robustness_gap_factors.py's output (JSON).")
     parser.add_argument("--universal", type=Path, default=None,
                         help="An `aigrobust universal` result (its universal.json) for the compute section.")
     args = parser.parse_args()
@@ -749,9 +749,9 @@ def main() -> None:
     if args.train_log is not None:
         last = json.loads(args.train_log.read_text().strip().splitlines()[-1])
         train_rates = tuple(last["train_execution_rates"])
-    why = json.loads(args.why.read_text()) if args.why is not None else None
+    gap_factors = json.loads(args.gap_factors.read_text()) if args.gap_factors is not None else None
     universal = json.loads(args.universal.read_text()) if args.universal is not None else None
-    findings = Findings(records, args.gated, args.plain, args.arch, args.target_rate, train_rates, why, universal)
+    findings = Findings(records, args.gated, args.plain, args.arch, args.target_rate, train_rates, gap_factors, universal)
     text = findings.markdown()
     if args.headline_out is not None:
         args.headline_out.write_text("\n".join(findings.headline()[4:]))

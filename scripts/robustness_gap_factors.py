@@ -1,6 +1,6 @@
 """Why do our resnet20/aig20 keep ~23% at 2/255 where akamaster's resnet20 keeps ~0%? One factor at a time.
 
-    python scripts/why_23_percent.py --out reports/cifar10/why_23_percent.json
+    python scripts/robustness_gap_factors.py --out reports/cifar10/robustness_gap_factors.json
 
 1. Logit scale and margins of all four models on the 1000 test images: mean logit norm, mean top-1 margin, and the
    share of correct images whose margin exceeds eps * ||grad_x margin||_1 (robust to first order at eps = 2/255).
