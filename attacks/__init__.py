@@ -88,8 +88,6 @@ class AttackEntry:
     label: str | None = None
     rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
     role: AttackRole = field(default_factory=AttackRole)
-    # the defaults in force while records held short names, where they differ from today's
-    short_name_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, **kwargs: Any) -> Attack:
         """The attack with ``kwargs`` and the settings this name fixes."""
@@ -101,7 +99,7 @@ _ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
                     rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
-                    short_name_defaults: Mapping[str, Any] | None = None, role: AttackRole | None = None) -> None:
+                    role: AttackRole | None = None) -> None:
     """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks``, the
     help texts and everything that groups attacks by what they are (:func:`attack_role`) read.
 
@@ -111,8 +109,6 @@ def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | 
         fixed: settings that are part of the name ('pgd-l2' fixes distance='l2').
         label: the short label of tables and legends (default: the name in capitals).
         rules: checks of settings the shared rules do not know (``{key: (check, wording)}``).
-        short_name_defaults: where a default changed after records began to carry canonical specs, the old value,
-            so records written before still read as the attack that made them (:func:`short_name_spec`).
         role: its objective, method and whether it is a control (default: an iterative accuracy attack).
 
     >>> from attacks.gradient import BIM
@@ -122,8 +118,7 @@ def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | 
     >>> attack_role("apgd-t").objective, attack_role("random-noise").control  # what a registration says
     ('accuracy', True)
     """
-    _ATTACKS.add(name, AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole(),
-                                 dict(short_name_defaults or {})))
+    _ATTACKS.add(name, AttackEntry(cls, dict(fixed or {}), label, dict(rules or {}), role or AttackRole()))
 
 
 def unregister_attack(name: str) -> None:
@@ -175,14 +170,11 @@ _COMPUTE_RULES = {
     "deconflict": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in ("adam", "apgd", "fixed"), "adam, apgd or fixed"),
 }
-# the earlier rule: 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2 (the old rule)
-_COMPUTE_BEFORE = {"steps": 20, "gate_loss": "capped", "kappa": 2.0, "schedule": "fixed"}
 _COMPUTE = AttackRole(objective="compute")
-register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, short_name_defaults=_COMPUTE_BEFORE,
-                role=_COMPUTE)
+register_attack("compute-inflation", ComputeInflation, rules=_COMPUTE_RULES, role=_COMPUTE)
 register_attack("compute-inflation-l2", ComputeInflation, fixed={"distance": "l2"}, rules=_COMPUTE_RULES, role=_COMPUTE)
 register_attack("compute-inflation-keep-label", ComputeInflation, fixed={"keep_label": True}, rules=_COMPUTE_RULES,
-                short_name_defaults=_COMPUTE_BEFORE, role=_COMPUTE)
+                role=_COMPUTE)
 register_attack("gate-flip", GateFlip, role=AttackRole(objective="gates"))
 register_attack("random-noise", RandomNoise, rules={"draws": (lambda v: positive_int(v), "a positive integer")},
                 role=AttackRole(objective="compute", method="random", control=True))
@@ -345,23 +337,13 @@ def _constructor(name: str) -> Callable[..., Any]:
     return _ATTACKS[name].cls.__init__
 
 
-def short_name_spec(text: str) -> str:
-    """The canonical spec an attack text meant when records held short names: its settings over
-    the defaults then in force (:attr:`AttackEntry.short_name_defaults`), so an old run's records and run.json read
-    as the attack that made them, not as today's defaults."""
-    entry = _ATTACKS.get(spec_name(text))
-    if entry is None or not entry.short_name_defaults:
-        return attack_from_spec(text).spec
-    return attack_from_spec(text, defaults=entry.short_name_defaults).spec
-
-
 def attack_from_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> Attack:
     """'name' or 'name:key=value,key=value' (foolbox: 'foolbox:Class:key=value'); 'auto' leaves a setting to the
     attack (so every canonical spec parses back to the same attack).
 
     Args:
         spec: the text, as the command line's ``--attack`` takes it.
-        defaults: settings the text's own override (for :func:`short_name_spec`).
+        defaults: settings the text's own override (older records' defaults: ``aigrobust.runs.migrate``).
 
     Returns:
         The attack, its canonical spec (every setting filled in) in ``.spec``.
@@ -384,5 +366,5 @@ __all__ = [
     "APGD", "APGDTargeted", "BIM", "FABTargeted", "dlr_loss", "DISTANCES", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "AttackSpecError", "ComputeInflation",
     "AttackEntry", "AttackRole", "Distance", "SUITES", "register_attack", "unregister_attack", "attack_role", "attack_objective", "is_compute_attack", "attack_catalogue", "attack_kind", "attack_label", "attack_norm", "NORM_NAMES", "attack_settings", "canonical_spec", "check_settings", "split_spec",
     "GateFlip", "L2Distance", "RandomNoise", "LinfDistance", "SquareAttack", "UnknownAttackError", "apgd_checkpoints",
-    "attack_from_spec", "short_name_spec", "get_attack", "list_attacks", "validate_epsilons",
+    "attack_from_spec", "get_attack", "list_attacks", "validate_epsilons",
 ]

@@ -189,7 +189,7 @@ STUDY_GATES = PROJECT_ROOT / "reports" / "cifar10" / "records" / "gates"  # writ
 
 def test_records_of_short_names_read_as_the_attack_that_made_them() -> None:
     from aigrobust.runs.folder import FinishedRun
-    from attacks import short_name_spec
+    from aigrobust.runs.migrate import short_name_spec
 
     attacks = set(FinishedRun.open(STUDY_GATES).records()["attack"])
     legacy = attack_from_spec(LEGACY).spec
@@ -200,7 +200,7 @@ def test_records_of_short_names_read_as_the_attack_that_made_them() -> None:
 def test_the_earlier_rule_reproduces_the_committed_study_records(aig20_batch) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from attacks import short_name_spec
+    from aigrobust.runs.migrate import short_name_spec
 
     model, x, y = aig20_batch
     adv = attack_from_spec(short_name_spec("compute-inflation"))(model, x, y, [EPS]).clipped[0]

@@ -474,7 +474,7 @@ def test_study_findings_read_the_recipe_control_from_its_numbers(run_dir: Path) 
              ({"10": arm(0.40)}, ["is a cause beside"]))
     for arms, words in cases:
         why = {"margins": margins, "jpeg_fine_tune": tune, "recipe_epochs": arms}
-        text = Findings(records, gated="tiny", plain="resnet20", arch="tiny_aig", why=why).markdown()
+        text = Findings(records, gated="tiny", plain="resnet20", arch="tiny_aig", gap_factors=why).markdown()
         section = text.split("The recipe:")[1]
         rows = [row.split(" | ") for row in section.splitlines() if row.startswith("| ")][2:]
         shipped_decay = [int(row[0].strip("| ").split()[0]) for row in rows if row[1] == "0.0005"]

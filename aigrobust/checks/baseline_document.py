@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from aigrobust.errors import AigrobustError
-from aigrobust.evaluation.metrics import GROUP, WORST
+from aigrobust.evaluation.metrics import GROUP
 from aigrobust.files import JSONLimitError, parse_json, unusable_file
+from aigrobust.runs.migrate import specs_as_ran, upgrade_metric_keys
 
 FORMAT = "aigrobust-baseline"
 
@@ -55,8 +56,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
     data["metrics"] = upgrade_metric_keys(data["metrics"], data["spec"]["attacks"])
     # the attacks as its metrics were measured, so ``check`` reruns those (a text written before an attack's defaults
     # changed means what it meant then) and compares like with like
-    from aigrobust.evaluation import specs_as_ran
-
     written = data["spec"]["attacks"]
     ran = specs_as_ran(written, (str(row["attack"]) for row in data["metrics"]))
     samples = data["spec"].get("attack_samples", {})
@@ -64,19 +63,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
                     **({"attack_samples": {now: samples[then] for then, now in zip(written, ran) if then in samples}}
                        if samples else {})}
     return data
-
-
-def upgrade_metric_keys(rows: list[dict[str, Any]], attack_texts: list[str]) -> list[dict[str, Any]]:
-    """Baselines written before settings had their present names: an attack's short name ('pgd') becomes the
-    canonical spec of the baseline's attack of that name, and a worst case over gate or defense gradients, once
-    spelled 'worst', is spelled WORST like the worst case over attacks."""
-    from aigrobust.evaluation import canonical_attack_names
-
-    names = canonical_attack_names(attack_texts)
-    renamed = {"worst": WORST}
-    return [{**row, "attack": names.get(row["attack"], row["attack"]),
-             "gate_grad": renamed.get(row["gate_grad"], row["gate_grad"]),
-             "defense_grad": renamed.get(row["defense_grad"], row["defense_grad"])} for row in rows]
 
 
 def _finite(value: Any) -> bool:

@@ -34,12 +34,9 @@ from aigrobust.evaluation.spec import (  # noqa: F401
     SPEC_FIELDS,
     EvalSpec,
     ModelEntry,
-    canonical_attack_names,
     parse_epsilon,
     refuse_mixed_norms,
     refuse_repeated_attacks,
-    specs_as_ran,
-    today_specs,
     with_zero,
 )
 from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore  # noqa: F401

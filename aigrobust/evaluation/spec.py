@@ -5,7 +5,7 @@ models it runs on, epsilon parsing, and the run document written beside the reco
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from aigrobust.eval_settings import default
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad, GateMode
-from attacks import NORM_NAMES, Attack, attack_from_spec, attack_kind, short_name_spec
+from attacks import NORM_NAMES, Attack, attack_from_spec
 
 
 def parse_epsilon(text: str | float) -> float:
@@ -61,52 +61,6 @@ def refuse_mixed_norms(texts: Sequence[str], attacks: Sequence[Attack]) -> None:
         named = " and ".join(f"{text!r} ({NORM_NAMES.get(norm, norm)})" for norm, text in by_norm.items())
         raise ValueError(f"attacks {named} bound different norms, and every epsilon applies to every attack: run "
                          "the Linf and the L2 attacks as two runs")
-
-# short names that records of that time held where they differ from the attack's registered name today
-RECORD_ERA_NAMES = {"apgd": "apgd-ce", "apgd-l2": "apgd-ce-l2", "compute-inflation-l2": "compute-inflation"}
-
-
-def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
-    """For records written before attacks carried their canonical spec (the ``attack`` column held the attack's
-    short name): short name -> canonical spec, from the spec texts in run.json, read with the defaults in force
-    when such records were written (:func:`attacks.short_name_spec`). A short name two specs share cannot be told
-    apart and is left out."""
-    names: dict[str, list[str]] = {}
-    for text in attack_texts:
-        spec = short_name_spec(text)
-        name = attack_from_spec(spec).name
-        names.setdefault(RECORD_ERA_NAMES.get(name, name), []).append(spec)
-    return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
-
-def today_specs(texts: Sequence[str]) -> list[str]:
-    """Attack texts as canonical specs under today's defaults (a text that does not parse stays as it is: the
-    comparison or the run that reads it names it)."""
-    specs = []
-    for text in texts:
-        try:
-            specs.append(attack_from_spec(text).spec)
-        except (ValueError, KeyError):
-            specs.append(str(text))
-    return specs
-
-
-def specs_as_ran(texts: Sequence[str], ran: Iterable[str]) -> list[str]:
-    """Attack texts of a stored run (a run.json, a baseline) as the canonical specs its records or metrics ``ran``.
-    A text written before its attack's defaults changed ('compute-inflation:steps=20') reads as the one spec of that
-    attack that ran, not as today's meaning; where that spec is today's, or the attack ran under several specs or
-    none, as today's canonical spec. Records of short names ('pgd', older still) read with the defaults of their
-    day (:func:`canonical_attack_names`)."""
-    short_names = canonical_attack_names(texts)
-    by_kind: dict[str, set[str]] = {}
-    for spec in ran:
-        spec = short_names.get(str(spec), str(spec))
-        by_kind.setdefault(attack_kind(spec), set()).add(spec)
-    pinned = []
-    for text, today in zip(texts, today_specs(texts)):
-        specs = by_kind.get(attack_kind(str(text)), set())
-        pinned.append(next(iter(specs)) if today not in specs and len(specs) == 1 else today)
-    return pinned
-
 
 @dataclass(frozen=True)
 class ModelEntry:

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aigrobust.evaluation import UnitRequest, today_specs
+from aigrobust.evaluation import UnitRequest
 from aigrobust.runs.document import RunDocument
 from aigrobust.runs.folder import FinishedRun
+from aigrobust.runs.migrate import today_specs
 from aigrobust.runs.records import COPIED_FROM, RunFolderError
 
 # run.json spec fields a sample's records depend on besides its setting (the attack chain matters whole: with early
