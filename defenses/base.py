@@ -15,6 +15,8 @@ import enum
 import torch
 from torch import Tensor, nn
 
+from aigrobust.randomness import keyed_draw
+
 
 class DefenseGrad(str, enum.Enum):
     """How the attacker treats the defense."""
@@ -121,7 +123,6 @@ class AttackerDefenseView(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.grad is DefenseGrad.EOT and self.defense.randomized:
             # log of the mean softmax over draws: cross-entropy on it is the loss of the expected prediction
-            from aigrobust.randomness import keyed_draw
 
             draws = []
             for d in range(self.eot_samples):  # each draw under its own name: keyed layers repeat a named draw

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aigrobust.randomness import input_row_keys, keyed_uniform
 from defenses.base import Defense
 from defenses.codec import jpeg_round_trip
 
@@ -159,7 +160,6 @@ class RandomResizePad(Defense):
         self.seed = seed
 
     def forward(self, x: Tensor) -> Tensor:
-        from aigrobust.randomness import input_row_keys, keyed_uniform
 
         n, c, h, w = x.shape
         u = keyed_uniform(input_row_keys(x), self.seed, f"{self.draw_key}/resize-pad", (n, 3)).cpu()

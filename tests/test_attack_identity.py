@@ -113,3 +113,12 @@ def test_an_attack_has_one_name_its_registration() -> None:
 
     assert {name: get_attack(name).name for name in list_attacks()} == {name: name for name in list_attacks()}
     assert attack_from_spec("apgd:steps=5").name == "apgd"  # records of the time said 'apgd-ce': read in migration
+
+
+def test_a_committed_run_of_the_short_name_era_reads_as_the_attacks_it_ran() -> None:
+    from aigrobust.runs.folder import FinishedRun
+
+    run = FinishedRun.open(PROJECT_ROOT / "reports" / "cifar10" / "records" / "strong-ours")
+    typed = ["fgsm", "pgd:steps=20,stop_at_success=false", "apgd:steps=50"]
+    assert run.spec["attacks"] == typed  # as typed, before run.json held canonical specs
+    assert run.attack_specs() == [attack_from_spec(text).spec for text in typed]

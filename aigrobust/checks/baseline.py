@@ -26,8 +26,14 @@ from aigrobust.checks.baseline_document import (
     build_eval_spec,
     load_baseline,
 )
+from aigrobust.data import load_dataset
+from aigrobust.evaluation import ModelEntry, run_evaluation
 from aigrobust.evaluation.metrics import format_eps, summarize
 from aigrobust.files import atomic_write_bytes, file_sha256
+from aigrobust.models.factory import create_model, load_checkpoint
+from aigrobust.models.registry import split_tag
+from aigrobust.runs.folder import FinishedRun, RunFolderError
+from attacks import attack_label
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,6 @@ def metrics_rows(records: pd.DataFrame) -> list[dict[str, Any]]:
 
 def display_key(key: str) -> str:
     """A setting key as a reader scans it: the attack's short label and the epsilon as 8/255."""
-    from attacks import attack_label
 
     parts = key.split("/")
     if len(parts) != len(KEYS):
@@ -199,10 +204,6 @@ def sample_positions(indices: list[int], available: np.ndarray) -> np.ndarray:
 
 def evaluate_spec(spec: dict[str, Any], base: Path) -> pd.DataFrame:
     """Run a baseline's stored evaluation spec and return its records."""
-    from aigrobust.data import load_dataset
-    from aigrobust.evaluation import ModelEntry, run_evaluation
-    from aigrobust.models.factory import create_model, load_checkpoint
-    from aigrobust.models.registry import split_tag
 
     entries = []
     for label, entry in spec["models"].items():
@@ -243,7 +244,6 @@ def attack_groups(spec: dict[str, Any]) -> list[tuple[list[str], int]]:
 
 def spec_from_run(run_dir: Path, baseline_path: Path, records: pd.DataFrame) -> dict[str, Any]:
     """A baseline spec from a finished run folder (its run.json and records)."""
-    from aigrobust.runs.folder import FinishedRun, RunFolderError
 
     try:
         run = FinishedRun.open(Path(run_dir)).document.to_dict()

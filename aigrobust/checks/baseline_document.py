@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from aigrobust.datasets import DATASETS
 from aigrobust.errors import AigrobustError
+from aigrobust.evaluation import EvalSpec, parse_epsilon
 from aigrobust.evaluation.metrics import GROUP
 from aigrobust.files import JSONLimitError, parse_json, unusable_file
+from aigrobust.models.registry import UnknownModelError, get_model_info
 from aigrobust.runs.migrate import specs_as_ran, upgrade_metric_keys
 
 FORMAT = "aigrobust-baseline"
@@ -97,8 +100,6 @@ def check_metrics(metrics: Any) -> None:
 
 def check_spec(spec: Any) -> None:
     """A baseline's spec, every field typed and in range before anything runs; one ``BaselineError`` line."""
-    from aigrobust.datasets import DATASETS
-    from aigrobust.evaluation import parse_epsilon
 
     if not isinstance(spec, dict):
         raise BaselineError("spec must be an object")
@@ -153,7 +154,6 @@ def _check_attack_samples(spec: dict[str, Any]) -> None:
 
 def _check_models(models: Any) -> None:
     """The spec's models: label -> {model, checkpoint, sha256}, each a registered model, a checkpoint pinned."""
-    from aigrobust.models.registry import UnknownModelError, get_model_info
 
     if not isinstance(models, dict) or not models:
         raise BaselineError("spec models must be an object of label -> {model, checkpoint, sha256}")
@@ -176,7 +176,6 @@ def _is_sha256(value: object) -> bool:
 
 
 def build_eval_spec(spec: dict[str, Any]) -> Any:
-    from aigrobust.evaluation import EvalSpec
 
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):

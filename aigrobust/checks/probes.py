@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.randomness import keyed_draw
 from aigrobust.reporting.sanity import STATUS_OK, STATUS_WARN, SanityFlag, percent
+from attacks import get_attack
 
 
 def zero_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> float:
@@ -28,7 +29,6 @@ def zero_gradient_share(model: nn.Module, images: Tensor, labels: Tensor) -> flo
 def model_probes(name: str, model: nn.Module, images: Tensor, labels: Tensor, num_classes: int,
                  large_eps: float = 0.5, pgd_steps: int = 20) -> list[SanityFlag]:
     """Probes on the model: zero input gradients, eval-mode randomness, and accuracy at a very large epsilon."""
-    from attacks import get_attack
 
     model.eval()
     flags = []

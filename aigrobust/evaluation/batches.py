@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aigrobust.data import streaming_loader, to_tensor_images
+
 
 def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Dataset, labels: Tensor,
                              sample_ids: np.ndarray, batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
     """(batch number, images, labels, sample ids) in order. ``images`` may be float (N, C, H, W) in [0, 1], uint8
     (N, H, W, C) as stored, or a dataset of (image, label) items read by a DataLoader with worker processes (an image
     folder); either way one batch at a time is in memory."""
-    from aigrobust.data import to_tensor_images
 
     if not isinstance(images, (Tensor, np.ndarray)):
         yield from _streamed_batches(images, labels, sample_ids, batch_size)
@@ -29,7 +30,6 @@ def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Data
 
 def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
                       batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-    from aigrobust.data import streaming_loader
 
     for b, (batch, _) in enumerate(streaming_loader(dataset, batch_size)):
         start = b * batch_size

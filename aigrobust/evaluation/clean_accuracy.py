@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from aigrobust.data import streaming_loader, to_tensor_images
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateMode
 
@@ -44,14 +45,12 @@ def iterate_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Tensor,
     """(images, labels) batches in order; in-memory datasets are sliced directly (no per-item overhead)."""
     tensors = getattr(dataset, "images", None)
     if tensors is not None and hasattr(dataset, "labels"):
-        from aigrobust.data import to_tensor_images
 
         for start in range(0, len(dataset), batch_size):  # type: ignore[arg-type]
             stop = start + batch_size
             yield (to_tensor_images(dataset.images[start:stop]),  # type: ignore[attr-defined]
                    torch.from_numpy(dataset.labels[start:stop]))  # type: ignore[attr-defined]
         return
-    from aigrobust.data import streaming_loader
 
     yield from streaming_loader(dataset, batch_size)
 

@@ -21,9 +21,11 @@ from aigrobust.evaluation.settings import settings_for
 from aigrobust.evaluation.spec import EvalSpec, ModelEntry
 from aigrobust.evaluation.units import BatchStorage, UnitRequest, UnitStore
 from aigrobust.models.dynamic import DynamicNetwork
+from aigrobust.models.folding import fold_batchnorm
 from aigrobust.models.gates import GateMode
 from aigrobust.randomness import keyed_draw
 from attacks import Attack, attack_label
+from defenses import AttackerDefenseView, DefendedModel, DefenseGrad
 
 # per sample, what stands as its outcome: tensors, and the adversarial gate pattern (a list of strings)
 WORST_SO_FAR_TENSORS = ("adv_pred", "linf", "l2", "hamming", "adv_flops", "adv_draw_acc")
@@ -98,7 +100,6 @@ class _PreparedSetting:
         """The attacker's view for ``attack``: one that averages its own EOT draws (``eot_draws`` > 1) gets a
         single-draw view (of the gates, or of a randomised defense through BPDA), so the two averages do not nest
         (20 x 20 forwards per step)."""
-        from defenses import AttackerDefenseView, DefenseGrad
 
         if getattr(attack, "eot_draws", 1) == 1:
             return self.view
@@ -169,7 +170,6 @@ def _prepare_setting(model: DynamicNetwork, spec: EvalSpec, defense_spec: str, d
                      images: Tensor, labels: Tensor, clean_cache: dict[str, tuple[Tensor, Any]]
                      ) -> _PreparedSetting:
     """The models of one setting and its clean pass (cached per defense: the clean pass ignores attacker views)."""
-    from defenses import AttackerDefenseView, DefendedModel
 
     defense = spec.defense(defense_spec)
     defense.to(images.device)
@@ -371,7 +371,6 @@ def run_evaluation(
 
 def folded_entry(entry: ModelEntry, probe: Tensor) -> ModelEntry:
     """The entry with its network's BatchNorm folded into the convolutions (checked on the ``probe`` images)."""
-    from aigrobust.models.folding import fold_batchnorm
 
     try:
         folded = fold_batchnorm(entry.model, probe)  # type: ignore[arg-type]

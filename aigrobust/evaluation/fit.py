@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from aigrobust.models.adapter import ModelOutputError
+from aigrobust.models.registry import UnknownModelError, get_model_info
 
 
 def check_fit(name: str, model: nn.Module, images: Tensor, labels: Tensor, deterministic: bool = True) -> None:
@@ -51,7 +52,6 @@ def check_fit(name: str, model: nn.Module, images: Tensor, labels: Tensor, deter
 
 def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     """The (C, H, W) a registered model takes; None for a user's network (its first pass says what fits)."""
-    from aigrobust.models.registry import UnknownModelError, get_model_info
 
     try:
         return tuple(get_model_info(str(getattr(model, "registry_name", ""))).input_shape)

@@ -14,6 +14,7 @@ from aigrobust.eval_settings import default
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad, GateMode
 from attacks import NORM_NAMES, Attack, attack_from_spec
+from defenses import DefenseGrad, NoDefense, parse_defense
 
 
 def parse_epsilon(text: str | float) -> float:
@@ -122,7 +123,6 @@ class EvalSpec:
         self._settle_defenses()
 
     def _settle_defenses(self) -> None:
-        from defenses import DefenseGrad, NoDefense, parse_defense
 
         parsed = self.parsed_defenses or tuple(parse_defense(d) for d in self.defenses)  # raises on bad specs
         if len(parsed) != len(self.defenses):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aigrobust.files import unusable_file
+from aigrobust.models import registry
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import (
     CheckpointError,
@@ -19,7 +20,13 @@ from aigrobust.models.checkpoints import (
     read_checkpoint,
 )
 from aigrobust.models.converters import convert_checkpoint, convert_torchvision
-from aigrobust.models.registry import ModelInfo, get_model_info, pretrained_file, split_tag, untrained_model
+from aigrobust.models.registry import (
+    ModelInfo,
+    get_model_info,
+    pretrained_file,
+    split_tag,
+    untrained_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +90,8 @@ def _check_pinned(shipped: Path) -> None:
     """The shipped file must be the one this version of aigrobust pins, byte for byte."""
     import hashlib
 
-    from aigrobust.models.registry import PINNED_SHA256
 
-    pinned = PINNED_SHA256.get(shipped.name)
+    pinned = registry.PINNED_SHA256.get(shipped.name)  # read at call time: the pins of this installation
     actual = hashlib.sha256(shipped.read_bytes()).hexdigest()
     if pinned is None:
         raise CheckpointError(f"shipped weights {shipped} are not pinned by this version of aigrobust (sha256 "

@@ -11,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aigrobust.files import atomic_write_bytes
+from aigrobust.models.registry import get_model_info, list_models, pretrained_tags, split_tag, untrained_model
+
 FACTS_FILE = Path(__file__).resolve().parent / "facts.json"
 
 
@@ -25,7 +28,6 @@ class ModelFacts:
 
 def measure_facts(name: str) -> ModelFacts:
     """Build ``name`` with fresh weights and count its facts."""
-    from aigrobust.models.registry import get_model_info, untrained_model
 
     model = untrained_model(name).eval()
     flops = model.flop_profile(get_model_info(name).input_shape).full
@@ -43,7 +45,6 @@ def stored_facts() -> dict[str, ModelFacts]:
 def weights_available(name: str) -> str:
     """'shipped' (a file in aigrobust/pretrained), 'torchvision' (downloadable ImageNet weights), 'torchvision*'
     (a gated model: its residual branches from torchvision, its gates untrained) or 'none'."""
-    from aigrobust.models.registry import get_model_info, pretrained_tags, split_tag
 
     arch, tag = split_tag(name)
     info = get_model_info(name)  # an unknown name or tag raises here
@@ -57,7 +58,6 @@ def weights_available(name: str) -> str:
 def model_rows(pattern: str = "*", measure: bool = False) -> list[dict[str, object]]:
     """One row per registered model matching ``pattern``: family, facts (stored, or counted now with ``measure``),
     the weights it has, its input size and description."""
-    from aigrobust.models.registry import get_model_info, list_models, pretrained_tags
 
     stored = {} if measure else stored_facts()
     rows: list[dict[str, object]] = []
@@ -88,8 +88,6 @@ def models_table(rows: list[dict[str, object]]) -> str:
 
 def write_facts() -> dict[str, ModelFacts]:
     """Measure every registered model and rewrite ``models/facts.json``."""
-    from aigrobust.files import atomic_write_bytes
-    from aigrobust.models.registry import list_models
 
     facts = {name: measure_facts(name) for name in list_models()}
     text = json.dumps({name: asdict(f) for name, f in facts.items()}, indent=2, sort_keys=True) + "\n"

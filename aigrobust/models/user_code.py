@@ -16,6 +16,9 @@ from typing import Any
 from torch import nn
 
 from aigrobust.errors import AigrobustError, CheckpointError
+from aigrobust.models.adapter import as_evaluable
+from aigrobust.models.checkpoints import is_safetensors
+from aigrobust.models.dynamic import UserNetworkAdapter
 
 CODE_PREFIX = "code:"  # how run.json names a model built from user code: code:IMPORT.PATH:CALLABLE
 
@@ -56,7 +59,6 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a torch file (weights_only); a {'state_dict': ...} wrapper is unwrapped."""
     import torch
 
-    from aigrobust.models.checkpoints import is_safetensors
 
     try:
         if is_safetensors(path):
@@ -77,8 +79,6 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 def load_user_model(target: str, weights: Path | None, output_index: int | None = None) -> tuple[nn.Module, str]:
     """The user's network with its weights (strictly matched), wrapped for evaluation, and the weights file's
     sha256 ('' without a file: the callable's own initialisation)."""
-    from aigrobust.models.adapter import as_evaluable
-    from aigrobust.models.dynamic import UserNetworkAdapter
 
     model = build_from_code(target)
     digest = ""

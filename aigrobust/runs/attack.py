@@ -26,8 +26,8 @@ from aigrobust.evaluation import (
 from aigrobust.evaluation.metrics import summarize
 from aigrobust.models.checkpoints import weights_sha256
 from aigrobust.runs.document import run_document
-from aigrobust.runs.folder import RunFolder
-from aigrobust.runs.records import read_records
+from aigrobust.runs.folder import FinishedRun, RunFolder
+from aigrobust.runs.records import RECORDS_FILE, read_records
 
 
 class SealedRun(NamedTuple):
@@ -146,8 +146,6 @@ def seal(folder: RunFolder, records: pd.DataFrame, entries: list[ModelEntry], sp
 def answer_finished(folder: RunFolder) -> SealedRun | None:
     """The sealed outcome of a run that already finished in ``folder`` with the same command (run.json holds the row
     count and hash of its records), read back instead of attacking again; None where it has not finished."""
-    from aigrobust.runs.folder import FinishedRun
-    from aigrobust.runs.records import RECORDS_FILE
 
     run = FinishedRun.open(folder.root)
     if run.document.records is None or not (folder.root / RECORDS_FILE).is_file():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aigrobust.evaluation import EvalSpec
 from aigrobust.runs.records import INTEGRITY_KEY, RunFolderError
 
 FORMAT_VERSION = 2  # run.json's layout; a document without the field is version 1 (see aigrobust.runs.migrate)
@@ -134,7 +135,6 @@ class RunDocument:
 
     def eval_spec(self) -> Any:
         """The run's :class:`aigrobust.evaluation.EvalSpec`."""
-        from aigrobust.evaluation import EvalSpec
 
         return EvalSpec.from_dict(self.spec)
 

@@ -16,12 +16,18 @@ from typing import Any
 
 import pandas as pd
 
+from aigrobust.data import load_dataset
+from aigrobust.evaluation import UnitStore
 from aigrobust.files import JSONLimitError, append_line, atomic_write_bytes, parse_json
-from aigrobust.models.user_code import CODE_PREFIX
+from aigrobust.models.checkpoints import weights_sha256
+from aigrobust.models.factory import create_model, load_checkpoint
+from aigrobust.models.user_code import CODE_PREFIX, load_user_model
 from aigrobust.runs.document import FORMAT_VERSION, RunDocument
 from aigrobust.runs.lock import FolderLock, LockRefused
 from aigrobust.runs.migrate import (
     canonical_document,
+    specs_as_ran,
+    today_specs,
     upgrade_attack_names,
     upgrade_attack_texts,
     upgrade_format,
@@ -171,7 +177,6 @@ class RunFolder:
 
     def units_for(self, model: str, batch: int) -> Any:
         """The store of the finished units (one setting x one attack) of a batch still in progress."""
-        from aigrobust.evaluation import UnitStore
 
         folder = self._units_dir(model, batch)
 
@@ -250,7 +255,6 @@ class FinishedRun:
     def attack_specs(self) -> list[str]:
         """The run's attacks as canonical specs: as run.json stores them, or, for a folder written before it did,
         as its records ran them (today's canonical spec for an attack its records do not hold)."""
-        from aigrobust.evaluation import specs_as_ran, today_specs
 
         texts = [str(t) for t in self.spec.get("attacks", [])]
         if today_specs(texts) == texts:
@@ -307,11 +311,9 @@ class FinishedRun:
         A user's network is built only from ``code`` (label -> ``module:callable``), code the caller named: what
         run.json names is data and is never imported on its own word. Labels of user code missing from ``code`` are
         left out (:meth:`code_models` lists them)."""
-        from aigrobust.models.factory import create_model, load_checkpoint
 
         if not self.document.models:
             raise RunFolderError(f"{self.root} is not a run folder (no readable {SPEC_FILE})")
-        from aigrobust.models.checkpoints import weights_sha256
 
         code = dict(code or {})
         models = {}
@@ -320,7 +322,6 @@ class FinishedRun:
             if pin.model.startswith(CODE_PREFIX):  # a user's network: the code the caller named, then its weights
                 if label not in code:
                     continue
-                from aigrobust.models.user_code import load_user_model
 
                 models[label] = load_user_model(code[label], None if source == "code" else Path(source),
                                                 pin.output_index)[0]
@@ -335,7 +336,6 @@ class FinishedRun:
 
     def data(self) -> Any:
         """The test split the run attacked (its dataset and folder as run.json recorded them)."""
-        from aigrobust.data import load_dataset
 
         info = self.document.data
         data = load_dataset(info.get("dataset", "cifar10"), "test",

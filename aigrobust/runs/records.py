@@ -15,6 +15,7 @@ import pandas as pd
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.metrics import GROUP
 from aigrobust.files import NOT_FOUND, JSONLimitError, parse_json, unusable_file
+from attacks import NORM_NAMES, attack_norm
 
 if TYPE_CHECKING:
     from aigrobust.runs.folder import FinishedRun
@@ -201,7 +202,6 @@ def combined_full_flops(runs: list[FinishedRun]) -> dict[str, float]:
 
 def _refuse_mixed_norms(runs: list[FinishedRun], frames: list[pd.DataFrame]) -> None:
     """A report's worst case, tables and sanity checks compare attacks at one epsilon: one norm per report."""
-    from attacks import NORM_NAMES, attack_norm
 
     first_of: dict[str, Path] = {}
     for run, frame in zip(runs, frames):

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from aigrobust.errors import AigrobustError
 from aigrobust.models.base import ResNetBase
+from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
 STATE_FILE = "train_state.pt"
 
@@ -118,7 +119,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
         if self.adversarial is not None:
-            from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
             try:
                 object.__setattr__(self, "adversarial", inner_attack_from_spec(self.adversarial).spec)

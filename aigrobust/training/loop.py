@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aigrobust.data import ArrayDataset
+from aigrobust.data import ArrayDataset, streaming_loader
 from aigrobust.distributed import joined_rank_and_world
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import save_checkpoint
@@ -34,7 +34,7 @@ from aigrobust.training.config import (
     learning_rate,
     warmed_up_targets,
 )
-from aigrobust.training.inner_attacks import InnerAttack
+from aigrobust.training.inner_attacks import InnerAttack, inner_attack_from_spec
 from aigrobust.training.state import (
     EpochTally,
     Run,
@@ -197,7 +197,6 @@ class _EpochRunner:
         self.inner: InnerAttack | None = None
         self.costs: Tensor | None = None  # per block FLOPs over their mean: the compute objective's weights
         if config.adversarial is not None:
-            from aigrobust.training.inner_attacks import inner_attack_from_spec
 
             self.inner = inner_attack_from_spec(config.adversarial)
             shape = tuple(train_data[0][0].shape)
@@ -230,7 +229,6 @@ class _EpochRunner:
     def _stream(self, epoch: int, order: Tensor, first_step: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's batches from ``first_step`` on, read and augmented by DataLoader workers (this rank's share
         of each global batch); the workers' random crops are seeded by (run seed, epoch)."""
-        from aigrobust.data import streaming_loader
 
         size = self.config.batch_size
         batches = [order[s * size:(s + 1) * size][self.rank::self.world].tolist()

@@ -18,7 +18,9 @@ from aigrobust.data import ArrayDataset
 from aigrobust.files import atomic_write_bytes
 from aigrobust.models.base import ResNetBase
 from aigrobust.models.checkpoints import CheckpointError, load_state_checked, read_checkpoint, save_checkpoint
-from aigrobust.models.factory import create_model
+from aigrobust.models.factory import create_model, load_checkpoint, load_pretrained_into
+from aigrobust.models.registry import UnknownModelError, get_model_info
+from aigrobust.runs.folder import describe_differences
 from aigrobust.training.config import (
     ADDED_SETTINGS,
     BEST_FILE,
@@ -29,6 +31,7 @@ from aigrobust.training.config import (
     TrainConfig,
     TrainingError,
 )
+from aigrobust.training.inner_attacks import inner_attack_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ def initialise_from(model: ResNetBase, init: str) -> None:
     taken, gates included: fine-tuning a gated model keeps its gates) or the plain twin of a gated model (the
     residual weights taken; the gates keep their fresh initialisation, as the reference code does). The source's
     input normalisation comes along: its weights were trained under it."""
-    from aigrobust.models.factory import load_checkpoint, load_pretrained_into
-    from aigrobust.models.registry import UnknownModelError, get_model_info
 
     if init == "torchvision":
         try:
@@ -158,7 +159,6 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
             raise TrainingError(f"--exits-only trains an early-exit network's exits; {config.model} has none")
         model.freeze_backbone()
     if config.adversarial is not None:
-        from aigrobust.training.inner_attacks import inner_attack_from_spec
 
         if inner_attack_from_spec(config.adversarial).compute > 0 and not model.is_gated:
             raise TrainingError(f"--adversarial {config.adversarial}: compute > 0 attacks the gates, and "
@@ -174,7 +174,6 @@ def start_or_resume(config: TrainConfig, out_dir: Path, resume: bool) -> Run:
     saved = {**{k: v for k, v in TrainConfig(model=config.model).as_dict().items() if k in ADDED_SETTINGS},
              **(state.get("config") or {})}
     if saved != now:
-        from aigrobust.runs.folder import describe_differences
 
         raise TrainingError(f"{out_dir} was started with another configuration "
                             f"({describe_differences(saved, now)}); resume needs the same one")

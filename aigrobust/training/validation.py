@@ -18,6 +18,7 @@ from aigrobust.models.base import ResNetBase
 from aigrobust.training.config import EpochRecord, TrainConfig, overfitting_warning
 from aigrobust.training.inner_attacks import InnerAttack
 from aigrobust.training.state import Run
+from attacks import attack_from_spec
 
 VALIDATION_ATTACK = "pgd:steps=10,rel_stepsize=0.25"  # Madry's evaluation budget: 10 steps of eps/4, random start
 
@@ -39,7 +40,6 @@ def validate_robust(model: ResNetBase, dataset: Dataset, eps: float, batch_size:
                     device: torch.device | str = "cpu", seed: int = 0) -> RobustValidation:
     """PGD-10 (step eps/4, random start keyed by sample position and ``seed``) against ``model`` in eval mode;
     a sample is robust when it is right on the clean image and on the attacked one."""
-    from attacks import attack_from_spec
 
     attack = attack_from_spec(VALIDATION_ATTACK + f",seed={seed}")
     was_training = model.training
