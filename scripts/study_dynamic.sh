@@ -16,7 +16,7 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/dynamic}
 TRAINING=${TRAINING:-runs/ee}
 STAGES=${STAGES:-"train attacks report"}
-stage() { [[ " $STAGES " == *" $1 "* ]]; }
+source scripts/study_lib.sh  # stage, run_queue, run_workers
 N_LARGE=${N_LARGE:-1000}; N_SMALL=${N_SMALL:-500}
 
 # 1. exits-only training (the tags' weights are then copied into aigrobust/pretrained and pinned)
@@ -41,25 +41,8 @@ QUEUE=(
   "standard-8-robust|--model sdn20.at --suite standard $GRADS --eps 8/255 $(common $N_LARGE)"
   "standard-2-robust|--model sdn20.at --suite standard $GRADS --eps 2/255 $(common $N_SMALL)"
 )
-run_queue() {
-  local entry name out
-  for entry in "${QUEUE[@]}"; do
-    name=${entry%%|*}; out="$RUNS/$name"
-    [ -f "$out/records.csv.gz" ] && continue
-    mkdir -p "$RUNS"
-    (
-      flock -n 9 || exit 0
-      [ -f "$out/records.csv.gz" ] && exit 0
-      resume=(); [ -f "$out/run.json" ] && resume=(--resume)
-      echo "$(date -u +%FT%TZ) worker $1: $name"
-      # shellcheck disable=SC2086  # the entry's arguments are words
-      OMP_NUM_THREADS=1 aigrobust attack ${entry#*|} --out "$out" "${resume[@]}"
-    ) 9>"$RUNS/.$name.queue-lock" || echo "$(date -u +%FT%TZ) worker $1: $name stopped; rerun to resume" >&2
-  done
-}
 if stage attacks; then
-  for ((w = 1; w <= ${WORKERS:-2}; w++)); do run_queue "$w" & sleep 2; done
-  wait
+  run_workers
   for model in sdn20.std aig20; do  # the universal compute perturbation, fitted on 500 images, judged on 500 others
     out="$RUNS/universal-$model"
     [ -f "$out/universal.json" ] || OMP_NUM_THREADS=1 aigrobust universal --model "$model" --eps 8/255 \

@@ -18,7 +18,7 @@ TRAINING=${TRAINING:-runs/at}
 STAGES=${STAGES:-"train attacks report"}
 DEVICE=${DEVICE:-auto}
 SMOKE=${SMOKE:-0}
-stage() { [[ " $STAGES " == *" $1 "* ]]; }
+source scripts/study_lib.sh  # stage, run_queue, run_workers
 N_LARGE=1000; N_SMALL=500; N_CHECK=200; SUITE=(--suite standard); COMPUTE=compute-inflation; FLIP=gate-flip
 # the compute attack's strength check on the models trained against it: more steps, another loss and schedule, restarts
 COMPUTE_STEPS=compute-inflation:steps=300; COMPUTE_APGD=compute-inflation:gate_loss=hinge,schedule=apgd
@@ -81,25 +81,8 @@ QUEUE=(
   "standard-2-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
   "standard-2-plain|--model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
 )
-run_queue() {  # one worker: every unfinished run that no other worker holds, in queue order
-  local entry name out
-  for entry in "${QUEUE[@]}"; do
-    name=${entry%%|*}; out="$RUNS/$name"
-    [ -f "$out/records.csv.gz" ] && continue
-    mkdir -p "$RUNS"
-    (
-      flock -n 9 || exit 0  # another worker holds it
-      [ -f "$out/records.csv.gz" ] && exit 0
-      resume=(); [ -f "$out/run.json" ] && resume=(--resume)
-      echo "$(date -u +%FT%TZ) worker $1: $name"
-      # shellcheck disable=SC2086  # the entry's arguments are words
-      OMP_NUM_THREADS=1 aigrobust attack ${entry#*|} --out "$out" "${resume[@]}"
-    ) 9>"$RUNS/.$name.queue-lock"
-  done
-}
 if stage attacks; then
-  for ((w = 1; w <= ${WORKERS:-2}; w++)); do run_queue "$w" & sleep 2; done
-  wait
+  run_workers
 fi
 
 # 3. the findings (the goals and answers) and the report, from the runs finished so far, copied (records,
