@@ -18,6 +18,9 @@ from torch import Tensor, nn
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
 from aigrobust.evaluation.fit import channels_last_hint, check_fit, declared_input_shape
 from aigrobust.evaluation.metrics import WORST, summarize
+from aigrobust.models.adapter import as_evaluable
+from aigrobust.models.factory import create_model
+from aigrobust.models.facts import weights_available
 from aigrobust.models.folding import why_not_foldable
 from attacks import attack_from_spec
 from attacks.base import validate_inputs
@@ -171,9 +174,6 @@ def _check_declared_input(entry: ModelEntry, images: Tensor) -> None:
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
-    from aigrobust.models.adapter import as_evaluable
-    from aigrobust.models.factory import create_model
-    from aigrobust.models.facts import weights_available
 
     if isinstance(models, (nn.Module, str)):
         models = [models]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.reporting.plots import save_figure, short_label
+from attacks import attack_label, attack_role, is_compute_attack
 
 MAX_RATE_PANELS = 6  # per model: clean, and the strongest attack of each kind
 
@@ -108,7 +109,6 @@ def gate_figure_epsilon(records: pd.DataFrame) -> float:
 def _rate_panels(rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """One model's panels: clean, then the strongest attack of each kind (accuracy, gates, compute, and the noise
     control), each as (title, per-block rate); a panel identical to one already kept is dropped."""
-    from attacks import attack_role
 
     if (rows["gate_grad"] == "exact").any():
         rows = rows[rows["gate_grad"] == "exact"]
@@ -172,7 +172,6 @@ def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, byt
 def flops_ratio_groups(records: pd.DataFrame, epsilon: float) -> list[tuple[str, str, np.ndarray, str, np.ndarray]]:
     """Per dynamic model, undefended at ``epsilon``: (model, the strongest compute attack's label, its per-image
     FLOPs ratio attacked / clean, the noise control's label, its ratios); the control's may be empty."""
-    from attacks import attack_role, is_compute_attack
 
     rows = records[(records["defense"] == "none") & np.isclose(records["epsilon"], epsilon)
                    & (records["gate_grad"] != "none")]
@@ -263,7 +262,6 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from attacks import attack_label, is_compute_attack
 
     compute = records[(records["defense"] == "none") & (records["epsilon"] > 0)
                       & records["attack"].map(lambda spec: is_compute_attack(spec, controls=True))]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from aigrobust.evaluation.metrics import WORST, format_eps
+from attacks import attack_label, attack_norm
 
 
 def save_figure(fig: Any) -> tuple[bytes, bytes]:
@@ -41,7 +42,6 @@ def save_figure(fig: Any) -> tuple[bytes, bytes]:
 
 def short_label(attack: str) -> str:
     """An attack's short label for legends and titles ('PGD-20'); the canonical spec is in the tables."""
-    from attacks import attack_label
 
     return "worst case" if attack == WORST else attack_label(attack)
 
@@ -107,7 +107,6 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from attacks import attack_norm
 
     data = summary[summary["gate_grad"].isin(["none", "exact", WORST]) & (summary["goal"] == "misclassify")]
     # one norm per run and per report (EvalSpec and runs.combine_runs refuse two): Linf reads in /255, L2 as it is

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aigrobust.data import CIFAR10_CLASSES
+from aigrobust.errors import DataError
 from aigrobust.evaluation.metrics import (
     class_rates,
     compact_table,
@@ -28,7 +30,14 @@ from aigrobust.reporting.gate_plots import gate_figure_epsilon
 from aigrobust.reporting.pages import html_index, markdown_index
 from aigrobust.reporting.sanity import SanityFlag, flags_table, record_checks
 from aigrobust.reporting.tables import Report, headline, sample_counts_sentence, threat_model, to_latex, to_markdown
-from aigrobust.runs.records import COPIED_FROM, combined_full_flops
+from aigrobust.runs.records import (
+    COPIED_FROM,
+    PARTS_DIR,
+    RECORDS_FILE,
+    SPEC_FILE,
+    combined_full_flops,
+    enclosing_run_folder,
+)
 
 
 def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | None = None,
@@ -87,7 +96,6 @@ def build_report(records: pd.DataFrame, title: str, classes: Sequence[str] | Non
 def images_from_runs(runs: Sequence[Any], sample_ids: list[int]) -> dict[int, np.ndarray]:
     """The images (HxWx3 uint8) of the given sample ids, from the first run whose test data can be read and holds
     them; empty where none can (the data moved or is absent: the figure then shows the gate patterns alone)."""
-    from aigrobust.errors import DataError
 
     for run in runs:
         try:
@@ -108,7 +116,6 @@ def report_from_runs(runs: Sequence[Any], records: pd.DataFrame, title: str, fla
                      preface: str = "") -> Report:
     """The report of finished runs (``runs.FinishedRun``) and their joined records, with each run's spec in the
     provenance and the noise floor of stochastic-gate runs beside every stability figure."""
-    from aigrobust.data import CIFAR10_CLASSES
 
     provenance: dict[str, Any] = {"runs": [str(run.root) for run in runs]}
     provenance.update({str(run.root): run.document.to_dict() for run in runs if not run.document.is_empty})
@@ -137,7 +144,6 @@ REPORT_FILES = ("summary.csv", "summary.md", "summary.tex", "layer_rates.csv", "
 def refuse_foreign_folder(out_dir: Path) -> None:
     """Raise ``ValueError`` where writing a report into ``out_dir`` would overwrite files no report wrote or lose the
     report later: an attack run's folder or a folder inside one (its hidden parts too), or a folder holding a report's file names without the ``provenance.json`` every report writes."""
-    from aigrobust.runs.records import PARTS_DIR, RECORDS_FILE, SPEC_FILE, enclosing_run_folder
 
     out_dir = Path(out_dir)
     around = enclosing_run_folder(out_dir)

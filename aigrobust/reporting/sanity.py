@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from aigrobust.evaluation.metrics import format_eps, summarize
-from attacks import attack_kind, attack_role
+from attacks import attack_kind, attack_label, attack_role
 
 WHITE_BOX = ("single-step", "iterative")  # the methods that follow the model's gradient
 STATUS_OK, STATUS_WARN, STATUS_NA = "ok", "warn", "n/a"
@@ -80,7 +80,6 @@ def _random_model_flag(model: str, records: pd.DataFrame) -> list[SanityFlag]:
 
 def _monotone_flag(model: str, rows: pd.DataFrame, tolerance: float) -> SanityFlag:
     """Robust accuracy never rises with epsilon, for any attack and setting."""
-    from attacks import attack_label
 
     worst_rise, where = 0.0, ""
     for key, curve in rows.groupby(["defense", "defense_grad", "attack_spec", "gate_grad"], sort=False):

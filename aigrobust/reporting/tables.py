@@ -10,7 +10,7 @@ import pandas as pd
 
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.reporting.sanity import SanityFlag
-from attacks import is_compute_attack
+from attacks import attack_label, attack_norm, is_compute_attack
 
 HEADLINE_COLUMNS = ["model", "defense", "defense_grad", "attack", "gate_grad", "epsilon", "n", "clean_acc",
                     "robust_acc", "robust_acc_lo", "robust_acc_hi", "unchanged_gates", "hamming_mean", "flops_ratio"]
@@ -98,7 +98,6 @@ def threat_model(records: pd.DataFrame, provenance: dict[str, Any], sample_count
     """Plain-language lines stating what was tested: perturbation set, epsilons, every attack with its full budget,
     gate-gradient modes, defenses and how attackers treated them, and ``sample_counts``
     (:func:`sample_counts_sentence`: the samples and the interval width they give)."""
-    from attacks import attack_label, attack_norm
 
     specs = [doc["spec"] for doc in provenance.values() if isinstance(doc, dict) and isinstance(doc.get("spec"), dict)]
     budgets, norms = [], set()
