@@ -275,3 +275,26 @@ def test_every_evaluation_setting_is_declared_once() -> None:
         option = options[name]
         assert option.opts[0] == setting.option and option.default == setting.default, name
         assert setting.help.split(" (")[0].split(";")[0] in (option.help or ""), name
+
+
+# Imports inside functions: the command line loads the library inside its commands (``--help`` without torch), the
+# package's names load on first use, and optional dependencies load where they are used; nothing else.
+LAZY_PROJECT_IMPORTS = {("attacks/__init__.py", "attacks.foolbox_bridge")}
+LAZY_FOLDERS = ("aigrobust/cli/",)
+
+
+def test_project_modules_are_imported_at_the_top_except_where_documented() -> None:
+    inside = []
+    for package in PACKAGES:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            name = str(path.relative_to(PROJECT_ROOT))
+            if name.startswith(LAZY_FOLDERS):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.split(".")[0] in PACKAGES \
+                            and (name, sub.module) not in LAZY_PROJECT_IMPORTS:
+                        inside.append(f"{name}:{sub.lineno} {sub.module}")
+    assert not inside, inside
