@@ -256,13 +256,13 @@ def test_no_module_over_400_lines_and_no_function_over_50() -> None:
 
 def test_every_evaluation_setting_is_declared_once() -> None:
     """EvalSpec's defaults, the attack command's options and evaluate()'s keywords all come from (or are held to)
-    aigrobust.eval_settings."""
+    aigrobust.settings."""
     import dataclasses
     import inspect
 
     import aigrobust
-    from aigrobust.eval_settings import EVAL_SETTINGS
     from aigrobust.evaluation import EvalSpec
+    from aigrobust.settings import EVAL_SETTINGS
 
     spec_defaults = {f.name: f.default for f in dataclasses.fields(EvalSpec)}
     keywords = inspect.signature(aigrobust.evaluate).parameters
@@ -275,6 +275,22 @@ def test_every_evaluation_setting_is_declared_once() -> None:
         option = options[name]
         assert option.opts[0] == setting.option and option.default == setting.default, name
         assert setting.help.split(" (")[0].split(";")[0] in (option.help or ""), name
+
+
+def test_every_training_setting_is_declared_once() -> None:
+    """TrainConfig's defaults and the train command's options come from aigrobust.settings."""
+    import dataclasses
+
+    from aigrobust.settings import TRAIN_SETTINGS
+    from aigrobust.training.config import TrainConfig
+
+    config_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    options = {p.name: p for p in cli.commands["train"].params}
+    for name, setting in TRAIN_SETTINGS.items():
+        assert config_defaults[name] == setting.default, name
+        option = options[name]
+        assert option.opts[0] == setting.option and option.default == setting.default, name
+        assert option.help == setting.help, name
 
 
 # Imports inside functions: the command line loads the library inside its commands (``--help`` without torch), the

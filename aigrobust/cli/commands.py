@@ -45,7 +45,7 @@ from aigrobust.cli.types import (
 from aigrobust.cli.universal import universal_command
 from aigrobust.datasets import DATASETS
 from aigrobust.distributed import rank_and_world
-from aigrobust.eval_settings import EVAL_SETTINGS, GATE_GRADS
+from aigrobust.settings import EVAL_SETTINGS, GATE_GRADS
 
 
 def _defense_examples() -> str:

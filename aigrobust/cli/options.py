@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from aigrobust.eval_settings import EVAL_SETTINGS
+from aigrobust.settings import EVAL_SETTINGS, TRAIN_SETTINGS, Setting
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -38,9 +38,17 @@ def seed_option(help: str = EVAL_SETTINGS["seed"].help) -> Decorator:
 
 
 def eval_option(name: str, **overrides: Any) -> Decorator:
-    """The option of one evaluation setting (:mod:`aigrobust.eval_settings`): its flag, default, choices and help
-    from the one declaration; ``overrides`` add what only the command line has (a parsing type, an extra choice)."""
-    setting = EVAL_SETTINGS[name]
+    """The option of one evaluation setting (:mod:`aigrobust.settings`): its flag, default, choices and help from
+    the one declaration; ``overrides`` add what only the command line has (a parsing type, an extra choice)."""
+    return _setting_option(EVAL_SETTINGS[name], **overrides)
+
+
+def train_option(name: str, **overrides: Any) -> Decorator:
+    """The option of one training setting (:mod:`aigrobust.settings`), as :func:`eval_option` builds it."""
+    return _setting_option(TRAIN_SETTINGS[name], **overrides)
+
+
+def _setting_option(setting: Setting, **overrides: Any) -> Decorator:
     kwargs: dict[str, Any] = {"default": setting.default, "help": setting.help}
     if isinstance(setting.default, bool):
         kwargs["is_flag"] = True
@@ -50,7 +58,7 @@ def eval_option(name: str, **overrides: Any) -> Decorator:
         kwargs["multiple"] = True
     if setting.choices:
         kwargs["type"] = click.Choice(list(setting.choices))
-    return click.option(setting.option, name, **{**kwargs, **overrides})
+    return click.option(setting.option, setting.name, **{**kwargs, **overrides})
 
 
 def device_option() -> Decorator:

@@ -10,7 +10,7 @@ import click
 
 from aigrobust.cli import inputs, training_inputs
 from aigrobust.cli.inputs import known_models
-from aigrobust.cli.options import batch_size_option, data_dir_option, device_option, download_option, seed_option
+from aigrobust.cli.options import data_dir_option, device_option, download_option, seed_option, train_option
 from aigrobust.cli.types import (
     DISK_ERRORS,
     BadInput,
@@ -19,69 +19,44 @@ from aigrobust.cli.types import (
 from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
 from aigrobust.errors import CheckpointError
+from aigrobust.settings import TRAIN_SETTINGS
 
 
 @click.command("train")
 @click.option("--model", "model_name", required=True, help="Registered model name, e.g. aig20.")
 @data_dir_option()
 @download_option()
-@click.option("--init", "init", default=None, help="Start from other weights: 'torchvision' (ImageNet models: a "
-              "download), a weights file (ours, akamaster's, torchvision's layout) or a shipped name (resnet20.at). "
-              "The same architecture gives every weight; the plain twin of a gated model its residual branches, "
-              "the gates starting fresh.")
+@train_option("init")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, log).")
-@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Passes over the training set.")
-@batch_size_option(128, "Images per optimiser step (over every process under torchrun).")
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=0.1, show_default=True,
-              help="Peak learning rate of SGD (the schedule shapes it).")
-@click.option("--momentum", type=FiniteFloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=FiniteFloatRange(0, 1), default=1e-4, show_default=True,
-              help="L2 weight decay of SGD.")
-@click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default="step", show_default=True,
-              help="step: x0.1 at 50% and 75% of the run (the paper's); cosine or onecycle for short CPU budgets.")
+@train_option("epochs", type=click.IntRange(min=1))
+@train_option("batch_size", type=click.IntRange(min=1))
+@train_option("lr", type=FiniteFloatRange(min=0, min_open=True, max=1000))
+@train_option("momentum", type=FiniteFloatRange(0, 1))
+@train_option("weight_decay", type=FiniteFloatRange(0, 1))
+@train_option("schedule")
 @click.option("--target-rate", type=FiniteFloatRange(0, 1), default=None, help="Gate target rate t (gated models).")
-@click.option("--gate-lambda", type=FiniteFloatRange(0, 1000), default=2.0, show_default=True,
-              help="Weight of the target-rate loss.")
-@click.option("--gate-lr-factor", type=FiniteFloatRange(0, 1000), default=1.0, show_default=True,
-              help="The gates' learning rate as a multiple of --lr (the reference code trains them faster).")
-@click.option("--target-warmup", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
-              help="Over this fraction of the run, lower every gate's target from 1.0 (all blocks run) to its own "
-              "(gated models): a start from a plain network's weights (--init) keeps them while the gates learn.")
+@train_option("gate_lambda", type=FiniteFloatRange(0, 1000))
+@train_option("gate_lr_factor", type=FiniteFloatRange(0, 1000))
+@train_option("target_warmup", type=FiniteFloatRange(0, 1), metavar="FRACTION")
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
-@seed_option("Seeds the initialisation, the data order, augmentation, Gumbel draws and the inner attack: a resumed "
-             "run continues as if never stopped.")
+@seed_option(TRAIN_SETTINGS["seed"].help)
 @device_option()
 @click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).")
-@click.option("--adversarial", default=None, metavar="METHOD[:key=value,...]",
-              help="Adversarial training: n-fgsm (the recommended one), fgsm-rs, pgd or trades, e.g. "
-              "n-fgsm:eps=8/255; compute=W (gated models) also attacks and defends the compute. Validates on "
-              "--val-samples held out of the training set (PGD-10 each epoch; best.safetensors keeps the best).")
+@train_option("adversarial", metavar="METHOD[:key=value,...]")
 @click.option("--val-samples", type=click.IntRange(min=0), default=None,
               help="Training images held out for validation [default: 1000 with --adversarial, else 0: the test "
               "split's figures are shown].")
-@click.option("--ema", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is "
-              "validated and saved.")
-@click.option("--compute-penalty", type=FiniteFloatRange(0, 1000), default=4.0, show_default=True,
-              help="Weight of per-sample execution above the target rate on compute-attacked batches "
-              "(--adversarial ...,compute=W).")
-@click.option("--inner-network", type=click.Choice(["training", "deployed", "running-statistics"]), default="training",
-              show_default=True,
-              help="What --adversarial's attack runs on: the network as it trains (sampled gates, batch statistics), "
-              "as it is deployed and evaluated (hard gates, straight-through gate gradient, running statistics), or "
-              "sampled gates with running statistics (the control between the two).")
-@click.option("--exits-only", is_flag=True,
-              help="Early-exit networks: train the exits only, on the frozen backbone of --init (SDN's IC-only).")
-@click.option("--exit-accuracy-loss", type=FiniteFloatRange(0, 1), default=0.01, show_default=True,
-              metavar="FRACTION", help="Early-exit networks: after each epoch the exit threshold is set on the "
-              "held-out images (--val-samples) to the most permissive one that loses at most this much accuracy "
-              "against no early exit.")
+@train_option("ema", type=FiniteFloatRange(0, 1, min_open=True, max_open=True))
+@train_option("compute_penalty", type=FiniteFloatRange(0, 1000))
+@train_option("inner_network")
+@train_option("exits_only")
+@train_option("exit_accuracy_loss", type=FiniteFloatRange(0, 1), metavar="FRACTION")
 def train_command(model_name: str, data_dir: Path | None, download: bool, init: str | None, out_dir: Path, epochs: int,
                   batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
                   target_rate: float | None, gate_lambda: float, gate_lr_factor: float,

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from aigrobust.eval_settings import default
 from aigrobust.models.dynamic import DynamicNetwork
 from aigrobust.models.gates import GateGrad, GateMode
+from aigrobust.settings import eval_default
 from attacks import NORM_NAMES, Attack, attack_from_spec
 from defenses import DefenseGrad, NoDefense, parse_defense
 
@@ -79,7 +79,7 @@ WRITTEN_WHEN_SET = ("fold_batchnorm",)
 @dataclass(frozen=True)
 class EvalSpec:
     """What to run: attack specs, epsilons, gate gradient modes, gate mode of the deployed network, seed (each
-    setting's default and meaning: :mod:`aigrobust.eval_settings`).
+    setting's default and meaning: :mod:`aigrobust.settings`).
 
     Holds each attack and defense twice: as its spec text (what run.json stores and a resume compares) and as the
     object parsed from it, once, here or by the command line (``parsed_attacks``/``parsed_defenses``), so evaluation
@@ -88,17 +88,17 @@ class EvalSpec:
 
     attacks: tuple[str, ...]
     epsilons: tuple[float, ...]
-    gate_grads: tuple[str, ...] = default("gate_grads")
-    gate_mode: str = default("gate_mode")
-    seed: int = default("seed")
-    defenses: tuple[str, ...] = default("defenses")
-    defense_grads: tuple[str, ...] = default("defense_grads")
-    early_exit: bool = default("early_exit")
+    gate_grads: tuple[str, ...] = eval_default("gate_grads")
+    gate_mode: str = eval_default("gate_mode")
+    seed: int = eval_default("seed")
+    defenses: tuple[str, ...] = eval_default("defenses")
+    defense_grads: tuple[str, ...] = eval_default("defense_grads")
+    early_exit: bool = eval_default("early_exit")
     # stochastic gates make the deployed model random: attack gradients average ``eot_draws`` draws (EOT) and each
     # clean and adversarial input is judged on ``judge_draws`` fresh draws (records: adv_draw_acc)
-    eot_draws: int = default("eot_draws")
+    eot_draws: int = eval_default("eot_draws")
     judge_draws: int = 10
-    fold_batchnorm: bool = default("fold_batchnorm")  # see aigrobust.eval_settings and aigrobust.models.folding
+    fold_batchnorm: bool = eval_default("fold_batchnorm")  # see aigrobust.settings and aigrobust.models.folding
     parsed_attacks: tuple[Attack, ...] = field(default=(), compare=False, repr=False)
     parsed_defenses: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from aigrobust.errors import AigrobustError
 from aigrobust.models.base import ResNetBase
+from aigrobust.settings import train_default
 from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
 STATE_FILE = "train_state.pt"
@@ -93,28 +94,28 @@ class TrainConfig:
 
     model: str
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: Schedule = Schedule.STEP
+    epochs: int = train_default("epochs")
+    batch_size: int = train_default("batch_size")
+    lr: float = train_default("lr")
+    momentum: float = train_default("momentum")
+    weight_decay: float = train_default("weight_decay")
+    schedule: Schedule = Schedule(train_default("schedule"))
     milestones: tuple[float, ...] = (0.5, 0.75)
-    gate_lambda: float = 2.0
-    gate_lr_factor: float = 1.0
-    target_warmup: float = 0.0
+    gate_lambda: float = train_default("gate_lambda")
+    gate_lr_factor: float = train_default("gate_lr_factor")
+    target_warmup: float = train_default("target_warmup")
     augment: bool = True
-    seed: int = 0
+    seed: int = train_default("seed")
     device: str = "auto"
     bf16: bool = True
     channels_last: bool = True
-    init: str | None = None
-    adversarial: str | None = None
-    compute_penalty: float = 4.0
-    ema: float | None = None
-    inner_network: str = "training"
-    exits_only: bool = False
-    exit_accuracy_loss: float = 0.01
+    init: str | None = train_default("init")
+    adversarial: str | None = train_default("adversarial")
+    compute_penalty: float = train_default("compute_penalty")
+    ema: float | None = train_default("ema")
+    inner_network: str = train_default("inner_network")
+    exits_only: bool = train_default("exits_only")
+    exit_accuracy_loss: float = train_default("exit_accuracy_loss")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
