@@ -71,7 +71,7 @@ def parse_defense(spec: str) -> Defense:
         The :class:`~defenses.base.Defense` (a :class:`Compose` for several parts); a bad spec raises
         ``DefenseSpecError`` naming it.
 
-    >>> parse_defense("jpeg:50+median:2").spec()
+    >>> parse_defense("jpeg:50+median:2").spec
     'jpeg:50+median:2'
     """
     text = spec.strip().lower()

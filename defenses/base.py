@@ -40,8 +40,9 @@ class Defense(nn.Module):
         """Differentiable approximation (default: the identity, i.e. BPDA's backward used forward too)."""
         return x
 
+    @property
     def spec(self) -> str:
-        """The command-line spelling of this defense."""
+        """The command-line spelling of this defense (as an attack's and a training method's ``spec``)."""
         return self.name
 
 
@@ -69,7 +70,7 @@ class Compose(Defense):
         parts: the defenses, first applied first.
 
     >>> from defenses import JPEG, MedianSmoothing
-    >>> Compose([JPEG(50), MedianSmoothing(2)]).spec()
+    >>> Compose([JPEG(50), MedianSmoothing(2)]).spec
     'jpeg:50+median:2'
     """
 
@@ -77,7 +78,7 @@ class Compose(Defense):
         super().__init__()
         self.parts = nn.ModuleList(parts)
         self.randomized = any(p.randomized for p in parts)
-        self.name = "+".join(p.spec() for p in parts)
+        self.name = "+".join(p.spec for p in parts)
 
     def forward(self, x: Tensor) -> Tensor:
         for part in self.parts:
@@ -88,9 +89,6 @@ class Compose(Defense):
         for part in self.parts:
             x = part.approximation(x)  # type: ignore[operator]
         return x
-
-    def spec(self) -> str:
-        return self.name
 
 
 class NoDefense(Defense):

@@ -79,6 +79,7 @@ class ToyQuantize(torch.nn.Module):
     def approximation(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    @property
     def spec(self) -> str:
         return self.name
 

@@ -20,7 +20,7 @@ def test_fractions_auto_and_dashes_read_alike_for_every_owner() -> None:
     assert attacks.attack_from_spec("pgd:rel-stepsize=0.1").spec == attacks.attack_from_spec("pgd:rel_stepsize=0.1").spec
     assert inner_attack_from_spec("pgd:eps=8/255").eps == pytest.approx(8 / 255)
     assert inner_attack_from_spec("n-fgsm:step=auto").spec == inner_attack_from_spec("n-fgsm").spec
-    assert defenses.parse_defense("jpeg:50+median:2").spec() == "jpeg:50+median:2"
+    assert defenses.parse_defense("jpeg:50+median:2").spec == "jpeg:50+median:2"
 
 
 @pytest.mark.parametrize(("parse", "error", "what"), [
