@@ -174,7 +174,6 @@ def _check_declared_input(entry: ModelEntry, images: Tensor) -> None:
 
 
 def _entries(models: nn.Module | str | Sequence[nn.Module | str] | Mapping[str, nn.Module | str]) -> list[ModelEntry]:
-
     if isinstance(models, (nn.Module, str)):
         models = [models]
     named = (list(models.items()) if isinstance(models, Mapping)

@@ -160,7 +160,6 @@ class RandomResizePad(Defense):
         self.seed = seed
 
     def forward(self, x: Tensor) -> Tensor:
-
         n, c, h, w = x.shape
         u = keyed_uniform(input_row_keys(x), self.seed, f"{self.draw_key}/resize-pad", (n, 3)).cpu()
         low = int(h * self.min_fraction)

@@ -176,7 +176,6 @@ def _is_sha256(value: object) -> bool:
 
 
 def build_eval_spec(spec: dict[str, Any]) -> Any:
-
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")

@@ -30,7 +30,6 @@ def iterate_numbered_batches(images: Tensor | np.ndarray | torch.utils.data.Data
 
 def _streamed_batches(dataset: torch.utils.data.Dataset, labels: Tensor, sample_ids: np.ndarray,
                       batch_size: int) -> Iterator[tuple[int, Tensor, Tensor, np.ndarray]]:
-
     for b, (batch, _) in enumerate(streaming_loader(dataset, batch_size)):
         start = b * batch_size
         yield b, batch, labels[start:start + len(batch)], sample_ids[start:start + len(batch)]

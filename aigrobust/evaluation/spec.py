@@ -123,7 +123,6 @@ class EvalSpec:
         self._settle_defenses()
 
     def _settle_defenses(self) -> None:
-
         parsed = self.parsed_defenses or tuple(parse_defense(d) for d in self.defenses)  # raises on bad specs
         if len(parsed) != len(self.defenses):
             raise ValueError("parsed_defenses must hold one defense per spec")
