@@ -13,7 +13,7 @@ from typing import Any
 
 from aigrobust.errors import AigrobustError
 from aigrobust.registry import Registry
-from aigrobust.specs import finite_number, format_value, parse_value, positive_int, require, spec_name
+from aigrobust.specs import Rule, finite_number, format_value, parse_value, positive_int, require, spec_name
 from aigrobust.specs import split_spec as split_parts
 from attacks.apgd import APGD, APGDTargeted, apgd_checkpoints, dlr_loss
 from attacks.base import Attack, AttackResult, validate_epsilons
@@ -86,7 +86,7 @@ class AttackEntry:
     cls: type[Attack]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
-    rules: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+    rules: Mapping[str, Rule] = field(default_factory=dict)
     role: AttackRole = field(default_factory=AttackRole)
 
     def build(self, **kwargs: Any) -> Attack:
@@ -98,7 +98,7 @@ _ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 
 def register_attack(name: str, cls: type[Attack], *, fixed: Mapping[str, Any] | None = None, label: str | None = None,
-                    rules: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
+                    rules: Mapping[str, Rule] | None = None,
                     role: AttackRole | None = None) -> None:
     """Add an attack under ``name``: the one place the parser, canonical specs, labels, ``aigrobust attacks``, the
     help texts and everything that groups attacks by what they are (:func:`attack_role`) read.

@@ -32,9 +32,9 @@ def batch_size_option(default: int = 256, help: str = "Images per forward and ba
     return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True, help=help)
 
 
-def seed_option(help: str = EVAL_SETTINGS["seed"].help) -> Decorator:
-    """``--seed``."""
-    return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help=help)
+def seed_option(setting: Setting = EVAL_SETTINGS["seed"]) -> Decorator:
+    """``--seed``: a seed setting (an evaluation's by default) over the range the keyed draws take."""
+    return _setting_option(setting, type=click.IntRange(0, 2**63 - 1))
 
 
 def eval_option(name: str, **overrides: Any) -> Decorator:

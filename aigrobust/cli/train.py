@@ -41,7 +41,7 @@ from aigrobust.settings import TRAIN_SETTINGS
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="CIFAR shortcut style.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None, help="Train on a seeded subset.")
 @click.option("--no-augment", is_flag=True, help="Disable random crop + flip.")
-@seed_option(TRAIN_SETTINGS["seed"].help)
+@seed_option(TRAIN_SETTINGS["seed"])
 @device_option()
 @click.option("--no-bf16", is_flag=True, help="Disable bf16 autocast on CUDA.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")

@@ -12,6 +12,7 @@ import click
 from aigrobust.cli import inputs
 from aigrobust.cli.options import data_dir_option, seed_option
 from aigrobust.cli.types import BadInput, CheckpointRef, CheckpointType, EpsilonType
+from aigrobust.settings import Setting
 
 RESULT_FILE = "universal.json"
 DELTA_FILE = "delta.safetensors"
@@ -30,7 +31,7 @@ DELTA_FILE = "delta.safetensors"
               help="Passes of the fitting loop over the fitting images.")
 @click.option("--gate-loss", type=click.Choice(["hinge", "prob"]), default="hinge", show_default=True,
               help="The compute attack's gate loss the perturbation ascends (see compute-inflation's gate_loss).")
-@seed_option("Seeds the pick of fitting images and the noise control.")
+@seed_option(Setting("seed", "--seed", 0, "Seeds the pick of fitting images and the noise control."))
 @data_dir_option("Folder with cifar10_train*.npz and cifar10_test*.npz.", must_be_folder=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for the perturbation (delta.safetensors) and its figures (universal.json).")

@@ -30,7 +30,7 @@ from aigrobust.evaluation.metrics import WORST
 from aigrobust.runs.document import FORMAT_VERSION
 from aigrobust.runs.records import PARTS_DIR, RunFolderError
 from aigrobust.specs import spec_name
-from attacks import attack_from_spec, attack_kind
+from attacks import Attack, attack_from_spec, attack_kind
 
 # the defaults in force while records held short names, where they differ from today's: the compute attack's earlier
 # rule, 20 signed steps of 2.5 eps / 20 on the FLOPs-weighted log-odds capped at 2
@@ -43,7 +43,11 @@ def short_name_spec(text: str) -> str:
     """The canonical spec an attack text meant when records held short names: its settings over the defaults then
     in force (:data:`SHORT_NAME_DEFAULTS`), so an old run's records and run.json read as the attack that made them,
     not as today's defaults."""
-    return attack_from_spec(text, defaults=SHORT_NAME_DEFAULTS.get(spec_name(text))).spec
+    return _short_name_attack(text).spec
+
+
+def _short_name_attack(text: str) -> Attack:
+    return attack_from_spec(text, defaults=SHORT_NAME_DEFAULTS.get(spec_name(text)))
 
 
 # short names that records of that time held where they differ from the attack's registered name today
@@ -57,10 +61,10 @@ def canonical_attack_names(attack_texts: Sequence[str]) -> dict[str, str]:
     apart and is left out."""
     names: dict[str, list[str]] = {}
     for text in attack_texts:
-        spec = short_name_spec(text)
-        name = attack_from_spec(spec).name
-        names.setdefault(RECORD_ERA_NAMES.get(name, name), []).append(spec)
+        attack = _short_name_attack(text)
+        names.setdefault(RECORD_ERA_NAMES.get(attack.name, attack.name), []).append(attack.spec)
     return {name: specs[0] for name, specs in names.items() if len(set(specs)) == 1}
+
 
 def today_specs(texts: Sequence[str]) -> list[str]:
     """Attack texts as canonical specs under today's defaults (a text that does not parse stays as it is: the

@@ -362,5 +362,4 @@ def inner_attack_from_spec(spec: str) -> InnerAttack:
 
 
 __all__ = ["FGSMRS", "INNER_ATTACKS", "InnerAttack", "InnerSpecError", "NFGSM", "PGDTraining", "TRADES",
-           "register_training_method",
-           "inner_attack_from_spec"]
+           "inner_attack_from_spec", "register_training_method"]
