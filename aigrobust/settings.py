@@ -69,8 +69,8 @@ TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("init", "--init", None, "Start from other weights: 'torchvision' (ImageNet models: a download), a weights "
             "file (ours, akamaster's, torchvision's layout) or a shipped name (resnet20.at). The same architecture "
             "gives every weight; the plain twin of a gated model its residual branches, the gates starting fresh."),
-    Setting("adversarial", "--adversarial", None, "Adversarial training: n-fgsm (the recommended one), fgsm-rs, pgd "
-            "or trades, e.g. n-fgsm:eps=8/255; compute=W (gated models) also attacks and defends the compute. "
+    Setting("adversarial", "--adversarial", None, "Adversarial training: n-fgsm (the recommended one), fgsm-rs, pgd, "
+            "trades or rslad (distillation from a robust teacher), e.g. n-fgsm:eps=8/255; compute=W (gated models) also attacks and defends the compute. "
             "Validates on --val-samples held out of the training set (PGD-10 each epoch; best.safetensors keeps the "
             "best)."),
     Setting("compute_penalty", "--compute-penalty", 4.0, "Weight of per-sample execution above the target rate on "

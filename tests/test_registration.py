@@ -172,7 +172,7 @@ def test_a_toy_training_method_is_one_registration(synthetic_npz_dir, tmp_path) 
         draws: int = 1
         method = "toy-noise"
 
-        def perturb(self, forward, x, labels, generator, costs=None):  # type: ignore[no-untyped-def]
+        def perturb(self, forward, x, labels, generator, costs=None, teacher_probs=None):  # type: ignore[no-untyped-def]
             noise = torch.rand(tuple(x.shape), generator=generator).to(x) * 2 - 1
             return (x + self.eps * noise).clamp(0, 1).detach()
 

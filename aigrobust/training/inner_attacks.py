@@ -91,8 +91,14 @@ class InnerAttack(abc.ABC):
 
     @property
     def needs_clean_logits(self) -> bool:
-        """Whether the training loss also needs the clean forward (TRADES)."""
+        """Whether the training loss also needs the clean forward (TRADES, distillation)."""
         return False
+
+    @property
+    def teacher_source(self) -> str | None:
+        """The model whose outputs on the clean batch the method learns from (a registered name with shipped weights
+        or a weights file); None: the labels alone."""
+        return None
 
     def inner_loss(self, logits: Tensor, p_on: Tensor | None, labels: Tensor, costs: Tensor | None,
                    clean_probs: Tensor | None = None) -> Tensor:
@@ -119,10 +125,12 @@ class InnerAttack(abc.ABC):
 
     @abc.abstractmethod
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
-                costs: Tensor | None = None) -> Tensor:
-        """The adversarial batch (detached, in [0, 1]); noise from ``generator`` (CPU), drawn in a fixed order."""
+                costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
+        """The adversarial batch (detached, in [0, 1]); noise from ``generator`` (CPU), drawn in a fixed order;
+        ``teacher_probs``: the teacher's class probabilities on ``x`` where the method has one."""
 
-    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None) -> Tensor:
+    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None,
+                      teacher_probs: Tensor | None = None) -> Tensor:
         """The classification part of the training loss on the adversarial batch (mean over the batch)."""
         return F.cross_entropy(logits_adv.float(), labels)
 
@@ -149,11 +157,11 @@ class NFGSM(InnerAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.method, "k", self.k, lambda v: v >= 0, "a number >= 0")
-        _check(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
+        check_setting(self.method, "k", self.k, lambda v: v >= 0, "a number >= 0")
+        check_setting(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
-                costs: Tensor | None = None) -> Tensor:
+                costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
         width = self.k * self.eps
         noise = _uniform(tuple(x.shape), -width, width, generator).to(x)
         start = (x + noise).clamp(0, 1)
@@ -182,10 +190,10 @@ class FGSMRS(InnerAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.method, "alpha", self.alpha, lambda v: 0 < v <= 4, "a number in (0, 4]")
+        check_setting(self.method, "alpha", self.alpha, lambda v: 0 < v <= 4, "a number in (0, 4]")
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
-                costs: Tensor | None = None) -> Tensor:
+                costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
         start = _random_start(x, self.eps, generator)
         grad = self.gradient(forward, start, labels, costs)
         return _clip(x, start + self.alpha * self.eps * _LINF.ascent_direction(grad), self.eps).detach()
@@ -212,9 +220,9 @@ class PGDTraining(InnerAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.method, "steps", self.steps, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        check_setting(self.method, "steps", self.steps, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                "a positive integer")
-        _check(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
+        check_setting(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
 
     def step_size(self) -> float:
         """The absolute step."""
@@ -234,7 +242,7 @@ class PGDTraining(InnerAttack):
         return current.detach()
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
-                costs: Tensor | None = None) -> Tensor:
+                costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
         return self.iterate(forward, x, self.start(x, generator), labels, costs)
 
 
@@ -260,7 +268,7 @@ class TRADES(PGDTraining):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.method, "beta", self.beta, lambda v: 0 < v <= 100, "a number in (0, 100]")
+        check_setting(self.method, "beta", self.beta, lambda v: 0 < v <= 100, "a number in (0, 100]")
 
     @property
     def needs_clean_logits(self) -> bool:
@@ -273,13 +281,14 @@ class TRADES(PGDTraining):
         return kl + self.compute_objective(p_on, costs)
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
-                costs: Tensor | None = None) -> Tensor:
+                costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
         with torch.no_grad():
             clean_probs = F.softmax(forward(x)[0].float(), dim=1)
         start = (x + 0.001 * torch.randn(tuple(x.shape), generator=generator).to(x)).clamp(0, 1)
         return self.iterate(forward, x, start, labels, costs, clean_probs)
 
-    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None) -> Tensor:
+    def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None,
+                      teacher_probs: Tensor | None = None) -> Tensor:
         assert logits_clean is not None
         kl = F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits_clean.float(), dim=1),
                       reduction="batchmean")
@@ -300,7 +309,7 @@ def register_training_method(cls: type[InnerAttack]) -> type[InnerAttack]:
         ``cls`` unchanged.
 
     >>> sorted(INNER_ATTACKS)
-    ['fgsm-rs', 'n-fgsm', 'pgd', 'trades']
+    ['fgsm-rs', 'n-fgsm', 'pgd', 'rslad', 'trades']
     """
     INNER_ATTACKS.add(cls.method, cls)
     return cls
@@ -310,7 +319,7 @@ for _method in (NFGSM, FGSMRS, PGDTraining, TRADES):
     register_training_method(_method)
 
 
-def _check(method: str, key: str, value: Any, rule: Callable[[Any], bool], wording: str) -> None:
+def check_setting(method: str, key: str, value: Any, rule: Callable[[Any], bool], wording: str) -> None:
     """A numeric setting (None where it is 'auto') that passes ``rule``, else one line naming it."""
 
     def passes(v: Any) -> bool:
@@ -348,8 +357,11 @@ def inner_attack_from_spec(spec: str) -> InnerAttack:
         if key not in known:
             raise InnerSpecError(f"{method} has no setting {key!r}; it takes {', '.join(known)}")
         value = parse_value(text)
-        if isinstance(value, (str, bool)):
+        takes_text = "str" in str(next(f.type for f in fields(cls) if f.name == key))
+        if isinstance(value, bool) or (isinstance(value, str) and not takes_text):
             raise InnerSpecError(f"{method}: {key}={text!r} is not a number")
+        if takes_text:
+            value = text.strip()
         kwargs[key] = value
     if kwargs.get("steps") is not None and isinstance(kwargs["steps"], float):
         raise InnerSpecError(f"{method}: steps takes a positive integer, got {kwargs['steps']!r}")

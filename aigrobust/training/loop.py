@@ -40,6 +40,7 @@ from aigrobust.training.state import (
     Run,
     checkpoint_metadata,
     data_metadata,
+    load_teacher,
     require_finite_weights,
     restore_named_files,
     run_state,
@@ -195,10 +196,13 @@ class _EpochRunner:
                         if model.is_gated and model.target_rates else None)
         self.gated_cols = [i for i, b in enumerate(model.residual_blocks()) if b.gate is not None]
         self.inner: InnerAttack | None = None
+        self.teacher: torch.nn.Module | None = None  # a distillation method's frozen teacher
         self.costs: Tensor | None = None  # per block FLOPs over their mean: the compute objective's weights
         if config.adversarial is not None:
 
             self.inner = inner_attack_from_spec(config.adversarial)
+            if self.inner.teacher_source is not None:
+                self.teacher = load_teacher(self.inner.teacher_source, device)
             shape = tuple(train_data[0][0].shape)
             costs = torch.tensor(model.flop_profile(shape).residual, dtype=torch.float32)
             self.costs = (costs / costs.mean()).to(device)
@@ -263,14 +267,17 @@ class _EpochRunner:
         for group in self.run.optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16):
-            clean_logits = None
+            clean_logits = teacher_probs = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_probs = F.softmax(self.teacher(x).float(), dim=1)
             if self.inner is not None:
                 if self.inner.needs_clean_logits:
                     clean_logits = self.step_module(x)[0]
-                x = self._adversarial_batch(x, y, epoch, step)
+                x = self._adversarial_batch(x, y, epoch, step, teacher_probs)
             logits, gate_values, decisions, extra = self.step_module(x, y)
             loss = (F.cross_entropy(logits.float(), y) if self.inner is None
-                    else self.inner.training_loss(logits, y, clean_logits))
+                    else self.inner.training_loss(logits, y, clean_logits, teacher_probs))
             if extra is not None:  # an early-exit network's exits
                 loss = loss + extra
             rate_loss = torch.zeros((), device=device)
@@ -302,7 +309,8 @@ class _EpochRunner:
         return lr
 
 
-    def _adversarial_batch(self, x: Tensor, y: Tensor, epoch: int, step: int) -> Tensor:
+    def _adversarial_batch(self, x: Tensor, y: Tensor, epoch: int, step: int,
+                           teacher_probs: Tensor | None = None) -> Tensor:
         """The inner attack on the model as it trains (Gumbel gates, batch statistics) or as it is deployed
         (``inner_network``); its noise is keyed by (seed, rank, epoch, step), so a resumed run draws the same."""
         assert self.inner is not None
@@ -323,11 +331,11 @@ class _EpochRunner:
             model.eval()
             try:
                 with model.gate_settings(mode=mode, grad="straight-through"):
-                    adversarial = self.inner.perturb(forward, x, y, generator, costs)
+                    adversarial = self.inner.perturb(forward, x, y, generator, costs, teacher_probs)
             finally:
                 model.train()
         else:
-            adversarial = self.inner.perturb(forward, x, y, generator, costs)
+            adversarial = self.inner.perturb(forward, x, y, generator, costs, teacher_probs)
         if self.config.channels_last:
             adversarial = adversarial.contiguous(memory_format=torch.channels_last)
         return adversarial

@@ -50,14 +50,7 @@ def initialise_from(model: ResNetBase, init: str) -> None:
         except CheckpointError as err:
             raise TrainingError(str(err)) from None
         return
-    path = Path(init)
-    try:
-        source = load_checkpoint(path)[0] if path.exists() else create_model(init, pretrained=True)
-    except UnknownModelError as err:
-        raise TrainingError(f"--init {init}: no such file, and {err.args[0]} (give 'torchvision', a weights "
-                            "file or a shipped name such as resnet20.at)") from None
-    except CheckpointError as err:
-        raise TrainingError(f"--init {init}: {err}") from None
+    source = _model_from(init, "--init", "'torchvision', a weights file or a shipped name such as resnet20.at")
     ours, theirs = model.state_dict(), source.state_dict()
     misfit = sorted(k for k, v in theirs.items() if k not in ours or ours[k].shape != v.shape)
     missing = sorted(k for k in ours if k not in theirs and not model.is_decision_state(k))
@@ -68,6 +61,25 @@ def initialise_from(model: ResNetBase, init: str) -> None:
                             f"{names}); give the same architecture or the plain twin of a gated model")
     load_state_checked(model, {**ours, **theirs}, str(init))
     model.normalize.set_statistics(source.normalize.mean.flatten().tolist(), source.normalize.std.flatten().tolist())
+
+
+def _model_from(source: str, option: str, choices: str) -> ResNetBase:
+    """A weights file (any layout ``load_checkpoint`` reads) or a registered name with shipped weights."""
+    path = Path(source)
+    try:
+        return load_checkpoint(path)[0] if path.exists() else create_model(source, pretrained=True)
+    except UnknownModelError as err:
+        raise TrainingError(f"{option} {source}: no such file, and {err.args[0]} (give {choices})") from None
+    except CheckpointError as err:
+        raise TrainingError(f"{option} {source}: {err}") from None
+
+
+def load_teacher(source: str, device: torch.device) -> ResNetBase:
+    """A distillation method's teacher, frozen and in evaluation mode on ``device`` (a gated teacher decides by its
+    hard gates, as deployed)."""
+    teacher = _model_from(source, "teacher", "a weights file or a shipped name such as resnet20.at")
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
 
 
 def require_finite_weights(model: nn.Module, when: str) -> None:
