@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from aigrobust.evaluation import EvalSpec, ModelEntry, parse_epsilon, run_evaluation
 from aigrobust.evaluation.fit import channels_last_hint, check_fit, declared_input_shape
@@ -154,8 +155,6 @@ def _evaluate(models: Any, images: Any, labels: Any, *, attacks: Sequence[str], 
     spec = EvalSpec(attacks=tuple(attacks), epsilons=tuple(parse_epsilon(e) for e in epsilons),
                     gate_grads=tuple(gate_grads), gate_mode=gate_mode, seed=seed, defenses=tuple(defenses),
                     defense_grads=tuple(defense_grads), early_exit=early_exit, fold_batchnorm=fold_batchnorm)
-    from tqdm import tqdm
-
     with tqdm(total=len(labels) * len(entries), unit="img", disable=not progress) as bar:
         run = run_evaluation(entries, spec, images, labels, np.arange(len(labels)), batch_size=batch_size,
                              device=device, on_batch=lambda _model, n: bar.update(n))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -169,8 +170,6 @@ _FOOLBOX_NAME = re.compile(r"^(?P<set>cifar10|imagenet)_(?P<idx>\d+)_(?P<label>\
 def load_foolbox_samples(dataset: str = "cifar10") -> ArrayDataset:
     """The 20 real sample images shipped inside foolbox: an always-offline **20-image demo**, not a benchmark."""
     import foolbox
-    from PIL import Image
-
     if dataset not in ("cifar10", "imagenet"):
         raise DataError(f"foolbox ships demo images for cifar10 and imagenet, not {dataset!r}")
     folder = Path(foolbox.__file__).resolve().parent / "data"
@@ -303,8 +302,6 @@ class ImageFolderDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
         position = int(self.indices[i])
         try:
             image, _ = self.inner[position]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import torch.distributed as dist
 
 
 def rank_and_world(device: Any) -> tuple[int, int]:
     """(rank, world size) under torchrun (gloo on the CPU, NCCL on GPUs); (0, 1) otherwise."""
-    import os
-
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -21,8 +20,6 @@ def rank_and_world(device: Any) -> tuple[int, int]:
 
 def joined_rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the process group already joined; (0, 1) where none was."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -31,14 +28,10 @@ def joined_rank_and_world() -> tuple[int, int]:
 def barrier(world: int) -> None:
     """Wait for every rank (a no-op for one process)."""
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def finish() -> None:
     """Leave the process group, if one was joined."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -93,9 +95,6 @@ def signals_deferred() -> Iterator[None]:
     so a short sequence of renames is done whole or not begun. The Python-level handlers are swapped, not the
     thread's signal mask: in a process with other threads (torch's) the kernel may hand the signal to any of them.
     A no-op off the main thread, where handlers cannot be set."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

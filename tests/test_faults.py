@@ -139,9 +139,9 @@ def test_the_stop_line_offers_resume_only_where_the_command_has_it() -> None:
         assert "--resume" not in _how_to_continue(["-v", command, "x"])
     for command in RESUMABLE_COMMANDS:
         assert "--resume" in _how_to_continue([command, "--out", "x"])
-        assert any(p.name == "resume" for p in cli.commands[command].params)
+        assert any(p.name == "resume" for p in cli.get_command(None, command).params)
     assert not any(p.name == "resume" for name in ("report", "check", "universal")
-                   for p in cli.commands[name].params)
+                   for p in cli.get_command(None, name).params)
 
 
 @pytest.mark.parametrize(("option", "value"), [("--weight-decay", "1e39"), ("--gate-lambda", "1e39"),

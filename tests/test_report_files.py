@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from aigrobust.cli.commands import EXIT_DISK, cli, main
+from aigrobust.cli.commands import cli, main
+from aigrobust.cli.exits import EXIT_DISK
 from aigrobust.files import signals_deferred, swap_in
 from aigrobust.models.checkpoints import save_checkpoint
 from aigrobust.reporting import figures, plots

@@ -6,22 +6,37 @@ first use so that ``aigrobust --help`` stays fast.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
-from aigrobust.cli.types import ATTACK_SPEC, BadInput, CheckpointRef, ParsedSpec, given_on_command_line
+from aigrobust.cli.exits import BadInput
+from aigrobust.cli.types import ATTACK_SPEC, CheckpointRef, ParsedSpec, given_on_command_line
+from aigrobust.data import load_dataset
 from aigrobust.errors import CheckpointError, DataError, UnknownModelError
+from aigrobust.evaluation import EvalSpec, ModelEntry
+from aigrobust.evaluation.fit import check_fit, declared_input_shape
+from aigrobust.models.adapter import ModelOutputError
+from aigrobust.models.dynamic import UserNetworkAdapter
+from aigrobust.models.factory import create_model, load_checkpoint
+from aigrobust.models.facts import weights_available
+from aigrobust.models.folding import why_not_foldable
+from aigrobust.models.registry import get_model_info, list_models
+from aigrobust.models.user_code import ModelCodeError, load_user_model
+from aigrobust.training.config import TrainingError
+from aigrobust.training.loop import resolve_device
+from attacks import SUITES
 
 log = logging.getLogger("aigrobust")
 
 
 def known_models(names: tuple[str, ...] | list[str]) -> None:
     """Fail on the first unregistered model name (before any data is read)."""
-    from aigrobust.models.registry import get_model_info
-
     for name in names:
         try:
             get_model_info(name)
@@ -59,8 +74,6 @@ def check_gate_use(entries: list[Any], gate_mode: str) -> None:
 
 def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> tuple[Any, dict[str, Any]]:
     """A model from a checkpoint, a shipped pretrained entry, or freshly initialised (with a warning)."""
-    from aigrobust.models.factory import create_model, load_checkpoint
-
     try:
         if checkpoint is not None:
             model, meta = load_checkpoint(checkpoint, expect_model=name)
@@ -76,8 +89,6 @@ def load_model(name: str | None, checkpoint: Path | None, pretrained: bool) -> t
 
 def heldout_split(name: str, data_dir: Path | None, download: bool) -> Any:
     """The named dataset's test split."""
-    from aigrobust.data import load_dataset
-
     try:
         return load_dataset(name, "test", data_dir, download)
     except DataError as err:
@@ -99,11 +110,7 @@ def first_samples(data: Any, n_samples: int | None) -> Any:
 
 def check_classes(name: str, model: Any, data: Any) -> None:
     """Fail where a model's number of classes differs from the data's."""
-    from aigrobust.models.dynamic import UserNetworkAdapter
-
     if hasattr(model, "output_index") or isinstance(model, UserNetworkAdapter):  # a user's module: its class count shows
-        from aigrobust.models.adapter import ModelOutputError  # on one image of the data
-
         shape = tuple(data[0][0].shape)
         try:
             model.flop_profile(shape)
@@ -112,8 +119,6 @@ def check_classes(name: str, model: Any, data: Any) -> None:
         except (RuntimeError, ValueError) as err:
             raise BadInput(f"{name} does not take images of shape {shape}: {str(err).splitlines()[0]}") from None
     else:  # one of ours: its registered input size (a CIFAR network given 224-pixel images is not evaluated)
-        from aigrobust.evaluation.fit import declared_input_shape
-
         expected = declared_input_shape(model)
         shape = tuple(data[0][0].shape) if len(data) else None
         if expected is not None and shape is not None and shape != expected:
@@ -129,9 +134,6 @@ def check_classes(name: str, model: Any, data: Any) -> None:
 
 def device(name: str) -> Any:
     """'auto', 'cpu' or 'cuda[:N]' as a torch device."""
-    from aigrobust.training.config import TrainingError
-    from aigrobust.training.loop import resolve_device
-
     try:
         return resolve_device(name)
     except TrainingError as err:
@@ -154,9 +156,6 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
     """--model NAME alone uses shipped/torchvision weights; --checkpoint [LABEL=]PATH any checkpoint. Given as many
     of each, they pair in order (each checkpoint must hold the model named beside it); otherwise a checkpoint labelled
     with a --model name stands for it and the other --model names load their own weights."""
-    from aigrobust.evaluation import ModelEntry
-    from aigrobust.models.registry import list_models
-
     known_models(models)
     registered = set(list_models())  # a label that is a model's name must hold that model (aig20=resnet20.pt would not)
     paired = bool(models) and len(models) == len(checkpoints)
@@ -170,8 +169,6 @@ def model_entries(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
                            "that is not a model's")
         entries.append(ModelEntry(ref.label or model.registry_name, model, source=str(ref.path.resolve())))
     if pretrained_names(models, checkpoints):
-        from aigrobust.models.factory import create_model
-
         for name in pretrained_names(models, checkpoints):
             try:
                 model = create_model(name, pretrained=True).eval()
@@ -204,8 +201,6 @@ def refuse_colliding_labels(entries: list[Any]) -> None:
 def require_weights(models: tuple[str, ...], labelled_checkpoints: bool = True, otherwise: str = "") -> None:
     """Fail, before any data is read, on a model with no weights to attack, saying what to pass: ``--checkpoint
     NAME=PATH`` where the command labels checkpoints, else ``--checkpoint PATH``; ``otherwise`` adds an alternative."""
-    from aigrobust.models.facts import weights_available
-
     for name in models:
         weights = weights_available(name)
         flag = f"--checkpoint {name}=PATH" if labelled_checkpoints else "--checkpoint PATH"
@@ -219,9 +214,6 @@ def require_weights(models: tuple[str, ...], labelled_checkpoints: bool = True, 
 
 def default_run_folder(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...], world: int = 1) -> Path:
     """runs/<date>-<time>-<models> under the working directory, for a run given no --out (printed)."""
-    import datetime
-    import re
-
     if world > 1:  # each process would stamp its own time
         raise BadInput("give --out under torchrun: every process must name the same run folder")
     names = list(models) or [ref.label or ref.path.stem for ref in checkpoints]
@@ -235,8 +227,6 @@ def eval_spec(attacks: tuple[ParsedSpec, ...], epsilons: tuple[float, ...], gate
               seed: int, defenses: tuple[ParsedSpec, ...], defense_grads: tuple[str, ...], early_exit: bool,
               eot_draws: int = 20, fold_batchnorm: bool = False) -> Any:
     """The evaluation spec from parsed options; refuses one attack given twice (two spellings of one spec)."""
-    from aigrobust.evaluation import EvalSpec
-
     try:
         return EvalSpec(attacks=tuple(a.text for a in attacks), epsilons=epsilons, gate_grads=gate_grads,
                         gate_mode=gate_mode, seed=seed, defenses=tuple(d.text for d in defenses),
@@ -248,8 +238,6 @@ def eval_spec(attacks: tuple[ParsedSpec, ...], epsilons: tuple[float, ...], gate
 
 def check_foldable(entries: list[Any], fold_batchnorm: bool) -> None:
     """With --fold-batchnorm, every model must be one of aigrobust's families with BatchNorm to fold."""
-    from aigrobust.models.folding import why_not_foldable
-
     for entry in entries if fold_batchnorm else []:
         why = why_not_foldable(entry.model)
         if why is not None:
@@ -261,9 +249,6 @@ def attack_inputs(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, ...
                   output_index: int | None = None, deterministic: bool = True) -> tuple[Any, list[Any], str]:
     """The test data (its first ``n_samples``), the models to attack (checked against it: classes, input shape, the
     fit check; ``deterministic``: two passes must agree) and the dataset's name."""
-    from aigrobust.evaluation.fit import check_fit
-    from aigrobust.models.registry import get_model_info
-
     if model_codes:
         entries = user_model_entries(model_codes, checkpoints, output_index)
         if models:
@@ -295,9 +280,6 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
                        output_index: int | None) -> list[Any]:
     """--model-code IMPORT:CALLABLE networks, each with the --checkpoint given in the same position (its weights;
     none: the callable's own initialisation, with a warning), named by their import path."""
-    from aigrobust.evaluation import ModelEntry
-    from aigrobust.models.user_code import ModelCodeError, load_user_model
-
     if checkpoints and len(checkpoints) != len(model_codes):
         raise BadInput(f"{len(model_codes)} --model-code and {len(checkpoints)} --checkpoint: give one weights file "
                        "per --model-code, in the same order (or none)")
@@ -317,14 +299,10 @@ def user_model_entries(model_codes: tuple[str, ...], checkpoints: tuple[Checkpoi
 
 def with_suite(suite: str, attacks: tuple[ParsedSpec, ...]) -> tuple[ParsedSpec, ...]:
     """A suite's attacks, then any --attack given beside it (not the default fgsm)."""
-    from attacks import SUITES
-
     given = click.get_current_context().get_parameter_source("attacks") != click.core.ParameterSource.DEFAULT
     return tuple(ATTACK_SPEC.convert(a, None, None) for a in SUITES[suite]) + (attacks if given else ())
 
 
 def progress_bar(total: int, rank: int) -> Any:
     """A progress bar in images, on rank 0 only (and only on a terminal)."""
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="img", leave=False, disable=None if rank == 0 else True)

@@ -1,5 +1,5 @@
 """The commands that read what exists: the model and attack registries, finished runs (``report``) and CI baselines
-(``check``). Registered on the ``aigrobust`` group by :mod:`aigrobust.cli`; thin, like every command there."""
+(``check``). Named in the group's table (:mod:`aigrobust.cli.commands`); thin, like every command there."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from typing import Any
 
 import click
 
+from aigrobust.checks.baseline import display_key, make_baseline, recheck, spec_from_run, write_baseline
+from aigrobust.checks.baseline_document import BaselineError
 from aigrobust.cli import run_inputs
-from aigrobust.cli.types import DISK_ERRORS, BadInput
+from aigrobust.cli.exits import DISK_ERRORS, BadInput
 from aigrobust.errors import CheckpointError, DataError
 from aigrobust.files import unusable_file
+from aigrobust.models.facts import model_rows, models_table
+from aigrobust.reporting.report import refuse_foreign_folder, report_from_runs, write_report
+from aigrobust.reporting.sanity import record_checks
+from attacks import attack_catalogue
 
 
 @click.command("models")
@@ -24,8 +30,6 @@ from aigrobust.files import unusable_file
 def models_command(pattern: str, details: bool, as_json: bool) -> None:
     """List registered models with parameters, full FLOPs (per image, at the model's input size), gated blocks and
     the weights each has (shipped, torchvision, none)."""
-    from aigrobust.models.facts import model_rows, models_table
-
     rows = model_rows(pattern, measure=details)
     if not rows:
         raise BadInput(f"no model matches {pattern!r}")
@@ -38,8 +42,6 @@ def models_command(pattern: str, details: bool, as_json: bool) -> None:
 @click.command("attacks")
 def attacks_command() -> None:
     """List every attack with its settings and their defaults (give them as name:key=value,key=value)."""
-    from attacks import attack_catalogue
-
     click.echo("\n".join(attack_catalogue()))
 
 
@@ -78,8 +80,6 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path, title: str, probe:
     Runs listed first win where two runs hold the same sample under the same setting (e.g. a 1000-image run
     followed by a subset run that repeats its reference rows).
     """
-    from aigrobust.reporting.report import refuse_foreign_folder, report_from_runs, write_report
-
     try:
         refuse_foreign_folder(out_dir)
     except ValueError as err:
@@ -156,8 +156,6 @@ def check_command(baseline_path: Path | None, update: bool, init_run: Path | Non
 def _sanity_checks(sanity_runs: tuple[Path, ...], n_probe: int, model_codes: tuple[str, ...], trust_code: bool,
                    unsealed: bool) -> bool:
     """The record checks and model probes on the runs, a line each; whether any warned."""
-    from aigrobust.reporting.sanity import record_checks
-
     runs = run_inputs.open_runs(sanity_runs, unsealed)
     warning = run_inputs.unsealed_warning(runs)
     if warning is not None:
@@ -172,9 +170,6 @@ def _baseline_check(baseline_path: Path, update: bool, init_run: Path | None, un
                     allowed_roots: tuple[Path, ...]) -> bool:
     """A baseline written from a run (``init_run``), updated, or checked (its table printed); whether a metric
     regressed."""
-    from aigrobust.checks.baseline import display_key, make_baseline, recheck, spec_from_run, write_baseline
-    from aigrobust.checks.baseline_document import BaselineError
-
     try:
         if init_run is not None:
             records = run_inputs.read_runs(run_inputs.open_runs((init_run,), unsealed))

@@ -8,8 +8,13 @@ from typing import Any
 
 import click
 
-from aigrobust.cli.types import BadInput
+from aigrobust.checks.probes import model_probes
+from aigrobust.cli.exits import BadInput
 from aigrobust.errors import CheckpointError, DataError
+from aigrobust.models.user_code import ModelCodeError
+from aigrobust.reporting.sanity import STATUS_NA, SanityFlag
+from aigrobust.runs.folder import FinishedRun, RunFolderError
+from aigrobust.runs.records import RECORDS_FILE, SPEC_FILE, combine_runs
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +22,6 @@ log = logging.getLogger(__name__)
 def open_runs(run_dirs: tuple[Path, ...], unsealed: bool = False) -> list[Any]:
     """Finished run folders, each checked as it is opened. A folder of records without run.json cannot prove them
     whole (run.json holds their row count and hash): refused unless ``unsealed``."""
-    from aigrobust.runs.folder import FinishedRun, RunFolderError
-    from aigrobust.runs.records import RECORDS_FILE, SPEC_FILE
-
     bare = [r for r in run_dirs if (Path(r) / RECORDS_FILE).exists() and not (Path(r) / SPEC_FILE).exists()]
     if bare and not unsealed:
         raise BadInput(f"{bare[0]} has no {SPEC_FILE}: its records cannot prove they are whole (run.json holds their "
@@ -32,8 +34,6 @@ def open_runs(run_dirs: tuple[Path, ...], unsealed: bool = False) -> list[Any]:
 
 def unsealed_warning(runs: list[Any]) -> str | None:
     """The warning a report or check carries for run folders read without run.json (``--unsealed``)."""
-    from aigrobust.runs.records import SPEC_FILE
-
     bare = [str(run.root) for run in runs if not (run.root / SPEC_FILE).exists()]
     if not bare:
         return None
@@ -62,8 +62,6 @@ def trusted_code(run: Any, model_codes: tuple[str, ...], trust_code: bool) -> tu
     """Which user code of ``run`` may be imported (label -> MODULE:CALLABLE) and a sanity flag for each network whose
     probes are skipped. Code runs only where the user named it on the command line (``--model-code``) or said
     ``--trust-code``, which prints what it will import: a run folder is data, and data never names code to run."""
-    from aigrobust.reporting.sanity import STATUS_NA, SanityFlag
-
     by_label, anywhere = named_code(model_codes)
     allowed, skipped = {}, []
     for label, target in run.code_models().items():
@@ -87,10 +85,6 @@ def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = ()
                 trust_code: bool = False) -> list[Any]:
     """Masking probes on each model of the runs, once per model even where several runs share it; a user's network
     only where its code was named (:func:`trusted_code`), else one n/a flag saying why."""
-    from aigrobust.checks.probes import model_probes
-    from aigrobust.models.user_code import ModelCodeError
-    from aigrobust.runs.folder import RunFolderError
-
     flags, probed = [], set()
     for run in runs:
         code, skipped = trusted_code(run, model_codes, trust_code)
@@ -115,8 +109,6 @@ def probe_flags(runs: list[Any], n_probe: int, model_codes: tuple[str, ...] = ()
 def read_runs(runs: list[Any]) -> Any:
     """The runs' records joined; where two hold the same sample under the same setting, the earlier run's. Runs
     that give one model label to two networks, or one sample to two images, are refused."""
-    from aigrobust.runs.records import RunFolderError, combine_runs
-
     try:
         records, dropped = combine_runs(runs)
     except RunFolderError as err:

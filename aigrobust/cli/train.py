@@ -1,5 +1,5 @@
 """``aigrobust train``: a thin command over :func:`aigrobust.training.loop.train`, its options checked before any
-data is read. Registered on the ``aigrobust`` group by :mod:`aigrobust.cli.commands`."""
+data is read. Named in the group's table (:mod:`aigrobust.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
+from tqdm import tqdm
 
 from aigrobust.cli import inputs, training_inputs
+from aigrobust.cli.exits import DISK_ERRORS, BadInput
 from aigrobust.cli.inputs import known_models
 from aigrobust.cli.options import data_dir_option, device_option, download_option, seed_option, train_option
-from aigrobust.cli.types import (
-    DISK_ERRORS,
-    BadInput,
-    FiniteFloatRange,
-)
+from aigrobust.cli.types import FiniteFloatRange
 from aigrobust.distributed import finish as finish_distributed
 from aigrobust.distributed import rank_and_world
 from aigrobust.errors import CheckpointError
+from aigrobust.models.factory import create_model
+from aigrobust.models.registry import get_model_info
 from aigrobust.settings import TRAIN_SETTINGS
+from aigrobust.training.config import STATE_FILE, TrainConfig, TrainingError
+from aigrobust.training.loop import train
+from aigrobust.training.state import initialise_from
 
 
 @click.command("train")
@@ -71,11 +75,6 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
     weight decay 1e-4, lr x0.1 every 30 epochs, 100 epochs; images stream from ROOT/train through DataLoader
     workers (RandomResizedCrop 224 and flip), held-out figures from a class-balanced subset of ROOT/val.
     """
-    import torch
-
-    from aigrobust.models.registry import get_model_info
-    from aigrobust.training.config import STATE_FILE, TrainConfig
-
     if threads is not None:
         torch.set_num_threads(threads)
     known_models([model_name])
@@ -109,9 +108,6 @@ def train_command(model_name: str, data_dir: Path | None, download: bool, init: 
 def _run_training(config: Any, train_data: Any, heldout: Any, out_dir: Path, resume: bool, checkpoint_every: int,
                   rank: int, world: int) -> None:
     """Train with a progress bar; a training or checkpoint error is one line (a full disk: main() says it)."""
-    from aigrobust.training.config import TrainingError
-    from aigrobust.training.loop import train
-
     bar, on_batch, on_epoch = _progress(config.epochs, config.batch_size, rank)
     try:
         result = train(config, train_data, out_dir, heldout=heldout, resume=resume,
@@ -131,10 +127,6 @@ def _run_training(config: Any, train_data: Any, heldout: Any, out_dir: Path, res
 
 def _refuse_unfit_source(model_name: str, kwargs: dict[str, Any], init: str) -> None:
     """``--init`` weights that do not fit the model, refused in one line before any data is read."""
-    from aigrobust.models.factory import create_model
-    from aigrobust.training.config import TrainingError
-    from aigrobust.training.state import initialise_from
-
     try:
         initialise_from(create_model(model_name, **kwargs), init)
     except TrainingError as err:
@@ -144,8 +136,6 @@ def _refuse_unfit_source(model_name: str, kwargs: dict[str, Any], init: str) -> 
 def _progress(epochs: int, batch_size: int, rank: int) -> tuple[Any, Any, Any]:
     """A progress bar over each epoch's batches (images per second beside the loss) and the per-epoch log line,
     both on the first process only: the bar and the two callbacks ``train`` takes."""
-    from tqdm import tqdm
-
     bar = tqdm(total=0, unit="batch", leave=False, disable=None if rank == 0 else True)
 
     def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:

@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
-from aigrobust.cli.types import BadInput, given_on_command_line
+from aigrobust.cli.exits import BadInput
+from aigrobust.cli.types import given_on_command_line
+from aigrobust.data import ImageFolderDataset, load_dataset
 from aigrobust.errors import DataError
+from aigrobust.models.factory import create_model
+from aigrobust.models.registry import get_model_info
+from aigrobust.training.config import imagenet_defaults
+from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
 
 GATE_OPTIONS = ("target_rate", "gate_lambda", "gate_lr_factor", "target_warmup")
 
@@ -16,8 +23,6 @@ GATE_OPTIONS = ("target_rate", "gate_lambda", "gate_lr_factor", "target_warmup")
 def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS) -> None:
     """Refuse gate options given on the command line for a model without gates: training would ignore them and
     the checkpoint would still record them."""
-    from aigrobust.models.factory import create_model
-
     given = [name for name in options if given_on_command_line(name)]
     if given and not create_model(model_name).is_gated:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -28,8 +33,6 @@ def check_gate_options(model_name: str, options: tuple[str, ...] = GATE_OPTIONS)
 def check_start_options(model_name: str, init: str | None, shortcut: str | None) -> None:
     """Refuse, before any data is read, ``--init torchvision`` for a model torchvision has no weights for (it would
     start from our shipped weights instead) and ``--shortcut`` for ImageNet models (torchvision's projections)."""
-    from aigrobust.models.registry import get_model_info
-
     info = get_model_info(model_name)
     if init == "torchvision" and not info.torchvision_weights:
         raise BadInput(f"--init torchvision: torchvision has no weights for {model_name} (ImageNet models only); "
@@ -41,8 +44,6 @@ def check_start_options(model_name: str, init: str | None, shortcut: str | None)
 def recipe(dataset: str, batch_size: int, **given: Any) -> dict[str, Any]:
     """The training settings: those given on the command line, the rest from the paper's ImageNet recipe for
     ImageNet models (the options' own defaults for CIFAR-10)."""
-    from aigrobust.training.config import imagenet_defaults
-
     context = click.get_current_context()
     chosen = {k: v for k, v in given.items()}
     if dataset == "imagenet":
@@ -61,10 +62,6 @@ def training_data(dataset: str, data_dir: Path | None, download: bool, max_train
     ImageNet folder's val/ (its train/ streams from disk with random crops and flips). With
     ``validation_samples`` the held-out data is instead a seeded split cut from the training set (never trained
     on), so nothing picked from the per-epoch figures has seen the test images."""
-    import numpy as np
-
-    from aigrobust.data import ImageFolderDataset, load_dataset
-
     try:
         if dataset == "imagenet":
             if data_dir is None:
@@ -106,9 +103,6 @@ def check_adversarial_options(model_name: str, adversarial: str | None, compute_
     """The --adversarial spec made canonical, or one line: an unknown method or setting, a value out of range,
     compute=W for a model without gates, --compute-penalty without a compute attack to apply it to, or
     --inner-network without an attack to run."""
-    from aigrobust.models.factory import create_model
-    from aigrobust.training.inner_attacks import InnerSpecError, inner_attack_from_spec
-
     given = given_on_command_line("compute_penalty")
     if adversarial is None:
         if inner_network != "training":
@@ -132,8 +126,6 @@ def check_adversarial_options(model_name: str, adversarial: str | None, compute_
 def held_out_count(model_name: str, val_samples: int | None, adversarial: bool, exits_only: bool) -> int:
     """How many training images to hold out: as given, else 1000 where validation needs them (adversarial training;
     an early-exit network, whose threshold is calibrated on them), else none; refuses --exits-only without exits."""
-    from aigrobust.models.factory import create_model
-
     early_exit = hasattr(create_model(model_name), "calibrate_exits")
     if exits_only and not early_exit:
         raise BadInput(f"--exits-only trains an early-exit network's exits; {model_name} has none")

@@ -1,31 +1,19 @@
-"""click parameter types and error handling of the command line: text becomes objects once, at parse time, and
-every user error is one line (exit 2)."""
+"""click parameter types of the command line: text becomes objects once, at parse time, and every bad value is
+one line (exit 2)."""
 
 from __future__ import annotations
 
-import errno
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import click
 
+from aigrobust.evaluation import parse_epsilon
 from aigrobust.files import unusable_file
-
-EXIT_DISK = 74  # sysexits' EX_IOERR: the disk, not the input, stopped the command
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-
-
-class BadInput(click.ClickException):
-    """A usage error shown as one line ('Error: ...'), exit code 2 like click's own usage errors."""
-
-    exit_code = 2
-
-
-class RunStopped(click.ClickException):
-    """A run that began and then stopped on an error (in the network's code, say): one line saying what stopped it
-    and what its folder keeps, exit 1."""
-
-    exit_code = 1
+from attacks import AttackSpecError, UnknownAttackError, attack_from_spec
+from defenses import DefenseSpecError, parse_defense
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -34,8 +22,6 @@ class FiniteFloatRange(click.FloatRange):
     name = "finite float range"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import math
-
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):  # before the range: 'inf' is not a number out of range but no number at all
             self.fail(f"{value!r} is not a finite number", param, ctx)  # one line: OneLineErrors formats it
@@ -58,8 +44,6 @@ class EpsilonType(click.ParamType):
         self.positive = positive
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from aigrobust.evaluation import parse_epsilon
-
         try:
             epsilon = parse_epsilon(value)
         except ValueError as err:
@@ -71,30 +55,24 @@ class EpsilonType(click.ParamType):
 
 
 class SpecType(click.ParamType):
-    """A spec string -> ParsedSpec(text, object), through ``parse`` (imported on first use: the module path and the
-    function name), failing with one line on the errors it names."""
+    """A spec string -> ParsedSpec(text, object), through ``parse``, failing with one line on ``errors``."""
 
-    def __init__(self, name: str, module: str, parse: str, errors: tuple[str, ...]) -> None:
+    def __init__(self, name: str, parse: Callable[[str], Any], errors: tuple[type[Exception], ...]) -> None:
         self.name = name
-        self._where = (module, parse, errors)
+        self.parse, self.errors = parse, errors
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ParsedSpec:
         if isinstance(value, ParsedSpec):
             return value
-        import importlib
-
-        module_name, parse_name, error_names = self._where
-        module = importlib.import_module(module_name)
-        errors = tuple(getattr(module, e) for e in error_names)
         try:
-            return ParsedSpec(str(value), getattr(module, parse_name)(str(value)))
-        except errors as err:
+            return ParsedSpec(str(value), self.parse(str(value)))
+        except self.errors as err:
             self.fail(str(err), param, ctx)
 
 
 # 'pgd:steps=40' -> ParsedSpec(text, Attack), every setting typed and range-checked; 'jpeg:75' -> ParsedSpec(text, Defense)
-ATTACK_SPEC = SpecType("attack", "attacks", "attack_from_spec", ("UnknownAttackError", "AttackSpecError"))
-DEFENSE_SPEC = SpecType("defense", "defenses", "parse_defense", ("DefenseSpecError",))
+ATTACK_SPEC = SpecType("attack", attack_from_spec, (UnknownAttackError, AttackSpecError))
+DEFENSE_SPEC = SpecType("defense", parse_defense, (DefenseSpecError,))
 
 
 class CheckpointRef(NamedTuple):
@@ -122,8 +100,8 @@ class CheckpointType(click.ParamType):
 
 
 class LazyHelpOption(click.Option):
-    """An option whose help text is computed when it is read (from a registry that imports torch), so that loading
-    the command line stays fast; ``--help`` and the generated reference read it alike."""
+    """An option whose help text is computed when it is read (from a registry), so that a part registered after the
+    command was built shows too; ``--help`` and the generated reference read it alike."""
 
     def __init__(self, *args: Any, help_from: Any = None, **kwargs: Any) -> None:
         self._help_from = help_from
@@ -138,23 +116,6 @@ class LazyHelpOption(click.Option):
     @help.setter
     def help(self, value: str | None) -> None:
         self._help_text = value
-
-
-class OneLineErrors(click.Group):
-    """The one place where errors become one line and exit 2: click's usage errors (a missing argument, a bad
-    choice) and every error the library raises on purpose (:class:`aigrobust.errors.AigrobustError`) that a command
-    did not already word itself."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from aigrobust.errors import AigrobustError
-
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as err:
-            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
-            raise BadInput(f"{err.format_message()} (see {where} --help)") from None
-        except AigrobustError as err:
-            raise BadInput(str(err).strip("'\"")) from None
 
 
 def given_on_command_line(name: str) -> bool:

@@ -3,15 +3,24 @@ images it never saw. A thin command over :func:`aigrobust.runs.universal.univers
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+from safetensors.torch import save
 
 from aigrobust.cli import inputs
+from aigrobust.cli.exits import BadInput
 from aigrobust.cli.options import data_dir_option, seed_option
-from aigrobust.cli.types import BadInput, CheckpointRef, CheckpointType, EpsilonType
+from aigrobust.cli.types import CheckpointRef, CheckpointType, EpsilonType
+from aigrobust.data import load_dataset
+from aigrobust.errors import DataError
+from aigrobust.files import atomic_write_bytes
+from aigrobust.runs.records import enclosing_run_folder
+from aigrobust.runs.universal import universal_compute
 from aigrobust.settings import Setting
 
 RESULT_FILE = "universal.json"
@@ -47,14 +56,6 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
     Example:
       aigrobust universal --model aig20 --eps 8/255 --fit 1024 --steps 50 --data-dir ../shared/data --out runs/u
     """
-    import numpy as np
-    from safetensors.torch import save
-
-    from aigrobust.data import load_dataset
-    from aigrobust.errors import DataError
-    from aigrobust.files import atomic_write_bytes
-    from aigrobust.runs.universal import universal_compute
-
     _refuse_output_folder(out_dir)
     entry = _one_gated_model(models, checkpoints)
     try:
@@ -87,8 +88,6 @@ def universal_command(models: tuple[str, ...], checkpoints: tuple[CheckpointRef,
 
 def _refuse_output_folder(out_dir: Path) -> None:
     """An --out that holds a universal result already, or lies in an attack run folder, refused in one line."""
-    from aigrobust.runs.records import enclosing_run_folder
-
     if (out_dir / RESULT_FILE).exists():
         raise BadInput(f"{out_dir} already holds {RESULT_FILE}; pick another --out")
     around = enclosing_run_folder(out_dir / RESULT_FILE)
@@ -110,7 +109,5 @@ def _one_gated_model(models: tuple[str, ...], checkpoints: tuple[CheckpointRef, 
 
 def _shared_images(fitting: Any, judged: Any) -> int:
     """How many judged images have exactly the pixels of a fitting image."""
-    import hashlib
-
     seen = {hashlib.sha256(image.numpy().tobytes()).digest() for image in fitting}
     return sum(hashlib.sha256(image.numpy().tobytes()).digest() in seen for image in judged)

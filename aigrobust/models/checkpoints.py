@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import Tensor
 
 from aigrobust.errors import CheckpointError
@@ -94,8 +97,6 @@ def save_checkpoint(model: ResNetBase, path: Path, **metadata: Any) -> dict[str,
     >>> written["model"], written["note"]
     ('resnet20', 'example')
     """
-    from safetensors.torch import save
-
     if getattr(model, "registry_name", None) is None:
         raise CheckpointError("only models built by create_model() can be saved (their name goes in the metadata)")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -121,9 +122,6 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     >>> metadata["model"], metadata["gated"]
     ('aig20', True)
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path)
     why = unusable_file(path)
     if why is not None:
@@ -161,8 +159,6 @@ def upgrade_checkpoint(path: Path) -> dict[str, Any]:
     """Re-save a format-1 checkpoint (weights hash only) as format 2, adding the hash over its metadata.
 
     Run it only on files you trust: whatever the metadata says now becomes covered by the hash."""
-    from safetensors.torch import load, save
-
     path = Path(path)
     raw = path.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
@@ -178,8 +174,6 @@ def upgrade_checkpoint(path: Path) -> dict[str, Any]:
 
 def normalization_statistics(norm: Any) -> tuple[list[float], list[float]]:
     """Mean and std of a checkpoint's normalisation, each three finite numbers, std above zero."""
-    import math
-
     if not isinstance(norm, Mapping):
         raise CheckpointError(f"checkpoint normalization must be an object with mean and std, got {norm!r}")
     values = []

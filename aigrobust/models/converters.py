@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 def torch_load_safely(path: Path) -> Any:
     """``torch.load`` that only unpickles tensors and plain containers (code-running pickles are refused)."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protocol notes from the restricted unpickler

@@ -4,6 +4,7 @@ foreign ones, torchvision's download). It sits above the leaf registry, our chec
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,6 @@ def load_checkpoint(path: Path, expect_model: str | None = None) -> tuple[ResNet
 
 def _check_pinned(shipped: Path) -> None:
     """The shipped file must be the one this version of aigrobust pins, byte for byte."""
-    import hashlib
-
 
     pinned = registry.PINNED_SHA256.get(shipped.name)  # read at call time: the pins of this installation
     actual = hashlib.sha256(shipped.read_bytes()).hexdigest()

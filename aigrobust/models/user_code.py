@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from aigrobust.errors import AigrobustError, CheckpointError
@@ -57,13 +59,9 @@ def build_from_code(target: str) -> nn.Module:
 
 def read_state_dict(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a torch file (weights_only); a {'state_dict': ...} wrapper is unwrapped."""
-    import torch
-
 
     try:
         if is_safetensors(path):
-            from safetensors.torch import load_file
-
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

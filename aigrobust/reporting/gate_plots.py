@@ -4,10 +4,15 @@ Each function returns the figure as (PNG, SVG) bytes."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import ListedColormap, PowerNorm
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from aigrobust.evaluation.metrics import format_eps
 from aigrobust.reporting.plots import save_figure, short_label
@@ -20,9 +25,6 @@ def figure_flip_heatmap(layers: pd.DataFrame) -> tuple[bytes, bytes]:
     """Gate flip rate per residual block: one row per model, attack, gate gradient and epsilon (no defense), in one
     image whose height grows with its rows, so a study with dozens of settings stays readable (one panel per setting
     collapsed to nothing there)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
-
     data = layers[(layers["defense"] == "none") & (layers["epsilon"] > 0)]
     grid = data.pivot_table(index=["model", "attack", "gate_grad", "epsilon"], columns="layer", values="flip_rate",
                             sort=False)
@@ -64,9 +66,6 @@ def gate_raster_rows(records: pd.DataFrame, epsilon: float, n: int = RASTER_SAMP
 def figure_gate_raster(rows: pd.DataFrame, images: dict[int, np.ndarray]) -> tuple[bytes, bytes]:
     """Gate patterns, clean against adversarial, of a few sample images with the images beside them: per image one
     row of blocks for the clean input and one for the adversarial, open blocks dark, flipped blocks marked."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
     fig, axes = plt.subplots(len(rows), 2, figsize=(8, 0.9 * len(rows) + 0.9), squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": [1, 7]})
     cmap = ListedColormap(["#f2f2f2", "#2b5d8a"])  # closed, open
@@ -138,10 +137,6 @@ def _rate_panels(rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
 def figure_layer_rates(layers: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes] | None:
     """Per-block execution rate as small multiples: a row per model, at most six panels (clean, and the strongest
     attack of each kind at ``epsilon``, undefended), none identical to another."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
     data = layers[(layers["defense"] == "none") & np.isclose(layers["epsilon"], epsilon)]
     models = [(model, _rate_panels(rows)) for model, rows in data.groupby("model", sort=False)]
     models = [(model, panels) for model, panels in models if panels]
@@ -195,9 +190,6 @@ def flops_ratio_groups(records: pd.DataFrame, epsilon: float) -> list[tuple[str,
 def figure_flops_ratio(records: pd.DataFrame, epsilon: float) -> tuple[bytes, bytes] | None:
     """Per dynamic model, the distribution (box: quartiles, whiskers 5-95%) of the per-image FLOPs ratio attacked /
     clean under its strongest compute attack and under the noise control, at ``epsilon``."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
     groups = flops_ratio_groups(records, epsilon)
     if not groups:
         return None
@@ -226,8 +218,6 @@ def figure_flops_ratio(records: pd.DataFrame, epsilon: float) -> tuple[bytes, by
 
 def figure_class_rates(classes: pd.DataFrame) -> tuple[bytes, bytes]:
     """Per-class execution rate of each gated block on clean images (one panel per model, at most three a row)."""
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(classes["model"]))
     columns = min(len(models), 3)
     rows = -(-len(models) // columns)
@@ -259,9 +249,6 @@ def figure_efficacy_curve(records: pd.DataFrame, full_flops: dict[str, float]) -
     """Share of images running at most a given share of the full FLOPs, clean and under each compute attack (and
     random-noise control) at its largest epsilon, one panel per dynamic model, each curve's efficacy written in the
     panel; one legend for the figure. None without compute attacks or without the models' full FLOPs."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
 
     compute = records[(records["defense"] == "none") & (records["epsilon"] > 0)
                       & records["attack"].map(lambda spec: is_compute_attack(spec, controls=True))]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from aigrobust.evaluation.metrics import (
     efficiency_table,
@@ -77,9 +80,6 @@ def _inline_svg(svg: bytes) -> str:
 
 def html_index(report: Report, table: pd.DataFrame, flags: pd.DataFrame) -> str:
     """The self-contained page, from templates/report.html with autoescaping; warnings first among the checks."""
-    import jinja2
-    from markupsafe import Markup
-
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, keep_trailing_newline=True)
     ordered = sorted(flags.itertuples(), key=lambda r: r.status != "warn")
     return env.get_template("report.html").render(
@@ -107,8 +107,6 @@ _SAFE_LINK = re.compile(r"^(https?://|mailto:|[^:]*$)", re.IGNORECASE)  # http(s
 def markdown_to_html(markdown: str) -> str:
     """CommonMark (plus pipe tables) through markdown-it-py: raw HTML is escaped, links other than http(s), mailto
     and relative ones stay text, and headings move one level down (the page's own title is its only h1)."""
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     md.validateLink = lambda url: bool(_SAFE_LINK.match(url.strip()))  # type: ignore[method-assign]
     tokens = md.parse(markdown)

@@ -6,8 +6,10 @@ import io
 import re
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from aigrobust.evaluation.metrics import WORST, format_eps
 from attacks import attack_label, attack_norm
@@ -30,8 +32,6 @@ def save_figure(fig: Any) -> tuple[bytes, bytes]:
     >>> png[:4], svg.startswith(b"<?xml")
     (b'\x89PNG', True)
     """
-    import matplotlib.pyplot as plt
-
     png, svg = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     with plt.rc_context({"svg.hashsalt": "aigrobust"}):  # fixed element ids: the same report, the same bytes
@@ -104,9 +104,6 @@ def figure_accuracy_vs_epsilon(summary: pd.DataFrame) -> tuple[bytes, bytes]:
     """Robust accuracy versus epsilon: one panel per defense setting that was run, one colour per model; each
     model's worst case bold with its 95% band, its single attacks faint; no line across an epsilon a curve did not
     run; at most eight legend entries, outside the axes."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
 
     data = summary[summary["gate_grad"].isin(["none", "exact", WORST]) & (summary["goal"] == "misclassify")]
     # one norm per run and per report (EvalSpec and runs.combine_runs refuse two): Linf reads in /255, L2 as it is
@@ -152,8 +149,6 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
     per epsilon: a marker per model, an arrow to the FLOPs its strongest compute attack forces, and the plain models
     (FLOPs fixed; the most robust at each cost) joined as the reference line a gated model must sit above to buy
     robustness per FLOP."""
-    import matplotlib.pyplot as plt
-
     if points.empty:
         return None
     epsilons = sorted(points["epsilon"].unique())
