@@ -7,6 +7,7 @@ import io
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from aigrobust.randomness import input_row_keys, keyed_uniform
@@ -17,8 +18,6 @@ from defenses.codec import jpeg_round_trip
 def pillow_jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
     """The reference :class:`JPEG` must equal: each uint8 (N, H, W, 3) image saved by Pillow at ``quality``
     (its defaults: 4:2:0, standard tables) and decoded again, one image at a time."""
-    from PIL import Image
-
     out = []
     for image in images:
         buffer = io.BytesIO()
@@ -32,6 +31,14 @@ def pillow_jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
 def to_uint8(x: Tensor) -> Tensor:
     """[0, 1] float -> uint8 with rounding (not truncation), as an image file would store it."""
     return (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+
+def _integer_in(value: object, low: int, high: int, what: str) -> int:
+    """``value`` if it is an int (not a bool) in ``low..high``, else ValueError in one line naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} must be an integer in {low}..{high}, got {value!r}")
+    return value
 
 
 class JPEG(Defense):
@@ -52,9 +59,7 @@ class JPEG(Defense):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
-        self.quality = quality
+        self.quality = _integer_in(quality, 1, 100, "JPEG quality")
         self.name = f"jpeg:{quality}"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -83,9 +88,7 @@ class BitDepth(Defense):
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"bit depth must be an integer in 1..8, got {bits!r}")
-        self.bits = bits
+        self.bits = _integer_in(bits, 1, 8, "bit depth")
         self.name = f"bits:{bits}"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,9 +112,7 @@ class MedianSmoothing(Defense):
 
     def __init__(self, size: int = 2) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 7:
-            raise ValueError(f"median window must be an integer in 2..7, got {size!r}")
-        self.size = size
+        self.size = _integer_in(size, 2, 7, "median window")
         self.name = f"median:{size}"
 
     def forward(self, x: Tensor) -> Tensor:
