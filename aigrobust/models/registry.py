@@ -28,6 +28,7 @@ PINNED_SHA256 = {
     "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4
     "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28
     "resnet32.at.safetensors": "ae6e26d6759d87cf24297f397180d51b42986e009f3ca7a8026125a2bdc3d923",  # N-FGSM 8/255, 30 epochs, best of epoch 30
+    "aig32.at_deployed.safetensors": "29734ecdc4af5fdfbe85da1d614a7fbc4a5a3fa964b15d88f1bfbf581ce3d1c9",  # resnet32.at's branches, 6 epochs, deployed network attacked
     "sdn20.safetensors": "fd2882502ebbba439be3c7c3acb46bf7eb9e9dc4754ff1b885792ad212501375",  # exits only on resnet20, 12 epochs
     "sdn20.at.safetensors": "3388375423e2309707c52233bc5d864d752985be1cb7b5495dc4eeb3fdfc12a4",  # exits only on resnet20.at, N-FGSM, 8 epochs
 }
