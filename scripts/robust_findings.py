@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from per_flop import per_flop_section
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
 from aigrobust.evaluation.metrics import format_eps, gate_matrix, saved_compute_recovery, wilson_interval
@@ -371,6 +372,10 @@ class RobustFindings:
         return ["## JPEG-75 against an adaptive attacker (FGSM and PGD-20 at 8/255, robust accuracy %)", "",
                 *table(["model", "BPDA", "differentiable JPEG", "worst of both"], rows), ""]
 
+    def per_flop(self) -> list[str]:
+        """Each gated model against the line through the robust plain models at its FLOPs (:mod:`per_flop`)."""
+        return per_flop_section(self.records, (LARGE, SMALL), interval)
+
     def markdown(self) -> str:
         """The whole findings section."""
         parts = ["## Findings in plain words", "",
@@ -379,8 +384,8 @@ class RobustFindings:
                  "with target rate 0.6, the last also attacking the compute in training), beside the standard "
                  f"{self.m.plain} and {self.m.gated}. Every figure below is computed from the records of the runs "
                  "this report is made from.", ""]
-        for section in (self.goal_table, self.question_a, self.question_b, self.question_c, self.compute_check, self.gate_gradients,
-                        self.stability, self.jpeg):
+        for section in (self.goal_table, self.question_a, self.question_b, self.question_c, self.per_flop,
+                        self.compute_check, self.gate_gradients, self.stability, self.jpeg):
             parts += section()
         return "\n".join(parts) + "\n"
 
