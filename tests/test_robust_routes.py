@@ -1,5 +1,6 @@
-"""Robust distillation (RSLAD): the inner attack ascends the divergence from the teacher, the loss mixes its two terms
-as asked, and a training run feeds the teacher's probabilities on the clean batch to both."""
+"""Routes to a robust gated network. Robust distillation (RSLAD): the inner attack ascends the divergence from the
+teacher, the loss mixes its two terms as asked, and a training run feeds the teacher's probabilities on the clean batch
+to both. Batch-norm statistics per path: only the images that run a block feed its statistics."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aigrobust.training.config import TrainConfig
 from aigrobust.training.distillation import RSLAD
 from aigrobust.training.inner_attacks import INNER_ATTACKS, InnerSpecError, inner_attack_from_spec
 from aigrobust.training.loop import train
+from aigrobust.training.recalibration import recalibrate_batchnorm
 from tests.conftest import varied_images
 
 EPS = 8 / 255
@@ -109,3 +111,42 @@ def test_a_teacher_that_does_not_exist_is_one_line(synthetic_npz_dir: Path, tmp_
                                       "rslad:steps=1,teacher=no-such-model", "--val-samples", "0"])
     assert result.exit_code == 2, result.output
     assert "teacher no-such-model: no such file" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("per_path", [True, False])
+def test_recalibrated_statistics_come_from_the_images_that_run_each_block(per_path: bool) -> None:
+    """Per path: a block's branch statistics are the average over the images its gate opens, and only those; the
+    control: over every image. The gates' own statistics stay as trained."""
+    model = create_model("aig20", pretrained=True).eval()  # trained gates: they split a batch
+    images = varied_images(32, seed=5)
+    gate_state = {k: v.clone() for k, v in model.state_dict().items() if ".gate." in k}
+    seen: list[tuple[int, int, torch.Tensor, object]] = []
+    hooks = []
+    for index, block in enumerate(model.residual_blocks()):
+        bn = block.bn1  # the residual branch's first BatchNorm
+        opened: dict[str, int] = {}
+        gate = block.gate
+        assert gate is not None
+
+        def counted(logits: torch.Tensor, opened: dict[str, int] = opened) -> torch.Tensor:
+            opened["n"] = int((logits[:, 1] > logits[:, 0]).sum())
+            return logits
+
+        # the deployed forward asks the gate's eval_logits, the masked one calls the gate: count the opens of both
+        eval_logits = gate.eval_logits
+        gate.eval_logits = lambda h, eval_logits=eval_logits, counted=counted: counted(eval_logits(h))  # type: ignore[method-assign]
+        hooks.append(gate.register_forward_hook(lambda mod, inp, out, counted=counted: counted(out)))
+        hooks.append(bn.register_forward_hook(
+            lambda mod, inp, out, opened=opened, index=index: seen.append(
+                (index, opened["n"], inp[0].detach().clone(), mod))))
+    recalibrate_batchnorm(model, [images], per_path=per_path)
+    for hook in hooks:
+        hook.remove()
+    assert seen
+    for index, n_open, features, bn in seen:
+        assert len(features) == (n_open if per_path else 32), index
+        assert torch.allclose(bn.running_mean, features.mean((0, 2, 3)), atol=1e-5)  # type: ignore[union-attr]
+    if per_path:
+        assert any(0 < n < 32 for _, n, _, _ in seen)  # some block split the batch
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in gate_state.items())
+    assert not model.training
