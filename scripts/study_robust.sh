@@ -65,6 +65,8 @@ else
 fi
 ROBUST="${CKPT[resnet20.at]} ${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
 ROBUST_GATED="${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
+AIG32="--checkpoint aig32-from-at-deployed=reports/cifar10-robust/training/aig32-from-at-deployed/model.safetensors"
+PAIR_32="--checkpoint resnet32.at=aigrobust/pretrained/resnet32.at.safetensors $AIG32"
 common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
 # name | arguments (longest runs spread through the queue so two workers finish together)
 QUEUE=(
@@ -80,6 +82,11 @@ QUEUE=(
   "standard-2-aig20.at|${CKPT[aig20.at]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
   "standard-2-aig20.at_compute|${CKPT[aig20.at_compute]} ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
   "standard-2-plain|--model resnet20 --model aig20 ${SUITE[*]} --eps 2/255 $(common $N_SMALL)"
+  # the deeper pair: resnet32.at and aig32 fine-tuned from it by attacking the deployed network (shipped as
+  # aig32.at_deployed), under exact and straight-through gate gradients, BatchNorm folded (the same outcomes, faster)
+  "standard-8-32|$PAIR_32 ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  "aig32-from-at-deployed-500|$AIG32 --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 --fold-batchnorm $(common $N_SMALL)"
+  "standard-2-32|$PAIR_32 ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 2/255 --fold-batchnorm $(common $N_SMALL)"
 )
 if stage attacks; then
   run_workers
