@@ -43,6 +43,12 @@ def compute_attacked_mflops(records: pd.DataFrame, model: str, epsilon: float) -
     return float(rows.groupby("attack")["adv_flops"].mean().max() / 1e6)
 
 
+def _decides(records: pd.DataFrame, model: str) -> bool:
+    """Whether ``model`` has decisions an attacker's gradient passes (records with a gate gradient other than
+    'none'): a gated network, even where its gates all agree on every image."""
+    return bool((records.loc[records["model"] == model, "gate_grad"] != "none").any())
+
+
 def line_weights(cost: float, plain_costs: list[float]) -> tuple[int, int, float]:
     """The two plain costs (indices into the sorted ``plain_costs``) the line at ``cost`` blends, and the weight of
     the first; outside their range the nearest one alone.
@@ -77,7 +83,7 @@ def per_flop_rows(records: pd.DataFrame, epsilon: float,
     flags = {m: f for m, f in flags.items() if len(f)}
     clean = records[records["epsilon"] == 0].groupby(["model", "sample"])["clean_flops"].first() / 1e6
     mflops = {m: clean[m] for m in flags if m in clean.index.get_level_values(0)}
-    plain = [m for m in mflops if np.ptp(mflops[m].to_numpy()) == 0]
+    plain = [m for m in mflops if np.ptp(mflops[m].to_numpy()) == 0 and not _decides(records, m)]
     # the line: the most robust plain model at each cost
     best: dict[float, str] = {}
     for m in plain:
