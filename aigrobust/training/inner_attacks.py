@@ -34,7 +34,7 @@ from torch import Tensor
 from aigrobust.errors import AigrobustError
 from aigrobust.evaluation.spec import EPSILON_RESOLUTION
 from aigrobust.registry import Registry
-from aigrobust.specs import finite_number, format_value, parse_value, require, split_spec
+from aigrobust.specs import finite_number, format_value, parse_value, positive_int, require, split_spec
 from attacks.compute_attack import gate_log_odds
 from attacks.distances import LinfDistance
 
@@ -220,8 +220,7 @@ class PGDTraining(InnerAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_setting(self.method, "steps", self.steps, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-               "a positive integer")
+        check_setting(self.method, "steps", self.steps, positive_int, "a positive integer")
         check_setting(self.method, "step", self.step, lambda v: v is None or 0 < v <= 1, "a number in (0, 1]")
 
     def step_size(self) -> float:
