@@ -88,6 +88,7 @@ QUEUE=(
   "aig32-from-at-deployed-500|$AIG32 --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 --fold-batchnorm $(common $N_SMALL)"
   "standard-2-32|$PAIR_32 ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 2/255 --fold-batchnorm $(common $N_SMALL)"
   # the best route's aig20 (robust distillation from resnet20.at on the deployed network) under the whole suite
+  "aig20-from-at-rslad-500|--checkpoint aig20-from-at-rslad=reports/cifar10-robust/training/aig20-from-at-rslad/model.safetensors --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
   "standard-8-aig20-rslad|--checkpoint aig20-from-at-rslad=reports/cifar10-robust/training/aig20-from-at-rslad/model.safetensors ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
 )
 if stage attacks; then
