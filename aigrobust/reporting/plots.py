@@ -144,6 +144,9 @@ def _svg_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
+PLAIN_LINE = "plain models (most robust per cost)"  # the reference line's label; the caption explains it
+
+
 def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | None:
     """Robust accuracy (y, worst case, 95% interval) against executed MFLOPs per image (x, 95% interval), one panel
     per epsilon: a marker per model, an arrow to the FLOPs its strongest compute attack forces, and the plain models
@@ -153,7 +156,9 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
         return None
     epsilons = sorted(points["epsilon"].unique())
     models = list(dict.fromkeys(points["model"]))
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    # tab10 without its grey, which the reference line uses (the caption names the line, so it takes no legend entry)
+    palette = [plt.get_cmap("tab10")(i) for i in range(10) if i != 7]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(models)}
     columns = min(3, len(epsilons))  # at most three panels a row: the figure stays under 2000 px wide
     rows = -(-len(epsilons) // columns)
     fig, grid = plt.subplots(rows, columns, figsize=(4.2 * columns + 1.8, 3.4 * rows), squeeze=False,
@@ -167,8 +172,7 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
         # the reference: at each cost the most robust plain model, joined across costs (needs two costs)
         plain = at[~at["gated"]].groupby("mflops", sort=True)["robust_acc"].max()
         if len(plain) > 1:
-            ax.plot(plain.index, 100 * plain.to_numpy(), color="0.55", linewidth=1.2, zorder=1,
-                    label="plain models (most robust per cost)")
+            ax.plot(plain.index, 100 * plain.to_numpy(), color="0.55", linewidth=1.2, zorder=1, label=PLAIN_LINE)
         for row in at.itertuples():
             y = 100 * row.robust_acc
             yerr = [[y - 100 * row.robust_acc_lo], [100 * row.robust_acc_hi - y]]
@@ -184,6 +188,7 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
     unique: dict[str, Any] = {}
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
-        unique.update({label: handle for label, handle in zip(labels, handles) if label not in unique})
+        unique.update({label: handle for label, handle in zip(labels, handles)
+                       if label not in unique and label != PLAIN_LINE})
     fig.legend(list(unique.values())[:8], list(unique)[:8], loc="outside right center", fontsize=8, frameon=False)
     return save_figure(fig)
