@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from aigrobust.training.inner_attacks import (
@@ -21,13 +20,9 @@ from aigrobust.training.inner_attacks import (
     InnerSpecError,
     PGDTraining,
     check_setting,
+    kl_to,
     register_training_method,
 )
-
-
-def _kl_to(teacher_probs: Tensor, logits: Tensor, reduction: str) -> Tensor:
-    """KL(teacher || student) as ``F.kl_div`` computes it from the student's logits."""
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), teacher_probs, reduction=reduction)
 
 
 @register_training_method
@@ -69,7 +64,7 @@ class RSLAD(PGDTraining):
     def inner_loss(self, logits: Tensor, p_on: Tensor | None, labels: Tensor, costs: Tensor | None,
                    clean_probs: Tensor | None = None) -> Tensor:
         assert clean_probs is not None  # here: the teacher's probabilities on the clean batch
-        return _kl_to(clean_probs, logits, "sum") + self.compute_objective(p_on, costs)
+        return kl_to(clean_probs, logits, "sum") + self.compute_objective(p_on, costs)
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
                 costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
@@ -81,8 +76,8 @@ class RSLAD(PGDTraining):
     def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None,
                       teacher_probs: Tensor | None = None) -> Tensor:
         assert logits_clean is not None and teacher_probs is not None
-        adversarial = _kl_to(teacher_probs, logits_adv, "batchmean")
-        return self.alpha * adversarial + (1 - self.alpha) * _kl_to(teacher_probs, logits_clean, "batchmean")
+        adversarial = kl_to(teacher_probs, logits_adv, "batchmean")
+        return self.alpha * adversarial + (1 - self.alpha) * kl_to(teacher_probs, logits_clean, "batchmean")
 
 
 __all__ = ["RSLAD"]

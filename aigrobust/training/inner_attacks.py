@@ -63,6 +63,11 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.G
     return torch.rand(shape, generator=generator) * (high - low) + low
 
 
+def kl_to(target_probs: Tensor, logits: Tensor, reduction: str) -> Tensor:
+    """KL(target || softmax(logits)), as ``F.kl_div`` computes it from the logits (TRADES, distillation)."""
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), target_probs, reduction=reduction)
+
+
 @dataclass(frozen=True)
 class InnerAttack(abc.ABC):
     """Settings shared by every method: the Linf radius and the weight of the compute objective."""
@@ -276,8 +281,7 @@ class TRADES(PGDTraining):
     def inner_loss(self, logits: Tensor, p_on: Tensor | None, labels: Tensor, costs: Tensor | None,
                    clean_probs: Tensor | None = None) -> Tensor:
         assert clean_probs is not None
-        kl = F.kl_div(F.log_softmax(logits.float(), dim=1), clean_probs, reduction="sum")
-        return kl + self.compute_objective(p_on, costs)
+        return kl_to(clean_probs, logits, "sum") + self.compute_objective(p_on, costs)
 
     def perturb(self, forward: Forward, x: Tensor, labels: Tensor, generator: torch.Generator,
                 costs: Tensor | None = None, teacher_probs: Tensor | None = None) -> Tensor:
@@ -289,8 +293,7 @@ class TRADES(PGDTraining):
     def training_loss(self, logits_adv: Tensor, labels: Tensor, logits_clean: Tensor | None = None,
                       teacher_probs: Tensor | None = None) -> Tensor:
         assert logits_clean is not None
-        kl = F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits_clean.float(), dim=1),
-                      reduction="batchmean")
+        kl = kl_to(F.softmax(logits_clean.float(), dim=1), logits_adv, "batchmean")
         return F.cross_entropy(logits_clean.float(), labels) + self.beta * kl
 
 
