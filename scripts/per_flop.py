@@ -23,6 +23,15 @@ from aigrobust.evaluation.metrics import format_eps
 Interval = Callable[[np.ndarray, Callable[[np.ndarray], float]], tuple[float, float]]
 
 
+def robust_flags(rows: pd.DataFrame) -> pd.Series:
+    """Per sample: right on the clean image and under every one of ``rows`` (AutoAttack's AND over attacks, and
+    here over whatever else the rows vary: gate gradients, restarts); empty for no rows."""
+    if rows.empty:
+        return pd.Series(dtype=bool)
+    right = rows["clean_correct"].astype(bool) & rows["adv_correct"].astype(bool)
+    return right.groupby(rows["sample"]).all()
+
+
 def standard_worst_case(records: pd.DataFrame, model: str, epsilon: float) -> pd.Series:
     """Per image: right on the clean image and under every attack of the standard suite under every gate gradient
     the model ran it with; empty unless every attack of the suite ran."""
@@ -30,8 +39,7 @@ def standard_worst_case(records: pd.DataFrame, model: str, epsilon: float) -> pd
                    & np.isclose(records["epsilon"], epsilon) & (records["defense"] == "none")]
     if set(rows["attack_name"]) != set(STANDARD_NAMES):
         return pd.Series(dtype=bool)
-    right = rows["clean_correct"].astype(bool) & rows["adv_correct"].astype(bool)
-    return right.groupby(rows["sample"]).all()
+    return robust_flags(rows)
 
 
 def compute_attacked_mflops(records: pd.DataFrame, model: str, epsilon: float) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from per_flop import per_flop_section
+from per_flop import per_flop_section, robust_flags
 from study_findings import STANDARD_NAMES, pct, short_names, table
 
 from aigrobust.evaluation.metrics import format_eps, gate_matrix, saved_compute_recovery, wilson_interval
@@ -83,11 +83,7 @@ class RobustFindings:
 
     def robust_per_sample(self, model: str, attacks: tuple[str, ...], epsilon: float, **where: Any) -> pd.Series:
         """Per sample: right on the clean image and under every one of ``attacks`` (AutoAttack's AND)."""
-        rows = self.rows(model, attacks, epsilon, **where)
-        if rows.empty:
-            return pd.Series(dtype=bool)
-        right = rows["clean_correct"].astype(bool) & rows["adv_correct"].astype(bool)
-        return right.groupby(rows["sample"]).all()
+        return robust_flags(self.rows(model, attacks, epsilon, **where))
 
     def standard(self, model: str, epsilon: float = LARGE) -> pd.Series:
         """Per sample robust under the whole standard suite (exact gate gradients); empty unless every attack of the
