@@ -67,6 +67,7 @@ ROBUST="${CKPT[resnet20.at]} ${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
 ROBUST_GATED="${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
 AIG32="--checkpoint aig32-from-at-deployed=reports/cifar10-robust/training/aig32-from-at-deployed/model.safetensors"
 PAIR_32="--checkpoint resnet32.at=aigrobust/pretrained/resnet32.at.safetensors $AIG32"
+AIG32_RSLAD="--checkpoint aig32-from-at-rslad=reports/cifar10-robust/training/aig32-from-at-rslad-t0.4/model.safetensors"
 common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
 # name | arguments (longest runs spread through the queue so two workers finish together)
 QUEUE=(
@@ -90,6 +91,9 @@ QUEUE=(
   # the best route's aig20 (robust distillation from resnet20.at on the deployed network) under the whole suite
   "aig20-from-at-rslad-500|--checkpoint aig20-from-at-rslad=reports/cifar10-robust/training/aig20-from-at-rslad/model.safetensors --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
   "standard-8-aig20-rslad|--checkpoint aig20-from-at-rslad=reports/cifar10-robust/training/aig20-from-at-rslad/model.safetensors ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  # aig32 by the same route from resnet32.at, target rate 0.4: clean FLOPs at or below resnet20's
+  "aig32-from-at-rslad-500|$AIG32_RSLAD --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 --fold-batchnorm $(common $N_SMALL)"
+  "standard-8-aig32-rslad|$AIG32_RSLAD ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
 )
 if stage attacks; then
   run_workers

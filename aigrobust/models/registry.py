@@ -29,6 +29,7 @@ PINNED_SHA256 = {
     "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28
     "resnet32.at.safetensors": "ae6e26d6759d87cf24297f397180d51b42986e009f3ca7a8026125a2bdc3d923",  # N-FGSM 8/255, 30 epochs, best of epoch 30
     "aig32.at_deployed.safetensors": "29734ecdc4af5fdfbe85da1d614a7fbc4a5a3fa964b15d88f1bfbf581ce3d1c9",  # resnet32.at's branches, 6 epochs, deployed network attacked
+    "aig32.at_rslad.safetensors": "2cb11c956601a59406d7fb196cfc0da89f54a3f2ebbb19d4e1f366098e23a035",  # resnet32.at distilled on the deployed network, target rate 0.4, 10 epochs
     "sdn20.safetensors": "fd2882502ebbba439be3c7c3acb46bf7eb9e9dc4754ff1b885792ad212501375",  # exits only on resnet20, 12 epochs
     "sdn20.at.safetensors": "3388375423e2309707c52233bc5d864d752985be1cb7b5495dc4eeb3fdfc12a4",  # exits only on resnet20.at, N-FGSM, 8 epochs
 }
