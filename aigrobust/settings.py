@@ -75,8 +75,8 @@ TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "best)."),
     Setting("compute_penalty", "--compute-penalty", 4.0, "Weight of per-sample execution above the target rate on "
             "compute-attacked batches (--adversarial ...,compute=W)."),
-    Setting("ema", "--ema", None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999); "
-            "it is what is validated and saved."),
+    Setting("ema", "--ema", None, "Keep an exponential moving average of the weights and BatchNorm statistics with "
+            "this decay (e.g. 0.999); it is what is validated and saved."),
     Setting("inner_network", "--inner-network", "training", "What --adversarial's attack runs on: the network as it "
             "trains (sampled gates, batch statistics), as it is deployed and evaluated (hard gates, straight-through "
             "gate gradient, running statistics), or sampled gates with running statistics (the control between the "

@@ -18,6 +18,7 @@ from aigrobust.models.factory import create_model, load_checkpoint
 from aigrobust.training.config import BEST_FILE, LOG_FILE, TrainConfig, overfitting_warning
 from aigrobust.training.inner_attacks import FGSMRS, NFGSM, TRADES, PGDTraining, inner_attack_from_spec
 from aigrobust.training.loop import train
+from aigrobust.training.state import update_average
 from aigrobust.training.validation import validate_robust
 from attacks import FGSM
 from attacks.gradient import IterativeAttack
@@ -161,6 +162,23 @@ def test_adversarial_training_buys_robustness_on_real_images(cifar_train, tmp_pa
     assert meta["recipe"]["adversarial"] == f"n-fgsm:eps={eps!r},compute=0.0,k=2.0,step=auto"
     reloaded, _ = load_checkpoint(tmp_path / "robust" / BEST_FILE)
     assert validate_robust(reloaded, validation, eps).robust_accuracy == best["heldout_robust_accuracy"]
+
+
+def test_the_weight_average_averages_batchnorm_statistics_with_the_weights() -> None:
+    # statistics copied from the live network describe its features, not the averaged weights' ones
+    live = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    average = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    average.load_state_dict(live.state_dict())
+    live.train()(torch.rand(8, 3, 6, 6) * 5)  # moves the live statistics and its batch counter
+    with torch.no_grad():
+        live[0].weight.add_(1.0)
+    before = {k: v.clone() for k, v in average.state_dict().items()}
+    update_average(average, live, decay=0.75)
+    after, now = average.state_dict(), live.state_dict()
+    for key in ("0.weight", "1.running_mean", "1.running_var"):
+        assert torch.allclose(after[key], 0.75 * before[key] + 0.25 * now[key]), key
+        assert not torch.allclose(after[key], now[key]), key
+    assert int(after["1.num_batches_tracked"]) == int(now["1.num_batches_tracked"]) == 1
 
 
 class _Killed(Exception):

@@ -308,9 +308,14 @@ def checkpoint_metadata(config: TrainConfig, data_meta: Mapping[str, Any], recor
 
 
 def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
-    """average <- decay * average + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
+    """average <- decay * average + (1 - decay) * model, for parameters and floating-point buffers alike (BatchNorm's
+    running statistics: statistics copied from the live network describe its features, not the averaged weights',
+    and cost an averaged robust network several points); integer buffers (batch counters) are copied."""
     with torch.no_grad():
         for a, p in zip(average.parameters(), model.parameters()):
             a.lerp_(p, 1.0 - decay)
         for a, b in zip(average.buffers(), model.buffers()):
-            a.copy_(b)
+            if a.is_floating_point():
+                a.lerp_(b, 1.0 - decay)
+            else:
+                a.copy_(b)
