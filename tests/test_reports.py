@@ -649,8 +649,8 @@ def test_the_sample_count_sentence_gives_the_range_where_runs_differ_in_size() -
 
 def test_robust_accuracy_against_flops_points_and_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     """The figure that answers 'does gating buy robustness per FLOP': each point is the records' worst case and mean
-    executed FLOPs; plain models of two costs make the reference line; one legend of at most 8 entries, outside the
-    axes; at most 2000 px wide."""
+    executed FLOPs; plain models of two costs make the reference line; one legend naming every model (ten here),
+    outside the axes; at most 2000 px wide."""
     import io
 
     import pandas as pd
@@ -661,12 +661,14 @@ def test_robust_accuracy_against_flops_points_and_figure(monkeypatch: pytest.Mon
 
     rows = []
     specs = {"pgd:steps=10": "misclassify", "compute-inflation:steps=5": "gates"}
-    for model, flops, robust in (("plain-small", 40e6, 0.3), ("plain-big", 80e6, 0.5), ("gated", 50e6, 0.45)):
+    more_gated = tuple((f"gated-{k}", (42 + 4 * k) * 1e6, 0.05 * k) for k in range(1, 8))
+    for model, flops, robust in (("plain-small", 40e6, 0.3), ("plain-big", 80e6, 0.5), ("gated", 50e6, 0.45),
+                                 *more_gated):
         for sample in range(20):
             for attack, goal in specs.items():
-                clean_flops = flops + (sample % 4) * 1e6 if model == "gated" else flops
+                clean_flops = flops + (sample % 4) * 1e6 if model.startswith("gated") else flops
                 rows.append({"model": model, "defense": "none", "defense_grad": "none", "attack": attack,
-                             "gate_grad": "exact" if model == "gated" else "none", "epsilon": 8 / 255,
+                             "gate_grad": "exact" if model.startswith("gated") else "none", "epsilon": 8 / 255,
                              "sample": sample, "goal": goal, "clean_flops": clean_flops,
                              "adv_flops": clean_flops * (1.2 if goal == "gates" else 1.0),
                              "robust": sample < robust * 20 or goal == "gates"})

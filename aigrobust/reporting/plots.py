@@ -156,8 +156,10 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
         return None
     epsilons = sorted(points["epsilon"].unique())
     models = list(dict.fromkeys(points["model"]))
-    # tab10 without its grey, which the reference line uses (the caption names the line, so it takes no legend entry)
-    palette = [plt.get_cmap("tab10")(i) for i in range(10) if i != 7]
+    # tab10 without its grey, which the reference line uses (the caption names the line, so it takes no legend entry),
+    # then tab20's lighter shades without theirs: 18 colours before one repeats
+    palette = ([plt.get_cmap("tab10")(i) for i in range(10) if i != 7]
+               + [plt.get_cmap("tab20")(i) for i in range(1, 20, 2) if i != 15])
     colours = {m: palette[i % len(palette)] for i, m in enumerate(models)}
     columns = min(3, len(epsilons))  # at most three panels a row: the figure stays under 2000 px wide
     rows = -(-len(epsilons) // columns)
@@ -190,5 +192,7 @@ def figure_robustness_per_flop(points: pd.DataFrame) -> tuple[bytes, bytes] | No
         handles, labels = ax.get_legend_handles_labels()
         unique.update({label: handle for label, handle in zip(labels, handles)
                        if label not in unique and label != PLAIN_LINE})
-    fig.legend(list(unique.values())[:8], list(unique)[:8], loc="outside right center", fontsize=8, frameon=False)
+    # every model named: a study compares them all (two columns past a dozen, so the legend stays within the height)
+    fig.legend(list(unique.values()), list(unique), loc="outside right center", fontsize=8, frameon=False,
+               ncols=1 if len(unique) <= 12 else 2)
     return save_figure(fig)
