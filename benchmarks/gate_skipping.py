@@ -14,18 +14,7 @@ import click
 import torch
 
 from aigrobust import create_model
-from aigrobust.models.gates import Gate
-
-
-def close_about_half(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random last-layer gate weights (zero bias): roughly half the decisions per block are 'off'."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, Gate):
-                m.fc1.weight.copy_(torch.randn(m.fc1.weight.shape, generator=g) * 3.0)
-                m.fc2.weight.copy_(torch.randn(m.fc2.weight.shape, generator=g) * 2.0)
-                m.fc2.bias.zero_()
+from aigrobust.models.gates import randomize_gates
 
 
 def images_per_second(model: torch.nn.Module, x: torch.Tensor, seconds: float) -> float:
@@ -62,7 +51,7 @@ def main(model_name: str, batches: tuple[int, ...], threads: int, seconds: float
     torch.set_num_threads(threads)
     torch.manual_seed(0)  # the same random trunk and gates on every run, so runs compare
     model = create_model(model_name).eval()
-    close_about_half(model)
+    randomize_gates(model)
     g = torch.Generator().manual_seed(1)
     click.echo(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {threads} threads")
     for batch in batches:

@@ -323,3 +323,18 @@ def test_gate_behaviour_is_one_frozen_config_replaced_whole() -> None:
         model(torch.rand(2, 3, 32, 32))
     assert model.gate_config is before  # the very value it had
     assert not any(name.startswith("_row_keys") for name in vars(model))  # nothing a forward leaves behind
+
+
+def test_randomized_gates_close_about_half_the_decisions_and_vary_per_image() -> None:
+    from aigrobust.models.gates import randomize_gates
+
+    model = create_model("aig20").eval()
+    assert randomize_gates(model) is model
+    _, trace = model.forward_with_gates(varied_images(64))
+    closed = 1.0 - trace.decisions.float().mean(0)
+    assert 0.4 < closed.mean().item() < 0.8
+    assert int(((closed > 0.1) & (closed < 0.9)).sum()) >= 4  # gates that decide per image
+    again = randomize_gates(create_model("aig20").eval())
+    gate_weights = [name for name in model.state_dict() if name.endswith(("fc1.weight", "fc2.weight", "fc2.bias"))]
+    assert len(gate_weights) == 3 * 9
+    assert all(torch.equal(model.state_dict()[name], again.state_dict()[name]) for name in gate_weights)
