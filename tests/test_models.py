@@ -14,11 +14,11 @@ from tests.conftest import half_closed, varied_images
 
 def test_registry_lists_families_and_patterns() -> None:
     names = list_models()
-    for depth in (20, 32, 44, 56, 110):
+    for depth in (14, 20, 32, 44, 56, 110):
         assert f"resnet{depth}" in names and f"aig{depth}" in names
     for name in ("resnet50", "resnet101", "aig50", "aig101", "tiny_resnet", "tiny_aig"):
         assert name in names
-    assert list_models("aig*") == ["aig20", "aig32", "aig44", "aig50", "aig56", "aig101", "aig110"]
+    assert list_models("aig*") == ["aig14", "aig20", "aig32", "aig44", "aig50", "aig56", "aig101", "aig110"]
     assert list_models(family="test") == ["tiny_aig", "tiny_resnet", "tiny_sdn"]
     assert list_models("sdn*") == ["sdn20", "sdn32", "sdn56"]
 

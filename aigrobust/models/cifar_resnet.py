@@ -17,7 +17,7 @@ from aigrobust.models.layers import CIFAR10_MEAN, CIFAR10_STD, ResidualBlock, in
 from aigrobust.models.registry import register_model
 
 SHORTCUT_STYLES = ("A", "B")
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (14, 20, 32, 44, 56, 110)
 DEFAULT_TARGET_RATE = 0.7
 
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import click
+
 from aigrobust.files import atomic_write_bytes
 from aigrobust.models.registry import get_model_info, list_models, pretrained_tags, split_tag, untrained_model
 
@@ -95,6 +97,12 @@ def write_facts() -> dict[str, ModelFacts]:
     return facts
 
 
-if __name__ == "__main__":
+@click.command()
+def main() -> None:
+    """Measure every registered model and rewrite aigrobust/models/facts.json (after adding a model)."""
     for model_name, model_facts in write_facts().items():
-        print(model_name, model_facts)
+        click.echo(f"{model_name} {model_facts}")
+
+
+if __name__ == "__main__":
+    main()
