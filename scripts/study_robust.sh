@@ -33,13 +33,16 @@ fi
 # 1. training, then shipping the best checkpoint (by PGD-10 on the held-out split) as a pretrained tag
 RECIPE=(--data-dir "$DATA" --epochs 30 --schedule onecycle --lr 0.1 --weight-decay 5e-4 --batch-size 128 --seed 0
         --checkpoint-every 50)
-declare -A TAG=([resnet20]=resnet20.at [aig20]=aig20.at [aig20_compute]=aig20.at_compute [resnet32]=resnet32.at)
+declare -A TAG=([resnet20]=resnet20.at [aig20]=aig20.at [aig20_compute]=aig20.at_compute [resnet32]=resnet32.at
+         [resnet14]=resnet14.at)
 declare -A ARGS=([resnet20]="--model resnet20 --adversarial n-fgsm:eps=8/255"
                  [aig20]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255"
                  [aig20_compute]="--model aig20 --target-rate 0.6 --adversarial n-fgsm:eps=8/255,compute=1 --compute-penalty 4"
-                 [resnet32]="--model resnet32 --adversarial n-fgsm:eps=8/255")
-# TRAIN_RUNS: which runs to continue (resnet32, the deeper plain reference, trains with the same recipe)
-for run in ${TRAIN_RUNS:-resnet20 aig20 aig20_compute resnet32}; do
+                 [resnet32]="--model resnet32 --adversarial n-fgsm:eps=8/255"
+                 [resnet14]="--model resnet14 --adversarial n-fgsm:eps=8/255")
+# TRAIN_RUNS: which runs to continue (resnet32 and resnet14, the plain references above and below resnet20's FLOPs,
+# train with the same recipe)
+for run in ${TRAIN_RUNS:-resnet20 aig20 aig20_compute resnet32 resnet14}; do
   stage train || break
   out="$TRAINING/$run"
   if [ ! -f "$out/train_state.pt" ]; then
@@ -94,6 +97,9 @@ QUEUE=(
   # aig32 by the same route from resnet32.at, target rate 0.4: clean FLOPs at or below resnet20's
   "aig32-from-at-rslad-500|$AIG32_RSLAD --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 --fold-batchnorm $(common $N_SMALL)"
   "standard-8-aig32-rslad|$AIG32_RSLAD ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  # the plain line below resnet20's FLOPs, where the gated models sit: resnet14.at, the same recipe as resnet20.at
+  "standard-8-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  "standard-2-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 2/255 --fold-batchnorm $(common $N_SMALL)"
 )
 if stage attacks; then
   run_workers

@@ -27,6 +27,7 @@ PINNED_SHA256 = {
     "aig20.at.safetensors": "1faa94d47cbc2e2b141b4b80e9ea38e3225a862d56e1613b85c05ab440d94740",  # N-FGSM 8/255, target rate 0.6, best of epoch 28
     "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4
     "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28
+    "resnet14.at.safetensors": "b625108661167dd389f742f0bf9ad97b7407ba04f3d05c7be6aced2b2fe2f5c8",  # N-FGSM 8/255, 30 epochs, best of epoch 30
     "resnet32.at.safetensors": "ae6e26d6759d87cf24297f397180d51b42986e009f3ca7a8026125a2bdc3d923",  # N-FGSM 8/255, 30 epochs, best of epoch 30
     "aig32.at_deployed.safetensors": "29734ecdc4af5fdfbe85da1d614a7fbc4a5a3fa964b15d88f1bfbf581ce3d1c9",  # resnet32.at's branches, 6 epochs, deployed network attacked
     "aig32.at_rslad.safetensors": "2cb11c956601a59406d7fb196cfc0da89f54a3f2ebbb19d4e1f366098e23a035",  # resnet32.at distilled on the deployed network, target rate 0.4, 10 epochs
@@ -123,7 +124,7 @@ def list_pretrained(pattern: str = "*") -> list[str]:
         The tagged names, architectures in natural order, the default tag first.
 
     >>> list_pretrained("resnet*")
-    ['resnet20.std', 'resnet20.at', 'resnet32.at']
+    ['resnet14.at', 'resnet20.std', 'resnet20.at', 'resnet32.at']
     """
     names = [f"{arch}.{tag}" for arch in list_models() for tag in pretrained_tags(arch)]
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
