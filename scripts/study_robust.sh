@@ -71,6 +71,7 @@ ROBUST_GATED="${CKPT[aig20.at]} ${CKPT[aig20.at_compute]}"
 AIG32="--checkpoint aig32-from-at-deployed=reports/cifar10-robust/training/aig32-from-at-deployed/model.safetensors"
 PAIR_32="--checkpoint resnet32.at=aigrobust/pretrained/resnet32.at.safetensors $AIG32"
 AIG32_RSLAD="--checkpoint aig32-from-at-rslad=reports/cifar10-robust/training/aig32-from-at-rslad-t0.4/model.safetensors"
+RSLAD_COMPUTE="--checkpoint aig20-rslad-compute=reports/cifar10-robust/training/aig20-rslad-compute/model.safetensors"
 common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
 # name | arguments (longest runs spread through the queue so two workers finish together)
 QUEUE=(
@@ -97,6 +98,10 @@ QUEUE=(
   # aig32 by the same route from resnet32.at, target rate 0.4: clean FLOPs at or below resnet20's
   "aig32-from-at-rslad-500|$AIG32_RSLAD --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 --fold-batchnorm $(common $N_SMALL)"
   "standard-8-aig32-rslad|$AIG32_RSLAD ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  # the best route's model fine-tuned against the compute attack as well (compute=1, penalty 4, three epochs)
+  "aig20-rslad-compute-500|$RSLAD_COMPUTE --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
+  "compute-variants-rslad-compute|$RSLAD_COMPUTE --attack $COMPUTE_STEPS --attack $COMPUTE_APGD --attack $COMPUTE_RESTARTS --eps 8/255 --n-samples $N_CHECK --batch-size 200 --data-dir $DATA --device $DEVICE"
+  "standard-8-aig20-rslad-compute|$RSLAD_COMPUTE ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
   # the plain line below resnet20's FLOPs, where the gated models sit: resnet14.at, the same recipe as resnet20.at
   "standard-8-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
   "standard-2-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 2/255 --fold-batchnorm $(common $N_SMALL)"
