@@ -1,4 +1,4 @@
-"""Issue 29: the cost of an N-FGSM (or other --adversarial) training epoch over a standard one, same model, data,
+"""The cost of an N-FGSM (or other --adversarial) training epoch over a standard one, same model, data,
 batch and seed; each round times both back to back, so a slow spell of the machine hits both alike.
 
 Usage: python -m benchmarks.adversarial_training_cost [--n 2560] [--batch 128] [--rounds 3] [--method n-fgsm]

@@ -1,4 +1,4 @@
-"""Issue 30: why the compute attack stops short at small epsilons, per gate. For the first test images, the compute
+"""Why the compute attack stops short at small epsilons, per gate. For the first test images, the compute
 attack (defaults, 100 steps) at each epsilon; per gated block: the share open clean and attacked, and for the
 images whose gate stays closed, how far its log-odds stay below the threshold (0) clean and attacked (median).
 

@@ -1,4 +1,4 @@
-"""Issue 8: evaluation memory stays flat in the number of samples.
+"""Evaluation memory stays flat in the number of samples.
 
 Runs FGSM on resnet20 over the 1000 real test images and over 10,000 (the sample repeated ten times), each in a fresh
 process, and prints the peak resident memory of both.

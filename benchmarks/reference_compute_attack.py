@@ -1,4 +1,4 @@
-"""Issue 30: our compute attack beside a port of GradMDM's (Pan et al., TPAMI 2023), same model, images, norm and
+"""Our compute attack beside a port of GradMDM's (Pan et al., TPAMI 2023), same model, images, norm and
 step budget.
 
 The port follows the authors' public code (github.com/lingengfoo/GradMDM, ``train_gradmdm.py``) for everything that

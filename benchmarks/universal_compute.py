@@ -1,4 +1,4 @@
-"""Issue 30: a universal compute perturbation for the shipped aig20, fitted on training images and judged on the
+"""A universal compute perturbation for the shipped aig20, fitted on training images and judged on the
 first test images it never saw; prints the FLOPs-weighted recovery on both sets and on random noise of the same norm.
 
 Usage: python -m benchmarks.universal_compute [--fit 512] [--judge 1000] [--eps 8/255] [--steps 50]

@@ -45,14 +45,19 @@ def cifar_train():
     return load_npz(require(TRAIN_JPEG))
 
 
+def write_synthetic_npz(folder: Path) -> Path:
+    """Write tiny train/test .npz files in the shared format (random images, fixed seed) into ``folder``."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 96), ("test", 40)):
+        np.savez(folder / f"cifar10_{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, n).astype(np.int64))
+    return folder
+
+
 @pytest.fixture
 def synthetic_npz_dir(tmp_path: Path) -> Path:
     """A folder with tiny train/test .npz files in the shared format (random images)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 96), ("test", 40)):
-        np.savez(tmp_path / f"cifar10_{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                 labels=rng.integers(0, 10, n).astype(np.int64))
-    return tmp_path
+    return write_synthetic_npz(tmp_path)
 
 
 def varied_images(n: int, shape: tuple[int, int, int] = (3, 32, 32), seed: int = 0) -> torch.Tensor:

@@ -235,7 +235,7 @@ ITERATIVE_FOR_REAL = {"pgd": {"steps": 10}, "bim": {"steps": 10}, "mifgsm": {"st
 
 
 @pytest.mark.parametrize(("model_name", "n"), [pytest.param("akamaster-resnet20", 200, marks=pytest.mark.slow),
-                                               ("aig20", 120)])
+                                               ("aig20", 80)])
 def test_first_success_is_never_weaker_per_sample_on_real_images(model_name: str, n: int, cifar_test) -> None:
     # per sample, so fewer images test the same rule; the plain network (1-8% survive at 2/255, so it needs 200
     # images for a survivor under every attack) runs with the slow tests, the gated one (23-36% survive) by default

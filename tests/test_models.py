@@ -303,7 +303,7 @@ def test_logits_only_forward_equals_the_traced_forward_at_batch_1_and_mixed() ->
 
 
 def test_gate_behaviour_is_one_frozen_config_replaced_whole() -> None:
-    """Issue 31: gate mode, gradient, execution, seed and draw name are one frozen value; settings, draws and
+    """Gate mode, gradient, execution, seed and draw name are one frozen value; settings, draws and
     forwards replace or read it, never change it piece by piece or leave state behind."""
     import dataclasses
 

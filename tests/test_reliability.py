@@ -7,11 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.conftest import half_closed
+from tests.conftest import half_closed, write_synthetic_npz
+
+_ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _checkpoint(tmp_path: Path) -> Path:
@@ -29,6 +33,27 @@ def _command(checkpoint: Path, data_dir: Path, out: Path, *extra: str) -> list[s
             "--batch-size", "8", "--out", str(out), *extra]
 
 
+@dataclass(frozen=True)
+class AttackCase:
+    """A tiny gated checkpoint, synthetic data and the records of one uninterrupted run of ``_command``."""
+
+    checkpoint: Path
+    data_dir: Path
+    reference_records: bytes
+
+
+@pytest.fixture(scope="module")
+def attack_case(tmp_path_factory: pytest.TempPathFactory) -> AttackCase:
+    """One uninterrupted reference run, shared by the tests that stop a run and resume it (it is the slow part)."""
+    root = tmp_path_factory.mktemp("attack-case")
+    data_dir = write_synthetic_npz(root)
+    torch.manual_seed(0)
+    checkpoint = _checkpoint(root)
+    reference = root / "reference"
+    subprocess.run(_command(checkpoint, data_dir, reference), check=True, capture_output=True, env=_ONE_THREAD)
+    return AttackCase(checkpoint, data_dir, (reference / "records.csv.gz").read_bytes())
+
+
 def _kill_once_written(command: list[str], env: dict[str, str], folder: Path, pattern: str, count: int) -> int:
     """Start ``command``, SIGKILL it as soon as ``count`` files matching ``pattern`` exist under ``folder`` (or after
     two minutes), and return how many exist once it is dead."""
@@ -42,20 +67,17 @@ def _kill_once_written(command: list[str], env: dict[str, str], folder: Path, pa
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
-def test_sigkill_mid_run_then_resume_gives_identical_records(synthetic_npz_dir: Path, tmp_path: Path) -> None:
-    checkpoint = _checkpoint(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = tmp_path / "reference"
-    subprocess.run(_command(checkpoint, synthetic_npz_dir, reference), check=True, capture_output=True, env=env)
+def test_sigkill_mid_run_then_resume_gives_identical_records(attack_case: AttackCase, tmp_path: Path) -> None:
+    case = attack_case
     killed = tmp_path / "killed"
-    finished_parts = _kill_once_written(_command(checkpoint, synthetic_npz_dir, killed), env, killed / ".parts",
-                                        "*/*.csv.gz", 3)
+    finished_parts = _kill_once_written(_command(case.checkpoint, case.data_dir, killed), _ONE_THREAD,
+                                        killed / ".parts", "*/*.csv.gz", 3)
     assert 3 <= finished_parts < 12, "the run should have been killed mid-way"
     assert not (killed / "records.csv.gz").exists()  # nothing final, nothing half-written
-    done = subprocess.run(_command(checkpoint, synthetic_npz_dir, killed, "--resume"), capture_output=True,
-                          text=True, env=env)
+    done = subprocess.run(_command(case.checkpoint, case.data_dir, killed, "--resume"), capture_output=True,
+                          text=True, env=_ONE_THREAD)
     assert done.returncode == 0, done.stderr
-    assert (killed / "records.csv.gz").read_bytes() == (reference / "records.csv.gz").read_bytes()
+    assert (killed / "records.csv.gz").read_bytes() == case.reference_records
     assert not list(killed.rglob("*.tmp"))  # a write cut by the kill leaves no debris after the resume
 
 
@@ -111,7 +133,7 @@ def test_training_killed_with_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()
-    for split, n in (("train", 1200), ("test", 16)):
+    for split, n in (("train", 640), ("test", 16)):
         np.savez(data / f"cifar10_{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                  labels=rng.integers(0, 10, n).astype(np.int64))
 
@@ -216,20 +238,17 @@ def test_a_lock_whose_pid_was_reused_is_stale_and_a_foreign_host_lock_is_named(t
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
-def test_sigterm_and_sigint_end_an_attack_cleanly_and_resume_finishes_it(synthetic_npz_dir: Path,
+def test_sigterm_and_sigint_end_an_attack_cleanly_and_resume_finishes_it(attack_case: AttackCase,
                                                                           tmp_path: Path) -> None:
-    """Issue 33, class 3: one line naming the signal, exit 128 + signum, the lock released, --resume gives the
-    bytes of an uninterrupted run (one reference run serves both signals)."""
+    """One line naming the signal, exit 128 + signum, the lock released, --resume gives the bytes of an
+    uninterrupted run."""
     from aigrobust.runs.lock import LOCK_FILE
 
-    checkpoint = _checkpoint(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = tmp_path / "reference"
-    subprocess.run(_command(checkpoint, synthetic_npz_dir, reference), check=True, capture_output=True, env=env)
+    case = attack_case
     for signum in (signal.SIGTERM, signal.SIGINT):
         stopped = tmp_path / f"stopped-{signum}"
-        process = subprocess.Popen(_command(checkpoint, synthetic_npz_dir, stopped), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen(_command(case.checkpoint, case.data_dir, stopped), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=_ONE_THREAD)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(list((stopped / ".parts").glob("*/*.csv.gz"))) < 2:
             time.sleep(0.02)
@@ -241,7 +260,7 @@ def test_sigterm_and_sigint_end_an_attack_cleanly_and_resume_finishes_it(synthet
         assert lines[-1].startswith(f"aigrobust: stopped by {name}") and "Traceback" not in err, err
         assert not (stopped / LOCK_FILE).exists()
         assert not (stopped / "records.csv.gz").exists()
-        done = subprocess.run(_command(checkpoint, synthetic_npz_dir, stopped, "--resume"), capture_output=True,
-                              text=True, env=env)
+        done = subprocess.run(_command(case.checkpoint, case.data_dir, stopped, "--resume"), capture_output=True,
+                              text=True, env=_ONE_THREAD)
         assert done.returncode == 0, done.stderr
-        assert (stopped / "records.csv.gz").read_bytes() == (reference / "records.csv.gz").read_bytes()
+        assert (stopped / "records.csv.gz").read_bytes() == case.reference_records

@@ -232,7 +232,7 @@ def test_records_cut_mid_row_without_run_json_are_refused_with_the_row(compute_r
 @pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 def test_a_report_stopped_by_sigterm_leaves_the_old_report_or_the_new_one_whole(compute_run: Path,
                                                                                 tmp_path: Path) -> None:
-    """Issue 33, class 3, end to end: SIGTERM at several moments of a report that overwrites an older one; each
+    """End to end: SIGTERM at several moments of a report that overwrites an older one; each
     time the folder holds one report whole (its index, tables and figures all of the old title or all of the new),
     and nothing hidden is left behind."""
     import subprocess
