@@ -86,6 +86,13 @@ def test_a_code_running_pickle_is_refused_and_its_payload_never_runs(tmp_path: P
     assert not marker.exists()
 
 
+def test_a_text_file_is_named_as_no_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "notes.th"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(CheckpointError, match="could not be loaded safely .*not a PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
 def test_aig_reference_layout_converts(tmp_path: Path) -> None:
     ours = half_closed(create_model("aig20", shortcut="B")).eval()
     reference = {}

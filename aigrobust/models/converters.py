@@ -37,9 +37,21 @@ def torch_load_safely(path: Path) -> Any:
             detail = after[0].strip() if after and "WeightsUnpickler" in text else "unsupported content"
             reason = (f"refused ({detail}): it holds objects other than tensors and plain containers (a pickle "
                       "that could run code) or is not a checkpoint")
+        elif not _looks_like_torch_file(path):
+            reason = "it is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
         else:
             reason = text.splitlines()[0] if text else type(err).__name__
         raise CheckpointError(f"{path} could not be loaded safely (weights only): {reason}") from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as ``torch.save`` files do: a zip archive, or a pickle (protocol 2 or later)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True  # unreadable: torch's own error says why
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _extract_state(obj: Any, path: Path) -> OrderedDict[str, Tensor]:
