@@ -72,6 +72,8 @@ AIG32="--checkpoint aig32-from-at-deployed=reports/cifar10-robust/training/aig32
 PAIR_32="--checkpoint resnet32.at=aigrobust/pretrained/resnet32.at.safetensors $AIG32"
 AIG32_RSLAD="--checkpoint aig32-from-at-rslad=reports/cifar10-robust/training/aig32-from-at-rslad-t0.4/model.safetensors"
 RSLAD_COMPUTE="--checkpoint aig20-rslad-compute=reports/cifar10-robust/training/aig20-rslad-compute/model.safetensors"
+RSLAD_COMPUTE_T75="--checkpoint aig20-rslad-compute-t75=reports/cifar10-robust/training/aig20-rslad-compute-t75/model.safetensors"
+TRADES="--checkpoint aig20-from-at-trades=reports/cifar10-robust/training/aig20-from-at-trades/model.safetensors"
 common() { echo --data-dir "$DATA" --n-samples "$1" --batch-size 250 --device "$DEVICE"; }
 # name | arguments (longest runs spread through the queue so two workers finish together)
 QUEUE=(
@@ -105,6 +107,12 @@ QUEUE=(
   # the plain line below resnet20's FLOPs, where the gated models sit: resnet14.at, the same recipe as resnet20.at
   "standard-8-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
   "standard-2-resnet14.at|--model resnet14.at ${SUITE[*]} --eps 2/255 --fold-batchnorm $(common $N_SMALL)"
+  # the compute fine-tune with its target at the route's own FLOPs (target rate 0.75 instead of 0.6)
+  "aig20-rslad-compute-t75-500|$RSLAD_COMPUTE_T75 --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
+  "compute-variants-rslad-compute-t75|$RSLAD_COMPUTE_T75 --attack $COMPUTE_STEPS --attack $COMPUTE_APGD --attack $COMPUTE_RESTARTS --eps 8/255 --n-samples $N_CHECK --batch-size 200 --data-dir $DATA --device $DEVICE"
+  "standard-8-aig20-rslad-compute-t75|$RSLAD_COMPUTE_T75 ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
+  # TRADES on the deployed route under the whole suite
+  "standard-8-aig20-trades|$TRADES ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
 )
 if stage attacks; then
   run_workers
