@@ -26,6 +26,7 @@ PINNED_SHA256 = {
     "resnet20.safetensors": "575b1187b2a44503d07fa364649162c0f64bb56b5efc728aba057108651e9f97",
     "aig20.at.safetensors": "1faa94d47cbc2e2b141b4b80e9ea38e3225a862d56e1613b85c05ab440d94740",  # N-FGSM 8/255, target rate 0.6, best of epoch 28
     "aig20.at_compute.safetensors": "cd3712ada0d624f47541a720d651e0cfbff79cd6f1929b022e396a68220bac76",  # N-FGSM 8/255 on accuracy and compute, penalty 4
+    "aig20.at_rslad_compute.safetensors": "ac2e7aec185b6c790d57c99a75ad365723cead63bfe847cf9c6a7cde8d705ce9",  # aig20 distilled from resnet20.at, then 3 epochs against the compute attack, target rate 0.75
     "resnet20.at.safetensors": "e461a5347764dd01089aae7d7b2f6e6c1fcd91de8d3ab9a59f75cbd2aff6e842",  # N-FGSM 8/255, 30 epochs, best of epoch 28
     "resnet14.at.safetensors": "b625108661167dd389f742f0bf9ad97b7407ba04f3d05c7be6aced2b2fe2f5c8",  # N-FGSM 8/255, 30 epochs, best of epoch 30
     "resnet32.at.safetensors": "ae6e26d6759d87cf24297f397180d51b42986e009f3ca7a8026125a2bdc3d923",  # N-FGSM 8/255, 30 epochs, best of epoch 30
