@@ -81,7 +81,7 @@ def _record_digests(tmp_path: Path, n_images: int, batch_sizes: tuple[int, ...],
 
 
 def test_records_are_the_same_bytes_for_batch_sizes_7_32_and_256(tmp_path: Path) -> None:
-    # 60 images: batches of 7 (the last one short), two of 32, and one batch holding them all
+    # 60 images: batches of 7 (the last one short), of 32 (32 and 28), and one batch holding them all
     digests = _record_digests(tmp_path, 60, (7, 32, 256), "--eps", "2/255", "--eps", "8/255", "--attack", "fgsm",
                               "--attack", "pgd:steps=3", "--attack", "apgd:steps=4", "--attack", "square:n_queries=20",
                               "--gate-grad", "exact", "--gate-grad", "straight-through")

@@ -91,7 +91,7 @@ def test_torchrun_two_cpu_processes_merge_to_the_single_process_records(syntheti
     checkpoint = _checkpoint(tmp_path)
     args = ["attack", "--checkpoint", str(checkpoint), "--eps", "4/255", "--attack", "fgsm", "--attack",
             "pgd:steps=2", "--data-dir", str(synthetic_npz_dir), "--n-samples", "40", "--batch-size", "8"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = _ONE_THREAD
     single = tmp_path / "single"
     subprocess.run([sys.executable, "-m", "aigrobust", *args, "--attack", "square:n_queries=10", "--out", str(single)],
                    check=True, capture_output=True, env=env)
@@ -116,7 +116,7 @@ def test_torchrun_training_with_distributed_data_parallel(synthetic_npz_dir: Pat
     done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29519", "-m", "aigrobust", "train",
                            "--model", "tiny_aig", "--data-dir", str(synthetic_npz_dir), "--out", str(out),
                            "--epochs", "1", "--batch-size", "32", "--device", "cpu"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+                          capture_output=True, text=True, env=_ONE_THREAD, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DistributedDataParallel over 2 processes" in done.stdout
     model, meta = load_checkpoint(out / "model.safetensors")
@@ -189,7 +189,7 @@ def test_sigkill_inside_the_first_batch_keeps_finished_units(synthetic_npz_dir: 
     # one batch of 48 and six units (3 gate-gradient settings x 2 attacks); with --early-exit each unit after the
     # first depends on what the earlier ones fooled, so a resume must replay the saved units, not just skip them
     checkpoint = _checkpoint(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = _ONE_THREAD
 
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "aigrobust", "attack", "--checkpoint", str(checkpoint), "--eps", "4/255",
