@@ -111,7 +111,8 @@ QUEUE=(
   "aig20-rslad-compute-t75-500|$RSLAD_COMPUTE_T75 --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
   "compute-variants-rslad-compute-t75|$RSLAD_COMPUTE_T75 --attack $COMPUTE_STEPS --attack $COMPUTE_APGD --attack $COMPUTE_RESTARTS --eps 8/255 --n-samples $N_CHECK --batch-size 200 --data-dir $DATA --device $DEVICE"
   "standard-8-aig20-rslad-compute-t75|$RSLAD_COMPUTE_T75 ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
-  # TRADES on the deployed route under the whole suite
+  # TRADES on the deployed route: the compute attack on 500 images, the whole suite on 1000
+  "aig20-from-at-trades-500|$TRADES --attack apgd --attack $COMPUTE --attack random-noise --eps 8/255 $(common $N_SMALL)"
   "standard-8-aig20-trades|$TRADES ${SUITE[*]} --gate-grad exact --gate-grad straight-through --eps 8/255 --fold-batchnorm $(common $N_LARGE)"
 )
 if stage attacks; then
